@@ -1,0 +1,100 @@
+"""Every Kasse event payload, and the registry that maps CloudEvents types to them."""
+
+from kasse_contracts.base import Event
+from kasse_contracts.events.carts import CartAbandoned, CartAction, CartUpdated, CheckoutStarted
+from kasse_contracts.events.catalog import (
+    ProductChanged,
+    ProductChangeKind,
+    ProductSearched,
+    ProductViewed,
+    RejectedLine,
+    ReviewSubmitted,
+    SearchFilters,
+    StockRejected,
+    StockReserved,
+)
+from kasse_contracts.events.common import Address, DiscountLine, LineItem, ProductRef, StockLine
+from kasse_contracts.events.orders import CancellationReason, OrderCancelled, OrderPlaced, ShippingSelection
+from kasse_contracts.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded
+from kasse_contracts.events.shipping import (
+    MethodKind,
+    PriceBand,
+    ReturnLine,
+    ReturnReason,
+    ReturnReceived,
+    ReturnRequested,
+    ShipmentCreated,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    ShippingMethod,
+    ShippingMethodsPublished,
+    ShippingRate,
+)
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    ProductViewed,
+    ProductSearched,
+    ProductChanged,
+    ReviewSubmitted,
+    StockReserved,
+    StockRejected,
+    CartUpdated,
+    CartAbandoned,
+    CheckoutStarted,
+    OrderPlaced,
+    OrderCancelled,
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentRefunded,
+    ShippingMethodsPublished,
+    ShipmentCreated,
+    ShipmentDispatched,
+    ShipmentDelivered,
+    ReturnRequested,
+    ReturnReceived,
+)
+
+EVENTS_BY_TYPE: dict[str, type[Event]] = {e.event_type: e for e in ALL_EVENTS}
+
+__all__ = [
+    "ALL_EVENTS",
+    "EVENTS_BY_TYPE",
+    "Address",
+    "CancellationReason",
+    "CartAbandoned",
+    "CartAction",
+    "CartUpdated",
+    "CheckoutStarted",
+    "DiscountLine",
+    "Event",
+    "LineItem",
+    "MethodKind",
+    "OrderCancelled",
+    "OrderPlaced",
+    "PaymentCaptured",
+    "PaymentFailed",
+    "PaymentRefunded",
+    "PriceBand",
+    "ProductChangeKind",
+    "ProductChanged",
+    "ProductRef",
+    "ProductSearched",
+    "ProductViewed",
+    "RejectedLine",
+    "ReturnLine",
+    "ReturnReason",
+    "ReturnReceived",
+    "ReturnRequested",
+    "ReviewSubmitted",
+    "SearchFilters",
+    "ShipmentCreated",
+    "ShipmentDelivered",
+    "ShipmentDispatched",
+    "ShippingMethod",
+    "ShippingMethodsPublished",
+    "ShippingRate",
+    "ShippingSelection",
+    "StockLine",
+    "StockRejected",
+    "StockReserved",
+]

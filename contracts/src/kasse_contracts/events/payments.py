@@ -1,0 +1,54 @@
+"""Events of the payment service."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from kasse_contracts import topics
+from kasse_contracts.base import FunnelEvent, Identifier, Money
+
+
+class PaymentCaptured(FunnelEvent):
+    """The order's payment succeeded."""
+
+    event_type: ClassVar[str] = "io.kasse.payment.PaymentCaptured.v1"
+    topic: ClassVar[str] = topics.PAYMENTS
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    payment_intent_id: Identifier
+    amount: Money
+
+
+class PaymentFailed(FunnelEvent):
+    """The payment failed for good; `reason` is `fraud_suspected` when screening blocked it."""
+
+    event_type: ClassVar[str] = "io.kasse.payment.PaymentFailed.v1"
+    topic: ClassVar[str] = topics.PAYMENTS
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    payment_intent_id: Identifier | None = None
+    reason: str = Field(description="card_declined, fraud_suspected, processing_error, …")
+    decline_code: str | None = None
+    message: str = ""
+    amount: Money
+
+
+class PaymentRefunded(FunnelEvent):
+    """Money went back to the customer (GA4 `refund`)."""
+
+    event_type: ClassVar[str] = "io.kasse.payment.PaymentRefunded.v1"
+    topic: ClassVar[str] = topics.PAYMENTS
+    key_field: ClassVar[str] = "order_id"
+    ga4_event: ClassVar[str | None] = "refund"
+
+    order_id: Identifier
+    refund_id: Identifier
+    payment_intent_id: Identifier
+    amount: Money
+    total_refunded: Money
+    full: bool
+    reason: str = ""

@@ -1,0 +1,147 @@
+"""Events of the shipping service: methods and rates, shipments, returns."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, ClassVar
+
+from pydantic import Field
+
+from kasse_contracts import topics
+from kasse_contracts.base import (
+    ContractModel,
+    CountryCode,
+    CurrencyCode,
+    Event,
+    FunnelEvent,
+    Identifier,
+    MinorUnits,
+    Money,
+)
+from kasse_contracts.events.common import StockLine
+
+
+class MethodKind(StrEnum):
+    STANDARD = "standard"
+    EXPRESS = "express"
+    PICKUP_POINT = "pickup_point"
+
+
+class PriceBand(ContractModel):
+    """From this basket subtotal (inclusive) up to the next band, shipping costs `price`."""
+
+    min_subtotal: MinorUnits
+    price: MinorUnits
+
+
+class ShippingRate(ContractModel):
+    zone: str
+    countries: list[CountryCode]
+    currency: CurrencyCode
+    price_bands: Annotated[list[PriceBand], Field(min_length=1)]
+    per_kg: MinorUnits = 0
+    free_shipping_threshold: MinorUnits | None = None
+    min_business_days: Annotated[int, Field(ge=0)]
+    max_business_days: Annotated[int, Field(ge=0)]
+
+
+class ShippingMethod(ContractModel):
+    method_id: Identifier
+    name: str
+    kind: MethodKind
+    carrier: str
+    rates: list[ShippingRate]
+
+
+class ShippingMethodsPublished(Event):
+    """The full current rate table: readers replace what they had with the highest `revision`."""
+
+    event_type: ClassVar[str] = "io.kasse.shipping.ShippingMethodsPublished.v1"
+    topic: ClassVar[str] = topics.SHIPPING_METHODS
+    key_field: ClassVar[str] = "rate_table_id"
+
+    rate_table_id: Identifier = "default"
+    revision: Annotated[int, Field(ge=1)]
+    origin_country: CountryCode
+    origin_timezone: str = Field(description="IANA zone of the warehouse, e.g. Europe/Berlin")
+    cutoff_local_time: str = Field(pattern=r"^\d{2}:\d{2}$", description="Orders after this ship next day")
+    holidays: list[date] = Field(default_factory=list, description="Origin public holidays: no dispatch")
+    methods: list[ShippingMethod]
+
+
+class ShipmentCreated(FunnelEvent):
+    event_type: ClassVar[str] = "io.kasse.shipping.ShipmentCreated.v1"
+    topic: ClassVar[str] = topics.SHIPPING
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    shipment_id: Identifier
+    method_id: Identifier
+    carrier: str
+    tracking_number: str
+    tracking_url: str | None = None
+    promised_delivery_date: date
+
+
+class ShipmentDispatched(FunnelEvent):
+    event_type: ClassVar[str] = "io.kasse.shipping.ShipmentDispatched.v1"
+    topic: ClassVar[str] = topics.SHIPPING
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    shipment_id: Identifier
+    carrier: str
+    tracking_number: str
+    dispatched_at: datetime
+
+
+class ShipmentDelivered(FunnelEvent):
+    event_type: ClassVar[str] = "io.kasse.shipping.ShipmentDelivered.v1"
+    topic: ClassVar[str] = topics.SHIPPING
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    shipment_id: Identifier
+    delivered_at: datetime
+
+
+class ReturnReason(StrEnum):
+    DAMAGED = "damaged"
+    WRONG_ITEM = "wrong_item"
+    NOT_AS_DESCRIBED = "not_as_described"
+    CHANGED_MIND = "changed_mind"
+    OTHER = "other"
+
+
+class ReturnLine(StockLine):
+    refund_amount: Money
+
+
+class ReturnRequested(FunnelEvent):
+    """A return inside the window was accepted and a label issued."""
+
+    event_type: ClassVar[str] = "io.kasse.shipping.ReturnRequested.v1"
+    topic: ClassVar[str] = topics.SHIPPING
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    return_id: Identifier
+    lines: Annotated[list[ReturnLine], Field(min_length=1)]
+    reason: ReturnReason
+    comment: str = ""
+    label_reference: str
+    refund_amount: Money
+
+
+class ReturnReceived(FunnelEvent):
+    """The returned goods arrived at the warehouse: payment refunds `refund_amount`."""
+
+    event_type: ClassVar[str] = "io.kasse.shipping.ReturnReceived.v1"
+    topic: ClassVar[str] = topics.SHIPPING
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    return_id: Identifier
+    lines: list[ReturnLine]
+    refund_amount: Money

@@ -1,0 +1,66 @@
+"""Kafka topics: names, keys, partition counts and retention are part of the contract.
+
+Rules (see contracts/README.md):
+- a topic name ends in its major version (`.v1`); within a version only additive changes are allowed
+  (new optional fields, new event types); a breaking change means a new topic `.v2`, produced in
+  parallel until its subscribers have moved;
+- the message key is the aggregate id named by `key`, so all events of one order (one cart, one
+  session, one product) stay in order on one partition;
+- partition counts only grow within a version, and only with a migration note: growing them moves keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str
+    description: str
+    partitions: int = DEFAULT_PARTITIONS
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    compacted: bool = False
+    event_types: tuple[str, ...] = field(default_factory=tuple)
+
+
+STOREFRONT = "kasse.storefront.v1"
+CATALOG = "kasse.catalog.v1"
+STOCK = "kasse.stock.v1"
+CARTS = "kasse.carts.v1"
+ORDERS = "kasse.orders.v1"
+PAYMENTS = "kasse.payments.v1"
+SHIPPING = "kasse.shipping.v1"
+SHIPPING_METHODS = "kasse.shipping-methods.v1"
+
+DEAD_LETTER_PREFIX = "kasse.dlq."
+
+
+def dead_letter_topic(service: str) -> str:
+    """Each consuming service has one dead-letter topic; headers say where a record came from."""
+    return f"{DEAD_LETTER_PREFIX}{service}"
+
+
+TOPICS: dict[str, Topic] = {
+    t.name: t
+    for t in (
+        Topic(STOREFRONT, "session_id", "Discovery on the storefront: product views and searches"),
+        Topic(CATALOG, "product_id", "Product changes (price, stock, availability) and reviews"),
+        Topic(STOCK, "order_id", "Stock reservations for orders"),
+        Topic(CARTS, "cart_id", "Cart changes, abandonment and the start of checkout"),
+        Topic(ORDERS, "order_id", "Orders placed and cancelled"),
+        Topic(PAYMENTS, "order_id", "Payments captured, failed and refunded"),
+        Topic(SHIPPING, "order_id", "Shipments and returns"),
+        Topic(
+            SHIPPING_METHODS,
+            "rate_table_id",
+            "The current shipping methods, rates and delivery rules (latest per rate table)",
+            partitions=1,
+            retention_ms=-1,
+            compacted=True,
+        ),
+    )
+}
