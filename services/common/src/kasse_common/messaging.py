@@ -1,0 +1,237 @@
+"""Kafka through FastStream (aiokafka): the broker, the publisher, and at-least-once consumers.
+
+Consumption contract of every Kasse consumer:
+- one consumer group per service (`ServiceSettings.consumer_group`); offsets start at `earliest` for a
+  new group, so a service that starts late still sees what was published before it;
+- AckPolicy.NACK_ON_ERROR: the offset is committed only after the handler returned. The handler
+  returns after it applied the event, or after the event went to the dead-letter topic. If even
+  the dead-letter publish fails, the exception escapes, FastStream seeks back and the record is
+  delivered again: nothing is ever skipped silently;
+- inside, a failing handler is retried with exponential backoff (`consumer_max_attempts`), then
+  the record goes to the service's dead-letter topic with its original key, value and headers plus
+  `kasse_dlq_*` headers saying why. A malformed record (bad envelope, invalid payload) skips the
+  retries: it will not get better. Either way the consumer carries on with the next record;
+- handlers must be idempotent (see kasse_common.persistence): redelivery after a crash between
+  the effect and the offset commit is normal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
+from kasse_contracts.base import Event
+from kasse_contracts.topics import dead_letter_topic
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import TracerProvider
+
+from kasse_common.envelope import MalformedEvent, OutgoingRecord, decode, headers_to_dict
+from kasse_common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """What a handler may want to know about the record besides the payload."""
+
+    event_id: str
+    event_type: str
+    source: str
+    time: datetime
+    subject: str
+    topic: str
+    partition: int
+    offset: int
+
+
+Handler = Callable[[Any, EventContext], Awaitable[None]]
+
+
+class PermanentError(Exception):
+    """Raised by a handler when retrying cannot help (the event contradicts the rules): dead-letter it."""
+
+
+def create_broker(
+    settings: ServiceSettings,
+    tracer_provider: TracerProvider | None = None,
+    meter: Meter | None = None,
+) -> KafkaBroker:
+    """The service's one broker: idempotent producer (acks=all), telemetry middleware."""
+    security = None
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    use_ssl = settings.kafka_security_protocol.upper() in ("SSL", "SASL_SSL")
+    if settings.kafka_sasl_mechanism:
+        mech = settings.kafka_sasl_mechanism.upper()
+        cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[mech]
+        security = cls(username=settings.kafka_sasl_username or "", password=password, use_ssl=use_ssl)
+    middlewares = []
+    if tracer_provider is not None:
+        middlewares.append(KafkaTelemetryMiddleware(tracer_provider=tracer_provider, meter=meter))
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=f"kasse-{settings.service_name}",
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        security=security,
+        middlewares=middlewares,
+        graceful_timeout=15.0,
+        logger=logging.getLogger(f"kasse.{settings.service_name}.faststream"),
+        log_level=logging.DEBUG,
+    )
+
+
+class EventPublisher:
+    """Publishes encoded records; topic names get the settings' prefix."""
+
+    def __init__(self, broker: KafkaBroker, settings: ServiceSettings) -> None:
+        self._broker = broker
+        self._settings = settings
+
+    async def publish(self, record: OutgoingRecord) -> None:
+        await self._broker.publish(
+            record.value,
+            topic=self._settings.topic(record.topic),
+            key=record.key.encode(),
+            headers=record.headers,
+        )
+
+    async def publish_raw(self, topic: str, value: bytes | None, key: bytes | None, headers: dict[str, str]) -> None:
+        await self._broker.publish(value or b"", topic=topic, key=key, headers=headers)
+
+
+class EventConsumer:
+    """Registers one FastStream subscriber per topic and dispatches records by CloudEvents type."""
+
+    def __init__(self, broker: KafkaBroker, settings: ServiceSettings, publisher: EventPublisher) -> None:
+        self._broker = broker
+        self._settings = settings
+        self._publisher = publisher
+        self._handlers: dict[str, dict[str, tuple[type[Event], Handler]]] = {}
+        self.dead_letter_topic = settings.topic(dead_letter_topic(settings.service_name))
+        self.dead_lettered = 0
+        self.processed = 0
+
+    @property
+    def topics(self) -> list[str]:
+        """Contract names of the topics this consumer subscribes to."""
+        return list(self._handlers)
+
+    def on(self, event_type: type[E], handler: Callable[[E, EventContext], Awaitable[None]]) -> None:
+        """Call `handler` for every `event_type` on its contract topic."""
+        by_type = self._handlers.get(event_type.topic)
+        if by_type is None:
+            by_type = self._handlers[event_type.topic] = {}
+            self._subscribe(event_type.topic, by_type)
+        by_type[event_type.event_type] = (event_type, handler)
+
+    def _subscribe(self, topic: str, by_type: Mapping[str, tuple[type[Event], Handler]]) -> None:
+        physical = self._settings.topic(topic)
+
+        async def on_record(message: KafkaMessage) -> None:
+            await self._dispatch(message, physical, by_type)
+
+        on_record.__name__ = f"on_{topic.replace('.', '_').replace('-', '_')}"
+        self._broker.subscriber(
+            physical,
+            group_id=self._settings.consumer_group,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            max_poll_interval_ms=300_000,
+        )(on_record)
+
+    async def _dispatch(self, message: Any, topic: str, by_type: Mapping[str, tuple[type[Event], Handler]]) -> None:
+        raw = message.raw_message
+        headers = headers_to_dict(raw.headers or ())
+        try:
+            incoming = decode(raw.value, headers, {t: m for t, (m, _) in by_type.items()})
+        except MalformedEvent as exc:
+            await self._dead_letter(raw, headers, exc, attempts=0)
+            return
+        if incoming.event is None:
+            return  # a type this service does not consume (or does not know yet): not an error
+        _, handler = by_type[incoming.type]
+        ctx = EventContext(
+            event_id=incoming.id,
+            event_type=incoming.type,
+            source=incoming.attributes.source,
+            time=incoming.attributes.time,
+            subject=incoming.attributes.subject,
+            topic=topic,
+            partition=raw.partition,
+            offset=raw.offset,
+        )
+        await self._handle_with_retries(handler, incoming.event, ctx, raw, headers)
+
+    async def _handle_with_retries(
+        self, handler: Handler, event: Event, ctx: EventContext, raw: Any, headers: dict[str, str]
+    ) -> None:
+        s = self._settings
+        delay = s.consumer_backoff_initial_s
+        for attempt in range(1, s.consumer_max_attempts + 1):
+            try:
+                await handler(event, ctx)
+                self.processed += 1
+                return
+            except PermanentError as exc:
+                await self._dead_letter(raw, headers, exc, attempts=attempt)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt == s.consumer_max_attempts:
+                    await self._dead_letter(raw, headers, exc, attempts=attempt)
+                    return
+                log.warning(
+                    "handler failed, retrying",
+                    extra={
+                        "event_id": ctx.event_id,
+                        "event_type": ctx.event_type,
+                        "attempt": attempt,
+                        "error": repr(exc),
+                    },
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, s.consumer_backoff_max_s)
+
+    async def _dead_letter(self, raw: Any, headers: dict[str, str], exc: BaseException, attempts: int) -> None:
+        dlq_headers = dict(headers)
+        dlq_headers.update(
+            {
+                "kasse_dlq_error": str(exc)[:2000],
+                "kasse_dlq_error_type": type(exc).__name__,
+                "kasse_dlq_stacktrace": "".join(traceback.format_exception(exc))[-4000:],
+                "kasse_dlq_topic": raw.topic,
+                "kasse_dlq_partition": str(raw.partition),
+                "kasse_dlq_offset": str(raw.offset),
+                "kasse_dlq_consumer_group": self._settings.consumer_group,
+                "kasse_dlq_attempts": str(attempts),
+                "kasse_dlq_time": datetime.now(UTC).isoformat(),
+            }
+        )
+        # If this raises, the record is not acknowledged and comes back: never lost.
+        await self._publisher.publish_raw(self.dead_letter_topic, raw.value, raw.key, dlq_headers)
+        self.dead_lettered += 1
+        log.error(
+            "record dead-lettered",
+            extra={
+                "dlq_topic": self.dead_letter_topic,
+                "source_topic": raw.topic,
+                "partition": raw.partition,
+                "offset": raw.offset,
+                "error": str(exc)[:500],
+            },
+        )

@@ -1,0 +1,177 @@
+"""State and the events it causes, written together in one single-document atomic write.
+
+FerretDB v1 has no multi-document transactions, so Kasse's outbox lives *inside* the document whose
+state changed: a map `_outbox` of encoded events, a flag `_outbox_pending`, and a counter
+`_outbox_rev` that grows with every append. The same update also records the id of the event being
+consumed in `_processed`, which makes consumers idempotent: a redelivered event matches no document
+and changes nothing. A crash anywhere leaves either the old document or the new one with its events;
+the relay (kasse_common.outbox) publishes what is pending.
+
+Document fields owned by this module all start with `_` and are never part of domain state:
+`_version` (optimistic concurrency), `_outbox`, `_outbox_pending`, `_outbox_rev`, `_outbox_lease`,
+`_processed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from kasse_common.envelope import OutgoingRecord
+
+VERSION = "_version"
+OUTBOX = "_outbox"
+PENDING = "_outbox_pending"
+REV = "_outbox_rev"
+LEASE = "_outbox_lease"
+PROCESSED = "_processed"
+INTERNAL_FIELDS = (VERSION, OUTBOX, PENDING, REV, LEASE, PROCESSED)
+
+
+class ConcurrencyError(Exception):
+    """Someone else changed the document since it was read: load again and retry."""
+
+
+class CommitOutcome(Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # the consumed event was applied before: nothing changed
+
+
+def _outbox_fields(events: Sequence[OutgoingRecord], base_seq: int) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for i, record in enumerate(events):
+        doc = record.to_document()
+        doc["seq"] = base_seq + i
+        fields[f"{OUTBOX}.{record.event_id}"] = doc
+    return fields
+
+
+def strip_internal(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in INTERNAL_FIELDS}
+
+
+async def ensure_outbox_indexes(collection: AsyncCollection[Any]) -> None:
+    await collection.create_index([(PENDING, ASCENDING)], name="outbox_pending")
+
+
+class DocumentStore:
+    """Commits aggregates to one collection with their events and the consumed event's id.
+
+    Repositories in each service translate domain objects to documents and call `commit`.
+    """
+
+    def __init__(self, collection: AsyncCollection[Any], on_commit: Callable[[], None] | None = None) -> None:
+        self.collection = collection
+        self._on_commit = on_commit  # wakes the outbox relay
+
+    async def load(self, doc_id: Any) -> dict[str, Any] | None:
+        return await self.collection.find_one({"_id": doc_id}, {OUTBOX: 0, PROCESSED: 0})
+
+    async def commit(
+        self,
+        doc_id: Any,
+        *,
+        expected_version: int | None,
+        state: Mapping[str, Any],
+        events: Sequence[OutgoingRecord] = (),
+        consumed_event_id: str | None = None,
+        extra_filter: Mapping[str, Any] | None = None,
+        inc: Mapping[str, int] | None = None,
+    ) -> CommitOutcome:
+        """Write `state` (the fields to set) and `events` atomically.
+
+        expected_version None: the document must not exist yet (insert). Otherwise it must still be at
+        that version. `extra_filter` adds a guard (a conditional update, e.g. enough stock); `inc`
+        adds atomic increments. Raises ConcurrencyError when the guard or version does not hold.
+        """
+        now = datetime.now(UTC)
+        new_version = 1 if expected_version is None else expected_version + 1
+        if expected_version is None:
+            doc: dict[str, Any] = {"_id": doc_id, **state, VERSION: 1, OUTBOX: {}, PENDING: bool(events), REV: 1}
+            for i, record in enumerate(events):
+                entry = record.to_document()
+                entry["seq"] = i
+                doc[OUTBOX][record.event_id] = entry
+            doc[PROCESSED] = {consumed_event_id: now} if consumed_event_id else {}
+            for field, amount in (inc or {}).items():
+                doc[field] = doc.get(field, 0) + amount
+            try:
+                await self.collection.insert_one(doc)
+            except DuplicateKeyError:
+                if consumed_event_id and await self._was_processed(doc_id, consumed_event_id):
+                    return CommitOutcome.DUPLICATE
+                raise ConcurrencyError(f"{doc_id!r} exists already") from None
+            self._committed(events)
+            return CommitOutcome.APPLIED
+
+        query: dict[str, Any] = {"_id": doc_id, VERSION: expected_version, **(extra_filter or {})}
+        if consumed_event_id:
+            query[f"{PROCESSED}.{consumed_event_id}"] = {"$exists": False}
+        to_set: dict[str, Any] = {**state, VERSION: new_version}
+        update: dict[str, Any] = {"$set": to_set}
+        if events:
+            to_set.update(_outbox_fields(events, base_seq=new_version * 1000))
+            to_set[PENDING] = True
+            update["$inc"] = {REV: 1}
+        if consumed_event_id:
+            to_set[f"{PROCESSED}.{consumed_event_id}"] = now
+        if inc:
+            update.setdefault("$inc", {}).update(inc)
+        result = await self.collection.update_one(query, update)
+        if result.matched_count == 1:
+            self._committed(events)
+            return CommitOutcome.APPLIED
+        if consumed_event_id and await self._was_processed(doc_id, consumed_event_id):
+            return CommitOutcome.DUPLICATE
+        raise ConcurrencyError(f"{doc_id!r} changed since version {expected_version} (or its guard failed)")
+
+    async def was_processed(self, doc_id: Any, event_id: str) -> bool:
+        return await self._was_processed(doc_id, event_id)
+
+    async def _was_processed(self, doc_id: Any, event_id: str) -> bool:
+        found = await self.collection.find_one(
+            {"_id": doc_id, f"{PROCESSED}.{event_id}": {"$exists": True}}, {"_id": 1}
+        )
+        return found is not None
+
+    def _committed(self, events: Sequence[OutgoingRecord]) -> None:
+        if events and self._on_commit is not None:
+            self._on_commit()
+
+
+class StandaloneEvents:
+    """Events with no state change behind them (a product view): one tiny document per event.
+
+    The insert is the atomic write; the relay publishes it and deletes the document.
+    """
+
+    COLLECTION = "outbox_events"
+
+    def __init__(self, collection: AsyncCollection[Any], on_commit: Callable[[], None] | None = None) -> None:
+        self.collection = collection
+        self._on_commit = on_commit
+
+    async def add(self, *records: OutgoingRecord) -> None:
+        if not records:
+            return
+        docs = [
+            {"_id": r.event_id, OUTBOX: {r.event_id: {**r.to_document(), "seq": 0}}, PENDING: True, REV: 1}
+            for r in records
+        ]
+        try:
+            await self.collection.insert_many(docs, ordered=False)
+        except Exception as exc:  # a retried insert of the same event id is fine
+            from pymongo.errors import BulkWriteError
+
+            if not isinstance(exc, BulkWriteError) or any(
+                e.get("code") != 11000 for e in exc.details.get("writeErrors", [])
+            ):
+                raise
+        if self._on_commit is not None:
+            self._on_commit()

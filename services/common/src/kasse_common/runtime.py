@@ -1,0 +1,239 @@
+"""The service runtime: one object that owns a service's connections and background work.
+
+A service's `main.create_app()` builds a `ServiceRuntime`, hands its pieces (document stores, the
+consumer, the encoder) to its adapters and use cases, registers its routes and handlers, and asks
+the runtime for the FastAPI app. Nothing connects before the app's lifespan starts.
+
+Lifespan order. Start: indexes and topics, the broker (producer, then subscribers), the outbox relay.
+Stop (graceful): stop consuming and let in-flight handlers finish (their offsets are committed),
+drain the outbox relay, close the producer, close Mongo, flush telemetry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
+from kasse_contracts.base import Event
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace.export import SpanExporter
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily
+
+from kasse_common.envelope import OutgoingRecord, encode
+from kasse_common.errors import install_problem_handlers
+from kasse_common.http import BodySizeLimit, readiness_body
+from kasse_common.logs import configure_logging
+from kasse_common.messaging import EventConsumer, EventPublisher, create_broker
+from kasse_common.mongo import create_mongo_client
+from kasse_common.outbox import OutboxRelay
+from kasse_common.persistence import DocumentStore, StandaloneEvents, ensure_outbox_indexes
+from kasse_common.settings import ServiceSettings
+from kasse_common.telemetry import Telemetry, setup_telemetry
+from kasse_common.topics_admin import ensure_topics
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        telemetry: Telemetry | None = None,
+        span_exporter: SpanExporter | None = None,
+        configure_logs: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.service = settings.service_name
+        if configure_logs:
+            configure_logging(self.service, settings.log_level, settings.log_json)
+        self.telemetry = telemetry or setup_telemetry(self.service, span_exporter=span_exporter)
+        self.mongo = create_mongo_client(settings)
+        self.db = self.mongo[settings.database_name]
+        self.broker = create_broker(
+            settings, self.telemetry.tracer_provider, self.telemetry.meter(f"kasse.{self.service}")
+        )
+        self.publisher = EventPublisher(self.broker, settings)
+        self.consumer = EventConsumer(self.broker, settings, self.publisher)
+        self.relay = OutboxRelay(
+            self.publisher,
+            poll_interval_s=settings.outbox_poll_interval_s,
+            batch_size=settings.outbox_batch_size,
+            lease_s=settings.outbox_lease_s,
+        )
+        self.standalone_events = StandaloneEvents(self.db[StandaloneEvents.COLLECTION], self.relay.notify)
+        self.relay.watch(self.standalone_events.collection, delete_when_drained=True)
+        self._stores: list[DocumentStore] = []
+        self._produced_topics: set[str] = set()
+        self._on_startup: list[Hook] = []
+        self._on_shutdown: list[Hook] = []
+        self._background: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started = asyncio.Event()
+
+    # -- wiring -------------------------------------------------------------------------------
+    def document_store(self, collection: str) -> DocumentStore:
+        """A store whose documents carry an outbox; the relay watches it."""
+        store = DocumentStore(self.db[collection], on_commit=self.relay.notify)
+        self.relay.watch(store.collection)
+        self._stores.append(store)
+        return store
+
+    def produces(self, *events: type[Event]) -> None:
+        """Declare produced event types so their topics exist before the first publish."""
+        self._produced_topics.update(e.topic for e in events)
+
+    def encode(self, event: Event, *, event_id: str | None = None, time: datetime | None = None) -> OutgoingRecord:
+        return encode(event, service=self.service, event_id=event_id, time=time)
+
+    def on_startup(self, hook: Hook) -> None:
+        self._on_startup.append(hook)
+
+    def on_shutdown(self, hook: Hook) -> None:
+        self._on_shutdown.append(hook)
+
+    def background(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """A coroutine run for the app's lifetime (cancelled at shutdown), e.g. a periodic job."""
+        self._background.append(loop)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        for store in self._stores:
+            await ensure_outbox_indexes(store.collection)
+        await ensure_outbox_indexes(self.standalone_events.collection)
+        topics = set(self._produced_topics) | set(self.consumer.topics)
+        physical = [self.settings.topic(t) for t in sorted(topics)]
+        if self.consumer.topics:
+            physical.append(self.consumer.dead_letter_topic)
+        await ensure_topics(self.settings, physical)
+        for hook in self._on_startup:
+            await hook()
+        await self.broker.start()
+        self.relay.start()
+        for loop in self._background:
+            self._tasks.append(asyncio.create_task(loop(), name=getattr(loop, "__name__", "background")))
+        self.started.set()
+        log.info("service started", extra={"service": self.service})
+
+    async def stop(self) -> None:
+        log.info("service stopping", extra={"service": self.service})
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        # 1. Stop consuming; in-flight handlers finish and their offsets are committed.
+        for subscriber in self.broker.subscribers:
+            try:
+                await subscriber.stop()
+            except Exception:
+                log.exception("subscriber did not stop cleanly")
+        for hook in self._on_shutdown:
+            await hook()
+        # 2. Publish what the last handlers and requests wrote.
+        await self.relay.stop()
+        # 3. Close the producer, the database and telemetry.
+        await self.broker.stop()
+        await self.mongo.close()
+        self.telemetry.tracer_provider.force_flush()
+        self.started.clear()
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(self.mongo.admin.command("ping"), 2.0)
+            checks["mongo"] = "ok"
+        except Exception as exc:
+            checks["mongo"] = f"unreachable: {type(exc).__name__}"
+        try:
+            ok = await self.broker.ping(timeout=2.0)
+            checks["kafka"] = "ok" if ok else "unreachable"
+        except Exception as exc:
+            checks["kafka"] = f"unreachable: {type(exc).__name__}"
+        return checks
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def create_app(
+        self,
+        *,
+        title: str,
+        description: str = "",
+        routers: Sequence[APIRouter] = (),
+        version: str = "0.1.0",
+    ) -> FastAPI:
+        runtime = self
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            await runtime.start()
+            try:
+                yield
+            finally:
+                await runtime.stop()
+
+        app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+        app.state.runtime = self
+        install_problem_handlers(app)
+        app.add_middleware(BodySizeLimit, max_bytes=self.settings.max_body_bytes)
+
+        @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+        async def healthz() -> dict[str, str]:
+            return {"status": "alive"}
+
+        @app.get("/readyz", tags=["operations"], summary="Readiness: Kafka and Mongo reachable")
+        async def readyz() -> JSONResponse:
+            checks = await runtime.readiness()
+            body = readiness_body(checks)
+            return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
+
+        registry = self.prometheus_registry()
+
+        @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
+        async def prometheus_metrics() -> PlainTextResponse:
+            return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
+
+        for router in routers:
+            app.include_router(router)
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=self.telemetry.tracer_provider, excluded_urls="healthz,readyz,metrics"
+        )
+        return app
+
+    def prometheus_registry(self) -> CollectorRegistry:
+        if getattr(self, "_registry", None) is None:
+            self._registry = CollectorRegistry()
+            self._registry.register(_RuntimeCollector(self))
+        return self._registry
+
+
+class _RuntimeCollector:
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Any:
+        labels = ["service"]
+        svc = [self.runtime.service]
+        for name, doc, value in (
+            ("kasse_events_consumed", "Events applied by this service's handlers", self.runtime.consumer.processed),
+            (
+                "kasse_events_dead_lettered",
+                "Records sent to the dead-letter topic",
+                self.runtime.consumer.dead_lettered,
+            ),
+            ("kasse_outbox_published", "Events published by the outbox relay", self.runtime.relay.published),
+        ):
+            family = CounterMetricFamily(name, doc, labels=labels)
+            family.add_metric(svc, value)
+            yield family
