@@ -32,6 +32,8 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
 from kasse_contracts.base import Event
 from kasse_contracts.topics import dead_letter_topic
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import TracerProvider
 
@@ -102,15 +104,25 @@ class EventPublisher:
         self._settings = settings
 
     async def publish(self, record: OutgoingRecord) -> None:
-        await self._broker.publish(
-            record.value,
-            topic=self._settings.topic(record.topic),
-            key=record.key.encode(),
-            headers=record.headers,
-        )
+        # The record may have been written long before (outbox): publish inside the trace that
+        # caused it, so the producer span and the `traceparent` the consumers see continue it.
+        token = otel_context.attach(propagate.extract(record.headers))
+        try:
+            await self._broker.publish(
+                record.value,
+                topic=self._settings.topic(record.topic),
+                key=record.key.encode(),
+                headers=record.headers,
+            )
+        finally:
+            otel_context.detach(token)
 
     async def publish_raw(self, topic: str, value: bytes | None, key: bytes | None, headers: dict[str, str]) -> None:
         await self._broker.publish(value or b"", topic=topic, key=key, headers=headers)
+
+
+async def _raw_body(message: Any) -> Any:
+    return message.body
 
 
 class EventConsumer:
@@ -151,6 +163,9 @@ class EventConsumer:
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_poll_interval_ms=300_000,
+            # FastStream would JSON-decode the body before our handler runs and turn a malformed
+            # record into an endless nack loop; we decode (and dead-letter) ourselves.
+            decoder=_raw_body,
         )(on_record)
 
     async def _dispatch(self, message: Any, topic: str, by_type: Mapping[str, tuple[type[Event], Handler]]) -> None:

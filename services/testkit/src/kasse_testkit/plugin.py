@@ -1,0 +1,104 @@
+"""Kasse's pytest plugin (registered through the `pytest11` entry point of kasse-testkit).
+
+Fixtures:
+- `kasse_infra` (session): real Kafka, Mongo-protocol store and stripe-mock (see infrastructure.py);
+- `namespace`: a unique topic prefix and database suffix per test, so tests never see each other;
+- `settings_for`: builds a service's settings pointed at the infrastructure and the namespace;
+- `topic_reader`, `test_publisher`: read and write namespaced topics with plain aiokafka.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from kasse_common.settings import ServiceSettings
+from kasse_testkit.infrastructure import Infrastructure, InfrastructureUnavailable, acquire, find_repo_root
+from kasse_testkit.kafka import TestPublisher, TopicReader
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+@pytest.fixture(scope="session")
+def kasse_infra(request: pytest.FixtureRequest) -> Iterator[Infrastructure]:
+    with ExitStack() as stack:
+        try:
+            infra = acquire(find_repo_root(request.config.rootpath), stack)
+        except InfrastructureUnavailable as exc:
+            pytest.fail(str(exc), pytrace=False)
+        print(f"\n[kasse] integration infrastructure from {infra.origin}: {infra.env()}")
+        yield infra
+
+
+@dataclass(frozen=True)
+class Namespace:
+    token: str
+
+    @property
+    def topic_prefix(self) -> str:
+        return f"test-{self.token}."
+
+    def database(self, service: str) -> str:
+        return f"test_{self.token}_{service}"
+
+    def topic(self, name: str) -> str:
+        return self.topic_prefix + name
+
+
+@pytest.fixture
+async def namespace(kasse_infra: Infrastructure) -> AsyncIterator[Namespace]:
+    ns = Namespace(uuid.uuid4().hex[:10])
+    yield ns
+    # Drop the test's databases; topics are left to the broker's retention (cheap, and deleting
+    # topics while consumer groups settle makes KRaft log noise).
+    client: AsyncMongoClient[Any] = AsyncMongoClient(kasse_infra.mongo_uri)
+    try:
+        for name in await client.list_database_names():
+            if name.startswith(f"test_{ns.token}_"):
+                await client.drop_database(name)
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def settings_for(kasse_infra: Infrastructure, namespace: Namespace) -> Callable[..., Any]:
+    """settings_for(CatalogSettings, **overrides) -> settings on the real stack, in this test's namespace."""
+
+    def build(cls: type[S], **overrides: Any) -> S:
+        values: dict[str, Any] = {
+            "kafka_bootstrap": kasse_infra.kafka_bootstrap,
+            "mongo_uri": kasse_infra.mongo_uri,
+            "topic_prefix": namespace.topic_prefix,
+            "mongo_database": namespace.database(cls.service_name),
+            "log_json": False,
+            "outbox_poll_interval_s": 0.2,
+            "consumer_backoff_initial_s": 0.01,
+        }
+        if "stripe_api_base" in cls.model_fields:
+            values["stripe_api_base"] = kasse_infra.stripe_api_base
+        values.update(overrides)
+        return cls(**values)
+
+    return build
+
+
+@pytest.fixture
+def topic_reader(kasse_infra: Infrastructure, namespace: Namespace) -> Callable[..., TopicReader]:
+    """topic_reader(contract_topic, ...) -> async context manager collecting the namespaced topics."""
+
+    def build(*contract_topics: str) -> TopicReader:
+        return TopicReader(kasse_infra.kafka_bootstrap, *(namespace.topic(t) for t in contract_topics))
+
+    return build
+
+
+@pytest.fixture
+async def test_publisher(kasse_infra: Infrastructure, namespace: Namespace) -> AsyncIterator[TestPublisher]:
+    async with TestPublisher(kasse_infra.kafka_bootstrap, namespace.topic_prefix) as publisher:
+        yield publisher
