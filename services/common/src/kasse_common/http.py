@@ -1,13 +1,21 @@
-"""HTTP plumbing shared by every service: body size limit, health and readiness routes."""
+"""HTTP plumbing shared by every service: problem+json errors, body size limit, readiness."""
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kasse_common.errors import PROBLEM_JSON
+from kasse_common.errors import KasseError
+
+PROBLEM_JSON = "application/problem+json"
+
 
 
 class BodySizeLimit:
@@ -77,3 +85,42 @@ class _TooLarge(Exception):
 
 def readiness_body(checks: dict[str, str]) -> dict[str, Any]:
     return {"status": "ready" if all(v == "ok" for v in checks.values()) else "not ready", "checks": checks}
+
+
+def problem(status: int, title: str, detail: str, instance: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(KasseError)
+    async def _kasse_error(request: Request, exc: KasseError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, request.url.path, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body",
+                "message": err.get("msg", "invalid"),
+                "type": err.get("type", "value_error"),
+            }
+            for err in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "Invalid request", detail, request.url.path, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not found", 405: "Method not allowed", 413: "Request too large"}.get(exc.status_code, "Error")
+        return problem(exc.status_code, title, str(exc.detail), request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Logged with its trace id; the client learns nothing internal.
+        logging.getLogger("kasse.http").exception("unhandled error", extra={"path": request.url.path})
+        return problem(500, "Internal error", "The server failed; the error was logged.", request.url.path)

@@ -27,8 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
 from kasse_common.envelope import OutgoingRecord, encode
-from kasse_common.errors import install_problem_handlers
-from kasse_common.http import BodySizeLimit, readiness_body
+from kasse_common.http import BodySizeLimit, install_problem_handlers, readiness_body
 from kasse_common.logs import configure_logging
 from kasse_common.messaging import EventConsumer, EventPublisher, create_broker
 from kasse_common.mongo import create_mongo_client
