@@ -14,7 +14,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$", min_length=3, max_length=3)]
 """ISO 4217 alphabetic code, upper case (EUR, USD, SEK…)."""
 
-MinorUnits = Annotated[int, Field(ge=0, description="Amount in the currency's minor unit (cents for EUR)")]
+MinorUnits = Annotated[
+    int,
+    Field(ge=0, strict=True, description="Amount in the currency's minor unit (cents for EUR)"),
+]
+"""Strict: 10.0, True or "10" are rejected, so a float can never sneak into an amount."""
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 """ISO 3166-1 alpha-2 country code."""
 

@@ -11,7 +11,8 @@ Rules (see contracts/README.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 DEFAULT_PARTITIONS = 6
 
@@ -25,6 +26,12 @@ class Topic:
     retention_ms: int = 7 * 24 * 3600 * 1000
     compacted: bool = False
     event_types: tuple[str, ...] = field(default_factory=tuple)
+    """The CloudEvents types published on the topic. Computed from the event models (each
+    `Event.topic`) when `kasse_contracts.events` is imported, which importing the package does."""
+
+    @property
+    def cleanup_policy(self) -> str:
+        return "compact" if self.compacted else "delete"
 
 
 STOREFRONT = "kasse.storefront.v1"
@@ -64,3 +71,17 @@ TOPICS: dict[str, Topic] = {
         ),
     )
 }
+
+
+def _attach_event_types(events: Iterable[tuple[str, str]]) -> None:
+    """Fill each topic's `event_types` from `(event_type, topic)` pairs, in the order given.
+
+    Called once by `kasse_contracts.events`, so the list can never drift from the models.
+    """
+    by_topic: dict[str, list[str]] = {name: [] for name in TOPICS}
+    for event_type, topic in events:
+        if topic not in by_topic:
+            raise ValueError(f"{event_type} names topic {topic!r}, which is not in TOPICS")
+        by_topic[topic].append(event_type)
+    for name, types in by_topic.items():
+        TOPICS[name] = replace(TOPICS[name], event_types=tuple(types))

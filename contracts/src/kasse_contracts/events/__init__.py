@@ -30,6 +30,7 @@ from kasse_contracts.events.shipping import (
     ShippingMethodsPublished,
     ShippingRate,
 )
+from kasse_contracts.topics import _attach_event_types
 
 ALL_EVENTS: tuple[type[Event], ...] = (
     ProductViewed,
@@ -55,6 +56,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
 )
 
 EVENTS_BY_TYPE: dict[str, type[Event]] = {e.event_type: e for e in ALL_EVENTS}
+
+_attach_event_types((e.event_type, e.topic) for e in ALL_EVENTS)
 
 __all__ = [
     "ALL_EVENTS",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from kasse_contracts import topics
 from kasse_contracts.base import FunnelEvent, Identifier, Money
@@ -52,7 +51,7 @@ class CartAbandoned(FunnelEvent):
     cart_id: Identifier
     item_count: Annotated[int, Field(ge=1)]
     subtotal: Money
-    last_activity_at: datetime
+    last_activity_at: AwareDatetime
 
 
 class CheckoutStarted(FunnelEvent):

@@ -9,7 +9,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from kasse_contracts import topics
-from kasse_contracts.base import Channel, ContractModel, FunnelEvent, Identifier, Money
+from kasse_contracts.base import Channel, ContractModel, CountryCode, FunnelEvent, Identifier, Money
 from kasse_contracts.events.common import Address, DiscountLine, LineItem
 
 
@@ -38,7 +38,7 @@ class OrderPlaced(FunnelEvent):
     coupon_codes: list[str] = Field(default_factory=list)
     shipping: ShippingSelection
     shipping_address: Address
-    billing_country: str | None = Field(None, description="ISO 3166-1 alpha-2, when the shopper gave one")
+    billing_country: CountryCode | None = Field(None, description="ISO 3166-1 alpha-2, when the shopper gave one")
     subtotal: Money
     discount_total: Money
     shipping_total: Money

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from kasse_contracts import topics
 from kasse_contracts.base import (
@@ -71,6 +71,8 @@ class ShippingMethodsPublished(Event):
 
 
 class ShipmentCreated(FunnelEvent):
+    """A shipment was booked with the carrier for the order; it carries the tracking number."""
+
     event_type: ClassVar[str] = "io.kasse.shipping.ShipmentCreated.v1"
     topic: ClassVar[str] = topics.SHIPPING
     key_field: ClassVar[str] = "order_id"
@@ -85,6 +87,8 @@ class ShipmentCreated(FunnelEvent):
 
 
 class ShipmentDispatched(FunnelEvent):
+    """The carrier picked the parcel up at the warehouse."""
+
     event_type: ClassVar[str] = "io.kasse.shipping.ShipmentDispatched.v1"
     topic: ClassVar[str] = topics.SHIPPING
     key_field: ClassVar[str] = "order_id"
@@ -93,17 +97,19 @@ class ShipmentDispatched(FunnelEvent):
     shipment_id: Identifier
     carrier: str
     tracking_number: str
-    dispatched_at: datetime
+    dispatched_at: AwareDatetime
 
 
 class ShipmentDelivered(FunnelEvent):
+    """The carrier delivered the parcel."""
+
     event_type: ClassVar[str] = "io.kasse.shipping.ShipmentDelivered.v1"
     topic: ClassVar[str] = topics.SHIPPING
     key_field: ClassVar[str] = "order_id"
 
     order_id: Identifier
     shipment_id: Identifier
-    delivered_at: datetime
+    delivered_at: AwareDatetime
 
 
 class ReturnReason(StrEnum):
