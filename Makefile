@@ -1,0 +1,57 @@
+# Kasse — the front door. `make up` runs the shop, `make test` tests it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV ?= uv
+PYTHON ?= python3
+STACK := $(PYTHON) deploy/local/stack.py
+SHOP := $(UV) run --frozen python deploy/local/shop.py
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: sync
+sync: ## Install the workspace (all services, contracts, dev tools) from uv.lock
+	@command -v $(UV) >/dev/null || { echo "uv is missing: pip install uv  (or see README)"; exit 1; }
+	$(UV) sync --frozen
+
+.PHONY: stack-up stack-down stack-status stack-logs
+stack-up: ## Provision (first time: downloads) and start Kafka, FerretDB and stripe-mock on 127.0.0.1
+	$(STACK) start
+stack-down: ## Stop the local stack
+	$(STACK) stop
+stack-status: ## Show the local stack
+	$(STACK) status
+stack-logs: ## Tail the local stack's logs
+	$(STACK) logs
+
+.PHONY: up down status logs
+up: sync stack-up ## Run the shop: stack, the five services, sample catalogue; prints the URLs
+	$(SHOP) start
+down: ## Stop everything `make up` started (services, then the stack)
+	-$(SHOP) stop
+	$(STACK) stop
+status: ## Show the stack and the services
+	-$(STACK) status
+	-$(SHOP) status
+logs: ## Tail the services' logs
+	$(SHOP) logs
+
+.PHONY: test test-unit test-integration
+test: sync ## Run every test tier (unit, integration, e2e) on real Kafka, FerretDB and stripe-mock
+	$(UV) run --frozen pytest
+test-unit: sync ## Only the unit tier (no infrastructure)
+	$(UV) run --frozen pytest -m unit
+test-integration: sync ## Only the integration and e2e tiers
+	$(UV) run --frozen pytest -m "integration or e2e"
+
+.PHONY: lint format
+lint: sync ## ruff, and mypy on the contracts and every service's domain
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy contracts/src $(wildcard services/*/src/kasse_*/domain)
+
+format: sync ## Apply ruff's formatting and safe fixes
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
