@@ -240,3 +240,27 @@ def test_cli_exits_1_on_a_breaking_change(tmp_path: Path, committed: dict[str, d
         check=False,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_baseline_can_come_from_a_git_revision(tmp_path: Path, committed: dict[str, dict[str, Any]]) -> None:
+    """`--git-ref` reads the schemas as committed, not as they are in the working tree."""
+    repo = tmp_path / "repo"
+    contracts = repo / "contracts"
+    (contracts / "schemas").mkdir(parents=True)
+    for path, doc in committed.items():
+        (contracts / path).write_text(render_json(doc), encoding="utf-8")
+
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+        )
+
+    git("init", "-q")
+    git("add", "contracts")
+    git("commit", "-q", "-m", "baseline")
+    (contracts / "schemas" / "PaymentFailed.v1.json").unlink()  # working tree only
+    assert "schemas/PaymentFailed.v1.json" not in compat.load_artefacts(contracts)
+    assert compat.load_artefacts_at_git_ref("HEAD", contracts) == committed

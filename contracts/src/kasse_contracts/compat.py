@@ -377,25 +377,16 @@ def load_artefacts(root: Path) -> dict[str, dict[str, Any]]:
 
 def load_artefacts_at_git_ref(ref: str, root: Path) -> dict[str, dict[str, Any]]:
     """The JSON artefacts under `root/schemas` as of git revision `ref`."""
-    rel = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--show-prefix"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    listing = subprocess.run(
-        ["git", "-C", str(root), "ls-tree", "--name-only", f"{ref}:{rel}{SCHEMAS_DIR}"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
+
+    rel = git("rev-parse", "--show-prefix").strip()  # contracts/ relative to the repository root
+    listing = git("ls-tree", "--full-tree", "--name-only", f"{ref}:{rel}{SCHEMAS_DIR}").split()
     out: dict[str, dict[str, Any]] = {}
     for name in listing:
         if name.endswith(".json"):
-            text = subprocess.run(
-                ["git", "-C", str(root), "show", f"{ref}:{rel}{SCHEMAS_DIR}/{name}"],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            out[f"{SCHEMAS_DIR}/{name}"] = json.loads(text)
+            out[f"{SCHEMAS_DIR}/{name}"] = json.loads(git("show", f"{ref}:{rel}{SCHEMAS_DIR}/{name}"))
     return out
 
 
