@@ -1,0 +1,243 @@
+"""Use cases of an order's fulfilment: react to orders, payments and cancellations, advance the
+carrier's scans, take return requests and record returns arriving at the warehouse."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from kasse_common.envelope import derived_event_id
+from kasse_common.errors import NotFound
+from kasse_contracts.base import Event
+from kasse_contracts.events import OrderCancelled, OrderPlaced, PaymentCaptured, ReturnReason
+
+from kasse_shipping.application.ports import Carrier, FulfilmentRepository, Loaded, PendingEvent, StaleState
+from kasse_shipping.application.rates import RateTableService
+from kasse_shipping.domain.fulfilment import (
+    CancellationInfo,
+    Fulfilment,
+    OrderInfo,
+    OrderLine,
+    PaymentInfo,
+    RequestedLine,
+    ReturnCase,
+    ReturnPolicy,
+    ShipmentStatus,
+)
+from kasse_shipping.domain.rates import rate_for
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 8
+
+
+class FulfilmentService:
+    def __init__(
+        self,
+        repository: FulfilmentRepository,
+        carrier: Carrier,
+        rates: RateTableService,
+        policy: ReturnPolicy,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repo = repository
+        self._carrier = carrier
+        self._rates = rates
+        self.policy = policy
+        self._clock = clock
+
+    # -- events from other services ---------------------------------------------------------------
+    async def order_placed(self, event: OrderPlaced, event_id: str) -> None:
+        info = OrderInfo(
+            session_id=event.session_id,
+            customer_id=event.customer_id,
+            email=event.email,
+            lines=[
+                OrderLine(
+                    product_id=line.product_id,
+                    sku=line.sku,
+                    name=line.name,
+                    quantity=line.quantity,
+                    unit_price=line.unit_price,
+                )
+                for line in event.lines
+            ],
+            method_id=event.shipping.method_id,
+            method_name=event.shipping.name,
+            carrier=event.shipping.carrier,
+            promised_from=event.shipping.promised_from,
+            promised_to=event.shipping.promised_to,
+            address=event.shipping_address,
+            placed_at=event.occurred_at,
+        )
+        await self._apply(event.order_id, event_id, lambda f, now: f.record_order(info))
+
+    async def payment_captured(self, event: PaymentCaptured, event_id: str) -> None:
+        payment = PaymentInfo(
+            payment_intent_id=event.payment_intent_id,
+            captured_at=event.occurred_at,
+            session_id=event.session_id,
+            customer_id=event.customer_id,
+        )
+        await self._apply(event.order_id, event_id, lambda f, now: f.record_payment(payment))
+
+    async def order_cancelled(self, event: OrderCancelled, event_id: str) -> None:
+        cancellation = CancellationInfo(reason=event.reason.value, cancelled_at=event.occurred_at)
+        await self._apply(event.order_id, event_id, lambda f, now: f.record_cancellation(cancellation, now))
+
+    async def _apply(
+        self, order_id: str, event_id: str, change: Callable[[Fulfilment, datetime], list[Event] | None]
+    ) -> None:
+        """Record one consumed fact; create the shipment if the fact completed the picture."""
+        for _ in range(ATTEMPTS):
+            if await self._repo.was_processed(order_id, event_id):
+                return
+            loaded = await self._repo.load(order_id)
+            now = self._clock()
+            events = list(change(loaded.fulfilment, now) or [])
+            if loaded.fulfilment.ready_to_ship():
+                events += await self._ship(loaded.fulfilment, now)
+            try:
+                await self._repo.save(loaded, self._pending(order_id, events), consumed_event_id=event_id)
+                return
+            except StaleState:
+                continue  # the order's other topic wrote at the same moment
+        raise StaleState(f"order {order_id}: gave up after {ATTEMPTS} concurrent changes")
+
+    async def _ship(self, f: Fulfilment, now: datetime) -> list[Event]:
+        assert f.order is not None and f.payment is not None
+        table = self._rates.table
+        method = table.method(f.order.method_id)
+        rate = rate_for(method, f.order.address.country) if method else None
+        # The promise for a parcel booked now; an order whose method we no longer offer keeps the
+        # dates the cart promised.
+        promised = table.window(rate, f.payment.captured_at)[2] if rate else f.order.promised_to
+        shipment_id = "shp_" + uuid.UUID(derived_event_id("shipment", f.order_id)).hex[:20]
+        booking = await self._carrier.book(
+            shipment_id=shipment_id,
+            order_id=f.order_id,
+            carrier=method.carrier if method else f.order.carrier,
+            method_id=f.order.method_id,
+        )
+        first_scan = self._carrier.next_scan(ShipmentStatus.CREATED, now)
+        assert first_scan is not None
+        log.info("shipment created", extra={"order_id": f.order_id, "shipment_id": shipment_id})
+        return f.create_shipment(
+            shipment_id=shipment_id, booking=booking, promised=promised, now=now, first_scan_at=first_scan
+        )
+
+    # -- the carrier's progress ---------------------------------------------------------------------
+    async def advance_due_shipments(self, limit: int = 100) -> int:
+        """Apply every carrier scan that is due (also those missed while the service was down).
+
+        Returns the number of shipments that moved. Another instance moving the same shipment first
+        is fine: the version check makes us skip it.
+        """
+        now = self._clock()
+        moved = 0
+        for order_id in await self._repo.due_for_scan(now, limit):
+            loaded = await self._repo.load(order_id)
+            events: list[Event] = []
+            shipment = loaded.fulfilment.shipment
+            while shipment and shipment.next_transition_at is not None and shipment.next_transition_at <= now:
+                scanned_at = shipment.next_transition_at
+                reached = ShipmentStatus.DISPATCHED if shipment.status is ShipmentStatus.CREATED else ShipmentStatus.DELIVERED
+                next_scan = self._carrier.next_scan(reached, scanned_at)
+                step = loaded.fulfilment.advance(scanned_at=scanned_at, next_scan_at=next_scan)
+                if not step:
+                    shipment.next_transition_at = None  # nothing left to scan
+                events += step
+            try:
+                await self._repo.save(loaded, self._pending(order_id, events))
+                moved += 1
+            except StaleState:
+                log.info("shipment changed while advancing; next round", extra={"order_id": order_id})
+        return moved
+
+    # -- returns ------------------------------------------------------------------------------------
+    async def request_return(
+        self,
+        order_id: str,
+        *,
+        email: str,
+        lines: list[RequestedLine],
+        reason: ReturnReason,
+        comment: str,
+        session_id: str,
+    ) -> ReturnCase:
+        for _ in range(ATTEMPTS):
+            loaded = await self._repo.load(order_id)
+            f = loaded.fulfilment
+            if f.order is None or f.order.email.casefold() != email.strip().casefold():
+                # One answer for "no such order" and "not your order": order ids are not secrets.
+                raise NotFound(f"no order {order_id} with that email address")
+            return_id = "ret_" + uuid.uuid4().hex[:20]
+            label = await self._carrier.return_label(return_id=return_id, order_id=order_id)
+            now = self._clock()
+            events = f.request_return(
+                return_id=return_id,
+                label_reference=label,
+                lines=lines,
+                reason=reason,
+                comment=comment,
+                policy=self.policy,
+                now=now,
+                session_id=session_id,
+            )
+            try:
+                await self._repo.save(loaded, self._pending(order_id, events))
+            except StaleState:
+                continue
+            case = f.find_return(return_id)
+            assert case is not None
+            return case
+        raise StaleState(f"order {order_id}: gave up after {ATTEMPTS} concurrent changes")
+
+    async def receive_return(self, return_id: str) -> tuple[str, ReturnCase]:
+        order_id = await self._repo.order_id_of_return(return_id)
+        if order_id is None:
+            raise NotFound(f"no return {return_id}")
+        for _ in range(ATTEMPTS):
+            loaded = await self._repo.load(order_id)
+            events = loaded.fulfilment.receive_return(return_id, self._clock())
+            try:
+                if events:
+                    await self._repo.save(loaded, self._pending(order_id, events))
+            except StaleState:
+                continue
+            case = loaded.fulfilment.find_return(return_id)
+            assert case is not None
+            return order_id, case
+        raise StaleState(f"return {return_id}: gave up after {ATTEMPTS} concurrent changes")
+
+    # -- queries ------------------------------------------------------------------------------------
+    async def tracking_by_order(self, order_id: str) -> Fulfilment:
+        f = (await self._repo.load(order_id)).fulfilment
+        if f.shipment is None:
+            if f.order is not None and f.cancellation is not None:
+                raise NotFound(f"order {order_id} was cancelled before it shipped")
+            raise NotFound(f"no shipment for order {order_id} yet")
+        return f
+
+    async def tracking_by_number(self, tracking_number: str) -> Fulfilment:
+        f = await self._repo.by_tracking_number(tracking_number)
+        if f is None or f.shipment is None:
+            raise NotFound(f"no shipment with tracking number {tracking_number}")
+        return f
+
+    async def returns_of(self, order_id: str, email: str) -> Fulfilment:
+        f = (await self._repo.load(order_id)).fulfilment
+        if f.order is None or f.order.email.casefold() != email.strip().casefold():
+            raise NotFound(f"no order {order_id} with that email address")
+        return f
+
+    @staticmethod
+    def _pending(order_id: str, events: list[Event]) -> list[PendingEvent]:
+        """Ids derived from what happened, so re-running the same change publishes the same ids."""
+        pending = []
+        for event in events:
+            discriminator = getattr(event, "return_id", None) or getattr(event, "shipment_id", "")
+            pending.append(PendingEvent(event, derived_event_id(order_id, event.event_type, discriminator)))
+        return pending

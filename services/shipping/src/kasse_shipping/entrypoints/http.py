@@ -1,0 +1,340 @@
+"""HTTP API: quotes and methods, tracking, the return policy, return requests and the warehouse's
+admin call. Routes translate to and from the use cases and nothing else."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from kasse_common.errors import Forbidden, Unauthorized
+from kasse_contracts.base import CountryCode, Money
+from kasse_contracts.events import ReturnReason
+from kasse_contracts.events.shipping import MethodKind, ShippingMethod
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from kasse_shipping.application.fulfilment import FulfilmentService
+from kasse_shipping.application.rates import RateTableService
+from kasse_shipping.domain.fulfilment import Fulfilment, RequestedLine, ReturnCase, TimelineEntry
+from kasse_shipping.domain.rates import Basket
+
+
+class Problem(BaseModel):
+    """application/problem+json (RFC 9457)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        401: "No bearer token",
+        403: "Wrong bearer token",
+        404: "Not found",
+        409: "Conflict",
+        422: "Invalid request or refused by the rules (the detail says why)",
+    }
+    return {s: {"model": Problem, "description": text[s], "content": {"application/problem+json": {}}} for s in statuses}
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- quotes -------------------------------------------------------------------------------------
+class BasketIn(_In):
+    subtotal: Money = Field(description="Value of the goods, in minor units")
+    weight_grams: Annotated[int, Field(ge=0, le=1_000_000, strict=True)]
+    item_count: Annotated[int, Field(ge=0, le=10_000, strict=True)]
+
+
+class QuoteRequest(_In):
+    country: CountryCode = Field(description="Destination, ISO 3166-1 alpha-2", examples=["DE"])
+    postal_code: Annotated[str, Field(min_length=1, max_length=20)] | None = None
+    basket: BasketIn
+    ordered_at: AwareDatetime | None = Field(None, description="What-if order time (default: now)")
+    method_id: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
+        None, description="Quote only this method"
+    )
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+
+class MethodQuoteOut(BaseModel):
+    method_id: str
+    name: str
+    kind: MethodKind
+    carrier: str
+    zone: str
+    price: Money
+    free_shipping: bool = Field(description="True when the basket reached the free-shipping threshold")
+    free_shipping_threshold: Money | None
+    dispatch_date: date = Field(description="The business day the parcel leaves the warehouse")
+    delivery_from: date
+    delivery_to: date
+    min_business_days: int
+    max_business_days: int
+
+
+class QuoteOut(BaseModel):
+    country: str
+    ordered_at: datetime
+    rate_table_revision: int
+    methods: list[MethodQuoteOut] = Field(description="Cheapest first")
+
+
+class RateTableOut(BaseModel):
+    rate_table_id: str
+    revision: int
+    origin_country: str
+    origin_timezone: str
+    cutoff_local_time: str
+    holidays: list[date]
+    methods: list[ShippingMethod]
+
+
+# -- tracking and returns ------------------------------------------------------------------------
+class ReturnLineOut(BaseModel):
+    product_id: str
+    sku: str
+    quantity: int
+    refund_amount: Money
+
+
+class ReturnOut(BaseModel):
+    return_id: str
+    order_id: str
+    status: str
+    reason: ReturnReason
+    comment: str
+    label_reference: str = Field(description="Print it and stick it on the parcel")
+    lines: list[ReturnLineOut]
+    refund_amount: Money
+    requested_at: datetime
+    received_at: datetime | None
+
+
+class TrackingOut(BaseModel):
+    order_id: str
+    shipment_id: str
+    status: str
+    carrier: str
+    method_id: str
+    tracking_number: str
+    tracking_url: str | None
+    promised_delivery_date: date
+    created_at: datetime
+    dispatched_at: datetime | None
+    delivered_at: datetime | None
+    cancelled: bool
+    timeline: list[TimelineEntry]
+    returns: list[ReturnOut]
+    return_deadline: datetime | None = Field(description="Returns are accepted until then (once delivered)")
+
+
+class ReturnLineIn(_In):
+    product_id: Annotated[str, Field(min_length=1, max_length=200)]
+    quantity: Annotated[int, Field(ge=1, le=10_000, strict=True)]
+
+
+class ReturnRequestIn(_In):
+    email: Annotated[str, Field(min_length=3, max_length=254, description="The order's email: proves it is yours")]
+    lines: Annotated[list[ReturnLineIn], Field(min_length=1, max_length=100)]
+    reason: ReturnReason
+    comment: Annotated[str, Field(max_length=2000)] = ""
+
+
+class ReturnPolicyOut(BaseModel):
+    window_days: int = Field(description="Days after delivery during which a return can be requested")
+    conditions: list[str]
+
+
+def _return_out(order_id: str, case: ReturnCase) -> ReturnOut:
+    return ReturnOut(
+        return_id=case.return_id,
+        order_id=order_id,
+        status=case.status.value,
+        reason=case.reason,
+        comment=case.comment,
+        label_reference=case.label_reference,
+        lines=[ReturnLineOut(**line.model_dump()) for line in case.lines],
+        refund_amount=case.refund_amount,
+        requested_at=case.requested_at,
+        received_at=case.received_at,
+    )
+
+
+def _tracking_out(f: Fulfilment, service: FulfilmentService) -> TrackingOut:
+    s = f.shipment
+    assert s is not None
+    return TrackingOut(
+        order_id=f.order_id,
+        shipment_id=s.shipment_id,
+        status=s.status.value,
+        carrier=s.carrier,
+        method_id=s.method_id,
+        tracking_number=s.tracking_number,
+        tracking_url=s.tracking_url,
+        promised_delivery_date=s.promised_delivery_date,
+        created_at=s.created_at,
+        dispatched_at=s.dispatched_at,
+        delivered_at=s.delivered_at,
+        cancelled=f.cancellation is not None,
+        timeline=s.timeline,
+        returns=[_return_out(f.order_id, r) for r in f.returns],
+        return_deadline=service.policy.deadline(s.delivered_at) if s.delivered_at else None,
+    )
+
+
+# Module level: FastAPI resolves the (postponed) annotations of routes in this module's globals.
+bearer = HTTPBearer(auto_error=False, description="KASSE_SHIPPING_ADMIN_TOKEN")
+OrderId = Annotated[str, Field(min_length=1, max_length=200)]
+SessionHeader = Annotated[str | None, Header(alias="X-Session-Id", min_length=1, max_length=200)]
+
+
+def build_router(rates: RateTableService, fulfilment: FulfilmentService, admin_token: SecretStr | None) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    async def require_admin(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if credentials is None:
+            raise Unauthorized("this endpoint needs Authorization: Bearer <admin token>")
+        expected = admin_token.get_secret_value() if admin_token else ""
+        # An unset admin token refuses everyone (an empty token must never match).
+        if not expected or not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+            raise Forbidden("the admin token is not valid")
+
+    @router.get(
+        "/shipping/methods",
+        tags=["rates"],
+        summary="The current methods, rates and delivery rules (what ShippingMethodsPublished carries)",
+        response_model=RateTableOut,
+    )
+    async def methods() -> RateTableOut:
+        t = rates.table
+        return RateTableOut(revision=rates.revision or 0, **t.model_dump())
+
+    @router.post(
+        "/shipping/quotes",
+        tags=["rates"],
+        summary="Price and delivery dates of every method for a destination and a basket",
+        response_model=QuoteOut,
+        responses=_problems(422),
+    )
+    async def quote(body: QuoteRequest) -> QuoteOut:
+        basket = Basket(
+            subtotal=body.basket.subtotal, weight_grams=body.basket.weight_grams, item_count=body.basket.item_count
+        )
+        result = rates.quote(
+            country=body.country,
+            postal_code=body.postal_code,
+            basket=basket,
+            ordered_at=body.ordered_at,
+            method_id=body.method_id,
+        )
+        return QuoteOut(
+            country=body.country,
+            ordered_at=result.ordered_at,
+            rate_table_revision=result.revision,
+            methods=[
+                MethodQuoteOut(
+                    method_id=q.method.method_id,
+                    name=q.method.name,
+                    kind=q.method.kind,
+                    carrier=q.method.carrier,
+                    zone=q.rate.zone,
+                    price=q.price,
+                    free_shipping=q.free_shipping,
+                    free_shipping_threshold=(
+                        Money(amount=q.rate.free_shipping_threshold, currency=q.rate.currency)
+                        if q.rate.free_shipping_threshold is not None
+                        else None
+                    ),
+                    dispatch_date=q.dispatch_date,
+                    delivery_from=q.delivery_from,
+                    delivery_to=q.delivery_to,
+                    min_business_days=q.rate.min_business_days,
+                    max_business_days=q.rate.max_business_days,
+                )
+                for q in result.methods
+            ],
+        )
+
+    @router.get(
+        "/orders/{order_id}/shipment",
+        tags=["tracking"],
+        summary="Track an order's shipment: status, promised date and the event timeline",
+        response_model=TrackingOut,
+        responses=_problems(404),
+    )
+    async def track_order(order_id: OrderId) -> TrackingOut:
+        return _tracking_out(await fulfilment.tracking_by_order(order_id), fulfilment)
+
+    @router.get(
+        "/tracking/{tracking_number}",
+        tags=["tracking"],
+        summary="Track a shipment by its tracking number",
+        response_model=TrackingOut,
+        responses=_problems(404),
+    )
+    async def track_number(tracking_number: Annotated[str, Field(min_length=1, max_length=100)]) -> TrackingOut:
+        return _tracking_out(await fulfilment.tracking_by_number(tracking_number), fulfilment)
+
+    @router.get(
+        "/returns/policy",
+        tags=["returns"],
+        summary="The return policy: window in days and conditions",
+        response_model=ReturnPolicyOut,
+    )
+    async def return_policy() -> ReturnPolicyOut:
+        return ReturnPolicyOut(window_days=fulfilment.policy.window_days, conditions=fulfilment.policy.conditions)
+
+    @router.post(
+        "/orders/{order_id}/returns",
+        tags=["returns"],
+        status_code=201,
+        summary="Request a return of delivered items; answers with the return label reference",
+        description="Refused with 422 (and a `reason`: not_delivered, window_closed, quantity_exceeds_delivered) "
+        "for items not delivered, outside the return window or beyond the delivered quantity.",
+        response_model=ReturnOut,
+        responses=_problems(404, 422),
+    )
+    async def request_return(
+        order_id: OrderId, body: ReturnRequestIn, response: Response, x_session_id: SessionHeader = None
+    ) -> ReturnOut:
+        session_id = x_session_id or uuid.uuid4().hex
+        response.headers["X-Session-Id"] = session_id
+        case = await fulfilment.request_return(
+            order_id,
+            email=body.email,
+            lines=[RequestedLine(product_id=line.product_id, quantity=line.quantity) for line in body.lines],
+            reason=body.reason,
+            comment=body.comment,
+            session_id=session_id,
+        )
+        return _return_out(order_id, case)
+
+    @router.post(
+        "/admin/returns/{return_id}/received",
+        tags=["admin"],
+        summary="The warehouse received a return: publishes ReturnReceived (payment refunds on it)",
+        description="Idempotent: recording the same arrival again changes nothing and returns the return.",
+        response_model=ReturnOut,
+        responses=_problems(401, 403, 404),
+        dependencies=[Depends(require_admin)],
+    )
+    async def return_received(return_id: Annotated[str, Field(min_length=1, max_length=100)]) -> ReturnOut:
+        order_id, case = await fulfilment.receive_return(return_id)
+        return _return_out(order_id, case)
+
+    return router
