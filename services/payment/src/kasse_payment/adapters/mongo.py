@@ -1,0 +1,108 @@
+"""Payments in the Mongo-protocol store: one document per order, its outbox inside (kit DocumentStore)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kasse_common.envelope import OutgoingRecord
+from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
+from kasse_contracts.base import Event
+from pymongo import ASCENDING, DESCENDING
+
+from kasse_payment.adapters.codec import from_document, to_document
+from kasse_payment.application.ports import OutgoingEvent, StaleState
+from kasse_payment.domain.payment import Payment
+
+Encoder = Callable[..., OutgoingRecord]  # runtime.encode(event, event_id=…)
+
+
+class MongoPayments:
+    """PaymentRepository and FraudHistory on one collection."""
+
+    def __init__(self, store: DocumentStore, encode: Encoder) -> None:
+        self.store = store
+        self.collection = store.collection
+        self._encode = encode
+
+    async def ensure_indexes(self) -> None:
+        c = self.collection
+        await c.create_index([("email", ASCENDING), ("fraud.decided_at", ASCENDING)], name="velocity_email")
+        await c.create_index([("client_ip", ASCENDING), ("fraud.decided_at", ASCENDING)], name="velocity_ip")
+        await c.create_index(
+            [("card_fingerprint", ASCENDING), ("fraud.decided_at", ASCENDING)], name="velocity_card"
+        )
+        await c.create_index([("intent_id", ASCENDING)], name="intent")
+        await c.create_index([("needs_work", ASCENDING), ("updated_at", ASCENDING)], name="needs_work")
+        await c.create_index([("fraud.decided_at", DESCENDING)], name="fraud_decisions")
+
+    async def load(self, order_id: str) -> Payment | None:
+        doc = await self.store.load(order_id)
+        return None if doc is None else from_document(doc)
+
+    async def save(self, payment: Payment, events: Sequence[OutgoingEvent], consumed_id: str | None) -> bool:
+        state = to_document(payment)
+        state["updated_at"] = datetime.now(UTC)
+        records = [self._record(e.event, e.event_id) for e in events]
+        try:
+            outcome = await self.store.commit(
+                payment.order_id,
+                expected_version=payment.version,
+                state=state,
+                events=records,
+                consumed_event_id=consumed_id,
+            )
+        except ConcurrencyError as exc:
+            raise StaleState(str(exc)) from exc
+        if outcome is CommitOutcome.DUPLICATE:
+            return False
+        payment.version = 1 if payment.version is None else payment.version + 1
+        return True
+
+    def _record(self, event: Event, event_id: str) -> OutgoingRecord:
+        return self._encode(event, event_id=event_id)
+
+    async def find_order_by_intent(self, intent_id: str) -> str | None:
+        doc = await self.collection.find_one({"intent_id": intent_id}, {"_id": 1})
+        return None if doc is None else str(doc["_id"])
+
+    async def due_for_work(self, now: datetime, idle_since: datetime, limit: int) -> list[str]:
+        cursor = self.collection.find(
+            {
+                "needs_work": True,
+                "updated_at": {"$lte": idle_since},
+                "$or": [{"retry_at": None}, {"retry_at": {"$lte": now}}],
+            },
+            {"_id": 1},
+        ).limit(limit)
+        return [str(d["_id"]) async for d in cursor]
+
+    async def fraud_decisions(
+        self, *, outcome: str | None, email: str | None, client_ip: str | None, limit: int
+    ) -> list[Payment]:
+        query: dict[str, Any] = {"fraud": {"$ne": None}}
+        if outcome:
+            query["fraud.outcome"] = outcome
+        if email:
+            query["email"] = email
+        if client_ip:
+            query["client_ip"] = client_ip
+        cursor = self.collection.find(query, {"_outbox": 0, "_processed": 0}).sort("fraud.decided_at", DESCENDING)
+        return [from_document(d) async for d in cursor.limit(limit)]
+
+    # -- FraudHistory ----------------------------------------------------------------------------
+    async def screened_since(self, field: str, value: str, since: datetime, exclude_order: str) -> int:
+        if field not in ("email", "client_ip", "card_fingerprint"):
+            raise ValueError(f"no velocity on {field!r}")
+        return await self.collection.count_documents(
+            {field: value, "fraud.decided_at": {"$gte": since}, "_id": {"$ne": exclude_order}}
+        )
+
+    async def captured_amounts(self, email: str, customer_id: str | None, currency: str, limit: int) -> list[int]:
+        who: dict[str, Any] = {"customer_id": customer_id} if customer_id else {"email": email}
+        cursor = self.collection.find(
+            {**who, "currency": currency, "status": {"$in": ["captured", "partially_refunded", "refunded"]}},
+            {"amount": 1},
+        ).limit(limit)
+        return [int(d["amount"]) async for d in cursor]

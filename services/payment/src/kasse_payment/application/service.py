@@ -1,0 +1,351 @@
+"""Use cases of the payment service.
+
+Every change is: load the payment, let the domain decide, save the new state together with the
+events it caused (and the id of the message that caused it, which makes redeliveries no-ops).
+Calls to Stripe happen *between* such writes, each with an idempotency key derived from the order
+(or the refund's cause), so repeating a step after a crash or a redelivery is safe: `advance`
+looks at the stored state and resumes whatever is unfinished.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from kasse_common.envelope import derived_event_id
+from kasse_common.errors import NotFound
+from kasse_contracts.base import Money
+from kasse_contracts.events import (
+    OrderCancelled,
+    OrderPlaced,
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentRefunded,
+    ReturnReceived,
+    StockReserved,
+)
+
+from kasse_payment.application.ports import (
+    FraudHistory,
+    GatewayDeclined,
+    GatewayUnavailable,
+    OutgoingEvent,
+    PaymentGateway,
+    PaymentRepository,
+    StaleState,
+)
+from kasse_payment.domain.fraud import FraudPolicy, FraudSignals, assess
+from kasse_payment.domain.payment import (
+    Captured,
+    DomainEvent,
+    Failed,
+    OrderFacts,
+    Payment,
+    PaymentStatus,
+    Refund,
+    Refunded,
+    StripeNotice,
+)
+
+log = logging.getLogger(__name__)
+
+Change = Callable[[Payment, datetime], list[DomainEvent] | None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PaymentConfig:
+    server_confirmation: bool
+    server_payment_method: str
+    fraud: FraudPolicy
+    max_attempts: int = 5
+    retry_backoff_s: float = 2.0
+    max_retry_backoff_s: float = 300.0
+
+
+class PaymentService:
+    def __init__(
+        self,
+        repository: PaymentRepository,
+        history: FraudHistory,
+        gateway: PaymentGateway,
+        config: PaymentConfig,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.repository = repository
+        self.history = history
+        self.gateway = gateway
+        self.config = config
+        self.clock = clock
+
+    # -- events in ---------------------------------------------------------------------------
+    async def order_placed(self, event: OrderPlaced, event_id: str) -> None:
+        facts = OrderFacts(
+            amount=event.total.amount,
+            currency=event.total.currency,
+            email=event.email.strip().lower(),
+            session_id=event.session_id,
+            customer_id=event.customer_id,
+            client_ip=event.client_ip,
+            billing_country=event.billing_country,
+            shipping_country=event.shipping_address.country,
+        )
+        await self._change(event.order_id, lambda p, now: p.record_order(facts, now), consumed_id=event_id)
+        await self.advance(event.order_id)
+
+    async def stock_reserved(self, event: StockReserved, event_id: str) -> None:
+        await self._change(event.order_id, lambda p, now: p.record_stock_reserved(now), consumed_id=event_id)
+        await self.advance(event.order_id)
+
+    async def order_cancelled(self, event: OrderCancelled, event_id: str) -> None:
+        await self._change(event.order_id, lambda p, now: p.cancel_order(now), consumed_id=event_id)
+        await self.advance(event.order_id)
+
+    async def return_received(self, event: ReturnReceived, event_id: str) -> None:
+        def request(p: Payment, now: datetime) -> None:
+            if p.order is not None and event.refund_amount.currency != p.order.currency:
+                p._note(now, f"return {event.return_id} ignored: refund in {event.refund_amount.currency}, paid in {p.order.currency}")
+                return
+            p.request_refund(f"return-{event.return_id}", event.refund_amount.amount, "return", now)
+
+        await self._change(event.order_id, request, consumed_id=event_id)
+        await self.advance(event.order_id)
+
+    async def stripe_notice(self, notice: StripeNotice) -> bool:
+        """A verified webhook event; False when this Stripe event id was applied before."""
+        applied = await self._change(
+            notice.order_id, lambda p, now: p.apply_notice(notice, now), consumed_id=f"stripe-{notice.event_id}"
+        )
+        await self.advance(notice.order_id)
+        return applied is not None
+
+    async def order_for_intent(self, intent_id: str) -> str | None:
+        return await self.repository.find_order_by_intent(intent_id)
+
+    # -- admin ---------------------------------------------------------------------------------
+    async def review(self, order_id: str, approve: bool) -> Payment:
+        if await self.repository.load(order_id) is None:
+            raise NotFound(f"no payment for order {order_id}")
+        payment = await self._change(order_id, lambda p, now: p.review(approve, now), consumed_id=None)
+        await self.advance(order_id)
+        return await self.repository.load(order_id) or payment  # type: ignore[return-value]
+
+    async def fraud_decisions(
+        self, *, outcome: str | None = None, email: str | None = None, client_ip: str | None = None, limit: int = 50
+    ) -> list[Payment]:
+        return await self.repository.fraud_decisions(
+            outcome=outcome, email=email.strip().lower() if email else None, client_ip=client_ip, limit=limit
+        )
+
+    async def get(self, order_id: str) -> Payment:
+        payment = await self.repository.load(order_id)
+        if payment is None or payment.order is None:
+            raise NotFound(f"no payment for order {order_id} yet")
+        return payment
+
+    # -- progress ------------------------------------------------------------------------------
+    async def advance(self, order_id: str) -> None:
+        """Do whatever Stripe work the stored state still owes, one step at a time."""
+        for _ in range(12):  # every step changes the state; the bound only guards against a bug
+            payment = await self.repository.load(order_id)
+            if payment is None:
+                return
+            now = self.clock()
+            if payment.ready_to_screen:
+                await self._screen(payment)
+            elif not payment.due(now):
+                return  # a transient Stripe failure: the sweeper retries at retry_at
+            elif payment.status is PaymentStatus.AUTHORIZING:
+                await self._charge(payment)
+            elif payment.intent_cancel_pending:
+                await self._cancel_intent(payment)
+            elif payment.refunds_to_send:
+                await self._send_refund(payment, payment.refunds_to_send[0])
+            else:
+                return
+
+    async def sweep(self, idle_s: float, limit: int = 50) -> int:
+        """Resume payments whose Stripe work was interrupted (a crash, a transient error)."""
+        now = self.clock()
+        order_ids = await self.repository.due_for_work(now, now - timedelta(seconds=idle_s), limit)
+        for order_id in order_ids:
+            try:
+                await self.advance(order_id)
+            except Exception:
+                log.exception("resuming a payment failed", extra={"order_id": order_id})
+        return len(order_ids)
+
+    async def _screen(self, payment: Payment) -> None:
+        order = payment.order
+        assert order is not None
+        policy = self.config.fraud
+        card = payment.card_fingerprint
+        if card is None and self.config.server_confirmation:
+            try:
+                card = await self.gateway.card_fingerprint(self.config.server_payment_method)
+            except (GatewayUnavailable, GatewayDeclined) as exc:
+                log.warning("card fingerprint unavailable for screening", extra={"order_id": payment.order_id, "error": str(exc)})
+        since = self.clock() - timedelta(seconds=policy.window_s)
+        oid = payment.order_id
+        signals = FraudSignals(
+            email=order.email,
+            amount=order.amount,
+            currency=order.currency,
+            client_ip=order.client_ip,
+            card_fingerprint=card,
+            billing_country=order.billing_country,
+            shipping_country=order.shipping_country,
+            orders_by_email=await self.history.screened_since("email", order.email, since, oid),
+            orders_by_ip=await self.history.screened_since("client_ip", order.client_ip, since, oid) if order.client_ip else 0,
+            orders_by_card=await self.history.screened_since("card_fingerprint", card, since, oid) if card else 0,
+            history_amounts=tuple(
+                await self.history.captured_amounts(order.email, order.customer_id, order.currency, limit=50)
+            ),
+        )
+        decision = assess(signals, policy, self.clock())
+        log.info(
+            "fraud screening",
+            extra={"order_id": oid, "outcome": decision.outcome.value, "score": decision.score,
+                   "rules": [r.rule for r in decision.reasons]},
+        )
+
+        def apply(p: Payment, now: datetime) -> list[DomainEvent]:
+            if card and not p.card_fingerprint:
+                p.card_fingerprint = card
+            return p.apply_screening(decision, now)
+
+        await self._change(oid, apply, consumed_id=None)
+
+    async def _charge(self, payment: Payment) -> None:
+        order = payment.order
+        assert order is not None
+        oid = payment.order_id
+        server = self.config.server_confirmation
+        try:
+            state = await self.gateway.create_intent(
+                order_id=oid,
+                amount=order.amount,
+                currency=order.currency,
+                email=order.email,
+                idempotency_key=f"kasse-payment-{oid}-create",
+                server_confirmation=server,
+            )
+            if server:
+                created = state.intent_id
+                await self._change(oid, lambda p, now: p.intent_created(created, now), consumed_id=None)
+                state = await self.gateway.confirm_intent(
+                    intent_id=created,
+                    payment_method=self.config.server_payment_method,
+                    idempotency_key=f"kasse-payment-{oid}-confirm",
+                )
+        except GatewayDeclined as exc:
+            failure = Failed(exc.reason, exc.decline_code, exc.message, exc.intent_id or payment.intent_id)
+            await self._change(oid, lambda p, now: p.declined(failure, now), consumed_id=None)
+            return
+        except GatewayUnavailable as exc:
+            await self._unavailable(oid, exc)
+            return
+        await self._change(
+            oid,
+            lambda p, now: p.intent_updated(state.intent_id, state.status, state.client_secret, server, now),
+            consumed_id=None,
+        )
+
+    async def _cancel_intent(self, payment: Payment) -> None:
+        oid = payment.order_id
+        try:
+            await self.gateway.cancel_intent(intent_id=payment.intent_id or "", idempotency_key=f"kasse-payment-{oid}-cancel")
+        except GatewayDeclined as exc:
+            log.warning("intent not canceled", extra={"order_id": oid, "error": str(exc)})
+        except GatewayUnavailable as exc:
+            await self._unavailable(oid, exc)
+            return
+        await self._change(oid, lambda p, now: p.intent_cancelled(now), consumed_id=None)
+
+    async def _send_refund(self, payment: Payment, refund: Refund) -> None:
+        oid = payment.order_id
+        key = refund.key
+        try:
+            refund_id = await self.gateway.refund(
+                intent_id=payment.intent_id or "",
+                amount=refund.amount,
+                order_id=oid,
+                reason=refund.reason,
+                idempotency_key=f"kasse-refund-{oid}-{key}",
+            )
+        except GatewayDeclined as exc:
+            why = str(exc)
+            await self._change(oid, lambda p, now: p.refund_failed(key, why, now), consumed_id=None)
+            log.error("refund refused by Stripe", extra={"order_id": oid, "refund_key": key, "error": why})
+            return
+        except GatewayUnavailable as exc:
+            await self._unavailable(oid, exc)
+            return
+        await self._change(oid, lambda p, now: p.refund_done(key, refund_id, now), consumed_id=None)
+
+    async def _unavailable(self, order_id: str, exc: Exception) -> None:
+        error = str(exc)[:300]
+
+        def record(p: Payment, now: datetime) -> list[DomainEvent]:
+            delay = min(self.config.retry_backoff_s * 2**p.transient_failures, self.config.max_retry_backoff_s)
+            return p.stripe_unavailable(error, self.config.max_attempts, now + timedelta(seconds=delay), now)
+
+        log.warning("Stripe unavailable", extra={"order_id": order_id, "error": error})
+        await self._change(order_id, record, consumed_id=None)
+
+    # -- persistence ---------------------------------------------------------------------------
+    async def _change(self, order_id: str, change: Change, consumed_id: str | None) -> Payment | None:
+        """Load, change, save with the events; None when `consumed_id` had been applied already."""
+        for _ in range(20):
+            payment = await self.repository.load(order_id) or Payment(order_id=order_id)
+            now = self.clock()
+            caused = change(payment, now) or []
+            events = [self._contract_event(payment, e, now) for e in caused]
+            try:
+                applied = await self.repository.save(payment, events, consumed_id)
+            except StaleState:
+                continue
+            return payment if applied else None
+        raise StaleState(f"payment of order {order_id} kept changing under a write")
+
+    @staticmethod
+    def _contract_event(payment: Payment, event: DomainEvent, now: datetime) -> OutgoingEvent:
+        order = payment.order
+        assert order is not None, "payment events need the order's amount"
+        oid = payment.order_id
+        common = {"occurred_at": now, "session_id": order.session_id, "customer_id": order.customer_id, "order_id": oid}
+        if isinstance(event, Captured):
+            return OutgoingEvent(
+                PaymentCaptured(**common, payment_intent_id=event.intent_id, amount=Money(amount=order.amount, currency=order.currency)),
+                derived_event_id("payment", oid, "captured"),
+            )
+        if isinstance(event, Failed):
+            return OutgoingEvent(
+                PaymentFailed(
+                    **common,
+                    payment_intent_id=event.intent_id,
+                    reason=event.reason,
+                    decline_code=event.decline_code,
+                    message=event.message,
+                    amount=Money(amount=order.amount, currency=order.currency),
+                ),
+                derived_event_id("payment", oid, "failed"),
+            )
+        assert isinstance(event, Refunded)
+        return OutgoingEvent(
+            PaymentRefunded(
+                **common,
+                refund_id=event.refund_id,
+                payment_intent_id=payment.intent_id or "",
+                amount=Money(amount=event.amount, currency=order.currency),
+                total_refunded=Money(amount=event.total_refunded, currency=order.currency),
+                full=event.full,
+                reason=event.reason,
+            ),
+            derived_event_id("payment", oid, "refund", event.key),
+        )

@@ -1,0 +1,392 @@
+"""The payment of one order: a state machine fed by the order's events and by Stripe.
+
+Our own record is the truth: the amount and currency come from the order (OrderPlaced), never from
+a client or from what Stripe echoes. Methods return the domain events they caused; the application
+turns them into contract events and commits them with the new state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from kasse_common.errors import Conflict
+
+from kasse_payment.domain.fraud import FraudDecision, FraudOutcome
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "pending"  # waiting for the order and/or its stock reservation
+    HELD_FOR_REVIEW = "held_for_review"  # fraud screening asked for a human
+    AUTHORIZING = "authorizing"  # screened; the intent is being created / confirmed at Stripe
+    REQUIRES_ACTION = "requires_action"  # the customer must act (confirm, 3-D Secure) with the client secret
+    PROCESSING = "processing"  # confirmed; Stripe's verdict comes by webhook
+    CAPTURED = "captured"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # the order was cancelled before any money was taken
+
+
+PAID = (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)
+OPEN = (
+    PaymentStatus.PENDING,
+    PaymentStatus.HELD_FOR_REVIEW,
+    PaymentStatus.AUTHORIZING,
+    PaymentStatus.REQUIRES_ACTION,
+    PaymentStatus.PROCESSING,
+)
+# Stripe intent states in which the customer still has to act (the client secret is useful).
+CUSTOMER_ACTION_STATES = ("requires_payment_method", "requires_confirmation", "requires_action")
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    amount: int
+    currency: str
+    email: str
+    session_id: str
+    customer_id: str | None
+    client_ip: str | None
+    billing_country: str | None
+    shipping_country: str | None
+
+
+@dataclass
+class Refund:
+    key: str  # idempotency: one refund per cause (the cancellation, one return, one Stripe refund)
+    amount: int
+    reason: str
+    state: str = "requested"  # requested → done
+    refund_id: str | None = None
+
+
+@dataclass
+class HistoryEntry:
+    at: datetime
+    status: str
+    note: str
+
+
+@dataclass(frozen=True)
+class StripeNotice:
+    """The parts of a verified Stripe webhook event that payment acts on."""
+
+    event_id: str
+    type: str  # payment_intent.succeeded | payment_intent.payment_failed | charge.refunded
+    order_id: str
+    intent_id: str | None
+    amount: int | None = None  # amount received / refunded so far, as Stripe reports it
+    failure_code: str | None = None
+    decline_code: str | None = None
+    failure_message: str = ""
+    card_fingerprint: str | None = None
+    refund_ids: tuple[str, ...] = ()
+
+
+# Domain events ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Captured:
+    intent_id: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+    decline_code: str | None
+    message: str
+    intent_id: str | None
+
+
+@dataclass(frozen=True)
+class Refunded:
+    key: str
+    refund_id: str
+    amount: int
+    total_refunded: int
+    full: bool
+    reason: str
+
+
+DomainEvent = Captured | Failed | Refunded
+
+
+@dataclass
+class Payment:
+    order_id: str
+    version: int | None = None  # None: never saved
+    status: PaymentStatus = PaymentStatus.PENDING
+    order: OrderFacts | None = None
+    stock_reserved: bool = False
+    order_cancelled: bool = False
+    intent_id: str | None = None
+    intent_status: str | None = None
+    client_secret: str | None = None
+    intent_cancel_pending: bool = False  # the order was cancelled after the intent was created
+    card_fingerprint: str | None = None
+    fraud: FraudDecision | None = None
+    failure: Failed | None = None
+    refunds: list[Refund] = field(default_factory=list)
+    pending_notices: list[StripeNotice] = field(default_factory=list)
+    transient_failures: int = 0
+    retry_at: datetime | None = None
+    history: list[HistoryEntry] = field(default_factory=list)
+
+    # -- facts from the order's events -------------------------------------------------------
+    def record_order(self, facts: OrderFacts, now: datetime) -> list[DomainEvent]:
+        if self.order is not None:
+            return []
+        self.order = facts
+        self._note(now, f"order known: {facts.amount} {facts.currency}")
+        # Webhooks that arrived before the order can be applied now that the amount is known.
+        events: list[DomainEvent] = []
+        pending, self.pending_notices = self.pending_notices, []
+        for notice in pending:
+            events += self.apply_notice(notice, now)
+        return events
+
+    def record_stock_reserved(self, now: datetime) -> None:
+        if not self.stock_reserved:
+            self.stock_reserved = True
+            self._note(now, "stock reserved")
+
+    @property
+    def ready_to_screen(self) -> bool:
+        return (
+            self.status is PaymentStatus.PENDING
+            and self.order is not None
+            and self.stock_reserved
+            and not self.order_cancelled
+        )
+
+    # -- fraud screening ---------------------------------------------------------------------
+    def apply_screening(self, decision: FraudDecision, now: datetime) -> list[DomainEvent]:
+        if not self.ready_to_screen:
+            return []
+        self.fraud = decision
+        reasons = "; ".join(r.detail for r in decision.reasons) or "no risk signals"
+        if decision.outcome is FraudOutcome.ALLOW:
+            self._move(PaymentStatus.AUTHORIZING, now, f"screened: allow (score {decision.score}): {reasons}")
+            return []
+        if decision.outcome is FraudOutcome.REVIEW:
+            self._move(PaymentStatus.HELD_FOR_REVIEW, now, f"held for review (score {decision.score}): {reasons}")
+            return []
+        return self._fail(Failed("fraud_suspected", None, f"risk score {decision.score}: {reasons}", None), now)
+
+    def review(self, approve: bool, now: datetime) -> list[DomainEvent]:
+        if self.status is not PaymentStatus.HELD_FOR_REVIEW or self.fraud is None:
+            raise Conflict(f"payment of order {self.order_id} is {self.status.value}, not held for review")
+        verdict = "approved" if approve else "rejected"
+        self.fraud = FraudDecision(
+            self.fraud.outcome, self.fraud.score, self.fraud.reasons, self.fraud.decided_at, verdict
+        )
+        if approve:
+            self._move(PaymentStatus.AUTHORIZING, now, "review: approved by an admin")
+            return []
+        return self._fail(Failed("fraud_suspected", None, "rejected after review", None), now)
+
+    # -- Stripe ------------------------------------------------------------------------------
+    def intent_updated(
+        self, intent_id: str, intent_status: str, client_secret: str | None, server_confirmed: bool, now: datetime
+    ) -> list[DomainEvent]:
+        """What the create / confirm call returned."""
+        if self.status is not PaymentStatus.AUTHORIZING:
+            return []  # a webhook got here first
+        self.intent_id = intent_id
+        self.intent_status = intent_status
+        self.transient_failures = 0
+        self.retry_at = None
+        if intent_status == "succeeded":
+            return self._capture(intent_id, now, "confirmation succeeded")
+        if intent_status == "canceled":
+            return self._fail(Failed("canceled", None, "the payment intent was canceled", intent_id), now)
+        if intent_status == "requires_action" or (not server_confirmed and intent_status in CUSTOMER_ACTION_STATES):
+            self.client_secret = client_secret
+            self._move(PaymentStatus.REQUIRES_ACTION, now, f"intent {intent_id} {intent_status}: customer to act")
+            return []
+        # processing, requires_capture, or a confirm answer that is not final: the webhook decides.
+        self._move(PaymentStatus.PROCESSING, now, f"intent {intent_id} {intent_status}: awaiting Stripe's verdict")
+        return []
+
+    def intent_created(self, intent_id: str, now: datetime) -> None:
+        """Created but not yet confirmed (server mode): remember the id before confirming."""
+        if self.status is PaymentStatus.AUTHORIZING and self.intent_id is None:
+            self.intent_id = intent_id
+            self._note(now, f"intent {intent_id} created")
+
+    def declined(self, failure: Failed, now: datetime) -> list[DomainEvent]:
+        """Stripe refused for good (a card error on confirm, an invalid request)."""
+        if self.status is not PaymentStatus.AUTHORIZING:
+            return []
+        return self._fail(failure, now)
+
+    def stripe_unavailable(self, error: str, max_attempts: int, retry_at: datetime, now: datetime) -> list[DomainEvent]:
+        """A transient error after the SDK's own retries: retry later with the same keys, or give up."""
+        self.transient_failures += 1
+        if self.status is PaymentStatus.AUTHORIZING and self.transient_failures >= max_attempts:
+            return self._fail(
+                Failed("processing_error", None, f"Stripe unreachable after {self.transient_failures} attempts: {error}", self.intent_id),
+                now,
+            )
+        self.retry_at = retry_at
+        self._note(now, f"Stripe unavailable (attempt {self.transient_failures}): {error}")
+        return []
+
+    def apply_notice(self, notice: StripeNotice, now: datetime) -> list[DomainEvent]:
+        """A verified webhook. Kept until the order is known (its amount is needed to report it)."""
+        if self.order is None:
+            self.pending_notices.append(notice)
+            self._note(now, f"webhook {notice.type} kept until the order is known")
+            return []
+        if notice.intent_id and self.intent_id and notice.intent_id != self.intent_id:
+            self._note(now, f"webhook {notice.type} for another intent {notice.intent_id} ignored")
+            return []
+        if notice.card_fingerprint and not self.card_fingerprint:
+            self.card_fingerprint = notice.card_fingerprint
+        if notice.type == "payment_intent.succeeded":
+            if self.status in PAID:
+                self._note(now, "webhook payment_intent.succeeded: already captured")
+                return []
+            return self._capture(notice.intent_id or self.intent_id or "", now, "webhook payment_intent.succeeded")
+        if notice.type == "payment_intent.payment_failed":
+            if self.status not in OPEN:
+                self._note(now, f"webhook payment_intent.payment_failed ignored: payment is {self.status.value}")
+                return []
+            reason = notice.failure_code or "card_declined"
+            return self._fail(Failed(reason, notice.decline_code, notice.failure_message, notice.intent_id), now)
+        if notice.type == "charge.refunded":
+            return self._external_refund(notice, now)
+        return []
+
+    # -- refunds -----------------------------------------------------------------------------
+    @property
+    def refunded_total(self) -> int:
+        return sum(r.amount for r in self.refunds if r.state == "done")
+
+    @property
+    def refundable(self) -> int:
+        """What is left to refund, counting refunds already requested."""
+        if self.order is None or self.status not in PAID:
+            return 0
+        return self.order.amount - sum(r.amount for r in self.refunds if r.state != "failed")
+
+    def request_refund(self, key: str, amount: int | None, reason: str, now: datetime) -> Refund | None:
+        """Ask for a refund (None: all that is left). Repeating a key is a no-op."""
+        if any(r.key == key for r in self.refunds):
+            return None
+        wanted = self.refundable if amount is None else min(amount, self.refundable)
+        if wanted <= 0:
+            self._note(now, f"refund {key} not needed: nothing left to refund")
+            return None
+        refund = Refund(key=key, amount=wanted, reason=reason)
+        self.refunds.append(refund)
+        self._note(now, f"refund {key} of {wanted} requested: {reason}")
+        return refund
+
+    @property
+    def refunds_to_send(self) -> list[Refund]:
+        return [r for r in self.refunds if r.state == "requested"]
+
+    def refund_done(self, key: str, refund_id: str, now: datetime) -> list[DomainEvent]:
+        refund = next((r for r in self.refunds if r.key == key), None)
+        if refund is None or refund.state == "done":
+            return []
+        refund.state = "done"
+        refund.refund_id = refund_id
+        self.transient_failures = 0
+        self.retry_at = None
+        return [self._refunded(refund, now)]
+
+    def refund_failed(self, key: str, why: str, now: datetime) -> None:
+        """Stripe refused the refund for good: recorded for an admin; the amount is refundable again."""
+        refund = next((r for r in self.refunds if r.key == key), None)
+        if refund is not None and refund.state == "requested":
+            refund.state = "failed"
+            self.retry_at = None
+            self._note(now, f"refund {key} refused by Stripe: {why}")
+
+    @property
+    def needs_work(self) -> bool:
+        """Something is still owed to Stripe (a charge, a refund, a cancellation): the sweeper resumes it."""
+        return (
+            self.ready_to_screen
+            or self.status is PaymentStatus.AUTHORIZING
+            or self.intent_cancel_pending
+            or bool(self.refunds_to_send)
+        )
+
+    def due(self, now: datetime) -> bool:
+        return self.retry_at is None or self.retry_at <= now
+
+    def cancel_order(self, now: datetime) -> list[DomainEvent]:
+        """The cart cancelled the order. Our record, not the event's `was_paid`, says what was taken."""
+        if self.order_cancelled:
+            return []
+        self.order_cancelled = True
+        if self.status in PAID:
+            self.request_refund("order-cancelled", None, "order_cancelled", now)
+            return []
+        if self.status in OPEN:
+            if self.intent_id is not None:
+                self.intent_cancel_pending = True
+            self._move(PaymentStatus.CANCELLED, now, "order cancelled before capture")
+        else:
+            self._note(now, f"order cancelled; payment was {self.status.value}")
+        return []
+
+    def intent_cancelled(self, now: datetime) -> None:
+        self.intent_cancel_pending = False
+        self._note(now, f"intent {self.intent_id} canceled at Stripe")
+
+    # -- internals ---------------------------------------------------------------------------
+    def _capture(self, intent_id: str, now: datetime, why: str) -> list[DomainEvent]:
+        self.intent_id = intent_id or self.intent_id
+        self.intent_status = "succeeded"
+        self.client_secret = None
+        if self.status in (PaymentStatus.CANCELLED, PaymentStatus.FAILED):
+            # Money was taken for an order that no longer stands (a late success after a cancel or a
+            # final failure): give it all back rather than report a capture nobody expects.
+            previous = self.status
+            self._move(PaymentStatus.CAPTURED, now, f"{why} after the payment was {previous.value}")
+            self.request_refund("late-capture", None, f"captured_after_{previous.value}", now)
+            return []
+        self._move(PaymentStatus.CAPTURED, now, why)
+        return [Captured(self.intent_id or "")]
+
+    def _fail(self, failure: Failed, now: datetime) -> list[DomainEvent]:
+        self.failure = failure
+        self.client_secret = None
+        self.retry_at = None
+        self._move(PaymentStatus.FAILED, now, f"failed: {failure.reason} {failure.message}".strip())
+        return [failure]
+
+    def _external_refund(self, notice: StripeNotice, now: datetime) -> list[DomainEvent]:
+        """charge.refunded: ours are recognised by refund id; one made elsewhere (dashboard) is recorded."""
+        known = {r.refund_id for r in self.refunds if r.refund_id}
+        new_ids = [rid for rid in notice.refund_ids if rid not in known]
+        if not new_ids or self.order is None:
+            self._note(now, "webhook charge.refunded: refunds already known")
+            return []
+        amount_refunded = notice.amount or 0
+        extra = min(amount_refunded - self.refunded_total, self.order.amount - self.refunded_total)
+        if extra <= 0 or self.status not in PAID:
+            self._note(now, "webhook charge.refunded: nothing new to record")
+            return []
+        refund = Refund(key=f"stripe-{new_ids[-1]}", amount=extra, reason="refunded_at_stripe", state="done", refund_id=new_ids[-1])
+        self.refunds.append(refund)
+        return [self._refunded(refund, now)]
+
+    def _refunded(self, refund: Refund, now: datetime) -> Refunded:
+        assert self.order is not None
+        total = self.refunded_total
+        full = total >= self.order.amount
+        self._move(PaymentStatus.REFUNDED if full else PaymentStatus.PARTIALLY_REFUNDED, now, f"refund {refund.key} of {refund.amount} done")
+        return Refunded(refund.key, refund.refund_id or "", refund.amount, total, full, refund.reason)
+
+    def _move(self, status: PaymentStatus, now: datetime, note: str) -> None:
+        self.status = status
+        self._note(now, note)
+
+    def _note(self, now: datetime, note: str) -> None:
+        self.history.append(HistoryEntry(at=now, status=self.status.value, note=note))

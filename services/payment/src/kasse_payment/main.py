@@ -1,0 +1,101 @@
+"""Wiring of the payment service: `create_app()` builds everything, nothing runs at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import stripe
+import uvicorn
+from fastapi import FastAPI
+from kasse_common.runtime import ServiceRuntime
+from kasse_contracts.events import PaymentCaptured, PaymentFailed, PaymentRefunded
+
+from kasse_payment.adapters.mongo import MongoPayments
+from kasse_payment.adapters.stripe_gateway import StripeGateway, build_client
+from kasse_payment.application.service import PaymentConfig, PaymentService
+from kasse_payment.domain.fraud import FraudPolicy
+from kasse_payment.entrypoints import consumers, http
+from kasse_payment.settings import ConfirmationMode, FraudAction, PaymentSettings
+
+log = logging.getLogger(__name__)
+
+
+def fraud_policy(s: PaymentSettings) -> FraudPolicy:
+    return FraudPolicy(
+        window_s=s.fraud_window_s,
+        max_orders_per_email=s.fraud_max_orders_per_email,
+        max_orders_per_ip=s.fraud_max_orders_per_ip,
+        max_orders_per_card=s.fraud_max_orders_per_card,
+        amount_multiplier=s.fraud_amount_multiplier,
+        min_history=s.fraud_min_history,
+        points_velocity=s.fraud_points_velocity,
+        points_amount=s.fraud_points_amount,
+        points_country_mismatch=s.fraud_points_country_mismatch,
+        points_disposable_email=s.fraud_points_disposable_email,
+        block_score=s.fraud_block_score,
+        hold_for_review=s.fraud_action is FraudAction.HOLD,
+        disposable_domains=frozenset(d.lower() for d in s.fraud_disposable_domains),
+    )
+
+
+def create_app(
+    settings: PaymentSettings | None = None, *, stripe_http_client: stripe.HTTPClient | None = None
+) -> FastAPI:
+    """`stripe_http_client` lets tests record what is sent to Stripe; production uses httpx."""
+    settings = settings or PaymentSettings()
+    runtime = ServiceRuntime(settings)
+    repository = MongoPayments(runtime.document_store("payments"), runtime.encode)
+    gateway = StripeGateway(
+        build_client(
+            settings.stripe_api_key.get_secret_value(),
+            settings.stripe_api_base,
+            timeout_s=settings.stripe_timeout_s,
+            max_network_retries=settings.stripe_max_network_retries,
+            http_client=stripe_http_client,
+        )
+    )
+    payments = PaymentService(
+        repository,
+        repository,
+        gateway,
+        PaymentConfig(
+            server_confirmation=settings.confirmation_mode is ConfirmationMode.SERVER,
+            server_payment_method=settings.server_payment_method,
+            fraud=fraud_policy(settings),
+            max_attempts=settings.stripe_max_attempts,
+            retry_backoff_s=settings.stripe_retry_backoff_s,
+        ),
+    )
+    runtime.produces(PaymentCaptured, PaymentFailed, PaymentRefunded)
+    runtime.on_startup(repository.ensure_indexes)
+    consumers.register(runtime.consumer, payments)
+
+    async def resume_unfinished_payments() -> None:
+        # Work interrupted by a crash or a transient Stripe error is picked up again here.
+        while True:
+            await asyncio.sleep(settings.sweep_interval_s)
+            try:
+                await payments.sweep(idle_s=settings.sweep_interval_s)
+            except Exception:
+                log.exception("payment sweep failed")
+
+    runtime.background(resume_unfinished_payments)
+    app = runtime.create_app(
+        title="Kasse payment",
+        description="Stripe PaymentIntents for orders, signed webhooks, refunds and fraud screening.",
+        routers=http.routers(
+            payments,
+            internal_token=settings.internal_token,
+            admin_token=settings.admin_token,
+            webhook_secret=settings.stripe_webhook_secret,
+            webhook_tolerance_s=settings.webhook_tolerance_s,
+        ),
+    )
+    app.state.payments = payments
+    return app
+
+
+def run() -> None:
+    settings = PaymentSettings()
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)

@@ -1,0 +1,74 @@
+"""Payment settings (env prefix KASSE_PAYMENT_). Secrets are SecretStr: never in a repr or a log."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+from kasse_common.settings import ServiceSettings
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+DEFAULT_DISPOSABLE_DOMAINS = (
+    "mailinator.com",
+    "guerrillamail.com",
+    "10minutemail.com",
+    "tempmail.com",
+    "temp-mail.org",
+    "yopmail.com",
+    "trashmail.com",
+    "sharklasers.com",
+    "getnada.com",
+    "dispostable.com",
+)
+
+
+class ConfirmationMode(StrEnum):
+    CUSTOMER = "customer"  # the storefront confirms with the client secret (3-D Secure, wallets)
+    SERVER = "server"  # the service confirms with a configured test payment method (demo, tests)
+
+
+class FraudAction(StrEnum):
+    FAIL = "fail"  # publish PaymentFailed(reason=fraud_suspected)
+    HOLD = "hold"  # keep the payment for an admin's review
+
+
+class PaymentSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="KASSE_PAYMENT_", extra="ignore", frozen=True)
+    service_name: ClassVar[str] = "payment"
+
+    http_port: int = 8003
+
+    # Stripe
+    stripe_api_key: SecretStr = SecretStr("sk_test_123")
+    stripe_webhook_secret: SecretStr = SecretStr("whsec_test_secret")
+    stripe_api_base: str = Field("https://api.stripe.com", description="stripe-mock's address in tests")
+    stripe_timeout_s: float = Field(10.0, gt=0)
+    stripe_max_network_retries: int = Field(3, ge=0, description="SDK retries (backoff, same idempotency key)")
+    stripe_max_attempts: int = Field(
+        5, ge=1, description="Charge attempts that failed transiently (after the SDK's retries) before giving up"
+    )
+    stripe_retry_backoff_s: float = Field(2.0, gt=0, description="First delay before the sweeper retries")
+    webhook_tolerance_s: int = Field(300, ge=1, description="Max age of a Stripe-Signature timestamp")
+    confirmation_mode: ConfirmationMode = ConfirmationMode.CUSTOMER
+    server_payment_method: str = Field("pm_card_visa", description="Used in server confirmation mode")
+    sweep_interval_s: float = Field(5.0, gt=0, description="How often unfinished Stripe work is resumed")
+
+    # Tokens
+    internal_token: SecretStr | None = Field(None, description="Bearer token of the cart's order view")
+    admin_token: SecretStr | None = Field(None, description="Bearer token of /v1/admin/…")
+
+    # Fraud screening
+    fraud_window_s: int = Field(3600, ge=1, description="Velocity window")
+    fraud_max_orders_per_email: int = Field(5, ge=1, description="Orders per email in the window before it counts")
+    fraud_max_orders_per_ip: int = Field(10, ge=1)
+    fraud_max_orders_per_card: int = Field(5, ge=1)
+    fraud_amount_multiplier: float = Field(5.0, gt=1, description="'Far above history' = this × the average")
+    fraud_min_history: int = Field(2, ge=1, description="Captured payments needed before amounts are compared")
+    fraud_points_velocity: int = Field(60, ge=0)
+    fraud_points_amount: int = Field(30, ge=0)
+    fraud_points_country_mismatch: int = Field(25, ge=0)
+    fraud_points_disposable_email: int = Field(40, ge=0)
+    fraud_block_score: int = Field(50, ge=1, description="Score at or above which the payment is not attempted")
+    fraud_action: FraudAction = FraudAction.FAIL
+    fraud_disposable_domains: tuple[str, ...] = DEFAULT_DISPOSABLE_DOMAINS
