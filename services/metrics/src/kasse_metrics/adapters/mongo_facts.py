@@ -1,0 +1,85 @@
+"""Facts and partition offsets in the Mongo-protocol store (FerretDB v1 locally, MongoDB in prod)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pymongo import ASCENDING, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from kasse_metrics.application.ingest import TopicPartition
+from kasse_metrics.domain.facts import Fact, Position
+
+DUPLICATE_KEY = 11000
+
+
+def fact_to_document(f: Fact) -> dict[str, Any]:
+    return {
+        "_id": f.event_id,
+        "k": f.kind,
+        "ts": f.occurred_at,
+        "s": f.session_id,
+        "t": f.position.topic,
+        "p": f.position.partition,
+        "o": f.position.offset,
+        "d": f.data,
+    }
+
+
+def fact_from_document(doc: Mapping[str, Any]) -> Fact:
+    return Fact(
+        event_id=doc["_id"],
+        kind=doc["k"],
+        occurred_at=doc["ts"],
+        position=Position(doc["t"], doc["p"], doc["o"]),
+        session_id=doc.get("s"),
+        data=doc.get("d") or {},
+    )
+
+
+class MongoFactStore:
+    FACTS = "facts"
+    OFFSETS = "partition_offsets"
+
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self.facts = db[self.FACTS]
+        self.offsets = db[self.OFFSETS]
+
+    async def ensure_indexes(self) -> None:
+        await self.facts.create_index([("t", ASCENDING), ("p", ASCENDING), ("o", ASCENDING)], name="position")
+
+    async def add(self, facts: Sequence[Fact]) -> int:
+        if not facts:
+            return 0
+        try:
+            result = await self.facts.insert_many([fact_to_document(f) for f in facts], ordered=False)
+            return len(result.inserted_ids)
+        except BulkWriteError as exc:
+            others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+            if others:
+                raise
+            return int(exc.details.get("nInserted", 0))
+
+    async def raise_offsets(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        if not next_offsets:
+            return
+        await self.offsets.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": f"{topic}|{partition}"},
+                    {"$max": {"next": offset}, "$set": {"topic": topic, "partition": partition}},
+                    upsert=True,
+                )
+                for (topic, partition), offset in next_offsets.items()
+            ],
+            ordered=False,
+        )
+
+    async def committed_offsets(self) -> dict[TopicPartition, int]:
+        return {(d["topic"], d["partition"]): d["next"] async for d in self.offsets.find({})}
+
+    async def read(self, tp: TopicPartition, start: int, end: int) -> list[Fact]:
+        cursor = self.facts.find({"t": tp[0], "p": tp[1], "o": {"$gte": start, "$lt": end}}).sort("o", ASCENDING)
+        return [fact_from_document(d) async for d in cursor]

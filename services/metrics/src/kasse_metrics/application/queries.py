@@ -1,0 +1,46 @@
+"""Read use cases: the KPIs for a window, from the projection every instance keeps current."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from kasse_metrics.domain.kpis import Projection, Window, minute_of
+
+
+class KpiQueries:
+    def __init__(self, projection: Projection, stream_min_interval_s: float = 0.25) -> None:
+        self.projection = projection
+        self.stream_min_interval_s = stream_min_interval_s
+        self._changed = asyncio.Condition()
+
+    async def notify_changed(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_change(self, seen_version: int, timeout: float) -> int | None:
+        """The projection's version once it differs from `seen_version`; None after `timeout`."""
+        if self.projection.version != seen_version:
+            return self.projection.version
+        try:
+            async with self._changed:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.projection.version != seen_version), timeout
+                )
+        except TimeoutError:
+            return None
+        return self.projection.version
+
+    def report(self, window: str, at: datetime | None) -> dict[str, Any]:
+        return self.projection.report(Window.named(window, at))
+
+    def funnel(self, window: str, at: datetime | None, channel: str | None) -> dict[str, Any]:
+        f = self.projection.funnel(Window.named(window, at), channel=channel)
+        return {"window": window, "channel": channel, **f}
+
+    def breakdown(self, dimension: str, window: str, at: datetime | None, limit: int) -> list[dict[str, Any]]:
+        return self.projection.breakdown(dimension, Window.named(window, at), limit)
+
+    def timeseries(self, minutes: int, at: datetime | None) -> list[dict[str, Any]]:
+        return self.projection.timeseries(minute_of(at or datetime.now(UTC)), minutes)

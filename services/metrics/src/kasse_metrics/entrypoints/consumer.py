@@ -1,0 +1,133 @@
+"""The metrics consumer: one aiokafka consumer on every contract topic, offsets kept in Mongo.
+
+The kit's EventConsumer commits offsets to Kafka after each handler; the metrics service needs the
+offsets to move together with what it stored (see application.ingest), so it runs its own loop:
+poll a batch → IngestBatch (facts, dead letters, offsets in Mongo) → wake the projection. On
+partition assignment it seeks every partition to the offset stored in Mongo (from the beginning when
+none is stored), so a new owner continues exactly where the previous one committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from kasse_common.envelope import headers_to_dict
+from kasse_contracts.topics import TOPICS
+
+from kasse_metrics.application.ingest import FactStore, IngestBatch, RawRecord
+from kasse_metrics.settings import MetricsSettings
+
+log = logging.getLogger(__name__)
+
+
+class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: IngestConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self.owner.next_offsets.pop((tp.topic, tp.partition), None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        stored = await self.owner.store.committed_offsets()
+        consumer = self.owner.consumer
+        assert consumer is not None
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+            self.owner.next_offsets[(tp.topic, tp.partition)] = offset or 0
+        log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in assigned)})
+
+
+class IngestConsumer:
+    def __init__(
+        self,
+        settings: MetricsSettings,
+        store: FactStore,
+        ingest: IngestBatch,
+        on_ingested: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ingest = ingest
+        self.on_ingested = on_ingested
+        self.topics = [settings.topic(name) for name in sorted(TOPICS)]
+        self.consumer: AIOKafkaConsumer | None = None
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        self.records_total = 0
+        self.facts_total = 0
+        self.duplicates_total = 0
+        self._recent: deque[tuple[float, int]] = deque()
+
+    def events_per_second(self, horizon_s: float = 10.0) -> float:
+        now = time.monotonic()
+        while self._recent and self._recent[0][0] < now - horizon_s:
+            self._recent.popleft()
+        return sum(n for _, n in self._recent) / horizon_s
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        if self.consumer is None:
+            return {}
+        out = {}
+        for (topic, partition), position in self.next_offsets.items():
+            high = self.consumer.highwater(TopicPartition(topic, partition))
+            if high is not None:
+                out[(topic, partition)] = max(0, high - position)
+        return out
+
+    async def run(self) -> None:
+        s = self.settings
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.consumer_group,
+            client_id=f"kasse-{s.service_name}-ingest",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=5000,
+            max_poll_records=s.ingest_max_records,
+            fetch_max_wait_ms=s.ingest_poll_timeout_ms,
+        )
+        await self.consumer.start()
+        self.consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
+        try:
+            while True:
+                batch = await self.consumer.getmany(timeout_ms=s.ingest_poll_timeout_ms, max_records=s.ingest_max_records)
+                if batch:
+                    await self._ingest(batch)
+        finally:
+            await self.consumer.stop()
+
+    async def _ingest(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        assert self.consumer is not None
+        records = [
+            RawRecord(m.topic, m.partition, m.offset, m.key, m.value, headers_to_dict(m.headers or ()))
+            for msgs in batch.values()
+            for m in msgs
+        ]
+        try:
+            result = await self.ingest(records)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Nothing of the batch is committed: read it again after a pause (Mongo may be restarting).
+            log.exception("ingest failed; the batch will be read again")
+            for tp, msgs in batch.items():
+                self.consumer.seek(tp, msgs[0].offset)
+            await asyncio.sleep(1.0)
+            return
+        for tp, msgs in batch.items():
+            self.next_offsets[(tp.topic, tp.partition)] = msgs[-1].offset + 1
+        self.records_total += result.records
+        self.facts_total += result.new_facts
+        self.duplicates_total += result.duplicates
+        self._recent.append((time.monotonic(), result.records))
+        self.on_ingested()

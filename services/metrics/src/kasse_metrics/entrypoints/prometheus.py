@@ -1,0 +1,70 @@
+"""Prometheus collector: the KPIs as gauges next to the consumer's operational metrics.
+
+Registered on the kit runtime's registry, so they are served by the runtime's `/metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
+from kasse_metrics.domain.kpis import WINDOWS, Projection, Window
+from kasse_metrics.entrypoints.consumer import IngestConsumer
+
+RATES = ("conversion_rate", "cart_abandonment_rate", "payment_failure_rate", "fraud_block_rate", "refund_rate")
+
+
+class KpiCollector:
+    def __init__(self, projection: Projection, consumer: IngestConsumer, dead_letters: KafkaDeadLetters) -> None:
+        self.projection = projection
+        self.consumer = consumer
+        self.dead_letters = dead_letters
+
+    def collect(self) -> Iterator[Any]:
+        funnel = GaugeMetricFamily("kasse_metrics_funnel_sessions", "Sessions reaching each funnel step", labels=["window", "step"])
+        rates = {
+            name: GaugeMetricFamily(f"kasse_metrics_{name}", f"KPI {name.replace('_', ' ')} (0..1)", labels=["window"])
+            for name in RATES
+        }
+        revenue = GaugeMetricFamily("kasse_metrics_revenue_minor", "Captured revenue in minor units", labels=["window", "currency"])
+        aov = GaugeMetricFamily("kasse_metrics_average_order_value_minor", "Average order value in minor units", labels=["window", "currency"])
+        reviews = GaugeMetricFamily("kasse_metrics_review_count", "Reviews submitted", labels=["window"])
+        rating = GaugeMetricFamily("kasse_metrics_average_rating", "Average review rating", labels=["window"])
+        v2p = GaugeMetricFamily("kasse_metrics_median_view_to_payment_seconds", "Median first view to payment", labels=["window"])
+        p2s = GaugeMetricFamily("kasse_metrics_median_payment_to_shipment_seconds", "Median payment to dispatch", labels=["window"])
+        for name in WINDOWS:
+            r = self.projection.report(Window.named(name, None))
+            for step in r["funnel"]:
+                funnel.add_metric([name, step["step"]], step["sessions"])
+            for rate in RATES:
+                if r[rate]["value"] is not None:
+                    rates[rate].add_metric([name], r[rate]["value"])
+            for currency, money in r["revenue"].items():
+                revenue.add_metric([name, currency], money["revenue"])
+                if money["average_order_value"] is not None:
+                    aov.add_metric([name, currency], money["average_order_value"])
+            reviews.add_metric([name], r["reviews"]["count"])
+            if r["reviews"]["average_rating"] is not None:
+                rating.add_metric([name], r["reviews"]["average_rating"])
+            if r["median_seconds_view_to_payment"] is not None:
+                v2p.add_metric([name], r["median_seconds_view_to_payment"])
+            if r["median_seconds_payment_to_shipment"] is not None:
+                p2s.add_metric([name], r["median_seconds_payment_to_shipment"])
+        yield from (funnel, *rates.values(), revenue, aov, reviews, rating, v2p, p2s)
+
+        lag = GaugeMetricFamily("kasse_metrics_consumer_lag", "Records behind the high watermark", labels=["topic", "partition"])
+        for (topic, partition), value in sorted(self.consumer.lag().items()):
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+        yield GaugeMetricFamily("kasse_metrics_events_per_second", "Records ingested per second (10 s average)",
+                                value=self.consumer.events_per_second())
+        for name, doc, value in (
+            ("kasse_metrics_records_ingested", "Records read by this instance", self.consumer.records_total),
+            ("kasse_metrics_duplicates", "Records whose event id was already counted", self.consumer.duplicates_total),
+            ("kasse_metrics_dead_lettered", "Malformed records sent to the dead-letter topic", self.dead_letters.count),
+            ("kasse_metrics_facts_applied", "Facts folded into this instance's projection", self.projection.facts_applied),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)

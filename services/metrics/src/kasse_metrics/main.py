@@ -1,0 +1,88 @@
+"""Wiring of the metrics service: `create_app()` builds everything, `run()` serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+from kasse_common.runtime import ServiceRuntime
+from kasse_contracts.topics import TOPICS, dead_letter_topic
+
+from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
+from kasse_metrics.adapters.mongo_facts import MongoFactStore
+from kasse_metrics.application.ingest import IngestBatch, ProjectionSync
+from kasse_metrics.application.queries import KpiQueries
+from kasse_metrics.domain.kpis import Projection
+from kasse_metrics.entrypoints.consumer import IngestConsumer
+from kasse_metrics.entrypoints.http import build_dashboard_router, build_router
+from kasse_metrics.entrypoints.prometheus import KpiCollector
+from kasse_metrics.settings import MetricsSettings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Live sales-funnel KPIs from every Kasse event.
+
+Every instance of a consumer group ingests its share of the partitions into shared facts (deduplicated
+by event id, offsets kept next to them) and reads the facts of all partitions into its own
+projection, so any instance answers with the whole group's numbers. See the service README for the
+funnel rules and windows."""
+
+
+def create_app(settings: MetricsSettings | None = None) -> FastAPI:
+    settings = settings or MetricsSettings()
+    runtime = ServiceRuntime(settings)
+    store = MongoFactStore(runtime.db)
+    projection = Projection(settings.funnel_rules())
+    queries = KpiQueries(projection, settings.stream_min_interval_s)
+    sync = ProjectionSync(store, projection)
+    sync.listeners.append(queries.notify_changed)
+    dead_letters = KafkaDeadLetters(
+        runtime.publisher, settings.topic(dead_letter_topic(settings.service_name)), settings.consumer_group
+    )
+    wake = asyncio.Event()
+    consumer = IngestConsumer(settings, store, IngestBatch(store, dead_letters), on_ingested=wake.set)
+
+    async def create_topics_and_indexes() -> None:
+        from kasse_common.topics_admin import ensure_topics
+
+        await store.ensure_indexes()
+        await ensure_topics(
+            settings, [settings.topic(t) for t in TOPICS] + [settings.topic(dead_letter_topic(settings.service_name))]
+        )
+
+    async def keep_projection_current() -> None:
+        # Own batches wake it at once (freshness); other instances' commits are seen by polling.
+        while True:
+            try:
+                await asyncio.wait_for(wake.wait(), settings.projection_poll_interval_s)
+            except TimeoutError:
+                pass
+            wake.clear()
+            try:
+                await sync.catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("projection catch-up failed; retrying")
+                await asyncio.sleep(1.0)
+
+    runtime.on_startup(create_topics_and_indexes)
+    runtime.background(consumer.run)
+    runtime.background(keep_projection_current)
+    runtime.prometheus_registry().register(KpiCollector(projection, consumer, dead_letters))
+    app = runtime.create_app(
+        title="Kasse metrics",
+        description=DESCRIPTION,
+        routers=[build_router(queries), build_dashboard_router()],
+    )
+    app.state.projection = projection
+    app.state.ingest_consumer = consumer
+    app.state.projection_sync = sync
+    return app
+
+
+def run() -> None:
+    settings = MetricsSettings()
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)

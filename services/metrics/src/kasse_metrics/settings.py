@@ -1,0 +1,33 @@
+"""Settings of the metrics service (env prefix KASSE_METRICS_)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from kasse_common.settings import ServiceSettings
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from kasse_metrics.domain.kpis import DEFAULT_STEPS, FunnelRules
+
+
+class MetricsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="KASSE_METRICS_", extra="ignore", frozen=True)
+    service_name: ClassVar[str] = "metrics"
+
+    http_port: int = 8005
+
+    funnel_steps: tuple[str, ...] = Field(DEFAULT_STEPS, description="Ordered funnel steps (JSON list in the env)")
+    funnel_conversion_window_s: float = Field(30 * 24 * 3600, gt=0, description="Max time from first to last step")
+
+    ingest_max_records: int = Field(2000, ge=1, description="Records per ingest batch (one Mongo round trip)")
+    ingest_poll_timeout_ms: int = Field(50, ge=1)
+    projection_poll_interval_s: float = Field(
+        0.05, gt=0, description="How often an instance reads the facts other instances committed"
+    )
+    stream_min_interval_s: float = Field(0.25, gt=0, description="At most one SSE update per this interval")
+
+    def funnel_rules(self) -> FunnelRules:
+        from datetime import timedelta
+
+        return FunnelRules(tuple(self.funnel_steps), timedelta(seconds=self.funnel_conversion_window_s))
