@@ -1,0 +1,38 @@
+"""Asks the payment service for an order's client secret (the order view), briefly and safely."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from pydantic import SecretStr
+
+log = logging.getLogger(__name__)
+
+
+class HttpPaymentLookup:
+    def __init__(self, base_url: str | None, token: SecretStr | None, timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.token = token
+        self.timeout_s = timeout_s
+
+    async def client_secret(self, order_id: str) -> str | None:
+        if not self.base_url:
+            return None
+        headers = {"Authorization": f"Bearer {self.token.get_secret_value()}"} if self.token else {}
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+                response = await client.get(f"{self.base_url}/v1/payments/{order_id}", headers=headers)
+        except httpx.HTTPError as exc:
+            # The order view must answer while payment is down: no secret, not an error.
+            log.warning("payment lookup failed", extra={"order_id": order_id, "error": type(exc).__name__})
+            return None
+        if response.status_code != 200:
+            if response.status_code != 404:
+                log.warning("payment lookup refused", extra={"order_id": order_id, "status": response.status_code})
+            return None
+        try:
+            secret = response.json().get("client_secret")
+        except ValueError:
+            return None
+        return secret if isinstance(secret, str) and secret else None

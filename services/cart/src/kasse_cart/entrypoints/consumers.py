@@ -1,0 +1,81 @@
+"""Event handlers: translate a consumed event into a use case call. Idempotent by construction:
+order facts commit with the consumed event id; read models keep the highest revision."""
+
+from __future__ import annotations
+
+from kasse_common.messaging import EventConsumer, EventContext
+from kasse_contracts.events import (
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentRefunded,
+    ProductChanged,
+    ShipmentCreated,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    ShippingMethodsPublished,
+    StockRejected,
+    StockReserved,
+)
+
+from kasse_cart.application.orders import OrderLife
+from kasse_cart.application.read_models import ReadModels
+from kasse_cart.domain.order import Shipment
+
+
+def register(consumer: EventConsumer, orders: OrderLife, read_models: ReadModels) -> None:
+    async def product_changed(event: ProductChanged, ctx: EventContext) -> None:
+        await read_models.product_changed(event, ctx.event_id)
+
+    async def methods_published(event: ShippingMethodsPublished, ctx: EventContext) -> None:
+        await read_models.rate_table_published(event)
+
+    async def stock_reserved(event: StockReserved, ctx: EventContext) -> None:
+        await orders.apply(event.order_id, ctx.event_id, lambda o: o.stock_reserved(event.occurred_at))
+
+    async def stock_rejected(event: StockRejected, ctx: EventContext) -> None:
+        detail = ", ".join(f"{r.sku}: {r.available} of {r.requested} available" for r in event.rejected_lines)
+        await orders.apply(event.order_id, ctx.event_id, lambda o: o.stock_rejected(event.occurred_at, detail))
+
+    async def payment_captured(event: PaymentCaptured, ctx: EventContext) -> None:
+        await orders.apply(
+            event.order_id, ctx.event_id, lambda o: o.payment_captured(event.occurred_at, event.payment_intent_id)
+        )
+
+    async def payment_failed(event: PaymentFailed, ctx: EventContext) -> None:
+        await orders.apply(
+            event.order_id, ctx.event_id, lambda o: o.payment_failed(event.occurred_at, event.reason, event.message)
+        )
+
+    async def payment_refunded(event: PaymentRefunded, ctx: EventContext) -> None:
+        await orders.apply(
+            event.order_id,
+            ctx.event_id,
+            lambda o: o.payment_refunded(event.occurred_at, event.total_refunded.amount, event.full),
+        )
+
+    async def shipment_created(event: ShipmentCreated, ctx: EventContext) -> None:
+        shipment = Shipment(
+            shipment_id=event.shipment_id,
+            carrier=event.carrier,
+            tracking_number=event.tracking_number,
+            tracking_url=event.tracking_url,
+            promised_delivery_date=event.promised_delivery_date,
+        )
+        await orders.apply(event.order_id, ctx.event_id, lambda o: o.shipment_created(event.occurred_at, shipment))
+
+    async def shipment_dispatched(event: ShipmentDispatched, ctx: EventContext) -> None:
+        await orders.apply(event.order_id, ctx.event_id, lambda o: o.shipment_dispatched(event.dispatched_at))
+
+    async def shipment_delivered(event: ShipmentDelivered, ctx: EventContext) -> None:
+        await orders.apply(event.order_id, ctx.event_id, lambda o: o.shipment_delivered(event.delivered_at))
+
+    consumer.on(ProductChanged, product_changed)
+    consumer.on(ShippingMethodsPublished, methods_published)
+    consumer.on(StockReserved, stock_reserved)
+    consumer.on(StockRejected, stock_rejected)
+    consumer.on(PaymentCaptured, payment_captured)
+    consumer.on(PaymentFailed, payment_failed)
+    consumer.on(PaymentRefunded, payment_refunded)
+    consumer.on(ShipmentCreated, shipment_created)
+    consumer.on(ShipmentDispatched, shipment_dispatched)
+    consumer.on(ShipmentDelivered, shipment_delivered)

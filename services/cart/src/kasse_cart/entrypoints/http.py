@@ -1,0 +1,203 @@
+"""HTTP routes: translate the request, call a use case, translate the answer. Nothing else."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from kasse_common.errors import Forbidden, Unauthorized
+
+from kasse_cart.application.admin import Admin
+from kasse_cart.application.carts import CartService
+from kasse_cart.application.orders import OrderLife, OrderView
+from kasse_cart.domain.order import OrderStatus
+from kasse_cart.entrypoints import schemas as s
+from kasse_cart.settings import CartSettings
+
+CartToken = Annotated[
+    str | None, Header(alias="X-Cart-Token", description="The token returned when the cart was created")
+]
+OrderToken = Annotated[
+    str | None, Header(alias="X-Order-Token", description="The token returned when the order was placed")
+]
+SessionHeader = Annotated[str | None, Header(alias="X-Session-Id", max_length=200)]
+CustomerHeader = Annotated[str | None, Header(alias="X-Customer-Id", max_length=200)]
+
+CART_ERRORS = s.problems(404, 409, 422)
+# Module level: the route signatures are resolved from module globals (postponed annotations).
+bearer = HTTPBearer(auto_error=False)
+
+
+def storefront_router(carts: CartService, orders: OrderLife) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["storefront"])
+
+    @router.post(
+        "/carts",
+        status_code=status.HTTP_201_CREATED,
+        summary="Create a cart; its token is returned once",
+        responses=s.problems(422),
+    )
+    async def create_cart(
+        response: Response,
+        body: s.CreateCart | None = None,
+        session_id: SessionHeader = None,
+        customer_id: CustomerHeader = None,
+    ) -> s.CreatedCart:
+        session = session_id or uuid.uuid4().hex
+        response.headers["X-Session-Id"] = session
+        body = body or s.CreateCart()
+        view, token = await carts.create_cart(session, body.customer_id or customer_id, body.email)
+        return s.CreatedCart(cart_id=view.cart.cart_id, cart_token=token, cart=s.cart_out(view))
+
+    @router.get("/carts/{cart_id}", summary="The cart with current prices, flags and totals", responses=s.problems(404))
+    async def get_cart(cart_id: str, token: CartToken = None) -> s.CartOut:
+        return s.cart_out(await carts.get_cart(cart_id, token))
+
+    @router.post("/carts/{cart_id}/items", summary="Add a product (merges into its line)", responses=CART_ERRORS)
+    async def add_item(cart_id: str, body: s.AddItem, token: CartToken = None) -> s.CartOut:
+        return s.cart_out(await carts.add_item(cart_id, token, body.product_id, body.quantity))
+
+    @router.put("/carts/{cart_id}/items/{product_id}", summary="Set a line's quantity", responses=CART_ERRORS)
+    async def set_quantity(cart_id: str, product_id: str, body: s.SetQuantity, token: CartToken = None) -> s.CartOut:
+        return s.cart_out(await carts.set_quantity(cart_id, token, product_id, body.quantity))
+
+    @router.delete("/carts/{cart_id}/items/{product_id}", summary="Remove a line", responses=CART_ERRORS)
+    async def remove_item(cart_id: str, product_id: str, token: CartToken = None) -> s.CartOut:
+        return s.cart_out(await carts.remove_item(cart_id, token, product_id))
+
+    @router.delete("/carts/{cart_id}/items", summary="Empty the cart (and drop its coupon)", responses=CART_ERRORS)
+    async def clear(cart_id: str, token: CartToken = None) -> s.CartOut:
+        return s.cart_out(await carts.clear(cart_id, token))
+
+    @router.put(
+        "/carts/{cart_id}/coupon", summary="Apply a coupon code (refused with its reason)", responses=CART_ERRORS
+    )
+    async def apply_coupon(cart_id: str, body: s.ApplyCoupon, token: CartToken = None) -> s.CartOut:
+        return s.cart_out(await carts.apply_coupon(cart_id, token, body.code))
+
+    @router.delete("/carts/{cart_id}/coupon", summary="Remove the coupon", responses=CART_ERRORS)
+    async def remove_coupon(cart_id: str, token: CartToken = None) -> s.CartOut:
+        return s.cart_out(await carts.remove_coupon(cart_id, token))
+
+    @router.get(
+        "/carts/{cart_id}/shipping-options",
+        summary="Shipping methods to a country, with price and delivery promise",
+        responses=s.problems(404, 422),
+    )
+    async def shipping_options(
+        cart_id: str,
+        country: Annotated[str, Query(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")],
+        token: CartToken = None,
+    ) -> list[s.ShippingOptionOut]:
+        quotes = await carts.shipping_options(cart_id, token, country)
+        return [s.ShippingOptionOut(**s.shipping_out(q).model_dump()) for q in quotes]
+
+    @router.post(
+        "/carts/{cart_id}/checkout",
+        summary="Begin checkout: e-mail, address, shipping method; returns the final total and promise",
+        responses=CART_ERRORS,
+    )
+    async def begin_checkout(cart_id: str, body: s.BeginCheckout, token: CartToken = None) -> s.CartOut:
+        view = await carts.begin_checkout(
+            cart_id,
+            token,
+            email=body.email,
+            address=body.shipping_address.model_dump(mode="json"),
+            shipping_method_id=body.shipping_method_id,
+            billing_country=body.billing_country,
+        )
+        return s.cart_out(view)
+
+    @router.post(
+        "/carts/{cart_id}/order",
+        status_code=status.HTTP_201_CREATED,
+        summary="Place the order (idempotent on Idempotency-Key: a retry returns the same order)",
+        responses={
+            200: {"model": s.PlacedOrderOut, "description": "Replayed: the order already placed"},
+            **CART_ERRORS,
+        },
+    )
+    async def place_order(
+        cart_id: str,
+        request: Request,
+        response: Response,
+        idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=8, max_length=200)],
+        token: CartToken = None,
+    ) -> s.PlacedOrderOut:
+        client_ip = request.client.host if request.client else None
+        placed = await carts.place_order(cart_id, token, idempotency_key, client_ip)
+        if not placed.created:
+            response.status_code = status.HTTP_200_OK
+        order = placed.order
+        return s.PlacedOrderOut(
+            order_id=order.order_id,
+            order_token=placed.order_token,
+            status=order.status,
+            total=s.money(order.total, order.currency),
+            replayed=not placed.created,
+        )
+
+    @router.get(
+        "/orders/{order_id}",
+        summary="The order: status, timeline, tracking, the payment's client secret when needed",
+        responses=s.problems(404),
+    )
+    async def get_order(order_id: str, token: OrderToken = None) -> s.OrderOut:
+        return s.order_out(await orders.view(order_id, token))
+
+    @router.post(
+        "/orders/{order_id}/cancel",
+        summary="Cancel the order (only before it ships)",
+        responses=s.problems(404, 409),
+    )
+    async def cancel_order(order_id: str, token: OrderToken = None) -> s.OrderOut:
+        order = await orders.cancel_by_customer(order_id, token)
+        return s.order_out(OrderView(order, None))
+
+    return router
+
+
+def admin_router(settings: CartSettings, admin: Admin, orders: OrderLife) -> APIRouter:
+    async def require_admin(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if credentials is None or not credentials.credentials:
+            raise Unauthorized("an admin bearer token is required")
+        expected = settings.admin_token.get_secret_value() if settings.admin_token else None
+        if not expected or not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+            raise Forbidden("the admin token is not valid")
+
+    router = APIRouter(
+        prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=s.problems(401, 403)
+    )
+
+    @router.get("/orders", summary="List and search orders, newest first", responses=s.problems(422))
+    async def list_orders(
+        status_filter: Annotated[OrderStatus | None, Query(alias="status")] = None,
+        email: Annotated[str | None, Query(max_length=254)] = None,
+        q: Annotated[str | None, Query(max_length=200, description="Part of the order id, cart id or e-mail")] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    ) -> list[s.AdminOrderOut]:
+        found = await admin.search_orders(status=status_filter, email=email, text=q, limit=limit, offset=offset)
+        return [s.admin_order_out(o) for o in found]
+
+    @router.get("/orders/{order_id}", summary="One order with everything known about it", responses=s.problems(404))
+    async def get_order(order_id: str) -> s.AdminOrderOut:
+        return s.admin_order_out(await orders.admin_get(order_id))
+
+    @router.post(
+        "/coupons", status_code=status.HTTP_201_CREATED, summary="Create a coupon code", responses=s.problems(409, 422)
+    )
+    async def create_coupon(body: s.NewCoupon) -> s.CouponOut:
+        coupon = await admin.create_coupon(**body.model_dump())
+        return s.coupon_out(coupon)
+
+    @router.get("/coupons", summary="All coupons with their use counts")
+    async def list_coupons() -> list[s.CouponOut]:
+        return [s.coupon_out(c) for c in await admin.list_coupons()]
+
+    return router

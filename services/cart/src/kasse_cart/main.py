@@ -1,0 +1,104 @@
+"""The cart service's composition root: wires adapters, use cases and entrypoints on the kit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+import uvicorn
+from fastapi import FastAPI
+from kasse_common.runtime import ServiceRuntime
+from kasse_contracts.events import CartAbandoned, CartUpdated, CheckoutStarted, OrderCancelled, OrderPlaced
+
+from kasse_cart.adapters.mongo import (
+    MongoCartRepository,
+    MongoCouponRepository,
+    MongoOrderRepository,
+    MongoProductReadModel,
+    MongoRateTableReadModel,
+)
+from kasse_cart.adapters.payment_client import HttpPaymentLookup
+from kasse_cart.application.abandonment import AbandonmentJob
+from kasse_cart.application.admin import Admin
+from kasse_cart.application.carts import CartService
+from kasse_cart.application.orders import OrderLife
+from kasse_cart.application.read_models import ReadModels
+from kasse_cart.domain.cart import CartLimits
+from kasse_cart.domain.promotions import FreeShippingPromotion
+from kasse_cart.entrypoints import consumers
+from kasse_cart.entrypoints.http import admin_router, storefront_router
+from kasse_cart.settings import CartSettings
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: CartSettings | None = None) -> FastAPI:
+    settings = settings or CartSettings()
+    runtime = ServiceRuntime(settings)
+    carts_repo = MongoCartRepository(runtime.document_store("carts"))
+    orders_repo = MongoOrderRepository(runtime.document_store("orders"))
+    products = MongoProductReadModel(runtime.db["products"])
+    rate_tables = MongoRateTableReadModel(runtime.db["rate_tables"])
+    coupons = MongoCouponRepository(runtime.db["coupons"])
+
+    free_shipping = (
+        FreeShippingPromotion(settings.free_shipping_threshold, settings.currency)
+        if settings.free_shipping_threshold is not None
+        else None
+    )
+    carts = CartService(
+        carts=carts_repo,
+        products=products,
+        rate_tables=rate_tables,
+        coupons=coupons,
+        orders=orders_repo,
+        encode=runtime.encode,
+        clock=utc_now,
+        limits=CartLimits(settings.max_quantity_per_line, settings.max_lines),
+        free_shipping=free_shipping,
+        currency=settings.currency,
+    )
+    payments = HttpPaymentLookup(settings.payment_base_url, settings.payment_internal_token, settings.payment_timeout_s)
+    orders = OrderLife(orders=orders_repo, encode=runtime.encode, clock=utc_now, payments=payments)
+    admin = Admin(coupons=coupons, orders=orders_repo)
+    abandonment = AbandonmentJob(
+        carts=carts_repo, encode=runtime.encode, clock=utc_now, idle=timedelta(seconds=settings.abandonment_idle_s)
+    )
+
+    runtime.produces(CartUpdated, CartAbandoned, CheckoutStarted, OrderPlaced, OrderCancelled)
+    consumers.register(runtime.consumer, orders, ReadModels(carts))
+
+    async def create_indexes() -> None:
+        await carts_repo.ensure_indexes()
+        await orders_repo.ensure_indexes()
+
+    async def report_abandoned_carts() -> None:
+        while True:
+            try:
+                await abandonment.run_once()
+            except Exception:  # a failed round is retried at the next tick; the loop must live on
+                log.exception("abandonment round failed")
+            await asyncio.sleep(settings.abandonment_check_interval_s)
+
+    runtime.on_startup(create_indexes)
+    runtime.background(report_abandoned_carts)
+    app = runtime.create_app(
+        title="Kasse cart",
+        description=(
+            "Carts (addressed by an unguessable token), promotions, checkout and the order's life. "
+            "Errors are application/problem+json."
+        ),
+        routers=[storefront_router(carts, orders), admin_router(settings, admin, orders)],
+    )
+    app.state.abandonment = abandonment
+    return app
+
+
+def run() -> None:
+    settings = CartSettings()
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)

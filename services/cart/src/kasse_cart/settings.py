@@ -1,0 +1,32 @@
+"""Cart settings: environment variables prefixed KASSE_CART_ (shared endpoints may be unprefixed)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from kasse_common.settings import ServiceSettings
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+
+class CartSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="KASSE_CART_", extra="ignore", frozen=True)
+
+    service_name: ClassVar[str] = "cart"
+
+    http_port: int = 8002
+    admin_token: SecretStr | None = Field(None, description="Bearer token of /v1/admin/*; unset: admin refused")
+
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$", description="The currency of every cart")
+    max_quantity_per_line: int = Field(20, ge=1, le=1000)
+    max_lines: int = Field(50, ge=1, le=500)
+    free_shipping_threshold: int | None = Field(
+        5000, ge=0, description="Automatic promotion: free shipping from this items total (minor units); None: off"
+    )
+
+    abandonment_idle_s: float = Field(3600.0, gt=0, description="Idle time after which a cart with items is abandoned")
+    abandonment_check_interval_s: float = Field(60.0, gt=0)
+
+    payment_base_url: str | None = Field("http://127.0.0.1:8003", description="For the order view's client secret")
+    payment_internal_token: SecretStr | None = None
+    payment_timeout_s: float = Field(1.0, gt=0, le=10)
