@@ -128,9 +128,10 @@ def start(seed: bool = True) -> None:
         if running_pid(service):
             print(f"  {service.name:9s} already running")
             continue
-        log = open(LOGS / f"{service.name}.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen([executable(service)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        log = open(LOGS / f"{service.name}.log", "ab")
+        proc = subprocess.Popen(
+            [executable(service)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         pid_file(service).write_text(str(proc.pid))
         print(f"  {service.name:9s} started (pid {proc.pid})")
     deadline = time.monotonic() + 90

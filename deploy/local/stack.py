@@ -107,6 +107,13 @@ HOST = "127.0.0.1"
 KAFKA_VERSION = "4.1.1"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION = "v1.24.2"
+# FerretDB v1's SQLite handler applies updates as read, modify in Go, write back, outside one
+# transaction (FerretDB issues #3017 and #3040): two concurrent conditional updates of a document can
+# both succeed (measured here: 50 concurrent `$inc` with a `$gte` guard on stock 10 matched 36 and left
+# 3). MongoDB makes every single-document write atomic and Kasse relies on that (stock reservations,
+# outbox leases), so the local build serializes FerretDB's write commands with one mutex.
+FERRETDB_PATCH = Path(__file__).resolve().parent / "ferretdb" / "kasse_write_lock.go"
+FERRETDB_LOCKED_COMMANDS = ("MsgUpdate", "MsgFindAndModify", "MsgDelete", "MsgInsert")
 STRIPE_MOCK_MODULE = "github.com/stripe/stripe-mock"
 STRIPE_MOCK_VERSION = "v0.203.0"
 STRIPE_TEST_KEY = "sk_test_123"
@@ -126,6 +133,20 @@ INSTALL_HINTS = {
     ),
 }
 ALL_TOOLS_HINT = "`apt-get install openjdk-17-jre-headless maven golang`"
+
+
+def _patch_ferretdb_write_lock(src: Path) -> None:
+    handler = src / "internal" / "handler"
+    shutil.copyfile(FERRETDB_PATCH, handler / FERRETDB_PATCH.name)
+    for command in FERRETDB_LOCKED_COMMANDS:
+        path = handler / f"msg_{command[3:].lower()}.go"
+        text = path.read_text()
+        signature = f"func (h *Handler) {command}("
+        start = text.find(signature)
+        if start < 0:
+            raise StackError(f"ferretdb: cannot patch {path.name}: {signature} not found")
+        body = text.index("{\n", start) + 2
+        path.write_text(text[:body] + "\tkasseWriteMu.Lock()\n\tdefer kasseWriteMu.Unlock()\n\n" + text[body:])
 
 
 class StackError(RuntimeError):
@@ -871,7 +892,7 @@ class FerretDB(_GoPart):
         return "KASSE_STACK_FERRETDB_PORT"
 
     def version_key(self) -> str:
-        return f"ferretdb {FERRETDB_VERSION}"
+        return f"ferretdb {FERRETDB_VERSION} +{FERRETDB_PATCH.name}"
 
     def provision(self, reporter: Reporter) -> None:
         go = self._go()
@@ -900,6 +921,8 @@ class FerretDB(_GoPart):
         shutil.copytree(info["Dir"], src, symlinks=True)
         _chmod_writable(src)
         (src / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
+        reporter.say(self.name, f"applying {FERRETDB_PATCH.name}: single-document writes made atomic")
+        _patch_ferretdb_write_lock(src)
         self.config.bin_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.binary.with_name(self.binary_name + ".partial")
         reporter.say(self.name, "building ./cmd/ferretdb with go build (about 70 s cold)…")

@@ -13,7 +13,6 @@ from typing import ClassVar
 
 import uvicorn
 from fastapi import FastAPI
-
 from kasse_common.messaging import EventContext
 from kasse_common.persistence import CommitOutcome
 from kasse_common.runtime import ServiceRuntime

@@ -17,7 +17,6 @@ from kasse_common.errors import KasseError
 PROBLEM_JSON = "application/problem+json"
 
 
-
 class BodySizeLimit:
     """Refuses bodies larger than `max_bytes` with 413, whether or not Content-Length is sent."""
 

@@ -59,15 +59,18 @@ class OutboxRelay:
             self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
-        """Graceful: publish what is pending (bounded by the timeout), then stop."""
+        """Graceful: let the pass in progress finish (it may hold leases), publish what is pending."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+                await asyncio.wait_for(asyncio.shield(self._task), drain_timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
             self._task = None
         try:
             await asyncio.wait_for(self.drain(), drain_timeout_s)

@@ -1,7 +1,6 @@
 from datetime import UTC, date, datetime
 
 import pytest
-
 from kasse_common.calendar import delivery_window, dispatch_date
 
 pytestmark = pytest.mark.unit
@@ -21,16 +20,28 @@ def test_after_cutoff_ships_the_next_business_day_in_the_origin_timezone() -> No
 
 
 def test_friday_after_cutoff_skips_the_weekend() -> None:
-    window = delivery_window(datetime(2026, 11, 27, 16, 0, tzinfo=UTC), timezone=BERLIN, cutoff="14:00",
-                             holidays=HOLIDAYS, min_business_days=1, max_business_days=3)
+    window = delivery_window(
+        datetime(2026, 11, 27, 16, 0, tzinfo=UTC),
+        timezone=BERLIN,
+        cutoff="14:00",
+        holidays=HOLIDAYS,
+        min_business_days=1,
+        max_business_days=3,
+    )
     # dispatched Monday 30th; +1 business day = Tue Dec 1st, +3 = Thu Dec 3rd
     assert window == (date(2026, 12, 1), date(2026, 12, 3))
 
 
 def test_holidays_are_neither_dispatch_nor_delivery_days() -> None:
     # Thursday Dec 24th after cut-off: 25th/26th are holidays, 27th is Sunday -> dispatch Monday 28th
-    window = delivery_window(datetime(2026, 12, 24, 15, 0, tzinfo=UTC), timezone=BERLIN, cutoff="14:00",
-                             holidays=HOLIDAYS, min_business_days=0, max_business_days=2)
+    window = delivery_window(
+        datetime(2026, 12, 24, 15, 0, tzinfo=UTC),
+        timezone=BERLIN,
+        cutoff="14:00",
+        holidays=HOLIDAYS,
+        min_business_days=0,
+        max_business_days=2,
+    )
     assert window == (date(2026, 12, 28), date(2026, 12, 30))
 
 
