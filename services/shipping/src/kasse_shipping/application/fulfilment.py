@@ -33,6 +33,16 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 8
 
 
+def to_millis(moment: datetime) -> datetime:
+    """Mongo stores milliseconds: times that are queried as BSON dates and also carried in events are
+    truncated, so the stored schedule and the published times are the same instant."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _now() -> datetime:
+    return to_millis(datetime.now(UTC))
+
+
 class FulfilmentService:
     def __init__(
         self,
@@ -40,7 +50,7 @@ class FulfilmentService:
         carrier: Carrier,
         rates: RateTableService,
         policy: ReturnPolicy,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = _now,
     ) -> None:
         self._repo = repository
         self._carrier = carrier
@@ -123,6 +133,7 @@ class FulfilmentService:
         )
         first_scan = self._carrier.next_scan(ShipmentStatus.CREATED, now)
         assert first_scan is not None
+        first_scan = to_millis(first_scan)
         log.info("shipment created", extra={"order_id": f.order_id, "shipment_id": shipment_id})
         return f.create_shipment(
             shipment_id=shipment_id, booking=booking, promised=promised, now=now, first_scan_at=first_scan
@@ -145,6 +156,7 @@ class FulfilmentService:
                 scanned_at = shipment.next_transition_at
                 reached = ShipmentStatus.DISPATCHED if shipment.status is ShipmentStatus.CREATED else ShipmentStatus.DELIVERED
                 next_scan = self._carrier.next_scan(reached, scanned_at)
+                next_scan = to_millis(next_scan) if next_scan else None
                 step = loaded.fulfilment.advance(scanned_at=scanned_at, next_scan_at=next_scan)
                 if not step:
                     shipment.next_transition_at = None  # nothing left to scan

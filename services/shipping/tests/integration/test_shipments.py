@@ -1,0 +1,141 @@
+"""Shipments on the real stack: exactly one per paid order under duplicate delivery, progress to
+delivered across a restart, cancellation before dispatch stops the shipment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from kasse_contracts import topics
+from kasse_contracts.events import (
+    CancellationReason,
+    OrderCancelled,
+    ShipmentCreated,
+    ShipmentDelivered,
+    ShipmentDispatched,
+)
+from kasse_testkit import TestPublisher, running_app, wait_until
+from kasse_testkit.samples import now, order_placed
+
+from kasse_shipping.main import create_app
+from kasse_shipping.settings import ShippingSettings
+
+from .conftest import fulfilment_doc, payment_for, processed
+
+pytestmark = pytest.mark.integration
+
+
+async def test_exactly_one_shipment_per_paid_order_under_duplicate_delivery(
+    shipping_settings: Callable[..., ShippingSettings], topic_reader: Any, test_publisher: TestPublisher
+) -> None:
+    settings = shipping_settings(carrier_dispatch_after_s=0.5)
+    order = order_placed()
+    payment = payment_for(order)
+    async with topic_reader(topics.SHIPPING) as reader, running_app(create_app(settings)) as client:
+        # Payment first (topics arrive in any order), then the order; each record delivered twice,
+        # and the payment once more under a new event id (a producer that re-emitted it).
+        paid = await test_publisher.publish(payment)
+        placed = await test_publisher.publish(order)
+        await test_publisher.publish_record(paid)
+        await test_publisher.publish_record(placed)
+        again = await test_publisher.publish(payment_for(order, occurred_at=now()))
+        # Same key, same partition: once `again` is applied, the duplicates before it were handled.
+        await wait_until(lambda: processed(settings, order.order_id, paid.event_id, placed.event_id, again.event_id))
+
+        # The dispatch comes after the creation on the order's partition: once we read it, we have
+        # read every ShipmentCreated the service could have published for the order.
+        await reader.wait_for(
+            lambda r: r.event_type == ShipmentDispatched.event_type and r.key == order.order_id.encode()
+        )
+        created = [e for e in reader.events(ShipmentCreated) if e.order_id == order.order_id]
+        assert len(created) == 1
+        shipment = created[0]
+        assert shipment.session_id == order.session_id
+        assert shipment.method_id == "standard" and shipment.carrier == "SimPost"
+        assert shipment.tracking_number.startswith("SIM")
+
+        by_order = (await client.get(f"/v1/orders/{order.order_id}/shipment")).json()
+        by_number = (await client.get(f"/v1/tracking/{shipment.tracking_number}")).json()
+        assert by_order["shipment_id"] == by_number["shipment_id"] == shipment.shipment_id
+        assert by_order["promised_delivery_date"] == shipment.promised_delivery_date.isoformat()
+        assert [e["status"] for e in by_order["timeline"]][:2] == ["created", "dispatched"]
+
+        missing = await client.get("/v1/tracking/SIM-NOPE")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        assert (await client.get("/v1/orders/ord_unknown/shipment")).status_code == 404
+
+
+async def test_shipment_reaches_delivered_across_a_restart_of_the_service(
+    shipping_settings: Callable[..., ShippingSettings], topic_reader: Any, test_publisher: TestPublisher
+) -> None:
+    settings = shipping_settings(carrier_dispatch_after_s=0.2, carrier_deliver_after_s=2.0)
+    order = order_placed()
+    async with topic_reader(topics.SHIPPING) as reader:
+        async with running_app(create_app(settings)) as client:
+            await test_publisher.publish(order)
+            await test_publisher.publish(payment_for(order))
+            (dispatched,) = await reader.wait_for_events(ShipmentDispatched)
+            status = (await client.get(f"/v1/orders/{order.order_id}/shipment")).json()["status"]
+        # Stopped mid-progress: dispatched, the delivery scan still ahead and persisted.
+        assert status == "dispatched"
+        doc = await fulfilment_doc(settings, order.order_id)
+        assert doc is not None and doc["fulfilment"]["shipment"]["status"] == "dispatched"
+        assert doc["due_at"] == dispatched.dispatched_at + timedelta(seconds=2)
+
+        async with running_app(create_app(settings)) as client:
+            (delivered,) = await reader.wait_for_events(ShipmentDelivered)
+            tracking = (await client.get(f"/v1/orders/{order.order_id}/shipment")).json()
+        assert delivered.order_id == order.order_id
+        # Delivered on the schedule persisted before the restart, not one restarted from zero.
+        assert delivered.delivered_at == dispatched.dispatched_at + timedelta(seconds=2)
+        assert tracking["status"] == "delivered"
+        assert [e["status"] for e in tracking["timeline"]] == ["created", "dispatched", "delivered"]
+        assert tracking["return_deadline"] is not None
+        assert len(reader.events(ShipmentCreated)) == 1 and len(reader.events(ShipmentDispatched)) == 1
+
+
+async def test_cancellation_before_dispatch_stops_the_shipment_and_before_payment_prevents_it(
+    shipping_settings: Callable[..., ShippingSettings], test_publisher: TestPublisher
+) -> None:
+    settings = shipping_settings(carrier_dispatch_after_s=3600)
+    shipped, unpaid = order_placed(), order_placed()
+    async with running_app(create_app(settings)) as client:
+        await test_publisher.publish(shipped)
+        await test_publisher.publish(payment_for(shipped))
+
+        async def shipment_status() -> str | None:
+            r = await client.get(f"/v1/orders/{shipped.order_id}/shipment")
+            return r.json()["status"] if r.status_code == 200 else None
+
+        assert await wait_until(shipment_status) == "created"
+        await test_publisher.publish(_cancelled(shipped, was_paid=True))
+        assert await wait_until(lambda: _is(shipment_status, "cancelled")) is True
+        tracking = (await client.get(f"/v1/orders/{shipped.order_id}/shipment")).json()
+        assert tracking["cancelled"] is True and tracking["timeline"][-1]["status"] == "cancelled"
+
+        # Cancelled before the payment arrived (applied first: the topics are not ordered with each
+        # other): the late payment creates no shipment.
+        await test_publisher.publish(unpaid)
+        cancel = await test_publisher.publish(_cancelled(unpaid, was_paid=False))
+        await wait_until(lambda: processed(settings, unpaid.order_id, cancel.event_id))
+        late = await test_publisher.publish(payment_for(unpaid))
+        await wait_until(lambda: processed(settings, unpaid.order_id, late.event_id))
+        r = await client.get(f"/v1/orders/{unpaid.order_id}/shipment")
+        assert r.status_code == 404 and "cancelled before it shipped" in r.json()["detail"]
+
+
+async def _is(probe: Callable[[], Any], expected: Any) -> bool:
+    return bool(await probe() == expected)
+
+
+def _cancelled(order: Any, *, was_paid: bool) -> OrderCancelled:
+    return OrderCancelled(
+        occurred_at=now(),
+        session_id=order.session_id,
+        order_id=order.order_id,
+        reason=CancellationReason.CUSTOMER_REQUEST,
+        was_paid=was_paid,
+        total=order.total,
+    )
