@@ -129,7 +129,9 @@ def from_document(doc: dict[str, Any]) -> Payment:
         ),
         failure=None
         if failure is None
-        else Failed(failure["reason"], failure.get("decline_code"), failure.get("message", ""), failure.get("intent_id")),
+        else Failed(
+            failure["reason"], failure.get("decline_code"), failure.get("message", ""), failure.get("intent_id")
+        ),
         refunds=[
             Refund(key=r["key"], amount=r["amount"], reason=r["reason"], state=r["state"], refund_id=r.get("refund_id"))
             for r in doc.get("refunds", [])

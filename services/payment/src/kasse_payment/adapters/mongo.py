@@ -30,9 +30,7 @@ class MongoPayments:
         c = self.collection
         await c.create_index([("email", ASCENDING), ("fraud.decided_at", ASCENDING)], name="velocity_email")
         await c.create_index([("client_ip", ASCENDING), ("fraud.decided_at", ASCENDING)], name="velocity_ip")
-        await c.create_index(
-            [("card_fingerprint", ASCENDING), ("fraud.decided_at", ASCENDING)], name="velocity_card"
-        )
+        await c.create_index([("card_fingerprint", ASCENDING), ("fraud.decided_at", ASCENDING)], name="velocity_card")
         await c.create_index([("intent_id", ASCENDING)], name="intent")
         await c.create_index([("needs_work", ASCENDING), ("updated_at", ASCENDING)], name="needs_work")
         await c.create_index([("fraud.decided_at", DESCENDING)], name="fraud_decisions")

@@ -51,12 +51,15 @@ def _translate(exc: stripe.StripeError) -> Exception:
     intent_id = intent.get("id") if isinstance(intent, dict) else None
     if isinstance(exc, stripe.CardError):
         return GatewayDeclined(
-            exc.code or "card_declined", error.get("message") or "the card was declined",
-            decline_code=error.get("decline_code"), intent_id=intent_id,
+            exc.code or "card_declined",
+            error.get("message") or "the card was declined",
+            decline_code=error.get("decline_code"),
+            intent_id=intent_id,
         )
     if isinstance(exc, FINAL_ERRORS):
         return GatewayDeclined(
-            "processing_error", f"{type(exc).__name__}: {error.get('message') or exc.code or 'refused'}",
+            "processing_error",
+            f"{type(exc).__name__}: {error.get('message') or exc.code or 'refused'}",
             intent_id=intent_id,
         )
     if isinstance(exc, TRANSIENT_ERRORS):
@@ -99,14 +102,6 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
         return IntentState(intent.id, intent.status, intent.client_secret)
-
-    async def card_fingerprint(self, payment_method: str) -> str | None:
-        try:
-            method = await self.client.v1.payment_methods.retrieve_async(payment_method)
-        except stripe.StripeError as exc:
-            raise _translate(exc) from exc
-        card = getattr(method, "card", None)
-        return getattr(card, "fingerprint", None) if card is not None else None
 
     async def refund(self, *, intent_id: str, amount: int, order_id: str, reason: str, idempotency_key: str) -> str:
         try:

@@ -107,11 +107,10 @@ class PaymentService:
         await self.advance(event.order_id)
 
     async def return_received(self, event: ReturnReceived, event_id: str) -> None:
+        amount = event.refund_amount
+
         def request(p: Payment, now: datetime) -> None:
-            if p.order is not None and event.refund_amount.currency != p.order.currency:
-                p._note(now, f"return {event.return_id} ignored: refund in {event.refund_amount.currency}, paid in {p.order.currency}")
-                return
-            p.request_refund(f"return-{event.return_id}", event.refund_amount.amount, "return", now)
+            p.request_return_refund(event.return_id, amount.amount, amount.currency, now)
 
         await self._change(event.order_id, request, consumed_id=event_id)
         await self.advance(event.order_id)
@@ -184,12 +183,10 @@ class PaymentService:
         order = payment.order
         assert order is not None
         policy = self.config.fraud
+        # The card is only known once Stripe reports an attempt with it (customer mode: the shopper picks
+        # it after screening; server mode: one configured test card for every order, which would make
+        # per-card velocity meaningless), so this rule applies to payments whose card is already known.
         card = payment.card_fingerprint
-        if card is None and self.config.server_confirmation:
-            try:
-                card = await self.gateway.card_fingerprint(self.config.server_payment_method)
-            except (GatewayUnavailable, GatewayDeclined) as exc:
-                log.warning("card fingerprint unavailable for screening", extra={"order_id": payment.order_id, "error": str(exc)})
         since = self.clock() - timedelta(seconds=policy.window_s)
         oid = payment.order_id
         signals = FraudSignals(
@@ -201,7 +198,9 @@ class PaymentService:
             billing_country=order.billing_country,
             shipping_country=order.shipping_country,
             orders_by_email=await self.history.screened_since("email", order.email, since, oid),
-            orders_by_ip=await self.history.screened_since("client_ip", order.client_ip, since, oid) if order.client_ip else 0,
+            orders_by_ip=await self.history.screened_since("client_ip", order.client_ip, since, oid)
+            if order.client_ip
+            else 0,
             orders_by_card=await self.history.screened_since("card_fingerprint", card, since, oid) if card else 0,
             history_amounts=tuple(
                 await self.history.captured_amounts(order.email, order.customer_id, order.currency, limit=50)
@@ -210,16 +209,15 @@ class PaymentService:
         decision = assess(signals, policy, self.clock())
         log.info(
             "fraud screening",
-            extra={"order_id": oid, "outcome": decision.outcome.value, "score": decision.score,
-                   "rules": [r.rule for r in decision.reasons]},
+            extra={
+                "order_id": oid,
+                "outcome": decision.outcome.value,
+                "score": decision.score,
+                "rules": [r.rule for r in decision.reasons],
+            },
         )
 
-        def apply(p: Payment, now: datetime) -> list[DomainEvent]:
-            if card and not p.card_fingerprint:
-                p.card_fingerprint = card
-            return p.apply_screening(decision, now)
-
-        await self._change(oid, apply, consumed_id=None)
+        await self._change(oid, lambda p, now: p.apply_screening(decision, now), consumed_id=None)
 
     async def _charge(self, payment: Payment) -> None:
         order = payment.order
@@ -259,7 +257,9 @@ class PaymentService:
     async def _cancel_intent(self, payment: Payment) -> None:
         oid = payment.order_id
         try:
-            await self.gateway.cancel_intent(intent_id=payment.intent_id or "", idempotency_key=f"kasse-payment-{oid}-cancel")
+            await self.gateway.cancel_intent(
+                intent_id=payment.intent_id or "", idempotency_key=f"kasse-payment-{oid}-cancel"
+            )
         except GatewayDeclined as exc:
             log.warning("intent not canceled", extra={"order_id": oid, "error": str(exc)})
         except GatewayUnavailable as exc:
@@ -321,7 +321,11 @@ class PaymentService:
         common = {"occurred_at": now, "session_id": order.session_id, "customer_id": order.customer_id, "order_id": oid}
         if isinstance(event, Captured):
             return OutgoingEvent(
-                PaymentCaptured(**common, payment_intent_id=event.intent_id, amount=Money(amount=order.amount, currency=order.currency)),
+                PaymentCaptured(
+                    **common,
+                    payment_intent_id=event.intent_id,
+                    amount=Money(amount=order.amount, currency=order.currency),
+                ),
                 derived_event_id("payment", oid, "captured"),
             )
         if isinstance(event, Failed):

@@ -108,16 +108,12 @@ def assess(signals: FraudSignals, policy: FraudPolicy, now: datetime) -> FraudDe
             reasons.append(
                 FraudReason(
                     "amount_above_history",
-                    f"{signals.amount} {signals.currency} is more than {policy.amount_multiplier:g}× the "
+                    f"{signals.amount} {signals.currency} is more than {policy.amount_multiplier:g}x the "
                     f"customer's average of {average:.0f} over {len(history)} payments",
                     policy.points_amount,
                 )
             )
-    if (
-        signals.billing_country
-        and signals.shipping_country
-        and signals.billing_country != signals.shipping_country
-    ):
+    if signals.billing_country and signals.shipping_country and signals.billing_country != signals.shipping_country:
         reasons.append(
             FraudReason(
                 "country_mismatch",
@@ -127,7 +123,9 @@ def assess(signals: FraudSignals, policy: FraudPolicy, now: datetime) -> FraudDe
         )
     domain = email_domain(signals.email)
     if domain in policy.disposable_domains:
-        reasons.append(FraudReason("disposable_email", f"{domain} is a disposable email domain", policy.points_disposable_email))
+        reasons.append(
+            FraudReason("disposable_email", f"{domain} is a disposable email domain", policy.points_disposable_email)
+        )
 
     score = sum(r.points for r in reasons)
     if score < policy.block_score:

@@ -219,6 +219,8 @@ class Payment:
         """Stripe refused for good (a card error on confirm, an invalid request)."""
         if self.status is not PaymentStatus.AUTHORIZING:
             return []
+        if failure.intent_id is None and self.intent_id is not None:
+            failure = Failed(failure.reason, failure.decline_code, failure.message, self.intent_id)
         return self._fail(failure, now)
 
     def stripe_unavailable(self, error: str, max_attempts: int, retry_at: datetime, now: datetime) -> list[DomainEvent]:
@@ -226,7 +228,12 @@ class Payment:
         self.transient_failures += 1
         if self.status is PaymentStatus.AUTHORIZING and self.transient_failures >= max_attempts:
             return self._fail(
-                Failed("processing_error", None, f"Stripe unreachable after {self.transient_failures} attempts: {error}", self.intent_id),
+                Failed(
+                    "processing_error",
+                    None,
+                    f"Stripe unreachable after {self.transient_failures} attempts: {error}",
+                    self.intent_id,
+                ),
                 now,
             )
         self.retry_at = retry_at
@@ -283,6 +290,13 @@ class Payment:
         self.refunds.append(refund)
         self._note(now, f"refund {key} of {wanted} requested: {reason}")
         return refund
+
+    def request_return_refund(self, return_id: str, amount: int, currency: str, now: datetime) -> Refund | None:
+        """An accepted return: refund its amount (in part), at most what is left."""
+        if self.order is not None and currency != self.order.currency:
+            self._note(now, f"return {return_id} ignored: refund in {currency}, paid in {self.order.currency}")
+            return None
+        return self.request_refund(f"return-{return_id}", amount, "return", now)
 
     @property
     def refunds_to_send(self) -> list[Refund]:
@@ -373,7 +387,9 @@ class Payment:
         if extra <= 0 or self.status not in PAID:
             self._note(now, "webhook charge.refunded: nothing new to record")
             return []
-        refund = Refund(key=f"stripe-{new_ids[-1]}", amount=extra, reason="refunded_at_stripe", state="done", refund_id=new_ids[-1])
+        refund = Refund(
+            key=f"stripe-{new_ids[-1]}", amount=extra, reason="refunded_at_stripe", state="done", refund_id=new_ids[-1]
+        )
         self.refunds.append(refund)
         return [self._refunded(refund, now)]
 
@@ -381,7 +397,11 @@ class Payment:
         assert self.order is not None
         total = self.refunded_total
         full = total >= self.order.amount
-        self._move(PaymentStatus.REFUNDED if full else PaymentStatus.PARTIALLY_REFUNDED, now, f"refund {refund.key} of {refund.amount} done")
+        self._move(
+            PaymentStatus.REFUNDED if full else PaymentStatus.PARTIALLY_REFUNDED,
+            now,
+            f"refund {refund.key} of {refund.amount} done",
+        )
         return Refunded(refund.key, refund.refund_id or "", refund.amount, total, full, refund.reason)
 
     def _move(self, status: PaymentStatus, now: datetime, note: str) -> None:

@@ -160,7 +160,10 @@ def detail(p: Payment) -> PaymentDetail:
         payment_intent_id=p.intent_id,
         amount=_amount(p),
         refunded_total=p.refunded_total,
-        refunds=[RefundView(key=r.key, amount=r.amount, reason=r.reason, state=r.state, refund_id=r.refund_id) for r in p.refunds],
+        refunds=[
+            RefundView(key=r.key, amount=r.amount, reason=r.reason, state=r.state, refund_id=r.refund_id)
+            for r in p.refunds
+        ],
         failure_reason=p.failure.reason if p.failure else None,
         fraud=decision_view(p),
         history=[HistoryView(at=h.at, status=h.status, note=h.note) for h in p.history],
@@ -175,9 +178,13 @@ def routers(
     webhook_secret: SecretStr,
     webhook_tolerance_s: int,
 ) -> list[APIRouter]:
-    internal = APIRouter(prefix="/v1/payments", tags=["payments"], dependencies=[Depends(token_guard(internal_token, "internal token"))])
+    internal = APIRouter(
+        prefix="/v1/payments", tags=["payments"], dependencies=[Depends(token_guard(internal_token, "internal token"))]
+    )
     stripe_hooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-    admin = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(token_guard(admin_token, "admin token"))])
+    admin = APIRouter(
+        prefix="/v1/admin", tags=["admin"], dependencies=[Depends(token_guard(admin_token, "admin token"))]
+    )
 
     @internal.get(
         "/{order_id}",

@@ -82,7 +82,11 @@ def to_notice(event: dict[str, Any], order_id: str) -> StripeNotice:
             card_fingerprint=_str(_get(error, "payment_method", "card", "fingerprint")),
         )
     refunds = _get(obj, "refunds", "data")
-    refund_ids = tuple(r["id"] for r in refunds if isinstance(r, dict) and _str(r.get("id"))) if isinstance(refunds, list) else ()
+    refund_ids = (
+        tuple(r["id"] for r in refunds if isinstance(r, dict) and _str(r.get("id")))
+        if isinstance(refunds, list)
+        else ()
+    )
     return StripeNotice(
         event["id"],
         kind,
