@@ -46,6 +46,10 @@ test-unit: sync ## Only the unit tier (no infrastructure)
 test-integration: sync ## Only the integration and e2e tiers
 	$(UV) run --frozen pytest -m "integration or e2e"
 
+.PHONY: contracts
+contracts: sync ## Regenerate the JSON Schemas and the AsyncAPI document from the contract models
+	$(UV) run --frozen python -m kasse_contracts.codegen
+
 .PHONY: lint format
 lint: sync ## ruff, and mypy on the contracts and every service's domain
 	$(UV) run --frozen ruff check .
