@@ -1,0 +1,149 @@
+"""Managing the catalogue: create, update, deactivate, adjust stock, bulk import (also the seed)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from kasse_common.errors import Conflict, NotFound, Unprocessable
+from kasse_contracts.events import ProductChangeKind
+
+from kasse_catalog.application.events import product_changed
+from kasse_catalog.application.ports import AlreadyExists, Clock, Encoder, ProductRepository, StaleWrite
+from kasse_catalog.domain.product import Product, ProductDetails
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 50
+
+
+async def retry_on_stale(attempt: Callable[[], Awaitable[T]], what: str, max_attempts: int = MAX_ATTEMPTS) -> T:
+    """Optimistic concurrency: run `attempt` (load, decide, save) again when someone wrote in between."""
+    for n in range(max_attempts):
+        try:
+            return await attempt()
+        except StaleWrite:
+            # Jittered, growing pause so competing writers spread out instead of colliding again.
+            await asyncio.sleep(random.uniform(0, min(0.002 * (n + 1), 0.05)))
+    raise RuntimeError(f"{what}: still contended after {max_attempts} attempts")
+
+
+@dataclass
+class ImportResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+class ProductCatalog:
+    def __init__(self, products: ProductRepository, encode: Encoder, clock: Clock) -> None:
+        self.products = products
+        self.encode = encode
+        self.clock = clock
+
+    async def get(self, product_id: str) -> Product:
+        product = await self.products.get(product_id)
+        if product is None:
+            raise NotFound(f"no product {product_id!r}")
+        return product
+
+    async def create(self, details: ProductDetails) -> Product:
+        now = self.clock()
+        product = Product.create(details, now)
+        if await self.products.get_by_sku(product.sku) is not None:
+            raise Conflict(f"a product with sku {product.sku!r} exists already", field="sku")
+        if await self.products.get_by_slug(product.slug) is not None:
+            raise Conflict(f"a product with slug {product.slug!r} exists already", field="slug")
+        event = self.encode(product_changed(product, [ProductChangeKind.CREATED], now))
+        try:
+            await self.products.add(product, [event])
+        except AlreadyExists:
+            raise Conflict(f"a product with sku {product.sku!r} or slug {product.slug!r} exists already") from None
+        product.version = 1
+        return product
+
+    async def update(self, product_id: str, changes: dict[str, Any]) -> Product:
+        async def attempt() -> Product:
+            product = await self.get(product_id)
+            if "slug" in changes and changes["slug"] != product.slug:
+                other = await self.products.get_by_slug(changes["slug"])
+                if other is not None and other.product_id != product_id:
+                    raise Conflict(f"slug {changes['slug']!r} belongs to {other.product_id}", field="slug")
+            return await self._apply(product, lambda p, now: p.update(now, **dict(changes)))
+
+        return await retry_on_stale(attempt, f"update {product_id}")
+
+    async def deactivate(self, product_id: str) -> Product:
+        async def attempt() -> Product:
+            return await self._apply(await self.get(product_id), lambda p, now: p.deactivate(now))
+
+        return await retry_on_stale(attempt, f"deactivate {product_id}")
+
+    async def adjust_stock(self, product_id: str, *, delta: int | None = None, on_hand: int | None = None) -> Product:
+        if (delta is None) == (on_hand is None):
+            raise Unprocessable("give exactly one of delta and on_hand")
+
+        async def attempt() -> Product:
+            product = await self.get(product_id)
+            if on_hand is not None:
+                return await self._apply(product, lambda p, now: p.update(now, stock_on_hand=on_hand))
+            assert delta is not None
+            return await self._apply(product, lambda p, now: p.adjust_stock(delta, now))
+
+        return await retry_on_stale(attempt, f"adjust stock of {product_id}")
+
+    async def import_products(self, items: Sequence[ProductDetails]) -> ImportResult:
+        """Upsert by sku; idempotent: importing the same data again changes nothing and publishes nothing."""
+        skus = [item.sku.upper() for item in items]
+        duplicates = sorted({s for s in skus if skus.count(s) > 1})
+        if duplicates:
+            raise Unprocessable(f"duplicate skus in the import: {', '.join(duplicates)}")
+        for item in items:
+            item.check()
+        result = ImportResult()
+        for item in items:
+            outcome, product_id = await self._upsert(item)
+            getattr(result, outcome).append(product_id)
+        return result
+
+    async def _upsert(self, item: ProductDetails) -> tuple[str, str]:
+        async def attempt() -> tuple[str, str]:
+            existing = await self.products.get_by_sku(item.sku)
+            if existing is None:
+                try:
+                    product = await self.create(item)
+                except Conflict as exc:
+                    if await self.products.get_by_sku(item.sku) is not None:
+                        raise StaleWrite() from exc  # created concurrently: update it instead
+                    raise
+                return "created", product.product_id
+            changes: dict[str, Any] = {
+                "name": item.name,
+                "description": item.description,
+                "category": item.category,
+                "price": item.price,
+                "compare_at_price": item.compare_at_price,
+                "images": list(item.images),
+                "attributes": dict(item.attributes),
+                "active": item.active,
+                "stock_on_hand": item.stock_on_hand,
+            }
+            if item.slug is not None:
+                changes["slug"] = item.slug
+            before = existing.version
+            product = await self._apply(existing, lambda p, now: p.update(now, **changes))
+            return ("updated" if product.version != before else "unchanged"), product.product_id
+
+        return await retry_on_stale(attempt, f"import {item.sku}")
+
+    async def _apply(self, product: Product, change: Callable[[Product, Any], list[ProductChangeKind]]) -> Product:
+        now = self.clock()
+        kinds = change(product, now)
+        if not kinds:
+            return product
+        await self.products.save(product, [self.encode(product_changed(product, kinds, now))])
+        product.version = (product.version or 0) + 1
+        return product

@@ -1,0 +1,204 @@
+"""Reserving and releasing stock for orders, without transactions.
+
+A reservation document per order records the progress; each line is taken from its product by a
+version-checked write of the product (`stock_available` must still cover it) that carries the
+product's ProductChanged and a marker derived from the order and product. The marker makes a line
+idempotent: after a crash or a redelivery, taking the same line again changes nothing. When a line
+cannot be served, the lines already taken are given back (again with markers), and the reservation
+ends REJECTED with StockRejected in its outbox; otherwise RESERVED with StockReserved.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kasse_common.envelope import derived_event_id
+from kasse_contracts.events import (
+    OrderPlaced,
+    ProductChangeKind,
+    RejectedLine,
+    StockLine,
+    StockRejected,
+    StockReserved,
+)
+
+from kasse_catalog.application.events import product_changed
+from kasse_catalog.application.ports import (
+    AlreadyExists,
+    Clock,
+    Encoder,
+    ProductRepository,
+    ReservationRepository,
+    StaleWrite,
+)
+from kasse_catalog.application.products import retry_on_stale
+from kasse_catalog.domain.product import InsufficientStock
+from kasse_catalog.domain.reservation import Reservation, ReservationLine, ReservationStatus, Shortfall
+
+log = logging.getLogger(__name__)
+
+# Fifty orders racing for one product need up to fifty rounds: a write fails only because another won.
+RESERVE_ATTEMPTS = 400
+
+
+def take_marker(order_id: str, product_id: str) -> str:
+    return derived_event_id("stock-take", order_id, product_id)
+
+
+def give_back_marker(order_id: str, product_id: str) -> str:
+    return derived_event_id("stock-give-back", order_id, product_id)
+
+
+@dataclass(frozen=True)
+class _Taken:
+    ok: bool
+    available: int = 0
+
+
+class StockKeeper:
+    def __init__(
+        self, products: ProductRepository, reservations: ReservationRepository, encode: Encoder, clock: Clock
+    ) -> None:
+        self.products = products
+        self.reservations = reservations
+        self.encode = encode
+        self.clock = clock
+
+    async def reserve(self, order: OrderPlaced, event_id: str) -> Reservation:
+        reservation = await self.reservations.get(order.order_id)
+        resumed = reservation is not None
+        if reservation is None:
+            reservation = Reservation.start(
+                order.order_id,
+                order.session_id,
+                order.customer_id,
+                [(line.product_id, line.sku, line.quantity) for line in order.lines],
+            )
+            try:
+                await self.reservations.add(reservation)
+                reservation.version = 1
+            except AlreadyExists:
+                resumed = True
+                reservation = await self.reservations.get(order.order_id)
+                assert reservation is not None
+        if not reservation.in_progress:
+            log.info(
+                "order's stock already settled",
+                extra={"order_id": order.order_id, "status": reservation.status.value, "event_id": event_id},
+            )
+            return reservation
+
+        shortfalls: list[Shortfall] = []
+        for line in reservation.lines:
+            if line.taken:
+                continue
+            taken = await self._take(reservation.order_id, line, check_marker=resumed)
+            if taken.ok:
+                line.taken = True
+                await self._save_progress(reservation)
+            else:
+                shortfalls.append(Shortfall(line.product_id, line.sku, line.quantity, taken.available))
+
+        now = self.clock()
+        if shortfalls:
+            for line in reservation.lines:
+                if line.taken:
+                    await self._give_back(reservation.order_id, line)
+                    line.taken = False
+            reservation.reject(shortfalls)
+            event = StockRejected(
+                occurred_at=now,
+                session_id=reservation.session_id,
+                customer_id=reservation.customer_id,
+                order_id=reservation.order_id,
+                rejected_lines=[
+                    RejectedLine(product_id=s.product_id, sku=s.sku, requested=s.requested, available=s.available)
+                    for s in shortfalls
+                ],
+            )
+        else:
+            reservation.confirm()
+            event = StockReserved(
+                occurred_at=now,
+                session_id=reservation.session_id,
+                customer_id=reservation.customer_id,
+                order_id=reservation.order_id,
+                lines=[
+                    StockLine(product_id=ln.product_id, sku=ln.sku, quantity=ln.quantity) for ln in reservation.lines
+                ],
+            )
+        # The outcome event's id is derived from the order: a resumed run can only ever publish one.
+        record = self.encode(event, event_id=derived_event_id("stock-outcome", reservation.order_id))
+        await self.reservations.save(reservation, [record])
+        reservation.version = (reservation.version or 0) + 1
+        return reservation
+
+    async def release(self, order_id: str, session_id: str, reason: str) -> Reservation:
+        """Give back what the order holds. Idempotent; a release before the order blocks its reservation."""
+        reservation = await self.reservations.get(order_id)
+        if reservation is None:
+            tombstone = Reservation.released_before_placed(order_id, session_id, reason)
+            try:
+                await self.reservations.add(tombstone)
+                return tombstone
+            except AlreadyExists:
+                reservation = await self.reservations.get(order_id)
+                assert reservation is not None
+        if not reservation.holds_stock:
+            return reservation
+        for line in reservation.lines:
+            # Also lines not marked taken: a crash may have come between the take and the progress note.
+            await self._give_back(order_id, line)
+        reservation.release(reason)
+        await self.reservations.save(reservation)
+        reservation.version = (reservation.version or 0) + 1
+        return reservation
+
+    async def _save_progress(self, reservation: Reservation) -> None:
+        await self.reservations.save(reservation)
+        reservation.version = (reservation.version or 0) + 1
+
+    async def _take(self, order_id: str, line: ReservationLine, *, check_marker: bool) -> _Taken:
+        marker = take_marker(order_id, line.product_id)
+        if check_marker and await self.products.was_applied(line.product_id, marker):
+            return _Taken(ok=True)
+
+        async def attempt() -> _Taken:
+            product = await self.products.get(line.product_id)
+            if product is None:
+                return _Taken(ok=False, available=0)
+            now = self.clock()
+            try:
+                product.reserve(line.quantity, now)
+            except InsufficientStock as short:
+                return _Taken(ok=False, available=short.available)
+            event = self.encode(product_changed(product, [ProductChangeKind.STOCK], now))
+            await self.products.save(product, [event], marker=marker, require_available=line.quantity)
+            return _Taken(ok=True)  # False from save means: taken by an earlier run, also fine
+
+        return await retry_on_stale(attempt, f"reserve {line.product_id} for {order_id}", RESERVE_ATTEMPTS)
+
+    async def _give_back(self, order_id: str, line: ReservationLine) -> None:
+        taken, given = take_marker(order_id, line.product_id), give_back_marker(order_id, line.product_id)
+        if not await self.products.was_applied(line.product_id, taken):
+            return
+
+        async def attempt() -> None:
+            product = await self.products.get(line.product_id)
+            if product is None:
+                return
+            now = self.clock()
+            product.release(line.quantity, now)
+            event = self.encode(product_changed(product, [ProductChangeKind.STOCK], now))
+            await self.products.save(product, [event], marker=given)
+
+        await retry_on_stale(attempt, f"release {line.product_id} for {order_id}", RESERVE_ATTEMPTS)
+
+
+def order_product_ids(order: OrderPlaced) -> Sequence[str]:
+    return list(dict.fromkeys(line.product_id for line in order.lines))
+
+
+__all__ = ["ReservationStatus", "StaleWrite", "StockKeeper", "order_product_ids"]

@@ -1,0 +1,33 @@
+"""Event handlers: translate the event, call the use cases. Each is idempotent per event."""
+
+from __future__ import annotations
+
+from kasse_common.messaging import EventConsumer, EventContext
+from kasse_contracts.events import OrderCancelled, OrderPlaced, PaymentFailed, ProductViewed, ShipmentDelivered
+
+from kasse_catalog.application.learning import Learner
+from kasse_catalog.application.stock import StockKeeper
+
+
+def register(consumer: EventConsumer, stock: StockKeeper, learner: Learner) -> None:
+    async def on_order_placed(event: OrderPlaced, ctx: EventContext) -> None:
+        await stock.reserve(event, ctx.event_id)
+        await learner.order_placed(event, ctx.event_id)
+
+    async def on_order_cancelled(event: OrderCancelled, ctx: EventContext) -> None:
+        await stock.release(event.order_id, event.session_id, f"order_cancelled:{event.reason.value}")
+
+    async def on_payment_failed(event: PaymentFailed, ctx: EventContext) -> None:
+        await stock.release(event.order_id, event.session_id, f"payment_failed:{event.reason}")
+
+    async def on_shipment_delivered(event: ShipmentDelivered, ctx: EventContext) -> None:
+        await learner.shipment_delivered(event)
+
+    async def on_product_viewed(event: ProductViewed, ctx: EventContext) -> None:
+        await learner.product_viewed(event, ctx.event_id)
+
+    consumer.on(OrderPlaced, on_order_placed)
+    consumer.on(OrderCancelled, on_order_cancelled)
+    consumer.on(PaymentFailed, on_payment_failed)
+    consumer.on(ShipmentDelivered, on_shipment_delivered)
+    consumer.on(ProductViewed, on_product_viewed)

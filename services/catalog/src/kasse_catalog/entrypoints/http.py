@@ -1,0 +1,344 @@
+"""HTTP routes: translate the request, call a use case, translate the answer. Nothing else."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from kasse_common.errors import Forbidden, Unauthorized, Unprocessable
+from kasse_contracts.base import Channel
+
+from kasse_catalog.application.discovery import Discovery, Shopper
+from kasse_catalog.application.ports import RelationKind
+from kasse_catalog.application.products import ProductCatalog
+from kasse_catalog.application.reviews import ReviewDraft, Reviews
+from kasse_catalog.domain.channel import resolve_channel
+from kasse_catalog.domain.review import ReviewSort
+from kasse_catalog.domain.search import SearchCriteria, SortOrder
+from kasse_catalog.entrypoints.schemas import (
+    AdminProductOut,
+    BulkImport,
+    ImportResultOut,
+    ProblemOut,
+    ProductIn,
+    ProductOut,
+    ProductPatch,
+    ProductSummaryOut,
+    RatingOut,
+    RecommendationOut,
+    RecommendationsOut,
+    ReviewIn,
+    ReviewOut,
+    ReviewPageOut,
+    SearchResultOut,
+    StockAdjustment,
+    SubmittedReviewOut,
+)
+from kasse_catalog.settings import CatalogSettings
+
+SESSION_HEADER = "X-Session-Id"
+
+
+@dataclass(frozen=True)
+class CatalogServices:
+    """What the routes call; built once by main.create_app."""
+
+    settings: CatalogSettings
+    catalog: ProductCatalog
+    discovery: Discovery
+    reviews: Reviews
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    texts = {
+        401: "No bearer token",
+        403: "Wrong bearer token",
+        404: "Unknown product",
+        409: "Conflicts with the current state",
+        413: "Body too large",
+        422: "Invalid fields: one entry per field in `errors`",
+    }
+    return {
+        code: {"model": ProblemOut, "description": texts[code], "content": {"application/problem+json": {}}}
+        for code in codes
+    }
+
+
+def services(request: Request) -> CatalogServices:
+    return request.app.state.catalog  # type: ignore[no-any-return]
+
+
+Services = Annotated[CatalogServices, Depends(services)]
+_bearer = HTTPBearer(auto_error=False, description="KASSE_CATALOG_ADMIN_TOKEN")
+
+
+async def require_admin(
+    svc: Services, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    if credentials is None:
+        raise Unauthorized("the admin API needs 'Authorization: Bearer <admin token>'")
+    expected = svc.settings.admin_token
+    if expected is None or not expected.get_secret_value():
+        raise Forbidden("the admin API is disabled: KASSE_CATALOG_ADMIN_TOKEN is not set")
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.get_secret_value().encode()):
+        raise Forbidden("the admin token is not valid")
+
+
+def shopper(
+    response: Response,
+    x_session_id: Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[\w.:-]+$")] = None,
+    x_customer_id: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> Shopper:
+    """The shopper's session from `X-Session-Id`; minted (and returned in the header) when absent."""
+    session_id = x_session_id or uuid.uuid4().hex
+    response.headers[SESSION_HEADER] = session_id
+    return Shopper(session_id=session_id, customer_id=x_customer_id)
+
+
+ShopperDep = Annotated[Shopper, Depends(shopper)]
+ChannelQuery = Annotated[
+    Channel | None, Query(description="How the shopper arrived; when omitted it is derived from the utm_* fields")
+]
+Utm = Annotated[str | None, Query(max_length=200)]
+
+storefront = APIRouter(prefix="/v1", tags=["storefront"])
+admin = APIRouter(
+    prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=problems(401, 403)
+)
+
+
+@storefront.get(
+    "/products",
+    response_model=SearchResultOut,
+    summary="Search and browse products",
+    description=(
+        "Free text over name and description (every word must match; case-insensitive), filters, sorting "
+        "and pagination in a stable order (ties broken by sku). Publishes ProductSearched."
+    ),
+    responses=problems(422),
+)
+async def search_products(
+    svc: Services,
+    who: ShopperDep,
+    q: Annotated[str, Query(max_length=200, description="Words to find")] = "",
+    category: Annotated[str | None, Query(max_length=50)] = None,
+    min_price: Annotated[int | None, Query(ge=0, description="Minor units")] = None,
+    max_price: Annotated[int | None, Query(ge=0, description="Minor units")] = None,
+    in_stock: Annotated[bool | None, Query(description="Only products that can be bought now")] = None,
+    min_rating: Annotated[float | None, Query(ge=0, le=5)] = None,
+    sort: SortOrder = SortOrder.RELEVANCE,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    channel: ChannelQuery = None,
+    utm_source: Utm = None,
+    utm_medium: Utm = None,
+    utm_campaign: Utm = None,
+) -> SearchResultOut:
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise Unprocessable(
+            "min_price must not be above max_price",
+            errors=[{"field": "min_price", "message": "must not be above max_price", "type": "value_error"}],
+        )
+    criteria = SearchCriteria(
+        query=q.strip(),
+        category=category,
+        min_price=min_price,
+        max_price=max_price,
+        in_stock=in_stock,
+        min_rating=min_rating,
+        sort=sort,
+        page=page,
+        page_size=page_size,
+    )
+    found = await svc.discovery.search(criteria, who, resolve_channel(channel, utm_source, utm_medium, utm_campaign))
+    low = svc.settings.low_stock_threshold
+    return SearchResultOut(
+        items=[ProductSummaryOut.of(p, low) for p in found.items],
+        total=found.total,
+        page=page,
+        page_size=page_size,
+        sort=sort.value,
+        query=criteria.query,
+    )
+
+
+@storefront.get(
+    "/products/{product_ref}",
+    response_model=ProductOut,
+    summary="A product's detail page (by id or slug)",
+    description="Publishes ProductViewed with the session and the channel (explicit `channel` or the utm_* fields).",
+    responses=problems(404, 422),
+)
+async def view_product(
+    svc: Services,
+    who: ShopperDep,
+    product_ref: str,
+    channel: ChannelQuery = None,
+    utm_source: Utm = None,
+    utm_medium: Utm = None,
+    utm_campaign: Utm = None,
+    referer: Annotated[str | None, Header(max_length=2000)] = None,
+) -> ProductOut:
+    product = await svc.discovery.view(
+        product_ref,
+        who,
+        resolve_channel(channel, utm_source, utm_medium, utm_campaign),
+        campaign=utm_campaign,
+        referrer=referer,
+    )
+    return ProductOut.of(product, svc.settings.low_stock_threshold)
+
+
+@storefront.get(
+    "/products/{product_ref}/recommendations",
+    response_model=RecommendationsOut,
+    summary="Products to show with this one",
+    description=(
+        "Bought together (from orders) and viewed together (from sessions), learned from the event stream; "
+        "filled up with popular products of the category."
+    ),
+    responses=problems(404, 422),
+)
+async def product_recommendations(
+    svc: Services,
+    product_ref: str,
+    kind: RelationKind | None = None,
+    limit: Annotated[int, Query(ge=1, le=50)] = 6,
+) -> RecommendationsOut:
+    found = await svc.discovery.for_product(product_ref, kind, limit)
+    low = svc.settings.low_stock_threshold
+    return RecommendationsOut(items=[RecommendationOut.of(r, low) for r in found])
+
+
+@storefront.get(
+    "/recommendations",
+    response_model=RecommendationsOut,
+    summary="Recommendations for the shopper's session (X-Session-Id), from its recent views",
+    responses=problems(422),
+)
+async def session_recommendations(
+    svc: Services, who: ShopperDep, limit: Annotated[int, Query(ge=1, le=50)] = 6
+) -> RecommendationsOut:
+    found = await svc.discovery.for_session(who.session_id, limit)
+    low = svc.settings.low_stock_threshold
+    return RecommendationsOut(items=[RecommendationOut.of(r, low) for r in found])
+
+
+@storefront.get(
+    "/products/{product_ref}/reviews",
+    response_model=ReviewPageOut,
+    summary="A product's reviews, newest or best first",
+    responses=problems(404, 422),
+)
+async def list_reviews(
+    svc: Services,
+    product_ref: str,
+    sort: ReviewSort = ReviewSort.NEWEST,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> ReviewPageOut:
+    product, found = await svc.reviews.list(product_ref, sort, page, page_size)
+    return ReviewPageOut(
+        items=[ReviewOut.of(r) for r in found.items],
+        total=found.total,
+        page=page,
+        page_size=page_size,
+        sort=sort.value,
+        rating=RatingOut(average=product.rating_average, count=product.rating_count),
+    )
+
+
+@storefront.post(
+    "/products/{product_ref}/reviews",
+    response_model=SubmittedReviewOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Submit a review",
+    description=(
+        "Verified purchase when an order of this customer (X-Customer-Id) or session (X-Session-Id) with the "
+        "product was delivered. Publishes ReviewSubmitted; the product's rating is updated."
+    ),
+    responses=problems(404, 413, 422),
+)
+async def submit_review(svc: Services, who: ShopperDep, product_ref: str, body: ReviewIn) -> SubmittedReviewOut:
+    review, product = await svc.reviews.submit(
+        product_ref,
+        ReviewDraft(rating=body.rating, title=body.title, text=body.text, author_name=body.author_name),
+        customer_id=who.customer_id,
+        session_id=who.session_id,
+    )
+    return SubmittedReviewOut(
+        **ReviewOut.of(review).model_dump(),
+        product_rating=RatingOut(average=product.rating_average, count=product.rating_count),
+    )
+
+
+@admin.post(
+    "/products",
+    response_model=AdminProductOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a product",
+    responses=problems(409, 413, 422),
+)
+async def create_product(svc: Services, body: ProductIn) -> AdminProductOut:
+    product = await svc.catalog.create(body.to_details())
+    return AdminProductOut.of(product, svc.settings.low_stock_threshold)
+
+
+@admin.post(
+    "/products/import",
+    response_model=ImportResultOut,
+    summary="Bulk import (upsert by sku); importing the same data twice changes nothing",
+    responses=problems(409, 413, 422),
+)
+async def import_products(svc: Services, body: BulkImport) -> ImportResultOut:
+    result = await svc.catalog.import_products([p.to_details() for p in body.products])
+    return ImportResultOut(created=result.created, updated=result.updated, unchanged=result.unchanged)
+
+
+@admin.get(
+    "/products/{product_id}",
+    response_model=AdminProductOut,
+    summary="A product with its stock",
+    responses=problems(404),
+)
+async def admin_get_product(svc: Services, product_id: str) -> AdminProductOut:
+    return AdminProductOut.of(await svc.catalog.get(product_id), svc.settings.low_stock_threshold)
+
+
+@admin.patch(
+    "/products/{product_id}",
+    response_model=AdminProductOut,
+    summary="Change a product's details, price or availability",
+    responses=problems(404, 409, 413, 422),
+)
+async def update_product(svc: Services, product_id: str, body: ProductPatch) -> AdminProductOut:
+    product = await svc.catalog.update(product_id, body.changes())
+    return AdminProductOut.of(product, svc.settings.low_stock_threshold)
+
+
+@admin.post(
+    "/products/{product_id}/deactivate",
+    response_model=AdminProductOut,
+    summary="Take a product off sale",
+    responses=problems(404),
+)
+async def deactivate_product(svc: Services, product_id: str) -> AdminProductOut:
+    return AdminProductOut.of(await svc.catalog.deactivate(product_id), svc.settings.low_stock_threshold)
+
+
+@admin.post(
+    "/products/{product_id}/stock",
+    response_model=AdminProductOut,
+    summary="Adjust stock on hand: a delta (delivery, write-off) or a count",
+    responses=problems(404, 409, 422),
+)
+async def adjust_stock(svc: Services, product_id: str, body: StockAdjustment) -> AdminProductOut:
+    product = await svc.catalog.adjust_stock(product_id, delta=body.delta, on_hand=body.on_hand)
+    return AdminProductOut.of(product, svc.settings.low_stock_threshold)
+
+
+routers = [storefront, admin]

@@ -1,0 +1,67 @@
+"""The catalog service: app factory and console entry point (`kasse-catalog`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+import uvicorn
+from fastapi import FastAPI
+from kasse_common.runtime import ServiceRuntime
+from kasse_contracts.events import (
+    ProductChanged,
+    ProductSearched,
+    ProductViewed,
+    ReviewSubmitted,
+    StockRejected,
+    StockReserved,
+)
+
+from kasse_catalog import wiring
+from kasse_catalog.entrypoints import consumers
+from kasse_catalog.entrypoints.http import CatalogServices, routers
+from kasse_catalog.settings import CatalogSettings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Products, discovery (search, product pages, recommendations), reviews and stock.
+
+Storefront calls identify the shopper with `X-Session-Id` (minted and returned when absent) and
+optionally `X-Customer-Id`. Admin calls need `Authorization: Bearer <KASSE_CATALOG_ADMIN_TOKEN>`.
+Errors are `application/problem+json`. Money is integer minor units plus a currency."""
+
+
+def create_app(settings: CatalogSettings | None = None) -> FastAPI:
+    settings = settings or CatalogSettings()
+    runtime = ServiceRuntime(settings)
+    catalog = wiring.build(runtime, settings)
+    runtime.produces(ProductViewed, ProductSearched, ProductChanged, ReviewSubmitted, StockReserved, StockRejected)
+    runtime.on_startup(catalog.ensure_indexes)
+    consumers.register(runtime.consumer, catalog.stock, catalog.learner)
+
+    async def finish_interrupted_reviews() -> None:
+        """Reviews stored but not yet counted (the process died in between) are completed here."""
+        grace = timedelta(seconds=settings.pending_review_grace_s)
+        while True:
+            try:
+                await catalog.reviews.finish_pending(grace)
+            except Exception:
+                log.exception("finishing pending reviews failed; next round retries")
+            await asyncio.sleep(settings.pending_review_grace_s)
+
+    runtime.background(finish_interrupted_reviews)
+    app = runtime.create_app(title="Kasse catalog", description=DESCRIPTION, routers=routers)
+    app.state.catalog = CatalogServices(
+        settings=settings, catalog=catalog.catalog, discovery=catalog.discovery, reviews=catalog.reviews
+    )
+    return app
+
+
+def run() -> None:
+    settings = CatalogSettings()
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,31 @@
+"""The catalog's settings: environment variables prefixed `KASSE_CATALOG_`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from kasse_common.settings import ServiceSettings
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+
+class CatalogSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="KASSE_CATALOG_", extra="ignore", frozen=True)
+
+    service_name: ClassVar[str] = "catalog"
+
+    http_port: int = 8001
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the admin API; when unset the admin API refuses every call"
+    )
+    search_candidate_limit: int = Field(
+        2000, ge=10, description="Most products scored in Python for a free-text query (FerretDB has no $text)"
+    )
+    low_stock_threshold: int = Field(5, ge=0, description="At or below this, a product shows as low stock")
+    session_recent_views: int = Field(20, ge=1, le=100, description="Recent views kept per session")
+    viewed_together_window: int = Field(
+        10, ge=1, le=50, description="A view counts as 'viewed together' with this many previous views of the session"
+    )
+    pending_review_grace_s: float = Field(
+        30.0, gt=0, description="A review still pending after this long was interrupted: the sweeper finishes it"
+    )
