@@ -53,17 +53,22 @@ async def consume(bootstrap: str, topic: str, schema_dir: Path, max_events: int,
                         continue  # an event type this subscriber does not know: skip, do not fail
                     payload: Any = json.loads(record.value)
                     errors = [e.message for e in validator.iter_errors(payload)]
-                    print(json.dumps({
-                        "id": headers["ce_id"],
-                        "type": ce_type,
-                        "source": headers["ce_source"],
-                        "time": headers["ce_time"],
-                        "subject": headers["ce_subject"],
-                        "key": record.key.decode() if record.key else None,
-                        "valid": not errors,
-                        "errors": errors,
-                        "data": payload,
-                    }), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "id": headers["ce_id"],
+                                "type": ce_type,
+                                "source": headers["ce_source"],
+                                "time": headers["ce_time"],
+                                "subject": headers["ce_subject"],
+                                "key": record.key.decode() if record.key else None,
+                                "valid": not errors,
+                                "errors": errors,
+                                "data": payload,
+                            }
+                        ),
+                        flush=True,
+                    )
                     seen += 1
     finally:
         await consumer.stop()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from kasse_contracts import codegen
 from kasse_contracts.envelope import REQUIRED_HEADERS
 from kasse_contracts.events import ALL_EVENTS

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
+from pydantic import Field, create_model
+
 from kasse_contracts import compat
 from kasse_contracts.base import Event, Identifier
 from kasse_contracts.codegen import event_schema, render_json, topics_document
 from kasse_contracts.events import OrderCancelled, PaymentFailed, ProductChanged
-from pydantic import Field, create_model
 
 pytestmark = pytest.mark.unit
 

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
+
 from kasse_contracts import CloudEventAttributes, Money
 from kasse_contracts.base import Event, FunnelEvent
 from kasse_contracts.envelope import REQUIRED_HEADERS, source_for
@@ -21,7 +23,6 @@ from kasse_contracts.events import (
 )
 from kasse_contracts.examples import EXAMPLES
 from kasse_contracts.topics import TOPICS
-from pydantic import ValidationError
 
 pytestmark = pytest.mark.unit
 

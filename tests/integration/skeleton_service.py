@@ -13,12 +13,13 @@ from typing import ClassVar
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic_settings import SettingsConfigDict
+
 from kasse_common.messaging import EventContext
 from kasse_common.persistence import CommitOutcome
 from kasse_common.runtime import ServiceRuntime
 from kasse_common.settings import ServiceSettings
 from kasse_contracts.events import OrderPlaced
-from pydantic_settings import SettingsConfigDict
 
 
 class SkeletonSettings(ServiceSettings):

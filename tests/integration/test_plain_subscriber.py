@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from pydantic_settings import SettingsConfigDict
+
 from kasse_common.runtime import ServiceRuntime
 from kasse_common.settings import ServiceSettings
 from kasse_contracts.events import OrderPlaced
 from kasse_testkit import Namespace
 from kasse_testkit.infrastructure import Infrastructure
 from kasse_testkit.samples import order_placed
-from pydantic_settings import SettingsConfigDict
 
 pytestmark = pytest.mark.integration
 

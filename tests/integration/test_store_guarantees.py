@@ -12,9 +12,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
+
 from kasse_testkit import Namespace
 from kasse_testkit.infrastructure import Infrastructure
-from pymongo import AsyncMongoClient
 
 pytestmark = pytest.mark.integration
 

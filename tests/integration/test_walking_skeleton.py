@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from pydantic_settings import SettingsConfigDict
+from pymongo import AsyncMongoClient
+
 from kasse_common.runtime import ServiceRuntime
 from kasse_common.settings import ServiceSettings
 from kasse_contracts import topics
@@ -20,8 +23,6 @@ from kasse_contracts.events import OrderPlaced
 from kasse_testkit import Namespace, ServiceProcess, TestPublisher, free_port, wait_until
 from kasse_testkit.infrastructure import Infrastructure
 from kasse_testkit.samples import order_placed
-from pydantic_settings import SettingsConfigDict
-from pymongo import AsyncMongoClient
 
 pytestmark = pytest.mark.integration
 

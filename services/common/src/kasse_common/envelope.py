@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import propagate
+from pydantic import ValidationError
+
 from kasse_contracts.base import Event
 from kasse_contracts.envelope import (
     CONTENT_TYPE,
@@ -18,8 +21,6 @@ from kasse_contracts.envelope import (
     source_for,
 )
 from kasse_contracts.events import EVENTS_BY_TYPE
-from opentelemetry import propagate
-from pydantic import ValidationError
 
 _NAMESPACE = uuid.UUID("6f1d1a52-1d8e-4a5c-9a55-7f3b0c8e2a10")
 

@@ -30,8 +30,6 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
-from kasse_contracts.base import Event
-from kasse_contracts.topics import dead_letter_topic
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.metrics import Meter
@@ -39,6 +37,8 @@ from opentelemetry.trace import TracerProvider
 
 from kasse_common.envelope import MalformedEvent, OutgoingRecord, decode, headers_to_dict
 from kasse_common.settings import ServiceSettings
+from kasse_contracts.base import Event
+from kasse_contracts.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
 

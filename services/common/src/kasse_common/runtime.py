@@ -20,7 +20,6 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
-from kasse_contracts.base import Event
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry, generate_latest
@@ -36,6 +35,7 @@ from kasse_common.persistence import DocumentStore, StandaloneEvents, ensure_out
 from kasse_common.settings import ServiceSettings
 from kasse_common.telemetry import Telemetry, setup_telemetry
 from kasse_common.topics_admin import ensure_topics
+from kasse_contracts.base import Event
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from kasse_contracts.topics import DEAD_LETTER_PREFIX, TOPICS
 
 from kasse_common.settings import ServiceSettings
+from kasse_contracts.topics import DEAD_LETTER_PREFIX, TOPICS
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 from datetime import UTC, date, datetime
 
 import pytest
+
 from kasse_common.calendar import delivery_window, dispatch_date
 
 pytestmark = pytest.mark.unit

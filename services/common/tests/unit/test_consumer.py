@@ -7,13 +7,14 @@ from typing import Any, ClassVar
 import pytest
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from pydantic_settings import SettingsConfigDict
+
 from kasse_common.envelope import encode
 from kasse_common.messaging import EventConsumer, EventContext, EventPublisher, PermanentError, create_broker
 from kasse_common.settings import ServiceSettings
 from kasse_contracts.events import OrderCancelled, OrderPlaced
 from kasse_contracts.topics import ORDERS
 from kasse_testkit.samples import eur, order_placed
-from pydantic_settings import SettingsConfigDict
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from kasse_common.envelope import OutgoingRecord, decode, encode, headers_to_dict
 from kasse_contracts.base import Event
-
 from kasse_testkit.waiting import wait_until
 
 

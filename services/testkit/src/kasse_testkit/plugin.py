@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
-from kasse_common.settings import ServiceSettings
 from pymongo import AsyncMongoClient
 
+from kasse_common.settings import ServiceSettings
 from kasse_testkit.infrastructure import Infrastructure, InfrastructureUnavailable, acquire, find_repo_root
 from kasse_testkit.kafka import TestPublisher, TopicReader
 
