@@ -8,6 +8,11 @@ from datetime import timedelta
 
 import uvicorn
 from fastapi import FastAPI
+
+from kasse_catalog import wiring
+from kasse_catalog.entrypoints import consumers
+from kasse_catalog.entrypoints.http import CatalogServices, routers
+from kasse_catalog.settings import CatalogSettings
 from kasse_common.runtime import ServiceRuntime
 from kasse_contracts.events import (
     ProductChanged,
@@ -17,11 +22,6 @@ from kasse_contracts.events import (
     StockRejected,
     StockReserved,
 )
-
-from kasse_catalog import wiring
-from kasse_catalog.entrypoints import consumers
-from kasse_catalog.entrypoints.http import CatalogServices, routers
-from kasse_catalog.settings import CatalogSettings
 
 log = logging.getLogger(__name__)
 

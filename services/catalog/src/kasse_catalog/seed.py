@@ -15,13 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kasse_common.persistence import ensure_outbox_indexes
-from kasse_common.runtime import ServiceRuntime
-
 from kasse_catalog import wiring
 from kasse_catalog.application.products import ImportResult
 from kasse_catalog.entrypoints.schemas import BulkImport
 from kasse_catalog.settings import CatalogSettings
+from kasse_common.persistence import ensure_outbox_indexes
+from kasse_common.runtime import ServiceRuntime
 
 log = logging.getLogger("kasse_catalog.seed")
 

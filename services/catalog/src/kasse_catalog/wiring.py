@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kasse_common.runtime import ServiceRuntime
-
 from kasse_catalog.adapters.mongo import (
     MongoProducts,
     MongoPurchaseLedger,
@@ -20,6 +18,7 @@ from kasse_catalog.application.products import ProductCatalog
 from kasse_catalog.application.reviews import Reviews
 from kasse_catalog.application.stock import StockKeeper
 from kasse_catalog.settings import CatalogSettings
+from kasse_common.runtime import ServiceRuntime
 
 
 def utc_now() -> datetime:

@@ -11,13 +11,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from kasse_common.envelope import OutgoingRecord
-
 from kasse_catalog.application.ports import AlreadyExists, RelationKind, StaleWrite
 from kasse_catalog.domain.product import Product, popularity_score
 from kasse_catalog.domain.reservation import Reservation
 from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
 from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance
+from kasse_common.envelope import OutgoingRecord
 
 
 async def _hop() -> None:

@@ -14,9 +14,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from kasse_common.envelope import OutgoingRecord
-from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
-from kasse_contracts.base import Money
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -27,6 +24,9 @@ from kasse_catalog.domain.product import Image, Product, popularity_score
 from kasse_catalog.domain.reservation import Reservation, ReservationLine, ReservationStatus, Shortfall
 from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
 from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance
+from kasse_common.envelope import OutgoingRecord
+from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
+from kasse_contracts.base import Money
 
 SEEN_KEEP = 200  # event ids remembered per counter document (redeliveries come soon after)
 

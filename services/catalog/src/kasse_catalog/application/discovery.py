@@ -6,10 +6,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from kasse_common.errors import NotFound
-from kasse_contracts.base import Channel
-from kasse_contracts.events import ProductSearched, ProductViewed, SearchFilters
-
 from kasse_catalog.application.ports import (
     Clock,
     Encoder,
@@ -20,6 +16,9 @@ from kasse_catalog.application.ports import (
 )
 from kasse_catalog.domain.product import Product
 from kasse_catalog.domain.search import SearchCriteria, SortOrder
+from kasse_common.errors import NotFound
+from kasse_contracts.base import Channel
+from kasse_contracts.events import ProductSearched, ProductViewed, SearchFilters
 
 
 @dataclass(frozen=True)

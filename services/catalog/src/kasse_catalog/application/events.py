@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from kasse_contracts.events import ProductChanged, ProductChangeKind
-
 from kasse_catalog.domain.product import Product
+from kasse_contracts.events import ProductChanged, ProductChangeKind
 
 
 def product_changed(product: Product, changes: Sequence[ProductChangeKind], now: datetime) -> ProductChanged:

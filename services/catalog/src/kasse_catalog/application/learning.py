@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from itertools import permutations
 
-from kasse_contracts.events import OrderPlaced, ProductViewed, ShipmentDelivered
-
 from kasse_catalog.application.ports import ProductRepository, PurchaseLedger, RelationKind, SignalStore
+from kasse_contracts.events import OrderPlaced, ProductViewed, ShipmentDelivered
 
 MAX_PAIR_PRODUCTS = 20  # an order with hundreds of lines would otherwise write n² counters
 

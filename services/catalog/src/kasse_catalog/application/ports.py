@@ -7,13 +7,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from kasse_common.envelope import OutgoingRecord
-from kasse_contracts.base import Event
-
 from kasse_catalog.domain.product import Product
 from kasse_catalog.domain.reservation import Reservation
 from kasse_catalog.domain.review import Review, ReviewSort
 from kasse_catalog.domain.search import SearchCriteria
+from kasse_common.envelope import OutgoingRecord
+from kasse_contracts.base import Event
 
 
 class StaleWrite(Exception):

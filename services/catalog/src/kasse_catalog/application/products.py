@@ -8,12 +8,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from kasse_common.errors import Conflict, NotFound, Unprocessable
-from kasse_contracts.events import ProductChangeKind
-
 from kasse_catalog.application.events import product_changed
 from kasse_catalog.application.ports import AlreadyExists, Clock, Encoder, ProductRepository, StaleWrite
 from kasse_catalog.domain.product import Product, ProductDetails
+from kasse_common.errors import Conflict, NotFound, Unprocessable
+from kasse_contracts.events import ProductChangeKind
 
 T = TypeVar("T")
 

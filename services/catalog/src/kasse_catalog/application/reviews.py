@@ -11,14 +11,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from kasse_common.envelope import derived_event_id
-from kasse_common.errors import NotFound
-from kasse_contracts.events import ReviewSubmitted
-
 from kasse_catalog.application.ports import Clock, Encoder, ProductRepository, PurchaseLedger, ReviewRepository
 from kasse_catalog.application.products import retry_on_stale
 from kasse_catalog.domain.product import Product
 from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
+from kasse_common.envelope import derived_event_id
+from kasse_common.errors import NotFound
+from kasse_contracts.events import ReviewSubmitted
 
 
 @dataclass(frozen=True)

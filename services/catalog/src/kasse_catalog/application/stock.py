@@ -14,16 +14,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kasse_common.envelope import derived_event_id
-from kasse_contracts.events import (
-    OrderPlaced,
-    ProductChangeKind,
-    RejectedLine,
-    StockLine,
-    StockRejected,
-    StockReserved,
-)
-
 from kasse_catalog.application.events import product_changed
 from kasse_catalog.application.ports import (
     AlreadyExists,
@@ -36,6 +26,15 @@ from kasse_catalog.application.ports import (
 from kasse_catalog.application.products import retry_on_stale
 from kasse_catalog.domain.product import InsufficientStock
 from kasse_catalog.domain.reservation import Reservation, ReservationLine, ReservationStatus, Shortfall
+from kasse_common.envelope import derived_event_id
+from kasse_contracts.events import (
+    OrderPlaced,
+    ProductChangeKind,
+    RejectedLine,
+    StockLine,
+    StockRejected,
+    StockReserved,
+)
 
 log = logging.getLogger(__name__)
 

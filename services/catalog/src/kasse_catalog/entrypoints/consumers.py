@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from kasse_common.messaging import EventConsumer, EventContext
-from kasse_contracts.events import OrderCancelled, OrderPlaced, PaymentFailed, ProductViewed, ShipmentDelivered
-
 from kasse_catalog.application.learning import Learner
 from kasse_catalog.application.stock import StockKeeper
+from kasse_common.messaging import EventConsumer, EventContext
+from kasse_contracts.events import OrderCancelled, OrderPlaced, PaymentFailed, ProductViewed, ShipmentDelivered
 
 
 def register(consumer: EventConsumer, stock: StockKeeper, learner: Learner) -> None:

@@ -9,8 +9,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from kasse_common.errors import Forbidden, Unauthorized, Unprocessable
-from kasse_contracts.base import Channel
 
 from kasse_catalog.application.discovery import Discovery, Shopper
 from kasse_catalog.application.ports import RelationKind
@@ -39,6 +37,8 @@ from kasse_catalog.entrypoints.schemas import (
     SubmittedReviewOut,
 )
 from kasse_catalog.settings import CatalogSettings
+from kasse_common.errors import Forbidden, Unauthorized, Unprocessable
+from kasse_contracts.base import Channel
 
 SESSION_HEADER = "X-Session-Id"
 

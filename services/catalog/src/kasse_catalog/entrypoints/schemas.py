@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from kasse_contracts.base import Money
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from kasse_catalog.application.discovery import Recommendation
 from kasse_catalog.domain.product import Image, Product, ProductDetails
 from kasse_catalog.domain.review import Review
+from kasse_contracts.base import Money
 
 Sku = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=120)]

@@ -1,0 +1,348 @@
+"""Use cases against in-memory adapters: stock reservation under concurrency, idempotency, imports,
+discovery events, reviews and recommendations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+
+import pytest
+
+from kasse_catalog.adapters.memory import (
+    MemoryEvents,
+    MemoryProducts,
+    MemoryPurchaseLedger,
+    MemoryReservations,
+    MemoryReviews,
+    MemorySignals,
+)
+from kasse_catalog.application.discovery import Discovery, Shopper
+from kasse_catalog.application.learning import Learner
+from kasse_catalog.application.ports import RelationKind
+from kasse_catalog.application.products import ProductCatalog
+from kasse_catalog.application.reviews import ReviewDraft, Reviews
+from kasse_catalog.application.stock import StockKeeper
+from kasse_catalog.domain.product import Product, ProductDetails
+from kasse_catalog.domain.reservation import ReservationStatus
+from kasse_catalog.domain.review import ReviewSort
+from kasse_catalog.domain.search import SearchCriteria, SortOrder
+from kasse_common.envelope import OutgoingRecord, encode
+from kasse_common.errors import NotFound, Unprocessable
+from kasse_contracts.base import Channel, Money
+from kasse_contracts.events import ProductChangeKind, ProductViewed, ShipmentDelivered
+from kasse_testkit import samples
+
+pytestmark = pytest.mark.unit
+
+
+def clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def eur(amount: int) -> Money:
+    return Money(amount=amount, currency="EUR")
+
+
+def details(sku: str, *, category: str = "kitchen", price: int = 1000, stock: int = 10, **kw: object) -> ProductDetails:
+    values: dict[str, object] = {
+        "sku": sku,
+        "name": kw.pop("name", f"Product {sku}"),
+        "description": kw.pop("description", ""),
+        "category": category,
+        "price": eur(price),
+        "stock_on_hand": stock,
+    }
+    values.update(kw)
+    return ProductDetails(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class World:
+    products: MemoryProducts = field(default_factory=MemoryProducts)
+    reservations: MemoryReservations = field(default_factory=MemoryReservations)
+    reviews_repo: MemoryReviews = field(default_factory=MemoryReviews)
+    signals: MemorySignals = field(default_factory=MemorySignals)
+    ledger: MemoryPurchaseLedger = field(default_factory=MemoryPurchaseLedger)
+    events: MemoryEvents = field(default_factory=MemoryEvents)
+
+    def __post_init__(self) -> None:
+        enc = partial(encode, service="catalog")
+        self.catalog = ProductCatalog(self.products, enc, clock)
+        self.stock = StockKeeper(self.products, self.reservations, enc, clock)
+        self.discovery = Discovery(self.products, self.signals, self.events, enc, clock)
+        self.reviews = Reviews(self.products, self.reviews_repo, self.ledger, enc, clock)
+        self.learner = Learner(self.products, self.signals, self.ledger)
+
+    async def add(self, *items: ProductDetails) -> list[Product]:
+        return [await self.catalog.create(item) for item in items]
+
+    def stock_events(self, type_name: str) -> list[dict[str, object]]:
+        return [json.loads(r.value) for r in self.reservations.outbox if r.event_type.endswith(type_name + ".v1")]
+
+
+def order(*lines: tuple[Product, int], order_id: str | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    return samples.order_placed(
+        order_id,
+        [samples.line_item(p.product_id, quantity=q, sku=p.sku, unit_price=p.price.amount) for p, q in lines],
+        **kw,
+    )
+
+
+async def test_fifty_concurrent_orders_for_the_last_ten_units_reserve_exactly_ten() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE", stock=10))
+    orders = [order((knife, 1)) for _ in range(50)]
+    results = await asyncio.gather(*(w.stock.reserve(o, f"evt-{o.order_id}") for o in orders))
+    statuses = [r.status for r in results]
+    assert statuses.count(ReservationStatus.RESERVED) == 10
+    assert statuses.count(ReservationStatus.REJECTED) == 40
+    stored = w.products.docs[knife.product_id]
+    assert (stored.stock_available, stored.stock_reserved, stored.stock_on_hand) == (0, 10, 10)
+    assert len(w.stock_events("StockReserved")) == 10
+    rejected = w.stock_events("StockRejected")
+    assert len(rejected) == 40
+    assert all(e["rejected_lines"][0]["available"] == 0 for e in rejected)  # type: ignore[index]
+
+
+async def test_a_duplicate_order_placed_reserves_once() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE", stock=5))
+    placed = order((knife, 2))
+    first = await w.stock.reserve(placed, "evt-1")
+    again = await w.stock.reserve(placed, "evt-1")  # redelivery
+    other_id = await w.stock.reserve(placed, "evt-2")  # the producer published it twice
+    assert first.status is again.status is other_id.status is ReservationStatus.RESERVED
+    assert w.products.docs[knife.product_id].stock_available == 3
+    assert len(w.stock_events("StockReserved")) == 1
+
+
+async def test_concurrent_duplicates_of_one_order_reserve_once() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE", stock=5))
+    placed = order((knife, 2))
+    await asyncio.gather(*(w.stock.reserve(placed, f"evt-{i}") for i in range(5)), return_exceptions=True)
+    await w.stock.reserve(placed, "evt-late")  # whichever run was interrupted by a stale write, finish it
+    assert w.products.docs[knife.product_id].stock_available == 3
+    outcome_ids = {r.event_id for r in w.reservations.outbox}
+    assert len(outcome_ids) == 1
+
+
+async def test_a_line_that_cannot_be_served_rejects_the_order_and_gives_back_the_others() -> None:
+    w = World()
+    knife, board, kettle = await w.add(details("KNIFE", stock=5), details("BOARD", stock=1), details("KETTLE", stock=9))
+    result = await w.stock.reserve(order((knife, 2), (board, 3), (kettle, 1)), "evt-1")
+    assert result.status is ReservationStatus.REJECTED
+    (event,) = w.stock_events("StockRejected")
+    assert event["rejected_lines"] == [{"product_id": board.product_id, "sku": "BOARD", "requested": 3, "available": 1}]
+    for p, available in ((knife, 5), (board, 1), (kettle, 9)):
+        assert w.products.docs[p.product_id].stock_available == available
+        assert w.products.docs[p.product_id].stock_reserved == 0
+
+
+async def test_unknown_and_inactive_products_are_rejected_with_nothing_available() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE", stock=5, active=False))
+    placed = samples.order_placed(lines=[samples.line_item("prd_unknown"), samples.line_item(knife.product_id)])
+    assert (await w.stock.reserve(placed, "e")).status is ReservationStatus.REJECTED
+    (event,) = w.stock_events("StockRejected")
+    assert [(x["product_id"], x["available"]) for x in event["rejected_lines"]] == [  # type: ignore[union-attr]
+        ("prd_unknown", 0),
+        (knife.product_id, 0),
+    ]
+
+
+class CrashOnce(MemoryProducts):
+    """Dies right after the Nth product write: the take is stored, the reservation's note is not."""
+
+    def __init__(self, crash_after_saves: int) -> None:
+        super().__init__()
+        self.remaining = crash_after_saves
+
+    async def save(self, product: Product, events: Sequence[OutgoingRecord], **kw: object) -> bool:
+        applied = await super().save(product, events, **kw)  # type: ignore[arg-type]
+        self.remaining -= 1
+        if self.remaining == 0:
+            raise ConnectionError("process died")
+        return applied
+
+
+async def test_a_reservation_interrupted_after_a_take_resumes_without_taking_twice() -> None:
+    w = World(products=CrashOnce(crash_after_saves=1))
+    knife, board = await w.add(details("KNIFE", stock=5), details("BOARD", stock=5))
+    placed = order((knife, 2), (board, 1))
+    with pytest.raises(ConnectionError):
+        await w.stock.reserve(placed, "evt-1")
+    assert w.reservations.docs[placed.order_id].status is ReservationStatus.RESERVING
+    result = await w.stock.reserve(placed, "evt-1")
+    assert result.status is ReservationStatus.RESERVED
+    assert w.products.docs[knife.product_id].stock_available == 3
+    assert w.products.docs[board.product_id].stock_available == 4
+
+
+async def test_release_gives_stock_back_once_and_a_release_before_the_order_blocks_it() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE", stock=5))
+    placed = order((knife, 2))
+    await w.stock.reserve(placed, "evt-1")
+    await w.stock.release(placed.order_id, placed.session_id, "payment_failed")
+    await w.stock.release(placed.order_id, placed.session_id, "order_cancelled")
+    assert w.products.docs[knife.product_id].stock_available == 5
+    assert w.reservations.docs[placed.order_id].status is ReservationStatus.RELEASED
+
+    early = order((knife, 1))
+    await w.stock.release(early.order_id, early.session_id, "order_cancelled")
+    late = await w.stock.reserve(early, "evt-late")
+    assert late.status is ReservationStatus.RELEASED
+    assert w.products.docs[knife.product_id].stock_available == 5
+
+
+async def test_release_of_a_rejected_order_changes_nothing() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE", stock=1))
+    placed = order((knife, 2))
+    await w.stock.reserve(placed, "e")
+    await w.stock.release(placed.order_id, placed.session_id, "order_cancelled")
+    assert w.products.docs[knife.product_id].stock_available == 1
+    assert w.reservations.docs[placed.order_id].status is ReservationStatus.REJECTED
+
+
+async def test_import_upserts_by_sku_and_publishes_only_real_changes() -> None:
+    w = World()
+    items = [details("A", price=100), details("B", price=200)]
+    first = await w.catalog.import_products(items)
+    assert len(first.created) == 2 and not first.updated
+    assert len(w.products.outbox) == 2
+    again = await w.catalog.import_products([details("A", price=100), details("B", price=200)])
+    assert len(again.unchanged) == 2 and len(w.products.outbox) == 2
+    changed = await w.catalog.import_products([details("A", price=90), details("B", price=200, stock=3)])
+    assert len(changed.updated) == 2
+    events = [json.loads(r.value) for r in w.products.outbox[2:]]
+    assert [e["changes"] for e in events] == [[ProductChangeKind.PRICE.value], [ProductChangeKind.STOCK.value]]
+    assert events[0]["price"] == {"amount": 90, "currency": "EUR"} and events[0]["revision"] == 2
+    with pytest.raises(Unprocessable, match="duplicate skus"):
+        await w.catalog.import_products([details("C"), details("C")])
+
+
+async def test_admin_changes_publish_product_changed_with_the_new_state() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE", stock=5))
+    await w.catalog.adjust_stock(knife.product_id, delta=7)
+    await w.catalog.deactivate(knife.product_id)
+    await w.catalog.deactivate(knife.product_id)  # no change, no event
+    events = [json.loads(r.value) for r in w.products.outbox]
+    assert [e["changes"] for e in events] == [["created"], ["stock"], ["availability"]]
+    assert events[1]["stock_available"] == 12 and events[2]["active"] is False
+    assert [e["revision"] for e in events] == [1, 2, 3]
+    with pytest.raises(NotFound):
+        await w.catalog.update("prd_nope", {"name": "x"})
+
+
+async def test_search_and_view_publish_session_and_channel() -> None:
+    w = World()
+    await w.add(
+        details("HP", name="Wireless Headphones", category="audio", price=20000),
+        details("SP", name="Speaker", description="wireless speaker", category="audio", price=5000),
+        details("KN", name="Knife", price=3000),
+    )
+    shopper = Shopper("sess-1", "cust-1")
+    page = await w.discovery.search(SearchCriteria(query="wireless"), shopper, Channel.EMAIL)
+    assert [p.sku for p in page.items] == ["HP", "SP"] and page.total == 2
+    page = await w.discovery.search(
+        SearchCriteria(category="audio", sort=SortOrder.PRICE_ASC, max_price=30000), shopper, Channel.DIRECT
+    )
+    assert [p.sku for p in page.items] == ["SP", "HP"]
+    viewed = await w.discovery.view(page.items[0].slug, shopper, Channel.SOCIAL, "spring", "https://t.co/x")
+    searched, _, view = (json.loads(r.value) for r in w.events.records)
+    assert searched["session_id"] == "sess-1" and searched["channel"] == "email" and searched["result_count"] == 2
+    assert searched["product_ids"] == [page.items[1].product_id, page.items[0].product_id]
+    assert view["product_id"] == viewed.product_id and view["channel"] == "social" and view["campaign"] == "spring"
+    assert view["customer_id"] == "cust-1"
+
+
+async def test_reviews_update_the_rating_and_are_verified_after_delivery() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE"))
+    placed = order((knife, 1), customer_id="cust-7")
+    await w.learner.order_placed(placed, "evt-o")
+    draft = ReviewDraft(rating=4, title="Sharp", text="Cuts tomatoes cleanly.", author_name="Ana")
+    before, _ = await w.reviews.submit(knife.slug, draft, customer_id="cust-7", session_id="other")
+    assert not before.verified_purchase  # ordered, not delivered yet
+    await w.learner.shipment_delivered(
+        ShipmentDelivered(
+            occurred_at=clock(), session_id="s", order_id=placed.order_id, shipment_id="shp", delivered_at=clock()
+        )
+    )
+    verified, p = await w.reviews.submit(
+        knife.product_id, ReviewDraft(5, "Great", "Still sharp.", "Ana"), customer_id="cust-7", session_id="x"
+    )
+    assert verified.verified_purchase
+    assert (p.rating_count, p.rating_average) == (2, 4.5)
+    submitted = [json.loads(r.value) for r in w.products.outbox if r.event_type.endswith("ReviewSubmitted.v1")]
+    assert [(e["rating"], e["rating_average"], e["verified_purchase"]) for e in submitted] == [
+        (4, 4.0, False),
+        (5, 4.5, True),
+    ]
+    _, listed = await w.reviews.list(knife.product_id, ReviewSort.HIGHEST_RATED, 1, 10)
+    assert [r.rating for r in listed.items] == [5, 4] and listed.total == 2
+    with pytest.raises(Unprocessable):
+        await w.reviews.submit(knife.product_id, ReviewDraft(9, "t", "x", "a"), customer_id=None, session_id=None)
+    with pytest.raises(NotFound):
+        await w.reviews.submit("nope", draft, customer_id=None, session_id=None)
+
+
+async def test_an_interrupted_review_is_counted_once_by_the_sweeper() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE"))
+    review, _ = await w.reviews.submit(
+        knife.product_id, ReviewDraft(3, "Ok", "Fine.", "Bo"), customer_id=None, session_id=None
+    )
+    # As if the process had died before publishing: back to pending.
+    w.reviews_repo.docs[review.review_id].status = review.status.PENDING
+    from datetime import timedelta
+
+    assert await w.reviews.finish_pending(timedelta(seconds=-1)) == 1
+    assert w.products.docs[knife.product_id].rating_count == 1
+
+
+async def test_recommendations_learn_co_purchases_and_views_once_and_fall_back_to_popular() -> None:
+    w = World()
+    knife, board, apron, kettle, tent = await w.add(
+        details("KNIFE"), details("BOARD"), details("APRON"), details("KETTLE"), details("TENT", category="outdoor")
+    )
+    for i in range(3):
+        await w.learner.order_placed(order((knife, 1), (board, 1)), f"o{i}")
+    both = order((knife, 1), (apron, 1))
+    await w.learner.order_placed(both, "o-apron")
+    await w.learner.order_placed(both, "o-apron")  # redelivered: counted once
+
+    recs = await w.discovery.for_product(knife.product_id, RelationKind.BOUGHT_TOGETHER, 3)
+    assert [(r.product.sku, r.reason, r.score) for r in recs[:2]] == [
+        ("BOARD", "bought_together", 3),
+        ("APRON", "bought_together", 1),
+    ]
+    assert recs[2].reason == "popular_in_category" and recs[2].product.sku == "KETTLE"
+
+    def viewed(pid: str, sid: str = "sess") -> ProductViewed:
+        return ProductViewed(
+            occurred_at=clock(),
+            session_id=sid,
+            product_id=pid,
+            sku="x",
+            category="c",
+            price=eur(1),
+            channel=Channel.DIRECT,
+        )
+
+    await w.learner.product_viewed(viewed(kettle.product_id), "v1")
+    await w.learner.product_viewed(viewed(tent.product_id), "v2")
+    await w.learner.product_viewed(viewed(tent.product_id), "v2")
+    assert await w.signals.related(RelationKind.VIEWED_TOGETHER, tent.product_id, 5) == [(kettle.product_id, 1)]
+    session_recs = await w.discovery.for_session("sess", 2)
+    assert session_recs[0].product.sku not in ("TENT", "KETTLE")
+    fresh = await w.discovery.for_session("unknown-session", 2)
+    assert [r.reason for r in fresh] == ["popular", "popular"]
+    assert fresh[0].product.sku == "KNIFE"  # four purchases make it the most popular
