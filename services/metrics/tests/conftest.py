@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from kasse_common.envelope import OutgoingRecord, encode
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import (
@@ -60,8 +61,18 @@ SHOPPERS = (
     Shopper("s1", Channel.SEARCH, 1, 7, "captured", amount=5000, pay_after_s=20, ship_after_pay_s=10),
     Shopper("s2", Channel.SEARCH, 2, 6, "captured", amount=3000, pay_after_s=25, ship_after_pay_s=20),
     Shopper("s3", Channel.EMAIL, 3, 5, "captured", refunded=True, amount=2001, pay_after_s=30),
-    Shopper("s4", Channel.EMAIL, 8, 7, "captured", amount=4000, pay_after_s=21, ship_after_pay_s=15, product="prod_b",
-            category="garden"),
+    Shopper(
+        "s4",
+        Channel.EMAIL,
+        8,
+        7,
+        "captured",
+        amount=4000,
+        pay_after_s=21,
+        ship_after_pay_s=15,
+        product="prod_b",
+        category="garden",
+    ),
     Shopper("s5", Channel.DIRECT, 9, 4, "declined", product="prod_b", category="garden"),
     Shopper("s6", Channel.DIRECT, 2, 4, "fraud"),
     Shopper("s7", Channel.SEARCH, 4, 3, product="prod_b", category="garden"),
@@ -110,45 +121,110 @@ class Scenario:
         sid, cart, order = f"{s.name}-{self.token}", f"cart-{s.name}-{self.token}", f"ord-{s.name}-{self.token}"
         line = line_item(s.product, 1, s.amount, category=s.category)
         events: list[Any] = [
-            ProductViewed(occurred_at=v + timedelta(seconds=i), session_id=sid, product_id=s.product,
-                          sku=f"SKU-{s.product}", category=s.category, price=eur(s.amount), channel=s.channel)
+            ProductViewed(
+                occurred_at=v + timedelta(seconds=i),
+                session_id=sid,
+                product_id=s.product,
+                sku=f"SKU-{s.product}",
+                category=s.category,
+                price=eur(s.amount),
+                channel=s.channel,
+            )
             for i in range(s.views)
         ]
         if s.reach >= 2:
-            events.append(CartUpdated(occurred_at=v + timedelta(seconds=5), session_id=sid, cart_id=cart,
-                                      action=CartAction.ADDED, line=line, quantity_delta=1, items=[line],
-                                      subtotal=eur(s.amount), total=eur(s.amount)))
+            events.append(
+                CartUpdated(
+                    occurred_at=v + timedelta(seconds=5),
+                    session_id=sid,
+                    cart_id=cart,
+                    action=CartAction.ADDED,
+                    line=line,
+                    quantity_delta=1,
+                    items=[line],
+                    subtotal=eur(s.amount),
+                    total=eur(s.amount),
+                )
+            )
         if s.abandoned:
-            events.append(CartAbandoned(occurred_at=v + timedelta(seconds=50), session_id=sid, cart_id=cart,
-                                        item_count=1, subtotal=eur(s.amount), last_activity_at=v))
+            events.append(
+                CartAbandoned(
+                    occurred_at=v + timedelta(seconds=50),
+                    session_id=sid,
+                    cart_id=cart,
+                    item_count=1,
+                    subtotal=eur(s.amount),
+                    last_activity_at=v,
+                )
+            )
         if s.reach >= 3:
-            events.append(CheckoutStarted(occurred_at=v + timedelta(seconds=10), session_id=sid, cart_id=cart,
-                                          items=[line], subtotal=eur(s.amount), total=eur(s.amount)))
+            events.append(
+                CheckoutStarted(
+                    occurred_at=v + timedelta(seconds=10),
+                    session_id=sid,
+                    cart_id=cart,
+                    items=[line],
+                    subtotal=eur(s.amount),
+                    total=eur(s.amount),
+                )
+            )
         if s.reach >= 4:
-            placed = order_placed(order, [line], session_id=sid, cart_id=cart, occurred_at=v + timedelta(seconds=15),
-                                  channel=s.channel)
+            placed = order_placed(
+                order, [line], session_id=sid, cart_id=cart, occurred_at=v + timedelta(seconds=15), channel=s.channel
+            )
             events.append(placed)
         paid_at = v + timedelta(seconds=s.pay_after_s)
         if s.payment == "captured":
-            events.append(PaymentCaptured(occurred_at=paid_at, session_id=sid, order_id=order,
-                                          payment_intent_id=f"pi-{order}", amount=eur(s.amount)))
+            events.append(
+                PaymentCaptured(
+                    occurred_at=paid_at,
+                    session_id=sid,
+                    order_id=order,
+                    payment_intent_id=f"pi-{order}",
+                    amount=eur(s.amount),
+                )
+            )
         elif s.payment in ("declined", "fraud"):
             reason = "card_declined" if s.payment == "declined" else "fraud_suspected"
-            events.append(PaymentFailed(occurred_at=paid_at, session_id=sid, order_id=order, reason=reason,
-                                        amount=eur(s.amount)))
+            events.append(
+                PaymentFailed(occurred_at=paid_at, session_id=sid, order_id=order, reason=reason, amount=eur(s.amount))
+            )
         if s.refunded:
-            events.append(PaymentRefunded(occurred_at=v + timedelta(seconds=55), session_id=sid, order_id=order,
-                                          refund_id=f"re-{order}", payment_intent_id=f"pi-{order}",
-                                          amount=eur(s.amount), total_refunded=eur(s.amount), full=True))
+            events.append(
+                PaymentRefunded(
+                    occurred_at=v + timedelta(seconds=55),
+                    session_id=sid,
+                    order_id=order,
+                    refund_id=f"re-{order}",
+                    payment_intent_id=f"pi-{order}",
+                    amount=eur(s.amount),
+                    total_refunded=eur(s.amount),
+                    full=True,
+                )
+            )
         shipped_at = paid_at + timedelta(seconds=s.ship_after_pay_s)
         if s.reach >= 6:
-            events.append(ShipmentDispatched(occurred_at=shipped_at, session_id=sid, order_id=order,
-                                             shipment_id=f"shp-{order}", carrier="SimPost", tracking_number="T1",
-                                             dispatched_at=shipped_at))
+            events.append(
+                ShipmentDispatched(
+                    occurred_at=shipped_at,
+                    session_id=sid,
+                    order_id=order,
+                    shipment_id=f"shp-{order}",
+                    carrier="SimPost",
+                    tracking_number="T1",
+                    dispatched_at=shipped_at,
+                )
+            )
         if s.reach >= 7:
-            events.append(ShipmentDelivered(occurred_at=shipped_at + timedelta(seconds=1), session_id=sid,
-                                            order_id=order, shipment_id=f"shp-{order}",
-                                            delivered_at=shipped_at + timedelta(seconds=1)))
+            events.append(
+                ShipmentDelivered(
+                    occurred_at=shipped_at + timedelta(seconds=1),
+                    session_id=sid,
+                    order_id=order,
+                    shipment_id=f"shp-{order}",
+                    delivered_at=shipped_at + timedelta(seconds=1),
+                )
+            )
         return events
 
     # -- what to publish ----------------------------------------------------------------------
@@ -187,10 +263,7 @@ class Scenario:
         attempts = [s for s in cohort if s.payment]
         carts = [s for s in cohort if s.reach >= 2]
         revenue = sum(s.amount for s in captured)
-        events = [
-            r for r in self.all_records()
-            if self.in_window(_record_time(r), window)
-        ]
+        events = [r for r in self.all_records() if self.in_window(_record_time(r), window)]
         reviews = [r for r in RATINGS if self.in_window(self.base - timedelta(minutes=1), window)]
         return {
             "funnel": reached,
@@ -207,7 +280,8 @@ class Scenario:
             "median_view_to_payment": statistics.median([s.pay_after_s for s in captured]) if captured else None,
             "median_payment_to_shipment": (
                 statistics.median([s.ship_after_pay_s for s in captured if s.reach >= 6])
-                if any(s.reach >= 6 for s in captured) else None
+                if any(s.reach >= 6 for s in captured)
+                else None
             ),
             "events": len(events),
         }
@@ -242,8 +316,11 @@ def check_report(report: dict[str, Any], expected: dict[str, Any]) -> None:
     rate("cart_abandonment_rate", expected["cart_abandonment_rate"])
     if expected["orders_paid"]:
         assert report["revenue"] == {
-            "EUR": {"revenue": expected["revenue"], "orders_paid": expected["orders_paid"],
-                    "average_order_value": expected["aov"]}
+            "EUR": {
+                "revenue": expected["revenue"],
+                "orders_paid": expected["orders_paid"],
+                "average_order_value": expected["aov"],
+            }
         }
     else:
         assert report["revenue"] == {}

@@ -7,9 +7,9 @@ import logging
 
 import uvicorn
 from fastapi import FastAPI
+
 from kasse_common.runtime import ServiceRuntime
 from kasse_contracts.topics import TOPICS, dead_letter_topic
-
 from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
 from kasse_metrics.adapters.mongo_facts import MongoFactStore
 from kasse_metrics.application.ingest import IngestBatch, ProjectionSync

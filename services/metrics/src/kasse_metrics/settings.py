@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from kasse_common.settings import ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from kasse_common.settings import ServiceSettings
 from kasse_metrics.domain.kpis import DEFAULT_STEPS, FunnelRules
 
 

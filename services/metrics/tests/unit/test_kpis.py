@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.errors import Unprocessable
 from kasse_contracts.base import Channel, Money
@@ -102,11 +103,23 @@ async def test_breakdowns_by_product_category_and_channel(scenario_for: Any) -> 
     w = Window.named("all", scenario.at)
     products = {r["product"]: r for r in projection.breakdown("product", w)}
     # prod_a: s1 s2 s3 s6 s8 s11 view; s1 s2 s3 s6 s8 s11 add; s1 s2 s3 s6 s11 order.
-    assert products["prod_a"] == {"product": "prod_a", "views": 6, "add_to_carts": 6, "purchases": 5, "units": 5,
-                                  "conversion": 5 / 6}
+    assert products["prod_a"] == {
+        "product": "prod_a",
+        "views": 6,
+        "add_to_carts": 6,
+        "purchases": 5,
+        "units": 5,
+        "conversion": 5 / 6,
+    }
     # prod_c: s9 views once, adds; s10 views twice.
-    assert products["prod_c"] == {"product": "prod_c", "views": 3, "add_to_carts": 1, "purchases": 0, "units": 0,
-                                  "conversion": 0.0}
+    assert products["prod_c"] == {
+        "product": "prod_c",
+        "views": 3,
+        "add_to_carts": 1,
+        "purchases": 0,
+        "units": 0,
+        "conversion": 0.0,
+    }
     categories = {r["category"]: r for r in projection.breakdown("category", w)}
     assert categories["garden"]["views"] == 3 and categories["garden"]["purchases"] == 2
     channels = {r["channel"]: r for r in projection.breakdown("channel", w)}
@@ -120,13 +133,20 @@ async def test_breakdowns_by_product_category_and_channel(scenario_for: Any) -> 
 
 
 def _view(session: str, t: datetime, eid: str, channel: str = "direct") -> Fact:
-    return Fact(eid, "ProductViewed", t, Position("x", 0, 0), session,
-                {"product": "p", "category": "c", "channel": channel})
+    return Fact(
+        eid, "ProductViewed", t, Position("x", 0, 0), session, {"product": "p", "category": "c", "channel": channel}
+    )
 
 
 def _paid(session: str, t: datetime, eid: str) -> Fact:
-    return Fact(eid, "PaymentCaptured", t, Position("x", 0, 0), session,
-                {"order": "o-" + session, "amount": 100, "currency": "EUR"})
+    return Fact(
+        eid,
+        "PaymentCaptured",
+        t,
+        Position("x", 0, 0),
+        session,
+        {"order": "o-" + session, "amount": 100, "currency": "EUR"},
+    )
 
 
 def _step(kind: str, session: str, t: datetime, eid: str, **data: Any) -> Fact:
@@ -135,24 +155,33 @@ def _step(kind: str, session: str, t: datetime, eid: str, **data: Any) -> Fact:
 
 def test_a_session_counts_once_per_step_and_steps_must_follow_in_order() -> None:
     p = Projection(FunnelRules(steps=("viewed", "paid")))
-    p.apply_all([
-        _view("a", T0, "1"), _view("a", T0 + timedelta(seconds=5), "2"),
-        _paid("a", T0 + timedelta(seconds=9), "3"), _paid("a", T0 + timedelta(seconds=10), "4"),
-        # b paid before it ever viewed: not converted (closed, ordered funnel)
-        _paid("b", T0, "5"), _view("b", T0 + timedelta(seconds=1), "6"),
-        # c paid without a view at all: not in the funnel
-        _paid("c", T0, "7"),
-    ])
+    p.apply_all(
+        [
+            _view("a", T0, "1"),
+            _view("a", T0 + timedelta(seconds=5), "2"),
+            _paid("a", T0 + timedelta(seconds=9), "3"),
+            _paid("a", T0 + timedelta(seconds=10), "4"),
+            # b paid before it ever viewed: not converted (closed, ordered funnel)
+            _paid("b", T0, "5"),
+            _view("b", T0 + timedelta(seconds=1), "6"),
+            # c paid without a view at all: not in the funnel
+            _paid("c", T0, "7"),
+        ]
+    )
     f = p.funnel(Window.named("all", None))
     assert [s["sessions"] for s in f["steps"]] == [2, 1]
 
 
 def test_the_conversion_window_bounds_how_late_a_step_may_come() -> None:
     p = Projection(FunnelRules(steps=("viewed", "paid"), conversion_window=timedelta(hours=1)))
-    p.apply_all([
-        _view("a", T0, "1"), _paid("a", T0 + timedelta(minutes=59), "2"),
-        _view("b", T0, "3"), _paid("b", T0 + timedelta(minutes=61), "4"),
-    ])
+    p.apply_all(
+        [
+            _view("a", T0, "1"),
+            _paid("a", T0 + timedelta(minutes=59), "2"),
+            _view("b", T0, "3"),
+            _paid("b", T0 + timedelta(minutes=61), "4"),
+        ]
+    )
     assert [s["sessions"] for s in p.funnel(Window.named("all", None))["steps"]] == [2, 1]
 
 
@@ -169,14 +198,18 @@ def test_late_events_count_in_the_minute_they_happened() -> None:
 
 def test_average_order_value_rounds_half_up_per_currency() -> None:
     p = Projection()
-    p.apply_all([
-        _step("PaymentCaptured", "a", T0, "1", order="o1", amount=100, currency="EUR"),
-        _step("PaymentCaptured", "b", T0, "2", order="o2", amount=101, currency="EUR"),
-        _step("PaymentCaptured", "c", T0, "3", order="o3", amount=500, currency="SEK"),
-    ])
+    p.apply_all(
+        [
+            _step("PaymentCaptured", "a", T0, "1", order="o1", amount=100, currency="EUR"),
+            _step("PaymentCaptured", "b", T0, "2", order="o2", amount=101, currency="EUR"),
+            _step("PaymentCaptured", "c", T0, "3", order="o3", amount=500, currency="SEK"),
+        ]
+    )
     revenue = p.report(Window.named("all", None))["revenue"]
-    assert revenue == {"EUR": {"revenue": 201, "orders_paid": 2, "average_order_value": 101},
-                       "SEK": {"revenue": 500, "orders_paid": 1, "average_order_value": 500}}
+    assert revenue == {
+        "EUR": {"revenue": 201, "orders_paid": 2, "average_order_value": 101},
+        "SEK": {"revenue": 500, "orders_paid": 1, "average_order_value": 500},
+    }
 
 
 def test_unknown_window_and_bad_rules_are_refused() -> None:
@@ -190,11 +223,22 @@ def test_unknown_window_and_bad_rules_are_refused() -> None:
 
 async def test_malformed_records_are_dead_lettered_and_their_offsets_still_move() -> None:
     store, dlq = InMemoryFactStore(), RecordingDeadLetters()
-    good = encode(ProductViewed(occurred_at=T0, session_id="s", product_id="p", sku="P", category="c",
-                                price=Money(amount=1, currency="EUR"), channel=Channel.SEARCH), service="t")
+    good = encode(
+        ProductViewed(
+            occurred_at=T0,
+            session_id="s",
+            product_id="p",
+            sku="P",
+            category="c",
+            price=Money(amount=1, currency="EUR"),
+            channel=Channel.SEARCH,
+        ),
+        service="t",
+    )
     bad = RawRecord("kasse.storefront.v1", 0, 1, b"s", b"{not json", dict(good.headers))
-    result = await IngestBatch(store, dlq)([RawRecord("kasse.storefront.v1", 0, 0, b"s", good.value,
-                                                      dict(good.headers)), bad])
+    result = await IngestBatch(store, dlq)(
+        [RawRecord("kasse.storefront.v1", 0, 0, b"s", good.value, dict(good.headers)), bad]
+    )
     assert (result.new_facts, result.dead_lettered) == (1, 1)
     assert [r.offset for r, _ in dlq.sent] == [1]
     assert store.offsets == {("kasse.storefront.v1", 0): 2}
@@ -202,8 +246,16 @@ async def test_malformed_records_are_dead_lettered_and_their_offsets_still_move(
 
 async def test_a_duplicate_in_the_same_batch_and_across_batches_is_counted_once() -> None:
     store, dlq = InMemoryFactStore(), RecordingDeadLetters()
-    ev = encode(PaymentCaptured(occurred_at=T0, session_id="s", order_id="o", payment_intent_id="pi",
-                                amount=Money(amount=500, currency="EUR")), service="t")
+    ev = encode(
+        PaymentCaptured(
+            occurred_at=T0,
+            session_id="s",
+            order_id="o",
+            payment_intent_id="pi",
+            amount=Money(amount=500, currency="EUR"),
+        ),
+        service="t",
+    )
     rec = [RawRecord("kasse.payments.v1", 1, i, b"o", ev.value, dict(ev.headers)) for i in range(3)]
     ingest = IngestBatch(store, dlq)
     first = await ingest(rec[:2])

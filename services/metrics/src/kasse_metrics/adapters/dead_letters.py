@@ -7,7 +7,6 @@ import traceback
 from datetime import UTC, datetime
 
 from kasse_common.messaging import EventPublisher
-
 from kasse_metrics.application.ingest import RawRecord
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,16 @@ class KafkaDeadLetters:
         await self.publisher.publish_raw(self.topic, record.value, record.key, headers)
         self.count += 1
         log.error(
-            "record dead-lettered",
-            extra={"dlq_topic": self.topic, "source_topic": record.topic, "partition": record.partition,
-                   "offset": record.offset, "error": str(error)[:500]},
+            "record dead-lettered: %s:%s@%s %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            str(error)[:200],
+            extra={
+                "dlq_topic": self.topic,
+                "source_topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "error": str(error)[:500],
+            },
         )

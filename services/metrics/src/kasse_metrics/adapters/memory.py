@@ -30,7 +30,8 @@ class InMemoryFactStore:
 
     async def read(self, tp: TopicPartition, start: int, end: int) -> list[Fact]:
         found = [
-            f for f in self.facts.values()
+            f
+            for f in self.facts.values()
             if (f.position.topic, f.position.partition) == tp and start <= f.position.offset < end
         ]
         return sorted(found, key=lambda f: f.position.offset)

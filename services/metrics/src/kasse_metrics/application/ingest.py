@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kasse_common.envelope import MalformedEvent, decode
-
 from kasse_metrics.domain.facts import Fact, Position, fact_from_event
 from kasse_metrics.domain.kpis import Projection
 

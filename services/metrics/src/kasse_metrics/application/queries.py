@@ -25,9 +25,7 @@ class KpiQueries:
             return self.projection.version
         try:
             async with self._changed:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.projection.version != seen_version), timeout
-                )
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.projection.version != seen_version), timeout)
         except TimeoutError:
             return None
         return self.projection.version

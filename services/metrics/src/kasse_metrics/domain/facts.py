@@ -56,7 +56,9 @@ def to_storage_precision(t: datetime) -> datetime:
 
 
 def _is_add_to_cart(event: CartUpdated) -> bool:
-    return event.action is CartAction.ADDED or (event.action is CartAction.QUANTITY_CHANGED and event.quantity_delta > 0)
+    if event.action is CartAction.ADDED:
+        return True
+    return event.action is CartAction.QUANTITY_CHANGED and event.quantity_delta > 0
 
 
 def fact_from_event(event_id: str, event: Event, position: Position) -> Fact:
@@ -80,7 +82,10 @@ def fact_from_event(event_id: str, event: Event, position: Position) -> Fact:
             "cart": event.cart_id,
             "amount": event.total.amount,
             "currency": event.total.currency,
-            "lines": [[li.product_id, li.category, li.quantity] for li in event.lines],
+            # Sub-documents, not nested arrays: FerretDB v1 refuses arrays of arrays.
+            "lines": [
+                {"product": li.product_id, "category": li.category, "quantity": li.quantity} for li in event.lines
+            ],
         }
     elif isinstance(event, OrderCancelled):
         data = {"order": event.order_id, "reason": event.reason.value}

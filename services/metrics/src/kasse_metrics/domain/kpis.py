@@ -44,7 +44,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kasse_common.errors import Unprocessable
-
 from kasse_metrics.domain.facts import Fact
 
 STEP_EVENTS: dict[str, str] = {
@@ -217,7 +216,8 @@ class Projection:
             if o.placed is None or (t, f.event_id) < o.placed:
                 o.placed = (t, f.event_id)
             b["orders"] += 1
-            for product, category, qty in d["lines"]:
+            for line in d["lines"]:
+                product, category, qty = line["product"], line["category"], line["quantity"]
                 b[f"purchases|product|{product}"] += 1
                 b[f"units|product|{product}"] += qty
                 b[f"purchases|category|{category}"] += 1
@@ -383,10 +383,16 @@ class Projection:
         if dimension not in ("product", "category"):
             raise Unprocessable(f"unknown breakdown {dimension!r}; use product, category or channel")
         c = self.counters(window)
-        rows: dict[str, dict[str, int]] = defaultdict(lambda: {"views": 0, "add_to_carts": 0, "purchases": 0, "units": 0})
+        rows: dict[str, dict[str, int]] = defaultdict(
+            lambda: {"views": 0, "add_to_carts": 0, "purchases": 0, "units": 0}
+        )
         for k, v in c.items():
             parts = k.split("|", 2)
-            if len(parts) == 3 and parts[1] == dimension and parts[0] in ("views", "add_to_carts", "purchases", "units"):
+            if (
+                len(parts) == 3
+                and parts[1] == dimension
+                and parts[0] in ("views", "add_to_carts", "purchases", "units")
+            ):
                 rows[parts[2]][parts[0]] += v
         out = [
             {dimension: name, **vals, "conversion": (vals["purchases"] / vals["views"]) if vals["views"] else None}

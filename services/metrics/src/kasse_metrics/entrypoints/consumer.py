@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
 from kasse_common.envelope import headers_to_dict
 from kasse_contracts.topics import TOPICS
-
 from kasse_metrics.application.ingest import FactStore, IngestBatch, RawRecord
 from kasse_metrics.settings import MetricsSettings
 
@@ -31,10 +31,16 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        for tp in revoked:
-            self.owner.next_offsets.pop((tp.topic, tp.partition), None)
+        # Wait for the batch in flight: its offsets must be in Mongo before anyone reads them.
+        async with self.owner.batch_lock:
+            for tp in revoked:
+                self.owner.next_offsets.pop((tp.topic, tp.partition), None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        async with self.owner.batch_lock:
+            await self._seek(assigned)
+
+    async def _seek(self, assigned: Any) -> None:
         stored = await self.owner.store.committed_offsets()
         consumer = self.owner.consumer
         assert consumer is not None
@@ -67,6 +73,7 @@ class IngestConsumer:
         self.facts_total = 0
         self.duplicates_total = 0
         self._recent: deque[tuple[float, int]] = deque()
+        self.batch_lock = asyncio.Lock()
 
     def events_per_second(self, horizon_s: float = 10.0) -> float:
         now = time.monotonic()
@@ -85,6 +92,18 @@ class IngestConsumer:
         return out
 
     async def run(self) -> None:
+        """Consume until cancelled; a broken connection restarts the consumer after a pause."""
+        while True:
+            try:
+                await self._consume()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("metrics consumer failed; restarting it")
+                await asyncio.sleep(2.0)
+
+    async def _consume(self) -> None:
         s = self.settings
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap,
@@ -100,9 +119,12 @@ class IngestConsumer:
         self.consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
         try:
             while True:
-                batch = await self.consumer.getmany(timeout_ms=s.ingest_poll_timeout_ms, max_records=s.ingest_max_records)
+                batch = await self.consumer.getmany(
+                    timeout_ms=s.ingest_poll_timeout_ms, max_records=s.ingest_max_records
+                )
                 if batch:
-                    await self._ingest(batch)
+                    async with self.batch_lock:
+                        await self._ingest(batch)
         finally:
             await self.consumer.stop()
 

@@ -146,9 +146,7 @@ def build_router(queries: KpiQueries) -> APIRouter:
         }
 
     @router.get("/timeseries", response_model=TimeseriesResponse, summary="Per-minute series, oldest first")
-    async def timeseries(
-        minutes: Annotated[int, Query(ge=1, le=1440)] = 60, at: AtQ = None
-    ) -> dict[str, Any]:
+    async def timeseries(minutes: Annotated[int, Query(ge=1, le=1440)] = 60, at: AtQ = None) -> dict[str, Any]:
         return {"points": queries.timeseries(minutes, at)}
 
     @router.get(

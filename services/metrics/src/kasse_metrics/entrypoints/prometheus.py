@@ -24,17 +24,29 @@ class KpiCollector:
         self.dead_letters = dead_letters
 
     def collect(self) -> Iterator[Any]:
-        funnel = GaugeMetricFamily("kasse_metrics_funnel_sessions", "Sessions reaching each funnel step", labels=["window", "step"])
+        funnel = GaugeMetricFamily(
+            "kasse_metrics_funnel_sessions", "Sessions reaching each funnel step", labels=["window", "step"]
+        )
         rates = {
             name: GaugeMetricFamily(f"kasse_metrics_{name}", f"KPI {name.replace('_', ' ')} (0..1)", labels=["window"])
             for name in RATES
         }
-        revenue = GaugeMetricFamily("kasse_metrics_revenue_minor", "Captured revenue in minor units", labels=["window", "currency"])
-        aov = GaugeMetricFamily("kasse_metrics_average_order_value_minor", "Average order value in minor units", labels=["window", "currency"])
+        revenue = GaugeMetricFamily(
+            "kasse_metrics_revenue_minor", "Captured revenue in minor units", labels=["window", "currency"]
+        )
+        aov = GaugeMetricFamily(
+            "kasse_metrics_average_order_value_minor",
+            "Average order value in minor units",
+            labels=["window", "currency"],
+        )
         reviews = GaugeMetricFamily("kasse_metrics_review_count", "Reviews submitted", labels=["window"])
         rating = GaugeMetricFamily("kasse_metrics_average_rating", "Average review rating", labels=["window"])
-        v2p = GaugeMetricFamily("kasse_metrics_median_view_to_payment_seconds", "Median first view to payment", labels=["window"])
-        p2s = GaugeMetricFamily("kasse_metrics_median_payment_to_shipment_seconds", "Median payment to dispatch", labels=["window"])
+        v2p = GaugeMetricFamily(
+            "kasse_metrics_median_view_to_payment_seconds", "Median first view to payment", labels=["window"]
+        )
+        p2s = GaugeMetricFamily(
+            "kasse_metrics_median_payment_to_shipment_seconds", "Median payment to dispatch", labels=["window"]
+        )
         for name in WINDOWS:
             r = self.projection.report(Window.named(name, None))
             for step in r["funnel"]:
@@ -55,16 +67,25 @@ class KpiCollector:
                 p2s.add_metric([name], r["median_seconds_payment_to_shipment"])
         yield from (funnel, *rates.values(), revenue, aov, reviews, rating, v2p, p2s)
 
-        lag = GaugeMetricFamily("kasse_metrics_consumer_lag", "Records behind the high watermark", labels=["topic", "partition"])
+        lag = GaugeMetricFamily(
+            "kasse_metrics_consumer_lag", "Records behind the high watermark", labels=["topic", "partition"]
+        )
         for (topic, partition), value in sorted(self.consumer.lag().items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
-        yield GaugeMetricFamily("kasse_metrics_events_per_second", "Records ingested per second (10 s average)",
-                                value=self.consumer.events_per_second())
+        yield GaugeMetricFamily(
+            "kasse_metrics_events_per_second",
+            "Records ingested per second (10 s average)",
+            value=self.consumer.events_per_second(),
+        )
         for name, doc, value in (
             ("kasse_metrics_records_ingested", "Records read by this instance", self.consumer.records_total),
             ("kasse_metrics_duplicates", "Records whose event id was already counted", self.consumer.duplicates_total),
             ("kasse_metrics_dead_lettered", "Malformed records sent to the dead-letter topic", self.dead_letters.count),
-            ("kasse_metrics_facts_applied", "Facts folded into this instance's projection", self.projection.facts_applied),
+            (
+                "kasse_metrics_facts_applied",
+                "Facts folded into this instance's projection",
+                self.projection.facts_applied,
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
