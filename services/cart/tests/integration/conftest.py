@@ -29,7 +29,13 @@ from kasse_cart.main import create_app
 from kasse_cart.settings import CartSettings
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
-ADDRESS = {"name": "Erika Mustermann", "line1": "Hauptstraße 5", "postal_code": "10115", "city": "Berlin", "country": "DE"}
+ADDRESS = {
+    "name": "Erika Mustermann",
+    "line1": "Hauptstraße 5",
+    "postal_code": "10115",
+    "city": "Berlin",
+    "country": "DE",
+}
 
 
 def product(product_id: str, price: int, *, revision: int = 1, stock: int = 50, active: bool = True) -> ProductChanged:
@@ -167,7 +173,9 @@ async def checked_out_order(
     """A cart with `items`, checked out and placed: the placed-order response."""
     cart_id, token = await new_cart(client)
     for product_id, quantity in items.items():
-        r = await client.post(f"/v1/carts/{cart_id}/items", json={"product_id": product_id, "quantity": quantity}, headers=token)
+        r = await client.post(
+            f"/v1/carts/{cart_id}/items", json={"product_id": product_id, "quantity": quantity}, headers=token
+        )
         assert r.status_code == 200, r.text
     r = await client.post(
         f"/v1/carts/{cart_id}/checkout",

@@ -36,8 +36,12 @@ async def test_a_cart_built_over_http_yields_its_cart_updated_events_and_totals_
         assert r.status_code == 200, r.text
         totals = r.json()["totals"]
         assert totals["discounts"] == [
-            {"code": "SAVE10", "description": "10% off with SAVE10", "amount": {"amount": 449, "currency": "EUR"},
-             "applies_to": "items"}
+            {
+                "code": "SAVE10",
+                "description": "10% off with SAVE10",
+                "amount": {"amount": 449, "currency": "EUR"},
+                "applies_to": "items",
+            }
         ]
         assert totals["total"]["amount"] == 4050 and totals["free_shipping"] is False
 
@@ -108,8 +112,11 @@ async def test_bad_requests_are_refused_with_reasons_and_leave_the_cart_as_it_wa
             (
                 client.post(
                     f"/v1/carts/{cart_id}/checkout",
-                    json={"email": "e@example.com", "shipping_address": {**ADDRESS, "postal_code": "1"},
-                          "shipping_method_id": "standard"},
+                    json={
+                        "email": "e@example.com",
+                        "shipping_address": {**ADDRESS, "postal_code": "1"},
+                        "shipping_method_id": "standard",
+                    },
                     headers=token,
                 ),
                 422,

@@ -1,0 +1,200 @@
+"""Checkout and the order's life on real Kafka and FerretDB, with the other services' events
+published into Kafka out of order and more than once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from kasse_contracts import topics
+from kasse_contracts.base import Money
+from kasse_contracts.events import (
+    CancellationReason,
+    OrderCancelled,
+    OrderPlaced,
+    PaymentCaptured,
+    PaymentFailed,
+    RejectedLine,
+    ShipmentCreated,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    StockLine,
+    StockRejected,
+    StockReserved,
+)
+from kasse_testkit import wait_until
+
+from .conftest import ADDRESS, ADMIN, checked_out_order, new_cart, product, rate_table
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_checkout_retried_with_the_same_key_creates_one_order(
+    cart_service: Any, seed: Any, topic_reader: Any, cart_db: Any
+) -> None:
+    async with topic_reader(topics.ORDERS) as reader, cart_service() as (_, client):
+        await seed(product("p1", 1999), table=rate_table())
+        cart_id, token = await new_cart(client)
+        await client.post(f"/v1/carts/{cart_id}/items", json={"product_id": "p1", "quantity": 2}, headers=token)
+        r = await client.post(
+            f"/v1/carts/{cart_id}/checkout",
+            json={"email": "erika@example.com", "shipping_address": ADDRESS, "shipping_method_id": "express"},
+            headers=token,
+        )
+        assert r.status_code == 200, r.text
+        quoted = r.json()["totals"]["total"]["amount"]
+        assert quoted == 3998 + 990
+
+        place = {**token, "Idempotency-Key": "double-click-1"}
+        first, second = await asyncio.gather(
+            client.post(f"/v1/carts/{cart_id}/order", headers=place),
+            client.post(f"/v1/carts/{cart_id}/order", headers=place),
+        )
+        retry = await client.post(f"/v1/carts/{cart_id}/order", headers=place)
+        bodies = [first.json(), second.json(), retry.json()]
+        assert sorted([first.status_code, second.status_code, retry.status_code]) == [200, 200, 201], bodies
+        assert len({b["order_id"] for b in bodies}) == 1 and len({b["order_token"] for b in bodies}) == 1
+        other_key = await client.post(f"/v1/carts/{cart_id}/order", headers={**token, "Idempotency-Key": "another-key"})
+        assert other_key.status_code == 409
+
+        (placed,) = await reader.wait_for_events(OrderPlaced)
+        assert placed.order_id == bodies[0]["order_id"] and placed.cart_id == cart_id
+        assert placed.total.amount == quoted and placed.subtotal.amount == 3998
+        assert placed.shipping.method_id == "express" and placed.shipping_total.amount == 990
+        assert placed.lines[0].unit_price.amount == 1999 and placed.session_id == "sess-1"
+        assert placed.email == "erika@example.com" and placed.shipping_address.postal_code == "10115"
+        assert await cart_db["orders"].count_documents({}) == 1
+        await wait_until(lambda: _drained(cart_db), message="outbox published")
+        assert len(reader.events(OrderPlaced)) == 1
+
+        view = await client.get(f"/v1/orders/{placed.order_id}", headers={"X-Order-Token": bodies[0]["order_token"]})
+        assert view.status_code == 200 and view.json()["status"] == "placed"
+        assert view.json()["client_secret"] is None  # payment unreachable/unconfigured: null, not an error
+        wrong = await client.get(f"/v1/orders/{placed.order_id}", headers={"X-Order-Token": "guess"})
+        assert wrong.status_code == 404
+        # The cart is closed once ordered.
+        r = await client.post(f"/v1/carts/{cart_id}/items", json={"product_id": "p1"}, headers=token)
+        assert r.status_code == 409
+
+
+async def _drained(db: Any) -> bool:
+    return await db["orders"].count_documents({"_outbox_pending": True}) == 0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def test_every_branch_of_the_order_life_ends_in_the_right_state_out_of_order_and_with_duplicates(
+    cart_service: Any, seed: Any, topic_reader: Any, test_publisher: Any, cart_db: Any
+) -> None:
+    async with topic_reader(topics.ORDERS) as reader, cart_service() as (app, client):
+        await seed(product("p1", 1999), table=rate_table())
+        rejected = await checked_out_order(client, {"p1": 1}, key="key-rejected")
+        failed = await checked_out_order(client, {"p1": 2}, key="key-failed")
+        shipped = await checked_out_order(client, {"p1": 3}, key="key-shipped")
+        cancelled = await checked_out_order(client, {"p1": 4}, key="key-cancelled")
+        await reader.wait_for_events(OrderPlaced, count=4)
+
+        def ids(o: dict[str, Any]) -> dict[str, Any]:
+            return {"occurred_at": _now(), "session_id": "sess-1", "order_id": o["order_id"]}
+
+        def money(o: dict[str, Any]) -> Money:
+            return Money(**o["total"])
+
+        line = StockLine(product_id="p1", sku="SKU-p1", quantity=1)
+        delivered = ShipmentDelivered(**ids(shipped), shipment_id="shp-1", delivered_at=_now())
+        records = [
+            # stock rejected, announced twice
+            StockRejected(
+                **ids(rejected), rejected_lines=[RejectedLine(product_id="p1", sku="SKU-p1", requested=1, available=0)]
+            ),
+            # payment failed after the reservation, failure delivered twice
+            PaymentFailed(
+                **ids(failed), reason="card_declined", message="Your card was declined.", amount=money(failed)
+            ),
+            StockReserved(**ids(failed), lines=[line]),
+            # the happy path, backwards
+            delivered,
+            ShipmentDispatched(
+                **ids(shipped), shipment_id="shp-1", carrier="SimPost", tracking_number="TRK1", dispatched_at=_now()
+            ),
+            ShipmentCreated(
+                **ids(shipped),
+                shipment_id="shp-1",
+                method_id="standard",
+                carrier="SimPost",
+                tracking_number="TRK1",
+                tracking_url="https://track.example/TRK1",
+                promised_delivery_date=date.today(),
+            ),
+            PaymentCaptured(**ids(shipped), payment_intent_id="pi_1", amount=money(shipped)),
+            StockReserved(**ids(shipped), lines=[line]),
+            # paid, then the customer cancels before shipping (below)
+            PaymentCaptured(**ids(cancelled), payment_intent_id="pi_2", amount=money(cancelled)),
+            StockReserved(**ids(cancelled), lines=[line]),
+        ]
+        published = []
+        for event in records:
+            published.append(await test_publisher.publish(event))
+        for record in (published[0], published[1], published[3]):
+            await test_publisher.publish_record(record)  # the same records again: duplicates
+        consumer = app.state.runtime.consumer
+        await wait_until(lambda: consumer.processed >= len(records) + 3, message="all records consumed")
+
+        async def status(o: dict[str, Any]) -> dict[str, Any]:
+            r = await client.get(f"/v1/orders/{o['order_id']}", headers={"X-Order-Token": o["order_token"]})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        assert (await status(rejected))["status"] == "cancelled"
+        assert (await status(failed))["status"] == "cancelled"
+        happy = await status(shipped)
+        assert happy["status"] == "delivered"
+        assert happy["tracking"]["tracking_number"] == "TRK1"
+        assert [t["status"] for t in happy["timeline"]][0] == "placed"
+        assert len(happy["timeline"]) == 6  # placed + five facts; the duplicate added nothing
+        assert (await status(cancelled))["status"] == "paid"
+
+        r = await client.post(
+            f"/v1/orders/{cancelled['order_id']}/cancel", headers={"X-Order-Token": cancelled["order_token"]}
+        )
+        assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+        again = await client.post(
+            f"/v1/orders/{cancelled['order_id']}/cancel", headers={"X-Order-Token": cancelled["order_token"]}
+        )
+        assert again.status_code == 409
+        too_late = await client.post(
+            f"/v1/orders/{shipped['order_id']}/cancel", headers={"X-Order-Token": shipped["order_token"]}
+        )
+        assert too_late.status_code == 409 and "shipped" in too_late.json()["detail"]
+
+        # A dispatch that arrives after the cancel cannot revive the order.
+        before = consumer.processed
+        await test_publisher.publish(
+            ShipmentDispatched(
+                **ids(cancelled), shipment_id="shp-2", carrier="SimPost", tracking_number="TRK2", dispatched_at=_now()
+            )
+        )
+        await wait_until(lambda: consumer.processed > before)
+        assert (await status(cancelled))["status"] == "cancelled"
+
+        await reader.wait_for_events(OrderCancelled, count=3)
+        await wait_until(lambda: _drained(cart_db), message="outbox published")
+        cancels = reader.events(OrderCancelled)
+        by_order = {c.order_id: c for c in cancels}
+        assert len(cancels) == 3 and len(by_order) == 3, cancels
+        assert by_order[rejected["order_id"]].reason is CancellationReason.STOCK_REJECTED
+        assert by_order[rejected["order_id"]].was_paid is False
+        assert by_order[failed["order_id"]].reason is CancellationReason.PAYMENT_FAILED
+        assert by_order[cancelled["order_id"]].reason is CancellationReason.CUSTOMER_REQUEST
+        assert by_order[cancelled["order_id"]].was_paid is True
+        assert by_order[cancelled["order_id"]].total == money(cancelled)
+
+        listed = await client.get("/v1/admin/orders", params={"status": "cancelled"}, headers=ADMIN)
+        assert listed.status_code == 200
+        assert {o["order_id"] for o in listed.json()} == set(by_order)
+        assert (await client.get("/v1/admin/orders", headers={"Authorization": "Bearer wrong"})).status_code == 403
+        assert (await client.get("/v1/admin/orders")).status_code == 401
