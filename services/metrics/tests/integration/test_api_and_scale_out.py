@@ -1,0 +1,128 @@
+"""The HTTP surface (OpenAPI, errors, SSE, Prometheus) and two instances sharing the partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from kasse_metrics.main import create_app
+from kasse_metrics.settings import MetricsSettings
+from kasse_testkit import Namespace, TestPublisher, running_app, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def events_counted(client: httpx.AsyncClient, at: str) -> int:
+    r = await client.get("/v1/kpis", params={"window": "all", "at": at})
+    assert r.status_code == 200, r.text
+    return int(r.json()["events"])
+
+
+async def test_openapi_documents_every_kpi_path_and_bad_parameters_are_clear_422s(settings_for: Any) -> None:
+    async with running_app(create_app(settings_for(MetricsSettings))) as client:
+        spec = (await client.get("/openapi.json")).json()
+        assert {
+            "/v1/kpis",
+            "/v1/kpis/funnel",
+            "/v1/kpis/breakdown/{dimension}",
+            "/v1/kpis/timeseries",
+            "/v1/kpis/stream",
+            "/dashboard",
+        } <= set(spec["paths"])
+        assert spec["paths"]["/v1/kpis"]["get"]["summary"]
+        assert "KpiReport" in spec["components"]["schemas"]
+
+        for path, params in (
+            ("/v1/kpis", {"window": "3m"}),
+            ("/v1/kpis", {"at": "yesterday"}),
+            ("/v1/kpis/breakdown/colour", {}),
+            ("/v1/kpis/funnel", {"channel": "tv"}),
+            ("/v1/kpis/timeseries", {"minutes": 0}),
+        ):
+            r = await client.get(path, params=params)
+            assert r.status_code == 422, (path, params, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert r.json()["detail"]
+
+        page = await client.get("/dashboard")
+        assert page.status_code == 200 and "EventSource" in page.text
+
+
+async def test_sse_stream_sends_a_new_report_when_events_arrive_and_prometheus_shows_the_kpis(
+    settings_for: Any, namespace: Namespace, test_publisher: TestPublisher, scenario_for: Any
+) -> None:
+    scenario = scenario_for(namespace.token)
+    async with running_app(create_app(settings_for(MetricsSettings))) as client:
+        first = scenario.by_shopper["s1"]
+
+        async def read_stream() -> list[dict[str, Any]]:
+            r = await client.get("/v1/kpis/stream", params={"window": "all", "limit": 2})
+            assert r.headers["content-type"].startswith("text/event-stream")
+            return [
+                json.loads(block.split("data: ", 1)[1])
+                for block in r.text.split("\n\n")
+                if block.startswith("event: kpis")
+            ]
+
+        reader = asyncio.create_task(read_stream())
+        for record in first:
+            await test_publisher.publish_record(record)
+        updates = await asyncio.wait_for(reader, timeout=30)
+        assert len(updates) == 2
+        assert updates[0]["version"] < updates[1]["version"]
+        assert updates[1]["report"]["events"] > updates[0]["report"]["events"]
+
+        await wait_until(lambda: events_counted(client, scenario.at.isoformat()), timeout=20)
+
+        async def all_counted() -> bool:
+            return await events_counted(client, scenario.at.isoformat()) == len(first)
+
+        await wait_until(all_counted, timeout=20, message="s1's events counted")
+        text = (await client.get("/metrics")).text
+        assert 'kasse_metrics_funnel_sessions{step="delivered",window="all"} 1.0' in text
+        assert 'kasse_metrics_revenue_minor{currency="EUR",window="all"} 5000.0' in text
+        assert 'kasse_metrics_conversion_rate{window="all"} 1.0' in text
+        assert "kasse_metrics_consumer_lag{" in text
+        assert "kasse_metrics_events_per_second" in text
+        assert "kasse_metrics_dead_lettered_total 0.0" in text
+
+
+async def test_two_instances_share_the_partitions_and_each_serves_the_merged_numbers(
+    settings_for: Any,
+    namespace: Namespace,
+    test_publisher: TestPublisher,
+    scenario_for: Any,
+    assert_report_matches: Any,
+) -> None:
+    scenario = scenario_for(namespace.token)
+    at = scenario.at.isoformat()
+    settings = settings_for(MetricsSettings)
+    app_a, app_b = create_app(settings), create_app(settings)
+    async with running_app(app_a) as a, running_app(app_b) as b:
+        consumers = [app_a.state.ingest_consumer, app_b.state.ingest_consumer]
+
+        def split() -> bool:
+            owned = [set(c.next_offsets) for c in consumers]
+            return all(owned) and not (owned[0] & owned[1])
+
+        await wait_until(split, timeout=30, message="both instances own partitions")
+        for record in scenario.all_records():
+            await test_publisher.publish_record(record)
+        total = len(scenario.all_records())
+        for client in (a, b):
+
+            async def counted(client: httpx.AsyncClient = client) -> bool:
+                return await events_counted(client, at) == total
+
+            await wait_until(counted, timeout=30, message="all events counted")
+            for window in ("all", "5m", "1h", "24h"):
+                r = await client.get("/v1/kpis", params={"window": window, "at": at})
+                assert_report_matches(r.json(), scenario.expected(window))
+        # Each instance ingested its share (a late rebalance may make one re-read a few records, which
+        # the dedupe absorbs), yet both answered with the whole group's numbers.
+        ingested = [c.records_total for c in consumers]
+        assert all(0 < n < total for n in ingested) and sum(ingested) >= total, ingested
