@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import uvicorn
 from fastapi import FastAPI
-from kasse_common.runtime import ServiceRuntime
-from kasse_contracts.events import CartAbandoned, CartUpdated, CheckoutStarted, OrderCancelled, OrderPlaced
 
 from kasse_cart.adapters.mongo import (
     MongoCartRepository,
@@ -29,6 +27,8 @@ from kasse_cart.domain.promotions import FreeShippingPromotion
 from kasse_cart.entrypoints import consumers
 from kasse_cart.entrypoints.http import admin_router, storefront_router
 from kasse_cart.settings import CartSettings
+from kasse_common.runtime import ServiceRuntime
+from kasse_contracts.events import CartAbandoned, CartUpdated, CheckoutStarted, OrderCancelled, OrderPlaced
 
 log = logging.getLogger(__name__)
 

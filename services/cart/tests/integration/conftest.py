@@ -11,6 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+
+from kasse_cart.main import create_app
+from kasse_cart.settings import CartSettings
 from kasse_contracts.base import Money
 from kasse_contracts.events import (
     MethodKind,
@@ -23,10 +27,6 @@ from kasse_contracts.events import (
 )
 from kasse_testkit import Namespace, running_app, wait_until
 from kasse_testkit.infrastructure import Infrastructure
-from pymongo import AsyncMongoClient
-
-from kasse_cart.main import create_app
-from kasse_cart.settings import CartSettings
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 ADDRESS = {

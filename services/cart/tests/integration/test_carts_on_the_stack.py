@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from kasse_contracts import topics
 from kasse_contracts.events import CartAction, CartUpdated, CheckoutStarted
 from kasse_testkit import wait_until

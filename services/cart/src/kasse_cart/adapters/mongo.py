@@ -8,9 +8,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from kasse_common.envelope import OutgoingRecord
-from kasse_common.errors import Conflict
-from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
@@ -32,6 +29,9 @@ from kasse_cart.domain.cart import Cart, CartStatus, ProductInfo
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon
 from kasse_cart.domain.shipping import RateTable
+from kasse_common.envelope import OutgoingRecord
+from kasse_common.errors import Conflict
+from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
 
 _LISTED = {"_outbox": 0, "_processed": 0}
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from kasse_cart.application.ports import CartRepository, Clock, Encoder, StaleState
 from kasse_common.envelope import derived_event_id
 from kasse_contracts.base import Money
 from kasse_contracts.events import CartAbandoned
-
-from kasse_cart.application.ports import CartRepository, Clock, Encoder, StaleState
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +26,7 @@ class AbandonmentJob:
         self.clock = clock
         self.idle = idle
         self.batch_size = batch_size
+        self.rounds = 0  # completed rounds (observability, and tests wait on it)
 
     async def run_once(self) -> int:
         """Report the carts idle for longer than `idle`; returns how many this replica claimed."""
@@ -50,6 +50,7 @@ class AbandonmentJob:
             except StaleState:
                 continue  # another replica claimed it, or the shopper came back meanwhile
             claimed += 1
+        self.rounds += 1
         if claimed:
             log.info("carts reported abandoned", extra={"count": claimed})
         return claimed

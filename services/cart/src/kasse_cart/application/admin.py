@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from kasse_common.errors import Unprocessable
-
 from kasse_cart.application.ports import CouponRepository, OrderRepository
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon, CouponKind, normalise_code
+from kasse_common.errors import Unprocessable
 
 
 class Admin:

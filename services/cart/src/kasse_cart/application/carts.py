@@ -16,20 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from kasse_common.envelope import derived_event_id
-from kasse_common.errors import Conflict, NotFound, Unprocessable
-from kasse_contracts.base import Money
-from kasse_contracts.events import (
-    Address,
-    CartAction,
-    CartUpdated,
-    CheckoutStarted,
-    DiscountLine,
-    LineItem,
-    OrderPlaced,
-    ShippingSelection,
-)
-
 from kasse_cart.application.ports import (
     CartRepository,
     Clock,
@@ -44,6 +30,19 @@ from kasse_cart.domain.cart import Cart, CartLimits, CartLine, CartStatus, Check
 from kasse_cart.domain.order import Order, OrderStatus, TimelineEntry
 from kasse_cart.domain.promotions import Coupon, FreeShippingPromotion, Totals, compute_totals, normalise_code
 from kasse_cart.domain.shipping import ShippingQuote, validate_address
+from kasse_common.envelope import derived_event_id
+from kasse_common.errors import Conflict, NotFound, Unprocessable
+from kasse_contracts.base import Money
+from kasse_contracts.events import (
+    Address,
+    CartAction,
+    CartUpdated,
+    CheckoutStarted,
+    DiscountLine,
+    LineItem,
+    OrderPlaced,
+    ShippingSelection,
+)
 
 T = TypeVar("T")
 SAVE_ATTEMPTS = 5

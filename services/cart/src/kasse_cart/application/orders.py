@@ -7,14 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from kasse_cart.application.ports import Clock, Encoder, OrderRepository, PaymentLookup, StaleState
+from kasse_cart.domain.cart import hash_token
+from kasse_cart.domain.order import CancellationNotice, Order, OrderStatus
 from kasse_common.envelope import derived_event_id
 from kasse_common.errors import NotFound
 from kasse_contracts.base import Money
 from kasse_contracts.events import CancellationReason, OrderCancelled
-
-from kasse_cart.application.ports import Clock, Encoder, OrderRepository, PaymentLookup, StaleState
-from kasse_cart.domain.cart import hash_token
-from kasse_cart.domain.order import CancellationNotice, Order, OrderStatus
 
 SAVE_ATTEMPTS = 5
 

@@ -6,13 +6,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from kasse_common.envelope import OutgoingRecord
-from kasse_contracts.base import Event
-
 from kasse_cart.domain.cart import Cart, ProductInfo
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon
 from kasse_cart.domain.shipping import RateTable
+from kasse_common.envelope import OutgoingRecord
+from kasse_contracts.base import Event
 
 Encoder = Callable[..., OutgoingRecord]  # (event, *, event_id=None) -> record (ServiceRuntime.encode)
 Clock = Callable[[], datetime]

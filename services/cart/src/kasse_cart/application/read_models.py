@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from kasse_contracts.events import CartAction, CartUpdated, ProductChanged, ShippingMethodsPublished
-
 from kasse_cart.application.carts import CartService
 from kasse_cart.application.ports import StaleState
 from kasse_cart.domain.cart import ProductInfo
 from kasse_cart.domain.shipping import RateTable
+from kasse_contracts.events import CartAction, CartUpdated, ProductChanged, ShippingMethodsPublished
 
 log = logging.getLogger(__name__)
 

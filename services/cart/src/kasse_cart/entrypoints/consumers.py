@@ -3,6 +3,9 @@ order facts commit with the consumed event id; read models keep the highest revi
 
 from __future__ import annotations
 
+from kasse_cart.application.orders import OrderLife
+from kasse_cart.application.read_models import ReadModels
+from kasse_cart.domain.order import Shipment
 from kasse_common.messaging import EventConsumer, EventContext
 from kasse_contracts.events import (
     PaymentCaptured,
@@ -16,10 +19,6 @@ from kasse_contracts.events import (
     StockRejected,
     StockReserved,
 )
-
-from kasse_cart.application.orders import OrderLife
-from kasse_cart.application.read_models import ReadModels
-from kasse_cart.domain.order import Shipment
 
 
 def register(consumer: EventConsumer, orders: OrderLife, read_models: ReadModels) -> None:

@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from kasse_common.errors import Forbidden, Unauthorized
 
 from kasse_cart.application.admin import Admin
 from kasse_cart.application.carts import CartService
@@ -16,6 +15,7 @@ from kasse_cart.application.orders import OrderLife, OrderView
 from kasse_cart.domain.order import OrderStatus
 from kasse_cart.entrypoints import schemas as s
 from kasse_cart.settings import CartSettings
+from kasse_common.errors import Forbidden, Unauthorized
 
 CartToken = Annotated[
     str | None, Header(alias="X-Cart-Token", description="The token returned when the cart was created")

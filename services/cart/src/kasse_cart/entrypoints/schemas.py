@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from kasse_contracts.events import Address
 from pydantic import BaseModel, ConfigDict, Field
 
 from kasse_cart.application.carts import CartView
@@ -13,6 +12,7 @@ from kasse_cart.application.orders import OrderView
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon, CouponKind
 from kasse_cart.domain.shipping import ShippingQuote
+from kasse_contracts.events import Address
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 Identifier = Annotated[str, Field(min_length=1, max_length=200)]
