@@ -8,9 +8,9 @@ import logging
 import stripe
 import uvicorn
 from fastapi import FastAPI
+
 from kasse_common.runtime import ServiceRuntime
 from kasse_contracts.events import PaymentCaptured, PaymentFailed, PaymentRefunded
-
 from kasse_payment.adapters.mongo import MongoPayments
 from kasse_payment.adapters.stripe_gateway import StripeGateway, build_client
 from kasse_payment.application.service import PaymentConfig, PaymentService

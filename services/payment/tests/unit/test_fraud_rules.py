@@ -4,6 +4,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+
 from kasse_payment.domain.fraud import FraudOutcome, FraudPolicy, FraudSignals, assess
 
 pytestmark = pytest.mark.unit

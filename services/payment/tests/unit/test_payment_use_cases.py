@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from kasse_contracts.base import Money
 from kasse_contracts.events import (
     OrderCancelled,

@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import ASCENDING, DESCENDING
+
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
 from kasse_contracts.base import Event
-from pymongo import ASCENDING, DESCENDING
-
 from kasse_payment.adapters.codec import from_document, to_document
 from kasse_payment.application.ports import OutgoingEvent, StaleState
 from kasse_payment.domain.payment import Payment

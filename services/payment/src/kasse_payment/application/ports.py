@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Protocol
 
 from kasse_contracts.base import Event
-
 from kasse_payment.domain.payment import Payment
 
 

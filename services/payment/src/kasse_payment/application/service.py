@@ -26,7 +26,6 @@ from kasse_contracts.events import (
     ReturnReceived,
     StockReserved,
 )
-
 from kasse_payment.application.ports import (
     FraudHistory,
     GatewayDeclined,
@@ -66,6 +65,7 @@ class PaymentConfig:
     max_attempts: int = 5
     retry_backoff_s: float = 2.0
     max_retry_backoff_s: float = 300.0
+    step_lease_s: float = 60.0
 
 
 class PaymentService:
@@ -159,14 +159,39 @@ class PaymentService:
                 await self._screen(payment)
             elif not payment.due(now):
                 return  # a transient Stripe failure: the sweeper retries at retry_at
-            elif payment.status is PaymentStatus.AUTHORIZING:
-                await self._charge(payment)
-            elif payment.intent_cancel_pending:
-                await self._cancel_intent(payment)
-            elif payment.refunds_to_send:
-                await self._send_refund(payment, payment.refunds_to_send[0])
+            elif (
+                payment.status is PaymentStatus.AUTHORIZING or payment.intent_cancel_pending or payment.refunds_to_send
+            ):
+                claimed = await self._claim(order_id)
+                if claimed is None:
+                    return  # another handler holds this order's Stripe step
+                if claimed.status is PaymentStatus.AUTHORIZING:
+                    await self._charge(claimed)
+                elif claimed.intent_cancel_pending:
+                    await self._cancel_intent(claimed)
+                elif claimed.refunds_to_send:
+                    await self._send_refund(claimed, claimed.refunds_to_send[0])
             else:
                 return
+
+    async def _claim(self, order_id: str) -> Payment | None:
+        won = False
+
+        def claim(p: Payment, now: datetime) -> None:
+            nonlocal won
+            won = p.claim(now, self.config.step_lease_s)
+
+        payment = await self._change(order_id, claim, consumed_id=None)
+        return payment if won else None
+
+    async def _finish(self, order_id: str, change: Change) -> None:
+        """Record a Stripe step's result and give its lease back."""
+
+        def finish(p: Payment, now: datetime) -> list[DomainEvent] | None:
+            p.release()
+            return change(p, now)
+
+        await self._change(order_id, finish, consumed_id=None)
 
     async def sweep(self, idle_s: float, limit: int = 50) -> int:
         """Resume payments whose Stripe work was interrupted (a crash, a transient error)."""
@@ -243,15 +268,13 @@ class PaymentService:
                 )
         except GatewayDeclined as exc:
             failure = Failed(exc.reason, exc.decline_code, exc.message, exc.intent_id or payment.intent_id)
-            await self._change(oid, lambda p, now: p.declined(failure, now), consumed_id=None)
+            await self._finish(oid, lambda p, now: p.declined(failure, now))
             return
         except GatewayUnavailable as exc:
             await self._unavailable(oid, exc)
             return
-        await self._change(
-            oid,
-            lambda p, now: p.intent_updated(state.intent_id, state.status, state.client_secret, server, now),
-            consumed_id=None,
+        await self._finish(
+            oid, lambda p, now: p.intent_updated(state.intent_id, state.status, state.client_secret, server, now)
         )
 
     async def _cancel_intent(self, payment: Payment) -> None:
@@ -265,7 +288,7 @@ class PaymentService:
         except GatewayUnavailable as exc:
             await self._unavailable(oid, exc)
             return
-        await self._change(oid, lambda p, now: p.intent_cancelled(now), consumed_id=None)
+        await self._finish(oid, lambda p, now: p.intent_cancelled(now))
 
     async def _send_refund(self, payment: Payment, refund: Refund) -> None:
         oid = payment.order_id
@@ -280,13 +303,13 @@ class PaymentService:
             )
         except GatewayDeclined as exc:
             why = str(exc)
-            await self._change(oid, lambda p, now: p.refund_failed(key, why, now), consumed_id=None)
+            await self._finish(oid, lambda p, now: p.refund_failed(key, why, now))
             log.error("refund refused by Stripe", extra={"order_id": oid, "refund_key": key, "error": why})
             return
         except GatewayUnavailable as exc:
             await self._unavailable(oid, exc)
             return
-        await self._change(oid, lambda p, now: p.refund_done(key, refund_id, now), consumed_id=None)
+        await self._finish(oid, lambda p, now: p.refund_done(key, refund_id, now))
 
     async def _unavailable(self, order_id: str, exc: Exception) -> None:
         error = str(exc)[:300]
@@ -296,7 +319,7 @@ class PaymentService:
             return p.stripe_unavailable(error, self.config.max_attempts, now + timedelta(seconds=delay), now)
 
         log.warning("Stripe unavailable", extra={"order_id": order_id, "error": error})
-        await self._change(order_id, record, consumed_id=None)
+        await self._finish(order_id, record)
 
     # -- persistence ---------------------------------------------------------------------------
     async def _change(self, order_id: str, change: Change, consumed_id: str | None) -> Payment | None:

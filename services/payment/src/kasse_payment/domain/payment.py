@@ -8,11 +8,10 @@ turns them into contract events and commits them with the new state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from kasse_common.errors import Conflict
-
 from kasse_payment.domain.fraud import FraudDecision, FraudOutcome
 
 
@@ -130,7 +129,7 @@ class Payment:
     refunds: list[Refund] = field(default_factory=list)
     pending_notices: list[StripeNotice] = field(default_factory=list)
     transient_failures: int = 0
-    retry_at: datetime | None = None
+    retry_at: datetime | None = None  # not before: a backoff after a transient error, or a step's lease
     history: list[HistoryEntry] = field(default_factory=list)
 
     # -- facts from the order's events -------------------------------------------------------
@@ -332,6 +331,18 @@ class Payment:
 
     def due(self, now: datetime) -> bool:
         return self.retry_at is None or self.retry_at <= now
+
+    def claim(self, now: datetime, lease_s: float) -> bool:
+        """Take the next Stripe step for `lease_s`: concurrent handlers of the same order (its events arrive
+        on several topics) then do not call Stripe side by side. A holder that crashed loses the lease when
+        it expires and the sweeper resumes; the idempotency keys make that repeat harmless."""
+        if not self.due(now):
+            return False
+        self.retry_at = now + timedelta(seconds=lease_s)
+        return True
+
+    def release(self) -> None:
+        self.retry_at = None
 
     def cancel_order(self, now: datetime) -> list[DomainEvent]:
         """The cart cancelled the order. Our record, not the event's `was_paid`, says what was taken."""

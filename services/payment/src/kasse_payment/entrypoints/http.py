@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from kasse_common.errors import Forbidden, Unauthorized
 from pydantic import BaseModel, Field, SecretStr
 
+from kasse_common.errors import Forbidden, Unauthorized
 from kasse_payment.application.service import PaymentService
 from kasse_payment.domain.payment import Payment, PaymentStatus
 from kasse_payment.entrypoints import webhooks

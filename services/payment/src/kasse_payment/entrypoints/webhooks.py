@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import stripe
-from kasse_common.errors import KasseError
 
+from kasse_common.errors import KasseError
 from kasse_payment.domain.payment import StripeNotice
 
 HANDLED = ("payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded")

@@ -1,0 +1,251 @@
+"""Payment on the real stack: Kafka, FerretDB and the real Stripe SDK against stripe-mock.
+
+stripe-mock answers with fixtures, so the tests check what the service SENT (recorded at the SDK's
+HTTP client) and what it published, and drive Stripe's verdicts with signed webhooks as Stripe would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from kasse_contracts import topics
+from kasse_contracts.events import PaymentCaptured, PaymentFailed, PaymentRefunded
+from kasse_payment.main import create_app
+from kasse_payment.settings import PaymentSettings
+from kasse_payment.testing import (
+    ADMIN_TOKEN,
+    INTERNAL_TOKEN,
+    WEBHOOK_SECRET,
+    RecordingHTTPClient,
+    cancelled,
+    intent_object,
+    reserved,
+    return_received,
+    sign,
+    stripe_event,
+)
+from kasse_testkit import TestPublisher, running_app, samples, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+INTERNAL = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def payment_service(settings_for: Callable[..., Any]) -> Callable[..., Any]:
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, RecordingHTTPClient]]:
+        values: dict[str, Any] = {
+            "stripe_webhook_secret": WEBHOOK_SECRET,
+            "internal_token": INTERNAL_TOKEN,
+            "admin_token": ADMIN_TOKEN,
+            "stripe_max_network_retries": 0,
+            **overrides,
+        }
+        recorder = RecordingHTTPClient()
+        app = create_app(settings_for(PaymentSettings, **values), stripe_http_client=recorder)
+        async with running_app(app) as client:
+            yield client, recorder
+
+    return start
+
+
+async def payment_of(client: httpx.AsyncClient, order_id: str) -> dict[str, Any] | None:
+    r = await client.get(f"/v1/payments/{order_id}", headers=INTERNAL)
+    return r.json() if r.status_code == 200 else None
+
+
+async def status_is(client: httpx.AsyncClient, order_id: str, *statuses: str) -> dict[str, Any] | None:
+    found = await payment_of(client, order_id)
+    return found if found and found["status"] in statuses else None
+
+
+async def post_webhook(client: httpx.AsyncClient, payload: str, signature: str | None) -> httpx.Response:
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["Stripe-Signature"] = signature
+    return await client.post("/v1/webhooks/stripe", content=payload, headers=headers)
+
+
+async def test_one_intent_per_order_despite_duplicate_stock_reserved_then_captured_once_and_refunded(
+    payment_service: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    order = samples.order_placed(lines=[samples.line_item(unit_price=1250, quantity=2)])
+    oid, total = order.order_id, order.total.amount  # 2 x 1250 + 495
+    async with (
+        topic_reader(topics.PAYMENTS) as payments_topic,
+        payment_service(confirmation_mode="server") as (client, stripe_sent),
+    ):
+        await test_publisher.publish(order)
+        stock = await test_publisher.publish(reserved(oid))
+        await test_publisher.publish_record(stock)  # redelivered record, same event id
+        await test_publisher.publish(reserved(oid))  # and a re-published copy, new event id
+        # stripe-mock's confirm answers requires_payment_method: not final, Stripe's webhook decides.
+        payment = await wait_until(lambda: status_is(client, oid, "processing"), timeout=30)
+
+        (create,) = stripe_sent.to("POST", "/v1/payment_intents", oid)[:1]
+        creates = [r for r in stripe_sent.to("POST", "/v1/payment_intents") if r.path == "/v1/payment_intents"]
+        assert len(creates) == 1
+        assert create.headers["Idempotency-Key"] == f"kasse-payment-{oid}-create"
+        assert (create.one("amount"), create.one("currency")) == (str(total), "eur")
+        assert create.one("metadata[order_id]") == oid
+        (confirm,) = [r for r in stripe_sent.sent if r.path.endswith("/confirm")]
+        assert confirm.path == f"/v1/payment_intents/{payment['payment_intent_id']}/confirm"
+        assert confirm.headers["Idempotency-Key"] == f"kasse-payment-{oid}-confirm"
+        assert confirm.one("payment_method") == "pm_card_visa"
+        assert payment["client_secret"] is None
+
+        # Stripe reports success; the same delivery replayed is recognised by its event id.
+        intent_id = payment["payment_intent_id"]
+        succeeded = stripe_event("payment_intent.succeeded", intent_object(intent_id, oid, total, "succeeded"))
+        first = await post_webhook(client, succeeded, sign(succeeded))
+        replay = await post_webhook(client, succeeded, sign(succeeded))
+        assert (first.status_code, first.json()["outcome"]) == (200, "applied")
+        assert (replay.status_code, replay.json()["outcome"]) == (200, "duplicate")
+        (captured,) = await payments_topic.wait_for_events(PaymentCaptured)
+        assert (captured.order_id, captured.payment_intent_id, captured.amount) == (oid, intent_id, order.total)
+        assert captured.session_id == order.session_id
+
+        # A return refunds in part, then the cancellation refunds the rest. (Returns and cancellations
+        # travel on different topics, so their order is only certain when one waits for the first.)
+        await test_publisher.publish(return_received(oid, "ret_1", 1000))
+        (partial,) = await payments_topic.wait_for_events(PaymentRefunded)
+        await test_publisher.publish(cancelled(oid, total, was_paid=True))
+        partial, rest = await payments_topic.wait_for_events(PaymentRefunded, count=2)
+        assert (partial.amount.amount, partial.total_refunded.amount, partial.full) == (1000, 1000, False)
+        assert (rest.amount.amount, rest.total_refunded.amount, rest.full) == (total - 1000, total, True)
+        refunds = stripe_sent.to("POST", "/v1/refunds")
+        assert [(r.one("amount"), r.one("payment_intent"), r.headers["Idempotency-Key"]) for r in refunds] == [
+            ("1000", intent_id, f"kasse-refund-{oid}-return-ret_1"),
+            (str(total - 1000), intent_id, f"kasse-refund-{oid}-order-cancelled"),
+        ]
+        # Events of one order are published in write order: the refunds came after any capture.
+        assert len(payments_topic.events(PaymentCaptured)) == 1
+        assert (await payment_of(client, oid))["status"] == "refunded"  # type: ignore[index]
+
+
+async def test_customer_confirmation_hands_out_the_client_secret_and_a_decline_webhook_fails_the_payment(
+    payment_service: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    order = samples.order_placed()
+    oid = order.order_id
+    async with (
+        topic_reader(topics.PAYMENTS) as payments_topic,
+        payment_service(confirmation_mode="customer") as (client, stripe_sent),
+    ):
+        assert (await client.get(f"/v1/payments/{oid}", headers=INTERNAL)).status_code == 404
+        assert (await client.get(f"/v1/payments/{oid}")).status_code == 401
+        assert (await client.get(f"/v1/payments/{oid}", headers={"Authorization": "Bearer nope"})).status_code == 403
+
+        await test_publisher.publish(reserved(oid))  # stock first: kept until the order arrives
+        await test_publisher.publish(order)
+        payment = await wait_until(lambda: status_is(client, oid, "requires_action"), timeout=30)
+        assert payment["client_secret"], "the storefront needs the client secret to confirm"
+        assert not [r for r in stripe_sent.sent if r.path.endswith("/confirm")]
+
+        failed_event = stripe_event(
+            "payment_intent.payment_failed",
+            intent_object(
+                payment["payment_intent_id"],
+                oid,
+                order.total.amount,
+                "requires_payment_method",
+                last_payment_error={
+                    "type": "card_error",
+                    "code": "card_declined",
+                    "decline_code": "insufficient_funds",
+                    "message": "Your card has insufficient funds.",
+                },
+            ),
+        )
+        assert (await post_webhook(client, failed_event, sign(failed_event))).status_code == 200
+        (failed,) = await payments_topic.wait_for_events(PaymentFailed)
+        assert (failed.reason, failed.decline_code) == ("card_declined", "insufficient_funds")
+        assert failed.amount == order.total and failed.payment_intent_id == payment["payment_intent_id"]
+        after = await payment_of(client, oid)
+        assert after is not None and after["status"] == "failed" and after["client_secret"] is None
+
+
+async def test_webhooks_unsigned_forged_or_stale_get_400_and_change_nothing_and_early_ones_are_kept(
+    payment_service: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    order = samples.order_placed()
+    oid = order.order_id
+    payload = stripe_event(
+        "payment_intent.succeeded", intent_object("pi_early_1", oid, order.total.amount, "succeeded")
+    )
+    async with (
+        topic_reader(topics.PAYMENTS) as payments_topic,
+        payment_service(webhook_tolerance_s=300) as (client, _),
+    ):
+        rejected = [
+            await post_webhook(client, payload, None),
+            await post_webhook(client, payload, sign(payload, secret="whsec_forged")),
+            await post_webhook(client, payload, sign(payload, timestamp=int(time.time()) - 3600)),
+            await post_webhook(client, payload.replace("pi_early_1", "pi_tampered"), sign(payload)),
+        ]
+        for response in rejected:
+            assert response.status_code == 400, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+        assert "signature" in rejected[0].json()["detail"].lower()
+        detail = await client.get(f"/v1/admin/payments/{oid}", headers=ADMIN)
+        assert detail.status_code == 404, "a rejected webhook must not create anything"
+
+        # A valid one before the order exists: kept, not lost, and applied when the order arrives.
+        early = await post_webhook(client, payload, sign(payload))
+        assert early.json()["outcome"] == "applied"
+        await test_publisher.publish(order)
+        (captured,) = await payments_topic.wait_for_events(PaymentCaptured)
+        assert (captured.order_id, captured.payment_intent_id, captured.amount) == (oid, "pi_early_1", order.total)
+        # Replayed later (Stripe retries): a duplicate.
+        assert (await post_webhook(client, payload, sign(payload))).json()["outcome"] == "duplicate"
+        # Unhandled event types are acknowledged, so Stripe stops retrying them.
+        other = stripe_event("customer.created", {"id": "cus_1", "object": "customer"})
+        assert (await post_webhook(client, other, sign(other))).json()["outcome"] == "ignored"
+
+
+async def test_a_scripted_velocity_attack_is_blocked_and_ordinary_shoppers_pass(
+    payment_service: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    attack = [
+        samples.order_placed(email="mule@example.net", client_ip="198.51.100.66", customer_id=None) for _ in range(6)
+    ]
+    shoppers = [samples.order_placed(email=f"shopper{i}@example.com", client_ip=f"203.0.113.{i + 1}") for i in range(3)]
+    async with (
+        topic_reader(topics.PAYMENTS) as payments_topic,
+        payment_service(confirmation_mode="server", fraud_max_orders_per_email=3, fraud_max_orders_per_ip=3) as (
+            client,
+            stripe_sent,
+        ),
+    ):
+        # The script places orders one after another, as fast as the shop lets it.
+        for order in [*attack[:2], shoppers[0], *attack[2:4], shoppers[1], *attack[4:], shoppers[2]]:
+            await test_publisher.publish(order)
+            await test_publisher.publish(reserved(order.order_id))
+            await wait_until(lambda o=order.order_id: status_is(client, o, "processing", "failed"), timeout=30)
+
+        blocked = await payments_topic.wait_for_events(PaymentFailed, count=3)
+        assert {f.order_id for f in blocked} == {o.order_id for o in attack[3:]}
+        assert all(f.reason == "fraud_suspected" and f.payment_intent_id is None for f in blocked)
+        for order in [*attack[:3], *shoppers]:
+            assert (await payment_of(client, order.order_id))["status"] == "processing"  # type: ignore[index]
+        charged = {r.one("metadata[order_id]") for r in stripe_sent.sent if r.path == "/v1/payment_intents"}
+        assert charged == {o.order_id for o in [*attack[:3], *shoppers]}, "blocked orders never reach Stripe"
+
+        decisions = (await client.get("/v1/admin/fraud-decisions?outcome=block", headers=ADMIN)).json()
+        assert {d["order_id"] for d in decisions} == {o.order_id for o in attack[3:]}
+        assert {r["rule"] for r in decisions[0]["reasons"]} == {"velocity_email", "velocity_ip"}
+        everyone = (await client.get("/v1/admin/fraud-decisions", headers=ADMIN)).json()
+        assert len(everyone) == 9
+        mine = (await client.get("/v1/admin/fraud-decisions?email=Shopper1@example.com", headers=ADMIN)).json()
+        assert [(d["order_id"], d["outcome"], d["reasons"]) for d in mine] == [(shoppers[1].order_id, "allow", [])]
+        assert (await client.get("/v1/admin/fraud-decisions")).status_code == 401
+        assert (await client.get("/v1/admin/fraud-decisions", headers=INTERNAL)).status_code == 403
+        assert (await client.get("/v1/admin/fraud-decisions?limit=0", headers=ADMIN)).status_code == 422
