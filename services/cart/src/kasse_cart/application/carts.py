@@ -217,6 +217,7 @@ class CartService:
             if not cart.lines:
                 raise Unprocessable("the cart is empty")
             await self._refresh_prices(cart)
+            cart.email = email  # the per-customer coupon limit counts this shopper from now on
             quote, totals = await self._quote(cart, address["country"], shipping_method_id, now)
             cart.checkout = CheckoutDetails(
                 email=email,
@@ -226,7 +227,6 @@ class CartService:
                 quoted_total=totals.total,
                 started_at=now,
             )
-            cart.email = email
             cart.last_activity_at = now
             event = CheckoutStarted(
                 occurred_at=now,

@@ -1,0 +1,359 @@
+"""Cart, checkout and order use cases with in-memory adapters."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import pytest
+
+from kasse_cart.adapters.memory import (
+    FixedPaymentLookup,
+    InMemoryCarts,
+    InMemoryCoupons,
+    InMemoryOrders,
+    InMemoryProducts,
+    InMemoryRateTables,
+)
+from kasse_cart.application.abandonment import AbandonmentJob
+from kasse_cart.application.admin import Admin
+from kasse_cart.application.carts import CartService
+from kasse_cart.application.orders import OrderLife, OrderNotYetKnown
+from kasse_cart.domain.cart import CartLimits, ProductInfo
+from kasse_cart.domain.order import OrderStatus
+from kasse_cart.domain.promotions import CouponKind, FreeShippingPromotion
+from kasse_cart.domain.shipping import RateTable
+from kasse_common.envelope import encode
+from kasse_common.errors import Conflict, NotFound, Unprocessable
+
+pytestmark = pytest.mark.unit
+
+ADDRESS = {"name": "Erika", "line1": "Hauptstraße 5", "line2": None, "postal_code": "10115", "city": "Berlin",
+           "region": None, "country": "DE"}  # fmt: skip
+
+
+@dataclass
+class Clock:
+    now: datetime = field(default_factory=lambda: datetime(2026, 11, 18, 9, 0, tzinfo=UTC))  # a Wednesday
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class World:
+    clock: Clock
+    carts: InMemoryCarts
+    orders: InMemoryOrders
+    products: InMemoryProducts
+    rates: InMemoryRateTables
+    coupons: InMemoryCoupons
+    service: CartService
+    life: OrderLife
+    admin: Admin
+    payments: FixedPaymentLookup
+
+    def events(self, store: Any, event_type: str) -> list[dict[str, Any]]:
+        return [json.loads(r.value) for r in store.events(f"io.kasse.cart.{event_type}.v1")]
+
+
+def product(pid: str, price: int, *, stock: int = 10, active: bool = True, revision: int = 1) -> ProductInfo:
+    return ProductInfo(pid, f"SKU-{pid}", f"Product {pid}", "kitchen", price, "EUR", stock, active, revision)
+
+
+@pytest.fixture
+async def world() -> World:
+    clock = Clock()
+    carts, orders, products = InMemoryCarts(), InMemoryOrders(), InMemoryProducts()
+    rates, coupons, payments = InMemoryRateTables(), InMemoryCoupons(), FixedPaymentLookup("pi_secret_1")
+    enc = partial(encode, service="cart")
+    service = CartService(
+        carts=carts,
+        products=products,
+        rate_tables=rates,
+        coupons=coupons,
+        orders=orders,
+        encode=enc,
+        clock=clock,
+        limits=CartLimits(max_quantity_per_line=5, max_lines=3),
+        free_shipping=FreeShippingPromotion(5000, "EUR"),
+        currency="EUR",
+    )
+    for p in (product("p1", 1999), product("p2", 2500), product("off", 100, active=False)):
+        await products.upsert(p)
+    await rates.upsert(
+        "default",
+        RateTable(
+            revision=1,
+            origin_timezone="Europe/Berlin",
+            cutoff_local_time="14:00",
+            holidays=(date(2026, 11, 19),),
+            methods=(
+                {"method_id": "standard", "name": "Standard", "carrier": "SimPost", "rates": [
+                    {"countries": ["DE"], "currency": "EUR", "free_shipping_threshold": None,
+                     "price_bands": [{"min_subtotal": 0, "price": 495}], "min_business_days": 1,
+                     "max_business_days": 2}]},
+            ),
+        ),
+    )  # fmt: skip
+    life = OrderLife(orders=orders, encode=enc, clock=clock, payments=payments)
+    return World(clock, carts, orders, products, rates, coupons, service, life, Admin(coupons=coupons, orders=orders),
+                 payments)  # fmt: skip
+
+
+async def new_cart(w: World, *items: tuple[str, int]) -> tuple[str, str]:
+    view, token = await w.service.create_cart("sess-1", None, None)
+    for pid, qty in items:
+        await w.service.add_item(view.cart.cart_id, token, pid, qty)
+    return view.cart.cart_id, token
+
+
+async def checkout(w: World, cart_id: str, token: str, email: str = "erika@example.com") -> Any:
+    return await w.service.begin_checkout(
+        cart_id, token, email=email, address=dict(ADDRESS), shipping_method_id="standard", billing_country=None
+    )
+
+
+async def test_the_token_is_required_and_only_its_hash_is_kept(world: World) -> None:
+    view, token = await world.service.create_cart("sess-1", "cust-1", None)
+    cart_id = view.cart.cart_id
+    stored = world.carts.docs[cart_id]
+    assert token not in json.dumps(stored, default=str)
+    for wrong in (None, "", token + "x"):
+        with pytest.raises(NotFound):
+            await world.service.get_cart(cart_id, wrong)
+    with pytest.raises(NotFound):
+        await world.service.get_cart("cart_other", token)
+    assert (await world.service.get_cart(cart_id, token)).cart.customer_id == "cust-1"
+
+
+async def test_changes_publish_cart_updated_with_line_snapshot_and_totals(world: World) -> None:
+    cart_id, token = await new_cart(world, ("p1", 2), ("p2", 1))
+    await world.service.set_quantity(cart_id, token, "p1", 1)
+    await world.service.remove_item(cart_id, token, "p2")
+    await world.service.clear(cart_id, token)
+    updates = world.events(world.carts, "CartUpdated")
+    assert [(u["action"], u["quantity_delta"]) for u in updates] == [
+        ("added", 2), ("added", 1), ("quantity_changed", -1), ("removed", -1), ("cleared", -1)
+    ]  # fmt: skip
+    assert updates[1]["subtotal"]["amount"] == 3998 + 2500 and updates[1]["line"]["product_id"] == "p2"
+    assert updates[3]["items"][0]["line_total"]["amount"] == 1999
+    assert updates[4]["items"] == [] and updates[4]["total"]["amount"] == 0
+
+
+@pytest.mark.parametrize(
+    ("pid", "qty", "reason"),
+    [("p1", 0, "quantity"), ("p1", 6, "quantity"), ("zzz", 1, "unknown product"), ("off", 1, "not available"),
+     ("p1", 11, "quantity")],
+)  # fmt: skip
+async def test_refused_additions_leave_the_cart_unchanged(world: World, pid: str, qty: int, reason: str) -> None:
+    cart_id, token = await new_cart(world, ("p1", 1))
+    before = dict(world.carts.docs[cart_id])
+    with pytest.raises(Unprocessable, match=reason):
+        await world.service.add_item(cart_id, token, pid, qty)
+    assert world.carts.docs[cart_id] == before
+    assert len(world.events(world.carts, "CartUpdated")) == 1
+
+
+async def test_stock_and_line_limits(world: World) -> None:
+    await world.products.upsert(product("p1", 1999, stock=3, revision=2))
+    cart_id, token = await new_cart(world, ("p1", 3))
+    with pytest.raises(Unprocessable, match="only 3"):
+        await world.service.add_item(cart_id, token, "p1", 1)
+    await world.service.set_quantity(cart_id, token, "p1", 2)  # fewer is always fine
+    for pid in ("a", "b", "c"):
+        await world.products.upsert(product(pid, 100))
+    await world.service.add_item(cart_id, token, "a", 1)
+    await world.service.add_item(cart_id, token, "b", 1)
+    with pytest.raises(Unprocessable, match="at most 3 different"):
+        await world.service.add_item(cart_id, token, "c", 1)
+
+
+async def test_coupon_refusals_say_why(world: World) -> None:
+    now = world.clock.now
+    for code, kw in {
+        "LATER": {"valid_from": now + timedelta(days=1)},
+        "OLD": {"valid_until": now - timedelta(days=1)},
+        "BIG": {"min_subtotal": 10000},
+        "GONE": {"usage_limit": 1},
+    }.items():
+        await world.admin.create_coupon(code=code, kind=CouponKind.FIXED, value=500, currency="EUR",
+                                        min_subtotal=kw.get("min_subtotal", 0), valid_from=kw.get("valid_from"),
+                                        valid_until=kw.get("valid_until"), usage_limit=kw.get("usage_limit"),
+                                        per_customer_limit=None)  # fmt: skip
+    world.coupons.docs["GONE"]["used"] = 1
+    cart_id, token = await new_cart(world, ("p1", 1))
+    for code, reason in (("NOPE", "unknown coupon"), ("later", "not valid before"), ("OLD", "expired"),
+                         ("BIG", "at least 100.00 EUR"), ("GONE", "used up"), ("bad code!", "1 to 40")):  # fmt: skip
+        with pytest.raises(Unprocessable, match=reason):
+            await world.service.apply_coupon(cart_id, token, code)
+    assert (await world.service.get_cart(cart_id, token)).cart.coupon_code is None
+
+
+async def test_totals_with_percent_coupon_and_automatic_free_shipping(world: World) -> None:
+    await world.admin.create_coupon(
+        code="TEN",
+        kind=CouponKind.PERCENT,
+        value=10,
+        currency="EUR",
+        min_subtotal=0,
+        valid_from=None,
+        valid_until=None,
+        usage_limit=None,
+        per_customer_limit=None,
+    )
+    cart_id, token = await new_cart(world, ("p2", 2))  # 5000
+    view = await world.service.apply_coupon(cart_id, token, "ten")
+    assert view.totals.item_discount_total == 500 and view.totals.free_shipping is False  # 4500 < 5000
+    await world.service.add_item(cart_id, token, "p1", 1)  # 6999, minus 699 = 6300
+    view = await checkout(world, cart_id, token)
+    assert [(d.code, d.amount, d.applies_to) for d in view.totals.discounts] == [
+        ("TEN", 699, "items"), (None, 495, "shipping")
+    ]  # fmt: skip
+    assert view.totals.shipping_total == 495 and view.totals.total == 6999 - 699
+    # Wednesday 09:00 Berlin, before the cut-off, ships today; Thursday is a holiday.
+    assert view.shipping is not None
+    assert (view.shipping.promised_from, view.shipping.promised_to) == (date(2026, 11, 20), date(2026, 11, 23))
+
+
+async def test_place_order_is_idempotent_and_one_cart_makes_one_order(world: World) -> None:
+    cart_id, token = await new_cart(world, ("p1", 2))
+    await checkout(world, cart_id, token)
+    first = await world.service.place_order(cart_id, token, "key-1", "203.0.113.9")
+    again = await world.service.place_order(cart_id, token, "key-1", "203.0.113.9")
+    assert first.created and not again.created
+    assert first.order.order_id == again.order.order_id and first.order_token == again.order_token
+    with pytest.raises(Conflict, match="already ordered"):
+        await world.service.place_order(cart_id, token, "key-2", None)
+    (placed,) = world.events(world.orders, "OrderPlaced")
+    assert placed["total"]["amount"] == 3998 + 495 and placed["client_ip"] == "203.0.113.9"
+    assert placed["shipping"]["promised_from"] == "2026-11-20"
+    with pytest.raises(Conflict, match="can no longer change"):
+        await world.service.add_item(cart_id, token, "p1", 1)
+    view = await world.life.view(first.order.order_id, first.order_token)
+    assert view.order.status is OrderStatus.PLACED and view.client_secret == "pi_secret_1"
+    with pytest.raises(NotFound):
+        await world.life.view(first.order.order_id, "guess")
+
+
+async def test_the_price_paid_is_the_read_models_at_checkout_and_a_change_needs_a_new_checkout(world: World) -> None:
+    cart_id, token = await new_cart(world, ("p1", 1))
+    await checkout(world, cart_id, token)
+    await world.products.upsert(product("p1", 2999, revision=2))  # the catalog raised it; no event seen yet
+    with pytest.raises(Conflict, match="total changed"):
+        await world.service.place_order(cart_id, token, "key-1", None)
+    view = await checkout(world, cart_id, token)
+    assert view.cart.lines[0].unit_price == 2999 and view.cart.lines[0].price_changed
+    placed = await world.service.place_order(cart_id, token, "key-1", None)
+    assert placed.order.total == 2999 + 495
+
+
+async def test_checkout_needs_items_and_a_known_method_and_a_valid_address(world: World) -> None:
+    cart_id, token = await new_cart(world)
+    with pytest.raises(Unprocessable, match="empty"):
+        await checkout(world, cart_id, token)
+    await world.service.add_item(cart_id, token, "p1", 1)
+    with pytest.raises(Unprocessable, match="postal code"):
+        await world.service.begin_checkout(cart_id, token, email="e@x.de", address={**ADDRESS, "postal_code": "1A"},
+                                           shipping_method_id="standard", billing_country=None)  # fmt: skip
+    with pytest.raises(Unprocessable, match="does not deliver to FR"):
+        await world.service.begin_checkout(cart_id, token, email="e@x.de",
+                                           address={**ADDRESS, "country": "FR", "postal_code": "75001"},
+                                           shipping_method_id="standard", billing_country=None)  # fmt: skip
+    with pytest.raises(Unprocessable, match="unknown shipping method"):
+        await world.service.begin_checkout(cart_id, token, email="e@x.de", address=ADDRESS, shipping_method_id="x",
+                                           billing_country=None)  # fmt: skip
+    assert world.events(world.carts, "CheckoutStarted") == []
+
+
+async def test_a_coupon_limited_per_customer_is_redeemed_once_per_customer(world: World) -> None:
+    await world.admin.create_coupon(
+        code="ONCE",
+        kind=CouponKind.FIXED,
+        value=300,
+        currency="EUR",
+        min_subtotal=0,
+        valid_from=None,
+        valid_until=None,
+        usage_limit=5,
+        per_customer_limit=1,
+    )
+    placed = []
+    for email in ("a@example.com", "b@example.com"):
+        cart_id, token = await new_cart(world, ("p1", 1))
+        await world.service.apply_coupon(cart_id, token, "ONCE")
+        await checkout(world, cart_id, token, email)
+        placed.append(await world.service.place_order(cart_id, token, "key-" + email, None))
+    assert [p.order.total for p in placed] == [1999 - 300 + 495] * 2
+    cart_id, token = await new_cart(world, ("p1", 1))
+    await world.service.apply_coupon(cart_id, token, "ONCE")  # anonymous so far: cannot tell yet
+    with pytest.raises(Unprocessable, match="maximum number of times"):
+        await checkout(world, cart_id, token, "A@example.com")
+    assert world.coupons.docs["ONCE"]["used"] == 2
+
+
+async def test_a_product_change_reprices_open_carts_once_per_event(world: World) -> None:
+    from kasse_cart.application.read_models import ReadModels
+    from kasse_contracts.base import Money
+    from kasse_contracts.events import ProductChanged, ProductChangeKind
+
+    cart_id, token = await new_cart(world, ("p1", 2))
+    event = ProductChanged(occurred_at=world.clock.now, product_id="p1", sku="SKU-p1", name="Product p1",
+                           category="kitchen", price=Money(amount=1499, currency="EUR"), stock_available=9,
+                           active=True, changes=[ProductChangeKind.PRICE], revision=2)  # fmt: skip
+    models = ReadModels(world.service)
+    await models.product_changed(event, "evt-1")
+    await models.product_changed(event, "evt-1")
+    line = (await world.service.get_cart(cart_id, token)).cart.lines[0]
+    assert (line.unit_price, line.previous_unit_price, line.price_changed) == (1499, 1999, True)
+    actions = [u["action"] for u in world.events(world.carts, "CartUpdated")]
+    assert actions == ["added", "price_updated"]
+
+
+async def test_order_facts_apply_once_and_cancellations_are_published_once(world: World) -> None:
+    cart_id, token = await new_cart(world, ("p1", 1))
+    await checkout(world, cart_id, token)
+    placed = await world.service.place_order(cart_id, token, "key-1", None)
+    oid = placed.order.order_id
+    assert await world.life.apply(oid, "e1", lambda o: o.stock_rejected(world.clock.now, "none left"))
+    assert not await world.life.apply(oid, "e1", lambda o: o.stock_rejected(world.clock.now, "none left"))
+    (cancelled,) = world.events(world.orders, "OrderCancelled")
+    assert cancelled["reason"] == "stock_rejected" and cancelled["was_paid"] is False
+    assert cancelled["total"]["amount"] == placed.order.total
+    with pytest.raises(OrderNotYetKnown):
+        await world.life.apply("ord_unknown", "e2", lambda o: o.stock_reserved(world.clock.now))
+    view = await world.life.view(oid, placed.order_token)
+    assert view.order.status is OrderStatus.CANCELLED and view.client_secret is None  # not asked once cancelled
+
+
+async def test_abandonment_reports_each_idle_cart_once_even_with_two_jobs(world: World) -> None:
+    idle_id, _ = await new_cart(world, ("p1", 1))
+    await new_cart(world)  # empty: never abandoned
+    enc = partial(encode, service="cart")
+    jobs = [AbandonmentJob(carts=world.carts, encode=enc, clock=world.clock, idle=timedelta(minutes=30))
+            for _ in range(2)]  # fmt: skip
+    assert [await j.run_once() for j in jobs] == [0, 0]
+    world.clock.now += timedelta(minutes=31)
+    assert [await j.run_once() for j in jobs] + [await j.run_once() for j in jobs] == [1, 0, 0, 0]
+    (abandoned,) = world.events(world.carts, "CartAbandoned")
+    assert abandoned["cart_id"] == idle_id and abandoned["item_count"] == 1
+
+
+async def test_two_jobs_racing_on_the_same_cart_claim_it_once(world: World) -> None:
+    await new_cart(world, ("p1", 1))
+    world.clock.now += timedelta(hours=2)
+    enc = partial(encode, service="cart")
+    a, b = (AbandonmentJob(carts=world.carts, encode=enc, clock=world.clock, idle=timedelta(hours=1)) for _ in "ab")
+    # Both read the candidate before either writes: the second write is stale and claims nothing.
+    seen_by_b = await world.carts.idle_since(world.clock.now - timedelta(hours=1), 10)
+    assert await a.run_once() == 1
+
+    async def stale_candidates(cutoff: datetime, limit: int) -> list[Any]:
+        return seen_by_b
+
+    b.carts = type("Stale", (), {"idle_since": staticmethod(stale_candidates), "save": world.carts.save})()
+    assert await b.run_once() == 0
+    assert len(world.events(world.carts, "CartAbandoned")) == 1
