@@ -31,6 +31,7 @@ async def test_openapi_documents_every_kpi_path_and_bad_parameters_are_clear_422
             "/v1/kpis/breakdown/{dimension}",
             "/v1/kpis/timeseries",
             "/v1/kpis/stream",
+            "/v1/kpis/events",
             "/dashboard",
         } <= set(spec["paths"])
         assert spec["paths"]["/v1/kpis"]["get"]["summary"]
@@ -89,6 +90,8 @@ async def test_sse_stream_sends_a_new_report_when_events_arrive_and_prometheus_s
         assert "kasse_metrics_consumer_lag{" in text
         assert "kasse_metrics_events_per_second" in text
         assert "kasse_metrics_dead_lettered_total 0.0" in text
+        counts = (await client.get("/v1/kpis/events", params={"window": "all", "at": scenario.at.isoformat()})).json()
+        assert counts["total"] == len(first) and counts["by_type"]["ProductViewed"] == 1
 
 
 async def test_two_instances_share_the_partitions_and_each_serves_the_merged_numbers(

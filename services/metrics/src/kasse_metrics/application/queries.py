@@ -42,3 +42,6 @@ class KpiQueries:
 
     def timeseries(self, minutes: int, at: datetime | None) -> list[dict[str, Any]]:
         return self.projection.timeseries(minute_of(at or datetime.now(UTC)), minutes)
+
+    def event_counts(self, window: str, at: datetime | None) -> dict[str, int]:
+        return self.projection.event_counts(Window.named(window, at))

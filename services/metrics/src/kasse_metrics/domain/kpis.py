@@ -263,6 +263,11 @@ class Projection:
             self._cache[key] = total
         return self._cache[key]  # type: ignore[no-any-return]
 
+    def event_counts(self, window: Window) -> dict[str, int]:
+        """Events by type whose event time is in the window (cheap: sums the window's minute buckets)."""
+        c = self.counters(window)
+        return {k.split("|", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("events|")}
+
     def session_path(self, session: Session) -> list[datetime]:
         """The times the session reached each step, in order, under the rules (empty: not in funnel)."""
         reached: list[datetime] = []

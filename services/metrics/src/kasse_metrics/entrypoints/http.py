@@ -99,6 +99,12 @@ class TimeseriesResponse(BaseModel):
     points: list[TimeseriesPoint]
 
 
+class EventCounts(BaseModel):
+    window: str
+    total: int
+    by_type: dict[str, int]
+
+
 class ChannelName(StrEnum):
     SEARCH = "search"
     RECOMMENDATION = "recommendation"
@@ -144,6 +150,11 @@ def build_router(queries: KpiQueries) -> APIRouter:
             "dimension": dimension.value,
             "rows": queries.breakdown(dimension.value, window.value, at, limit),
         }
+
+    @router.get("/events", response_model=EventCounts, summary="Events counted per type (deduplicated), by event time")
+    async def events(window: WindowQ = WindowName.ALL, at: AtQ = None) -> dict[str, Any]:
+        counts = queries.event_counts(window.value, at)
+        return {"window": window.value, "total": sum(counts.values()), "by_type": counts}
 
     @router.get("/timeseries", response_model=TimeseriesResponse, summary="Per-minute series, oldest first")
     async def timeseries(minutes: Annotated[int, Query(ge=1, le=1440)] = 60, at: AtQ = None) -> dict[str, Any]:

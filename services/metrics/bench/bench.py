@@ -1,0 +1,549 @@
+"""Benchmark of the metrics service (issue 7). Not a test: run it on purpose, e.g.
+
+    uv run --with quixstreams python services/metrics/bench/bench.py --events 1000000
+
+It needs the local Kafka and Mongo-protocol store (KASSE_KAFKA_BOOTSTRAP, KASSE_MONGO_URI; defaults
+127.0.0.1:19092 and mongodb://127.0.0.1:37017/) and only talks to 127.0.0.1. In one run it:
+1. pre-fills one topic (6 partitions, keyed by session) with N realistic events: every funnel step,
+   searches, abandonments, failed payments and fraud blocks, refunds, reviews;
+2. measures ingest throughput of (a) a raw aiokafka poll + `kasse_common.envelope.decode` loop,
+   (b) a Quix Streams application computing the same per-session funnel counts with its RocksDB state,
+   and (c) the metrics service itself as its own process (`kasse-metrics`, facts and offsets
+   persisted in the Mongo-protocol store, projection on);
+3. measures KPI freshness with the service running: background load at half of (c)'s rate plus one
+   probe event at a time, from the producer's acknowledgement to the probe being counted by
+   `GET /v1/kpis/events`; p50 and p99.
+Every phase has a time limit; the topics and the database are namespaced and the database is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pymongo import AsyncMongoClient
+
+from kasse_common.envelope import decode, encode, headers_to_dict
+from kasse_contracts.base import Channel, Money
+from kasse_contracts.events import (
+    CartAbandoned,
+    CartAction,
+    CartUpdated,
+    CheckoutStarted,
+    LineItem,
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentRefunded,
+    ProductSearched,
+    ProductViewed,
+    ReviewSubmitted,
+    ShipmentDelivered,
+    ShipmentDispatched,
+)
+
+STOREFRONT = "kasse.storefront.v1"
+STEP_BY_TYPE = {
+    "io.kasse.catalog.ProductViewed.v1": "viewed",
+    "io.kasse.cart.CartUpdated.v1": "added_to_cart",
+    "io.kasse.cart.CheckoutStarted.v1": "checkout_started",
+    "io.kasse.cart.OrderPlaced.v1": "order_placed",
+    "io.kasse.payment.PaymentCaptured.v1": "paid",
+    "io.kasse.shipping.ShipmentDispatched.v1": "shipped",
+    "io.kasse.shipping.ShipmentDelivered.v1": "delivered",
+}
+CATEGORIES = ("kitchen", "garden", "toys", "books", "audio", "sports")
+
+
+def eur(amount: int) -> Money:
+    return Money(amount=amount, currency="EUR")
+
+
+def session_events(rng: random.Random, start: datetime) -> list[Any]:
+    """One session's events, in time order, with realistic drop-off between the steps."""
+    from kasse_testkit.samples import order_placed
+
+    sid = uuid.uuid4().hex
+    channel = rng.choice(list(Channel))
+    product = f"prod_{rng.randrange(2000)}"
+    category = CATEGORIES[hash(product) % len(CATEGORIES)]
+    price = rng.randrange(500, 20000)
+    t = start
+    out: list[Any] = []
+
+    def tick(seconds: int = 5) -> datetime:
+        nonlocal t
+        t = t + timedelta(seconds=rng.randrange(1, seconds))
+        return t
+
+    for _ in range(rng.randrange(0, 3)):
+        out.append(ProductSearched(occurred_at=tick(), session_id=sid, query="lamp", result_count=12, channel=channel))
+    for _ in range(rng.randrange(1, 4)):
+        out.append(
+            ProductViewed(
+                occurred_at=tick(),
+                session_id=sid,
+                product_id=product,
+                sku=f"S-{product}",
+                category=category,
+                price=eur(price),
+                channel=channel,
+            )
+        )
+    if rng.random() > 0.35:
+        return out
+    line = LineItem(
+        product_id=product,
+        sku=f"S-{product}",
+        name=product,
+        category=category,
+        quantity=1,
+        unit_price=eur(price),
+        line_total=eur(price),
+    )
+    cart = f"cart_{sid}"
+    out.append(
+        CartUpdated(
+            occurred_at=tick(),
+            session_id=sid,
+            cart_id=cart,
+            action=CartAction.ADDED,
+            line=line,
+            quantity_delta=1,
+            items=[line],
+            subtotal=eur(price),
+            total=eur(price),
+        )
+    )
+    if rng.random() < 0.3:
+        out.append(
+            CartAbandoned(
+                occurred_at=tick(60),
+                session_id=sid,
+                cart_id=cart,
+                item_count=1,
+                subtotal=eur(price),
+                last_activity_at=t,
+            )
+        )
+        return out
+    out.append(
+        CheckoutStarted(
+            occurred_at=tick(), session_id=sid, cart_id=cart, items=[line], subtotal=eur(price), total=eur(price)
+        )
+    )
+    if rng.random() < 0.15:
+        return out
+    order = f"ord_{sid}"
+    out.append(order_placed(order, [line], session_id=sid, cart_id=cart, occurred_at=tick(), channel=channel))
+    roll = rng.random()
+    if roll < 0.05:
+        out.append(
+            PaymentFailed(occurred_at=tick(), session_id=sid, order_id=order, reason="card_declined", amount=eur(price))
+        )
+        return out
+    if roll < 0.08:
+        out.append(
+            PaymentFailed(
+                occurred_at=tick(), session_id=sid, order_id=order, reason="fraud_suspected", amount=eur(price)
+            )
+        )
+        return out
+    out.append(
+        PaymentCaptured(
+            occurred_at=tick(), session_id=sid, order_id=order, payment_intent_id=f"pi_{sid}", amount=eur(price)
+        )
+    )
+    out.append(
+        ShipmentDispatched(
+            occurred_at=tick(600),
+            session_id=sid,
+            order_id=order,
+            shipment_id=f"s_{sid}",
+            carrier="SimPost",
+            tracking_number="T",
+            dispatched_at=t,
+        )
+    )
+    out.append(
+        ShipmentDelivered(occurred_at=tick(600), session_id=sid, order_id=order, shipment_id=f"s_{sid}", delivered_at=t)
+    )
+    if rng.random() < 0.05:
+        out.append(
+            PaymentRefunded(
+                occurred_at=tick(),
+                session_id=sid,
+                order_id=order,
+                refund_id=f"re_{sid}",
+                payment_intent_id=f"pi_{sid}",
+                amount=eur(price),
+                total_refunded=eur(price),
+                full=True,
+            )
+        )
+    if rng.random() < 0.1:
+        out.append(
+            ReviewSubmitted(
+                occurred_at=tick(),
+                product_id=product,
+                review_id=f"rv_{sid}",
+                rating=rng.randrange(1, 6),
+                verified_purchase=True,
+                session_id=sid,
+                rating_average=4.0,
+                rating_count=1,
+            )
+        )
+    return out
+
+
+def encoded(event: Any, key: str) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    record = encode(event, service="bench", trace_headers={})
+    return key.encode(), record.value, [(k, v.encode()) for k, v in record.headers.items()]
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+async def prefill(bootstrap: str, topic: str, n: int, seed: int) -> int:
+    rng = random.Random(seed)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1)
+    await producer.start()
+    sent = 0
+    start = datetime.now(UTC) - timedelta(hours=2)
+    try:
+        pending = []
+        while sent < n:
+            events = session_events(rng, start + timedelta(seconds=rng.randrange(7000)))
+            sid = events[0].session_id
+            for ev in events[: n - sent]:
+                key, value, headers = encoded(ev, sid)
+                pending.append(await producer.send(topic, value, key=key, headers=headers))
+                sent += 1
+            if len(pending) >= 20000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def raw_loop(bootstrap: str, topic: str, n: int, timeout: float) -> float:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+    )
+    await consumer.start()
+    count = 0
+    t0 = None
+    deadline = time.monotonic() + timeout
+    try:
+        while count < n and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for msgs in batch.values():
+                if t0 is None:
+                    t0 = time.perf_counter()
+                for m in msgs:
+                    decode(m.value, headers_to_dict(m.headers or ()))
+                    count += 1
+    finally:
+        await consumer.stop()
+    return count / (time.perf_counter() - (t0 or time.perf_counter()))
+
+
+def _quix_process(bootstrap: str, topic: str, n: int, timeout: float, out: Any) -> None:
+    from quixstreams import Application
+
+    state_dir = tempfile.mkdtemp(prefix="bench-quix-")
+    app = Application(
+        broker_address=bootstrap,
+        consumer_group=f"bench-quix-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        state_dir=state_dir,
+        loglevel="WARNING",
+    )
+    source = app.topic(topic, value_deserializer="json")
+    sdf = app.dataframe(source)
+    funnel: dict[str, int] = {}
+    first: list[float] = []
+
+    def count_step(value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> None:
+        # The same work per event: the envelope's id and type from the headers, dedupe by id in the
+        # session's state, the session's first time at each step, a count per step.
+        if not first:
+            first.append(time.perf_counter())
+        h = {k: v.decode() for k, v in (headers or ())}
+        if state.get("id:" + h["ce_id"]):
+            return
+        state.set("id:" + h["ce_id"], 1)
+        step = STEP_BY_TYPE.get(h["ce_type"])
+        if step is not None and not state.get(step):
+            state.set(step, value.get("occurred_at"))
+            funnel[step] = funnel.get(step, 0) + 1
+
+    sdf.update(count_step, stateful=True, metadata=True)
+    app.run(count=n, timeout=timeout, collect=False)
+    elapsed = time.perf_counter() - (first[0] if first else time.perf_counter())
+    out.put({"rate": n / elapsed if elapsed else 0.0, "funnel": funnel})
+
+
+def quix_rate(bootstrap: str, topic: str, n: int, timeout: float) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process running an event loop and threads
+    queue: Any = ctx.Queue()
+    proc = ctx.Process(target=_quix_process, args=(bootstrap, topic, n, timeout, queue))
+    proc.start()
+    try:
+        return queue.get(timeout=timeout + 60)  # type: ignore[no-any-return]
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+
+
+async def service_rate_and_freshness(args: argparse.Namespace, prefix: str, database: str) -> dict[str, Any]:
+    port = args.port
+    env = {
+        **os.environ,
+        "KASSE_METRICS_KAFKA_BOOTSTRAP": args.bootstrap,
+        "KASSE_METRICS_MONGO_URI": args.mongo_uri,
+        "KASSE_METRICS_MONGO_DATABASE": database,
+        "KASSE_METRICS_TOPIC_PREFIX": prefix,
+        "KASSE_METRICS_HTTP_PORT": str(port),
+        "KASSE_METRICS_LOG_LEVEL": "WARNING",
+    }
+    log = open(Path(tempfile.gettempdir()) / f"bench-metrics-{prefix.strip('.')}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from kasse_metrics.main import run; run()"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    result: dict[str, Any] = {}
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"metrics service did not start; see {log.name}")
+                await asyncio.sleep(0.2)
+            # (c) ingest throughput: from the first committed record to all N, read from the offsets the
+            # service persists with its facts (cheap to poll, unlike the KPI endpoints).
+            mongo: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
+            offsets = mongo[database]["partition_offsets"]
+            t_first = None
+            deadline = time.monotonic() + args.phase_timeout
+            ingested = 0.0
+            try:
+                while time.monotonic() < deadline:
+                    ingested = float(sum([d["next"] async for d in offsets.find({})]))
+                    if ingested and t_first is None:
+                        t_first = time.perf_counter()
+                    if ingested >= args.events:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await mongo.close()
+            elapsed = time.perf_counter() - (t_first or time.perf_counter())
+            result["ingested"] = ingested
+            result["rate"] = ingested / elapsed if elapsed else 0.0
+            # Wait until the projection shows the pre-filled events (the API is the point).
+            deadline = time.monotonic() + args.phase_timeout
+            while time.monotonic() < deadline:
+                total = (await http.get("/v1/kpis/events", params={"window": "all"})).json()["total"]
+                if total >= args.events:
+                    break
+                await asyncio.sleep(0.2)
+            result["freshness_ms"] = await freshness(args, prefix, http, rate=result["rate"] / 2)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    return result
+
+
+async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClient, rate: float) -> list[float]:
+    """Background load at `rate` events/s; one ReviewSubmitted probe at a time, ack → counted."""
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=1, acks="all")
+    await producer.start()
+    rng = random.Random(99)
+    stop = asyncio.Event()
+    topic = prefix + STOREFRONT
+
+    async def load() -> None:
+        interval = 1.0 / max(rate, 1.0)
+        next_at = time.perf_counter()
+        while not stop.is_set():
+            for ev in session_events(rng, datetime.now(UTC)):
+                if isinstance(ev, ReviewSubmitted):
+                    continue  # the probes are the only reviews
+                key, value, headers = encoded(ev, ev.session_id)
+                await producer.send(prefix + STOREFRONT, value, key=key, headers=headers)
+                next_at += interval
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+    async def reviews() -> int:
+        r = await http.get("/v1/kpis/events", params={"window": "5m"})
+        return int(r.json()["by_type"].get("ReviewSubmitted", 0))
+
+    loader = asyncio.create_task(load())
+    samples: list[float] = []
+    try:
+        seen = await reviews()
+        end = time.monotonic() + args.freshness_seconds
+        while time.monotonic() < end:
+            probe = ReviewSubmitted(
+                occurred_at=datetime.now(UTC),
+                product_id="probe",
+                review_id=uuid.uuid4().hex,
+                rating=5,
+                verified_purchase=False,
+                rating_average=5.0,
+                rating_count=1,
+            )
+            key, value, headers = encoded(probe, uuid.uuid4().hex)
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+            acked = time.perf_counter()
+            deadline = acked + 10
+            while await reviews() <= seen:
+                if time.perf_counter() > deadline:
+                    break
+                await asyncio.sleep(0.002)
+            samples.append((time.perf_counter() - acked) * 1000)
+            seen += 1
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        loader.cancel()
+        try:
+            await loader
+        except asyncio.CancelledError:
+            pass
+        await producer.stop()
+    return samples
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    token = uuid.uuid4().hex[:8]
+    prefix = f"bench-{token}."
+    topic = prefix + STOREFRONT
+    database = f"bench_{token}_metrics"
+    await create_topic(args.bootstrap, topic, args.partitions)
+    t = time.perf_counter()
+    n = await prefill(args.bootstrap, topic, args.events, seed=args.seed)
+    print(
+        f"pre-filled {n} events into {topic} ({args.partitions} partitions) in {time.perf_counter() - t:.1f}s",
+        flush=True,
+    )
+    try:
+        raw = await raw_loop(args.bootstrap, topic, n, args.phase_timeout)
+        print(f"(a) raw aiokafka poll+decode loop: {raw:,.0f} events/s", flush=True)
+        quix: dict[str, Any] = {"rate": float("nan"), "funnel": {}}
+        if not args.skip_quix:
+            quix = await asyncio.to_thread(quix_rate, args.bootstrap, topic, n, args.phase_timeout)
+            print(f"(b) Quix Streams funnel app: {quix['rate']:,.0f} events/s; funnel {quix['funnel']}", flush=True)
+        service = await service_rate_and_freshness(args, prefix, database)
+        samples = service["freshness_ms"]
+        print(
+            f"(c) metrics service (facts+offsets persisted): {service['rate']:,.0f} events/s "
+            f"({service['ingested']:.0f} records)",
+            flush=True,
+        )
+        print("ratios:")
+        print(f"  service / raw loop   = {service['rate'] / raw:.2f}   (goal >= 0.5)")
+        if not args.skip_quix:
+            print(f"  service / Quix       = {service['rate'] / quix['rate']:.2f}   (goal >= 1.5)")
+        if samples:
+            print(
+                f"freshness at {service['rate'] / 2:,.0f} events/s background load, {len(samples)} probes: "
+                f"p50 {statistics.median(samples):.1f} ms, p99 {percentile(samples, 99):.1f} ms (goal p99 < 100 ms)"
+            )
+        print(
+            json.dumps(
+                {
+                    "events": n,
+                    "raw": raw,
+                    "quix": quix["rate"],
+                    "service": service["rate"],
+                    "freshness_p50_ms": statistics.median(samples) if samples else None,
+                    "freshness_p99_ms": percentile(samples, 99) if samples else None,
+                }
+            )
+        )
+    finally:
+        client: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
+        await client.drop_database(database)
+        await client.close()
+        if not args.keep_topic:
+            admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
+            await admin.start()
+            try:
+                existing = [t for t in await admin.list_topics() if t.startswith(prefix)]
+                await admin.delete_topics(existing)
+            finally:
+                await admin.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument("--bootstrap", default=os.environ.get("KASSE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
+    p.add_argument("--mongo-uri", default=os.environ.get("KASSE_MONGO_URI", "mongodb://127.0.0.1:37017/"))
+    p.add_argument("--port", type=int, default=18005)
+    p.add_argument("--phase-timeout", type=float, default=900.0, help="Seconds each phase may take at most")
+    p.add_argument("--freshness-seconds", type=float, default=20.0)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--skip-quix", action="store_true")
+    p.add_argument("--keep-topic", action="store_true")
+    args = p.parse_args()
+    for endpoint in (args.bootstrap, args.mongo_uri):
+        if "127.0.0.1" not in endpoint and "localhost" not in endpoint:
+            raise SystemExit(f"the benchmark only targets 127.0.0.1, not {endpoint}")
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
