@@ -6,6 +6,7 @@ HTTP client) and what it published, and drive Stripe's verdicts with signed webh
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,29 +31,51 @@ from kasse_payment.testing import (
     sign,
     stripe_event,
 )
-from kasse_testkit import TestPublisher, running_app, samples, wait_until
+from kasse_testkit import TestPublisher, free_port, running_app, samples, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 INTERNAL = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+STRIPE_KEY = "sk_test_kasse_integration_key"
+
+
+class LogCapture(logging.Handler):
+    """Every record as text, with its message, arguments and extra fields."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(f"{record.getMessage()} {record.__dict__!r}")
+
+    def mention(self, *secrets: str) -> list[str]:
+        return [t for t in self.texts if any(s in t for s in secrets)]
 
 
 @pytest.fixture
 def payment_service(settings_for: Callable[..., Any]) -> Callable[..., Any]:
     @asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, RecordingHTTPClient]]:
+    async def start(**overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, RecordingHTTPClient, LogCapture]]:
         values: dict[str, Any] = {
             "stripe_webhook_secret": WEBHOOK_SECRET,
             "internal_token": INTERNAL_TOKEN,
             "admin_token": ADMIN_TOKEN,
+            "stripe_api_key": STRIPE_KEY,
             "stripe_max_network_retries": 0,
             **overrides,
         }
         recorder = RecordingHTTPClient()
         app = create_app(settings_for(PaymentSettings, **values), stripe_http_client=recorder)
-        async with running_app(app) as client:
-            yield client, recorder
+        # The kit's logging setup replaces the root handlers, so capture after it ran.
+        logs = LogCapture()
+        logging.getLogger().addHandler(logs)
+        try:
+            async with running_app(app) as client:
+                yield client, recorder, logs
+        finally:
+            logging.getLogger().removeHandler(logs)
 
     return start
 
@@ -81,7 +104,7 @@ async def test_one_intent_per_order_despite_duplicate_stock_reserved_then_captur
     oid, total = order.order_id, order.total.amount  # 2 x 1250 + 495
     async with (
         topic_reader(topics.PAYMENTS) as payments_topic,
-        payment_service(confirmation_mode="server") as (client, stripe_sent),
+        payment_service(confirmation_mode="server") as (client, stripe_sent, _),
     ):
         await test_publisher.publish(order)
         stock = await test_publisher.publish(reserved(oid))
@@ -138,7 +161,7 @@ async def test_customer_confirmation_hands_out_the_client_secret_and_a_decline_w
     oid = order.order_id
     async with (
         topic_reader(topics.PAYMENTS) as payments_topic,
-        payment_service(confirmation_mode="customer") as (client, stripe_sent),
+        payment_service(confirmation_mode="customer") as (client, stripe_sent, logs),
     ):
         assert (await client.get(f"/v1/payments/{oid}", headers=INTERNAL)).status_code == 404
         assert (await client.get(f"/v1/payments/{oid}")).status_code == 401
@@ -148,6 +171,7 @@ async def test_customer_confirmation_hands_out_the_client_secret_and_a_decline_w
         await test_publisher.publish(order)
         payment = await wait_until(lambda: status_is(client, oid, "requires_action"), timeout=30)
         assert payment["client_secret"], "the storefront needs the client secret to confirm"
+        client_secret = payment["client_secret"]
         assert not [r for r in stripe_sent.sent if r.path.endswith("/confirm")]
 
         failed_event = stripe_event(
@@ -171,6 +195,7 @@ async def test_customer_confirmation_hands_out_the_client_secret_and_a_decline_w
         assert failed.amount == order.total and failed.payment_intent_id == payment["payment_intent_id"]
         after = await payment_of(client, oid)
         assert after is not None and after["status"] == "failed" and after["client_secret"] is None
+    assert logs.mention(client_secret, WEBHOOK_SECRET, STRIPE_KEY) == [], "no secrets in the logs"
 
 
 async def test_webhooks_unsigned_forged_or_stale_get_400_and_change_nothing_and_early_ones_are_kept(
@@ -183,7 +208,7 @@ async def test_webhooks_unsigned_forged_or_stale_get_400_and_change_nothing_and_
     )
     async with (
         topic_reader(topics.PAYMENTS) as payments_topic,
-        payment_service(webhook_tolerance_s=300) as (client, _),
+        payment_service(webhook_tolerance_s=300) as (client, _, logs),
     ):
         rejected = [
             await post_webhook(client, payload, None),
@@ -209,6 +234,8 @@ async def test_webhooks_unsigned_forged_or_stale_get_400_and_change_nothing_and_
         # Unhandled event types are acknowledged, so Stripe stops retrying them.
         other = stripe_event("customer.created", {"id": "cus_1", "object": "customer"})
         assert (await post_webhook(client, other, sign(other))).json()["outcome"] == "ignored"
+    assert logs.texts, "the capture works"
+    assert logs.mention(WEBHOOK_SECRET, STRIPE_KEY) == [], "secrets never reach the logs"
 
 
 async def test_a_scripted_velocity_attack_is_blocked_and_ordinary_shoppers_pass(
@@ -223,6 +250,7 @@ async def test_a_scripted_velocity_attack_is_blocked_and_ordinary_shoppers_pass(
         payment_service(confirmation_mode="server", fraud_max_orders_per_email=3, fraud_max_orders_per_ip=3) as (
             client,
             stripe_sent,
+            _,
         ),
     ):
         # The script places orders one after another, as fast as the shop lets it.
@@ -249,3 +277,33 @@ async def test_a_scripted_velocity_attack_is_blocked_and_ordinary_shoppers_pass(
         assert (await client.get("/v1/admin/fraud-decisions")).status_code == 401
         assert (await client.get("/v1/admin/fraud-decisions", headers=INTERNAL)).status_code == 403
         assert (await client.get("/v1/admin/fraud-decisions?limit=0", headers=ADMIN)).status_code == 422
+
+
+async def test_stripe_unreachable_is_retried_with_the_same_key_then_ends_as_payment_failed(
+    payment_service: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    order, after = samples.order_placed(), samples.order_placed()
+    async with (
+        topic_reader(topics.PAYMENTS) as payments_topic,
+        payment_service(
+            confirmation_mode="server",
+            stripe_api_base=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+            stripe_max_network_retries=1,
+            stripe_timeout_s=2,
+            stripe_max_attempts=2,
+            stripe_retry_backoff_s=0.1,
+            sweep_interval_s=0.2,
+        ) as (client, stripe_sent, logs),
+    ):
+        for o in (order, after):
+            await test_publisher.publish(o)
+            await test_publisher.publish(reserved(o.order_id))
+        failures = await payments_topic.wait_for_events(PaymentFailed, count=2, timeout=60)
+        assert {f.order_id for f in failures} == {order.order_id, after.order_id}, "the consumer carried on"
+        assert all(f.reason == "processing_error" and "2 attempts" in f.message for f in failures)
+        sent = stripe_sent.to("POST", "/v1/payment_intents", order.order_id)
+        assert len(sent) == 4, "2 attempts x (1 try + 1 SDK retry)"
+        assert {r.headers["Idempotency-Key"] for r in sent} == {f"kasse-payment-{order.order_id}-create"}
+        detail = (await client.get(f"/v1/admin/payments/{order.order_id}", headers=ADMIN)).json()
+        assert detail["status"] == "failed" and detail["failure_reason"] == "processing_error"
+    assert logs.mention(WEBHOOK_SECRET, STRIPE_KEY) == []

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from kasse_payment.adapters.codec import from_document, to_document
 from kasse_payment.application.ports import (
@@ -24,7 +25,7 @@ class InMemoryPayments:
     """PaymentRepository + FraudHistory. Stores documents through the real codec, so it round-trips."""
 
     def __init__(self) -> None:
-        self.docs: dict[str, dict] = {}
+        self.docs: dict[str, dict[str, Any]] = {}
         self.processed: dict[str, set[str]] = {}
         self.published: list[OutgoingEvent] = []
 
@@ -97,11 +98,11 @@ class FakeGateway:
     fail_create: Exception | None = None
     fail_confirm: Exception | None = None
     fail_refund: Exception | None = None
-    calls: list[tuple[str, dict]] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     _intents: dict[str, str] = field(default_factory=dict)  # idempotency key -> intent id, as Stripe keeps it
 
     def keys(self, operation: str) -> list[str]:
-        return [c[1]["idempotency_key"] for c in self.calls if c[0] == operation]
+        return [str(c[1]["idempotency_key"]) for c in self.calls if c[0] == operation]
 
     async def create_intent(self, **kw: object) -> IntentState:
         self.calls.append(("create_intent", dict(kw)))

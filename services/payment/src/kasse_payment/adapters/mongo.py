@@ -93,9 +93,8 @@ class MongoPayments:
     async def screened_since(self, field: str, value: str, since: datetime, exclude_order: str) -> int:
         if field not in ("email", "client_ip", "card_fingerprint"):
             raise ValueError(f"no velocity on {field!r}")
-        return await self.collection.count_documents(
-            {field: value, "fraud.decided_at": {"$gte": since}, "_id": {"$ne": exclude_order}}
-        )
+        query = {field: value, "fraud.decided_at": {"$gte": since}, "_id": {"$ne": exclude_order}}
+        return int(await self.collection.count_documents(query))
 
     async def captured_amounts(self, email: str, customer_id: str | None, currency: str, limit: int) -> list[int]:
         who: dict[str, Any] = {"customer_id": customer_id} if customer_id else {"email": email}

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+
+from kasse_payment.main import create_app
+from kasse_payment.settings import ConfirmationMode, PaymentSettings
+
+pytestmark = pytest.mark.unit
+
+
+def test_openapi_documents_the_payment_api_with_its_models_and_errors() -> None:
+    schema = create_app(PaymentSettings(internal_token="t", admin_token="a")).openapi()
+    paths = schema["paths"]
+    assert set(paths) >= {
+        "/v1/payments/{order_id}",
+        "/v1/webhooks/stripe",
+        "/v1/admin/fraud-decisions",
+        "/v1/admin/payments/{order_id}",
+        "/v1/admin/payments/{order_id}/review",
+    }
+    view = paths["/v1/payments/{order_id}"]["get"]
+    assert view["summary"] and set(view["responses"]) >= {"200", "401", "403", "404"}
+    assert view["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PaymentView")
+    assert set(schema["components"]["schemas"]["PaymentView"]["properties"]) == {
+        "order_id",
+        "status",
+        "payment_intent_id",
+        "client_secret",
+    }
+    assert "400" in paths["/v1/webhooks/stripe"]["post"]["responses"]
+    assert "409" in paths["/v1/admin/payments/{order_id}/review"]["post"]["responses"]
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_settings_come_from_the_environment_and_secrets_do_not_show(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KASSE_PAYMENT_STRIPE_API_KEY", "sk_test_from_env")
+    monkeypatch.setenv("KASSE_PAYMENT_STRIPE_WEBHOOK_SECRET", "whsec_from_env")
+    monkeypatch.setenv("KASSE_PAYMENT_CONFIRMATION_MODE", "server")
+    monkeypatch.setenv("KASSE_PAYMENT_FRAUD_MAX_ORDERS_PER_EMAIL", "7")
+    settings = PaymentSettings()
+    assert settings.stripe_api_key.get_secret_value() == "sk_test_from_env"
+    assert settings.confirmation_mode is ConfirmationMode.SERVER
+    assert settings.fraud_max_orders_per_email == 7
+    assert settings.http_port == 8003 and settings.service_name == "payment"
+    shown = repr(settings) + str(settings.model_dump())
+    assert "sk_test_from_env" not in shown and "whsec_from_env" not in shown
