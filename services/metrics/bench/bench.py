@@ -337,8 +337,8 @@ async def service_rate_and_freshness(args: argparse.Namespace, prefix: str, data
         "KASSE_METRICS_HTTP_PORT": str(port),
         "KASSE_METRICS_LOG_LEVEL": "WARNING",
     }
-    log = open(Path(tempfile.gettempdir()) / f"bench-metrics-{prefix.strip('.')}.log", "wb")
-    proc = subprocess.Popen(
+    log = open(Path(tempfile.gettempdir()) / f"bench-metrics-{prefix.strip('.')}.log", "wb")  # noqa: ASYNC230
+    proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measured phases)
         [sys.executable, "-c", "from kasse_metrics.main import run; run()"],
         env=env,
         stdout=log,
@@ -462,7 +462,7 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def main_async(args: argparse.Namespace) -> None:

@@ -41,8 +41,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     dead_letters = KafkaDeadLetters(
         runtime.publisher, settings.topic(dead_letter_topic(settings.service_name)), settings.consumer_group
     )
-    wake = asyncio.Event()
-    consumer = IngestConsumer(settings, store, IngestBatch(store, dead_letters), on_ingested=wake.set)
+    consumer = IngestConsumer(settings, store, IngestBatch(store, dead_letters), on_ingested=sync.apply_local)
 
     async def create_topics_and_indexes() -> None:
         from kasse_common.topics_admin import ensure_topics
@@ -53,13 +52,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         )
 
     async def keep_projection_current() -> None:
-        # Own batches wake it at once (freshness); other instances' commits are seen by polling.
+        # Own batches are folded in by the consumer as they commit; this reads the others' commits.
         while True:
-            try:
-                await asyncio.wait_for(wake.wait(), settings.projection_poll_interval_s)
-            except TimeoutError:
-                pass
-            wake.clear()
+            await asyncio.sleep(settings.projection_poll_interval_s)
             try:
                 await sync.catch_up()
             except asyncio.CancelledError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from kasse_metrics.application.ingest import RawRecord, TopicPartition
-from kasse_metrics.domain.facts import Fact
+from kasse_metrics.domain.facts import Fact, Position
 
 
 class InMemoryFactStore:
@@ -13,13 +13,14 @@ class InMemoryFactStore:
         self.facts: dict[str, Fact] = {}
         self.offsets: dict[TopicPartition, int] = {}
 
-    async def add(self, facts: Sequence[Fact]) -> int:
-        new = 0
+    async def add(self, facts: Sequence[Fact]) -> dict[str, Position]:
+        stored_before = {}
         for f in facts:
-            if f.event_id not in self.facts:
+            if f.event_id in self.facts:
+                stored_before[f.event_id] = self.facts[f.event_id].position
+            else:
                 self.facts[f.event_id] = f
-                new += 1
-        return new
+        return stored_before
 
     async def raise_offsets(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         for tp, offset in next_offsets.items():

@@ -50,17 +50,21 @@ class MongoFactStore:
     async def ensure_indexes(self) -> None:
         await self.facts.create_index([("t", ASCENDING), ("p", ASCENDING), ("o", ASCENDING)], name="position")
 
-    async def add(self, facts: Sequence[Fact]) -> int:
+    async def add(self, facts: Sequence[Fact]) -> dict[str, Position]:
         if not facts:
-            return 0
+            return {}
         try:
-            result = await self.facts.insert_many([fact_to_document(f) for f in facts], ordered=False)
-            return len(result.inserted_ids)
+            await self.facts.insert_many([fact_to_document(f) for f in facts], ordered=False)
+            return {}
         except BulkWriteError as exc:
-            others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+            errors = exc.details.get("writeErrors", [])
+            others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
             if others:
                 raise
-            return int(exc.details.get("nInserted", 0))
+        # Rare (redelivery, replay after a crash, duplicated events): where were they stored first?
+        ids = [facts[e["index"]].event_id for e in errors]
+        cursor = self.facts.find({"_id": {"$in": ids}}, {"t": 1, "p": 1, "o": 1})
+        return {d["_id"]: Position(d["t"], d["p"], d["o"]) async for d in cursor}
 
     async def raise_offsets(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         if not next_offsets:

@@ -40,8 +40,10 @@ class RawRecord:
 
 
 class FactStore(Protocol):
-    async def add(self, facts: Sequence[Fact]) -> int:
-        """Store facts not stored before (by event id); return how many were new."""
+    async def add(self, facts: Sequence[Fact]) -> dict[str, Position]:
+        """Store facts not stored before (by event id). Returns, for the facts that were stored
+        already, the position they were first stored at (a replay: the same position; a duplicate
+        event: another one)."""
 
     async def raise_offsets(self, next_offsets: Mapping[TopicPartition, int]) -> None:
         """Set each partition's next offset to at least the given one."""
@@ -64,6 +66,11 @@ class IngestResult:
     duplicates: int = 0
     dead_lettered: int = 0
     skipped: int = 0  # types this service does not know (newer producers)
+    # The facts located in the batch's offset ranges (new ones, and replayed ones stored at the very
+    # same position), and the ranges [first, next) per partition: what the local projection may fold
+    # in without reading them back from the store.
+    located_here: list[Fact] = field(default_factory=list)
+    ranges: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
 
 
 class IngestBatch:
@@ -79,6 +86,8 @@ class IngestBatch:
         for r in records:
             tp = (r.topic, r.partition)
             next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
+            first, _ = result.ranges.get(tp, (r.offset, r.offset))
+            result.ranges[tp] = (min(first, r.offset), next_offsets[tp])
             try:
                 incoming = decode(r.value, r.headers)
             except MalformedEvent as exc:
@@ -94,8 +103,12 @@ class IngestBatch:
             seen_in_batch.add(incoming.id)
             facts.append(fact_from_event(incoming.id, incoming.event, Position(r.topic, r.partition, r.offset)))
         if facts:
-            result.new_facts = await self.store.add(facts)
-            result.duplicates += len(facts) - result.new_facts
+            stored_before = await self.store.add(facts)
+            result.new_facts = len(facts) - len(stored_before)
+            result.duplicates += len(stored_before)
+            result.located_here = [
+                f for f in facts if f.event_id not in stored_before or stored_before[f.event_id] == f.position
+            ]
         await self.store.raise_offsets(next_offsets)
         return result
 
@@ -111,18 +124,46 @@ class ProjectionSync:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def catch_up(self) -> int:
+        """Read what any instance committed since the last look (other instances' partitions)."""
         async with self._lock:
             applied = 0
             for tp, end in sorted((await self.store.committed_offsets()).items()):
-                start = self.seen.get(tp, 0)
-                if end <= start:
+                applied += await self._fill(tp, end)
+        await self._notify(applied)
+        return applied
+
+    async def apply_local(self, result: IngestResult) -> int:
+        """Fold in the batch this instance just committed without reading it back (freshness).
+
+        Per partition the projection holds every fact located below `seen`; a gap before the batch
+        is read from the store first, and facts below `seen` (already read) are skipped.
+        """
+        async with self._lock:
+            applied = 0
+            by_tp: dict[TopicPartition, list[Fact]] = {}
+            for f in result.located_here:
+                by_tp.setdefault((f.position.topic, f.position.partition), []).append(f)
+            for tp, (first, end) in sorted(result.ranges.items()):
+                applied += await self._fill(tp, first)
+                seen = self.seen.get(tp, 0)
+                if end <= seen:
                     continue
-                facts = await self.store.read(tp, start, end)
-                applied += self.projection.apply_all(facts)
+                applied += self.projection.apply_all(f for f in by_tp.get(tp, ()) if f.position.offset >= seen)
                 self.seen[tp] = end
+        await self._notify(applied)
+        return applied
+
+    async def _fill(self, tp: TopicPartition, end: int) -> int:
+        start = self.seen.get(tp, 0)
+        if end <= start:
+            return 0
+        applied = self.projection.apply_all(await self.store.read(tp, start, end))
+        self.seen[tp] = end
+        return applied
+
+    async def _notify(self, applied: int) -> None:
         if applied:
             for listener in self.listeners:
                 maybe = listener()
                 if maybe is not None:
                     await maybe
-        return applied

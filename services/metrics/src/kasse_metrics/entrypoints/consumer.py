@@ -13,14 +13,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from kasse_common.envelope import headers_to_dict
 from kasse_contracts.topics import TOPICS
-from kasse_metrics.application.ingest import FactStore, IngestBatch, RawRecord
+from kasse_metrics.application.ingest import FactStore, IngestBatch, IngestResult, RawRecord
 from kasse_metrics.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class IngestConsumer:
         settings: MetricsSettings,
         store: FactStore,
         ingest: IngestBatch,
-        on_ingested: Callable[[], None],
+        on_ingested: Callable[[IngestResult], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.store = store
@@ -152,4 +152,4 @@ class IngestConsumer:
         self.facts_total += result.new_facts
         self.duplicates_total += result.duplicates
         self._recent.append((time.monotonic(), result.records))
-        self.on_ingested()
+        await self.on_ingested(result)
