@@ -49,6 +49,10 @@ async def test_a_cart_built_over_http_yields_its_cart_updated_events_and_totals_
         # 3 x p1 + p2 = 8497, minus 10% = 7648: over the 50.00 threshold, shipping becomes free.
         r = await client.put(f"/v1/carts/{cart_id}/items/p1", json={"quantity": 3}, headers=token)
         assert r.json()["totals"]["free_shipping"] is True
+        options = await client.get(f"/v1/carts/{cart_id}/shipping-options", params={"country": "DE"}, headers=token)
+        assert [(o["method_id"], o["price"]["amount"]) for o in options.json()] == [("standard", 495), ("express", 990)]
+        none = await client.get(f"/v1/carts/{cart_id}/shipping-options", params={"country": "FR"}, headers=token)
+        assert none.status_code == 200 and none.json() == []
         r = await client.post(
             f"/v1/carts/{cart_id}/checkout",
             json={"email": "erika@example.com", "shipping_address": ADDRESS, "shipping_method_id": "standard"},
@@ -148,6 +152,11 @@ async def test_bad_requests_are_refused_with_reasons_and_leave_the_cart_as_it_wa
 
         after = await client.get(f"/v1/carts/{cart_id}", headers=token)
         assert after.json() == before
+
+        # No session sent: one is minted and returned; no body is fine too.
+        minted = await client.post("/v1/carts")
+        assert minted.status_code == 201
+        assert minted.json()["cart"]["session_id"] == minted.headers["X-Session-Id"] != ""
 
         empty_id, empty_token = await new_cart(client)
         r = await client.post(

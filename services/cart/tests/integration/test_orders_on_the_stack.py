@@ -200,5 +200,12 @@ async def test_every_branch_of_the_order_life_ends_in_the_right_state_out_of_ord
         listed = await client.get("/v1/admin/orders", params={"status": "cancelled"}, headers=ADMIN)
         assert listed.status_code == 200
         assert {o["order_id"] for o in listed.json()} == set(by_order)
+        everything = await client.get("/v1/admin/orders", params={"email": "ERIKA@example.com"}, headers=ADMIN)
+        assert len(everything.json()) == 4
+        part = shipped["order_id"][4:16]
+        found = await client.get("/v1/admin/orders", params={"q": part}, headers=ADMIN)
+        assert [o["order_id"] for o in found.json()] == [shipped["order_id"]]
+        one = await client.get(f"/v1/admin/orders/{shipped['order_id']}", headers=ADMIN)
+        assert one.json()["status"] == "delivered" and one.json()["cart_id"] == shipped["cart_id"]
         assert (await client.get("/v1/admin/orders", headers={"Authorization": "Bearer wrong"})).status_code == 403
         assert (await client.get("/v1/admin/orders")).status_code == 401

@@ -11,17 +11,24 @@ log = logging.getLogger(__name__)
 
 
 class HttpPaymentLookup:
-    def __init__(self, base_url: str | None, token: SecretStr | None, timeout_s: float) -> None:
+    def __init__(
+        self,
+        base_url: str | None,
+        token: SecretStr | None,
+        timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests pass a MockTransport
+    ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.token = token
         self.timeout_s = timeout_s
+        self.transport = transport
 
     async def client_secret(self, order_id: str) -> str | None:
         if not self.base_url:
             return None
         headers = {"Authorization": f"Bearer {self.token.get_secret_value()}"} if self.token else {}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            async with httpx.AsyncClient(timeout=self.timeout_s, transport=self.transport) as client:
                 response = await client.get(f"{self.base_url}/v1/payments/{order_id}", headers=headers)
         except httpx.HTTPError as exc:
             # The order view must answer while payment is down: no secret, not an error.

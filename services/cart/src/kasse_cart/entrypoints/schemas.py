@@ -249,7 +249,11 @@ def cart_out(view: CartView) -> CartOut:
                 unit_price=money(line.unit_price, c),
                 line_total=money(line.line_total, c),
                 price_changed=line.price_changed,
-                previous_unit_price=money(line.previous_unit_price, c) if line.price_changed else None,
+                previous_unit_price=(
+                    money(line.previous_unit_price, c)
+                    if line.price_changed and line.previous_unit_price is not None
+                    else None
+                ),
             )
             for line in cart.lines
         ],
