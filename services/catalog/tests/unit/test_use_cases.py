@@ -286,7 +286,7 @@ async def test_reviews_update_the_rating_and_are_verified_after_delivery() -> No
         (4, 4.0, False),
         (5, 4.5, True),
     ]
-    _, listed = await w.reviews.list(knife.product_id, ReviewSort.HIGHEST_RATED, 1, 10)
+    _, listed = await w.reviews.for_product(knife.product_id, ReviewSort.HIGHEST_RATED, 1, 10)
     assert [r.rating for r in listed.items] == [5, 4] and listed.total == 2
     with pytest.raises(Unprocessable):
         await w.reviews.submit(knife.product_id, ReviewDraft(9, "t", "x", "a"), customer_id=None, session_id=None)

@@ -184,7 +184,7 @@ class MemoryReviews:
         await _hop()
         self.docs[review_id].status = ReviewStatus.PUBLISHED
 
-    async def list(self, product_id: str, sort: ReviewSort, offset: int, limit: int) -> tuple[list[Review], int]:
+    async def for_product(self, product_id: str, sort: ReviewSort, offset: int, limit: int) -> tuple[list[Review], int]:
         await _hop()
         found = [r for r in self.docs.values() if r.product_id == product_id and r.status is ReviewStatus.PUBLISHED]
         found.sort(key=lambda r: (r.created_at, r.review_id), reverse=True)

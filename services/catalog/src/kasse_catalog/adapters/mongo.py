@@ -165,7 +165,7 @@ class MongoProducts:
         return outcome is CommitOutcome.APPLIED
 
     async def was_applied(self, product_id: str, marker: str) -> bool:
-        return await self.store.was_processed(product_id, marker)
+        return bool(await self.store.was_processed(product_id, marker))
 
     def _filter(self, c: SearchCriteria) -> dict[str, Any]:
         query: dict[str, Any] = {"active": True}
@@ -343,7 +343,7 @@ class MongoReviews:
     async def mark_published(self, review_id: str) -> None:
         await self.collection.update_one({"_id": review_id}, {"$set": {"status": ReviewStatus.PUBLISHED.value}})
 
-    async def list(self, product_id: str, sort: ReviewSort, offset: int, limit: int) -> tuple[list[Review], int]:
+    async def for_product(self, product_id: str, sort: ReviewSort, offset: int, limit: int) -> tuple[list[Review], int]:
         query = {"product_id": product_id, "status": ReviewStatus.PUBLISHED.value}
         total = await self.collection.count_documents(query)
         docs = await self.collection.find(query).sort(_REVIEW_SORTS[sort]).skip(offset).limit(limit).to_list()

@@ -112,7 +112,9 @@ class Reviews:
             await self._count(review)
         return len(pending)
 
-    async def list(self, id_or_slug: str, sort: ReviewSort, page: int, page_size: int) -> tuple[Product, ReviewPage]:
+    async def for_product(
+        self, id_or_slug: str, sort: ReviewSort, page: int, page_size: int
+    ) -> tuple[Product, ReviewPage]:
         product = await self._product(id_or_slug)
-        items, total = await self.reviews.list(product.product_id, sort, (page - 1) * page_size, page_size)
+        items, total = await self.reviews.for_product(product.product_id, sort, (page - 1) * page_size, page_size)
         return product, ReviewPage(items, total)

@@ -43,11 +43,11 @@ RESERVE_ATTEMPTS = 400
 
 
 def take_marker(order_id: str, product_id: str) -> str:
-    return derived_event_id("stock-take", order_id, product_id)
+    return str(derived_event_id("stock-take", order_id, product_id))
 
 
 def give_back_marker(order_id: str, product_id: str) -> str:
-    return derived_event_id("stock-give-back", order_id, product_id)
+    return str(derived_event_id("stock-give-back", order_id, product_id))
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ class StockKeeper:
                 shortfalls.append(Shortfall(line.product_id, line.sku, line.quantity, taken.available))
 
         now = self.clock()
+        event: StockRejected | StockReserved
         if shortfalls:
             for line in reservation.lines:
                 if line.taken:

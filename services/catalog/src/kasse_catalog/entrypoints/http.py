@@ -241,7 +241,7 @@ async def list_reviews(
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> ReviewPageOut:
-    product, found = await svc.reviews.list(product_ref, sort, page, page_size)
+    product, found = await svc.reviews.for_product(product_ref, sort, page, page_size)
     return ReviewPageOut(
         items=[ReviewOut.of(r) for r in found.items],
         total=found.total,
