@@ -31,7 +31,7 @@ from kasse_catalog.domain.reservation import ReservationStatus
 from kasse_catalog.domain.review import ReviewSort
 from kasse_catalog.domain.search import SearchCriteria, SortOrder
 from kasse_common.envelope import OutgoingRecord, encode
-from kasse_common.errors import NotFound, Unprocessable
+from kasse_common.errors import Conflict, NotFound, Unprocessable
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import ProductChangeKind, ProductViewed, ShipmentDelivered
 from kasse_testkit import samples
@@ -346,3 +346,15 @@ async def test_recommendations_learn_co_purchases_and_views_once_and_fall_back_t
     fresh = await w.discovery.for_session("unknown-session", 2)
     assert [r.reason for r in fresh] == ["popular", "popular"]
     assert fresh[0].product.sku == "KNIFE"  # four purchases make it the most popular
+
+
+async def test_an_import_with_a_colliding_slug_is_refused_before_anything_is_written() -> None:
+    w = World()
+    await w.add(details("A", name="Oak Board"))
+    with pytest.raises(Conflict, match="belongs to A"):
+        await w.catalog.import_products([details("B", name="Knife"), details("C", name="Oak Board")])
+    with pytest.raises(Conflict, match="would both have"):
+        await w.catalog.import_products([details("D", name="Pan"), details("E", name="Pan")])
+    assert {p.sku for p in w.products.docs.values()} == {"A"}
+    result = await w.catalog.import_products([details("C", name="Oak Board", slug="oak-board-large")])
+    assert len(result.created) == 1

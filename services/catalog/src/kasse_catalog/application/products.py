@@ -10,13 +10,20 @@ from typing import Any, TypeVar
 
 from kasse_catalog.application.events import product_changed
 from kasse_catalog.application.ports import AlreadyExists, Clock, Encoder, ProductRepository, StaleWrite
-from kasse_catalog.domain.product import Product, ProductDetails
-from kasse_common.errors import Conflict, NotFound, Unprocessable
+from kasse_catalog.domain.product import Product, ProductDetails, slugify
+from kasse_common.errors import Conflict, KasseError, NotFound, Unprocessable
 from kasse_contracts.events import ProductChangeKind
 
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 50
+
+
+class Contended(KasseError):
+    """Writers kept colliding on one document: the caller may simply try again."""
+
+    status = 503
+    title = "Busy"
 
 
 async def retry_on_stale(attempt: Callable[[], Awaitable[T]], what: str, max_attempts: int = MAX_ATTEMPTS) -> T:
@@ -27,7 +34,7 @@ async def retry_on_stale(attempt: Callable[[], Awaitable[T]], what: str, max_att
         except StaleWrite:
             # Jittered, growing pause so competing writers spread out instead of colliding again.
             await asyncio.sleep(random.uniform(0, min(0.002 * (n + 1), 0.05)))
-    raise RuntimeError(f"{what}: still contended after {max_attempts} attempts")
+    raise Contended(f"{what}: still contended after {max_attempts} attempts; try again")
 
 
 @dataclass
@@ -102,11 +109,24 @@ class ProductCatalog:
             raise Unprocessable(f"duplicate skus in the import: {', '.join(duplicates)}")
         for item in items:
             item.check()
+        await self._check_slugs(items)
         result = ImportResult()
         for item in items:
             outcome, product_id = await self._upsert(item)
             getattr(result, outcome).append(product_id)
         return result
+
+    async def _check_slugs(self, items: Sequence[ProductDetails]) -> None:
+        """Refuse the whole import up front when a slug would collide, rather than half of it."""
+        owners: dict[str, str] = {}
+        for item in items:
+            existing = await self.products.get_by_sku(item.sku)
+            slug = item.slug or (existing.slug if existing else slugify(item.name))
+            if owners.setdefault(slug, item.sku) != item.sku:
+                raise Conflict(f"skus {owners[slug]} and {item.sku} would both have the slug {slug!r}", field="slug")
+            holder = await self.products.get_by_slug(slug)
+            if holder is not None and holder.sku != item.sku:
+                raise Conflict(f"slug {slug!r} of {item.sku} belongs to {holder.sku}", field="slug")
 
     async def _upsert(self, item: ProductDetails) -> tuple[str, str]:
         async def attempt() -> tuple[str, str]:
@@ -143,6 +163,9 @@ class ProductCatalog:
         kinds = change(product, now)
         if not kinds:
             return product
-        await self.products.save(product, [self.encode(product_changed(product, kinds, now))])
+        try:
+            await self.products.save(product, [self.encode(product_changed(product, kinds, now))])
+        except AlreadyExists:
+            raise Conflict(f"slug {product.slug!r} belongs to another product", field="slug") from None
         product.version = (product.version or 0) + 1
         return product
