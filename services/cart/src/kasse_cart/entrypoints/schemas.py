@@ -12,7 +12,7 @@ from kasse_cart.application.orders import OrderView
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon, CouponKind
 from kasse_cart.domain.shipping import ShippingQuote
-from kasse_contracts.events import Address
+from kasse_contracts.events import Address, DiscountLine, LineItem, ShippingSelection
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 Identifier = Annotated[str, Field(min_length=1, max_length=200)]
@@ -176,10 +176,10 @@ class OrderOut(BaseModel):
     placed_at: datetime
     email: str
     total: Money
-    lines: list[dict[str, Any]]
-    discounts: list[dict[str, Any]]
-    shipping: dict[str, Any] | None
-    shipping_address: dict[str, Any] | None
+    lines: list[LineItem]
+    discounts: list[DiscountLine]
+    shipping: ShippingSelection | None
+    shipping_address: Address | None
     subtotal: Money | None
     discount_total: Money | None
     shipping_total: Money | None
