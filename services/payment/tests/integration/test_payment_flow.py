@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 INTERNAL = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-STRIPE_KEY = "sk_test_kasse_integration_key"
+STRIPE_KEY = "sk_test_KasseIntegration4242"  # stripe-mock wants sk_test_ + alphanumerics
 
 
 class LogCapture(logging.Handler):
@@ -151,6 +151,19 @@ async def test_one_intent_per_order_despite_duplicate_stock_reserved_then_captur
         ]
         # Events of one order are published in write order: the refunds came after any capture.
         assert len(payments_topic.events(PaymentCaptured)) == 1
+        # Stripe's charge.refunded for our own refunds is recognised: nothing new is published.
+        ours = [
+            r["refund_id"] for r in (await client.get(f"/v1/admin/payments/{oid}", headers=ADMIN)).json()["refunds"]
+        ]
+        charge = {
+            "id": "ch_1",
+            "object": "charge",
+            "payment_intent": intent_id,
+            "amount_refunded": total,
+            "refunds": {"object": "list", "data": [{"id": rid} for rid in ours]},
+        }
+        echo = stripe_event("charge.refunded", charge)  # no metadata: found through the intent id
+        assert (await post_webhook(client, echo, sign(echo))).json()["outcome"] == "applied"
         assert (await payment_of(client, oid))["status"] == "refunded"  # type: ignore[index]
 
 
@@ -307,3 +320,46 @@ async def test_stripe_unreachable_is_retried_with_the_same_key_then_ends_as_paym
         detail = (await client.get(f"/v1/admin/payments/{order.order_id}", headers=ADMIN)).json()
         assert detail["status"] == "failed" and detail["failure_reason"] == "processing_error"
     assert logs.mention(WEBHOOK_SECRET, STRIPE_KEY) == []
+
+
+async def test_risky_orders_are_held_for_review_and_an_admin_approves_or_rejects_them(
+    payment_service: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    # disposable email (40) + billing/shipping country mismatch (25) >= 50
+    risky = [samples.order_placed(email=f"buyer{i}@mailinator.com", billing_country="US") for i in range(2)]
+    async with (
+        topic_reader(topics.PAYMENTS) as payments_topic,
+        payment_service(confirmation_mode="server", fraud_action="hold") as (client, stripe_sent, _),
+    ):
+        for order in risky:
+            await test_publisher.publish(order)
+            await test_publisher.publish(reserved(order.order_id))
+        for order in risky:
+            await wait_until(lambda o=order.order_id: status_is(client, o, "held_for_review"), timeout=30)
+        assert stripe_sent.sent == [], "nothing is attempted while held"
+        (held,) = [
+            d
+            for d in (await client.get("/v1/admin/fraud-decisions?outcome=review", headers=ADMIN)).json()
+            if d["order_id"] == risky[0].order_id
+        ]
+        assert {r["rule"] for r in held["reasons"]} == {"disposable_email", "country_mismatch"}
+        assert held["score"] == 65 and held["payment_status"] == "held_for_review"
+
+        approve, reject = risky[0].order_id, risky[1].order_id
+        r = await client.post(f"/v1/admin/payments/{approve}/review", json={"decision": "approve"}, headers=ADMIN)
+        assert r.status_code == 200 and r.json()["status"] == "processing"
+        assert r.json()["fraud"]["reviewed"] == "approved"
+        assert [x.one("metadata[order_id]") for x in stripe_sent.sent if x.path == "/v1/payment_intents"] == [approve]
+        r = await client.post(f"/v1/admin/payments/{reject}/review", json={"decision": "reject"}, headers=ADMIN)
+        assert r.status_code == 200 and r.json()["status"] == "failed"
+        (failed,) = await payments_topic.wait_for_events(PaymentFailed)
+        assert (failed.order_id, failed.reason) == (reject, "fraud_suspected")
+
+        again = await client.post(f"/v1/admin/payments/{reject}/review", json={"decision": "approve"}, headers=ADMIN)
+        assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
+        bad = await client.post(f"/v1/admin/payments/{reject}/review", json={"decision": "maybe"}, headers=ADMIN)
+        assert bad.status_code == 422
+        unknown = await client.post("/v1/admin/payments/ord_nope/review", json={"decision": "approve"}, headers=ADMIN)
+        assert unknown.status_code == 404
+        no_token = await client.post(f"/v1/admin/payments/{approve}/review", json={"decision": "approve"})
+        assert no_token.status_code == 401
