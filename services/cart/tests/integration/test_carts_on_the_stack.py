@@ -170,7 +170,7 @@ async def test_bad_requests_are_refused_with_reasons_and_leave_the_cart_as_it_wa
 async def test_a_product_changed_event_reprices_an_open_cart_and_flags_it(
     cart_service: Any, seed: Any, topic_reader: Any, test_publisher: Any
 ) -> None:
-    async with topic_reader(topics.CARTS) as reader, cart_service() as (_, client):
+    async with topic_reader(topics.CARTS) as reader, cart_service() as (app, client):
         await seed(product("p1", 1999), table=rate_table())
         cart_id, token = await new_cart(client)
         await client.post(f"/v1/carts/{cart_id}/items", json={"product_id": "p1", "quantity": 2}, headers=token)
@@ -189,8 +189,12 @@ async def test_a_product_changed_event_reprices_an_open_cart_and_flags_it(
 
         # A late, older revision changes nothing.
         await seed(product("p1", 999, revision=3))
+        await wait_until(repriced_to(client, cart_id, token, 999), message="revision 3 applied")
+        consumer = app.state.runtime.consumer
+        before = consumer.processed
         await test_publisher.publish(product("p1", 1500, revision=2))
-        await wait_until(repriced_to(client, cart_id, token, 999), message="revision 3 wins")
+        await wait_until(lambda: consumer.processed > before, message="the stale revision was consumed")
+        assert await repriced_to(client, cart_id, token, 999)()
 
         updates = await reader.wait_for_events(CartUpdated, count=3)
         assert [u.action for u in updates] == [CartAction.ADDED, CartAction.PRICE_UPDATED, CartAction.PRICE_UPDATED]
