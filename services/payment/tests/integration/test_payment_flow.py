@@ -164,6 +164,8 @@ async def test_one_intent_per_order_despite_duplicate_stock_reserved_then_captur
         }
         echo = stripe_event("charge.refunded", charge)  # no metadata: found through the intent id
         assert (await post_webhook(client, echo, sign(echo))).json()["outcome"] == "applied"
+        after_echo = (await client.get(f"/v1/admin/payments/{oid}", headers=ADMIN)).json()
+        assert (len(after_echo["refunds"]), after_echo["refunded_total"]) == (2, total)
         assert (await payment_of(client, oid))["status"] == "refunded"  # type: ignore[index]
 
 
