@@ -20,7 +20,7 @@ class MetricsSettings(ServiceSettings):
     funnel_steps: tuple[str, ...] = Field(DEFAULT_STEPS, description="Ordered funnel steps (JSON list in the env)")
     funnel_conversion_window_s: float = Field(30 * 24 * 3600, gt=0, description="Max time from first to last step")
 
-    ingest_max_records: int = Field(2000, ge=1, description="Records per ingest batch (one Mongo round trip)")
+    ingest_max_records: int = Field(5000, ge=1, description="Records per ingest batch (one Mongo round trip)")
     ingest_poll_timeout_ms: int = Field(50, ge=1)
     projection_poll_interval_s: float = Field(
         0.05, gt=0, description="How often an instance reads the facts other instances committed"

@@ -133,24 +133,34 @@ class ProjectionSync:
         return applied
 
     async def apply_local(self, result: IngestResult) -> int:
-        """Fold in the batch this instance just committed without reading it back (freshness).
-
-        Per partition the projection holds every fact located below `seen`; a gap before the batch
-        is read from the store first, and facts below `seen` (already read) are skipped.
-        """
+        """Fold in the batch this instance just committed without reading it back (freshness)."""
         async with self._lock:
-            applied = 0
-            by_tp: dict[TopicPartition, list[Fact]] = {}
-            for f in result.located_here:
-                by_tp.setdefault((f.position.topic, f.position.partition), []).append(f)
-            for tp, (first, end) in sorted(result.ranges.items()):
-                applied += await self._fill(tp, first)
-                seen = self.seen.get(tp, 0)
-                if end <= seen:
-                    continue
-                applied += self.projection.apply_all(f for f in by_tp.get(tp, ()) if f.position.offset >= seen)
-                self.seen[tp] = end
+            applied = await self._apply_local(result)
         await self._notify(applied)
+        return applied
+
+    async def ingest_and_apply(self, ingest: Callable[[], Awaitable[IngestResult]]) -> IngestResult:
+        """Commit a batch and fold it in under one lock, so the poller never reads it back meanwhile."""
+        async with self._lock:
+            result = await ingest()
+            applied = await self._apply_local(result)
+        await self._notify(applied)
+        return result
+
+    async def _apply_local(self, result: IngestResult) -> int:
+        # Per partition the projection holds every fact located below `seen`; a gap before the batch
+        # is read from the store first, and facts below `seen` (already read) are skipped.
+        applied = 0
+        by_tp: dict[TopicPartition, list[Fact]] = {}
+        for f in result.located_here:
+            by_tp.setdefault((f.position.topic, f.position.partition), []).append(f)
+        for tp, (first, end) in sorted(result.ranges.items()):
+            applied += await self._fill(tp, first)
+            seen = self.seen.get(tp, 0)
+            if end <= seen:
+                continue
+            applied += self.projection.apply_all(f for f in by_tp.get(tp, ()) if f.position.offset >= seen)
+            self.seen[tp] = end
         return applied
 
     async def _fill(self, tp: TopicPartition, end: int) -> int:

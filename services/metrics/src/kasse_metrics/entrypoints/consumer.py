@@ -13,14 +13,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from kasse_common.envelope import headers_to_dict
 from kasse_contracts.topics import TOPICS
-from kasse_metrics.application.ingest import FactStore, IngestBatch, IngestResult, RawRecord
+from kasse_metrics.application.ingest import FactStore, IngestBatch, ProjectionSync, RawRecord
 from kasse_metrics.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -60,12 +59,12 @@ class IngestConsumer:
         settings: MetricsSettings,
         store: FactStore,
         ingest: IngestBatch,
-        on_ingested: Callable[[IngestResult], Awaitable[None]],
+        sync: ProjectionSync,
     ) -> None:
         self.settings = settings
         self.store = store
         self.ingest = ingest
-        self.on_ingested = on_ingested
+        self.sync = sync
         self.topics = [settings.topic(name) for name in sorted(TOPICS)]
         self.consumer: AIOKafkaConsumer | None = None
         self.next_offsets: dict[tuple[str, int], int] = {}
@@ -136,7 +135,7 @@ class IngestConsumer:
             for m in msgs
         ]
         try:
-            result = await self.ingest(records)
+            result = await self.sync.ingest_and_apply(lambda: self.ingest(records))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -152,4 +151,3 @@ class IngestConsumer:
         self.facts_total += result.new_facts
         self.duplicates_total += result.duplicates
         self._recent.append((time.monotonic(), result.records))
-        await self.on_ingested(result)
