@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import stripe
@@ -10,6 +11,7 @@ import stripe
 from kasse_common.errors import KasseError
 from kasse_payment.domain.payment import StripeNotice
 
+EVENT_ID = re.compile(r"[A-Za-z0-9_\-]{1,255}")
 HANDLED = ("payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded")
 
 
@@ -37,6 +39,9 @@ def verify(payload: bytes, signature: str | None, secret: str, tolerance_s: int)
         raise BadWebhook("the payload is not JSON") from None
     if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         raise BadWebhook("the payload is not a Stripe event (id and type required)")
+    if not EVENT_ID.fullmatch(event["id"]):
+        # The id becomes a key of the processed-events map: no dots or dollars, whoever signed it.
+        raise BadWebhook("the Stripe event id has an unexpected form")
     return event
 
 
