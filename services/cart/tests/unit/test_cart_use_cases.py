@@ -357,3 +357,27 @@ async def test_two_jobs_racing_on_the_same_cart_claim_it_once(world: World) -> N
     b.carts = type("Stale", (), {"idle_since": staticmethod(stale_candidates), "save": world.carts.save})()
     assert await b.run_once() == 0
     assert len(world.events(world.carts, "CartAbandoned")) == 1
+
+
+async def test_a_product_withdrawn_from_sale_is_flagged_in_open_carts_without_a_cart_event(world: World) -> None:
+    from kasse_cart.application.read_models import ReadModels
+    from kasse_contracts.base import Money
+    from kasse_contracts.events import ProductChanged, ProductChangeKind
+
+    cart_id, token = await new_cart(world, ("p1", 2))
+
+    def change(revision: int, active: bool, stock: int) -> ProductChanged:
+        return ProductChanged(occurred_at=world.clock.now, product_id="p1", sku="SKU-p1", name="Product p1",
+                              category="kitchen", price=Money(amount=1999, currency="EUR"), stock_available=stock,
+                              active=active, changes=[ProductChangeKind.AVAILABILITY], revision=revision)  # fmt: skip
+
+    models = ReadModels(world.service)
+    await models.product_changed(change(2, False, 9), "evt-off")
+    assert not (await world.service.get_cart(cart_id, token)).cart.lines[0].available
+    with pytest.raises(Unprocessable, match="no longer available"):
+        await checkout(world, cart_id, token)
+    await models.product_changed(change(3, True, 1), "evt-low")  # on sale again, but 1 < 2 in the cart
+    assert not (await world.service.get_cart(cart_id, token)).cart.lines[0].available
+    await world.service.set_quantity(cart_id, token, "p1", 1)  # the shopper adapts
+    assert (await world.service.get_cart(cart_id, token)).cart.lines[0].available
+    assert [u["action"] for u in world.events(world.carts, "CartUpdated")] == ["added", "quantity_changed"]

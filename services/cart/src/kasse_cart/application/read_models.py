@@ -58,14 +58,18 @@ class ReadModels:
             if cart is None:
                 return
             line = cart.reprice(product)
-            if line is None:
+            flagged = cart.mark_availability(product)
+            if line is None and not flagged:
                 return
-            now = self.service.clock()
-            view = await self.service.view(cart)
-            event = self.service.cart_updated_event(view, CartAction.PRICE_UPDATED, line, 0, now)
+            events = []
+            if line is not None:  # a new price is a cart change; an availability flag alone is not
+                view = await self.service.view(cart)
+                now = self.service.clock()
+                event = self.service.cart_updated_event(view, CartAction.PRICE_UPDATED, line, 0, now)
+                events.append(self.service.encode(event))
             try:
                 # consumed_event_id makes a redelivered ProductChanged change nothing on this cart.
-                await self.service.carts.save(cart, [self.service.encode(event)], consumed_event_id=event_id)
+                await self.service.carts.save(cart, events, consumed_event_id=event_id)
                 return
             except StaleState:
                 continue

@@ -51,6 +51,7 @@ class CartLine:
     quantity: int
     unit_price: int
     previous_unit_price: int | None = None  # set when the price changed since the shopper saw it
+    available: bool = True  # the catalog still sells this quantity (checkout refuses otherwise)
 
     @property
     def line_total(self) -> int:
@@ -212,6 +213,17 @@ class Cart:
         self.checkout = None
         return existing
 
+    def mark_availability(self, product: ProductInfo) -> bool:
+        """The catalog's stock or availability changed: flag the line. True when the flag changed."""
+        existing = self.line(product.product_id)
+        if existing is None or self.status is not CartStatus.OPEN:
+            return False
+        available = product.active and product.stock_available >= existing.quantity
+        if available == existing.available:
+            return False
+        existing.available = available
+        return True
+
     def _existing(self, product_id: str) -> CartLine:
         existing = self.line(product_id)
         if existing is None:
@@ -248,6 +260,7 @@ def _refresh(line: CartLine, product: ProductInfo) -> None:
     """The shopper acted on the line: it shows the current price and the change counts as seen."""
     line.unit_price = product.price
     line.previous_unit_price = None
+    line.available = product.active and product.stock_available >= line.quantity
     line.name = product.name
     line.sku = product.sku
     line.category = product.category

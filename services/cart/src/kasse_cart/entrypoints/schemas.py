@@ -101,6 +101,7 @@ class CartLineOut(BaseModel):
     line_total: Money
     price_changed: bool = Field(description="The price changed since the shopper added or last changed the line")
     previous_unit_price: Money | None
+    available: bool = Field(description="False when the catalog no longer sells this quantity; checkout refuses")
 
 
 class DiscountOut(BaseModel):
@@ -249,6 +250,7 @@ def cart_out(view: CartView) -> CartOut:
                 unit_price=money(line.unit_price, c),
                 line_total=money(line.line_total, c),
                 price_changed=line.price_changed,
+                available=line.available,
                 previous_unit_price=(
                     money(line.previous_unit_price, c)
                     if line.price_changed and line.previous_unit_price is not None
