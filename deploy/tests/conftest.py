@@ -28,7 +28,18 @@ KUBE_VERSION = "1.31.0"  # a version kubernetes-validate ships schemas for, and 
 SERVICES = ("catalog", "cart", "payment", "shipping", "metrics")
 PORTS = {"catalog": 8001, "cart": 8002, "payment": 8003, "shipping": 8004, "metrics": 8005}
 
-VALUE_SETS = {"default": [], "production": ["-f", str(PRODUCTION_VALUES)]}
+VALUE_SETS = {
+    "default": [],
+    "production": ["-f", str(PRODUCTION_VALUES)],
+    # SASL with the chart-managed Secret (the topic Job then gets the password from a hook Secret),
+    # and the Ingress with the default per-service hosts.
+    "sasl-managed-secret": [
+        "--set",
+        "kafka.securityProtocol=SASL_SSL,kafka.sasl.mechanism=SCRAM-SHA-256,kafka.sasl.username=kasse",
+        "--set",
+        "secrets.kafkaSaslPassword=s3cret,secrets.stripeApiKey=sk_test_abc,ingress.enabled=true",
+    ],
+}
 
 
 def tool(name: str, install_hint: str, env_var: str | None = None, default: Path | None = None) -> str:

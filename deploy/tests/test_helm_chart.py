@@ -42,7 +42,7 @@ def validate_manifest(doc: dict[str, Any], kube_version: str) -> None:
     kubernetes_validate.validate(doc, kube_version, strict=True)
 
 
-@pytest.mark.parametrize("values", ["default", "production"])
+@pytest.mark.parametrize("values", ["default", "production", "sasl-managed-secret"])
 def test_helm_lint(helm: str, helpers: Any, values: str) -> None:
     out = helpers.run_helm(
         helm,
@@ -56,7 +56,7 @@ def test_helm_lint(helm: str, helpers: Any, values: str) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("values", ["default", "production"])
+@pytest.mark.parametrize("values", ["default", "production", "sasl-managed-secret"])
 def test_every_rendered_manifest_validates(render: Any, helpers: Any, values: str) -> None:
     manifests = render(*helpers.VALUE_SETS[values])
     assert manifests
@@ -105,7 +105,7 @@ def test_strict_kubernetes_validation_catches_a_typo(render: Any) -> None:
         validate_manifest(broken, "1.31.0")
 
 
-@pytest.mark.parametrize("values", ["default", "production"])
+@pytest.mark.parametrize("values", ["default", "production", "sasl-managed-secret"])
 def test_deployments_are_hardened_and_probed(render: Any, helpers: Any, values: str) -> None:
     manifests = render(*helpers.VALUE_SETS[values])
     deployments = {
@@ -298,3 +298,29 @@ def test_values_schema_is_valid_and_accepts_the_shipped_values(helpers: Any) -> 
 
 def test_ci_values_files_exist(helpers: Any) -> None:
     assert (helpers.CHART / "ci" / "production-values.yaml").is_file()
+
+
+def test_sasl_with_the_chart_managed_secret(render: Any, helpers: Any) -> None:
+    manifests = render(*helpers.VALUE_SETS["sasl-managed-secret"])
+    secrets = {s["metadata"]["name"]: s for s in helpers.by_kind(manifests, "Secret")}
+    assert "kafka-sasl-password" in secrets["kasse-secrets"]["data"]
+    # Hooks run before the release's Secret exists: the Job's password comes from its own hook Secret.
+    hook = secrets["kasse-topics"]
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert int(hook["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
+    (job,) = helpers.by_kind(manifests, "Job")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KASSE_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kasse-topics"
+    assert env["KASSE_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-256"
+    for d in helpers.by_kind(manifests, "Deployment"):
+        env = {e["name"]: e for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["KASSE_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "kasse-secrets",
+            "key": "kafka-sasl-password",
+        }
+    (ingress,) = helpers.by_kind(manifests, "Ingress")
+    hosts = {r["host"] for r in ingress["spec"]["rules"]}
+    assert hosts == {f"{s}.kasse.example.com" for s in ("catalog", "cart", "payment", "shipping")}
+    for rule in ingress["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            assert path["path"].startswith("/v1"), "only the APIs are public, never /metrics or the probes"
