@@ -328,3 +328,13 @@ async def test_amount_above_history_uses_captured_payments_of_the_same_customer(
     payment = await w.repo.load(big)
     assert payment is not None and payment.fraud is not None
     assert [r.rule for r in payment.fraud.reasons] == ["amount_above_history"]
+
+
+async def test_a_capture_for_a_different_amount_reports_the_orders_amount_and_is_flagged() -> None:
+    w = World()
+    order_id = await w.place_and_reserve()
+    await w.notice(order_id, "payment_intent.succeeded", "evt_s", amount=99)
+    (captured,) = w.events(PaymentCaptured)
+    assert captured.amount.amount == 2494
+    payment = await w.repo.load(order_id)
+    assert payment is not None and "ALERT: Stripe received 99, the order is for 2494" in payment.history[-2].note

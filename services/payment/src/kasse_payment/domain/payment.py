@@ -254,6 +254,9 @@ class Payment:
             if self.status in PAID:
                 self._note(now, "webhook payment_intent.succeeded: already captured")
                 return []
+            if notice.amount is not None and notice.amount != self.order.amount:
+                # Our order is the truth for what we report; a different amount at Stripe needs a human.
+                self._note(now, f"ALERT: Stripe received {notice.amount}, the order is for {self.order.amount}")
             return self._capture(notice.intent_id or self.intent_id or "", now, "webhook payment_intent.succeeded")
         if notice.type == "payment_intent.payment_failed":
             if self.status not in OPEN:

@@ -202,6 +202,13 @@ def routers(
         "Each Stripe event id is applied once; a webhook for an order not seen yet is kept until it is.",
         response_model=WebhookAck,
         responses=problems(400),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "A Stripe event, exactly as Stripe sent it (the signature covers the raw bytes)",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
     )
     async def stripe_webhook(
         request: Request, stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None
