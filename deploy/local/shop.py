@@ -84,8 +84,16 @@ def service_env(base: dict[str, str]) -> dict[str, str]:
     env = {**os.environ, **base}
     for key, value in DEV_SECRETS.items():
         env.setdefault(key, value)
-    env.setdefault("KASSE_CART_PAYMENT_API_BASE", "http://127.0.0.1:8003")
+    env.setdefault("KASSE_CART_PAYMENT_BASE_URL", "http://127.0.0.1:8003")
     env.setdefault("KASSE_LOG_LEVEL", "INFO")
+    # Demo pacing: payments confirm server-side with Stripe's test card (there is no storefront to
+    # do 3-D Secure), parcels move in seconds, idle carts are abandoned after two minutes.
+    env.setdefault("KASSE_PAYMENT_CONFIRMATION_MODE", "server")
+    env.setdefault("KASSE_SHIPPING_CARRIER_DISPATCH_AFTER_S", "15")
+    env.setdefault("KASSE_SHIPPING_CARRIER_DELIVER_AFTER_S", "30")
+    env.setdefault("KASSE_SHIPPING_CARRIER_SCAN_INTERVAL_S", "2")
+    env.setdefault("KASSE_CART_ABANDONMENT_IDLE_S", "120")
+    env.setdefault("KASSE_CART_ABANDONMENT_CHECK_INTERVAL_S", "10")
     return env
 
 
@@ -151,7 +159,7 @@ def start(seed: bool = True) -> None:
 
 def print_urls() -> None:
     print("\nKasse is running:")
-    print("  dashboard      http://127.0.0.1:8005/")
+    print("  dashboard      http://127.0.0.1:8005/dashboard")
     for service in SERVICES:
         print(f"  {service.name:9s} API docs  http://127.0.0.1:{service.port}{service.docs}")
     print("Stop it with `make down`.")
