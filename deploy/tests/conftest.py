@@ -24,7 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 CHART = DEPLOY / "helm" / "kasse"
 PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
-KUBE_VERSION = "1.31.0"  # a version kubernetes-validate ships schemas for, and the chart's kubeVersion allows
+KUBE_VERSION = "1.31.0"  # what helm renders for (.Capabilities); a version kubernetes-validate ships schemas for
+# Manifests are validated against the chart's minimum Kubernetes (Chart.yaml kubeVersion), 1.31, and
+# the newest schemas the pinned kubernetes-validate ships.
+KUBE_VALIDATE_VERSIONS = ("1.27.0", "1.31.0", "1.37.0")
 SERVICES = ("catalog", "cart", "payment", "shipping", "metrics")
 PORTS = {"catalog": 8001, "cart": 8002, "payment": 8003, "shipping": 8004, "metrics": 8005}
 
@@ -121,6 +124,7 @@ def helpers() -> Any:
         DEPLOY = DEPLOY
         CHART = CHART
         KUBE_VERSION = KUBE_VERSION
+        KUBE_VALIDATE_VERSIONS = KUBE_VALIDATE_VERSIONS
         SERVICES = SERVICES
         PORTS = PORTS
         VALUE_SETS = VALUE_SETS

@@ -61,14 +61,21 @@ def test_every_rendered_manifest_validates(render: Any, helpers: Any, values: st
     manifests = render(*helpers.VALUE_SETS[values])
     assert manifests
     errors = []
-    for doc in manifests:
-        try:
-            validate_manifest(doc, helpers.KUBE_VERSION)
-        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as e:
-            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {getattr(e, 'message', e)} at {list(e.path)}")
-        except kubernetes_validate.SchemaNotFoundError:
-            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: no schema for {doc['apiVersion']}")
+    for version in helpers.KUBE_VALIDATE_VERSIONS:
+        for doc in manifests:
+            where = f"[k8s {version}] {doc['kind']}/{doc['metadata']['name']}"
+            try:
+                validate_manifest(doc, version)
+            except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as e:
+                errors.append(f"{where}: {getattr(e, 'message', e)} at {list(e.path)}")
+            except kubernetes_validate.SchemaNotFoundError:
+                errors.append(f"{where}: no schema for {doc['apiVersion']}")
     assert not errors, "\n".join(errors)
+
+
+def test_chart_minimum_kubernetes_is_validated(helpers: Any) -> None:
+    chart = yaml.safe_load((helpers.CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={helpers.KUBE_VALIDATE_VERSIONS[0]}-0"
 
 
 def test_crd_schemas_reject_what_they_should() -> None:
