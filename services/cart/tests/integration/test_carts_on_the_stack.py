@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -152,6 +153,20 @@ async def test_bad_requests_are_refused_with_reasons_and_leave_the_cart_as_it_wa
 
         after = await client.get(f"/v1/carts/{cart_id}", headers=token)
         assert after.json() == before
+
+        # Concurrent changes to one cart: each is retried from a fresh load, none is lost.
+        for pid in ("c1", "c2", "c3", "c4"):
+            await seed(product(pid, 100))
+        busy_id, busy_token = await new_cart(client)
+        answers = await asyncio.gather(
+            *(
+                client.post(f"/v1/carts/{busy_id}/items", json={"product_id": pid}, headers=busy_token)
+                for pid in ("c1", "c2", "c3", "c4")
+            )
+        )
+        assert [a.status_code for a in answers] == [200] * 4
+        busy = (await client.get(f"/v1/carts/{busy_id}", headers=busy_token)).json()
+        assert sorted(line["product_id"] for line in busy["lines"]) == ["c1", "c2", "c3", "c4"]
 
         # No session sent: one is minted and returned; no body is fine too.
         minted = await client.post("/v1/carts")

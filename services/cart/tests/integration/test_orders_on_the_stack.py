@@ -38,8 +38,13 @@ async def test_a_checkout_retried_with_the_same_key_creates_one_order(
 ) -> None:
     async with topic_reader(topics.ORDERS) as reader, cart_service() as (_, client):
         await seed(product("p1", 1999), table=rate_table())
+        coupon = {"code": "ONCE", "kind": "fixed", "value": 500, "usage_limit": 1, "per_customer_limit": 1}
+        assert (await client.post("/v1/admin/coupons", json=coupon, headers=ADMIN)).status_code == 201
         cart_id, token = await new_cart(client)
         await client.post(f"/v1/carts/{cart_id}/items", json={"product_id": "p1", "quantity": 2}, headers=token)
+        assert (
+            await client.put(f"/v1/carts/{cart_id}/coupon", json={"code": "ONCE"}, headers=token)
+        ).status_code == 200
         r = await client.post(
             f"/v1/carts/{cart_id}/checkout",
             json={"email": "erika@example.com", "shipping_address": ADDRESS, "shipping_method_id": "express"},
@@ -47,7 +52,7 @@ async def test_a_checkout_retried_with_the_same_key_creates_one_order(
         )
         assert r.status_code == 200, r.text
         quoted = r.json()["totals"]["total"]["amount"]
-        assert quoted == 3998 + 990
+        assert quoted == 3998 - 500 + 990
 
         place = {**token, "Idempotency-Key": "double-click-1"}
         first, second = await asyncio.gather(
@@ -64,6 +69,13 @@ async def test_a_checkout_retried_with_the_same_key_creates_one_order(
         (placed,) = await reader.wait_for_events(OrderPlaced)
         assert placed.order_id == bodies[0]["order_id"] and placed.cart_id == cart_id
         assert placed.total.amount == quoted and placed.subtotal.amount == 3998
+        assert placed.coupon_codes == ["ONCE"] and placed.discount_total.amount == 500
+        coupons = (await client.get("/v1/admin/coupons", headers=ADMIN)).json()
+        assert [(c["code"], c["used"]) for c in coupons] == [("ONCE", 1)]  # three requests, one redemption
+        other_cart, other_token = await new_cart(client, session="sess-2")
+        await client.post(f"/v1/carts/{other_cart}/items", json={"product_id": "p1"}, headers=other_token)
+        used_up = await client.put(f"/v1/carts/{other_cart}/coupon", json={"code": "ONCE"}, headers=other_token)
+        assert used_up.status_code == 422 and "used up" in used_up.json()["detail"]
         assert placed.shipping.method_id == "express" and placed.shipping_total.amount == 990
         assert placed.lines[0].unit_price.amount == 1999 and placed.session_id == "sess-1"
         assert placed.email == "erika@example.com" and placed.shipping_address.postal_code == "10115"
