@@ -4,6 +4,7 @@ duplicate reserves once, cancellation and failed payment release, a malformed ev
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -53,11 +54,13 @@ async def test_fifty_concurrent_orders_for_the_last_ten_units_reserve_exactly_te
             samples.order_placed(lines=[samples.line_item(p["product_id"], sku=p["sku"], quantity=1)])
             for _ in range(50)
         ]
+        started = time.monotonic()
         await asyncio.gather(*(test_publisher.publish(o) for o in orders))
 
         await stock_topic.wait_for(
             lambda r: r.event_type in (StockReserved.event_type, StockRejected.event_type), count=50, timeout=90
         )
+        print(f"\n[catalog] 50 racing orders settled in {time.monotonic() - started:.2f}s")
         reserved = stock_topic.events(StockReserved)
         rejected = stock_topic.events(StockRejected)
         assert len(reserved) == 10 and len(rejected) == 40

@@ -2,8 +2,8 @@
 DocumentStore (state + outbox in one write), the rest in plain collections with idempotent updates.
 
 Only operations FerretDB v1 supports are used. Notable: `$push` with `$slice` is accepted by FerretDB
-but does not trim, so the `seen` lists of event ids (idempotency of counters) are bounded on MongoDB
-and grow on FerretDB.
+but does not trim, so the lists of event ids that make counters idempotent are trimmed explicitly
+(`_bound_seen`) once they are twice as long as they should be.
 """
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ _SORTS: dict[SortOrder, list[tuple[str, int]]] = {
     # Browsing without words: "relevance" falls back to popularity.
     SortOrder.RELEVANCE: [("popularity", DESCENDING), ("sku", ASCENDING)],
 }
+
+
+async def _bound_seen(collection: AsyncCollection[Any], doc_id: Any, field: str) -> None:
+    """Keep the last SEEN_KEEP event ids. Only FerretDB ever gets here ($slice trims on MongoDB).
+    An id pushed between the read and the write may be dropped: it only shortens the dedupe memory."""
+    doc = await collection.find_one({"_id": doc_id, f"{field}.{2 * SEEN_KEEP}": {"$exists": True}}, {field: 1})
+    if doc is not None:
+        await collection.update_one({"_id": doc_id}, {"$set": {field: doc[field][-SEEN_KEEP:]}})
 
 
 def _money(amount: int | None, currency: str | None) -> Money | None:
@@ -227,13 +235,15 @@ class MongoProducts:
         return [product_from_doc(d) for d in await cursor.to_list()]
 
     async def record_interest(self, product_id: str, *, views: int, purchases: int, event_id: str) -> None:
-        await self.collection.update_one(
+        result = await self.collection.update_one(
             {"_id": product_id, "interest_seen": {"$ne": event_id}},
             {
                 "$inc": {"views": views, "purchases": purchases, "popularity": popularity_score(views, purchases)},
                 "$push": {"interest_seen": {"$each": [event_id], "$slice": -SEEN_KEEP}},
             },
         )
+        if result.modified_count:
+            await _bound_seen(self.collection, product_id, "interest_seen")
 
 
 def _reservation_state(r: Reservation) -> dict[str, Any]:
@@ -370,11 +380,12 @@ class MongoSignals:
         )
 
     async def increment_pair(self, kind: RelationKind, product_id: str, other_id: str, event_id: str) -> None:
+        pair_id = _pair_id(kind, product_id, other_id)
         try:
             # The filter misses when this event was counted already; the upsert then collides with
             # the existing document, which is exactly "already applied".
             await self.relations.update_one(
-                {"_id": _pair_id(kind, product_id, other_id), "seen": {"$ne": event_id}},
+                {"_id": pair_id, "seen": {"$ne": event_id}},
                 {
                     "$inc": {"count": 1},
                     "$set": {"kind": kind.value, "product_id": product_id, "other_id": other_id},
@@ -383,7 +394,8 @@ class MongoSignals:
                 upsert=True,
             )
         except DuplicateKeyError:
-            pass
+            return
+        await _bound_seen(self.relations, pair_id, "seen")
 
     async def related(self, kind: RelationKind, product_id: str, limit: int) -> list[tuple[str, int]]:
         cursor = (
