@@ -1,0 +1,103 @@
+"""The service as a real process, killed with SIGKILL in the middle of ingesting, then restarted."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+
+from kasse_common.envelope import encode
+from kasse_contracts.events import ProductSearched
+from kasse_testkit import Namespace, ServiceProcess, TestPublisher, free_port, wait_until
+from kasse_testkit.infrastructure import Infrastructure
+
+pytestmark = pytest.mark.integration
+
+EXTRA = 600
+
+
+def metrics_process(infra: Infrastructure, ns: Namespace, tmp_path: Path, **env: str) -> ServiceProcess:
+    port = free_port()
+    return ServiceProcess(
+        [sys.executable, "-c", "from kasse_metrics.main import run; run()"],
+        {
+            "KASSE_METRICS_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+            "KASSE_METRICS_MONGO_URI": infra.mongo_uri,
+            "KASSE_METRICS_MONGO_DATABASE": ns.database("metrics"),
+            "KASSE_METRICS_TOPIC_PREFIX": ns.topic_prefix,
+            "KASSE_METRICS_HTTP_PORT": str(port),
+            **env,
+        },
+        port=port,
+        log_path=tmp_path / "metrics.log",
+    )
+
+
+async def test_a_kill_in_the_middle_of_ingesting_loses_and_doubles_nothing(
+    kasse_infra: Infrastructure,
+    namespace: Namespace,
+    test_publisher: TestPublisher,
+    scenario_for: Any,
+    assert_report_matches: Any,
+    tmp_path: Path,
+) -> None:
+    scenario = scenario_for(namespace.token)
+    # Searches add traffic (small batches make the kill land between batches); they are in no funnel.
+    searches = [
+        encode(
+            ProductSearched(
+                occurred_at=scenario.base - timedelta(minutes=2), session_id=f"q{i}", query="lamp", result_count=3
+            ),
+            service="scenario",
+            trace_headers={},
+        )
+        for i in range(EXTRA)
+    ]
+    records = scenario.all_records() + searches
+    total = len(records)
+    mongo: AsyncMongoClient[Any] = AsyncMongoClient(kasse_infra.mongo_uri)
+    facts = mongo[namespace.database("metrics")]["facts"]
+    crashing = metrics_process(kasse_infra, namespace, tmp_path, KASSE_METRICS_INGEST_MAX_RECORDS="20")
+    try:
+        await crashing.start()
+        for record in records:
+            await test_publisher.publish_record(record)
+
+        async def partly_ingested() -> bool:
+            return 0 < await facts.count_documents({}) < total
+
+        await wait_until(partly_ingested, timeout=30, interval=0.01, message="ingest under way")
+        crashing.kill()
+        ingested_before_kill = await facts.count_documents({})
+        assert ingested_before_kill < total
+
+        for record in scenario.duplicates():
+            await test_publisher.publish_record(record)
+        restarted = metrics_process(kasse_infra, namespace, tmp_path)
+        await restarted.start()
+        try:
+            async with httpx.AsyncClient(base_url=restarted.base_url, timeout=10) as client:
+                at = scenario.at.isoformat()
+
+                async def all_counted() -> dict[str, Any] | None:
+                    r = (await client.get("/v1/kpis", params={"window": "all", "at": at})).json()
+                    assert r["events"] <= total
+                    return r if r["events"] == total else None
+
+                await wait_until(all_counted, timeout=60, message="every event counted after the restart")
+                for window in ("all", "5m", "1h", "24h"):
+                    report = (await client.get("/v1/kpis", params={"window": window, "at": at})).json()
+                    expected = scenario.expected(window)
+                    expected["events"] += EXTRA  # two minutes before the last minute: in every window
+                    assert_report_matches(report, expected)
+                assert await facts.count_documents({}) == total
+        finally:
+            await restarted.stop()
+    finally:
+        crashing.kill()
+        await mongo.close()
