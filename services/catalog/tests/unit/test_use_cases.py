@@ -358,3 +358,13 @@ async def test_an_import_with_a_colliding_slug_is_refused_before_anything_is_wri
     assert {p.sku for p in w.products.docs.values()} == {"A"}
     result = await w.catalog.import_products([details("C", name="Oak Board", slug="oak-board-large")])
     assert len(result.created) == 1
+
+
+async def test_an_import_below_the_reserved_stock_is_refused_whole() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE", stock=5))
+    await w.stock.reserve(order((knife, 4)), "e1")
+    with pytest.raises(Conflict, match="4 units are reserved"):
+        await w.catalog.import_products([details("NEW"), details("KNIFE", stock=3)])
+    assert w.products.docs[knife.product_id].stock_on_hand == 5
+    assert await w.products.get_by_sku("NEW") is None

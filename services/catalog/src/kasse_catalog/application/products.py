@@ -109,18 +109,24 @@ class ProductCatalog:
             raise Unprocessable(f"duplicate skus in the import: {', '.join(duplicates)}")
         for item in items:
             item.check()
-        await self._check_slugs(items)
+        await self._precheck(items)
         result = ImportResult()
         for item in items:
             outcome, product_id = await self._upsert(item)
             getattr(result, outcome).append(product_id)
         return result
 
-    async def _check_slugs(self, items: Sequence[ProductDetails]) -> None:
-        """Refuse the whole import up front when a slug would collide, rather than half of it."""
+    async def _precheck(self, items: Sequence[ProductDetails]) -> None:
+        """Refuse the whole import up front for what would fail half-way: slugs, reserved stock."""
         owners: dict[str, str] = {}
         for item in items:
             existing = await self.products.get_by_sku(item.sku)
+            if existing is not None and item.stock_on_hand < existing.stock_reserved:
+                raise Conflict(
+                    f"{item.sku}: {existing.stock_reserved} units are reserved by open orders; "
+                    f"stock_on_hand {item.stock_on_hand} is below that",
+                    field="stock_on_hand",
+                )
             slug = item.slug or (existing.slug if existing else slugify(item.name))
             if owners.setdefault(slug, item.sku) != item.sku:
                 raise Conflict(f"skus {owners[slug]} and {item.sku} would both have the slug {slug!r}", field="slug")
