@@ -27,6 +27,7 @@ def fraud_policy(s: PaymentSettings) -> FraudPolicy:
         max_orders_per_email=s.fraud_max_orders_per_email,
         max_orders_per_ip=s.fraud_max_orders_per_ip,
         max_orders_per_card=s.fraud_max_orders_per_card,
+        max_declines=s.fraud_max_declines,
         amount_multiplier=s.fraud_amount_multiplier,
         min_history=s.fraud_min_history,
         points_velocity=s.fraud_points_velocity,

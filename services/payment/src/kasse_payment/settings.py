@@ -64,6 +64,7 @@ class PaymentSettings(ServiceSettings):
     fraud_max_orders_per_email: int = Field(5, ge=1, description="Orders per email in the window before it counts")
     fraud_max_orders_per_ip: int = Field(10, ge=1)
     fraud_max_orders_per_card: int = Field(5, ge=1)
+    fraud_max_declines: int = Field(3, ge=1, description="Declined payments per email or IP in the window")
     fraud_amount_multiplier: float = Field(5.0, gt=1, description="'Far above history' = this x the average")
     fraud_min_history: int = Field(2, ge=1, description="Captured payments needed before amounts are compared")
     fraud_points_velocity: int = Field(60, ge=0)

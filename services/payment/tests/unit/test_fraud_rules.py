@@ -75,3 +75,10 @@ def test_hold_for_review_instead_of_blocking_when_configured() -> None:
     policy = replace(POLICY, hold_for_review=True)
     decision = assess(replace(ORDINARY, orders_by_email=99), policy, NOW)
     assert decision.outcome is FraudOutcome.REVIEW
+
+
+def test_repeated_declines_from_an_email_or_ip_look_like_card_testing() -> None:
+    signals = replace(ORDINARY, declines_by_email=POLICY.max_declines, declines_by_ip=POLICY.max_declines)
+    assert rules(signals) == ["declines_email", "declines_ip"]
+    assert rules(replace(signals, declines_by_email=2, declines_by_ip=2)) == []
+    assert rules(replace(signals, declines_by_email=0, client_ip=None)) == []

@@ -338,3 +338,18 @@ async def test_a_capture_for_a_different_amount_reports_the_orders_amount_and_is
     assert captured.amount.amount == 2494
     payment = await w.repo.load(order_id)
     assert payment is not None and "ALERT: Stripe received 99, the order is for 2494" in payment.history[-2].note
+
+
+async def test_card_testing_from_one_ip_is_blocked_after_the_declines_pile_up() -> None:
+    w = World(server=True, max_orders_per_ip=100, max_orders_per_email=100)
+    w.gateway.fail_confirm = GatewayDeclined("card_declined", "declined", "generic_decline")
+    tried = [await w.place_and_reserve(email=f"c{i}@example.com", client_ip="198.51.100.9") for i in range(4)]
+    reasons = [f.reason for f in w.events(PaymentFailed)]
+    assert reasons == ["card_declined"] * 3 + ["fraud_suspected"]
+    assert len(w.gateway.keys("confirm_intent")) == 3
+    payment = await w.repo.load(tried[3])
+    assert payment is not None and payment.fraud is not None
+    assert [r.rule for r in payment.fraud.reasons] == ["declines_ip"]
+    # an ordinary shopper elsewhere is not affected
+    w.gateway.fail_confirm = None
+    assert w.repo.status(await w.place_and_reserve(client_ip="203.0.113.5")) is PaymentStatus.CAPTURED

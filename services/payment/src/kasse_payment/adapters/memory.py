@@ -16,6 +16,7 @@ from kasse_payment.application.ports import (
     OutgoingEvent,
     StaleState,
 )
+from kasse_payment.domain.fraud import DECLINE_REASONS
 from kasse_payment.domain.payment import Payment, PaymentStatus
 
 PAID = {"captured", "partially_refunded", "refunded"}
@@ -75,6 +76,17 @@ class InMemoryPayments:
             1
             for k, d in self.docs.items()
             if k != exclude_order and d.get(field) == value and d["fraud"] and d["fraud"]["decided_at"] >= since
+        )
+
+    async def declined_since(self, field: str, value: str, since: datetime) -> int:
+        return sum(
+            1
+            for d in self.docs.values()
+            if d.get(field) == value
+            and d["fraud"]
+            and d["fraud"]["decided_at"] >= since
+            and d["status"] == "failed"
+            and d["failure"]["reason"] in DECLINE_REASONS
         )
 
     async def captured_amounts(self, email: str, customer_id: str | None, currency: str, limit: int) -> list[int]:

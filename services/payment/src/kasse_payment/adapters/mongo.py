@@ -13,6 +13,7 @@ from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentSt
 from kasse_contracts.base import Event
 from kasse_payment.adapters.codec import from_document, to_document
 from kasse_payment.application.ports import OutgoingEvent, StaleState
+from kasse_payment.domain.fraud import DECLINE_REASONS
 from kasse_payment.domain.payment import Payment
 
 Encoder = Callable[..., OutgoingRecord]  # runtime.encode(event, event_id=…)
@@ -94,6 +95,17 @@ class MongoPayments:
         if field not in ("email", "client_ip", "card_fingerprint"):
             raise ValueError(f"no velocity on {field!r}")
         query = {field: value, "fraud.decided_at": {"$gte": since}, "_id": {"$ne": exclude_order}}
+        return int(await self.collection.count_documents(query))
+
+    async def declined_since(self, field: str, value: str, since: datetime) -> int:
+        if field not in ("email", "client_ip"):
+            raise ValueError(f"no decline count on {field!r}")
+        query = {
+            field: value,
+            "fraud.decided_at": {"$gte": since},
+            "status": "failed",
+            "failure.reason": {"$in": list(DECLINE_REASONS)},
+        }
         return int(await self.collection.count_documents(query))
 
     async def captured_amounts(self, email: str, customer_id: str | None, currency: str, limit: int) -> list[int]:

@@ -47,6 +47,10 @@ class FraudHistory(Protocol):
         """Orders screened since `since` whose `field` (email, client_ip, card_fingerprint) is `value`."""
         ...
 
+    async def declined_since(self, field: str, value: str, since: datetime) -> int:
+        """Payments screened since `since` with this `field` value that Stripe declined."""
+        ...
+
     async def captured_amounts(self, email: str, customer_id: str | None, currency: str, limit: int) -> list[int]: ...
 
 

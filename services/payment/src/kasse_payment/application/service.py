@@ -227,6 +227,10 @@ class PaymentService:
             if order.client_ip
             else 0,
             orders_by_card=await self.history.screened_since("card_fingerprint", card, since, oid) if card else 0,
+            declines_by_email=await self.history.declined_since("email", order.email, since),
+            declines_by_ip=await self.history.declined_since("client_ip", order.client_ip, since)
+            if order.client_ip
+            else 0,
             history_amounts=tuple(
                 await self.history.captured_amounts(order.email, order.customer_id, order.currency, limit=50)
             ),

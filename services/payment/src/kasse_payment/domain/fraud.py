@@ -10,6 +10,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+# Stripe's codes for a card refused at confirmation: repeated, they are the trace of card testing.
+DECLINE_REASONS = (
+    "card_declined",
+    "expired_card",
+    "incorrect_cvc",
+    "incorrect_number",
+    "invalid_cvc",
+    "invalid_number",
+    "invalid_expiry_month",
+    "invalid_expiry_year",
+)
+
 
 class FraudOutcome(StrEnum):
     ALLOW = "allow"
@@ -23,6 +35,7 @@ class FraudPolicy:
     max_orders_per_email: int = 5
     max_orders_per_ip: int = 10
     max_orders_per_card: int = 5
+    max_declines: int = 3  # declined payment attempts per email or IP in the window (card testing)
     amount_multiplier: float = 5.0
     min_history: int = 2
     points_velocity: int = 60
@@ -49,6 +62,8 @@ class FraudSignals:
     orders_by_ip: int
     orders_by_card: int
     history_amounts: tuple[int, ...]  # the customer's captured payments in the same currency
+    declines_by_email: int = 0
+    declines_by_ip: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,18 @@ def assess(signals: FraudSignals, policy: FraudPolicy, now: datetime) -> FraudDe
                 policy.points_velocity,
             )
         )
+    for rule, count, who in (
+        ("declines_email", signals.declines_by_email, "this email"),
+        ("declines_ip", signals.declines_by_ip if signals.client_ip else 0, f"IP {signals.client_ip}"),
+    ):
+        if count >= policy.max_declines:
+            reasons.append(
+                FraudReason(
+                    rule,
+                    f"{count} declined payments from {who} within {window} (limit {policy.max_declines})",
+                    policy.points_velocity,
+                )
+            )
     history = signals.history_amounts
     if len(history) >= policy.min_history:
         average = sum(history) / len(history)
