@@ -67,7 +67,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     runtime.background(consumer.run)
     runtime.background(keep_projection_current)
     runtime.prometheus_registry().register(KpiCollector(projection, consumer, dead_letters))
-    app = runtime.create_app(
+    app: FastAPI = runtime.create_app(
         title="Kasse metrics",
         description=DESCRIPTION,
         routers=[build_router(queries), build_dashboard_router()],

@@ -121,14 +121,23 @@ class ProjectionSync:
     projection: Projection
     seen: dict[TopicPartition, int] = field(default_factory=dict)
     listeners: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    read_chunk: int = 5000  # offsets per read: the lock is released between chunks
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def catch_up(self) -> int:
-        """Read what any instance committed since the last look (other instances' partitions)."""
-        async with self._lock:
-            applied = 0
-            for tp, end in sorted((await self.store.committed_offsets()).items()):
-                applied += await self._fill(tp, end)
+        """Read what any instance committed since the last look, chunk by chunk.
+
+        The lock is held per chunk only, so a long rebuild (a restart over millions of facts) never
+        stalls this instance's consumer: its batches commit meanwhile and are read here later.
+        """
+        applied = 0
+        for tp, end in sorted((await self.store.committed_offsets()).items()):
+            while True:
+                async with self._lock:
+                    start = self.seen.get(tp, 0)
+                    if end <= start:
+                        break
+                    applied += await self._fill(tp, min(end, start + self.read_chunk))
         await self._notify(applied)
         return applied
 
@@ -148,16 +157,17 @@ class ProjectionSync:
         return result
 
     async def _apply_local(self, result: IngestResult) -> int:
-        # Per partition the projection holds every fact located below `seen`; a gap before the batch
-        # is read from the store first, and facts below `seen` (already read) are skipped.
+        # Per partition the projection holds every fact located below `seen`. A batch right at `seen`
+        # (or overlapping it: the poller read part of it) is folded in from memory; a batch after a
+        # gap (the projection is still catching up on that partition) is left to the poller, which
+        # reads it from the store in order. The consumer never waits for a read.
         applied = 0
         by_tp: dict[TopicPartition, list[Fact]] = {}
         for f in result.located_here:
             by_tp.setdefault((f.position.topic, f.position.partition), []).append(f)
         for tp, (first, end) in sorted(result.ranges.items()):
-            applied += await self._fill(tp, first)
             seen = self.seen.get(tp, 0)
-            if end <= seen:
+            if first > seen or end <= seen:
                 continue
             applied += self.projection.apply_all(f for f in by_tp.get(tp, ()) if f.position.offset >= seen)
             self.seen[tp] = end

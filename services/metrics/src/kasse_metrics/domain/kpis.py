@@ -399,7 +399,7 @@ class Projection:
                 and parts[0] in ("views", "add_to_carts", "purchases", "units")
             ):
                 rows[parts[2]][parts[0]] += v
-        out = [
+        out: list[dict[str, Any]] = [
             {dimension: name, **vals, "conversion": (vals["purchases"] / vals["views"]) if vals["views"] else None}
             for name, vals in rows.items()
         ]
