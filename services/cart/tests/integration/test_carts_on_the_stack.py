@@ -206,6 +206,8 @@ async def test_a_product_changed_event_reprices_an_open_cart_and_flags_it(
         await seed(product("p1", 999, revision=3))
         await wait_until(repriced_to(client, cart_id, token, 999), message="revision 3 applied")
         consumer = app.state.runtime.consumer
+        # Five records so far (p1 r1, the rate table, r2 twice, r3); the counter moves just after the write.
+        await wait_until(lambda: consumer.processed >= 5, message="earlier records counted")
         before = consumer.processed
         await test_publisher.publish(product("p1", 1500, revision=2))
         await wait_until(lambda: consumer.processed > before, message="the stale revision was consumed")
