@@ -365,3 +365,34 @@ async def test_risky_orders_are_held_for_review_and_an_admin_approves_or_rejects
         assert unknown.status_code == 404
         no_token = await client.post(f"/v1/admin/payments/{approve}/review", json={"decision": "approve"})
         assert no_token.status_code == 401
+
+
+async def test_card_testing_declines_reported_by_stripe_block_the_next_order_from_that_ip(
+    payment_service: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    tries = [samples.order_placed(email=f"t{i}@example.org", client_ip="198.51.100.23") for i in range(4)]
+    async with (
+        topic_reader(topics.PAYMENTS) as payments_topic,
+        payment_service(confirmation_mode="customer", fraud_max_declines=3) as (client, _, _),
+    ):
+        for order in tries[:3]:
+            await test_publisher.publish(order)
+            await test_publisher.publish(reserved(order.order_id))
+            payment = await wait_until(lambda o=order.order_id: status_is(client, o, "requires_action"), timeout=30)
+            declined = stripe_event(
+                "payment_intent.payment_failed",
+                intent_object(
+                    payment["payment_intent_id"],
+                    order.order_id,
+                    order.total.amount,
+                    "requires_payment_method",
+                    last_payment_error={"code": "card_declined", "decline_code": "generic_decline"},
+                ),
+            )
+            assert (await post_webhook(client, declined, sign(declined))).status_code == 200
+        await test_publisher.publish(tries[3])
+        await test_publisher.publish(reserved(tries[3].order_id))
+        failures = await payments_topic.wait_for_events(PaymentFailed, count=4)
+        assert [f.reason for f in failures if f.order_id == tries[3].order_id] == ["fraud_suspected"]
+        detail = (await client.get(f"/v1/admin/payments/{tries[3].order_id}", headers=ADMIN)).json()
+        assert [r["rule"] for r in detail["fraud"]["reasons"]] == ["declines_ip"]
