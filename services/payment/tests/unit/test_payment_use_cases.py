@@ -353,3 +353,21 @@ async def test_card_testing_from_one_ip_is_blocked_after_the_declines_pile_up() 
     # an ordinary shopper elsewhere is not affected
     w.gateway.fail_confirm = None
     assert w.repo.status(await w.place_and_reserve(client_ip="203.0.113.5")) is PaymentStatus.CAPTURED
+
+
+async def test_a_step_interrupted_mid_call_is_resumed_by_the_sweeper_when_its_lease_expires() -> None:
+    w = World(server=True)
+    w.gateway.fail_confirm = RuntimeError("process died here")  # as if killed between create and confirm
+    placed = samples.order_placed()
+    await w.service.order_placed(placed, "evt-p")
+    with pytest.raises(RuntimeError):
+        await w.service.stock_reserved(reserved(placed.order_id), "evt-r")
+    w.gateway.fail_confirm = None
+    await w.service.stock_reserved(reserved(placed.order_id), "evt-r")  # the kit's redelivery: lease still held
+    assert w.repo.status(placed.order_id) is PaymentStatus.AUTHORIZING
+    assert await w.service.sweep(idle_s=0) == 0
+    w.clock.advance(w.config.step_lease_s)
+    assert await w.service.sweep(idle_s=0) == 1
+    assert w.repo.status(placed.order_id) is PaymentStatus.CAPTURED
+    assert set(w.gateway.keys("create_intent")) == {f"kasse-payment-{placed.order_id}-create"}
+    assert len(w.events(PaymentCaptured)) == 1
