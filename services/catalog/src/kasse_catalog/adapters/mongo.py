@@ -214,14 +214,17 @@ class MongoProducts:
                 key=lambda p: (-relevance(tokens, p.name, p.description), -p.popularity, p.sku),
             )
             return scored[criteria.offset : criteria.offset + criteria.page_size], len(scored)
-        total = await self.collection.count_documents(query)
         cursor = (
             self.collection.find(query, _LIGHT)
             .sort(_SORTS[criteria.sort])
             .skip(criteria.offset)
             .limit(criteria.page_size)
         )
-        return [product_from_doc(d) for d in await cursor.to_list()], total
+        items = [product_from_doc(d) for d in await cursor.to_list()]
+        if 0 < len(items) < criteria.page_size or (not items and criteria.offset == 0):
+            # A short page is the last one: the total is known without another scan (FerretDB scans).
+            return items, criteria.offset + len(items)
+        return items, await self.collection.count_documents(query)
 
     async def popular(self, *, category: str | None, exclude: set[str], limit: int) -> list[Product]:
         if limit <= 0:
