@@ -103,6 +103,7 @@ async def test_openapi_documents_the_api(settings_for: Any) -> None:
         ("/v1/products/{product_ref}/reviews", "post"),
         ("/v1/products/{product_ref}/recommendations", "get"),
         ("/v1/recommendations", "get"),
+        ("/v1/categories", "get"),
         ("/v1/admin/products", "post"),
         ("/v1/admin/products/import", "post"),
         ("/v1/admin/products/{product_id}", "get"),

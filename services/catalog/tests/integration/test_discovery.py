@@ -70,6 +70,9 @@ async def test_search_filters_sorting_and_pagination_return_the_right_products_i
     assert len(await skus(client, q="(")) == len(PRODUCTS)
     assert (await client.get("/v1/products", params={"q": "[a-(\\"})).status_code == 200
 
+    categories = (await client.get("/v1/categories")).json()["items"]
+    assert categories == [{"category": "audio", "products": 4}, {"category": "kitchen", "products": 2}]
+
     # Filters.
     assert await skus(client, category="audio", sort="price_asc") == ["AUD-STAND", "AUD-SPEAKER", "AUD-BUDS", "AUD-NC"]
     assert await skus(client, category="audio", in_stock="true", sort="price_asc") == [

@@ -128,6 +128,14 @@ class MemoryProducts:
         found.sort(key=lambda p: (-p.popularity, p.sku))
         return [p.copy() for p in found[:limit]]
 
+    async def categories(self) -> list[tuple[str, int]]:
+        await _hop()
+        counts: dict[str, int] = defaultdict(int)
+        for p in self.docs.values():
+            if p.active:
+                counts[p.category] += 1
+        return sorted(counts.items())
+
     async def record_interest(self, product_id: str, *, views: int, purchases: int, event_id: str) -> None:
         await _hop()
         product = self.docs.get(product_id)

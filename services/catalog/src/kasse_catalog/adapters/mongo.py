@@ -237,6 +237,14 @@ class MongoProducts:
         cursor = self.collection.find(query, _LIGHT).sort(_SORTS[SortOrder.POPULARITY]).limit(limit)
         return [product_from_doc(d) for d in await cursor.to_list()]
 
+    async def categories(self) -> list[tuple[str, int]]:
+        pipeline = [
+            {"$match": {"active": True}},
+            {"$group": {"_id": "$category", "products": {"$sum": 1}}},
+            {"$sort": {"_id": ASCENDING}},
+        ]
+        return [(d["_id"], d["products"]) for d in await (await self.collection.aggregate(pipeline)).to_list()]
+
     async def record_interest(self, product_id: str, *, views: int, purchases: int, event_id: str) -> None:
         result = await self.collection.update_one(
             {"_id": product_id, "interest_seen": {"$ne": event_id}},

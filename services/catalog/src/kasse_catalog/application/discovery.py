@@ -79,6 +79,9 @@ class Discovery:
         await self.events.add(self.encode(event))
         return SearchPage(items, total, criteria)
 
+    async def categories(self) -> list[tuple[str, int]]:
+        return await self.products.categories()
+
     async def find(self, id_or_slug: str) -> Product:
         """A product shoppers may see: active, by id or by slug."""
         product = await self.products.get(id_or_slug) or await self.products.get_by_slug(id_or_slug)

@@ -20,6 +20,8 @@ from kasse_catalog.domain.search import SearchCriteria, SortOrder
 from kasse_catalog.entrypoints.schemas import (
     AdminProductOut,
     BulkImport,
+    CategoriesOut,
+    CategoryOut,
     ImportResultOut,
     ProblemOut,
     ProductIn,
@@ -164,6 +166,12 @@ async def search_products(
         sort=sort.value,
         query=criteria.query,
     )
+
+
+@storefront.get("/categories", response_model=CategoriesOut, summary="The categories shoppers can browse")
+async def list_categories(svc: Services) -> CategoriesOut:
+    found = await svc.discovery.categories()
+    return CategoriesOut(items=[CategoryOut(category=name, products=count) for name, count in found])
 
 
 @storefront.get(

@@ -222,6 +222,15 @@ class SearchResultOut(BaseModel):
     query: str
 
 
+class CategoryOut(BaseModel):
+    category: str
+    products: int = Field(description="Active products in the category")
+
+
+class CategoriesOut(BaseModel):
+    items: list[CategoryOut]
+
+
 class ReviewIn(Strict):
     rating: Annotated[int, Field(strict=True, ge=1, le=5, description="1 (poor) to 5 (excellent)")]
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=150)]
