@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -113,3 +114,142 @@ async def test_happy_path_from_search_to_delivered(shop: Shop, order_events: Ord
         on_topic = [s for s in seen if s.topic == topic]
         assert len({s.partition for s in on_topic}) == 1
         assert [s.offset for s in on_topic] == sorted(s.offset for s in on_topic)
+
+
+async def stock_of(client: httpx.AsyncClient, shop: Shop, product_id: str) -> dict[str, Any]:
+    r = await client.get(
+        shop.url("catalog") + f"/v1/admin/products/{product_id}",
+        headers={"Authorization": f"Bearer {ADMIN['catalog']}"},
+    )
+    assert r.status_code == 200, r.text
+    return {k: r.json()[k] for k in ("stock_on_hand", "stock_reserved", "stock_available")}
+
+
+async def ready_product(client: httpx.AsyncClient, shop: Shop, sku: str, stock: int, price: int = 2500) -> str:
+    product_id = await seed_product(client, shop, sku, stock, price)
+    await wait_until(lambda: cart_knows(client, shop, product_id), timeout=30)
+    return product_id
+
+
+async def test_out_of_stock_cancels_the_order_that_lost_the_race(
+    shop: Shop, order_events: OrderEventsSubscriber
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        product_id = await ready_product(client, shop, "E2E-LAST-ONE", stock=1)
+        first = Shopper(client, shop.url("catalog"), shop.url("cart"))
+        second = Shopper(client, shop.url("catalog"), shop.url("cart"))
+        for shopper in (first, second):
+            assert (await shopper.add(product_id)).status_code in (200, 201)
+            await shopper.checkout()
+        # Both carts saw one unit in stock; the catalog serves only one of the orders.
+        await asyncio.gather(first.place_order(), second.place_order())
+        outcomes = {}
+        for shopper in (first, second):
+            assert shopper.order_id and shopper.order_token
+
+            async def settled(s: Shopper = shopper) -> str | None:
+                status = (await shop.order(client, s.order_id or "", s.order_token or ""))["status"]
+                return status if status in ("stock_reserved", "cancelled") else None
+
+            outcomes[shopper.order_id] = await wait_until(settled, timeout=60)
+        assert sorted(outcomes.values()) == ["cancelled", "stock_reserved"]
+        (lost,) = [o for o, s in outcomes.items() if s == "cancelled"]
+        loser = first if first.order_id == lost else second
+        view = await shop.order(client, lost, loser.order_token or "")
+        assert view["cancellation_reason"] == "stock_rejected"
+        assert await stock_of(client, shop, product_id) == {
+            "stock_on_hand": 1,
+            "stock_reserved": 1,
+            "stock_available": 0,
+        }
+    await wait_until(lambda: "OrderCancelled" in order_events.types(lost), timeout=30)
+    assert order_events.types(lost) == ["OrderPlaced", "StockRejected", "OrderCancelled"]
+
+
+async def test_declined_payment_cancels_and_releases_stock(shop: Shop, order_events: OrderEventsSubscriber) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        product_id = await ready_product(client, shop, "E2E-DECLINE", stock=3)
+        shopper = Shopper(client, shop.url("catalog"), shop.url("cart"))
+        placed = await shopper.buy(product_id, quantity=2)
+        await shop.wait_for_status(client, placed["order_id"], placed["order_token"], "stock_reserved")
+        await pay(client, shop, placed["order_id"], succeed=False)
+        view = await shop.wait_for_status(client, placed["order_id"], placed["order_token"], "cancelled")
+        assert view["cancellation_reason"] == "payment_failed"
+        await wait_until(lambda: _released(client, shop, product_id, 3), timeout=30)
+    types = order_events.types(placed["order_id"])
+    assert types[:3] == ["OrderPlaced", "StockReserved", "PaymentFailed"] and types[-1] == "OrderCancelled"
+    failed = [s.event for s in order_events.for_order(placed["order_id"]) if type(s.event).__name__ == "PaymentFailed"]
+    assert failed[0].decline_code == "insufficient_funds"
+
+
+async def _released(client: httpx.AsyncClient, shop: Shop, product_id: str, available: int) -> bool:
+    stock = await stock_of(client, shop, product_id)
+    return stock["stock_reserved"] == 0 and stock["stock_available"] == available
+
+
+async def test_fraud_screening_blocks_a_risky_order(shop: Shop, order_events: OrderEventsSubscriber) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        product_id = await ready_product(client, shop, "E2E-FRAUD", stock=3)
+        shopper = Shopper(client, shop.url("catalog"), shop.url("cart"), email="buyer@mailinator.com")
+        await shopper.view(product_id)
+        assert (await shopper.add(product_id)).status_code in (200, 201)
+        await shopper.checkout(billing_country="US")  # disposable e-mail + billing/shipping mismatch
+        placed = await shopper.place_order()
+        view = await shop.wait_for_status(client, placed["order_id"], placed["order_token"], "cancelled")
+        assert view["cancellation_reason"] == "fraud_suspected"
+        payment = await shop.payment(client, placed["order_id"])
+        assert payment["fraud"]["outcome"] != "allow"
+        assert payment["payment_intent_id"] is None, "a blocked payment is never attempted"
+        await wait_until(lambda: _released(client, shop, product_id, 3), timeout=30)
+    failed = [s.event for s in order_events.for_order(placed["order_id"]) if type(s.event).__name__ == "PaymentFailed"]
+    assert failed and failed[0].reason == "fraud_suspected"
+
+
+async def test_customer_cancels_before_paying(shop: Shop, order_events: OrderEventsSubscriber) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        product_id = await ready_product(client, shop, "E2E-CANCEL", stock=4)
+        shopper = Shopper(client, shop.url("catalog"), shop.url("cart"))
+        placed = await shopper.buy(product_id, quantity=1)
+        await shop.wait_for_status(client, placed["order_id"], placed["order_token"], "stock_reserved")
+        r = await shopper.cancel()
+        assert r.status_code in (200, 202), r.text
+        view = await shop.wait_for_status(client, placed["order_id"], placed["order_token"], "cancelled")
+        assert view["cancellation_reason"] == "customer_request"
+        await wait_until(lambda: _released(client, shop, product_id, 4), timeout=30)
+    await wait_until(lambda: "OrderCancelled" in order_events.types(placed["order_id"]), timeout=30)
+    assert "PaymentCaptured" not in order_events.types(placed["order_id"])
+
+
+async def test_return_after_delivery_is_refunded(shop: Shop, order_events: OrderEventsSubscriber) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        product_id = await ready_product(client, shop, "E2E-RETURN", stock=5, price=3000)
+        shopper = Shopper(client, shop.url("catalog"), shop.url("cart"))
+        placed = await shopper.buy(product_id, quantity=2)
+        order_id, token = placed["order_id"], placed["order_token"]
+        await shop.wait_for_status(client, order_id, token, "stock_reserved")
+        await pay(client, shop, order_id)
+        await shop.wait_for_status(client, order_id, token, "delivered", timeout=90)
+
+        r = await client.post(
+            shop.url("shipping") + f"/v1/orders/{order_id}/returns",
+            json={
+                "email": shopper.email,
+                "lines": [{"product_id": product_id, "quantity": 1}],
+                "reason": "changed_mind",
+            },
+            headers=shopper.headers,
+        )
+        assert r.status_code in (200, 201), r.text
+        returned = r.json()
+        assert returned["label_reference"]
+        assert returned["refund_amount"] == {"amount": 3000, "currency": "EUR"}
+        r = await client.post(
+            shop.url("shipping") + f"/v1/admin/returns/{returned['return_id']}/received",
+            headers={"Authorization": f"Bearer {ADMIN['shipping']}"},
+        )
+        assert r.status_code == 200, r.text
+        view = await shop.wait_for_status(client, order_id, token, "partially_refunded", timeout=60)
+        assert view["refunded"] == {"amount": 3000, "currency": "EUR"}
+    await wait_until(lambda: "PaymentRefunded" in order_events.types(order_id), timeout=30)
+    types = order_events.types(order_id)
+    assert types[-3:] == ["ReturnRequested", "ReturnReceived", "PaymentRefunded"]

@@ -126,13 +126,21 @@ async def _raw_body(message: Any) -> Any:
 
 
 class EventConsumer:
-    """Registers one FastStream subscriber per topic and dispatches records by CloudEvents type."""
+    """One FastStream subscriber for all of a service's topics; dispatches records by CloudEvents type.
+
+    One subscriber (one Kafka consumer per replica) rather than one per topic: every consumer in a
+    group that joins triggers a rebalance of the whole group, and a service with four topics took
+    10-15 s to start while its consumers joined one after another. Records of one partition are
+    handled in order; records of different topics are handled one at a time.
+    """
 
     def __init__(self, broker: KafkaBroker, settings: ServiceSettings, publisher: EventPublisher) -> None:
         self._broker = broker
         self._settings = settings
         self._publisher = publisher
-        self._handlers: dict[str, dict[str, tuple[type[Event], Handler]]] = {}
+        self._handlers: dict[str, tuple[type[Event], Handler]] = {}
+        self._topics: list[str] = []
+        self._attached = False
         self.dead_letter_topic = settings.topic(dead_letter_topic(settings.service_name))
         self.dead_lettered = 0
         self.processed = 0
@@ -140,25 +148,31 @@ class EventConsumer:
     @property
     def topics(self) -> list[str]:
         """Contract names of the topics this consumer subscribes to."""
-        return list(self._handlers)
+        return list(self._topics)
 
     def on(self, event_type: type[E], handler: Callable[[E, EventContext], Awaitable[None]]) -> None:
-        """Call `handler` for every `event_type` on its contract topic."""
-        by_type = self._handlers.get(event_type.topic)
-        if by_type is None:
-            by_type = self._handlers[event_type.topic] = {}
-            self._subscribe(event_type.topic, by_type)
-        by_type[event_type.event_type] = (event_type, handler)
+        """Call `handler` for every `event_type` (on its contract topic). Register before the app starts."""
+        if self._attached:
+            raise RuntimeError("register event handlers before the service starts")
+        if event_type.event_type in self._handlers:
+            raise ValueError(f"a handler for {event_type.__name__} is registered already")
+        self._handlers[event_type.event_type] = (event_type, handler)
+        if event_type.topic not in self._topics:
+            self._topics.append(event_type.topic)
 
-    def _subscribe(self, topic: str, by_type: Mapping[str, tuple[type[Event], Handler]]) -> None:
-        physical = self._settings.topic(topic)
+    def attach(self) -> None:
+        """Create the subscriber (the runtime does it at start; tests on TestKafkaBroker call it)."""
+        if self._attached or not self._topics:
+            return
+        self._attached = True
+        wanted = {t: model for t, (model, _) in self._handlers.items()}
 
         async def on_record(message: KafkaMessage) -> None:
-            await self._dispatch(message, physical, by_type)
+            await self._dispatch(message, wanted)
 
-        on_record.__name__ = f"on_{topic.replace('.', '_').replace('-', '_')}"
+        on_record.__name__ = f"on_{self._settings.service_name.replace('-', '_')}_events"
         self._broker.subscriber(
-            physical,
+            *(self._settings.topic(t) for t in self._topics),
             group_id=self._settings.consumer_group,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -168,24 +182,24 @@ class EventConsumer:
             decoder=_raw_body,
         )(on_record)
 
-    async def _dispatch(self, message: Any, topic: str, by_type: Mapping[str, tuple[type[Event], Handler]]) -> None:
+    async def _dispatch(self, message: Any, wanted: Mapping[str, type[Event]]) -> None:
         raw = message.raw_message
         headers = headers_to_dict(raw.headers or ())
         try:
-            incoming = decode(raw.value, headers, {t: m for t, (m, _) in by_type.items()})
+            incoming = decode(raw.value, headers, wanted)
         except MalformedEvent as exc:
             await self._dead_letter(raw, headers, exc, attempts=0)
             return
         if incoming.event is None:
             return  # a type this service does not consume (or does not know yet): not an error
-        _, handler = by_type[incoming.type]
+        _, handler = self._handlers[incoming.type]
         ctx = EventContext(
             event_id=incoming.id,
             event_type=incoming.type,
             source=incoming.attributes.source,
             time=incoming.attributes.time,
             subject=incoming.attributes.subject,
-            topic=topic,
+            topic=raw.topic,
             partition=raw.partition,
             offset=raw.offset,
         )

@@ -116,6 +116,7 @@ class ServiceRuntime:
         await ensure_topics(self.settings, physical)
         for hook in self._on_startup:
             await hook()
+        self.consumer.attach()
         await self.broker.start()
         self.relay.start()
         for loop in self._background:

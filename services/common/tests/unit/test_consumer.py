@@ -50,6 +50,7 @@ async def test_dispatches_by_cloudevents_type_with_the_context() -> None:
     consumer.on(OrderPlaced, on_placed)
     event = order_placed()
     record = encode(event, service="cart", event_id="e-1")
+    consumer.attach()
     async with TestKafkaBroker(broker) as br:
         await br.publish(record.value, topic="u." + ORDERS, key=record.key.encode(), headers=record.headers)
         # An event type this consumer has no handler for on the same topic is skipped, not dead-lettered.
@@ -80,6 +81,7 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_with_the_original
 
     consumer.on(OrderPlaced, always_fails)
     record = encode(order_placed(), service="cart", event_id="e-2")
+    consumer.attach()
     async with TestKafkaBroker(broker) as br:
         await br.publish(record.value, topic="u." + ORDERS, key=record.key.encode(), headers=record.headers)
     assert attempts == 3
@@ -105,6 +107,7 @@ async def test_a_handler_that_recovers_is_not_dead_lettered() -> None:
 
     consumer.on(OrderPlaced, flaky)
     record = encode(order_placed(), service="cart")
+    consumer.attach()
     async with TestKafkaBroker(broker) as br:
         await br.publish(record.value, topic="u." + ORDERS, key=record.key.encode(), headers=record.headers)
     assert calls == 2 and dead == [] and consumer.processed == 1
@@ -130,6 +133,7 @@ async def test_malformed_records_go_straight_to_the_dead_letter_topic(
     consumer.on(OrderPlaced, handler)
     record = encode(order_placed(), service="cart")
     headers = {k: v for k, v in record.headers.items() if k != drop_header}
+    consumer.attach()
     async with TestKafkaBroker(broker) as br:
         await br.publish(value if value is not None else record.value, topic="u." + ORDERS, headers=headers)
     assert handled == []
@@ -151,6 +155,7 @@ async def test_permanent_errors_skip_the_retries() -> None:
 
     consumer.on(OrderPlaced, refuses)
     record = encode(order_placed(), service="cart")
+    consumer.attach()
     async with TestKafkaBroker(broker) as br:
         await br.publish(record.value, topic="u." + ORDERS, headers=record.headers)
     assert calls == 1

@@ -7,6 +7,7 @@ webhooks, which `Shop.stripe_webhook` sends the way Stripe does (the test plays 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -93,11 +94,11 @@ class Shop:
     async def start(self) -> Shop:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in SERVICES:
-            process = ServiceProcess(
+            self.processes[name] = ServiceProcess(
                 [executable(name)], self.env(name), port=self.ports[name], log_path=self.log_dir / f"{name}.log"
             )
-            self.processes[name] = process
-            await process.start(timeout=90)
+        # Side by side: each spends most of its start waiting for Kafka (topics, group join).
+        await asyncio.gather(*(process.start(timeout=120) for process in self.processes.values()))
         return self
 
     async def stop(self) -> None:
