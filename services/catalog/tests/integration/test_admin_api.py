@@ -116,7 +116,8 @@ async def test_openapi_documents_the_api(settings_for: Any) -> None:
         op = paths[path][method]
         assert op["summary"], f"{method} {path} has no summary"
         assert "200" in op["responses"] or "201" in op["responses"]
-        assert "422" in op["responses"] or (method == "get" and "404" in op["responses"])
+        if path != "/v1/categories":  # the one operation that takes no input
+            assert "422" in op["responses"] or (method == "get" and "404" in op["responses"])
     assert "401" in paths["/v1/admin/products"]["post"]["responses"]
     assert "403" in paths["/v1/admin/products"]["post"]["responses"]
     assert any("HTTPBearer" in s for s in spec["components"]["securitySchemes"])
