@@ -18,6 +18,7 @@ from kasse_contracts.events import (
     OrderPlaced,
     PaymentCaptured,
     PaymentFailed,
+    PaymentRefunded,
     RejectedLine,
     ShipmentCreated,
     ShipmentDelivered,
@@ -224,3 +225,36 @@ async def test_every_branch_of_the_order_life_ends_in_the_right_state_out_of_ord
         assert one.json()["status"] == "delivered" and one.json()["cart_id"] == shipped["cart_id"]
         assert (await client.get("/v1/admin/orders", headers={"Authorization": "Bearer wrong"})).status_code == 403
         assert (await client.get("/v1/admin/orders")).status_code == 401
+
+        # Returns: refunds move a delivered order on, partially and then fully.
+        before = consumer.processed
+        await test_publisher.publish(
+            PaymentRefunded(
+                **ids(shipped), refund_id="re_1", payment_intent_id="pi_1", amount=Money(amount=1000, currency="EUR"),
+                total_refunded=Money(amount=1000, currency="EUR"), full=False,
+            )
+        )  # fmt: skip
+        await wait_until(lambda: consumer.processed > before)
+        partly = await status(shipped)
+        assert partly["status"] == "partially_refunded" and partly["refunded"]["amount"] == 1000
+
+        # Payment captured just as the customer cancelled: the cancel is announced again, as paid, once.
+        late = await checked_out_order(client, {"p1": 1}, key="key-late")
+        r = await client.post(f"/v1/orders/{late['order_id']}/cancel", headers={"X-Order-Token": late["order_token"]})
+        assert r.status_code == 200, r.text
+        before = consumer.processed
+        captured = await test_publisher.publish(
+            PaymentCaptured(**ids(late), payment_intent_id="pi_3", amount=money(late))
+        )
+        await test_publisher.publish_record(captured)
+        await wait_until(lambda: consumer.processed >= before + 2)
+        assert (await status(late))["status"] == "cancelled"
+        await reader.wait_for(
+            lambda rec: rec.key == late["order_id"].encode() and rec.event_type == OrderCancelled.event_type, count=2
+        )
+        await wait_until(lambda: _drained(cart_db), message="outbox published")
+        announced = [c for c in reader.events(OrderCancelled) if c.order_id == late["order_id"]]
+        assert [(c.reason, c.was_paid) for c in announced] == [
+            (CancellationReason.CUSTOMER_REQUEST, False),
+            (CancellationReason.CUSTOMER_REQUEST, True),
+        ]
