@@ -238,7 +238,7 @@ class MongoProducts:
         return [product_from_doc(d) for d in await cursor.to_list()]
 
     async def categories(self) -> list[tuple[str, int]]:
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$match": {"active": True}},
             {"$group": {"_id": "$category", "products": {"$sum": 1}}},
             {"$sort": {"_id": ASCENDING}},
