@@ -381,3 +381,33 @@ async def test_a_product_withdrawn_from_sale_is_flagged_in_open_carts_without_a_
     await world.service.set_quantity(cart_id, token, "p1", 1)  # the shopper adapts
     assert (await world.service.get_cart(cart_id, token)).cart.lines[0].available
     assert [u["action"] for u in world.events(world.carts, "CartUpdated")] == ["added", "quantity_changed"]
+
+
+async def test_a_place_order_retried_after_a_crash_keeps_its_own_coupon_redemption(world: World) -> None:
+    await world.admin.create_coupon(
+        code="LAST",
+        kind=CouponKind.FIXED,
+        value=300,
+        currency="EUR",
+        min_subtotal=0,
+        valid_from=None,
+        valid_until=None,
+        usage_limit=1,
+        per_customer_limit=None,
+    )
+    cart_id, token = await new_cart(world, ("p1", 1))
+    await world.service.apply_coupon(cart_id, token, "LAST")
+    await checkout(world, cart_id, token)
+    coupon = await world.coupons.get("LAST")
+    assert coupon is not None
+    from kasse_cart.application.carts import order_id_for
+
+    # The first attempt redeemed the last use, then died before storing the order.
+    assert await world.coupons.redeem(coupon, order_id_for(cart_id), None)
+    placed = await world.service.place_order(cart_id, token, "key-1", None)
+    assert placed.created and placed.order.total == 1999 - 300 + 495
+    assert world.coupons.docs["LAST"]["used"] == 1
+
+    other_id, other_token = await new_cart(world, ("p1", 1))
+    with pytest.raises(Unprocessable, match="used up"):
+        await world.service.apply_coupon(other_id, other_token, "LAST")

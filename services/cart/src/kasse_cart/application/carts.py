@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -263,14 +263,18 @@ class CartService:
         checkout = cart.checkout
         now = self.clock()
         await self._refresh_prices(cart)
-        quote, totals = await self._quote(cart, str(checkout.address["country"]), checkout.shipping_method_id, now)
+        # Usage limits are enforced by the atomic redemption below, which also recognises this order's
+        # own earlier redemption (a retry after a crash); counting them here would refuse that retry.
+        quote, totals = await self._quote(
+            cart, str(checkout.address["country"]), checkout.shipping_method_id, now, usage_checked_later=True
+        )
         if totals.total != checkout.quoted_total:
             raise Conflict(
                 "the total changed since checkout began; review the cart and begin checkout again",
                 quoted_total=checkout.quoted_total,
                 current_total=totals.total,
             )
-        coupon = await self._coupon(cart)
+        coupon = await self._coupon(cart, ignore_usage=True)
         buyer = customer_key(cart.customer_id, checkout.email)
         if coupon is not None and totals.item_discount_total > 0:
             if not await self.coupons.redeem(coupon, order_id, buyer):
@@ -351,32 +355,44 @@ class CartService:
             return view
         raise Conflict("the cart changed concurrently; try again")
 
-    async def _coupon(self, cart: Cart) -> Coupon | None:
+    async def _coupon(self, cart: Cart, *, ignore_usage: bool = False) -> Coupon | None:
         if cart.coupon_code is None:
             return None
         email = cart.checkout.email if cart.checkout else cart.email
-        return await self.coupons.get(cart.coupon_code, customer_key(cart.customer_id, email))
+        coupon = await self.coupons.get(cart.coupon_code, customer_key(cart.customer_id, email))
+        if coupon is not None and ignore_usage:
+            coupon = replace(coupon, used=0, used_by_customer=0)
+        return coupon
 
-    async def _totals(self, cart: Cart, *, shipping_price: int | None, rate_free_threshold: int | None) -> Totals:
+    async def _totals(
+        self, cart: Cart, *, shipping_price: int | None, rate_free_threshold: int | None, ignore_usage: bool = False
+    ) -> Totals:
         return compute_totals(
             subtotal=cart.subtotal,
             currency=cart.currency,
-            coupon=await self._coupon(cart),
+            coupon=await self._coupon(cart, ignore_usage=ignore_usage),
             free_shipping=self.free_shipping,
             shipping_price=shipping_price,
             rate_free_threshold=rate_free_threshold,
             now=self.clock(),
         )
 
-    async def _quote(self, cart: Cart, country: str, method_id: str, now: datetime) -> tuple[ShippingQuote, Totals]:
+    async def _quote(
+        self, cart: Cart, country: str, method_id: str, now: datetime, *, usage_checked_later: bool = False
+    ) -> tuple[ShippingQuote, Totals]:
         table = await self.rate_tables.current()
         if table is None:
             raise Unprocessable("no shipping methods are known yet; try again shortly")
-        base = await self._totals(cart, shipping_price=None, rate_free_threshold=None)
+        base = await self._totals(cart, shipping_price=None, rate_free_threshold=None, ignore_usage=usage_checked_later)
         if base.coupon_notice is not None and cart.coupon_code is not None:
             raise Unprocessable(f"{base.coupon_notice}; remove the coupon to continue", reason="coupon_not_applicable")
         quote = table.quote(method_id, country, cart.currency, cart.subtotal - base.item_discount_total, now)
-        totals = await self._totals(cart, shipping_price=quote.price, rate_free_threshold=quote.free_shipping_threshold)
+        totals = await self._totals(
+            cart,
+            shipping_price=quote.price,
+            rate_free_threshold=quote.free_shipping_threshold,
+            ignore_usage=usage_checked_later,
+        )
         return quote, totals
 
     async def _refresh_prices(self, cart: Cart) -> None:
