@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kasse_common.errors import KasseError
+from kasse_common.errors import Forbidden, KasseError, Unauthorized
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -123,3 +126,24 @@ def install_problem_handlers(app: FastAPI) -> None:
         # Logged with its trace id; the client learns nothing internal.
         logging.getLogger("kasse.http").exception("unhandled error", extra={"path": request.url.path})
         return problem(500, "Internal error", "The server failed; the error was logged.", request.url.path)
+
+
+def bearer_guard(expected: SecretStr | None, *, setting: str, purpose: str = "the admin API") -> Any:
+    """A FastAPI dependency: 401 without a bearer token, 403 with a wrong one (compared in constant time).
+
+    `expected` unset disables the guarded routes (403 saying which setting enables them): an admin API
+    is never open by accident.
+    """
+    scheme = HTTPBearer(auto_error=False, description=setting)
+
+    # A default rather than Annotated[...]: annotations are strings here and `scheme` is a local.
+    async def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:  # noqa: B008
+        if credentials is None or not credentials.credentials:
+            raise Unauthorized(f"{purpose} needs 'Authorization: Bearer <token>'")
+        secret = expected.get_secret_value() if expected is not None else ""
+        if not secret:
+            raise Forbidden(f"{purpose} is disabled: {setting} is not set")
+        if not hmac.compare_digest(credentials.credentials.encode(), secret.encode()):
+            raise Forbidden("the token is not valid")
+
+    return require_token

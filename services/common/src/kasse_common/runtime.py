@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
 from kasse_common.envelope import OutgoingRecord, encode
-from kasse_common.http import BodySizeLimit, install_problem_handlers, readiness_body
+from kasse_common.http import BodySizeLimit, bearer_guard, install_problem_handlers, readiness_body
 from kasse_common.logs import configure_logging
 from kasse_common.messaging import EventConsumer, EventPublisher, create_broker
 from kasse_common.mongo import create_mongo_client
@@ -78,6 +78,7 @@ class ServiceRuntime:
         self._background: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = asyncio.Event()
+        self._consumer_paused = False
 
     # -- wiring -------------------------------------------------------------------------------
     def document_store(self, collection: str) -> DocumentStore:
@@ -150,6 +151,23 @@ class ServiceRuntime:
         self.telemetry.tracer_provider.force_flush()
         self.started.clear()
 
+    @property
+    def consumer_paused(self) -> bool:
+        return self._consumer_paused
+
+    async def pause_consumer(self) -> None:
+        """Leave the consumer group (in-flight records finish; offsets stay committed)."""
+        if not self._consumer_paused:
+            self._consumer_paused = True
+            for subscriber in self.broker.subscribers:
+                await subscriber.stop()
+
+    async def resume_consumer(self) -> None:
+        if self._consumer_paused:
+            for subscriber in self.broker.subscribers:
+                await subscriber.start()
+            self._consumer_paused = False
+
     async def readiness(self) -> dict[str, str]:
         checks: dict[str, str] = {}
         try:
@@ -204,6 +222,26 @@ class ServiceRuntime:
         async def prometheus_metrics() -> PlainTextResponse:
             return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
+        admin_token = getattr(self.settings, "admin_token", None)
+        guard = bearer_guard(admin_token, setting=f"KASSE_{self.service.upper()}_ADMIN_TOKEN")
+        operations = APIRouter(prefix="/v1/admin/consumer", tags=["operations"], dependencies=[Depends(guard)])
+
+        @operations.get("", summary="Is this instance consuming events?")
+        async def consumer_state() -> dict[str, Any]:
+            return {"paused": runtime.consumer_paused, "topics": runtime.consumer.topics}
+
+        @operations.post("/pause", summary="Stop consuming (an operator's fault switch; lag builds up)")
+        async def pause_consumer() -> dict[str, Any]:
+            await runtime.pause_consumer()
+            return {"paused": True, "topics": runtime.consumer.topics}
+
+        @operations.post("/resume", summary="Consume again from the committed offsets")
+        async def resume_consumer() -> dict[str, Any]:
+            await runtime.resume_consumer()
+            return {"paused": False, "topics": runtime.consumer.topics}
+
+        if self.consumer.topics:
+            app.include_router(operations)
         for router in routers:
             app.include_router(router)
         FastAPIInstrumentor.instrument_app(
