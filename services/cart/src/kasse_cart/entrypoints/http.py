@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kasse_cart.application.admin import Admin
 from kasse_cart.application.carts import CartService
@@ -15,7 +13,7 @@ from kasse_cart.application.orders import OrderLife, OrderView
 from kasse_cart.domain.order import OrderStatus
 from kasse_cart.entrypoints import schemas as s
 from kasse_cart.settings import CartSettings
-from kasse_common.errors import Forbidden, Unauthorized
+from kasse_common.http import bearer_guard
 
 CartToken = Annotated[
     str | None, Header(alias="X-Cart-Token", description="The token returned when the cart was created")
@@ -27,8 +25,6 @@ SessionHeader = Annotated[str | None, Header(alias="X-Session-Id", max_length=20
 CustomerHeader = Annotated[str | None, Header(alias="X-Customer-Id", max_length=200)]
 
 CART_ERRORS = s.problems(404, 409, 422)
-# Module level: the route signatures are resolved from module globals (postponed annotations).
-bearer = HTTPBearer(auto_error=False)
 
 
 def storefront_router(carts: CartService, orders: OrderLife) -> APIRouter:
@@ -161,17 +157,12 @@ def storefront_router(carts: CartService, orders: OrderLife) -> APIRouter:
 
 
 def admin_router(settings: CartSettings, admin: Admin, orders: OrderLife) -> APIRouter:
-    async def require_admin(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        if credentials is None or not credentials.credentials:
-            raise Unauthorized("an admin bearer token is required")
-        expected = settings.admin_token.get_secret_value() if settings.admin_token else None
-        if not expected or not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-            raise Forbidden("the admin token is not valid")
-
+    guard = bearer_guard(settings.admin_token, setting="KASSE_CART_ADMIN_TOKEN")
     router = APIRouter(
-        prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=s.problems(401, 403)
+        prefix="/v1/admin",
+        tags=["admin"],
+        dependencies=[Depends(guard)],
+        responses=s.problems(401, 403),
     )
 
     @router.get("/orders", summary="List and search orders, newest first", responses=s.problems(422))
