@@ -125,10 +125,14 @@ async def test_a_duplicate_order_placed_reserves_once_and_cancel_or_failed_payme
             )
         )
         await wait_until(lambda: _equals(available, 5), timeout=20, message="stock released on payment failure")
-        # Every stock change went out as ProductChanged with the new availability.
-        changes = [e for e in await reader.wait_for_events(ProductChanged, count=4) if e.product_id == pid]
-        assert [e.stock_available for e in changes][-1] == 5
-        assert sorted(e.revision for e in changes) == [e.revision for e in changes]
+        # Every stock change went out as ProductChanged, in order: created, two takes, two releases.
+        records = await reader.wait_for(
+            lambda r: r.event_type == ProductChanged.event_type and r.key == pid.encode(), count=5
+        )
+        changes = [r.event() for r in records]
+        assert [c.revision for c in changes] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
+        assert changes[0].stock_available == 5 and changes[-1].stock_available == 5  # type: ignore[union-attr]
+        assert [c.changes for c in changes[1:]] == [["stock"]] * 4  # type: ignore[union-attr]
 
 
 async def _equals(read: Any, expected: int) -> bool:
