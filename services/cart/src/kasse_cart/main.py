@@ -41,7 +41,7 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
     settings = settings or CartSettings()
     runtime = ServiceRuntime(settings)
     carts_repo = MongoCartRepository(runtime.document_store("carts"))
-    orders_repo = MongoOrderRepository(runtime.document_store("orders"))
+    orders_repo = MongoOrderRepository(runtime.document_store("orders", trace_per_document=True))
     products = MongoProductReadModel(runtime.db["products"])
     rate_tables = MongoRateTableReadModel(runtime.db["rate_tables"])
     coupons = MongoCouponRepository(runtime.db["coupons"])

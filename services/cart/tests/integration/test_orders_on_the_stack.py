@@ -4,10 +4,15 @@ published into Kafka out of order and more than once."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI, Header
+from fastapi.responses import JSONResponse
 
 from kasse_cart.domain.order import OrderStatus
 from kasse_contracts import topics
@@ -27,7 +32,7 @@ from kasse_contracts.events import (
     StockRejected,
     StockReserved,
 )
-from kasse_testkit import wait_until
+from kasse_testkit import free_port, wait_until
 
 from .conftest import ADDRESS, ADMIN, checked_out_order, new_cart, product, rate_table
 
@@ -258,3 +263,61 @@ async def test_every_branch_of_the_order_life_ends_in_the_right_state_out_of_ord
             (CancellationReason.CUSTOMER_REQUEST, False),
             (CancellationReason.CUSTOMER_REQUEST, True),
         ]
+
+
+@asynccontextmanager
+async def payment_stand_in(secret: str, token: str) -> AsyncIterator[str]:
+    """The payment service's internal lookup (GET /v1/payments/{order_id}) on a real port."""
+    stand_in = FastAPI()
+
+    @stand_in.get("/v1/payments/{order_id}")
+    async def lookup(order_id: str, authorization: str = Header("")) -> JSONResponse:
+        if authorization != f"Bearer {token}":
+            return JSONResponse({"detail": "forbidden"}, status_code=403)
+        body = {"order_id": order_id, "status": "requires_action", "payment_intent_id": "pi_9", "client_secret": secret}
+        return JSONResponse(body)
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(stand_in, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        await wait_until(lambda: server.started, message="payment stand-in listening")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_the_order_view_shows_the_client_secret_only_while_payment_needs_the_customer(
+    cart_service: Any, seed: Any, test_publisher: Any
+) -> None:
+    async with payment_stand_in("pi_9_secret_abc", "internal-token") as payment_url:
+        settings = {"payment_base_url": payment_url, "payment_internal_token": "internal-token"}
+        async with cart_service(**settings) as (_, client):
+            await seed(product("p1", 1999), table=rate_table())
+            paying = await checked_out_order(client, {"p1": 1}, key="key-paying")
+            waiting = await checked_out_order(client, {"p1": 1}, key="key-waiting")
+            token = {"X-Order-Token": paying["order_token"]}
+            view = (await client.get(f"/v1/orders/{paying['order_id']}", headers=token)).json()
+            assert view["client_secret"] == "pi_9_secret_abc"
+
+            ids = {"occurred_at": _now(), "session_id": "sess-1", "order_id": paying["order_id"]}
+            line = StockLine(product_id="p1", sku="SKU-p1", quantity=1)
+            await test_publisher.publish(StockReserved(**ids, lines=[line]))
+            await test_publisher.publish(
+                PaymentCaptured(**ids, payment_intent_id="pi_9", amount=Money(**paying["total"]))
+            )
+
+            async def paid() -> dict[str, Any] | None:
+                body = (await client.get(f"/v1/orders/{paying['order_id']}", headers=token)).json()
+                return body if body["status"] == "paid" else None
+
+            view = await wait_until(paid, message="order paid")
+            assert view["client_secret"] is None  # paid: nothing for the customer to do
+    # The stand-in is gone: payment is unreachable. The view still answers at once, without a secret.
+    async with cart_service(payment_base_url=payment_url, payment_timeout_s=0.5) as (_, client):
+        started = asyncio.get_running_loop().time()
+        r = await client.get(f"/v1/orders/{waiting['order_id']}", headers={"X-Order-Token": waiting["order_token"]})
+        assert r.status_code == 200 and r.json()["status"] == "placed"
+        assert r.json()["client_secret"] is None
+        assert asyncio.get_running_loop().time() - started < 5
