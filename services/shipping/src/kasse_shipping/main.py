@@ -55,7 +55,7 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
     def encode(event: Event, event_id: str):  # type: ignore[no-untyped-def]
         return runtime.encode(event, event_id=event_id)
 
-    fulfilments = MongoFulfilmentRepository(runtime.document_store("fulfilments"), encode)
+    fulfilments = MongoFulfilmentRepository(runtime.document_store("fulfilments", trace_per_document=True), encode)
     rate_tables = MongoRateTableRepository(runtime.document_store("rate_tables"), encode)
     rates = RateTableService(load_rate_table(settings), rate_tables)
     carrier = SimulatedCarrier(
@@ -75,6 +75,7 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
 
     async def carrier_scans() -> None:
         """Apply due carrier scans for the app's lifetime; progress lives in Mongo, so a restart resumes."""
+        me = asyncio.current_task()
         while True:
             try:
                 await fulfilment.advance_due_shipments()
@@ -82,6 +83,10 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
                 raise
             except Exception:
                 log.exception("carrier scan round failed; retrying next round")
+            # PyMongo's async client can swallow a cancellation that lands inside one of its calls;
+            # without this check the loop would outlive the app's shutdown (observed: stop hangs).
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(settings.carrier_scan_interval_s)
 
     runtime.background(carrier_scans)
