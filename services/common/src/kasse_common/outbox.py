@@ -23,9 +23,22 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.messaging import EventPublisher
-from kasse_common.persistence import LEASE, OUTBOX, PENDING, REV
+from kasse_common.persistence import LEASE, OUTBOX, PENDING, REV, TRACEPARENT
 
 log = logging.getLogger(__name__)
+
+
+def continue_trace(record: OutgoingRecord, traceparent: str) -> OutgoingRecord:
+    """Attach an event written outside its document's trace (a webhook, a timer) to that trace.
+
+    Events written inside the document's trace keep their own, more precise, parent span.
+    """
+    own = record.headers.get("traceparent", "")
+    if own.split("-")[1:2] == traceparent.split("-")[1:2]:
+        return record
+    headers = {**record.headers, "traceparent": traceparent}
+    headers.pop("tracestate", None)
+    return OutgoingRecord(record.event_id, record.event_type, record.topic, record.key, record.value, headers)
 
 
 class OutboxRelay:
@@ -38,7 +51,7 @@ class OutboxRelay:
         lease_s: float = 10.0,
     ) -> None:
         self._publisher = publisher
-        self._collections: list[tuple[AsyncCollection[Any], bool]] = []
+        self._collections: list[tuple[AsyncCollection[Any], bool, bool]] = []
         self._poll_interval_s = poll_interval_s
         self._batch_size = batch_size
         self._lease_s = lease_s
@@ -47,8 +60,10 @@ class OutboxRelay:
         self._stopping = False
         self.published = 0
 
-    def watch(self, collection: AsyncCollection[Any], *, delete_when_drained: bool = False) -> None:
-        self._collections.append((collection, delete_when_drained))
+    def watch(
+        self, collection: AsyncCollection[Any], *, delete_when_drained: bool = False, trace_per_document: bool = False
+    ) -> None:
+        self._collections.append((collection, delete_when_drained, trace_per_document))
 
     def notify(self) -> None:
         self._wake.set()
@@ -88,8 +103,8 @@ class OutboxRelay:
 
     async def run_once(self) -> int:
         sent = 0
-        for collection, delete_when_drained in self._collections:
-            sent += await self._relay_collection(collection, delete_when_drained)
+        for collection, delete_when_drained, trace_per_document in self._collections:
+            sent += await self._relay_collection(collection, delete_when_drained, trace_per_document)
         return sent
 
     async def _run(self) -> None:
@@ -110,7 +125,9 @@ class OutboxRelay:
             except TimeoutError:
                 pass
 
-    async def _relay_collection(self, collection: AsyncCollection[Any], delete_when_drained: bool) -> int:
+    async def _relay_collection(
+        self, collection: AsyncCollection[Any], delete_when_drained: bool, trace_per_document: bool
+    ) -> int:
         now = time.time()
         candidates = await collection.find({PENDING: True}, {"_id": 1}, limit=self._batch_size).to_list()
         sent = 0
@@ -124,6 +141,8 @@ class OutboxRelay:
                 continue  # another relay holds it, or it was drained meanwhile
             entries = sorted((doc.get(OUTBOX) or {}).values(), key=lambda e: (e.get("seq", 0), e["id"]))
             records = [OutgoingRecord.from_document(e) for e in entries]
+            if trace_per_document and doc.get(TRACEPARENT):
+                records = [continue_trace(r, doc[TRACEPARENT]) for r in records]
             await self._publish_all(records)
             await self._mark_sent(
                 collection, doc["_id"], doc.get(REV), [r.event_id for r in records], delete_when_drained

@@ -23,7 +23,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from kasse_common.envelope import OutgoingRecord
+from kasse_common.envelope import OutgoingRecord, current_trace_headers
 
 VERSION = "_version"
 OUTBOX = "_outbox"
@@ -31,7 +31,8 @@ PENDING = "_outbox_pending"
 REV = "_outbox_rev"
 LEASE = "_outbox_lease"
 PROCESSED = "_processed"
-INTERNAL_FIELDS = (VERSION, OUTBOX, PENDING, REV, LEASE, PROCESSED)
+TRACEPARENT = "_traceparent"  # the trace the document was created in (see OutboxRelay, trace_per_document)
+INTERNAL_FIELDS = (VERSION, OUTBOX, PENDING, REV, LEASE, PROCESSED, TRACEPARENT)
 
 
 class ConcurrencyError(Exception):
@@ -99,6 +100,9 @@ class DocumentStore:
                 entry["seq"] = i
                 doc[OUTBOX][record.event_id] = entry
             doc[PROCESSED] = {consumed_event_id: now} if consumed_event_id else {}
+            traceparent = current_trace_headers().get("traceparent")
+            if traceparent:
+                doc[TRACEPARENT] = traceparent
             for field, amount in (inc or {}).items():
                 doc[field] = doc.get(field, 0) + amount
             try:

@@ -81,10 +81,14 @@ class ServiceRuntime:
         self._consumer_paused = False
 
     # -- wiring -------------------------------------------------------------------------------
-    def document_store(self, collection: str) -> DocumentStore:
-        """A store whose documents carry an outbox; the relay watches it."""
+    def document_store(self, collection: str, *, trace_per_document: bool = False) -> DocumentStore:
+        """A store whose documents carry an outbox; the relay watches it.
+
+        trace_per_document: every event of a document continues the trace the document was created in,
+        also when written from outside it (a Stripe webhook, a carrier timer): one trace per order.
+        """
         store = DocumentStore(self.db[collection], on_commit=self.relay.notify)
-        self.relay.watch(store.collection)
+        self.relay.watch(store.collection, trace_per_document=trace_per_document)
         self._stores.append(store)
         return store
 

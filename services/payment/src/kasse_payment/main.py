@@ -46,7 +46,7 @@ def create_app(
     """`stripe_http_client` lets tests record what is sent to Stripe; production uses httpx."""
     settings = settings or PaymentSettings()
     runtime = ServiceRuntime(settings)
-    repository = MongoPayments(runtime.document_store("payments"), runtime.encode)
+    repository = MongoPayments(runtime.document_store("payments", trace_per_document=True), runtime.encode)
     gateway = StripeGateway(
         build_client(
             settings.stripe_api_key.get_secret_value(),
