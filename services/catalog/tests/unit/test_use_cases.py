@@ -348,16 +348,19 @@ async def test_recommendations_learn_co_purchases_and_views_once_and_fall_back_t
     assert fresh[0].product.sku == "KNIFE"  # four purchases make it the most popular
 
 
-async def test_an_import_with_a_colliding_slug_is_refused_before_anything_is_written() -> None:
+async def test_same_names_get_distinct_slugs_and_an_explicit_colliding_slug_refuses_the_import() -> None:
     w = World()
-    await w.add(details("A", name="Oak Board"))
+    (board,) = await w.add(details("A", name="Oak Board"))
+    other = await w.catalog.create(details("B", name="Oak Board"))
+    assert (board.slug, other.slug) == ("oak-board", "oak-board-b")
+    result = await w.catalog.import_products([details("C", name="Oak Board"), details("D", name="Oak Board")])
+    slugs = {w.products.docs[pid].slug for pid in result.created}
+    assert slugs == {"oak-board-c", "oak-board-d"}
     with pytest.raises(Conflict, match="belongs to A"):
-        await w.catalog.import_products([details("B", name="Knife"), details("C", name="Oak Board")])
-    with pytest.raises(Conflict, match="would both have"):
-        await w.catalog.import_products([details("D", name="Pan"), details("E", name="Pan")])
-    assert {p.sku for p in w.products.docs.values()} == {"A"}
-    result = await w.catalog.import_products([details("C", name="Oak Board", slug="oak-board-large")])
-    assert len(result.created) == 1
+        await w.catalog.import_products([details("E", name="Knife"), details("F", name="Pan", slug="oak-board")])
+    assert await w.products.get_by_sku("E") is None  # nothing of the refused import was written
+    again = await w.catalog.import_products([details("C", name="Oak Board"), details("D", name="Oak Board")])
+    assert len(again.unchanged) == 2
 
 
 async def test_an_import_below_the_reserved_stock_is_refused_whole() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from kasse_catalog.application.events import product_changed
@@ -57,10 +57,12 @@ class ProductCatalog:
         return product
 
     async def create(self, details: ProductDetails) -> Product:
+        if await self.products.get_by_sku(details.sku) is not None:
+            raise Conflict(f"a product with sku {details.sku!r} exists already", field="sku")
+        if details.slug is None:
+            details = replace(details, slug=await self._free_slug(details, {}))
         now = self.clock()
         product = Product.create(details, now)
-        if await self.products.get_by_sku(product.sku) is not None:
-            raise Conflict(f"a product with sku {product.sku!r} exists already", field="sku")
         if await self.products.get_by_slug(product.slug) is not None:
             raise Conflict(f"a product with slug {product.slug!r} exists already", field="slug")
         event = self.encode(product_changed(product, [ProductChangeKind.CREATED], now))
@@ -109,16 +111,28 @@ class ProductCatalog:
             raise Unprocessable(f"duplicate skus in the import: {', '.join(duplicates)}")
         for item in items:
             item.check()
-        await self._precheck(items)
+        items = await self._precheck(items)
         result = ImportResult()
         for item in items:
             outcome, product_id = await self._upsert(item)
             getattr(result, outcome).append(product_id)
         return result
 
-    async def _precheck(self, items: Sequence[ProductDetails]) -> None:
-        """Refuse the whole import up front for what would fail half-way: slugs, reserved stock."""
+    async def _free_slug(self, details: ProductDetails, taken: dict[str, str]) -> str:
+        """A new product's slug from its name; when another product has it, the sku is appended."""
+        base = slugify(details.name)
+        candidate = base
+        for candidate in (base, f"{base}-{slugify(details.sku)}"):
+            holder = await self.products.get_by_slug(candidate)
+            if (holder is None or holder.sku == details.sku) and taken.get(candidate, details.sku) == details.sku:
+                return candidate
+        return candidate  # only an explicit slug can hold this one: the checks below report it
+
+    async def _precheck(self, items: Sequence[ProductDetails]) -> list[ProductDetails]:
+        """Refuse the whole import up front for what would fail half-way (slugs, reserved stock);
+        returns the items with the slugs new products will get."""
         owners: dict[str, str] = {}
+        resolved: list[ProductDetails] = []
         for item in items:
             existing = await self.products.get_by_sku(item.sku)
             if existing is not None and item.stock_on_hand < existing.stock_reserved:
@@ -127,12 +141,16 @@ class ProductCatalog:
                     f"stock_on_hand {item.stock_on_hand} is below that",
                     field="stock_on_hand",
                 )
-            slug = item.slug or (existing.slug if existing else slugify(item.name))
+            slug = item.slug or (existing.slug if existing else await self._free_slug(item, owners))
+            if existing is None and item.slug is None:
+                item = replace(item, slug=slug)
+            resolved.append(item)
             if owners.setdefault(slug, item.sku) != item.sku:
                 raise Conflict(f"skus {owners[slug]} and {item.sku} would both have the slug {slug!r}", field="slug")
             holder = await self.products.get_by_slug(slug)
             if holder is not None and holder.sku != item.sku:
                 raise Conflict(f"slug {slug!r} of {item.sku} belongs to {holder.sku}", field="slug")
+        return resolved
 
     async def _upsert(self, item: ProductDetails) -> tuple[str, str]:
         async def attempt() -> tuple[str, str]:

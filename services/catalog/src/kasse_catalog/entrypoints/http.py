@@ -43,6 +43,7 @@ from kasse_common.errors import Forbidden, Unauthorized, Unprocessable
 from kasse_contracts.base import Channel
 
 SESSION_HEADER = "X-Session-Id"
+MAX_AMOUNT = 10**12  # minor units; larger numbers cannot be stored (BSON int64) and mean nothing here
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,8 @@ async def search_products(
     who: ShopperDep,
     q: Annotated[str, Query(max_length=200, description="Words to find")] = "",
     category: Annotated[str | None, Query(max_length=50)] = None,
-    min_price: Annotated[int | None, Query(ge=0, description="Minor units")] = None,
-    max_price: Annotated[int | None, Query(ge=0, description="Minor units")] = None,
+    min_price: Annotated[int | None, Query(ge=0, le=MAX_AMOUNT, description="Minor units")] = None,
+    max_price: Annotated[int | None, Query(ge=0, le=MAX_AMOUNT, description="Minor units")] = None,
     in_stock: Annotated[bool | None, Query(description="Only products that can be bought now")] = None,
     min_rating: Annotated[float | None, Query(ge=0, le=5)] = None,
     sort: SortOrder = SortOrder.RELEVANCE,
