@@ -12,12 +12,21 @@ HELM_VERSION="${HELM_VERSION:-v3.19.0}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="${KASSE_BIN:-$REPO/.kasse/bin}"
 MODULE="helm.sh/helm/v3"
+# As helm's own Makefile does: the version, and the Kubernetes version `helm template`/`lint` assume
+# without a cluster (client-go v0.34 -> 1.34 for helm v3.19).
+K8S_MINOR="${HELM_K8S_MINOR:-34}"
 LDFLAGS="-s -w -X ${MODULE}/internal/version.version=${HELM_VERSION}"
+for pkg in pkg/lint/rules pkg/chartutil; do
+    LDFLAGS+=" -X ${MODULE}/${pkg}.k8sVersionMajor=1 -X ${MODULE}/${pkg}.k8sVersionMinor=${K8S_MINOR}"
+done
 
 command -v go >/dev/null || { echo "install-helm: Go is needed (apt-get install golang, or see go.dev)" >&2; exit 1; }
 
-# The binary records the module version it was built from: that is what we compare.
-if [ -x "$BIN/helm" ] && go version -m "$BIN/helm" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+${MODULE}[[:space:]]+${HELM_VERSION}([[:space:]]|$)"; then
+# Up to date when the binary was built from the pinned module (recorded in it) with these flags
+# (recorded in a stamp file next to it: -trimpath keeps -ldflags out of the binary's build info).
+STAMP="$BIN/.helm.build"
+if [ -x "$BIN/helm" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "${HELM_VERSION} ${LDFLAGS}" ] \
+    && go version -m "$BIN/helm" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+${MODULE}[[:space:]]+${HELM_VERSION}([[:space:]]|$)"; then
     echo "install-helm: $BIN/helm is already ${HELM_VERSION}"
     exit 0
 fi
@@ -37,4 +46,5 @@ if ! GOBIN="$BIN" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go install -trimpath -ld
     (cd "$work" && CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=mod" go build -trimpath -ldflags "$LDFLAGS" -o "$BIN/helm" ./cmd/helm)
 fi
 "$BIN/helm" version --short
+echo "${HELM_VERSION} ${LDFLAGS}" >"$STAMP"
 echo "install-helm: done in $((SECONDS - start))s"
