@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -12,7 +14,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from kasse_catalog.adapters import mongo
 from kasse_catalog.application.ports import RelationKind
-from kasse_testkit import Namespace
+from kasse_catalog.application.products import ProductCatalog
+from kasse_catalog.application.stock import StockKeeper
+from kasse_catalog.domain.product import Product, ProductDetails
+from kasse_catalog.domain.reservation import ReservationStatus
+from kasse_common.envelope import encode
+from kasse_common.persistence import DocumentStore
+from kasse_contracts.base import Money
+from kasse_testkit import Namespace, samples
 from kasse_testkit.infrastructure import Infrastructure
 
 pytestmark = pytest.mark.integration
@@ -60,3 +69,71 @@ async def test_the_purchase_ledger_finds_delivered_orders_by_customer_or_session
     assert await ledger.delivered_order_with("p1", "c2", "s2") is None  # not delivered
     assert await ledger.delivered_order_with("p3", "c1", "s1") is None
     assert await ledger.delivered_order_with("p1", None, None) is None
+
+
+def _stock_keeper(db: AsyncDatabase[Any], products: mongo.MongoProducts) -> StockKeeper:
+    reservations = mongo.MongoReservations(DocumentStore(db["reservations"]))
+    return StockKeeper(products, reservations, partial(encode, service="catalog"), lambda: datetime.now(UTC))
+
+
+async def _product(db: AsyncDatabase[Any], sku: str, stock: int) -> tuple[mongo.MongoProducts, Product]:
+    products = mongo.MongoProducts(DocumentStore(db["products"]))
+    catalog = ProductCatalog(products, partial(encode, service="catalog"), lambda: datetime.now(UTC))
+    details = ProductDetails(sku=sku, name=sku, description="", category="c", price=Money(amount=100, currency="EUR"))
+    details.stock_on_hand = stock
+    return products, await catalog.create(details)
+
+
+async def test_fifty_use_cases_racing_on_ferretdb_reserve_exactly_the_stock(db: AsyncDatabase[Any]) -> None:
+    products, p = await _product(db, "RACE", 10)
+    keeper = _stock_keeper(db, products)
+    orders = [samples.order_placed(lines=[samples.line_item(p.product_id, sku=p.sku)]) for _ in range(50)]
+    results = await asyncio.gather(*(keeper.reserve(o, f"evt-{o.order_id}") for o in orders))
+    assert sum(r.status is ReservationStatus.RESERVED for r in results) == 10
+    stored = await products.get(p.product_id)
+    assert stored is not None and (stored.stock_reserved, stored.stock_available) == (10, 0)
+
+
+async def test_a_take_is_applied_once_per_marker_even_from_a_stale_copy(db: AsyncDatabase[Any]) -> None:
+    products, p = await _product(db, "MARK", 5)
+    first, stale = await products.get(p.product_id), await products.get(p.product_id)
+    assert first is not None and stale is not None
+    now = datetime.now(UTC)
+    first.reserve(2, now)
+    assert await products.save(first, [], marker="take-1", require_available=2) is True
+    stale.reserve(2, now)
+    assert await products.save(stale, [], marker="take-1", require_available=2) is False  # already applied
+    fresh = await products.get(p.product_id)
+    assert fresh is not None
+    fresh.reserve(2, now)
+    assert await products.save(fresh, [], marker="take-1") is False
+    stored = await products.get(p.product_id)
+    assert stored is not None and stored.stock_available == 3 and await products.was_applied(p.product_id, "take-1")
+
+
+class _DiesAfterFirstSave(mongo.MongoProducts):
+    died = False
+
+    async def save(self, product: Product, events: Any, **kw: Any) -> bool:
+        applied = await super().save(product, events, **kw)
+        if not self.died:
+            self.died = True
+            raise ConnectionError("process died after the take, before the reservation noted it")
+        return applied
+
+
+async def test_a_reservation_interrupted_after_a_take_resumes_on_ferretdb(db: AsyncDatabase[Any]) -> None:
+    _, a = await _product(db, "RES-A", 5)
+    _, b = await _product(db, "RES-B", 5)
+    dying = _DiesAfterFirstSave(DocumentStore(db["products"]))
+    keeper = _stock_keeper(db, dying)
+    placed = samples.order_placed(
+        lines=[samples.line_item(a.product_id, sku=a.sku, quantity=2), samples.line_item(b.product_id, sku=b.sku)]
+    )
+    with pytest.raises(ConnectionError):
+        await keeper.reserve(placed, "evt-1")
+    result = await keeper.reserve(placed, "evt-1")  # the redelivery after the restart
+    assert result.status is ReservationStatus.RESERVED
+    after_a, after_b = await dying.get(a.product_id), await dying.get(b.product_id)
+    assert after_a is not None and after_b is not None
+    assert (after_a.stock_available, after_b.stock_available) == (3, 4)
