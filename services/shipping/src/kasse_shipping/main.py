@@ -9,6 +9,8 @@ from importlib import resources
 
 import uvicorn
 from fastapi import FastAPI
+
+from kasse_common.envelope import OutgoingRecord
 from kasse_common.runtime import ServiceRuntime
 from kasse_contracts.base import Event
 from kasse_contracts.events import (
@@ -19,7 +21,6 @@ from kasse_contracts.events import (
     ShipmentDispatched,
     ShippingMethodsPublished,
 )
-
 from kasse_shipping.adapters.carrier import SimulatedCarrier
 from kasse_shipping.adapters.mongo import MongoFulfilmentRepository, MongoRateTableRepository
 from kasse_shipping.application.fulfilment import FulfilmentService
@@ -52,7 +53,7 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
     settings = settings or ShippingSettings()
     runtime = ServiceRuntime(settings)
 
-    def encode(event: Event, event_id: str):  # type: ignore[no-untyped-def]
+    def encode(event: Event, event_id: str) -> OutgoingRecord:
         return runtime.encode(event, event_id=event_id)
 
     fulfilments = MongoFulfilmentRepository(runtime.document_store("fulfilments", trace_per_document=True), encode)
@@ -67,10 +68,19 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
     fulfilment = FulfilmentService(fulfilments, carrier, rates, policy)
 
     runtime.produces(
-        ShippingMethodsPublished, ShipmentCreated, ShipmentDispatched, ShipmentDelivered, ReturnRequested, ReturnReceived
+        ShippingMethodsPublished,
+        ShipmentCreated,
+        ShipmentDispatched,
+        ShipmentDelivered,
+        ReturnRequested,
+        ReturnReceived,
     )
     runtime.on_startup(fulfilments.ensure_indexes)
-    runtime.on_startup(rates.publish)
+
+    async def publish_rate_table() -> None:
+        await rates.publish()
+
+    runtime.on_startup(publish_rate_table)
     register_consumers(runtime.consumer, fulfilment)
 
     async def carrier_scans() -> None:

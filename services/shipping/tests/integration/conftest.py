@@ -6,11 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kasse_contracts.events import OrderPlaced, PaymentCaptured
-from kasse_testkit.samples import now
 from pymongo import AsyncMongoClient
 
+from kasse_contracts.events import OrderPlaced, PaymentCaptured
 from kasse_shipping.settings import ShippingSettings
+from kasse_testkit.samples import now
 
 ADMIN_TOKEN = "test-admin-token"
 

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kasse_contracts import topics
 from kasse_contracts.events import ShippingMethodsPublished
-from kasse_testkit import running_app
-
 from kasse_shipping.main import create_app
 from kasse_shipping.settings import ShippingSettings
+from kasse_testkit import running_app
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,9 @@ async def test_quotes_give_prices_and_delivery_dates_across_cutoff_weekend_and_h
         before = await quote("2026-11-24T10:00:00Z", postal_code="10115")
         std = before["standard"]
         assert (std["dispatch_date"], std["delivery_from"], std["delivery_to"]) == (
-            "2026-11-24", "2026-11-25", "2026-11-27",
+            "2026-11-24",
+            "2026-11-25",
+            "2026-11-27",
         )
         # Prices: band from 25 EUR (3.95), express 9.95 + 2 started kg x 1.00, pickup free from 30 EUR.
         assert std["price"] == {"amount": 395, "currency": "EUR"} and not std["free_shipping"]
@@ -46,17 +48,23 @@ async def test_quotes_give_prices_and_delivery_dates_across_cutoff_weekend_and_h
         # 14:30 Berlin is after the cut-off although it is 13:30 UTC: leaves Wednesday; +3 skips the weekend.
         after = (await quote("2026-11-24T13:30:00Z"))["standard"]
         assert (after["dispatch_date"], after["delivery_from"], after["delivery_to"]) == (
-            "2026-11-25", "2026-11-26", "2026-11-30",
+            "2026-11-25",
+            "2026-11-26",
+            "2026-11-30",
         )
         # Friday after the cut-off: dispatched Monday.
         friday = (await quote("2026-11-27T16:00:00Z"))["standard"]
         assert (friday["dispatch_date"], friday["delivery_from"], friday["delivery_to"]) == (
-            "2026-11-30", "2026-12-01", "2026-12-03",
+            "2026-11-30",
+            "2026-12-01",
+            "2026-12-03",
         )
         # Christmas Eve after the cut-off: 25th/26th are holidays (26th a Saturday), then Sunday.
         xmas = (await quote("2026-12-24T16:00:00Z"))["express"]
         assert (xmas["dispatch_date"], xmas["delivery_from"], xmas["delivery_to"]) == (
-            "2026-12-28", "2026-12-29", "2026-12-29",
+            "2026-12-28",
+            "2026-12-29",
+            "2026-12-29",
         )
         # Easter 2027: Good Friday and Easter Monday are no dispatch days either.
         easter = (await quote("2027-03-25T15:30:00Z"))["standard"]

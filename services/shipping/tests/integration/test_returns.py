@@ -7,13 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from kasse_contracts import topics
 from kasse_contracts.events import ReturnReceived, ReturnRequested, ShipmentDelivered
-from kasse_testkit import TestPublisher, running_app, wait_until
-from kasse_testkit.samples import line_item, order_placed
-
 from kasse_shipping.main import create_app
 from kasse_shipping.settings import ShippingSettings
+from kasse_testkit import TestPublisher, running_app, wait_until
+from kasse_testkit.samples import line_item, order_placed
 
 from .conftest import ADMIN_TOKEN, payment_for
 
@@ -85,8 +85,11 @@ async def test_returns_are_accepted_inside_the_window_and_refused_outside_it(
         async with running_app(create_app(closed)) as client:
             late = await client.post(
                 f"/v1/orders/{order.order_id}/returns",
-                json={"email": "erika@example.com", "lines": [{"product_id": "prod_pan", "quantity": 1}],
-                      "reason": "changed_mind"},
+                json={
+                    "email": "erika@example.com",
+                    "lines": [{"product_id": "prod_pan", "quantity": 1}],
+                    "reason": "changed_mind",
+                },
             )
             assert late.status_code == 422
             assert late.json()["reason"] == "window_closed" and "return window ended" in late.json()["detail"]

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+
 from kasse_contracts import topics
 from kasse_contracts.events import (
     CancellationReason,
@@ -16,11 +17,10 @@ from kasse_contracts.events import (
     ShipmentDelivered,
     ShipmentDispatched,
 )
-from kasse_testkit import TestPublisher, running_app, wait_until
-from kasse_testkit.samples import now, order_placed
-
 from kasse_shipping.main import create_app
 from kasse_shipping.settings import ShippingSettings
+from kasse_testkit import TestPublisher, running_app, wait_until
+from kasse_testkit.samples import now, order_placed
 
 from .conftest import fulfilment_doc, payment_for, processed
 

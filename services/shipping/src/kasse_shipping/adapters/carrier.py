@@ -24,7 +24,9 @@ class SimulatedCarrier:
     async def book(self, *, shipment_id: str, order_id: str, carrier: str, method_id: str) -> Booking:
         # Derived from the shipment id: booking the same shipment twice (a retried handler) is harmless.
         tracking_number = "SIM" + hashlib.sha256(shipment_id.encode()).hexdigest()[:14].upper()
-        url = self._tracking_url_template.format(tracking_number=tracking_number) if self._tracking_url_template else None
+        url = (
+            self._tracking_url_template.format(tracking_number=tracking_number) if self._tracking_url_template else None
+        )
         return Booking(carrier=carrier, tracking_number=tracking_number, tracking_url=url)
 
     async def return_label(self, *, return_id: str, order_id: str) -> str:

@@ -22,9 +22,7 @@ class InMemoryFulfilmentRepository:
             return Loaded(Fulfilment(order_id=order_id), None)
         return Loaded(Fulfilment.model_validate_json(found[0]), found[1])
 
-    async def save(
-        self, loaded: Loaded, events: Sequence[PendingEvent], consumed_event_id: str | None = None
-    ) -> bool:
+    async def save(self, loaded: Loaded, events: Sequence[PendingEvent], consumed_event_id: str | None = None) -> bool:
         order_id = loaded.fulfilment.order_id
         if consumed_event_id and consumed_event_id in self.processed.get(order_id, set()):
             return False

@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from pymongo import ASCENDING
+
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
 from kasse_contracts.base import Event
-from pymongo import ASCENDING
-
 from kasse_shipping.application.ports import Loaded, PendingEvent, PublishedTable, StaleState
 from kasse_shipping.domain.fulfilment import Fulfilment
 from kasse_shipping.domain.rates import RateTable
@@ -40,9 +40,7 @@ class MongoFulfilmentRepository:
             return Loaded(Fulfilment(order_id=order_id), None)
         return Loaded(Fulfilment.model_validate(doc["fulfilment"]), doc["_version"])
 
-    async def save(
-        self, loaded: Loaded, events: Sequence[PendingEvent], consumed_event_id: str | None = None
-    ) -> bool:
+    async def save(self, loaded: Loaded, events: Sequence[PendingEvent], consumed_event_id: str | None = None) -> bool:
         f = loaded.fulfilment
         state: dict[str, Any] = {
             "fulfilment": f.model_dump(mode="json"),

@@ -12,8 +12,7 @@ from kasse_common.envelope import derived_event_id
 from kasse_common.errors import NotFound
 from kasse_contracts.base import Event
 from kasse_contracts.events import OrderCancelled, OrderPlaced, PaymentCaptured, ReturnReason
-
-from kasse_shipping.application.ports import Carrier, FulfilmentRepository, Loaded, PendingEvent, StaleState
+from kasse_shipping.application.ports import Carrier, FulfilmentRepository, PendingEvent, StaleState
 from kasse_shipping.application.rates import RateTableService
 from kasse_shipping.domain.fulfilment import (
     CancellationInfo,
@@ -154,7 +153,9 @@ class FulfilmentService:
             shipment = loaded.fulfilment.shipment
             while shipment and shipment.next_transition_at is not None and shipment.next_transition_at <= now:
                 scanned_at = shipment.next_transition_at
-                reached = ShipmentStatus.DISPATCHED if shipment.status is ShipmentStatus.CREATED else ShipmentStatus.DELIVERED
+                reached = (
+                    ShipmentStatus.DISPATCHED if shipment.status is ShipmentStatus.CREATED else ShipmentStatus.DELIVERED
+                )
                 next_scan = self._carrier.next_scan(reached, scanned_at)
                 next_scan = to_millis(next_scan) if next_scan else None
                 step = loaded.fulfilment.advance(scanned_at=scanned_at, next_scan_at=next_scan)
@@ -250,6 +251,6 @@ class FulfilmentService:
         """Ids derived from what happened, so re-running the same change publishes the same ids."""
         pending = []
         for event in events:
-            discriminator = getattr(event, "return_id", None) or getattr(event, "shipment_id", "")
+            discriminator = str(getattr(event, "return_id", None) or getattr(event, "shipment_id", ""))
             pending.append(PendingEvent(event, derived_event_id(order_id, event.event_type, discriminator)))
         return pending

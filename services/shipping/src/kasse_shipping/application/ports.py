@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Protocol
 
 from kasse_contracts.base import Event
-
 from kasse_shipping.domain.fulfilment import Booking, Fulfilment, ShipmentStatus
 from kasse_shipping.domain.rates import RateTable
 
@@ -34,9 +33,7 @@ class Loaded:
 class FulfilmentRepository(Protocol):
     async def load(self, order_id: str) -> Loaded: ...
 
-    async def save(
-        self, loaded: Loaded, events: Sequence[PendingEvent], consumed_event_id: str | None = None
-    ) -> bool:
+    async def save(self, loaded: Loaded, events: Sequence[PendingEvent], consumed_event_id: str | None = None) -> bool:
         """Write state and events together. False: `consumed_event_id` was applied before (nothing
         written). Raises StaleState when someone else wrote first."""
         ...

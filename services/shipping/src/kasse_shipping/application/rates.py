@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 from kasse_common.envelope import derived_event_id
 from kasse_contracts.events import ShippingMethodsPublished
-
 from kasse_shipping.application.ports import PendingEvent, RateTableRepository, StaleState
 from kasse_shipping.domain.rates import Basket, MethodQuote, RateTable, quote
 
@@ -25,7 +24,10 @@ class Quote:
 
 class RateTableService:
     def __init__(
-        self, table: RateTable, repository: RateTableRepository, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        table: RateTable,
+        repository: RateTableRepository,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.table = table
         self._repository = repository
@@ -48,9 +50,13 @@ class RateTableService:
             else:
                 revision, expected = current.revision + 1, current.version
             event = self.published_event(revision)
-            event_id = derived_event_id("ShippingMethodsPublished", self.table.rate_table_id, str(revision), fingerprint)
+            event_id = derived_event_id(
+                "ShippingMethodsPublished", self.table.rate_table_id, str(revision), fingerprint
+            )
             try:
-                await self._repository.save(self.table, revision, fingerprint, expected, [PendingEvent(event, event_id)])
+                await self._repository.save(
+                    self.table, revision, fingerprint, expected, [PendingEvent(event, event_id)]
+                )
             except StaleState:
                 continue  # another instance published at the same moment: look again
             self.revision = revision

@@ -24,5 +24,6 @@ def check_postal_code(country: str, postal_code: str) -> None:
         return
     pattern, expected = rule
     if not pattern.match(postal_code.strip().upper()):
-        raise Unprocessable(f"postal code {postal_code!r} is not valid for {country}: expected {expected}",
-                            field="postal_code")
+        raise Unprocessable(
+            f"postal code {postal_code!r} is not valid for {country}: expected {expected}", field="postal_code"
+        )

@@ -12,6 +12,8 @@ from collections import Counter
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from kasse_common.errors import Conflict, Unprocessable
 from kasse_contracts.base import Event, Money
 from kasse_contracts.events import (
@@ -24,7 +26,6 @@ from kasse_contracts.events import (
     ShipmentDispatched,
 )
 from kasse_contracts.events.shipping import ReturnLine
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Model(BaseModel):
@@ -186,7 +187,9 @@ class Fulfilment(_Model):
 
     # -- shipment -------------------------------------------------------------------------------
     def ready_to_ship(self) -> bool:
-        return self.order is not None and self.payment is not None and self.cancellation is None and self.shipment is None
+        return (
+            self.order is not None and self.payment is not None and self.cancellation is None and self.shipment is None
+        )
 
     def create_shipment(
         self, *, shipment_id: str, booking: Booking, promised: date, now: datetime, first_scan_at: datetime

@@ -15,12 +15,12 @@ from datetime import date, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from kasse_common.calendar import delivery_window, dispatch_date
 from kasse_common.errors import Unprocessable
 from kasse_contracts.base import Money
 from kasse_contracts.events.shipping import ShippingMethod, ShippingRate
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from kasse_shipping.domain.addresses import check_postal_code
 
 
@@ -106,9 +106,7 @@ class Basket:
 def price_for(rate: ShippingRate, basket: Basket) -> tuple[Money, bool]:
     """The shipping price and whether it is free because the threshold was reached."""
     if basket.subtotal.currency != rate.currency:
-        raise Unprocessable(
-            f"rates to {rate.zone} are in {rate.currency}; the basket is in {basket.subtotal.currency}"
-        )
+        raise Unprocessable(f"rates to {rate.zone} are in {rate.currency}; the basket is in {basket.subtotal.currency}")
     if rate.free_shipping_threshold is not None and basket.subtotal.amount >= rate.free_shipping_threshold:
         return Money(amount=0, currency=rate.currency), True
     band = max((b for b in rate.price_bands if b.min_subtotal <= basket.subtotal.amount), key=lambda b: b.min_subtotal)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from kasse_common.messaging import EventConsumer, EventContext
 from kasse_contracts.events import OrderCancelled, OrderPlaced, PaymentCaptured
-
 from kasse_shipping.application.fulfilment import FulfilmentService
 
 

@@ -10,12 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
+
 from kasse_common.errors import Forbidden, Unauthorized
 from kasse_contracts.base import CountryCode, Money
 from kasse_contracts.events import ReturnReason
 from kasse_contracts.events.shipping import MethodKind, ShippingMethod
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
-
 from kasse_shipping.application.fulfilment import FulfilmentService
 from kasse_shipping.application.rates import RateTableService
 from kasse_shipping.domain.fulfilment import Fulfilment, RequestedLine, ReturnCase, TimelineEntry
@@ -40,7 +40,9 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict",
         422: "Invalid request or refused by the rules (the detail says why)",
     }
-    return {s: {"model": Problem, "description": text[s], "content": {"application/problem+json": {}}} for s in statuses}
+    return {
+        s: {"model": Problem, "description": text[s], "content": {"application/problem+json": {}}} for s in statuses
+    }
 
 
 class _In(BaseModel):
