@@ -11,10 +11,10 @@ import base64
 import hashlib
 import hmac
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from kasse_cart.application.ports import (
     CartRepository,
@@ -44,7 +44,6 @@ from kasse_contracts.events import (
     ShippingSelection,
 )
 
-T = TypeVar("T")
 SAVE_ATTEMPTS = 5
 
 
@@ -489,16 +488,6 @@ class CartService:
             total=_money(totals.total, c),
             client_ip=client_ip,
         )
-
-
-async def retry_stale(attempt: Callable[[], Awaitable[T]], attempts: int = SAVE_ATTEMPTS) -> T:
-    """Run `attempt` again from a fresh load while it meets StaleState."""
-    for _ in range(attempts - 1):
-        try:
-            return await attempt()
-        except StaleState:
-            continue
-    return await attempt()
 
 
 def _money(amount: int, currency: str) -> Money:

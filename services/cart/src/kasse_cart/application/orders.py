@@ -10,7 +10,7 @@ from datetime import datetime
 from kasse_cart.application.ports import Clock, Encoder, OrderRepository, PaymentLookup, StaleState
 from kasse_cart.domain.cart import hash_token
 from kasse_cart.domain.order import CancellationNotice, Order, OrderStatus
-from kasse_common.envelope import derived_event_id
+from kasse_common.envelope import OutgoingRecord, derived_event_id
 from kasse_common.errors import NotFound
 from kasse_contracts.base import Money
 from kasse_contracts.events import CancellationReason, OrderCancelled
@@ -79,7 +79,7 @@ class OrderLife:
             raise NotFound("no order with this id and token")
         return order
 
-    def _cancellations(self, order: Order, notices: list[CancellationNotice]) -> list:  # type: ignore[type-arg]
+    def _cancellations(self, order: Order, notices: list[CancellationNotice]) -> list[OutgoingRecord]:
         now: datetime = self.clock()
         return [
             self.encode(

@@ -8,7 +8,8 @@ from kasse_cart.application.carts import CartService
 from kasse_cart.application.ports import StaleState
 from kasse_cart.domain.cart import ProductInfo
 from kasse_cart.domain.shipping import RateTable
-from kasse_contracts.events import CartAction, CartUpdated, ProductChanged, ShippingMethodsPublished
+from kasse_common.envelope import OutgoingRecord
+from kasse_contracts.events import CartAction, ProductChanged, ShippingMethodsPublished
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class ReadModels:
             flagged = cart.mark_availability(product)
             if line is None and not flagged:
                 return
-            events = []
+            events: list[OutgoingRecord] = []
             if line is not None:  # a new price is a cart change; an availability flag alone is not
                 view = await self.service.view(cart)
                 now = self.service.clock()
@@ -74,6 +75,3 @@ class ReadModels:
             except StaleState:
                 continue
         raise StaleState(f"cart {cart_id} kept changing while repricing")
-
-
-__all__ = ["CartUpdated", "ReadModels"]
