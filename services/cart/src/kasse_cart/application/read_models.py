@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from kasse_cart.application.carts import CartService
 from kasse_cart.application.ports import StaleState
 from kasse_cart.domain.cart import ProductInfo
 from kasse_cart.domain.shipping import RateTable
 from kasse_common.envelope import OutgoingRecord
 from kasse_contracts.events import CartAction, ProductChanged, ShippingMethodsPublished
-
-log = logging.getLogger(__name__)
 
 
 def product_info(event: ProductChanged) -> ProductInfo:
