@@ -49,6 +49,14 @@ class MemoryProducts:
         await _hop()
         return [p.copy() for pid in product_ids if (p := self.docs.get(pid))]
 
+    async def get_by_skus(self, skus: Sequence[str]) -> dict[str, Product]:
+        await _hop()
+        return {p.sku: p.copy() for p in self.docs.values() if p.sku in skus}
+
+    async def get_by_slugs(self, slugs: Sequence[str]) -> dict[str, Product]:
+        await _hop()
+        return {p.slug: p.copy() for p in self.docs.values() if p.slug in slugs}
+
     async def add(self, product: Product, events: Sequence[OutgoingRecord]) -> None:
         await _hop()
         if product.product_id in self.docs or any(

@@ -139,6 +139,18 @@ class MongoProducts:
         by_id = {d["_id"]: product_from_doc(d) for d in docs}
         return [by_id[pid] for pid in product_ids if pid in by_id]
 
+    async def get_by_skus(self, skus: Sequence[str]) -> dict[str, Product]:
+        return await self._by("sku", skus)
+
+    async def get_by_slugs(self, slugs: Sequence[str]) -> dict[str, Product]:
+        return await self._by("slug", slugs)
+
+    async def _by(self, field: str, values: Sequence[str]) -> dict[str, Product]:
+        if not values:
+            return {}
+        docs = await self.collection.find({field: {"$in": sorted(set(values))}}, _LIGHT).to_list()
+        return {d[field]: product_from_doc(d) for d in docs}
+
     async def add(self, product: Product, events: Sequence[OutgoingRecord]) -> None:
         state = {**product_state(product), "views": 0, "purchases": 0, "popularity": 0}
         try:

@@ -19,6 +19,21 @@ T = TypeVar("T")
 MAX_ATTEMPTS = 50
 
 
+def _slug_candidates(details: ProductDetails) -> list[str]:
+    base = slugify(details.name)
+    return [base, f"{base}-{slugify(details.sku)}"]
+
+
+def _pick_slug(
+    details: ProductDetails, candidates: list[str], holders: dict[str, Product], taken: dict[str, str]
+) -> str:
+    for candidate in candidates:
+        holder = holders.get(candidate)
+        if (holder is None or holder.sku == details.sku) and taken.get(candidate, details.sku) == details.sku:
+            return candidate
+    return candidates[-1]  # only an explicit slug can hold this one: the callers' checks report it
+
+
 class Contended(KasseError):
     """Writers kept colliding on one document: the caller may simply try again."""
 
@@ -111,57 +126,67 @@ class ProductCatalog:
             raise Unprocessable(f"duplicate skus in the import: {', '.join(duplicates)}")
         for item in items:
             item.check()
-        items = await self._precheck(items)
+        existing = await self.products.get_by_skus([item.sku for item in items])
+        items = await self._precheck(items, existing)
         result = ImportResult()
         for item in items:
-            outcome, product_id = await self._upsert(item)
+            outcome, product_id = await self._upsert(item, existing.get(item.sku))
             getattr(result, outcome).append(product_id)
         return result
 
     async def _free_slug(self, details: ProductDetails, taken: dict[str, str]) -> str:
         """A new product's slug from its name; when another product has it, the sku is appended."""
-        base = slugify(details.name)
-        candidate = base
-        for candidate in (base, f"{base}-{slugify(details.sku)}"):
-            holder = await self.products.get_by_slug(candidate)
-            if (holder is None or holder.sku == details.sku) and taken.get(candidate, details.sku) == details.sku:
-                return candidate
-        return candidate  # only an explicit slug can hold this one: the checks below report it
+        candidates = _slug_candidates(details)
+        holders = await self.products.get_by_slugs(candidates)
+        return _pick_slug(details, candidates, holders, taken)
 
-    async def _precheck(self, items: Sequence[ProductDetails]) -> list[ProductDetails]:
+    async def _precheck(self, items: Sequence[ProductDetails], existing: dict[str, Product]) -> list[ProductDetails]:
         """Refuse the whole import up front for what would fail half-way (slugs, reserved stock);
-        returns the items with the slugs new products will get."""
+        returns the items with the slugs new products will get. Two queries, whatever the size."""
+        wanted: list[str] = []
+        for item in items:
+            known = existing.get(item.sku)
+            wanted += [item.slug] if item.slug else [known.slug] if known else _slug_candidates(item)
+        holders = await self.products.get_by_slugs(wanted)
         owners: dict[str, str] = {}
         resolved: list[ProductDetails] = []
         for item in items:
-            existing = await self.products.get_by_sku(item.sku)
-            if existing is not None and item.stock_on_hand < existing.stock_reserved:
+            known = existing.get(item.sku)
+            if known is not None and item.stock_on_hand < known.stock_reserved:
                 raise Conflict(
-                    f"{item.sku}: {existing.stock_reserved} units are reserved by open orders; "
+                    f"{item.sku}: {known.stock_reserved} units are reserved by open orders; "
                     f"stock_on_hand {item.stock_on_hand} is below that",
                     field="stock_on_hand",
                 )
-            slug = item.slug or (existing.slug if existing else await self._free_slug(item, owners))
-            if existing is None and item.slug is None:
+            slug = item.slug or (known.slug if known else _pick_slug(item, _slug_candidates(item), holders, owners))
+            if known is None and item.slug is None:
                 item = replace(item, slug=slug)
             resolved.append(item)
             if owners.setdefault(slug, item.sku) != item.sku:
                 raise Conflict(f"skus {owners[slug]} and {item.sku} would both have the slug {slug!r}", field="slug")
-            holder = await self.products.get_by_slug(slug)
+            holder = holders.get(slug)
             if holder is not None and holder.sku != item.sku:
                 raise Conflict(f"slug {slug!r} of {item.sku} belongs to {holder.sku}", field="slug")
         return resolved
 
-    async def _upsert(self, item: ProductDetails) -> tuple[str, str]:
+    async def _upsert(self, item: ProductDetails, known: Product | None) -> tuple[str, str]:
+        first_try = True
+
         async def attempt() -> tuple[str, str]:
-            existing = await self.products.get_by_sku(item.sku)
+            nonlocal first_try
+            existing = known if first_try else await self.products.get_by_sku(item.sku)
+            first_try = False
             if existing is None:
+                now = self.clock()
+                product = Product.create(item, now)
                 try:
-                    product = await self.create(item)
-                except Conflict as exc:
+                    await self.products.add(
+                        product, [self.encode(product_changed(product, [ProductChangeKind.CREATED], now))]
+                    )
+                except AlreadyExists as exc:
                     if await self.products.get_by_sku(item.sku) is not None:
                         raise StaleWrite() from exc  # created concurrently: update it instead
-                    raise
+                    raise Conflict(f"slug {product.slug!r} belongs to another product", field="slug") from None
                 return "created", product.product_id
             changes: dict[str, Any] = {
                 "name": item.name,
