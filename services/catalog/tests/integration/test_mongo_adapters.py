@@ -40,6 +40,7 @@ async def test_pair_counters_count_each_event_once_and_keep_their_memory_bounded
     db: AsyncDatabase[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(mongo, "SEEN_KEEP", 3)
+    monkeypatch.setattr(mongo, "TRIM_CHECK_EVERY", 1)
     signals = mongo.MongoSignals(db["relations"], db["sessions"])
     for i in range(8):
         await signals.increment_pair(RelationKind.BOUGHT_TOGETHER, "a", "b", f"e{i}")
