@@ -3,10 +3,13 @@ delivered across a restart, cancellation before dispatch stops the shipment."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from kasse_contracts import topics
@@ -19,7 +22,7 @@ from kasse_contracts.events import (
 )
 from kasse_shipping.main import create_app
 from kasse_shipping.settings import ShippingSettings
-from kasse_testkit import TestPublisher, running_app, wait_until
+from kasse_testkit import ServiceProcess, TestPublisher, free_port, running_app, wait_until
 from kasse_testkit.samples import now, order_placed
 
 from .conftest import fulfilment_doc, payment_for, processed
@@ -139,3 +142,54 @@ def _cancelled(order: Any, *, was_paid: bool) -> OrderCancelled:
         was_paid=was_paid,
         total=order.total,
     )
+
+
+async def test_shipment_reaches_delivered_after_the_process_is_killed_mid_progress(
+    shipping_settings: Callable[..., ShippingSettings],
+    topic_reader: Any,
+    test_publisher: TestPublisher,
+    tmp_path: Path,
+) -> None:
+    """The real console script as a process, SIGKILLed (nothing flushed) after dispatch."""
+    settings = shipping_settings(carrier_dispatch_after_s=0.2, carrier_deliver_after_s=2.0)
+    order = order_placed()
+    async with topic_reader(topics.SHIPPING) as reader:
+        first = _process(settings, tmp_path)
+        await first.start()
+        try:
+            await test_publisher.publish(order)
+            await test_publisher.publish(payment_for(order))
+            (dispatched,) = await reader.wait_for_events(ShipmentDispatched)
+        finally:
+            first.kill()
+        doc = await fulfilment_doc(settings, order.order_id)
+        assert doc is not None and doc["fulfilment"]["shipment"]["status"] == "dispatched"
+
+        second = _process(settings, tmp_path)
+        await second.start()
+        try:
+            (delivered,) = await reader.wait_for_events(ShipmentDelivered)
+            async with httpx.AsyncClient(base_url=second.base_url) as client:
+                tracking = (await client.get(f"/v1/tracking/{dispatched.tracking_number}")).json()
+        finally:
+            await second.stop()
+    assert delivered.delivered_at == dispatched.dispatched_at + timedelta(seconds=2)
+    assert tracking["status"] == "delivered"
+
+
+def _process(settings: ShippingSettings, tmp_path: Path) -> ServiceProcess:
+    port = free_port()
+    env = {
+        "KASSE_SHIPPING_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "KASSE_SHIPPING_MONGO_URI": settings.mongo_uri.get_secret_value(),
+        "KASSE_SHIPPING_MONGO_DATABASE": settings.database_name,
+        "KASSE_SHIPPING_TOPIC_PREFIX": settings.topic_prefix,
+        "KASSE_SHIPPING_HTTP_PORT": str(port),
+        "KASSE_SHIPPING_CARRIER_DISPATCH_AFTER_S": str(settings.carrier_dispatch_after_s),
+        "KASSE_SHIPPING_CARRIER_DELIVER_AFTER_S": str(settings.carrier_deliver_after_s),
+        "KASSE_SHIPPING_CARRIER_SCAN_INTERVAL_S": str(settings.carrier_scan_interval_s),
+        "KASSE_SHIPPING_OUTBOX_POLL_INTERVAL_S": "0.1",
+    }
+    script = shutil.which("kasse-shipping")
+    assert script is not None, "the kasse-shipping console script is not installed"
+    return ServiceProcess([script], env, port=port, log_path=tmp_path / "shipping.log")
