@@ -176,6 +176,8 @@ async def test_declined_payment_cancels_and_releases_stock(shop: Shop, order_eve
         view = await shop.wait_for_status(client, placed["order_id"], placed["order_token"], "cancelled")
         assert view["cancellation_reason"] == "payment_failed"
         await wait_until(lambda: _released(client, shop, product_id, 3), timeout=30)
+    # Catalog releases on PaymentFailed; the cart's OrderCancelled may reach the subscriber later.
+    await wait_until(lambda: order_events.types(placed["order_id"])[-1:] == ["OrderCancelled"], timeout=30)
     types = order_events.types(placed["order_id"])
     assert types[:3] == ["OrderPlaced", "StockReserved", "PaymentFailed"] and types[-1] == "OrderCancelled"
     failed = [s.event for s in order_events.for_order(placed["order_id"]) if type(s.event).__name__ == "PaymentFailed"]
