@@ -45,9 +45,22 @@ async def test_returns_are_accepted_inside_the_window_and_refused_outside_it(
                     headers={"X-Session-Id": "sess-returns"},
                 )
 
-            accepted = await ask(order.order_id, [{"product_id": "prod_mug", "quantity": 1}])
+            async def ask_once(key: str) -> Any:
+                return await client.post(
+                    f"/v1/orders/{order.order_id}/returns",
+                    json={
+                        "email": "erika@example.com",
+                        "lines": [{"product_id": "prod_mug", "quantity": 1}],
+                        "reason": "damaged",
+                        "comment": "cracked",
+                    },
+                    headers={"X-Session-Id": "sess-returns", "Idempotency-Key": key},
+                )
+
+            accepted = await ask_once("key-1")
             assert accepted.status_code == 201, accepted.text
             body = accepted.json()
+            assert (await ask_once("key-1")).json()["return_id"] == body["return_id"]  # a retry, not a new return
             assert body["label_reference"].startswith("RL-") and body["status"] == "requested"
             assert body["refund_amount"] == {"amount": 1250, "currency": "EUR"}
 

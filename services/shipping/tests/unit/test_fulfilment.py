@@ -198,3 +198,26 @@ async def test_items_not_yet_delivered_cannot_be_returned() -> None:
             session_id="s",
         )
     assert refused.value.extra["reason"] == "not_delivered"
+
+
+async def test_a_retried_return_request_with_the_same_idempotency_key_creates_one_return() -> None:
+    world = World()
+    order = await delivered_order(world)
+
+    async def ask(key: str):  # type: ignore[no-untyped-def]
+        return await world.service.request_return(
+            order.order_id,
+            email="erika@example.com",
+            lines=[RequestedLine(product_id="mug", quantity=3)],
+            reason=ReturnReason.WRONG_ITEM,
+            comment="",
+            session_id="s",
+            idempotency_key=key,
+        )
+
+    first = await ask("click-1")
+    again = await ask("click-1")  # all 3 mugs are in a return already, yet the retry is answered
+    assert again == first
+    assert len(world.published(ReturnRequested)) == 1
+    with pytest.raises(Unprocessable, match="only 0 can still be returned"):
+        await ask("click-2")

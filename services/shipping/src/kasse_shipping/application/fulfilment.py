@@ -179,14 +179,22 @@ class FulfilmentService:
         reason: ReturnReason,
         comment: str,
         session_id: str,
+        idempotency_key: str | None = None,
     ) -> ReturnCase:
+        """A retried request with the same `idempotency_key` gets the return it created before."""
         for _ in range(ATTEMPTS):
             loaded = await self._repo.load(order_id)
             f = loaded.fulfilment
             if f.order is None or f.order.email.casefold() != email.strip().casefold():
                 # One answer for "no such order" and "not your order": order ids are not secrets.
                 raise NotFound(f"no order {order_id} with that email address")
-            return_id = "ret_" + uuid.uuid4().hex[:20]
+            if idempotency_key:
+                return_id = "ret_" + uuid.UUID(derived_event_id("return", order_id, idempotency_key)).hex[:20]
+                existing = f.find_return(return_id)
+                if existing is not None:
+                    return existing
+            else:
+                return_id = "ret_" + uuid.uuid4().hex[:20]
             label = await self._carrier.return_label(return_id=return_id, order_id=order_id)
             now = self._clock()
             events = f.request_return(

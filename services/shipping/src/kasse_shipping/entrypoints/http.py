@@ -200,6 +200,10 @@ def _tracking_out(f: Fulfilment, service: FulfilmentService) -> TrackingOut:
 # Module level: FastAPI resolves the (postponed) annotations of routes in this module's globals.
 bearer = HTTPBearer(auto_error=False, description="KASSE_SHIPPING_ADMIN_TOKEN")
 OrderId = Annotated[str, Field(min_length=1, max_length=200)]
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=200, description="Retry safely: same key, same return"),
+]
 SessionHeader = Annotated[str | None, Header(alias="X-Session-Id", min_length=1, max_length=200)]
 
 
@@ -312,7 +316,11 @@ def build_router(rates: RateTableService, fulfilment: FulfilmentService, admin_t
         responses=_problems(404, 422),
     )
     async def request_return(
-        order_id: OrderId, body: ReturnRequestIn, response: Response, x_session_id: SessionHeader = None
+        order_id: OrderId,
+        body: ReturnRequestIn,
+        response: Response,
+        x_session_id: SessionHeader = None,
+        idempotency_key: IdempotencyHeader = None,
     ) -> ReturnOut:
         session_id = x_session_id or uuid.uuid4().hex
         response.headers["X-Session-Id"] = session_id
@@ -323,6 +331,7 @@ def build_router(rates: RateTableService, fulfilment: FulfilmentService, admin_t
             reason=body.reason,
             comment=body.comment,
             session_id=session_id,
+            idempotency_key=idempotency_key,
         )
         return _return_out(order_id, case)
 
