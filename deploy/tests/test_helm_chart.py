@@ -188,6 +188,10 @@ def test_default_install_creates_the_secret_and_the_topic_job(render: Any, helpe
     assert len(helpers.by_kind(manifests, "PodDisruptionBudget")) == 5
     assert len(helpers.by_kind(manifests, "NetworkPolicy")) == 5
     assert len(helpers.by_kind(manifests, "ServiceAccount")) == 5
+    (test_pod,) = helpers.by_kind(manifests, "Pod")  # `helm test`: every service's /readyz
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    urls = test_pod["spec"]["containers"][0]["args"][3:]
+    assert urls == [f"http://kasse-{s}:{helpers.PORTS[s]}/readyz" for s in helpers.SERVICES]
 
 
 def test_production_values_turn_everything_on(render: Any, helpers: Any) -> None:
