@@ -99,6 +99,7 @@ async def test_quotes_give_prices_and_delivery_dates_across_cutoff_weekend_and_h
         ({"postal_code": "1011"}, "postal code '1011' is not valid for DE"),
         ({"country": "NL", "postal_code": "ABCD"}, "not valid for NL"),
         ({"ordered_at": "2026-11-24T10:00:00"}, "ordered_at"),
+        ({"ordered_at": "9999-12-31T23:59:59Z"}, "between 2000 and 2100"),  # was a 500 (date overflow)
         ({"basket": None}, "basket"),
     ],
 )

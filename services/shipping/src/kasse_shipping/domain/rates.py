@@ -24,6 +24,9 @@ from kasse_contracts.events.shipping import ShippingMethod, ShippingRate
 from kasse_shipping.domain.addresses import check_postal_code
 
 
+EARLIEST_ORDER_YEAR, LATEST_ORDER_YEAR = 2000, 2100
+
+
 class RateTable(BaseModel):
     """Everything ShippingMethodsPublished carries except the revision (which the store assigns)."""
 
@@ -137,6 +140,9 @@ def quote(
     """Every method that reaches `country` (or just `method_id`), cheapest first."""
     if ordered_at.tzinfo is None:
         raise Unprocessable("ordered_at must include a time zone offset")
+    if not EARLIEST_ORDER_YEAR <= ordered_at.year <= LATEST_ORDER_YEAR:
+        # Business-day arithmetic near the calendar's ends would overflow; no real order is there.
+        raise Unprocessable(f"ordered_at must be between {EARLIEST_ORDER_YEAR} and {LATEST_ORDER_YEAR}")
     if country not in table.countries():
         raise Unprocessable(
             f"we do not ship to {country}; destinations: {', '.join(sorted(table.countries()))}",
