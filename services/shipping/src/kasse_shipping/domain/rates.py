@@ -23,7 +23,6 @@ from kasse_contracts.base import Money
 from kasse_contracts.events.shipping import ShippingMethod, ShippingRate
 from kasse_shipping.domain.addresses import check_postal_code
 
-
 EARLIEST_ORDER_YEAR, LATEST_ORDER_YEAR = 2000, 2100
 
 
