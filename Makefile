@@ -38,10 +38,15 @@ status: ## Show the stack and the services
 logs: ## Tail the services' logs
 	$(SHOP) logs
 
+.PHONY: tools
+tools: ## Offline checkers for deploy/ (helm from the Go module proxy, the Compose schema from npm); idempotent
+	deploy/tools/install-helm.sh
+	deploy/tools/install-compose-schema.sh
+
 .PHONY: test test-unit test-integration
-test: sync ## Run every test tier (unit, integration, e2e) on real Kafka, FerretDB and stripe-mock
+test: sync tools ## Run every test tier (unit, integration, e2e) on real Kafka, FerretDB and stripe-mock
 	$(UV) run --frozen pytest
-test-unit: sync ## Only the unit tier (no infrastructure)
+test-unit: sync tools ## Only the unit tier (no infrastructure)
 	$(UV) run --frozen pytest -m unit
 test-integration: sync ## Only the integration and e2e tiers
 	$(UV) run --frozen pytest -m "integration or e2e"

@@ -109,7 +109,7 @@ def test_services_are_built_from_the_dockerfile_and_hardened(compose: dict[str, 
         assert deps["mongo"]["condition"] == "service_healthy"
         assert deps["topic-init"]["condition"] == "service_completed_successfully"
     assert compose["services"]["payment"]["depends_on"]["stripe-mock"]["condition"] == "service_healthy"
-    assert compose["services"]["cart"]["environment"]["KASSE_CART_PAYMENT_API_BASE"] == "http://payment:8003"
+    assert compose["services"]["cart"]["environment"]["KASSE_CART_PAYMENT_BASE_URL"] == "http://payment:8003"
     assert compose["services"]["topic-init"]["command"] == ["topics"]
 
 

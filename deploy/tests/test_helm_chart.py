@@ -164,7 +164,7 @@ def test_configmaps_carry_the_settings(render: Any, helpers: Any, values: str) -
     assert shared["KASSE_KAFKA_BOOTSTRAP"]
     for name in helpers.SERVICES:
         assert cms[f"kasse-{name}"][f"KASSE_{name.upper()}_HTTP_PORT"] == str(helpers.PORTS[name])
-    assert cms["kasse-cart"]["KASSE_CART_PAYMENT_API_BASE"] == "http://kasse-payment:8003"
+    assert cms["kasse-cart"]["KASSE_CART_PAYMENT_BASE_URL"] == "http://kasse-payment:8003"
     # No secret in a ConfigMap.
     for data in cms.values():
         for key in data:

@@ -95,5 +95,5 @@ def test_the_ports_are_the_services_defaults(helpers: Any) -> None:
 
 
 def test_the_check_catches_a_misspelt_variable() -> None:
-    assert check("cart", {"KASSE_CART_PAYMENT_API_BASEURL"}, "x")
-    assert not check("cart", {"KASSE_CART_PAYMENT_API_BASE", "KASSE_MONGO_URI", "OTEL_EXPORTER_OTLP_ENDPOINT"}, "x")
+    assert check("cart", {"KASSE_CART_PAYMENT_BASE_URLX"}, "x")
+    assert not check("cart", {"KASSE_CART_PAYMENT_BASE_URL", "KASSE_MONGO_URI", "OTEL_EXPORTER_OTLP_ENDPOINT"}, "x")

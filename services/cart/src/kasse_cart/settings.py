@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from kasse_common.settings import ServiceSettings
@@ -29,10 +29,7 @@ class CartSettings(ServiceSettings):
     abandonment_check_interval_s: float = Field(60.0, gt=0)
 
     payment_base_url: str | None = Field(
-        "http://127.0.0.1:8003",
-        # The deploy files spell it both ways (compose/helm: _PAYMENT_API_BASE; local/e2e: _PAYMENT_BASE_URL).
-        validation_alias=AliasChoices("payment_base_url", "KASSE_CART_PAYMENT_BASE_URL", "KASSE_CART_PAYMENT_API_BASE"),
-        description="For the order view's client secret (KASSE_CART_PAYMENT_BASE_URL or KASSE_CART_PAYMENT_API_BASE)",
+        "http://127.0.0.1:8003", description="The payment service, for the order view's client secret"
     )
     payment_internal_token: SecretStr | None = None
     payment_timeout_s: float = Field(1.0, gt=0, le=10)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
-from faststream.security import SASLPlaintext, SASLScram256, SASLScram512
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.metrics import Meter
@@ -66,19 +67,49 @@ class PermanentError(Exception):
     """Raised by a handler when retrying cannot help (the event contradicts the rules): dead-letter it."""
 
 
+def _ssl_context(settings: ServiceSettings) -> ssl.SSLContext | None:
+    if settings.kafka_security_protocol.upper() not in ("SSL", "SASL_SSL"):
+        return None
+    # The system trust store, plus the cluster's CA when one is mounted (KASSE_KAFKA_SSL_CAFILE).
+    return ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+
+
+def faststream_security(settings: ServiceSettings) -> BaseSecurity | None:
+    context = _ssl_context(settings)
+    if not settings.kafka_sasl_mechanism:
+        return BaseSecurity(ssl_context=context, use_ssl=True) if context else None
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    mechanism = settings.kafka_sasl_mechanism.upper()
+    cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}.get(mechanism)
+    if cls is None:
+        raise ValueError(f"unsupported KAFKA_SASL_MECHANISM {settings.kafka_sasl_mechanism!r}")
+    return cls(
+        username=settings.kafka_sasl_username or "", password=password, ssl_context=context, use_ssl=context is not None
+    )
+
+
+def aiokafka_security(settings: ServiceSettings) -> dict[str, Any]:
+    """The same connection security as keyword arguments of a plain aiokafka client (admin, consumer)."""
+    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol.upper()}
+    context = _ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_sasl_mechanism:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism.upper()
+        options["sasl_plain_username"] = settings.kafka_sasl_username or ""
+        options["sasl_plain_password"] = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+        )
+    return options
+
+
 def create_broker(
     settings: ServiceSettings,
     tracer_provider: TracerProvider | None = None,
     meter: Meter | None = None,
 ) -> KafkaBroker:
     """The service's one broker: idempotent producer (acks=all), telemetry middleware."""
-    security = None
-    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
-    use_ssl = settings.kafka_security_protocol.upper() in ("SSL", "SASL_SSL")
-    if settings.kafka_sasl_mechanism:
-        mech = settings.kafka_sasl_mechanism.upper()
-        cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}[mech]
-        security = cls(username=settings.kafka_sasl_username or "", password=password, use_ssl=use_ssl)
+    security = faststream_security(settings)
     middlewares = []
     if tracer_provider is not None:
         middlewares.append(KafkaTelemetryMiddleware(tracer_provider=tracer_provider, meter=meter))

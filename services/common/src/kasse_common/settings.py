@@ -28,6 +28,7 @@ class ServiceSettings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle for SSL / SASL_SSL (else the system's)")
     topic_prefix: str = Field(
         "", description="Prepended to every topic and consumer group: isolates environments and tests"
     )

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from kasse_common.messaging import aiokafka_security
 from kasse_common.settings import ServiceSettings
 from kasse_contracts.topics import DEAD_LETTER_PREFIX, TOPICS
 
@@ -42,7 +43,9 @@ async def ensure_topics(settings: ServiceSettings, physical_names: Iterable[str]
     names = sorted(set(physical_names))
     if not names or not settings.create_topics:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="kasse-topics-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="kasse-topics-admin", **aiokafka_security(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
