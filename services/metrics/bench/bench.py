@@ -445,7 +445,7 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
             while await reviews() <= seen:
                 if time.perf_counter() > deadline:
                     break
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(args.poll_ms / 1000)
             samples.append((time.perf_counter() - acked) * 1000)
             seen += 1
             await asyncio.sleep(0.05)
@@ -536,6 +536,7 @@ def main() -> None:
     p.add_argument("--phase-timeout", type=float, default=900.0, help="Seconds each phase may take at most")
     p.add_argument("--freshness-seconds", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--poll-ms", type=float, default=10.0, help="KPI API poll interval while waiting for a probe")
     p.add_argument("--skip-quix", action="store_true")
     p.add_argument("--keep-topic", action="store_true")
     args = p.parse_args()
