@@ -17,7 +17,6 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from kasse_catalog.application.ports import AlreadyExists, RelationKind, StaleWrite
@@ -493,7 +492,3 @@ class MongoPurchaseLedger:
             return None
         doc = await self.collection.find_one({"product_ids": product_id, "delivered": True, "$or": who}, {"_id": 1})
         return doc["_id"] if doc else None
-
-
-def catalog_collections(db: AsyncDatabase[Any]) -> dict[str, AsyncCollection[Any]]:
-    return {name: db[name] for name in ("reviews", "relations", "sessions", "purchases")}

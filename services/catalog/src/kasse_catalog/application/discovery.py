@@ -15,7 +15,7 @@ from kasse_catalog.application.ports import (
     SignalStore,
 )
 from kasse_catalog.domain.product import Product
-from kasse_catalog.domain.search import SearchCriteria, SortOrder
+from kasse_catalog.domain.search import SearchCriteria
 from kasse_common.errors import NotFound
 from kasse_contracts.base import Channel
 from kasse_contracts.events import ProductSearched, ProductViewed, SearchFilters
@@ -166,6 +166,3 @@ class Discovery:
                 picked.append(Recommendation(product, reason, product.popularity))
                 taken.add(product.product_id)
         return picked
-
-
-__all__ = ["Discovery", "Recommendation", "SearchPage", "Shopper", "SortOrder"]

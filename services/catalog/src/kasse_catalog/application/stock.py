@@ -11,7 +11,6 @@ ends REJECTED with StockRejected in its outbox; otherwise RESERVED with StockRes
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kasse_catalog.application.events import product_changed
@@ -21,11 +20,10 @@ from kasse_catalog.application.ports import (
     Encoder,
     ProductRepository,
     ReservationRepository,
-    StaleWrite,
 )
 from kasse_catalog.application.products import retry_on_stale
 from kasse_catalog.domain.product import InsufficientStock
-from kasse_catalog.domain.reservation import Reservation, ReservationLine, ReservationStatus, Shortfall
+from kasse_catalog.domain.reservation import Reservation, ReservationLine, Shortfall
 from kasse_common.envelope import derived_event_id
 from kasse_contracts.events import (
     OrderPlaced,
@@ -195,10 +193,3 @@ class StockKeeper:
             await self.products.save(product, [event], marker=given)
 
         await retry_on_stale(attempt, f"release {line.product_id} for {order_id}", RESERVE_ATTEMPTS)
-
-
-def order_product_ids(order: OrderPlaced) -> Sequence[str]:
-    return list(dict.fromkeys(line.product_id for line in order.lines))
-
-
-__all__ = ["ReservationStatus", "StaleWrite", "StockKeeper", "order_product_ids"]
