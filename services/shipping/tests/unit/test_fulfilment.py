@@ -221,3 +221,26 @@ async def test_a_retried_return_request_with_the_same_idempotency_key_creates_on
     assert len(world.published(ReturnRequested)) == 1
     with pytest.raises(Unprocessable, match="only 0 can still be returned"):
         await ask("click-2")
+
+
+async def test_order_and_payment_handled_at_the_same_moment_still_ship_once() -> None:
+    """The payment's handler commits between the order handler's load and save: the order handler's
+    write is refused as stale, it reloads, sees the payment and creates the one shipment."""
+    world = World()
+    order, payment = paid_order(world)
+    original_save = world.repo.save
+    raced = False
+
+    async def save_after_a_concurrent_payment(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal raced
+        if not raced:
+            raced = True
+            await world.service.payment_captured(payment, "evt-pay")  # lands first
+        return await original_save(*args, **kwargs)
+
+    world.repo.save = save_after_a_concurrent_payment  # type: ignore[method-assign]
+    await world.service.order_placed(order, "evt-order")
+    assert raced
+    assert len(world.published(ShipmentCreated)) == 1
+    assert await world.repo.was_processed(order.order_id, "evt-order")
+    assert await world.repo.was_processed(order.order_id, "evt-pay")
