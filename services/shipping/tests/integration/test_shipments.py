@@ -153,26 +153,27 @@ async def test_shipment_reaches_delivered_after_the_process_is_killed_mid_progre
     """The real console script as a process, SIGKILLed (nothing flushed) after dispatch."""
     settings = shipping_settings(carrier_dispatch_after_s=0.2, carrier_deliver_after_s=2.0)
     order = order_placed()
-    async with topic_reader(topics.SHIPPING) as reader:
-        first = _process(settings, tmp_path)
-        await first.start()
-        try:
+    first = _process(settings, tmp_path)
+    await first.start()  # before the reader, so the topics it reads exist when it subscribes (faster)
+    try:
+        async with topic_reader(topics.SHIPPING) as reader:
             await test_publisher.publish(order)
             await test_publisher.publish(payment_for(order))
             (dispatched,) = await reader.wait_for_events(ShipmentDispatched)
-        finally:
             first.kill()
-        doc = await fulfilment_doc(settings, order.order_id)
-        assert doc is not None and doc["fulfilment"]["shipment"]["status"] == "dispatched"
+            doc = await fulfilment_doc(settings, order.order_id)
+            assert doc is not None and doc["fulfilment"]["shipment"]["status"] == "dispatched"
 
-        second = _process(settings, tmp_path)
-        await second.start()
-        try:
-            (delivered,) = await reader.wait_for_events(ShipmentDelivered)
-            async with httpx.AsyncClient(base_url=second.base_url) as client:
-                tracking = (await client.get(f"/v1/tracking/{dispatched.tracking_number}")).json()
-        finally:
-            await second.stop()
+            second = _process(settings, tmp_path)
+            await second.start()
+            try:
+                (delivered,) = await reader.wait_for_events(ShipmentDelivered)
+                async with httpx.AsyncClient(base_url=second.base_url) as client:
+                    tracking = (await client.get(f"/v1/tracking/{dispatched.tracking_number}")).json()
+            finally:
+                await second.stop()
+    finally:
+        first.kill()
     assert delivered.delivered_at == dispatched.dispatched_at + timedelta(seconds=2)
     assert tracking["status"] == "delivered"
 
