@@ -1,7 +1,8 @@
 """Run the five Kasse services as local processes on 127.0.0.1 (what `make up` / `make down` call).
 
     python deploy/local/shop.py start    # idempotent: starts what is not running, waits for /readyz
-    python deploy/local/shop.py stop     # stops only the processes it started (pid files)
+    python deploy/local/shop.py start --no-shoppers   # the shop without the simulated shoppers
+    python deploy/local/shop.py stop     # stops only the processes it started (pid files): shoppers first
     python deploy/local/shop.py status
     python deploy/local/shop.py logs [service] [-n N]
 
@@ -9,6 +10,11 @@ Run it inside the workspace environment (`uv run python deploy/local/shop.py …
 console script (`kasse-<name>`). The local stack (deploy/local/stack.py) must be running; its
 endpoints are passed to the services. State lives under $KASSE_HOME (default <repo>/.kasse):
 run/services/<name>.pid and logs/<name>.log.
+
+After the catalogue is loaded, `start` also starts the simulated shoppers (deploy/shoppers: Locust,
+autostarted, web UI and fault switches on 127.0.0.1:8089) as one more managed process,
+run/services/shoppers.pid and logs/shoppers.log. They stop by themselves after
+KASSE_SHOPPERS_RUN_TIME (8h); KASSE_SHOPPERS_USERS (8) and KASSE_SHOPPERS_SPAWN_RATE (2) size them.
 
 Local-only secrets (admin tokens, stripe-mock's test key, the webhook secret) have obvious dev
 values here and can be overridden from the environment; production takes them from Secrets.
@@ -62,6 +68,50 @@ DEV_SECRETS = {
 }
 
 
+@dataclass(frozen=True)
+class Shoppers:
+    """The simulated shoppers (Locust): one more managed process, started after the catalogue."""
+
+    name: str = "shoppers"
+    locustfile: Path = REPO / "deploy" / "shoppers" / "locustfile.py"
+
+    @property
+    def port(self) -> int:
+        return int(os.environ.get("KASSE_SHOPPERS_WEB_PORT", "8089"))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(self.locustfile),
+            "--host",
+            "http://127.0.0.1:8001",
+            "--web-host",
+            "127.0.0.1",
+            "--web-port",
+            str(self.port),
+            "--autostart",  # start at once, keep the web UI (and its fault switches) up
+            "--autoquit",
+            "10",  # exit 10 s after the run time is over
+            "--users",
+            os.environ.get("KASSE_SHOPPERS_USERS", "8"),
+            "--spawn-rate",
+            os.environ.get("KASSE_SHOPPERS_SPAWN_RATE", "2"),
+            "--run-time",
+            os.environ.get("KASSE_SHOPPERS_RUN_TIME", "8h"),
+            "--only-summary",
+        ]
+
+
+SHOPPERS = Shoppers()
+
+
 def stack_env() -> dict[str, str]:
     out = subprocess.run(
         [sys.executable, str(REPO / "deploy" / "local" / "stack.py"), "env"],
@@ -97,11 +147,12 @@ def service_env(base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def pid_file(service: Service) -> Path:
+def pid_file(service: Service | Shoppers) -> Path:
     return RUN / f"{service.name}.pid"
 
 
-def running_pid(service: Service) -> int | None:
+def running_pid(service: Service | Shoppers) -> int | None:
+    """The pid in the pid file, if that process is still the one started (not a reused pid)."""
     path = pid_file(service)
     if not path.exists():
         return None
@@ -110,6 +161,8 @@ def running_pid(service: Service) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except (ValueError, OSError):
         return None
+    if isinstance(service, Shoppers):
+        return pid if "locust" in cmdline and str(service.locustfile) in cmdline else None
     return pid if f"kasse-{service.name}" in cmdline else None
 
 
@@ -128,7 +181,48 @@ def executable(service: Service) -> str:
     return found
 
 
-def start(seed: bool = True) -> None:
+def shoppers_ready(timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{SHOPPERS.url}/kasse/stats", timeout=timeout) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_shoppers(env: dict[str, str]) -> None:
+    if running_pid(SHOPPERS):
+        print(f"  {SHOPPERS.name:9s} already running")
+        return
+    if port_taken(SHOPPERS.port):
+        print(
+            f"  {SHOPPERS.name:9s} not started: something else listens on 127.0.0.1:{SHOPPERS.port} "
+            "(set KASSE_SHOPPERS_WEB_PORT)"
+        )
+        return
+    log = open(LOGS / f"{SHOPPERS.name}.log", "ab")
+    proc = subprocess.Popen(
+        SHOPPERS.command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
+    )
+    pid_file(SHOPPERS).write_text(str(proc.pid))
+    print(f"  {SHOPPERS.name:9s} started (pid {proc.pid})")
+    deadline = time.monotonic() + 60
+    while not shoppers_ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = (LOGS / f"{SHOPPERS.name}.log").read_text(errors="replace")[-2500:]
+            sys.exit(f"the shoppers did not come up on {SHOPPERS.url}. Log tail:\n{tail}")
+        time.sleep(0.3)
+    print(f"  {SHOPPERS.name:9s} shopping; web UI on {SHOPPERS.url}")
+
+
+def start(seed: bool = True, shoppers: bool = True) -> None:
     RUN.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     env = service_env(stack_env())
@@ -154,6 +248,8 @@ def start(seed: bool = True) -> None:
     if seed:
         print("Loading the sample catalogue…")
         subprocess.run([sys.executable, "-m", "kasse_catalog.seed"], env=env, check=True)
+    if shoppers:
+        start_shoppers(env)
     print_urls()
 
 
@@ -162,23 +258,31 @@ def print_urls() -> None:
     print("  dashboard      http://127.0.0.1:8005/dashboard")
     for service in SERVICES:
         print(f"  {service.name:9s} API docs  http://127.0.0.1:{service.port}{service.docs}")
+    if running_pid(SHOPPERS):
+        print(f"  shoppers       {SHOPPERS.url}  (Locust; fault switches: {SHOPPERS.url}/kasse/faults,")
+        print("                 or `uv run python deploy/shoppers/faults.py show`)")
     print("Stop it with `make down`.")
 
 
+def stop_process(target: Service | Shoppers, grace: float) -> None:
+    pid = running_pid(target)
+    if pid is None:
+        pid_file(target).unlink(missing_ok=True)
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while running_pid(target) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if running_pid(target):
+        os.killpg(pid, signal.SIGKILL)
+    pid_file(target).unlink(missing_ok=True)
+    print(f"  {target.name:9s} stopped")
+
+
 def stop() -> None:
+    stop_process(SHOPPERS, grace=15)  # first: no new journeys while the services drain
     for service in reversed(SERVICES):
-        pid = running_pid(service)
-        if pid is None:
-            pid_file(service).unlink(missing_ok=True)
-            continue
-        os.killpg(pid, signal.SIGTERM)  # graceful: drain consumers and the outbox
-        deadline = time.monotonic() + 30
-        while running_pid(service) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if running_pid(service):
-            os.killpg(pid, signal.SIGKILL)
-        pid_file(service).unlink(missing_ok=True)
-        print(f"  {service.name:9s} stopped")
+        stop_process(service, grace=30)  # graceful: drain consumers and the outbox
 
 
 def status() -> int:
@@ -191,11 +295,15 @@ def status() -> int:
         rows.append({"service": service.name, "state": state, "pid": pid, "port": service.port})
     for row in rows:
         print(f"  {row['service']:9s} {row['state']:17s} pid={row['pid']} http://127.0.0.1:{row['port']}")
+    # The shoppers are optional (start --no-shoppers) and stop by themselves: not a failure.
+    pid = running_pid(SHOPPERS)
+    state = "shopping" if pid and shoppers_ready() else ("starting/unready" if pid else "stopped")
+    print(f"  {SHOPPERS.name:9s} {state:17s} pid={pid} {SHOPPERS.url}")
     return code
 
 
 def logs(name: str | None, lines: int) -> None:
-    names = [name] if name else [s.name for s in SERVICES]
+    names = [name] if name else [*(s.name for s in SERVICES), SHOPPERS.name]
     for n in names:
         path = LOGS / f"{n}.log"
         if path.exists():
@@ -208,6 +316,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p_start = sub.add_parser("start")
     p_start.add_argument("--no-seed", action="store_true")
+    p_start.add_argument("--no-shoppers", action="store_true", help="do not start the simulated shoppers")
     sub.add_parser("stop")
     sub.add_parser("status")
     p_logs = sub.add_parser("logs")
@@ -215,7 +324,7 @@ def main() -> None:
     p_logs.add_argument("-n", type=int, default=50)
     args = parser.parse_args()
     if args.command == "start":
-        start(seed=not args.no_seed)
+        start(seed=not args.no_seed, shoppers=not args.no_shoppers)
     elif args.command == "stop":
         stop()
     elif args.command == "status":
