@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -13,6 +13,17 @@ from kasse_metrics.application.ingest import TopicPartition
 from kasse_metrics.domain.facts import Fact, Position
 
 DUPLICATE_KEY = 11000
+OFFSETS_DOC = "next_offsets"
+
+
+def _offset_field(tp: TopicPartition) -> str:
+    """`topic|partition` with the topic's dots escaped: a dot in a field name would mean nesting."""
+    return f"{tp[0].replace('%', '%25').replace('.', '%2E')}|{tp[1]}"
+
+
+def _offset_key(field: str) -> TopicPartition:
+    topic, partition = field.rsplit("|", 1)
+    return topic.replace("%2E", ".").replace("%25", "%"), int(partition)
 
 
 def fact_to_document(f: Fact) -> dict[str, Any]:
@@ -67,22 +78,19 @@ class MongoFactStore:
         return {d["_id"]: Position(d["t"], d["p"], d["o"]) async for d in cursor}
 
     async def raise_offsets(self, next_offsets: Mapping[TopicPartition, int]) -> None:
+        # One document holds every partition's next offset: one atomic `$max` per batch, whatever
+        # the number of partitions (on FerretDB a bulk of per-partition upserts costs 5-7x more).
         if not next_offsets:
             return
-        await self.offsets.bulk_write(
-            [
-                UpdateOne(
-                    {"_id": f"{topic}|{partition}"},
-                    {"$max": {"next": offset}, "$set": {"topic": topic, "partition": partition}},
-                    upsert=True,
-                )
-                for (topic, partition), offset in next_offsets.items()
-            ],
-            ordered=False,
+        await self.offsets.update_one(
+            {"_id": OFFSETS_DOC},
+            {"$max": {_offset_field(tp): offset for tp, offset in next_offsets.items()}},
+            upsert=True,
         )
 
     async def committed_offsets(self) -> dict[TopicPartition, int]:
-        return {(d["topic"], d["partition"]): d["next"] async for d in self.offsets.find({})}
+        doc = await self.offsets.find_one({"_id": OFFSETS_DOC})
+        return {_offset_key(k): v for k, v in (doc or {}).items() if k != "_id"}
 
     async def read(self, tp: TopicPartition, start: int, end: int) -> list[Fact]:
         cursor = self.facts.find({"t": tp[0], "p": tp[1], "o": {"$gte": start, "$lt": end}}).sort("o", ASCENDING)
