@@ -133,11 +133,13 @@ class ServiceRuntime:
         log.info("service stopping", extra={"service": self.service})
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        if self._tasks:
+            # Bounded: a job that swallows its cancellation (PyMongo can) must not hang shutdown.
+            _, stuck = await asyncio.wait(self._tasks, timeout=10)
+            for task in stuck:
+                log.error(
+                    "background job ignored cancellation; shutting down without it", extra={"job": task.get_name()}
+                )
         self._tasks.clear()
         # 1. Stop consuming; in-flight handlers finish and their offsets are committed.
         for subscriber in self.broker.subscribers:
