@@ -58,7 +58,7 @@ async def test_fifty_concurrent_orders_for_the_last_ten_units_reserve_exactly_te
         await asyncio.gather(*(test_publisher.publish(o) for o in orders))
 
         await stock_topic.wait_for(
-            lambda r: r.event_type in (StockReserved.event_type, StockRejected.event_type), count=50, timeout=90
+            lambda r: r.event_type in (StockReserved.event_type, StockRejected.event_type), count=50, timeout=150
         )
         print(f"\n[catalog] 50 racing orders settled in {time.monotonic() - started:.2f}s")
         reserved = stock_topic.events(StockReserved)

@@ -1,11 +1,12 @@
 """Reserving and releasing stock for orders, without transactions.
 
-A reservation document per order records the progress; each line is taken from its product by a
-version-checked write of the product (`stock_available` must still cover it) that carries the
-product's ProductChanged and a marker derived from the order and product. The marker makes a line
-idempotent: after a crash or a redelivery, taking the same line again changes nothing. When a line
-cannot be served, the lines already taken are given back (again with markers), and the reservation
-ends REJECTED with StockRejected in its outbox; otherwise RESERVED with StockReserved.
+A reservation document per order holds its state (RESERVING until settled). Each line is taken from
+its product by a version-checked write of the product (`stock_available` must still cover it) that
+carries the product's ProductChanged and a marker derived from the order and product: the progress is
+recorded in the same atomic write as the take itself, so it can never be lost or wrong. After a crash
+or a redelivery, a resumed run finds the markers and takes nothing twice. When a line cannot be
+served, the lines already taken are given back (again with markers), and the reservation ends
+REJECTED with StockRejected in its outbox; otherwise RESERVED with StockReserved.
 """
 
 from __future__ import annotations
@@ -94,7 +95,6 @@ class StockKeeper:
             taken = await self._take(reservation.order_id, line, check_marker=resumed)
             if taken.ok:
                 line.taken = True
-                await self._save_progress(reservation)
             else:
                 shortfalls.append(Shortfall(line.product_id, line.sku, line.quantity, taken.available))
 
@@ -153,10 +153,6 @@ class StockKeeper:
         await self.reservations.save(reservation)
         reservation.version = (reservation.version or 0) + 1
         return reservation
-
-    async def _save_progress(self, reservation: Reservation) -> None:
-        await self.reservations.save(reservation)
-        reservation.version = (reservation.version or 0) + 1
 
     async def _take(self, order_id: str, line: ReservationLine, *, check_marker: bool) -> _Taken:
         marker = take_marker(order_id, line.product_id)
