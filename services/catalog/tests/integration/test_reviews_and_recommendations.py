@@ -11,7 +11,7 @@ from pymongo import AsyncMongoClient
 from kasse_catalog.main import create_app
 from kasse_catalog.settings import CatalogSettings
 from kasse_contracts import topics
-from kasse_contracts.events import ReviewSubmitted, ShipmentDelivered
+from kasse_contracts.events import ReviewSubmitted, ShipmentDelivered, StockReserved
 from kasse_testkit import running_app, samples, wait_until
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ async def test_reviews_update_the_rating_and_delivered_orders_make_them_verified
 ) -> None:
     settings = settings_for(CatalogSettings, admin_token="integration-admin")
     async with (
-        topic_reader(topics.CATALOG) as catalog_topic,
+        topic_reader(topics.CATALOG, topics.STOCK) as catalog_topic,
         running_app(create_app(settings)) as client,
     ):
         pid = (await client.post("/v1/admin/products", json=product("LAMP", "home"), headers=ADMIN)).json()[
@@ -42,6 +42,8 @@ async def test_reviews_update_the_rating_and_delivered_orders_make_them_verified
         ]
         placed = samples.order_placed(lines=[samples.line_item(pid, sku="LAMP")], customer_id="cust-42")
         await test_publisher.publish(placed)
+        # As in the shop: the shipment (and its delivery) only exists once the stock was reserved.
+        await catalog_topic.wait_for_events(StockReserved)
         await test_publisher.publish(
             ShipmentDelivered(
                 occurred_at=samples.now(),
@@ -63,6 +65,12 @@ async def test_reviews_update_the_rating_and_delivered_orders_make_them_verified
                 await mongo.close()
 
         await wait_until(delivered_known, timeout=20, message="order and delivery learned from Kafka")
+
+        async def stock_after_delivery() -> bool:
+            r = await client.get(f"/v1/admin/products/{pid}", headers=ADMIN)
+            return bool((r.json()["stock_on_hand"], r.json()["stock_reserved"]) == (99, 0))
+
+        await wait_until(stock_after_delivery, timeout=20, message="delivered units left stock on hand")
         first = await client.post(f"/v1/products/{pid}/reviews", json=review, headers={"X-Customer-Id": "cust-42"})
         assert first.status_code == 201, first.text
         assert first.json()["verified_purchase"] is True

@@ -371,3 +371,21 @@ async def test_an_import_below_the_reserved_stock_is_refused_whole() -> None:
         await w.catalog.import_products([details("NEW"), details("KNIFE", stock=3)])
     assert w.products.docs[knife.product_id].stock_on_hand == 5
     assert await w.products.get_by_sku("NEW") is None
+
+
+async def test_delivery_takes_the_reserved_units_out_of_stock_on_hand_once() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE", stock=5))
+    placed = order((knife, 2))
+    await w.stock.reserve(placed, "e1")
+    fulfilled = await w.stock.fulfil(placed.order_id)
+    await w.stock.fulfil(placed.order_id)  # redelivered
+    assert fulfilled is not None and fulfilled.status is ReservationStatus.FULFILLED
+    stored = w.products.docs[knife.product_id]
+    assert (stored.stock_on_hand, stored.stock_reserved, stored.stock_available) == (3, 0, 3)
+    await w.stock.release(placed.order_id, placed.session_id, "too late")  # nothing to release any more
+    assert w.products.docs[knife.product_id].stock_available == 3
+    rejected = order((knife, 9))
+    await w.stock.reserve(rejected, "e2")
+    assert (await w.stock.fulfil(rejected.order_id)).status is ReservationStatus.REJECTED  # type: ignore[union-attr]
+    assert await w.stock.fulfil("unknown-order") is None

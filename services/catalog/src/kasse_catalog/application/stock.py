@@ -24,7 +24,7 @@ from kasse_catalog.application.ports import (
 )
 from kasse_catalog.application.products import retry_on_stale
 from kasse_catalog.domain.product import InsufficientStock
-from kasse_catalog.domain.reservation import Reservation, ReservationLine, Shortfall
+from kasse_catalog.domain.reservation import Reservation, ReservationLine, ReservationStatus, Shortfall
 from kasse_common.envelope import derived_event_id
 from kasse_contracts.events import (
     OrderPlaced,
@@ -43,6 +43,10 @@ RESERVE_ATTEMPTS = 400
 
 def take_marker(order_id: str, product_id: str) -> str:
     return str(derived_event_id("stock-take", order_id, product_id))
+
+
+def fulfil_marker(order_id: str, product_id: str) -> str:
+    return str(derived_event_id("stock-fulfil", order_id, product_id))
 
 
 def give_back_marker(order_id: str, product_id: str) -> str:
@@ -153,6 +157,33 @@ class StockKeeper:
         await self.reservations.save(reservation)
         reservation.version = (reservation.version or 0) + 1
         return reservation
+
+    async def fulfil(self, order_id: str) -> Reservation | None:
+        """The order was delivered: its reserved units leave stock on hand (available is unchanged).
+        Without this, reserved units of delivered orders would pile up and block stock counts."""
+        reservation = await self.reservations.get(order_id)
+        if reservation is None or reservation.status is not ReservationStatus.RESERVED:
+            return reservation
+        for line in reservation.lines:
+            await self._fulfil_line(order_id, line)
+        reservation.fulfil()
+        await self.reservations.save(reservation)
+        reservation.version = (reservation.version or 0) + 1
+        return reservation
+
+    async def _fulfil_line(self, order_id: str, line: ReservationLine) -> None:
+        marker = fulfil_marker(order_id, line.product_id)
+
+        async def attempt() -> None:
+            product = await self.products.get(line.product_id)
+            if product is None:
+                return
+            now = self.clock()
+            product.fulfil(line.quantity, now)
+            event = self.encode(product_changed(product, [ProductChangeKind.STOCK], now))
+            await self.products.save(product, [event], marker=marker)
+
+        await retry_on_stale(attempt, f"fulfil {line.product_id} for {order_id}", RESERVE_ATTEMPTS)
 
     async def _take(self, order_id: str, line: ReservationLine, *, check_marker: bool) -> _Taken:
         marker = take_marker(order_id, line.product_id)

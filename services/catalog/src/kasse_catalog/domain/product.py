@@ -212,6 +212,13 @@ class Product:
         self.stock_reserved = max(self.stock_reserved - quantity, 0)
         self.updated_at = now
 
+    def fulfil(self, quantity: int, now: datetime) -> None:
+        """Reserved units were delivered: they leave stock on hand and the reservation together."""
+        taken = min(quantity, self.stock_reserved)
+        self.stock_reserved -= taken
+        self.stock_on_hand = max(self.stock_on_hand - taken, 0)
+        self.updated_at = now
+
     def add_rating(self, rating: int) -> None:
         if not 1 <= rating <= 5:
             raise Unprocessable("rating must be between 1 and 5", field="rating")

@@ -1,7 +1,8 @@
 """An order's stock reservation: one document per order that records the progress line by line.
 
 RESERVING → RESERVED (every line taken) or REJECTED (some line could not be served; every line
-already taken was given back). RESERVED → RELEASED (order cancelled or payment failed). A release
+already taken was given back). RESERVED → RELEASED (order cancelled or payment failed) or FULFILLED
+(delivered: the units left stock on hand for good). A release
 that arrives before the order (events of different topics come in any order) leaves a RELEASED
 reservation with no lines, so a late OrderPlaced reserves nothing.
 """
@@ -17,6 +18,7 @@ class ReservationStatus(StrEnum):
     RESERVED = "reserved"
     REJECTED = "rejected"
     RELEASED = "released"
+    FULFILLED = "fulfilled"
 
 
 @dataclass
@@ -83,6 +85,11 @@ class Reservation:
             raise ValueError("give back every taken line before rejecting")
         self.shortfalls = list(shortfalls)
         self.status = ReservationStatus.REJECTED
+
+    def fulfil(self) -> None:
+        if self.status is not ReservationStatus.RESERVED:
+            raise ValueError(f"only a reserved order can be fulfilled, not a {self.status.value} one")
+        self.status = ReservationStatus.FULFILLED
 
     def release(self, reason: str) -> None:
         for line in self.lines:

@@ -20,6 +20,7 @@ def register(consumer: EventConsumer, stock: StockKeeper, learner: Learner) -> N
         await stock.release(event.order_id, event.session_id, f"payment_failed:{event.reason}")
 
     async def on_shipment_delivered(event: ShipmentDelivered, ctx: EventContext) -> None:
+        await stock.fulfil(event.order_id)
         await learner.shipment_delivered(event)
 
     async def on_product_viewed(event: ProductViewed, ctx: EventContext) -> None:
