@@ -3,6 +3,7 @@
     python deploy/local/shop.py start    # idempotent: starts what is not running, waits for /readyz
     python deploy/local/shop.py start --no-shoppers   # the shop without the simulated shoppers
     python deploy/local/shop.py stop     # stops only the processes it started (pid files): shoppers first
+    python deploy/local/shop.py stop --only-shoppers
     python deploy/local/shop.py status
     python deploy/local/shop.py logs [service] [-n N]
 
@@ -279,8 +280,10 @@ def stop_process(target: Service | Shoppers, grace: float) -> None:
     print(f"  {target.name:9s} stopped")
 
 
-def stop() -> None:
+def stop(only_shoppers: bool = False) -> None:
     stop_process(SHOPPERS, grace=15)  # first: no new journeys while the services drain
+    if only_shoppers:
+        return
     for service in reversed(SERVICES):
         stop_process(service, grace=30)  # graceful: drain consumers and the outbox
 
@@ -317,7 +320,8 @@ def main() -> None:
     p_start = sub.add_parser("start")
     p_start.add_argument("--no-seed", action="store_true")
     p_start.add_argument("--no-shoppers", action="store_true", help="do not start the simulated shoppers")
-    sub.add_parser("stop")
+    p_stop = sub.add_parser("stop")
+    p_stop.add_argument("--only-shoppers", action="store_true", help="stop the simulated shoppers, not the shop")
     sub.add_parser("status")
     p_logs = sub.add_parser("logs")
     p_logs.add_argument("service", nargs="?")
@@ -326,7 +330,7 @@ def main() -> None:
     if args.command == "start":
         start(seed=not args.no_seed, shoppers=not args.no_shoppers)
     elif args.command == "stop":
-        stop()
+        stop(only_shoppers=args.only_shoppers)
     elif args.command == "status":
         sys.exit(status())
     else:

@@ -480,11 +480,11 @@ class Shopper(HttpUser):
             if status in ("failed", "cancelled", "held_for_review"):
                 return self.why_not_paid(placed, status)
             polls += 1
-            if polls % 6 == 0:  # the cart may have cancelled it (stock rejected) before any payment
+            if polls % 4 == 0:  # the cart may have cancelled it (stock rejected) before any payment
                 view = self.order(placed)
                 if view and view.get("status") == "cancelled":
                     return f"cancelled_{view.get('cancellation_reason') or 'unknown'}"
-            time.sleep(0.5)
+            time.sleep(1.0)
         placed.awaiting_payment = True  # the shop lags (a paused or slow consumer): pay on a later visit
         self.remember(placed)
         return "payment_pending"
@@ -683,7 +683,8 @@ def stats() -> dict[str, Any]:
         "visits": visits,
         "visits_per_min": round(visits / minutes, 2),
         "orders_per_min": round(JOURNEYS["orders"] / minutes, 2),
-        "conversion": round(JOURNEYS["paid"] / visits, 4) if visits else None,
+        "paid_per_min": round((JOURNEYS["paid"] + JOURNEYS["late_paid"]) / minutes, 2),
+        "conversion": round((JOURNEYS["paid"] + JOURNEYS["late_paid"]) / visits, 4) if visits else None,
         "journeys": dict(sorted(journeys.items())),
         "channels": {k.split(":", 1)[1]: v for k, v in sorted(JOURNEYS.items()) if k.startswith("channel:")},
         "mix": {k: v for k, v in MIX.__dict__.items()},
