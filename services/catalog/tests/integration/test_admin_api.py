@@ -122,6 +122,8 @@ async def test_openapi_documents_the_api(settings_for: Any) -> None:
     assert "403" in paths["/v1/admin/products"]["post"]["responses"]
     assert any("HTTPBearer" in s for s in spec["components"]["securitySchemes"])
     assert "404" in paths["/v1/products/{product_ref}"]["get"]["responses"]
+    assert "X-Session-Id" in paths["/v1/products"]["get"]["responses"]["200"]["headers"]
+    assert "X-Session-Id" in paths["/v1/products/{product_ref}/reviews"]["post"]["responses"]["201"]["headers"]
 
 
 async def test_the_seed_is_idempotent_and_its_events_go_out_when_the_service_runs(

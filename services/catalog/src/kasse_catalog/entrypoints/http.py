@@ -71,6 +71,12 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def with_session(status_code: int, responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """Documents the X-Session-Id response header of the storefront calls that may mint it."""
+    header = {"description": "The shopper's session: the one sent, or a new one when none was sent"}
+    return {status_code: {"headers": {SESSION_HEADER: {**header, "schema": {"type": "string"}}}}, **responses}
+
+
 def services(request: Request) -> CatalogServices:
     return request.app.state.catalog  # type: ignore[no-any-return]
 
@@ -122,7 +128,7 @@ admin = APIRouter(
         "Free text over name and description (every word must match; case-insensitive), filters, sorting "
         "and pagination in a stable order (ties broken by sku). Publishes ProductSearched."
     ),
-    responses=problems(422),
+    responses=with_session(200, problems(422)),
 )
 async def search_products(
     svc: Services,
@@ -180,7 +186,7 @@ async def list_categories(svc: Services) -> CategoriesOut:
     response_model=ProductOut,
     summary="A product's detail page (by id or slug)",
     description="Publishes ProductViewed with the session and the channel (explicit `channel` or the utm_* fields).",
-    responses=problems(404, 422),
+    responses=with_session(200, problems(404, 422)),
 )
 async def view_product(
     svc: Services,
@@ -227,7 +233,7 @@ async def product_recommendations(
     "/recommendations",
     response_model=RecommendationsOut,
     summary="Recommendations for the shopper's session (X-Session-Id), from its recent views",
-    responses=problems(422),
+    responses=with_session(200, problems(422)),
 )
 async def session_recommendations(
     svc: Services, who: ShopperDep, limit: Annotated[int, Query(ge=1, le=50)] = 6
@@ -270,7 +276,7 @@ async def list_reviews(
         "Verified purchase when an order of this customer (X-Customer-Id) or session (X-Session-Id) with the "
         "product was delivered. Publishes ReviewSubmitted; the product's rating is updated."
     ),
-    responses=problems(404, 413, 422),
+    responses=with_session(201, problems(404, 413, 422)),
 )
 async def submit_review(svc: Services, who: ShopperDep, product_ref: str, body: ReviewIn) -> SubmittedReviewOut:
     review, product = await svc.reviews.submit(
