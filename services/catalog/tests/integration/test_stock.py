@@ -129,10 +129,10 @@ async def test_a_duplicate_order_placed_reserves_once_and_cancel_or_failed_payme
         records = await reader.wait_for(
             lambda r: r.event_type == ProductChanged.event_type and r.key == pid.encode(), count=5
         )
-        changes = [r.event() for r in records]
-        assert [c.revision for c in changes] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
-        assert changes[0].stock_available == 5 and changes[-1].stock_available == 5  # type: ignore[union-attr]
-        assert [c.changes for c in changes[1:]] == [["stock"]] * 4  # type: ignore[union-attr]
+        changes = [ProductChanged.model_validate_json(r.value or b"") for r in records]
+        assert [c.revision for c in changes] == [1, 2, 3, 4, 5]
+        assert changes[0].stock_available == 5 and changes[-1].stock_available == 5
+        assert [c.changes for c in changes[1:]] == [["stock"]] * 4
 
 
 async def _equals(read: Any, expected: int) -> bool:
