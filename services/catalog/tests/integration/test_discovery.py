@@ -63,6 +63,8 @@ async def test_search_filters_sorting_and_pagination_return_the_right_products_i
 ) -> None:
     # Free text: every word must match name or description, case-insensitive; the name ranks first.
     assert await skus(client, q="wireless headphones") == ["AUD-NC", "AUD-STAND"]
+    assert await skus(client, q="headphone") == ["AUD-STAND", "AUD-NC"]
+    assert await skus(client, q="headphones") == ["AUD-STAND", "AUD-NC"]  # the plural finds the singular
     assert await skus(client, q="WIRELESS") == ["AUD-BUDS", "AUD-NC", "AUD-SPEAKER", "AUD-STAND"]
     assert await skus(client, q="knife.*") == ["KIT-KNIFE"]  # the shopper's text is not a pattern
     assert await skus(client, q="chef's") == ["KIT-KNIFE"]  # an apostrophe inside a word is part of it

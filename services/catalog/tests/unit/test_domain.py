@@ -16,7 +16,7 @@ from kasse_catalog.domain.product import (
 )
 from kasse_catalog.domain.reservation import Reservation, ReservationStatus
 from kasse_catalog.domain.review import Review
-from kasse_catalog.domain.search import relevance, tokenize
+from kasse_catalog.domain.search import relevance, stem, tokenize
 from kasse_common.errors import Conflict, Unprocessable
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import ProductChangeKind
@@ -161,3 +161,18 @@ def test_a_review_names_every_invalid_field() -> None:
         Review("r", "p", 0, " ", "x" * 5001, "Ann", False, NOW)
     fields = [e["field"] for e in bad.value.extra["errors"]]
     assert fields == ["rating", "title", "text"]
+
+
+def test_plurals_match_their_singular_and_a_name_with_every_word_ranks_first() -> None:
+    assert [stem(w) for w in ("headphones", "glass", "bus", "knives", "pan")] == [
+        "headphone",
+        "glass",
+        "bus",
+        "knive",
+        "pan",
+    ]
+    stand = ("Headphone Stand", "Holds wireless headphones on your desk.")
+    over_ear = ("Wireless Noise-Cancelling Headphones", "Over-ear, 35 hours of battery.")
+    both = tokenize("wireless headphones")
+    assert relevance(both, *over_ear) > relevance(both, *stand) > 0
+    assert relevance(["headphones"], *stand) == relevance(["headphone"], *stand) > 0

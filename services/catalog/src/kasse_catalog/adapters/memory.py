@@ -15,7 +15,7 @@ from kasse_catalog.application.ports import AlreadyExists, RelationKind, StaleWr
 from kasse_catalog.domain.product import Product, popularity_score
 from kasse_catalog.domain.reservation import Reservation
 from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
-from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance
+from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance, stem
 from kasse_common.envelope import OutgoingRecord
 
 
@@ -109,7 +109,7 @@ class MemoryProducts:
             and (criteria.max_price is None or p.price.amount <= criteria.max_price)
             and (not criteria.in_stock or p.stock_available > 0)
             and (criteria.min_rating is None or p.rating_average >= criteria.min_rating)
-            and all(t in p.name.lower() or t in p.description.lower() for t in tokens)
+            and all(stem(t) in p.name.lower() or stem(t) in p.description.lower() for t in tokens)
         ]
         keys = {
             SortOrder.PRICE_ASC: lambda p: (p.price.amount, p.sku),

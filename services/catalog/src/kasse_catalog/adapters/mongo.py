@@ -23,7 +23,7 @@ from kasse_catalog.application.ports import AlreadyExists, RelationKind, StaleWr
 from kasse_catalog.domain.product import Image, Product, popularity_score
 from kasse_catalog.domain.reservation import Reservation, ReservationLine, ReservationStatus, Shortfall
 from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
-from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance
+from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance, stem
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
 from kasse_contracts.base import Money
@@ -212,8 +212,8 @@ class MongoProducts:
             query["$and"] = [
                 {
                     "$or": [
-                        {"name": {"$regex": re.escape(t), "$options": "i"}},
-                        {"description": {"$regex": re.escape(t), "$options": "i"}},
+                        {"name": {"$regex": re.escape(stem(t)), "$options": "i"}},
+                        {"description": {"$regex": re.escape(stem(t)), "$options": "i"}},
                     ]
                 }
                 for t in tokens

@@ -54,24 +54,38 @@ def tokenize(query: str) -> list[str]:
     return seen[:MAX_TOKENS]
 
 
+def stem(token: str) -> str:
+    """What a word must contain to match: a plain plural matches its singular and the other way round
+    ("headphones" finds "Headphone Stand", "knife" finds "knifes" but not needlessly "kniv…")."""
+    if len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
+        return token[:-1]
+    return token
+
+
 def relevance(tokens: list[str], name: str, description: str) -> float:
     """Higher is better. Name beats description, whole words beat fragments, the phrase beats words."""
     if not tokens:
         return 0.0
     name_l, desc_l = name.lower(), description.lower()
     score = 0.0
+    in_name = 0
     for token in tokens:
-        word = re.compile(rf"\b{re.escape(token)}\b")
+        root = stem(token)
+        word = re.compile(rf"\b{re.escape(root)}s?\b")
+        if root in name_l:
+            in_name += 1
         if word.search(name_l):
             score += 10
-            if name_l.startswith(token):
+            if name_l.startswith(root):
                 score += 2
-        elif token in name_l:
+        elif root in name_l:
             score += 6
         if word.search(desc_l):
             score += 3 + min(len(word.findall(desc_l)), 3) * 0.5
-        elif token in desc_l:
+        elif root in desc_l:
             score += 1.5
+    if len(tokens) > 1 and in_name == len(tokens):
+        score += 6  # the name alone says everything the shopper asked for
     phrase = " ".join(tokens)
     if len(tokens) > 1 and phrase in name_l:
         score += 8
