@@ -306,3 +306,11 @@ async def test_the_local_fast_path_leaves_gaps_to_the_poller_and_never_applies_a
     assert await sync.catch_up() == 1
     assert await sync.apply_local(result) == 0
     assert projection.report(Window.named("all", None))["funnel"][0]["sessions"] == 6
+
+
+def test_asking_about_many_past_instants_does_not_grow_the_cache_without_bound() -> None:
+    p = Projection()
+    p.apply_all([_view("a", T0, "1")])
+    for i in range(1000):
+        assert p.report(Window.named("5m", T0 + timedelta(minutes=i)))["funnel"][0]["sessions"] == (1 if i < 5 else 0)
+    assert len(p._cache) <= Projection.CACHE_LIMIT

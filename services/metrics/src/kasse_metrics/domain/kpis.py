@@ -253,6 +253,13 @@ class Projection:
             b["orders_cancelled"] += 1
 
     # -- read side ----------------------------------------------------------------------------
+    CACHE_LIMIT = 256  # callers choose `at`: many distinct windows must not grow memory without bound
+
+    def _remember(self, key: Any, value: Any) -> None:
+        if len(self._cache) >= self.CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = value
+
     def counters(self, window: Window) -> Counter[str]:
         key = ("counters", window)
         if key not in self._cache:
@@ -260,7 +267,7 @@ class Projection:
             for minute, bucket in self.buckets.items():
                 if window.contains(minute):
                     total.update(bucket)
-            self._cache[key] = total
+            self._remember(key, total)
         return self._cache[key]  # type: ignore[no-any-return]
 
     def event_counts(self, window: Window) -> dict[str, int]:
@@ -288,7 +295,7 @@ class Projection:
     def _paths(self) -> dict[str, list[datetime]]:
         key = ("paths",)
         if key not in self._cache:
-            self._cache[key] = {sid: p for sid, s in self.sessions.items() if (p := self.session_path(s))}
+            self._remember(key, {sid: p for sid, s in self.sessions.items() if (p := self.session_path(s))})
         return self._cache[key]  # type: ignore[no-any-return]
 
     def funnel(self, window: Window, channel: str | None = None) -> dict[str, Any]:
@@ -379,7 +386,7 @@ class Projection:
             "median_seconds_payment_to_shipment": _median(pay_to_ship),
             "events": c["events"],
         }
-        self._cache[key] = result
+        self._remember(key, result)
         return result
 
     def breakdown(self, dimension: str, window: Window, limit: int = 50) -> list[dict[str, Any]]:
