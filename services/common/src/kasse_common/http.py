@@ -98,6 +98,16 @@ def problem(status: int, title: str, detail: str, instance: str | None = None, *
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def _field_name(err: dict[str, Any]) -> str:
+    """`lines.0.quantity`, `header.x-session-id`; the body itself when it is not valid JSON at all."""
+    if err.get("type") == "json_invalid":
+        return "body"
+    loc = list(err.get("loc", ()))
+    if loc[:1] == ["body"]:
+        loc = loc[1:]
+    return ".".join(str(p) for p in loc) or "body"
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(KasseError)
     async def _kasse_error(request: Request, exc: KasseError) -> JSONResponse:
@@ -107,7 +117,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {
-                "field": ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body",
+                "field": _field_name(err),
                 "message": err.get("msg", "invalid"),
                 "type": err.get("type", "value_error"),
             }
