@@ -35,8 +35,8 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     runtime = ServiceRuntime(settings)
     store = MongoFactStore(runtime.db)
     projection = Projection(settings.funnel_rules())
-    queries = KpiQueries(projection, settings.stream_min_interval_s)
     sync = ProjectionSync(store, projection)
+    queries = KpiQueries(projection, settings.stream_min_interval_s, lag=lambda: sync.lag_records)
     sync.listeners.append(queries.notify_changed)
     dead_letters = KafkaDeadLetters(
         runtime.publisher, settings.topic(dead_letter_topic(settings.service_name)), settings.consumer_group
@@ -66,7 +66,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     runtime.on_startup(create_topics_and_indexes)
     runtime.background(consumer.run)
     runtime.background(keep_projection_current)
-    runtime.prometheus_registry().register(KpiCollector(projection, consumer, dead_letters))
+    runtime.prometheus_registry().register(KpiCollector(projection, consumer, dead_letters, sync))
     app: FastAPI = runtime.create_app(
         title="Kasse metrics",
         description=DESCRIPTION,

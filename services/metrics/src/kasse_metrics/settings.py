@@ -11,7 +11,7 @@ from kasse_common.settings import ServiceSettings
 from kasse_metrics.domain.kpis import DEFAULT_STEPS, FunnelRules
 
 
-class MetricsSettings(ServiceSettings):  # type: ignore[misc]  # kasse_common has no py.typed
+class MetricsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="KASSE_METRICS_", extra="ignore", frozen=True)
     service_name: ClassVar[str] = "metrics"
 

@@ -296,6 +296,7 @@ async def test_the_local_fast_path_leaves_gaps_to_the_poller_and_never_applies_a
     # Offsets 0-1 are a gap for this projection: the batch is left to the poller, which reads all four.
     assert await sync.apply_local(result) == 0
     assert await sync.catch_up() == 4
+    assert sync.lag_records == 0
     assert await sync.catch_up() == 0
     # Contiguous now: the next batch is folded in from memory, and the poller reads nothing again.
     result = await ingest(raw[4:5])

@@ -122,6 +122,7 @@ class ProjectionSync:
     seen: dict[TopicPartition, int] = field(default_factory=dict)
     listeners: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     read_chunk: int = 5000  # offsets per read: the lock is released between chunks
+    last_committed: dict[TopicPartition, int] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def catch_up(self) -> int:
@@ -131,7 +132,8 @@ class ProjectionSync:
         stalls this instance's consumer: its batches commit meanwhile and are read here later.
         """
         applied = 0
-        for tp, end in sorted((await self.store.committed_offsets()).items()):
+        committed = self.last_committed = await self.store.committed_offsets()
+        for tp, end in sorted(committed.items()):
             while True:
                 async with self._lock:
                     start = self.seen.get(tp, 0)
@@ -140,6 +142,11 @@ class ProjectionSync:
                     applied += await self._fill(tp, min(end, start + self.read_chunk))
         await self._notify(applied)
         return applied
+
+    @property
+    def lag_records(self) -> int:
+        """Records committed (as of the last poll) that this projection has not folded in yet."""
+        return sum(max(0, end - self.seen.get(tp, 0)) for tp, end in self.last_committed.items())
 
     async def apply_local(self, result: IngestResult) -> int:
         """Fold in the batch this instance just committed without reading it back (freshness)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,8 +11,11 @@ from kasse_metrics.domain.kpis import Projection, Window, minute_of
 
 
 class KpiQueries:
-    def __init__(self, projection: Projection, stream_min_interval_s: float = 0.25) -> None:
+    def __init__(
+        self, projection: Projection, stream_min_interval_s: float = 0.25, lag: Callable[[], int] = lambda: 0
+    ) -> None:
         self.projection = projection
+        self.lag = lag
         self.stream_min_interval_s = stream_min_interval_s
         self._changed = asyncio.Condition()
 
@@ -31,7 +35,9 @@ class KpiQueries:
         return self.projection.version
 
     def report(self, window: str, at: datetime | None) -> dict[str, Any]:
-        return self.projection.report(Window.named(window, at))
+        # Records committed by the group but not yet read into this instance's projection (a
+        # restarted instance rebuilds from the store): 0 means the numbers are the group's whole.
+        return {**self.projection.report(Window.named(window, at)), "projection_lag_records": self.lag()}
 
     def funnel(self, window: str, at: datetime | None, channel: str | None) -> dict[str, Any]:
         f = self.projection.funnel(Window.named(window, at), channel=channel)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, Field
 
 from kasse_metrics.application.queries import KpiQueries
 
@@ -70,6 +70,9 @@ class KpiReport(BaseModel):
     median_seconds_view_to_payment: float | None
     median_seconds_payment_to_shipment: float | None
     events: int
+    projection_lag_records: int = Field(
+        0, description="Records the group committed that this instance has not read yet (0: complete)"
+    )
 
 
 class FunnelResponse(BaseModel):

@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
+from kasse_metrics.application.ingest import ProjectionSync
 from kasse_metrics.domain.kpis import WINDOWS, Projection, Window
 from kasse_metrics.entrypoints.consumer import IngestConsumer
 
@@ -18,7 +19,10 @@ RATES = ("conversion_rate", "cart_abandonment_rate", "payment_failure_rate", "fr
 
 
 class KpiCollector:
-    def __init__(self, projection: Projection, consumer: IngestConsumer, dead_letters: KafkaDeadLetters) -> None:
+    def __init__(
+        self, projection: Projection, consumer: IngestConsumer, dead_letters: KafkaDeadLetters, sync: ProjectionSync
+    ) -> None:
+        self.sync = sync
         self.projection = projection
         self.consumer = consumer
         self.dead_letters = dead_letters
@@ -73,6 +77,11 @@ class KpiCollector:
         for (topic, partition), value in sorted(self.consumer.lag().items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
+        yield GaugeMetricFamily(
+            "kasse_metrics_projection_lag_records",
+            "Records the group committed that this instance's projection has not read yet",
+            value=self.sync.lag_records,
+        )
         yield GaugeMetricFamily(
             "kasse_metrics_events_per_second",
             "Records ingested per second (10 s average)",
