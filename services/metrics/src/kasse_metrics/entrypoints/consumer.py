@@ -2,7 +2,7 @@
 
 The kit's EventConsumer commits offsets to Kafka after each handler; the metrics service needs the
 offsets to move together with what it stored (see application.ingest), so it runs its own loop:
-poll a batch → IngestBatch (facts, dead letters, offsets in Mongo) → wake the projection. On
+poll a batch → IngestBatch (facts, dead letters, offsets in Mongo) → fold it into the projection. On
 partition assignment it seeks every partition to the offset stored in Mongo (from the beginning when
 none is stored), so a new owner continues exactly where the previous one committed.
 """
