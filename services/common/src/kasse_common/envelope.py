@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -132,7 +132,9 @@ def headers_to_dict(headers: Iterable[tuple[str, bytes | str | None]] | dict[str
     return out
 
 
-def decode(value: bytes | None, headers: dict[str, str], wanted: dict[str, type[Event]] | None = None) -> IncomingEvent:
+def decode(
+    value: bytes | None, headers: dict[str, str], wanted: Mapping[str, type[Event]] | None = None
+) -> IncomingEvent:
     """Decode a record; raises MalformedEvent with a reason a human can act on."""
     try:
         attributes = CloudEventAttributes.from_headers(headers)

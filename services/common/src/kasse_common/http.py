@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -157,3 +157,40 @@ def bearer_guard(expected: SecretStr | None, *, setting: str, purpose: str = "th
             raise Forbidden("the token is not valid")
 
     return require_token
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every Kasse service answers a client mistake (OpenAPI model)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldProblem] | None = Field(None, description="With 422: one entry per invalid field")
+
+
+PROBLEM_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "No bearer token",
+    403: "Wrong bearer token",
+    404: "Not found",
+    409: "Conflicts with the current state (the detail says why)",
+    413: "Body too large",
+    422: "Invalid request: one entry per invalid field in `errors`",
+    503: "A dependency is unavailable",
+}
+
+
+def problem_responses(*statuses: int, descriptions: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for the problem+json errors a route can answer."""
+    texts = {**PROBLEM_DESCRIPTIONS, **(descriptions or {})}
+    return {
+        status: {"model": Problem, "description": texts[status], "content": {PROBLEM_JSON: {}}} for status in statuses
+    }

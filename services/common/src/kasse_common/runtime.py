@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -75,7 +75,7 @@ class ServiceRuntime:
         self._produced_topics: set[str] = set()
         self._on_startup: list[Hook] = []
         self._on_shutdown: list[Hook] = []
-        self._background: list[Callable[[], Awaitable[None]]] = []
+        self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = asyncio.Event()
         self._consumer_paused = False
@@ -105,7 +105,7 @@ class ServiceRuntime:
     def on_shutdown(self, hook: Hook) -> None:
         self._on_shutdown.append(hook)
 
-    def background(self, loop: Callable[[], Awaitable[None]]) -> None:
+    def background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """A coroutine run for the app's lifetime (cancelled at shutdown), e.g. a periodic job."""
         self._background.append(loop)
 

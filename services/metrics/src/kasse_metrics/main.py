@@ -41,7 +41,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     dead_letters = KafkaDeadLetters(
         runtime.publisher, settings.topic(dead_letter_topic(settings.service_name)), settings.consumer_group
     )
-    consumer = IngestConsumer(settings, store, IngestBatch(store, dead_letters), sync=sync)
+    consumer = IngestConsumer(
+        settings, store, IngestBatch(store, dead_letters), sync=sync, tracer=runtime.telemetry.tracer("kasse.metrics")
+    )
 
     async def create_topics_and_indexes() -> None:
         from kasse_common.topics_admin import ensure_topics

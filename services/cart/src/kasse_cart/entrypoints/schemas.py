@@ -12,6 +12,7 @@ from kasse_cart.application.orders import OrderView
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon, CouponKind
 from kasse_cart.domain.shipping import ShippingQuote
+from kasse_common.http import problem_responses
 from kasse_contracts.events import Address, DiscountLine, LineItem, ShippingSelection
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -22,29 +23,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem details (application/problem+json)."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-
-
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        400: "Bad request",
-        401: "Missing admin token",
-        403: "Wrong admin token",
-        404: "Unknown id, or a token that does not match it",
-        409: "Conflicts with the current state (say why in detail)",
-        422: "Invalid request: every wrong field is listed",
-        503: "A dependency is unavailable",
-    }
-    return {
-        s: {"model": Problem, "description": text[s], "content": {"application/problem+json": {}}} for s in statuses
-    }
+    return problem_responses(
+        *statuses,
+        descriptions={
+            401: "Missing admin token",
+            403: "Wrong admin token",
+            404: "Unknown id, or a token that does not match it",
+        },
+    )
 
 
 class Money(BaseModel):

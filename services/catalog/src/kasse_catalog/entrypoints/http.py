@@ -23,7 +23,6 @@ from kasse_catalog.entrypoints.schemas import (
     CategoriesOut,
     CategoryOut,
     ImportResultOut,
-    ProblemOut,
     ProductIn,
     ProductOut,
     ProductPatch,
@@ -40,6 +39,7 @@ from kasse_catalog.entrypoints.schemas import (
 )
 from kasse_catalog.settings import CatalogSettings
 from kasse_common.errors import Forbidden, Unauthorized, Unprocessable
+from kasse_common.http import problem_responses
 from kasse_contracts.base import Channel
 
 SESSION_HEADER = "X-Session-Id"
@@ -57,18 +57,7 @@ class CatalogServices:
 
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    texts = {
-        401: "No bearer token",
-        403: "Wrong bearer token",
-        404: "Unknown product",
-        409: "Conflicts with the current state",
-        413: "Body too large",
-        422: "Invalid fields: one entry per field in `errors`",
-    }
-    return {
-        code: {"model": ProblemOut, "description": texts[code], "content": {"application/problem+json": {}}}
-        for code in codes
-    }
+    return problem_responses(*codes, descriptions={404: "Unknown product"})
 
 
 def with_session(status_code: int, responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:

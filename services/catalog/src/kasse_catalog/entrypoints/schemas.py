@@ -294,14 +294,3 @@ class RecommendationOut(BaseModel):
 
 class RecommendationsOut(BaseModel):
     items: list[RecommendationOut]
-
-
-class ProblemOut(BaseModel):
-    """RFC 9457 problem details."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    errors: list[dict[str, str]] | None = None

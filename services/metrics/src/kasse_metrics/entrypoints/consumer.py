@@ -16,8 +16,10 @@ from collections import deque
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from opentelemetry import propagate, trace
 
 from kasse_common.envelope import headers_to_dict
+from kasse_common.messaging import aiokafka_security
 from kasse_contracts.topics import TOPICS
 from kasse_metrics.application.ingest import FactStore, IngestBatch, ProjectionSync, RawRecord
 from kasse_metrics.settings import MetricsSettings
@@ -60,8 +62,10 @@ class IngestConsumer:
         store: FactStore,
         ingest: IngestBatch,
         sync: ProjectionSync,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.settings = settings
+        self.tracer = tracer or trace.get_tracer("kasse.metrics")
         self.store = store
         self.ingest = ingest
         self.sync = sync
@@ -73,6 +77,30 @@ class IngestConsumer:
         self.duplicates_total = 0
         self._recent: deque[tuple[float, int]] = deque()
         self.batch_lock = asyncio.Lock()
+
+    def _trace_consumed(self, records: list[RawRecord]) -> None:
+        """A consumer span per traced event, in the producer's trace: the metrics hop of an order's trace.
+
+        Ended once the batch is stored, so its end is when the event became visible in the KPIs.
+        """
+        for r in records:
+            traceparent = r.headers.get("traceparent")
+            if not traceparent:
+                continue
+            parent = propagate.extract({"traceparent": traceparent})
+            self.tracer.start_span(
+                f"{r.topic} process",
+                context=parent,
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation": "process",
+                    "messaging.destination.name": r.topic,
+                    "messaging.kafka.destination.partition": r.partition,
+                    "messaging.kafka.message.offset": r.offset,
+                    "messaging.consumer.group.name": self.settings.consumer_group,
+                },
+            ).end()
 
     def events_per_second(self, horizon_s: float = 10.0) -> float:
         now = time.monotonic()
@@ -105,6 +133,7 @@ class IngestConsumer:
     async def _consume(self) -> None:
         s = self.settings
         self.consumer = AIOKafkaConsumer(
+            **aiokafka_security(s),
             bootstrap_servers=s.kafka_bootstrap,
             group_id=s.consumer_group,
             client_id=f"kasse-{s.service_name}-ingest",
@@ -145,6 +174,7 @@ class IngestConsumer:
                 self.consumer.seek(tp, msgs[0].offset)
             await asyncio.sleep(1.0)
             return
+        self._trace_consumed(records)
         for tp, msgs in batch.items():
             self.next_offsets[(tp.topic, tp.partition)] = msgs[-1].offset + 1
         self.records_total += result.records

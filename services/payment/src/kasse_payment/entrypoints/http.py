@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr
 
 from kasse_common.errors import Forbidden, Unauthorized
+from kasse_common.http import problem_responses
 from kasse_payment.application.service import PaymentService
 from kasse_payment.domain.payment import Payment, PaymentStatus
 from kasse_payment.entrypoints import webhooks
@@ -20,26 +21,15 @@ from kasse_payment.entrypoints import webhooks
 log = logging.getLogger(__name__)
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem details."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-
-
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        400: "Unsigned, forged, stale or unreadable webhook",
-        401: "No bearer token",
-        403: "Wrong bearer token",
-        404: "No payment for the order yet",
-        409: "The payment is not in a state that allows this",
-        422: "Invalid request",
-    }
-    return {c: {"model": Problem, "description": text[c], "content": {"application/problem+json": {}}} for c in codes}
+    return problem_responses(
+        *codes,
+        descriptions={
+            400: "Unsigned, forged, stale or unreadable webhook",
+            404: "No payment for the order yet",
+            409: "The payment is not in a state that allows this",
+        },
+    )
 
 
 class PaymentView(BaseModel):

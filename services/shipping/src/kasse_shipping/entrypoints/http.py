@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from kasse_common.errors import Forbidden, Unauthorized
+from kasse_common.http import problem_responses
 from kasse_contracts.base import CountryCode, Money
 from kasse_contracts.events import ReturnReason
 from kasse_contracts.events.shipping import MethodKind, ShippingMethod
@@ -22,27 +23,10 @@ from kasse_shipping.domain.fulfilment import Fulfilment, RequestedLine, ReturnCa
 from kasse_shipping.domain.rates import Basket
 
 
-class Problem(BaseModel):
-    """application/problem+json (RFC 9457)."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-
-
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        401: "No bearer token",
-        403: "Wrong bearer token",
-        404: "Not found",
-        409: "Conflict",
-        422: "Invalid request or refused by the rules (the detail says why)",
-    }
-    return {
-        s: {"model": Problem, "description": text[s], "content": {"application/problem+json": {}}} for s in statuses
-    }
+    return problem_responses(
+        *statuses, descriptions={422: "Invalid request or refused by the rules (the detail says why)"}
+    )
 
 
 class _In(BaseModel):
