@@ -217,8 +217,13 @@ def start_shoppers(env: dict[str, str]) -> None:
     deadline = time.monotonic() + 60
     while not shoppers_ready():
         if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                stop_process(SHOPPERS, grace=5)
             tail = (LOGS / f"{SHOPPERS.name}.log").read_text(errors="replace")[-2500:]
-            sys.exit(f"the shoppers did not come up on {SHOPPERS.url}. Log tail:\n{tail}")
+            sys.exit(
+                f"the shoppers did not come up on {SHOPPERS.url} (the shop itself is running; "
+                f"`start --no-shoppers` skips them). Log tail:\n{tail}"
+            )
         time.sleep(0.3)
     print(f"  {SHOPPERS.name:9s} shopping; web UI on {SHOPPERS.url}")
 

@@ -80,10 +80,11 @@ class ShopperMix:
     # Pacing (seconds)
     think_min_s: float = 0.5
     think_max_s: float = 2.5
-    # Between two visits of one simulated user. With 8 users this makes about 10 visits a minute:
-    # what a small machine's catalog keeps up with (it consumes every ProductViewed).
-    visit_gap_min_s: float = 15.0
-    visit_gap_max_s: float = 45.0
+    # Between two visits of one simulated user. With 8 users this makes about 7 visits a minute
+    # (~30 storefront events): what the catalog keeps up with on a small, busy machine (it consumes
+    # every ProductViewed on the consumer that also reserves stock). More: KASSE_SHOPPERS_USERS.
+    visit_gap_min_s: float = 30.0
+    visit_gap_max_s: float = 75.0
     pay_timeout_s: float = 45.0  # how long a shopper waits for the payment page
     follow_up_after_s: float = 600.0  # orders not delivered by then are forgotten
     max_pending_orders: int = 20  # per simulated user
