@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 SHOPPERS = REPO / "deploy" / "shoppers"
-RUN_TIME_S = 75  # Locust stops by itself after this, whatever happens to the test (which stops it sooner)
+RUN_TIME_S = 100  # Locust stops by itself after this, whatever happens to the test (which stops it sooner)
 
 # A funnel that converts quickly, so a short run shows every kind of journey.
 FAST_MIX = {
