@@ -103,7 +103,7 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
     return runtime.create_app(
         title="Kasse shipping",
         description="Shipping methods, rates and delivery promises; shipments and tracking; returns.",
-        routers=[build_router(rates, fulfilment, settings.admin_token)],
+        routers=[build_router(rates, fulfilment, settings.admin_token, carrier)],
     )
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
+from kasse_shipping.adapters.carrier import SimulatedCarrier
+from kasse_shipping.domain.fulfilment import ShipmentStatus
 from kasse_shipping.main import create_app
 from kasse_shipping.settings import ShippingSettings
 
@@ -73,3 +77,26 @@ async def test_return_request_validation_is_a_422_with_fields(client: httpx.Asyn
     assert r.status_code == 422
     fields = {e["field"] for e in r.json()["errors"]}
     assert {"lines.0.quantity", "reason"} <= fields
+
+
+async def test_the_slow_carrier_switch_is_guarded_validated_and_read_back() -> None:
+    app = create_app(ShippingSettings(admin_token=SecretStr("t0k"), log_json=False))
+    admin = {"Authorization": "Bearer t0k"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        slow = {"dispatch_after_s": 600.0, "deliver_after_s": 3600.0}
+        assert (await client.put("/v1/admin/carrier", json=slow)).status_code == 401
+        assert (
+            await client.put("/v1/admin/carrier", json=slow, headers={"Authorization": "Bearer x"})
+        ).status_code == 403
+        assert (await client.put("/v1/admin/carrier", json=slow, headers=admin)).json() == slow
+        assert (await client.get("/v1/admin/carrier", headers=admin)).json() == slow
+        negative = {"dispatch_after_s": -1, "deliver_after_s": 1}
+        assert (await client.put("/v1/admin/carrier", json=negative, headers=admin)).status_code == 422
+
+
+def test_new_timings_apply_to_the_scans_scheduled_after_the_change() -> None:
+    carrier = SimulatedCarrier(dispatch_after=timedelta(seconds=1), deliver_after=timedelta(seconds=1))
+    since = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    carrier.set_timings(dispatch_after=timedelta(minutes=10), deliver_after=timedelta(hours=1))
+    assert carrier.next_scan(ShipmentStatus.CREATED, since) == since + timedelta(minutes=10)
+    assert carrier.next_scan(ShipmentStatus.DISPATCHED, since) == since + timedelta(hours=1)

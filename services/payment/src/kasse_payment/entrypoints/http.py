@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr
 
-from kasse_common.errors import Forbidden, Unauthorized
-from kasse_common.http import problem_responses
+from kasse_common.http import bearer_guard, problem_responses
 from kasse_payment.application.service import PaymentService
 from kasse_payment.domain.payment import Payment, PaymentStatus
 from kasse_payment.entrypoints import webhooks
@@ -98,21 +94,6 @@ class WebhookAck(BaseModel):
     outcome: Literal["applied", "duplicate", "ignored"]
 
 
-bearer = HTTPBearer(auto_error=False)
-
-
-def token_guard(expected: SecretStr | None, what: str) -> Callable[..., Awaitable[None]]:
-    async def guard(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if credentials is None or not credentials.credentials:
-            raise Unauthorized(f"a bearer token ({what}) is required")
-        if expected is None or not hmac.compare_digest(
-            credentials.credentials.encode(), expected.get_secret_value().encode()
-        ):
-            raise Forbidden(f"the bearer token is not the {what}")
-
-    return guard
-
-
 def _amount(p: Payment) -> Amount | None:
     return Amount(amount=p.order.amount, currency=p.order.currency) if p.order else None
 
@@ -169,11 +150,17 @@ def routers(
     webhook_tolerance_s: int,
 ) -> list[APIRouter]:
     internal = APIRouter(
-        prefix="/v1/payments", tags=["payments"], dependencies=[Depends(token_guard(internal_token, "internal token"))]
+        prefix="/v1/payments",
+        tags=["payments"],
+        dependencies=[
+            Depends(bearer_guard(internal_token, setting="KASSE_PAYMENT_INTERNAL_TOKEN", purpose="the payment view"))
+        ],
     )
     stripe_hooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
     admin = APIRouter(
-        prefix="/v1/admin", tags=["admin"], dependencies=[Depends(token_guard(admin_token, "admin token"))]
+        prefix="/v1/admin",
+        tags=["admin"],
+        dependencies=[Depends(bearer_guard(admin_token, setting="KASSE_PAYMENT_ADMIN_TOKEN"))],
     )
 
     @internal.get(

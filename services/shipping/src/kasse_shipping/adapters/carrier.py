@@ -21,6 +21,15 @@ class SimulatedCarrier:
         self._deliver_after = deliver_after
         self._tracking_url_template = tracking_url_template
 
+    @property
+    def timings(self) -> tuple[timedelta, timedelta]:
+        return self._dispatch_after, self._deliver_after
+
+    def set_timings(self, *, dispatch_after: timedelta, deliver_after: timedelta) -> None:
+        """Run-time change (the demo's slow-carrier switch): applies to scans scheduled from now on."""
+        self._dispatch_after = dispatch_after
+        self._deliver_after = deliver_after
+
     async def book(self, *, shipment_id: str, order_id: str, carrier: str, method_id: str) -> Booking:
         # Derived from the shipment id: booking the same shipment twice (a retried handler) is harmless.
         tracking_number = "SIM" + hashlib.sha256(shipment_id.encode()).hexdigest()[:14].upper()

@@ -3,20 +3,18 @@ admin call. Routes translate to and from the use cases and nothing else."""
 
 from __future__ import annotations
 
-import hmac
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from kasse_common.errors import Forbidden, Unauthorized
-from kasse_common.http import problem_responses
+from kasse_common.http import bearer_guard, problem_responses
 from kasse_contracts.base import CountryCode, Money
 from kasse_contracts.events import ReturnReason
 from kasse_contracts.events.shipping import MethodKind, ShippingMethod
+from kasse_shipping.adapters.carrier import SimulatedCarrier
 from kasse_shipping.application.fulfilment import FulfilmentService
 from kasse_shipping.application.rates import RateTableService
 from kasse_shipping.domain.fulfilment import Fulfilment, RequestedLine, ReturnCase, TimelineEntry
@@ -182,7 +180,6 @@ def _tracking_out(f: Fulfilment, service: FulfilmentService) -> TrackingOut:
 
 
 # Module level: FastAPI resolves the (postponed) annotations of routes in this module's globals.
-bearer = HTTPBearer(auto_error=False, description="KASSE_SHIPPING_ADMIN_TOKEN")
 OrderId = Annotated[str, Field(min_length=1, max_length=200)]
 IdempotencyHeader = Annotated[
     str | None,
@@ -191,18 +188,15 @@ IdempotencyHeader = Annotated[
 SessionHeader = Annotated[str | None, Header(alias="X-Session-Id", min_length=1, max_length=200)]
 
 
-def build_router(rates: RateTableService, fulfilment: FulfilmentService, admin_token: SecretStr | None) -> APIRouter:
+def build_router(
+    rates: RateTableService,
+    fulfilment: FulfilmentService,
+    admin_token: SecretStr | None,
+    carrier: SimulatedCarrier | None = None,
+) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
-    async def require_admin(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        if credentials is None:
-            raise Unauthorized("this endpoint needs Authorization: Bearer <admin token>")
-        expected = admin_token.get_secret_value() if admin_token else ""
-        # An unset admin token refuses everyone (an empty token must never match).
-        if not expected or not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-            raise Forbidden("the admin token is not valid")
+    require_admin = bearer_guard(admin_token, setting="KASSE_SHIPPING_ADMIN_TOKEN")
 
     @router.get(
         "/shipping/methods",
@@ -332,4 +326,39 @@ def build_router(rates: RateTableService, fulfilment: FulfilmentService, admin_t
         order_id, case = await fulfilment.receive_return(return_id)
         return _return_out(order_id, case)
 
+    if carrier is not None:
+
+        @router.get(
+            "/admin/carrier",
+            tags=["admin"],
+            summary="The simulated carrier's current timings",
+            response_model=CarrierTimings,
+            responses=_problems(401, 403),
+            dependencies=[Depends(require_admin)],
+        )
+        async def carrier_timings() -> CarrierTimings:
+            dispatch, deliver = carrier.timings
+            return CarrierTimings(dispatch_after_s=dispatch.total_seconds(), deliver_after_s=deliver.total_seconds())
+
+        @router.put(
+            "/admin/carrier",
+            tags=["admin"],
+            summary="Change the simulated carrier's timings (an operator's 'slow carrier' switch)",
+            description="Applies to the scans scheduled from now on; this instance only. Not persisted.",
+            response_model=CarrierTimings,
+            responses=_problems(401, 403, 422),
+            dependencies=[Depends(require_admin)],
+        )
+        async def set_carrier_timings(body: CarrierTimings) -> CarrierTimings:
+            carrier.set_timings(
+                dispatch_after=timedelta(seconds=body.dispatch_after_s),
+                deliver_after=timedelta(seconds=body.deliver_after_s),
+            )
+            return body
+
     return router
+
+
+class CarrierTimings(_In):
+    dispatch_after_s: Annotated[float, Field(ge=0, le=30 * 24 * 3600, description="Booking to pick-up scan")]
+    deliver_after_s: Annotated[float, Field(ge=0, le=30 * 24 * 3600, description="Pick-up to delivery scan")]
