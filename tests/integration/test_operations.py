@@ -54,3 +54,32 @@ async def test_a_paused_consumer_leaves_records_for_later_and_resumes_from_its_o
         assert r.json()["paused"] is False
         await wait_until(lambda: second.key in handled, timeout=30)
     assert handled == [first.key, second.key]
+
+
+async def test_metrics_own_consumer_obeys_the_pause_switch(
+    settings_for: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    from kasse_metrics.main import create_app
+    from kasse_metrics.settings import MetricsSettings
+
+    app = create_app(settings_for(MetricsSettings, admin_token=SecretStr("m-secret")))
+    admin = {"Authorization": "Bearer m-secret"}
+    async with running_app(app) as client, topic_reader(topics.ORDERS) as reader:
+
+        async def events_counted() -> int:
+            r = await client.get("/v1/kpis/events")
+            return int(sum(r.json().get("by_type", {}).values())) if r.status_code == 200 else 0
+
+        await test_publisher.publish(order_placed())
+        await wait_until(lambda: events_counted(), timeout=30)
+        before = await events_counted()
+        assert (await client.post("/v1/admin/consumer/pause", headers=admin)).json()["paused"] is True
+        while_paused = await test_publisher.publish(order_placed())
+        await reader.wait_for(lambda rec: rec.headers.get("ce_id") == while_paused.event_id)
+        assert await events_counted() == before
+        assert (await client.post("/v1/admin/consumer/resume", headers=admin)).json()["paused"] is False
+        await wait_until(lambda: _more(events_counted, before), timeout=30)
+
+
+async def _more(counter: Any, than: int) -> bool:
+    return bool(await counter() > than)

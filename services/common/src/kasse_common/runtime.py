@@ -79,6 +79,7 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self.started = asyncio.Event()
         self._consumer_paused = False
+        self._pausables: list[tuple[Hook, Hook]] = []
 
     # -- wiring -------------------------------------------------------------------------------
     def document_store(self, collection: str, *, trace_per_document: bool = False) -> DocumentStore:
@@ -161,17 +162,25 @@ class ServiceRuntime:
     def consumer_paused(self) -> bool:
         return self._consumer_paused
 
+    def pausable(self, pause: Hook, resume: Hook) -> None:
+        """Register a consumer of the service's own (not the kit's) for the pause/resume switch."""
+        self._pausables.append((pause, resume))
+
     async def pause_consumer(self) -> None:
         """Leave the consumer group (in-flight records finish; offsets stay committed)."""
         if not self._consumer_paused:
             self._consumer_paused = True
             for subscriber in self.broker.subscribers:
                 await subscriber.stop()
+            for pause, _ in self._pausables:
+                await pause()
 
     async def resume_consumer(self) -> None:
         if self._consumer_paused:
             for subscriber in self.broker.subscribers:
                 await subscriber.start()
+            for _, resume in self._pausables:
+                await resume()
             self._consumer_paused = False
 
     async def readiness(self) -> dict[str, str]:
@@ -246,7 +255,7 @@ class ServiceRuntime:
             await runtime.resume_consumer()
             return {"paused": False, "topics": runtime.consumer.topics}
 
-        if self.consumer.topics:
+        if self.consumer.topics or self._pausables:
             app.include_router(operations)
         for router in routers:
             app.include_router(router)

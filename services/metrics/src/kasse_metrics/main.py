@@ -67,6 +67,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
 
     runtime.on_startup(create_topics_and_indexes)
     runtime.background(consumer.run)
+    runtime.pausable(consumer.pause, consumer.resume)
     runtime.background(keep_projection_current)
     runtime.prometheus_registry().register(KpiCollector(projection, consumer, dead_letters, sync))
     app: FastAPI = runtime.create_app(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from kasse_common.settings import ServiceSettings
@@ -16,6 +16,7 @@ class MetricsSettings(ServiceSettings):
     service_name: ClassVar[str] = "metrics"
 
     http_port: int = 8005
+    admin_token: SecretStr | None = Field(None, description="Bearer token of /v1/admin/* (the consumer switch)")
 
     funnel_steps: tuple[str, ...] = Field(DEFAULT_STEPS, description="Ordered funnel steps (JSON list in the env)")
     funnel_conversion_window_s: float = Field(30 * 24 * 3600, gt=0, description="Max time from first to last step")

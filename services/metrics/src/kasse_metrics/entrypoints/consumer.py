@@ -77,6 +77,15 @@ class IngestConsumer:
         self.duplicates_total = 0
         self._recent: deque[tuple[float, int]] = deque()
         self.batch_lock = asyncio.Lock()
+        self._unpaused = asyncio.Event()
+        self._unpaused.set()
+
+    async def pause(self) -> None:
+        """The operator's paused-consumer switch: stop reading (lag builds up); the batch in hand finishes."""
+        self._unpaused.clear()
+
+    async def resume(self) -> None:
+        self._unpaused.set()
 
     def _trace_consumed(self, records: list[RawRecord]) -> None:
         """A consumer span per traced event, in the producer's trace: the metrics hop of an order's trace.
@@ -147,6 +156,7 @@ class IngestConsumer:
         self.consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
         try:
             while True:
+                await self._unpaused.wait()
                 batch = await self.consumer.getmany(
                     timeout_ms=s.ingest_poll_timeout_ms, max_records=s.ingest_max_records
                 )
