@@ -8,11 +8,7 @@ webhooks, which `Shop.stripe_webhook` sends the way Stripe does (the test plays 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from kasse_payment.testing import sign, stripe_event
 from kasse_testkit import Namespace, ServiceProcess, free_port, wait_until
 from kasse_testkit.infrastructure import Infrastructure
 
@@ -112,21 +109,11 @@ class Shop:
     # -- the storefront's calls ---------------------------------------------------------------
     async def stripe_webhook(self, client: httpx.AsyncClient, event_type: str, obj: dict[str, Any]) -> httpx.Response:
         """Deliver a Stripe event signed with the endpoint secret, as Stripe does."""
-        payload = json.dumps(
-            {
-                "id": f"evt_{uuid.uuid4().hex[:24]}",
-                "object": "event",
-                "type": event_type,
-                "created": int(time.time()),
-                "data": {"object": obj},
-            }
-        )
-        timestamp = int(time.time())
-        signature = hmac.new(WEBHOOK_SECRET.encode(), f"{timestamp}.{payload}".encode(), hashlib.sha256).hexdigest()
+        payload = stripe_event(event_type, obj)
         return await client.post(
             self.url("payment") + "/v1/webhooks/stripe",
             content=payload,
-            headers={"Stripe-Signature": f"t={timestamp},v1={signature}", "Content-Type": "application/json"},
+            headers={"Stripe-Signature": sign(payload, WEBHOOK_SECRET), "Content-Type": "application/json"},
         )
 
     async def payment(self, client: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
