@@ -55,6 +55,11 @@ test-integration: sync ## Only the integration and e2e tiers
 contracts: sync ## Regenerate the JSON Schemas and the AsyncAPI document from the contract models
 	$(UV) run --frozen python -m kasse_contracts.codegen
 
+.PHONY: bench
+BENCH_EVENTS ?= 1000000
+bench: sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, and KPI freshness (loopback only)
+	$(UV) run --frozen --with quixstreams python services/metrics/bench/bench.py --events $(BENCH_EVENTS)
+
 .PHONY: lint format
 lint: sync ## ruff, and mypy on the contracts and every service's domain
 	$(UV) run --frozen ruff check .
