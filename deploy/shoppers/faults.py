@@ -74,6 +74,7 @@ class Switchboard:
     slow_carrier: bool | None = None  # None: never switched from here
     carrier_note: str = ""
     history: list[str] = field(default_factory=list)
+    carrier_before: tuple[float, float] | None = None  # the timings in force before "slow carrier on"
 
     # -- the decline rate (the simulator's own) ------------------------------------------------
     def set_decline_rate(self, rate: float) -> str:
@@ -83,8 +84,23 @@ class Switchboard:
         return f"decline rate now {rate:.0%}"
 
     # -- the carrier ---------------------------------------------------------------------------
+    def carrier(self) -> Any:
+        """Shipping's current carrier timings (GET /v1/admin/carrier)."""
+        status, answer = call(
+            "GET", self.endpoints.urls["shipping"] + "/v1/admin/carrier", self.endpoints.admin("shipping"), timeout=3
+        )
+        if status == 200 and isinstance(answer, dict):
+            return answer
+        return {"error": f"HTTP {status}: {_why(answer)}" if status else answer}
+
     def set_slow_carrier(self, on: bool) -> tuple[bool, str]:
-        dispatch, deliver = self.endpoints.carrier_slow if on else self.endpoints.carrier_normal
+        if on:
+            current = self.carrier()
+            if "dispatch_after_s" in current and self.slow_carrier is not True:
+                self.carrier_before = (float(current["dispatch_after_s"]), float(current["deliver_after_s"]))
+            dispatch, deliver = self.endpoints.carrier_slow
+        else:
+            dispatch, deliver = self.carrier_before or self.endpoints.carrier_normal
         body = {"dispatch_after_s": dispatch, "deliver_after_s": deliver}
         status, answer = call(
             "PUT",
@@ -137,6 +153,7 @@ class Switchboard:
             "carrier": self.carrier_note,
         }
         if with_consumers:
+            out["carrier"] = self.carrier()
             out["consumers"] = {name: self.consumer(name) for name in SERVICE_PORTS}
         return out
 
