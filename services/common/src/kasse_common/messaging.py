@@ -152,17 +152,29 @@ class EventPublisher:
         await self._broker.publish(value or b"", topic=topic, key=key, headers=headers)
 
 
+def _named(handler: Callable[[Any], Awaitable[None]], name: str) -> Callable[[Any], Awaitable[None]]:
+    """A distinct function per subscriber: FastStream names (and documents) a subscriber by its handler."""
+
+    async def named(message: KafkaMessage) -> None:
+        await handler(message)
+
+    named.__name__ = named.__qualname__ = name
+    return named
+
+
 async def _raw_body(message: Any) -> Any:
     return message.body
 
 
 class EventConsumer:
-    """One FastStream subscriber for all of a service's topics; dispatches records by CloudEvents type.
+    """FastStream subscribers for a service's topics; dispatches records by CloudEvents type.
 
-    One subscriber (one Kafka consumer per replica) rather than one per topic: every consumer in a
+    One subscriber (one Kafka consumer per replica) per *lane*, not per topic: every consumer in a
     group that joins triggers a rebalance of the whole group, and a service with four topics took
     10-15 s to start while its consumers joined one after another. Records of one partition are
-    handled in order; records of different topics are handled one at a time.
+    handled in order; within a lane, records are handled one at a time. A high-volume topic goes in
+    a lane of its own (`lane="storefront"`) so it cannot queue urgent work (stock for an order)
+    behind it.
     """
 
     def __init__(self, broker: KafkaBroker, settings: ServiceSettings, publisher: EventPublisher) -> None:
@@ -171,6 +183,7 @@ class EventConsumer:
         self._publisher = publisher
         self._handlers: dict[str, tuple[type[Event], Handler]] = {}
         self._topics: list[str] = []
+        self._lanes: dict[str, list[str]] = {}  # lane -> its topics
         self._attached = False
         self.dead_letter_topic = settings.topic(dead_letter_topic(settings.service_name))
         self.dead_lettered = 0
@@ -181,18 +194,24 @@ class EventConsumer:
         """Contract names of the topics this consumer subscribes to."""
         return list(self._topics)
 
-    def on(self, event_type: type[E], handler: Callable[[E, EventContext], Awaitable[None]]) -> None:
+    def on(
+        self, event_type: type[E], handler: Callable[[E, EventContext], Awaitable[None]], *, lane: str = "main"
+    ) -> None:
         """Call `handler` for every `event_type` (on its contract topic). Register before the app starts."""
         if self._attached:
             raise RuntimeError("register event handlers before the service starts")
         if event_type.event_type in self._handlers:
             raise ValueError(f"a handler for {event_type.__name__} is registered already")
+        topic_lane = next((name for name, topics in self._lanes.items() if event_type.topic in topics), None)
+        if topic_lane is not None and topic_lane != lane:
+            raise ValueError(f"topic {event_type.topic} is in lane {topic_lane!r} already, not {lane!r}")
         self._handlers[event_type.event_type] = (event_type, handler)
         if event_type.topic not in self._topics:
             self._topics.append(event_type.topic)
+            self._lanes.setdefault(lane, []).append(event_type.topic)
 
     def attach(self) -> None:
-        """Create the subscriber (the runtime does it at start; tests on TestKafkaBroker call it)."""
+        """Create the subscribers (the runtime does it at start; tests on TestKafkaBroker call it)."""
         if self._attached or not self._topics:
             return
         self._attached = True
@@ -201,17 +220,18 @@ class EventConsumer:
         async def on_record(message: KafkaMessage) -> None:
             await self._dispatch(message, wanted)
 
-        on_record.__name__ = f"on_{self._settings.service_name.replace('-', '_')}_events"
-        self._broker.subscriber(
-            *(self._settings.topic(t) for t in self._topics),
-            group_id=self._settings.consumer_group,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            max_poll_interval_ms=300_000,
-            # FastStream would JSON-decode the body before our handler runs and turn a malformed
-            # record into an endless nack loop; we decode (and dead-letter) ourselves.
-            decoder=_raw_body,
-        )(on_record)
+        for lane, topics in self._lanes.items():
+            handler = _named(on_record, f"on_{self._settings.service_name.replace('-', '_')}_{lane}_events")
+            self._broker.subscriber(
+                *(self._settings.topic(t) for t in topics),
+                group_id=self._settings.consumer_group,
+                auto_offset_reset="earliest",
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                max_poll_interval_ms=300_000,
+                # FastStream would JSON-decode the body before our handler runs and turn a malformed
+                # record into an endless nack loop; we decode (and dead-letter) ourselves.
+                decoder=_raw_body,
+            )(handler)
 
     async def _dispatch(self, message: Any, wanted: Mapping[str, type[Event]]) -> None:
         raw = message.raw_message

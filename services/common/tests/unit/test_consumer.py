@@ -160,3 +160,37 @@ async def test_permanent_errors_skip_the_retries() -> None:
         await br.publish(record.value, topic="u." + ORDERS, headers=record.headers)
     assert calls == 1
     assert len(dead) == 1
+
+
+async def test_a_lane_gets_its_own_subscriber_and_both_lanes_dispatch() -> None:
+    from kasse_contracts.events import ProductViewed
+    from kasse_contracts.topics import STOREFRONT
+
+    broker, consumer, dead = build()
+    seen: list[str] = []
+
+    async def on_placed(event: OrderPlaced, ctx: EventContext) -> None:
+        seen.append("placed")
+
+    async def on_viewed(event: ProductViewed, ctx: EventContext) -> None:
+        seen.append("viewed")
+
+    consumer.on(OrderPlaced, on_placed)
+    consumer.on(ProductViewed, on_viewed, lane="storefront")
+    with pytest.raises(ValueError, match="lane"):
+        consumer.on(OrderCancelled, on_placed, lane="other")  # same topic as OrderPlaced, another lane
+    consumer.attach()
+    assert len(broker.subscribers) == 3  # two lanes + the test's dead-letter watcher
+    viewed = ProductViewed(
+        occurred_at=order_placed().occurred_at,
+        session_id="s",
+        product_id="p",
+        sku="P",
+        category="c",
+        price=eur(100),
+        channel="search",
+    )
+    async with TestKafkaBroker(broker) as br:
+        for record in (encode(order_placed(), service="cart"), encode(viewed, service="catalog")):
+            await br.publish(record.value, topic="u." + record.topic, headers=record.headers)
+    assert sorted(seen) == ["placed", "viewed"] and dead == []
