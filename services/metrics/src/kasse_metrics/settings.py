@@ -27,6 +27,9 @@ class MetricsSettings(ServiceSettings):
     checkpoint_max_pending_records: int = Field(
         200_000, ge=1, description="Stop consuming until a checkpoint is stored when this many are pending"
     )
+    gc_freeze: bool = Field(
+        True, description="Freeze the heap after each checkpoint (no full-GC pauses over the projection)"
+    )
     segment_max_facts: int = Field(5000, ge=1, description="Facts per segment document (16 MB document limit)")
     projection_poll_interval_s: float = Field(
         0.05, gt=0, description="How often an instance reads the segments other instances checkpointed"

@@ -12,6 +12,7 @@ previous one checkpointed; on revocation it checkpoints first.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -188,7 +189,10 @@ class IngestConsumer:
                 pass
             self._checkpoint_due.clear()
             try:
-                await self.ingest.checkpoint()
+                if await self.ingest.checkpoint() and self.settings.gc_freeze:
+                    # The projection only grows: move it out of the cyclic GC's reach, so a full
+                    # collection never stalls the loop for a scan of every fact held (~1 s at 300k).
+                    gc.freeze()
             except asyncio.CancelledError:
                 raise
             except Exception:
