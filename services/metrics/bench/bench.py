@@ -8,7 +8,7 @@ It needs the local Kafka and Mongo-protocol store (KASSE_KAFKA_BOOTSTRAP, KASSE_
    searches, abandonments, failed payments and fraud blocks, refunds, reviews;
 2. measures ingest throughput of (a) a raw aiokafka poll + `kasse_common.envelope.decode` loop,
    (b) a Quix Streams application computing the same per-session funnel counts with its RocksDB state,
-   and (c) the metrics service itself as its own process (`kasse-metrics`, facts and offsets
+   and (c) the metrics service itself as its own process (`kasse-metrics`, checkpoints and offsets
    persisted in the Mongo-protocol store, projection on);
 3. measures KPI freshness with the service running: background load at half of (c)'s rate plus one
    probe event at a time, from the producer's acknowledgement to the probe being counted by
@@ -362,7 +362,7 @@ async def service_rate_and_freshness(args: argparse.Namespace, prefix: str, data
                     raise RuntimeError(f"metrics service did not start; see {log.name}")
                 await asyncio.sleep(0.2)
             # (c) ingest throughput: from the first committed record to all N, read from the offsets the
-            # service persists with its facts (cheap to poll, unlike the KPI endpoints).
+            # service persists with its checkpoints (cheap to poll, unlike the KPI endpoints).
             mongo: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
             offsets = mongo[database]["partition_offsets"]
             t_first = None
@@ -500,7 +500,7 @@ async def main_async(args: argparse.Namespace) -> None:
         service = await service_rate_and_freshness(args, prefix, database)
         samples = service["freshness_ms"]
         print(
-            f"(c) metrics service (facts+offsets persisted): {service['rate']:,.0f} events/s "
+            f"(c) metrics service (checkpoints+offsets persisted): {service['rate']:,.0f} events/s "
             f"({service['ingested']:.0f} records)",
             flush=True,
         )

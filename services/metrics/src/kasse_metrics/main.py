@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from kasse_common.runtime import ServiceRuntime
 from kasse_contracts.topics import TOPICS, dead_letter_topic
 from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
-from kasse_metrics.adapters.mongo_facts import MongoFactStore
-from kasse_metrics.application.ingest import IngestBatch, ProjectionSync
+from kasse_metrics.adapters.mongo_checkpoints import MongoCheckpointStore
+from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync
 from kasse_metrics.application.queries import KpiQueries
 from kasse_metrics.domain.kpis import Projection
 from kasse_metrics.entrypoints.consumer import IngestConsumer
@@ -24,16 +24,16 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """Live sales-funnel KPIs from every Kasse event.
 
-Every instance of a consumer group ingests its share of the partitions into shared facts (deduplicated
-by event id, offsets kept next to them) and reads the facts of all partitions into its own
-projection, so any instance answers with the whole group's numbers. See the service README for the
+Every instance of a consumer group ingests its share of the partitions (deduplicated by event id,
+checkpointed per partition with their offsets) and reads the checkpoints of all partitions into its
+own projection, so any instance answers with the whole group's numbers. See the service README for the
 funnel rules and windows."""
 
 
 def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     settings = settings or MetricsSettings()
     runtime = ServiceRuntime(settings)
-    store = MongoFactStore(runtime.db)
+    store = MongoCheckpointStore(runtime.db)
     projection = Projection(settings.funnel_rules())
     sync = ProjectionSync(store, projection)
     queries = KpiQueries(projection, settings.stream_min_interval_s, lag=lambda: sync.lag_records)
@@ -41,9 +41,8 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     dead_letters = KafkaDeadLetters(
         runtime.publisher, settings.topic(dead_letter_topic(settings.service_name)), settings.consumer_group
     )
-    consumer = IngestConsumer(
-        settings, store, IngestBatch(store, dead_letters), sync=sync, tracer=runtime.telemetry.tracer("kasse.metrics")
-    )
+    ingest = Ingest(dead_letters, sync, Checkpoints(store, settings.segment_max_facts))
+    consumer = IngestConsumer(settings, store, ingest, tracer=runtime.telemetry.tracer("kasse.metrics"))
 
     async def create_topics_and_indexes() -> None:
         from kasse_common.topics_admin import ensure_topics
@@ -54,7 +53,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         )
 
     async def keep_projection_current() -> None:
-        # Own batches are folded in by the consumer as they commit; this reads the others' commits.
+        # Own batches are folded in by the consumer as it reads them; this reads the others' checkpoints.
         while True:
             await asyncio.sleep(settings.projection_poll_interval_s)
             try:

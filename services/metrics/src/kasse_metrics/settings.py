@@ -21,10 +21,21 @@ class MetricsSettings(ServiceSettings):
     funnel_steps: tuple[str, ...] = Field(DEFAULT_STEPS, description="Ordered funnel steps (JSON list in the env)")
     funnel_conversion_window_s: float = Field(30 * 24 * 3600, gt=0, description="Max time from first to last step")
 
-    ingest_max_records: int = Field(5000, ge=1, description="Records per ingest batch (one Mongo round trip)")
+    ingest_max_records: int = Field(5000, ge=1, description="Records per poll")
     ingest_poll_timeout_ms: int = Field(50, ge=1)
+    checkpoint_interval_s: float = Field(0.2, gt=0, description="How often consumed records are stored")
+    checkpoint_max_records: int = Field(20_000, ge=1, description="Checkpoint sooner when this many are pending")
+    checkpoint_max_pending_records: int = Field(
+        200_000, ge=1, description="Stop consuming until a checkpoint is stored when this many are pending"
+    )
+    gc_freeze: bool = Field(
+        False,
+        description="Freeze the heap after each checkpoint: no full-GC pauses over the projection, but garbage"
+        " cycles alive at a checkpoint are never freed (off by default: a slow leak in a long-running service)",
+    )
+    segment_max_facts: int = Field(5000, ge=1, description="Facts per segment document (16 MB document limit)")
     projection_poll_interval_s: float = Field(
-        0.05, gt=0, description="How often an instance reads the facts other instances committed"
+        0.05, gt=0, description="How often an instance reads the segments other instances checkpointed"
     )
     stream_min_interval_s: float = Field(0.25, gt=0, description="At most one SSE update per this interval")
 

@@ -13,8 +13,8 @@ from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.errors import Unprocessable
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import PaymentCaptured, ProductViewed
-from kasse_metrics.adapters.memory import InMemoryFactStore, RecordingDeadLetters
-from kasse_metrics.application.ingest import IngestBatch, ProjectionSync, RawRecord
+from kasse_metrics.adapters.memory import InMemoryCheckpointStore, RecordingDeadLetters
+from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord
 from kasse_metrics.domain.facts import Fact, Position
 from kasse_metrics.domain.kpis import FunnelRules, Projection, Window, minute_of
 
@@ -37,14 +37,29 @@ class Log:
         return RawRecord(record.topic, partition, offset, record.key.encode(), record.value, dict(record.headers))
 
 
+class Instance:
+    """One metrics instance on a checkpoint store: its projection, its pending records, its ingest."""
+
+    def __init__(self, store: InMemoryCheckpointStore, max_facts_per_segment: int = 5000) -> None:
+        self.store = store
+        self.projection = Projection()
+        self.sync = ProjectionSync(store, self.projection)
+        self.dlq = RecordingDeadLetters()
+        self.ingest = Ingest(self.dlq, self.sync, Checkpoints(store, max_facts_per_segment))
+
+
 async def ingest_all(records: list[RawRecord], batch_size: int = 7) -> tuple[Projection, Any, Any]:
-    store, dlq = InMemoryFactStore(), RecordingDeadLetters()
-    ingest = IngestBatch(store, dlq)
-    for i in range(0, len(records), batch_size):
-        await ingest(records[i : i + batch_size])
+    """Ingest and checkpoint every few batches, then rebuild a fresh projection from the store alone."""
+    store = InMemoryCheckpointStore()
+    instance = Instance(store)
+    for n, i in enumerate(range(0, len(records), batch_size)):
+        await instance.ingest(records[i : i + batch_size])
+        if n % 3 == 2:
+            await instance.ingest.checkpoint()
+    await instance.ingest.checkpoint()
     projection = Projection()
     await ProjectionSync(store, projection).catch_up()
-    return projection, store, dlq
+    return projection, store, instance.dlq
 
 
 @pytest.mark.parametrize("window", ["all", "5m", "1h", "24h"])
@@ -58,20 +73,31 @@ async def test_scenario_kpis_are_exact_through_duplicates_reordering_and_a_crash
     raw += [log.append(r) for r in scenario.second_part()]
     random.Random(7).shuffle(raw)  # partitions interleave arbitrarily
 
-    store, dlq = InMemoryFactStore(), RecordingDeadLetters()
-    ingest = IngestBatch(store, dlq)
+    store = InMemoryCheckpointStore()
+    crashing = Instance(store)
     half = len(raw) // 2
-    await ingest(raw[:half])
-    # A crash after the facts were stored but before the offsets moved: the batch is read again.
-    await store.add([f for f in (_fact(r) for r in raw[half : half + 5]) if f is not None])
-    await ingest(raw[half:])
+    await crashing.ingest(raw[:half])
+    await crashing.ingest.checkpoint()
+    # A crash between the two writes of a checkpoint: the segments are stored, the offsets not moved.
+    await crashing.ingest(raw[half : half + 5])
+    store.crash_before_offsets = True
+    with pytest.raises(ConnectionError):
+        await crashing.ingest.checkpoint()
+    # Not yet checkpointed at all when it crashed: lost with the process.
+    await crashing.ingest(raw[half + 5 : half + 9])
+
+    restarted = Instance(store)
+    await restarted.sync.catch_up()  # rebuilt from the checkpoints
+    await restarted.ingest(raw[half:])  # Kafka redelivers from the stored offsets
+    assert_report_matches(restarted.projection.report(Window.named(window, scenario.at)), scenario.expected(window))
+    await restarted.ingest.checkpoint()
+
     projection = Projection()
     sync = ProjectionSync(store, projection)
     await sync.catch_up()
-
     report = projection.report(Window.named(window, scenario.at))
     assert_report_matches(report, scenario.expected(window))
-    assert dlq.sent == []
+    assert crashing.dlq.sent == [] and restarted.dlq.sent == []
     assert await sync.catch_up() == 0  # nothing applied twice
 
 
@@ -222,7 +248,8 @@ def test_unknown_window_and_bad_rules_are_refused() -> None:
 
 
 async def test_malformed_records_are_dead_lettered_and_their_offsets_still_move() -> None:
-    store, dlq = InMemoryFactStore(), RecordingDeadLetters()
+    store = InMemoryCheckpointStore()
+    instance = Instance(store)
     good = encode(
         ProductViewed(
             occurred_at=T0,
@@ -236,44 +263,52 @@ async def test_malformed_records_are_dead_lettered_and_their_offsets_still_move(
         service="t",
     )
     bad = RawRecord("kasse.storefront.v1", 0, 1, b"s", b"{not json", dict(good.headers))
-    result = await IngestBatch(store, dlq)(
-        [RawRecord("kasse.storefront.v1", 0, 0, b"s", good.value, dict(good.headers)), bad]
-    )
+    result = await instance.ingest([RawRecord("kasse.storefront.v1", 0, 0, b"s", good.value, dict(good.headers)), bad])
     assert (result.new_facts, result.dead_lettered) == (1, 1)
-    assert [r.offset for r, _ in dlq.sent] == [1]
-    assert store.offsets == {("kasse.storefront.v1", 0): 2}
+    assert [r.offset for r, _ in instance.dlq.sent] == [1]
+    assert store.offsets == {}  # not stored before the checkpoint ...
+    assert await instance.ingest.checkpoint() == 2
+    assert store.offsets == {("kasse.storefront.v1", 0): 2}  # ... and then past the dead letter too
 
 
-async def test_a_duplicate_in_the_same_batch_and_across_batches_is_counted_once() -> None:
-    store, dlq = InMemoryFactStore(), RecordingDeadLetters()
-    ev = encode(
+def _captured(i: int = 0) -> Any:
+    return encode(
         PaymentCaptured(
             occurred_at=T0,
-            session_id="s",
-            order_id="o",
-            payment_intent_id="pi",
+            session_id=f"s{i}",
+            order_id=f"o{i}",
+            payment_intent_id=f"pi{i}",
             amount=Money(amount=500, currency="EUR"),
         ),
         service="t",
     )
-    rec = [RawRecord("kasse.payments.v1", 1, i, b"o", ev.value, dict(ev.headers)) for i in range(3)]
-    ingest = IngestBatch(store, dlq)
-    first = await ingest(rec[:2])
-    second = await ingest(rec[2:])
+
+
+async def test_a_duplicate_in_the_same_batch_across_batches_and_after_a_restart_is_counted_once() -> None:
+    store = InMemoryCheckpointStore()
+    ev = _captured()
+    rec = [RawRecord("kasse.payments.v1", 1, i, b"o", ev.value, dict(ev.headers)) for i in range(4)]
+    instance = Instance(store)
+    first = await instance.ingest(rec[:2])
+    await instance.ingest.checkpoint()
+    second = await instance.ingest(rec[2:3])
+    await instance.ingest.checkpoint()
     assert (first.new_facts, first.duplicates, second.new_facts, second.duplicates) == (1, 1, 0, 1)
-    projection = Projection()
-    await ProjectionSync(store, projection).catch_up()
-    assert projection.report(Window.named("all", None))["revenue"]["EUR"]["revenue"] == 500
+    # A restarted instance knows the event id from the checkpoints.
+    restarted = Instance(store)
+    await restarted.sync.catch_up()
+    third = await restarted.ingest(rec[3:])
+    assert (third.new_facts, third.duplicates) == (0, 1)
+    assert restarted.projection.report(Window.named("all", None))["revenue"]["EUR"]["revenue"] == 500
 
 
-async def test_the_local_fast_path_leaves_gaps_to_the_poller_and_never_applies_a_fact_twice() -> None:
-    store, dlq = InMemoryFactStore(), RecordingDeadLetters()
-    ingest = IngestBatch(store, dlq)
-    records = [
-        encode(
+def _views(n: int, partition: int = 0) -> list[RawRecord]:
+    out = []
+    for i in range(n):
+        r = encode(
             ProductViewed(
                 occurred_at=T0,
-                session_id=f"s{i}",
+                session_id=f"s{partition}-{i}",
                 product_id="p",
                 sku="P",
                 category="c",
@@ -282,31 +317,67 @@ async def test_the_local_fast_path_leaves_gaps_to_the_poller_and_never_applies_a
             ),
             service="t",
         )
-        for i in range(6)
+        out.append(RawRecord("kasse.storefront.v1", partition, i, b"k", r.value, dict(r.headers)))
+    return out
+
+
+def _viewers(p: Projection) -> int:
+    return int(p.report(Window.named("all", None))["funnel"][0]["sessions"])
+
+
+async def test_visible_before_stored_and_a_failed_checkpoint_keeps_its_records_pending() -> None:
+    store = InMemoryCheckpointStore()
+    instance = Instance(store)
+    raw = _views(6)
+    await instance.ingest(raw[:3])
+    assert _viewers(instance.projection) == 3  # visible at once, nothing stored yet
+    assert store.offsets == {}
+    store.fail_next_write = True
+    with pytest.raises(ConnectionError):
+        await instance.ingest.checkpoint()
+    await instance.ingest(raw[3:])  # consumed while the store was down
+    assert store.offsets == {} and instance.ingest.checkpoints.pending_records == 6
+    assert await instance.ingest.checkpoint() == 6
+    assert store.offsets == {("kasse.storefront.v1", 0): 6}
+    assert [(s.start, s.end, len(s.facts)) for s in store.segments] == [(0, 6, 6)]
+    # The poller does not read this instance's own segments back ...
+    assert await instance.sync.catch_up() == 0 and instance.sync.lag_records == 0
+    # ... and a fresh instance rebuilds the same numbers from them.
+    other = Instance(store)
+    assert await other.sync.catch_up() == 6 and _viewers(other.projection) == 6
+
+
+async def test_each_instance_reads_the_others_partitions_and_large_partitions_are_split() -> None:
+    store = InMemoryCheckpointStore()
+    a, b = Instance(store, max_facts_per_segment=4), Instance(store, max_facts_per_segment=4)
+    await a.ingest(_views(10, partition=0))
+    await b.ingest(_views(3, partition=1))
+    await a.ingest.checkpoint()
+    await b.ingest.checkpoint()
+    assert sorted((s.partition, s.start, s.end, len(s.facts)) for s in store.segments) == [
+        (0, 0, 4, 4),
+        (0, 4, 8, 4),
+        (0, 8, 10, 2),
+        (1, 0, 3, 3),
     ]
-    raw = [RawRecord("kasse.storefront.v1", 0, i, b"k", r.value, dict(r.headers)) for i, r in enumerate(records)]
-    # Offsets 0-1 were committed by a previous owner of the partition: this instance never saw them.
-    await ingest(raw[:2])
-    projection = Projection()
-    sync = ProjectionSync(store, projection)
-    # A crash had stored offset 2's fact without moving the offset: the replay finds it stored here.
-    await store.add([f for f in (_fact(r) for r in raw[2:3]) if f is not None])
-    result = await ingest(raw[2:4])
-    assert (result.new_facts, result.duplicates, len(result.located_here)) == (1, 1, 2)
-    # Offsets 0-1 are a gap for this projection: the batch is left to the poller, which reads all four.
-    assert await sync.apply_local(result) == 0
-    assert await sync.catch_up() == 4
-    assert sync.lag_records == 0
-    assert await sync.catch_up() == 0
-    # Contiguous now: the next batch is folded in from memory, and the poller reads nothing again.
-    result = await ingest(raw[4:5])
-    assert await sync.apply_local(result) == 1
-    assert await sync.catch_up() == 0
-    # The poller got there first for a batch: the fast path then applies nothing.
-    result = await ingest(raw[5:])
-    assert await sync.catch_up() == 1
-    assert await sync.apply_local(result) == 0
-    assert projection.report(Window.named("all", None))["funnel"][0]["sessions"] == 6
+    assert await a.sync.catch_up() == 3 and await b.sync.catch_up() == 10
+    assert _viewers(a.projection) == _viewers(b.projection) == 13
+    assert await a.sync.catch_up() == await b.sync.catch_up() == 0
+
+
+async def test_a_segment_read_twice_or_written_twice_counts_once() -> None:
+    store = InMemoryCheckpointStore()
+    zombie, owner = Instance(store), Instance(store)
+    raw = _views(5)
+    # A rebalance: the old owner (zombie) and the new one both store offsets 0-2.
+    await zombie.ingest(raw[:3])
+    await zombie.ingest.checkpoint()
+    await owner.ingest(raw)
+    await owner.ingest.checkpoint()
+    reader = Instance(store)
+    assert await reader.sync.catch_up() == 5 and _viewers(reader.projection) == 5
+    reader.sync.seen.clear()  # read everything again
+    assert await reader.sync.catch_up() == 0 and _viewers(reader.projection) == 5
 
 
 def test_asking_about_many_past_instants_does_not_grow_the_cache_without_bound() -> None:

@@ -2,40 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from kasse_metrics.application.ingest import RawRecord, TopicPartition
-from kasse_metrics.domain.facts import Fact, Position
+from kasse_metrics.application.ingest import RawRecord, Segment, TopicPartition
+from kasse_metrics.domain.facts import Fact
 
 
-class InMemoryFactStore:
+class InMemoryCheckpointStore:
     def __init__(self) -> None:
-        self.facts: dict[str, Fact] = {}
+        self.segments: list[Segment] = []
         self.offsets: dict[TopicPartition, int] = {}
+        self.fail_next_write = False  # the store is down: nothing written
+        self.crash_before_offsets = False  # the segments written, the offsets not
 
-    async def add(self, facts: Sequence[Fact]) -> dict[str, Position]:
-        stored_before = {}
-        for f in facts:
-            if f.event_id in self.facts:
-                stored_before[f.event_id] = self.facts[f.event_id].position
-            else:
-                self.facts[f.event_id] = f
-        return stored_before
-
-    async def raise_offsets(self, next_offsets: Mapping[TopicPartition, int]) -> None:
-        for tp, offset in next_offsets.items():
-            self.offsets[tp] = max(self.offsets.get(tp, 0), offset)
+    async def write(self, segments: Sequence[Segment]) -> None:
+        if self.fail_next_write:
+            self.fail_next_write = False
+            raise ConnectionError("store unavailable")
+        self.segments.extend(segments)
+        if self.crash_before_offsets:
+            self.crash_before_offsets = False
+            raise ConnectionError("lost between the segments and the offsets")
+        for s in segments:
+            self.offsets[s.tp] = max(self.offsets.get(s.tp, 0), s.end)
 
     async def committed_offsets(self) -> dict[TopicPartition, int]:
         return dict(self.offsets)
 
     async def read(self, tp: TopicPartition, start: int, end: int) -> list[Fact]:
-        found = [
-            f
-            for f in self.facts.values()
-            if (f.position.topic, f.position.partition) == tp and start <= f.position.offset < end
-        ]
-        return sorted(found, key=lambda f: f.position.offset)
+        found = [s for s in self.segments if s.tp == tp and s.end > start and s.start < end]
+        found.sort(key=lambda s: s.start)
+        return [f for s in found for f in s.facts]
 
 
 class RecordingDeadLetters:

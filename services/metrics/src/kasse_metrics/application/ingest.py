@@ -1,22 +1,28 @@
-"""Use cases: ingest a batch of records exactly once, and keep the in-memory KPI projection current.
+"""Use cases: count every consumed event exactly once, visible at once, durable in per-partition checkpoints.
 
-Exactly-once, without transactions (FerretDB v1 has none):
-1. every record becomes a fact whose `_id` is the CloudEvents id; facts are inserted, duplicates are
-   refused by the unique `_id` (a redelivered or duplicated event adds nothing);
-2. malformed records go to the dead-letter topic;
-3. only then the partitions' next offsets are raised (`$max`) in the same database.
-A crash between 1 and 3 replays the batch: the inserts are refused, the offsets are raised, nothing
-is lost or counted twice. Partition assignment seeks to the offsets stored here, not Kafka's.
+Exactly-once, without transactions (FerretDB v1 has none), and without one write per event:
+1. a polled batch is decoded into facts (malformed records go to the dead-letter topic) and folded
+   into the in-memory projection at once: the KPIs show an event as soon as it is consumed;
+2. the projection skips any event id it already holds, so a redelivered, duplicated or replayed
+   event adds nothing, whatever order facts arrive in (this is the dedupe);
+3. every ~200 ms (or N records) a checkpoint stores, per partition, ONE segment document: the compact
+   facts of the offsets [start, end) consumed since the last checkpoint; then the partitions' next
+   offsets are raised (`$max`) in one offsets document. Two writes per checkpoint, not per event.
+A crash loses only what was not checkpointed: the restarted consumer seeks to the stored offsets and
+reads those records again, the projection is rebuilt from the segments, and because the projection
+is a function of the *set* of event ids, the numbers come out the same. A segment written but not
+covered by the offsets (a crash between the two writes) overlaps the one written after the replay:
+its facts are read twice and skipped the second time by event id.
 
-The projection (every instance's read model) is rebuilt from the facts of ALL partitions, read
-per partition in committed offset ranges, so each instance serves the merged numbers of the group.
+Every instance reads the segments of ALL partitions (its own from memory, the others' from the store
+as their offsets move), so each serves the merged numbers of the group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,20 +45,34 @@ class RawRecord:
     headers: dict[str, str]
 
 
-class FactStore(Protocol):
-    async def add(self, facts: Sequence[Fact]) -> dict[str, Position]:
-        """Store facts not stored before (by event id). Returns, for the facts that were stored
-        already, the position they were first stored at (a replay: the same position; a duplicate
-        event: another one)."""
+@dataclass(frozen=True)
+class Segment:
+    """A partition's checkpoint: the facts of offsets [start, end). Records that made no fact (dead
+    letters, event types this service does not know) only move `end`."""
 
-    async def raise_offsets(self, next_offsets: Mapping[TopicPartition, int]) -> None:
-        """Set each partition's next offset to at least the given one."""
+    topic: str
+    partition: int
+    start: int
+    end: int
+    facts: tuple[Fact, ...]
+
+    @property
+    def tp(self) -> TopicPartition:
+        return (self.topic, self.partition)
+
+
+class CheckpointStore(Protocol):
+    async def write(self, segments: Sequence[Segment]) -> None:
+        """Store the segments (one document each), THEN raise each partition's next offset to at
+        least its segment's end."""
 
     async def committed_offsets(self) -> dict[TopicPartition, int]:
-        """The next offset of every partition any instance has committed."""
+        """The next offset of every partition any instance has checkpointed."""
 
     async def read(self, tp: TopicPartition, start: int, end: int) -> list[Fact]:
-        """Facts first read in partition `tp` at offsets [start, end)."""
+        """The facts of the segments of `tp` that overlap offsets [start, end). May hold facts
+        outside the range and the same event twice (overlapping segments): the projection skips
+        event ids it has."""
 
 
 class DeadLetters(Protocol):
@@ -60,77 +80,132 @@ class DeadLetters(Protocol):
 
 
 @dataclass
-class IngestResult:
+class Decoded:
     records: int = 0
-    new_facts: int = 0
-    duplicates: int = 0
+    facts: list[Fact] = field(default_factory=list)
     dead_lettered: int = 0
     skipped: int = 0  # types this service does not know (newer producers)
-    # The facts located in the batch's offset ranges (new ones, and replayed ones stored at the very
-    # same position), and the ranges [first, next) per partition: what the local projection may fold
-    # in without reading them back from the store.
-    located_here: list[Fact] = field(default_factory=list)
-    ranges: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    ranges: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)  # [first, next) per partition
 
 
-class IngestBatch:
-    def __init__(self, store: FactStore, dead_letters: DeadLetters) -> None:
+async def decode_batch(records: Sequence[RawRecord], dead_letters: DeadLetters) -> Decoded:
+    """Records → facts; malformed ones to the dead-letter topic (at least once: a crash before the
+    next checkpoint publishes them again)."""
+    out = Decoded(records=len(records))
+    for r in records:
+        tp = (r.topic, r.partition)
+        first, end = out.ranges.get(tp, (r.offset, r.offset + 1))
+        out.ranges[tp] = (min(first, r.offset), max(end, r.offset + 1))
+        try:
+            incoming = decode(r.value, r.headers)
+        except MalformedEvent as exc:
+            await dead_letters.send(r, exc)
+            out.dead_lettered += 1
+            continue
+        if incoming.event is None:
+            out.skipped += 1
+            continue
+        out.facts.append(fact_from_event(incoming.id, incoming.event, Position(r.topic, r.partition, r.offset)))
+    return out
+
+
+@dataclass
+class _Pending:
+    start: int
+    end: int
+    facts: list[Fact] = field(default_factory=list)
+
+
+class Checkpoints:
+    """What this instance consumed but has not stored yet, per partition, and the write that stores it."""
+
+    def __init__(self, store: CheckpointStore, max_facts_per_segment: int = 5000) -> None:
         self.store = store
-        self.dead_letters = dead_letters
+        self.max_facts_per_segment = max_facts_per_segment  # far below the 16 MB document limit
+        self.pending: dict[TopicPartition, _Pending] = {}
+        self._writing = asyncio.Lock()
 
-    async def __call__(self, records: Sequence[RawRecord]) -> IngestResult:
-        result = IngestResult(records=len(records))
-        facts: list[Fact] = []
-        next_offsets: dict[TopicPartition, int] = {}
-        seen_in_batch: set[str] = set()
-        for r in records:
-            tp = (r.topic, r.partition)
-            next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
-            first, _ = result.ranges.get(tp, (r.offset, r.offset))
-            result.ranges[tp] = (min(first, r.offset), next_offsets[tp])
+    @property
+    def pending_records(self) -> int:
+        return sum(p.end - p.start for p in self.pending.values())
+
+    def add(self, decoded: Decoded) -> None:
+        by_tp: dict[TopicPartition, list[Fact]] = {}
+        for f in decoded.facts:
+            by_tp.setdefault((f.position.topic, f.position.partition), []).append(f)
+        for tp, (first, end) in decoded.ranges.items():
+            p = self.pending.setdefault(tp, _Pending(first, first))
+            p.start, p.end = min(p.start, first), max(p.end, end)
+            p.facts.extend(by_tp.get(tp, ()))
+
+    def drop(self, tps: Iterable[TopicPartition]) -> None:
+        """Forget what is pending for partitions this instance no longer owns (their new owner reads
+        those records again from the stored offset)."""
+        for tp in tps:
+            self.pending.pop(tp, None)
+
+    async def flush(self) -> list[Segment]:
+        """Store everything pending: one segment per partition (split when large), then the offsets.
+
+        Records consumed while the write is in flight wait for the next checkpoint. A failed write
+        puts its records back in front of them (and raises), so nothing is skipped.
+        """
+        async with self._writing:
+            taken, self.pending = self.pending, {}
+            if not taken:
+                return []
+            segments = [s for tp, p in sorted(taken.items()) for s in self._segments(tp, p)]
             try:
-                incoming = decode(r.value, r.headers)
-            except MalformedEvent as exc:
-                await self.dead_letters.send(r, exc)
-                result.dead_lettered += 1
-                continue
-            if incoming.event is None:
-                result.skipped += 1
-                continue
-            if incoming.id in seen_in_batch:
-                result.duplicates += 1
-                continue
-            seen_in_batch.add(incoming.id)
-            facts.append(fact_from_event(incoming.id, incoming.event, Position(r.topic, r.partition, r.offset)))
-        if facts:
-            stored_before = await self.store.add(facts)
-            result.new_facts = len(facts) - len(stored_before)
-            result.duplicates += len(stored_before)
-            result.located_here = [
-                f for f in facts if f.event_id not in stored_before or stored_before[f.event_id] == f.position
-            ]
-        await self.store.raise_offsets(next_offsets)
-        return result
+                await self.store.write(segments)
+            except BaseException:
+                for tp, p in taken.items():
+                    newer = self.pending.get(tp)
+                    if newer is not None:
+                        p.end = max(p.end, newer.end)
+                        p.facts.extend(newer.facts)
+                    self.pending[tp] = p
+                raise
+            return segments
+
+    def _segments(self, tp: TopicPartition, p: _Pending) -> list[Segment]:
+        n = self.max_facts_per_segment
+        if len(p.facts) <= n:
+            return [Segment(tp[0], tp[1], p.start, p.end, tuple(p.facts))]
+        out = []
+        start = p.start
+        for i in range(0, len(p.facts), n):
+            chunk = p.facts[i : i + n]
+            last = i + n >= len(p.facts)
+            end = p.end if last else p.facts[i + n].position.offset  # contiguous: the next chunk's first offset
+            out.append(Segment(tp[0], tp[1], start, end, tuple(chunk)))
+            start = end
+        return out
+
+
+@dataclass
+class IngestResult:
+    records: int = 0
+    new_facts: int = 0  # facts the projection had not counted yet
+    duplicates: int = 0  # facts whose event id was counted already
+    dead_lettered: int = 0
+    skipped: int = 0
 
 
 @dataclass
 class ProjectionSync:
-    """Folds committed facts of every partition into the projection, each fact once."""
+    """Keeps the projection current: own batches from memory, the other instances' from the store."""
 
-    store: FactStore
+    store: CheckpointStore
     projection: Projection
+    # Per partition: the projection holds every fact below this offset (read from the store or consumed).
     seen: dict[TopicPartition, int] = field(default_factory=dict)
     listeners: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
-    read_chunk: int = 5000  # offsets per read: the lock is released between chunks
+    read_chunk: int = 50_000  # offsets per read: a long rebuild yields between chunks
     last_committed: dict[TopicPartition, int] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def catch_up(self) -> int:
-        """Read what any instance committed since the last look, chunk by chunk.
-
-        The lock is held per chunk only, so a long rebuild (a restart over millions of facts) never
-        stalls this instance's consumer: its batches commit meanwhile and are read here later.
-        """
+        """Read the segments any instance checkpointed since the last look, chunk by chunk."""
         applied = 0
         committed = self.last_committed = await self.store.committed_offsets()
         for tp, end in sorted(committed.items()):
@@ -139,53 +214,31 @@ class ProjectionSync:
                     start = self.seen.get(tp, 0)
                     if end <= start:
                         break
-                    applied += await self._fill(tp, min(end, start + self.read_chunk))
+                    chunk_end = min(end, start + self.read_chunk)
+                    applied += self.projection.apply_all(await self.store.read(tp, start, chunk_end))
+                    self.seen[tp] = max(self.seen.get(tp, 0), chunk_end)
         await self._notify(applied)
         return applied
 
     @property
     def lag_records(self) -> int:
-        """Records committed (as of the last poll) that this projection has not folded in yet."""
+        """Records checkpointed (as of the last poll) that this projection does not hold yet."""
         return sum(max(0, end - self.seen.get(tp, 0)) for tp, end in self.last_committed.items())
 
-    async def apply_local(self, result: IngestResult) -> int:
-        """Fold in the batch this instance just committed without reading it back (freshness)."""
-        async with self._lock:
-            applied = await self._apply_local(result)
-        await self._notify(applied)
-        return applied
+    async def apply_local(self, decoded: Decoded) -> int:
+        """Fold in a batch this instance just consumed, before it is stored (freshness).
 
-    async def ingest_and_apply(self, ingest: Callable[[], Awaitable[IngestResult]]) -> IngestResult:
-        """Commit a batch and fold it in under one lock, so the poller never reads it back meanwhile."""
-        async with self._lock:
-            result = await ingest()
-            applied = await self._apply_local(result)
-        await self._notify(applied)
-        return result
-
-    async def _apply_local(self, result: IngestResult) -> int:
-        # Per partition the projection holds every fact located below `seen`. A batch right at `seen`
-        # (or overlapping it: the poller read part of it) is folded in from memory; a batch after a
-        # gap (the projection is still catching up on that partition) is left to the poller, which
-        # reads it from the store in order. The consumer never waits for a read.
-        applied = 0
-        by_tp: dict[TopicPartition, list[Fact]] = {}
-        for f in result.located_here:
-            by_tp.setdefault((f.position.topic, f.position.partition), []).append(f)
-        for tp, (first, end) in sorted(result.ranges.items()):
+        Where the batch continues what the projection holds of a partition, `seen` moves past it, so
+        the poller never reads this instance's own checkpoints back. After a gap (a restarted
+        projection still reading the partition's history), the poller reads them, and the projection
+        skips the event ids it holds.
+        """
+        applied = self.projection.apply_all(decoded.facts)
+        for tp, (first, end) in decoded.ranges.items():
             seen = self.seen.get(tp, 0)
-            if first > seen or end <= seen:
-                continue
-            applied += self.projection.apply_all(f for f in by_tp.get(tp, ()) if f.position.offset >= seen)
-            self.seen[tp] = end
-        return applied
-
-    async def _fill(self, tp: TopicPartition, end: int) -> int:
-        start = self.seen.get(tp, 0)
-        if end <= start:
-            return 0
-        applied = self.projection.apply_all(await self.store.read(tp, start, end))
-        self.seen[tp] = end
+            if first <= seen:
+                self.seen[tp] = max(seen, end)
+        await self._notify(applied)
         return applied
 
     async def _notify(self, applied: int) -> None:
@@ -194,3 +247,29 @@ class ProjectionSync:
                 maybe = listener()
                 if maybe is not None:
                     await maybe
+
+
+class Ingest:
+    """The consumer's use case: a polled batch becomes visible now and durable at the next checkpoint."""
+
+    def __init__(self, dead_letters: DeadLetters, sync: ProjectionSync, checkpoints: Checkpoints) -> None:
+        self.dead_letters = dead_letters
+        self.sync = sync
+        self.checkpoints = checkpoints
+
+    async def __call__(self, records: Sequence[RawRecord]) -> IngestResult:
+        decoded = await decode_batch(records, self.dead_letters)
+        new = await self.sync.apply_local(decoded)
+        self.checkpoints.add(decoded)
+        return IngestResult(
+            records=decoded.records,
+            new_facts=new,
+            duplicates=len(decoded.facts) - new,
+            dead_lettered=decoded.dead_lettered,
+            skipped=decoded.skipped,
+        )
+
+    async def checkpoint(self) -> int:
+        """Store what is pending; returns the number of records it covered."""
+        segments = await self.checkpoints.flush()
+        return sum(s.end - s.start for s in segments)

@@ -152,8 +152,9 @@ class Projection:
     """All facts folded into entities (sessions, orders, carts) and per-minute counters.
 
     `apply` is commutative: facts may come in any order (partitions interleave, late events), and the
-    result depends only on the set of facts. Each fact must be applied once (the caller guarantees it:
-    facts are unique by event id and read once per partition range).
+    result depends only on the set of facts. `apply_all` applies each event id once: a fact whose id
+    was applied before (a redelivery, a duplicated publish, a replay, a segment read twice) is skipped.
+    That is the dedupe; the ids are the state it needs.
     """
 
     def __init__(self, rules: FunnelRules | None = None) -> None:
@@ -163,13 +164,19 @@ class Projection:
         self.carts: dict[str, Cart] = defaultdict(Cart)
         self.buckets: dict[int, Counter[str]] = defaultdict(Counter)
         self.facts_applied = 0
+        self.event_ids: set[str] = set()
         self.version = 0  # grows with every applied batch; caches key on it
         self._cache: dict[Any, Any] = {}
 
     # -- write side ---------------------------------------------------------------------------
     def apply_all(self, facts: Iterable[Fact]) -> int:
+        """Apply the facts whose event id is new; returns how many."""
         n = 0
+        ids = self.event_ids
         for f in facts:
+            if f.event_id in ids:
+                continue
+            ids.add(f.event_id)
             self.apply(f)
             n += 1
         if n:

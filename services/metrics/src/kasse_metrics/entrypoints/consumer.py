@@ -2,14 +2,17 @@
 
 The kit's EventConsumer commits offsets to Kafka after each handler; the metrics service needs the
 offsets to move together with what it stored (see application.ingest), so it runs its own loop:
-poll a batch → IngestBatch (facts, dead letters, offsets in Mongo) → fold it into the projection. On
-partition assignment it seeks every partition to the offset stored in Mongo (from the beginning when
-none is stored), so a new owner continues exactly where the previous one committed.
+poll a batch → decode and fold it into the projection (visible at once) → a checkpoint task stores
+what is pending every `checkpoint_interval_s` or `checkpoint_max_records` (one segment document per
+partition, then the offsets). On partition assignment it seeks every partition to the offset stored
+in Mongo (from the beginning when none is stored), so a new owner continues exactly where the
+previous one checkpointed; on revocation it checkpoints first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -21,7 +24,7 @@ from opentelemetry import propagate, trace
 from kasse_common.envelope import headers_to_dict
 from kasse_common.messaging import aiokafka_security
 from kasse_contracts.topics import TOPICS
-from kasse_metrics.application.ingest import FactStore, IngestBatch, ProjectionSync, RawRecord
+from kasse_metrics.application.ingest import CheckpointStore, Ingest, RawRecord
 from kasse_metrics.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -32,10 +35,18 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        # Wait for the batch in flight: its offsets must be in Mongo before anyone reads them.
+        # Checkpoint what was consumed, so the next owner continues from there.
         async with self.owner.batch_lock:
-            for tp in revoked:
-                self.owner.next_offsets.pop((tp.topic, tp.partition), None)
+            tps = [(tp.topic, tp.partition) for tp in revoked]
+            try:
+                await self.owner.ingest.checkpoint()
+            except Exception:
+                # The next owner reads those records again from the stored offset: nothing is lost,
+                # and this projection, which holds them already, skips their event ids.
+                log.exception("checkpoint on revocation failed")
+                self.owner.ingest.checkpoints.drop(tps)
+            for tp in tps:
+                self.owner.next_offsets.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         async with self.owner.batch_lock:
@@ -59,16 +70,14 @@ class IngestConsumer:
     def __init__(
         self,
         settings: MetricsSettings,
-        store: FactStore,
-        ingest: IngestBatch,
-        sync: ProjectionSync,
+        store: CheckpointStore,
+        ingest: Ingest,
         tracer: trace.Tracer | None = None,
     ) -> None:
         self.settings = settings
         self.tracer = tracer or trace.get_tracer("kasse.metrics")
         self.store = store
         self.ingest = ingest
-        self.sync = sync
         self.topics = [settings.topic(name) for name in sorted(TOPICS)]
         self.consumer: AIOKafkaConsumer | None = None
         self.next_offsets: dict[tuple[str, int], int] = {}
@@ -77,12 +86,20 @@ class IngestConsumer:
         self.duplicates_total = 0
         self._recent: deque[tuple[float, int]] = deque()
         self.batch_lock = asyncio.Lock()
+        self._checkpoint_due = asyncio.Event()
         self._unpaused = asyncio.Event()
         self._unpaused.set()
+        self._parked = asyncio.Event()
 
     async def pause(self) -> None:
-        """The operator's paused-consumer switch: stop reading (lag builds up); the batch in hand finishes."""
+        """The operator's paused-consumer switch: stop reading (lag builds up).
+
+        Returns once the loop has finished the batch in hand and stopped polling, so nothing published
+        after the switch is counted until `resume`.
+        """
         self._unpaused.clear()
+        if self.consumer is not None:
+            await asyncio.wait_for(self._parked.wait(), 30)
 
     async def resume(self) -> None:
         self._unpaused.set()
@@ -90,7 +107,7 @@ class IngestConsumer:
     def _trace_consumed(self, records: list[RawRecord]) -> None:
         """A consumer span per traced event, in the producer's trace: the metrics hop of an order's trace.
 
-        Ended once the batch is stored, so its end is when the event became visible in the KPIs.
+        Ended once the batch is folded into the projection: when the event became visible in the KPIs.
         """
         for r in records:
             traceparent = r.headers.get("traceparent")
@@ -141,6 +158,8 @@ class IngestConsumer:
 
     async def _consume(self) -> None:
         s = self.settings
+        # A restarted loop reads again from the stored offsets: what was pending is read again too.
+        self.ingest.checkpoints.pending.clear()
         self.consumer = AIOKafkaConsumer(
             **aiokafka_security(s),
             bootstrap_servers=s.kafka_bootstrap,
@@ -154,36 +173,59 @@ class IngestConsumer:
         )
         await self.consumer.start()
         self.consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
+        checkpointer = asyncio.create_task(self._checkpoint_loop())
         try:
             while True:
-                await self._unpaused.wait()
+                if not self._unpaused.is_set():
+                    self._parked.set()
+                    await self._unpaused.wait()
+                    self._parked.clear()
                 batch = await self.consumer.getmany(
                     timeout_ms=s.ingest_poll_timeout_ms, max_records=s.ingest_max_records
                 )
                 if batch:
                     async with self.batch_lock:
                         await self._ingest(batch)
+                    pending = self.ingest.checkpoints.pending_records
+                    if pending >= s.checkpoint_max_records:
+                        self._checkpoint_due.set()
+                    if pending >= s.checkpoint_max_pending_records:
+                        # The store is slower than Kafka: wait for it rather than grow without bound.
+                        await self.ingest.checkpoint()
         finally:
+            checkpointer.cancel()
+            try:
+                await asyncio.wait_for(self.ingest.checkpoint(), 10)
+            except BaseException:
+                log.warning("final checkpoint failed; the next owner reads those records again", exc_info=True)
             await self.consumer.stop()
 
+    async def _checkpoint_loop(self) -> None:
+        """Checkpoint every `checkpoint_interval_s`, sooner when `checkpoint_max_records` are pending."""
+        while True:
+            try:
+                await asyncio.wait_for(self._checkpoint_due.wait(), self.settings.checkpoint_interval_s)
+            except TimeoutError:
+                pass
+            self._checkpoint_due.clear()
+            try:
+                if await self.ingest.checkpoint() and self.settings.gc_freeze:
+                    # The projection only grows: move it out of the cyclic GC's reach, so a full
+                    # collection never stalls the loop for a scan of every fact held (~1 s at 300k).
+                    gc.freeze()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("checkpoint failed; retrying (the records stay pending)")
+                await asyncio.sleep(1.0)
+
     async def _ingest(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        assert self.consumer is not None
         records = [
             RawRecord(m.topic, m.partition, m.offset, m.key, m.value, headers_to_dict(m.headers or ()))
             for msgs in batch.values()
             for m in msgs
         ]
-        try:
-            result = await self.sync.ingest_and_apply(lambda: self.ingest(records))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Nothing of the batch is committed: read it again after a pause (Mongo may be restarting).
-            log.exception("ingest failed; the batch will be read again")
-            for tp, msgs in batch.items():
-                self.consumer.seek(tp, msgs[0].offset)
-            await asyncio.sleep(1.0)
-            return
+        result = await self.ingest(records)
         self._trace_consumed(records)
         for tp, msgs in batch.items():
             self.next_offsets[(tp.topic, tp.partition)] = msgs[-1].offset + 1
