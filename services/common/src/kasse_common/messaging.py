@@ -63,6 +63,30 @@ class EventContext:
 Handler = Callable[[Any, EventContext], Awaitable[None]]
 
 
+def dead_letter_headers(
+    headers: Mapping[str, str],
+    error: BaseException,
+    topic: str,
+    partition: int,
+    offset: int,
+    consumer_group: str,
+    attempts: int,
+) -> dict[str, str]:
+    """The original headers plus `kasse_dlq_*`: where the record came from and why it was set aside."""
+    return {
+        **headers,
+        "kasse_dlq_error": str(error)[:2000],
+        "kasse_dlq_error_type": type(error).__name__,
+        "kasse_dlq_stacktrace": "".join(traceback.format_exception(error))[-4000:],
+        "kasse_dlq_topic": topic,
+        "kasse_dlq_partition": str(partition),
+        "kasse_dlq_offset": str(offset),
+        "kasse_dlq_consumer_group": consumer_group,
+        "kasse_dlq_attempts": str(attempts),
+        "kasse_dlq_time": datetime.now(UTC).isoformat(),
+    }
+
+
 class PermanentError(Exception):
     """Raised by a handler when retrying cannot help (the event contradicts the rules): dead-letter it."""
 
@@ -288,19 +312,8 @@ class EventConsumer:
                 delay = min(delay * 2, s.consumer_backoff_max_s)
 
     async def _dead_letter(self, raw: Any, headers: dict[str, str], exc: BaseException, attempts: int) -> None:
-        dlq_headers = dict(headers)
-        dlq_headers.update(
-            {
-                "kasse_dlq_error": str(exc)[:2000],
-                "kasse_dlq_error_type": type(exc).__name__,
-                "kasse_dlq_stacktrace": "".join(traceback.format_exception(exc))[-4000:],
-                "kasse_dlq_topic": raw.topic,
-                "kasse_dlq_partition": str(raw.partition),
-                "kasse_dlq_offset": str(raw.offset),
-                "kasse_dlq_consumer_group": self._settings.consumer_group,
-                "kasse_dlq_attempts": str(attempts),
-                "kasse_dlq_time": datetime.now(UTC).isoformat(),
-            }
+        dlq_headers = dead_letter_headers(
+            headers, exc, raw.topic, raw.partition, raw.offset, self._settings.consumer_group, attempts
         )
         # If this raises, the record is not acknowledged and comes back: never lost.
         await self._publisher.publish_raw(self.dead_letter_topic, raw.value, raw.key, dlq_headers)

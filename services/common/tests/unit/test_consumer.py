@@ -164,7 +164,6 @@ async def test_permanent_errors_skip_the_retries() -> None:
 
 async def test_a_lane_gets_its_own_subscriber_and_both_lanes_dispatch() -> None:
     from kasse_contracts.events import ProductViewed
-    from kasse_contracts.topics import STOREFRONT
 
     broker, consumer, dead = build()
     seen: list[str] = []

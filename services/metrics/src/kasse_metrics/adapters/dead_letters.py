@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import traceback
-from datetime import UTC, datetime
 
-from kasse_common.messaging import EventPublisher
+from kasse_common.messaging import EventPublisher, dead_letter_headers
 from kasse_metrics.application.ingest import RawRecord
 
 log = logging.getLogger(__name__)
@@ -20,19 +18,8 @@ class KafkaDeadLetters:
         self.count = 0
 
     async def send(self, record: RawRecord, error: Exception) -> None:
-        headers = dict(record.headers)
-        headers.update(
-            {
-                "kasse_dlq_error": str(error)[:2000],
-                "kasse_dlq_error_type": type(error).__name__,
-                "kasse_dlq_stacktrace": "".join(traceback.format_exception(error))[-4000:],
-                "kasse_dlq_topic": record.topic,
-                "kasse_dlq_partition": str(record.partition),
-                "kasse_dlq_offset": str(record.offset),
-                "kasse_dlq_consumer_group": self.consumer_group,
-                "kasse_dlq_attempts": "0",
-                "kasse_dlq_time": datetime.now(UTC).isoformat(),
-            }
+        headers = dead_letter_headers(
+            record.headers, error, record.topic, record.partition, record.offset, self.consumer_group, attempts=0
         )
         # If this raises, the batch's offsets are not raised and the record comes back: never lost.
         await self.publisher.publish_raw(self.topic, record.value, record.key, headers)
