@@ -58,20 +58,11 @@ class MongoCartRepository:
         cart.version = 1
 
     async def save(self, cart: Cart, events: Sequence[OutgoingRecord], *, consumed_event_id: str | None = None) -> bool:
-        try:
-            outcome = await self.store.commit(
-                cart.cart_id,
-                expected_version=cart.version,
-                state=cart_to_doc(cart),
-                events=events,
-                consumed_event_id=consumed_event_id,
-            )
-        except ConcurrencyError as exc:
-            raise StaleState(str(exc)) from exc
-        if outcome is CommitOutcome.DUPLICATE:
-            return False
-        cart.version += 1
-        return True
+        applied = await _commit_at_version(
+            self.store, cart.cart_id, cart.version, cart_to_doc(cart), events, consumed_event_id
+        )
+        cart.version += int(applied)
+        return applied
 
     async def ids_with_product(self, product_id: str) -> list[str]:
         cursor = self.store.collection.find(
@@ -117,20 +108,11 @@ class MongoOrderRepository:
     async def save(
         self, order: Order, events: Sequence[OutgoingRecord], *, consumed_event_id: str | None = None
     ) -> bool:
-        try:
-            outcome = await self.store.commit(
-                order.order_id,
-                expected_version=order.version,
-                state=order_to_doc(order),
-                events=events,
-                consumed_event_id=consumed_event_id,
-            )
-        except ConcurrencyError as exc:
-            raise StaleState(str(exc)) from exc
-        if outcome is CommitOutcome.DUPLICATE:
-            return False
-        order.version += 1
-        return True
+        applied = await _commit_at_version(
+            self.store, order.order_id, order.version, order_to_doc(order), events, consumed_event_id
+        )
+        order.version += int(applied)
+        return applied
 
     async def search(
         self, *, status: OrderStatus | None, email: str | None, text: str | None, limit: int, offset: int
@@ -228,3 +210,21 @@ class MongoCouponRepository:
             return True
         # Counted already for this very order (a retried place-order) is a success too.
         return await self.collection.find_one({"_id": coupon.code, redeemed: {"$exists": True}}, {"_id": 1}) is not None
+
+
+async def _commit_at_version(
+    store: DocumentStore,
+    doc_id: str,
+    version: int,
+    state: dict[str, Any],
+    events: Sequence[OutgoingRecord],
+    consumed_event_id: str | None,
+) -> bool:
+    """Commit at the loaded version; False when the consumed event was applied before (a redelivery)."""
+    try:
+        outcome = await store.commit(
+            doc_id, expected_version=version, state=state, events=events, consumed_event_id=consumed_event_id
+        )
+    except ConcurrencyError as exc:
+        raise StaleState(str(exc)) from exc
+    return outcome is not CommitOutcome.DUPLICATE
