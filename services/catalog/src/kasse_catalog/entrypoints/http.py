@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -38,8 +37,8 @@ from kasse_catalog.entrypoints.schemas import (
     SubmittedReviewOut,
 )
 from kasse_catalog.settings import CatalogSettings
-from kasse_common.errors import Forbidden, Unauthorized, Unprocessable
-from kasse_common.http import problem_responses
+from kasse_common.errors import Unprocessable
+from kasse_common.http import bearer_guard, problem_responses
 from kasse_contracts.base import Channel
 
 SESSION_HEADER = "X-Session-Id"
@@ -77,13 +76,8 @@ _bearer = HTTPBearer(auto_error=False, description="KASSE_CATALOG_ADMIN_TOKEN")
 async def require_admin(
     svc: Services, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    if credentials is None:
-        raise Unauthorized("the admin API needs 'Authorization: Bearer <admin token>'")
-    expected = svc.settings.admin_token
-    if expected is None or not expected.get_secret_value():
-        raise Forbidden("the admin API is disabled: KASSE_CATALOG_ADMIN_TOKEN is not set")
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.get_secret_value().encode()):
-        raise Forbidden("the admin token is not valid")
+    # The token lives in the app's settings, so the kit's guard is built per request (it is cheap).
+    await bearer_guard(svc.settings.admin_token, setting="KASSE_CATALOG_ADMIN_TOKEN")(credentials)
 
 
 def shopper(
