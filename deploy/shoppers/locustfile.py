@@ -25,9 +25,6 @@ served on Locust's web UI under /kasse/faults, and the journey counts under /kas
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
 import os
 import random
@@ -39,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from locust import HttpUser, events, task
+
+from kasse_payment.testing import sign, stripe_event
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -519,26 +518,14 @@ class Shopper(HttpUser):
         else:
             obj.update(status="succeeded", amount_received=amount[0])
             event_type, outcome = "payment_intent.succeeded", "paid"
-        payload = json.dumps(
-            {
-                "id": f"evt_{uuid.uuid4().hex[:24]}",
-                "object": "event",
-                "type": event_type,
-                "created": int(time.time()),
-                "data": {"object": obj},
-            }
-        )
-        timestamp = int(time.time())
-        signature = hmac.new(
-            ENDPOINTS.webhook_secret.encode(), f"{timestamp}.{payload}".encode(), hashlib.sha256
-        ).hexdigest()
+        payload = stripe_event(event_type, obj)
         r = self.call(
             "POST",
             "payment",
             "/v1/webhooks/stripe",
             f"/v1/webhooks/stripe ({event_type})",
             data=payload,
-            headers={"Stripe-Signature": f"t={timestamp},v1={signature}", "Content-Type": "application/json"},
+            headers={"Stripe-Signature": sign(payload, ENDPOINTS.webhook_secret), "Content-Type": "application/json"},
         )
         if not r.ok:
             return "webhook_refused"
