@@ -9,7 +9,7 @@ Secrets are `SecretStr`, so they never show in a repr, a log line or an error me
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,10 +17,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SHARED_PREFIX = "KASSE_"
 
 
+Profile = Literal["production", "development"]
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KASSE_SERVICE_", extra="ignore", frozen=True)
 
     service_name: ClassVar[str] = "service"
+
+    # The deployment profile. Production is the default and fails closed (no usable default secret,
+    # HTTPS only, no test-payment page); `make up` and the tests choose `development` explicitly
+    # with KASSE_PROFILE=development, and a service says so in its log when it runs that way.
+    profile: Profile = "production"
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -68,6 +76,10 @@ class ServiceSettings(BaseSettings):
             if value is not None:
                 data[name] = value
         return data
+
+    @property
+    def is_development(self) -> bool:
+        return self.profile == "development"
 
     @property
     def database_name(self) -> str:
