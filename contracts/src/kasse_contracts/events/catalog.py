@@ -9,7 +9,7 @@ from pydantic import Field
 
 from kasse_contracts import topics
 from kasse_contracts.base import Channel, ContractModel, Event, FunnelEvent, Identifier, MinorUnits, Money
-from kasse_contracts.events.common import StockLine
+from kasse_contracts.events.common import StockLine, TaxClass
 
 
 class ProductViewed(FunnelEvent):
@@ -78,6 +78,7 @@ class ProductChanged(Event):
     compare_at_price: Money | None = None
     stock_available: Annotated[int, Field(ge=0, description="On hand minus reserved")]
     active: bool
+    tax_class: TaxClass | None = Field(None, description="VAT class; absent from older producers: read as standard")
     changes: list[ProductChangeKind]
     revision: Annotated[int, Field(ge=1, description="Grows with every change: readers keep the highest")]
 

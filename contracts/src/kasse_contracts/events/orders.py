@@ -10,7 +10,7 @@ from pydantic import Field
 
 from kasse_contracts import topics
 from kasse_contracts.base import Channel, ContractModel, CountryCode, FunnelEvent, Identifier, Money
-from kasse_contracts.events.common import Address, DiscountLine, LineItem
+from kasse_contracts.events.common import Address, DiscountLine, LineItem, VatBreakdown
 
 
 class ShippingSelection(ContractModel):
@@ -43,6 +43,7 @@ class OrderPlaced(FunnelEvent):
     discount_total: Money
     shipping_total: Money
     total: Money
+    vat: VatBreakdown | None = Field(None, description="The VAT in `total` per rate (prices are gross)")
     channel: Channel | None = None
     client_ip: str | None = Field(None, description="For fraud screening; absent when not collected")
 

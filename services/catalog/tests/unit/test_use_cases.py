@@ -35,6 +35,7 @@ from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.errors import Conflict, NotFound, Unprocessable
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import ProductChangeKind, ProductViewed, ShipmentDelivered
+from kasse_contracts.events.common import TaxClass
 from kasse_testkit import samples
 
 pytestmark = pytest.mark.unit
@@ -240,6 +241,22 @@ async def test_admin_changes_publish_product_changed_with_the_new_state() -> Non
     assert [e["revision"] for e in events] == [1, 2, 3]
     with pytest.raises(NotFound):
         await w.catalog.update("prd_nope", {"name": "x"})
+
+
+async def test_the_tax_class_is_kept_and_published_and_a_change_of_it_is_a_details_change() -> None:
+    w = World()
+    (book, knife) = await w.add(details("BOOK", category="books", tax_class=TaxClass.REDUCED), details("KNIFE"))
+    assert (book.tax_class, knife.tax_class) == (TaxClass.REDUCED, TaxClass.STANDARD)
+    await w.catalog.update(knife.product_id, {"tax_class": TaxClass.ZERO})
+    events = [json.loads(r.value) for r in w.products.outbox]
+    assert [(e["sku"], e["tax_class"]) for e in events] == [
+        ("BOOK", "reduced"),
+        ("KNIFE", "standard"),
+        ("KNIFE", "zero"),
+    ]
+    assert events[2]["changes"] == ["details"]
+    again = await w.catalog.import_products([details("BOOK", category="books", tax_class=TaxClass.REDUCED)])
+    assert again.unchanged == [book.product_id]
 
 
 async def test_search_and_view_publish_session_and_channel() -> None:

@@ -27,6 +27,7 @@ from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance, st
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
 from kasse_contracts.base import Money
+from kasse_contracts.events.common import TaxClass
 
 SEEN_KEEP = 200  # event ids remembered per counter document (redeliveries come soon after)
 TRIM_CHECK_EVERY = 16  # look at a list's length after about one write in this many (by event id)
@@ -75,6 +76,7 @@ def product_state(p: Product) -> dict[str, Any]:
         "stock_reserved": p.stock_reserved,
         "stock_available": p.stock_available,
         "active": p.active,
+        "tax_class": p.tax_class.value,
         "created_at": p.created_at,
         "updated_at": p.updated_at,
         "rating_sum": p.rating_sum,
@@ -98,6 +100,7 @@ def product_from_doc(doc: dict[str, Any]) -> Product:
         images=[Image(i["url"], i["alt"]) for i in doc.get("images", [])],
         attributes=dict(doc.get("attributes") or {}),
         stock_on_hand=doc["stock_on_hand"],
+        tax_class=TaxClass(doc.get("tax_class") or TaxClass.STANDARD),
         stock_reserved=doc["stock_reserved"],
         active=doc["active"],
         created_at=doc["created_at"],

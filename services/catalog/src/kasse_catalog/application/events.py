@@ -22,6 +22,7 @@ def product_changed(product: Product, changes: Sequence[ProductChangeKind], now:
         compare_at_price=product.compare_at_price,
         stock_available=product.stock_available,
         active=product.active,
+        tax_class=product.tax_class,
         changes=list(changes),
         revision=(product.version or 0) + 1,
     )

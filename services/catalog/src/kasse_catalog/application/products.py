@@ -198,6 +198,7 @@ class ProductCatalog:
                 "attributes": dict(item.attributes),
                 "active": item.active,
                 "stock_on_hand": item.stock_on_hand,
+                "tax_class": item.tax_class,
             }
             if item.slug is not None:
                 changes["slug"] = item.slug

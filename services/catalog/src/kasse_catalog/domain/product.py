@@ -16,6 +16,7 @@ from typing import Any
 from kasse_common.errors import Conflict, Unprocessable
 from kasse_contracts.base import Money
 from kasse_contracts.events.catalog import ProductChangeKind
+from kasse_contracts.events.common import TaxClass
 
 _PRODUCT_ID_NAMESPACE = uuid.UUID("3b0c3f5e-4f57-4d0b-a7a2-2d4c2f3a9c11")
 SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -60,6 +61,7 @@ class ProductDetails:
     slug: str | None = None
     stock_on_hand: int = 0
     active: bool = True
+    tax_class: TaxClass = TaxClass.STANDARD  # the VAT class; the rate follows from it and the destination
 
     def check(self) -> None:
         check_prices(self.price, self.compare_at_price)
@@ -107,6 +109,7 @@ class Product:
     views: int = 0
     purchases: int = 0
     version: int | None = None  # None: not stored yet
+    tax_class: TaxClass = TaxClass.STANDARD
 
     @classmethod
     def create(cls, details: ProductDetails, now: datetime) -> Product:
@@ -125,6 +128,7 @@ class Product:
             stock_on_hand=details.stock_on_hand,
             stock_reserved=0,
             active=details.active,
+            tax_class=details.tax_class,
             created_at=now,
             updated_at=now,
         )
@@ -152,7 +156,7 @@ class Product:
         """Apply the given fields; returns what kind of change it was (empty: nothing changed)."""
         allowed = {
             "name", "description", "category", "price", "compare_at_price", "images", "attributes", "slug", "active",
-            "stock_on_hand",
+            "stock_on_hand", "tax_class",
         }  # fmt: skip
         unknown = set(changes) - allowed
         if unknown:
@@ -171,7 +175,9 @@ class Product:
         changes.pop("stock_on_hand", None)
         if "active" in changes and changes["active"] != self.active:
             kinds.append(ProductChangeKind.AVAILABILITY)
-        details = [k for k in ("name", "description", "category", "images", "attributes", "slug") if k in changes]
+        details = [
+            k for k in ("name", "description", "category", "images", "attributes", "slug", "tax_class") if k in changes
+        ]
         if any(changes[k] != getattr(self, k) for k in details):
             kinds.append(ProductChangeKind.DETAILS)
         if not kinds:

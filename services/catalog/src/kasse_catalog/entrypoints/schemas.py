@@ -11,6 +11,7 @@ from kasse_catalog.application.discovery import Recommendation
 from kasse_catalog.domain.product import Image, Product, ProductDetails
 from kasse_catalog.domain.review import Review
 from kasse_contracts.base import Money
+from kasse_contracts.events.common import TaxClass
 
 Sku = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9-]{1,63}$")]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=120)]
@@ -76,6 +77,7 @@ class ProductIn(Strict):
     compare_at_price: MoneyIn | None = Field(None, description="The 'was' price of a sale; higher than price")
     stock_on_hand: Annotated[int, Field(ge=0, le=10_000_000, strict=True)] = 0
     active: bool = True
+    tax_class: TaxClass = Field(TaxClass.STANDARD, description="VAT class: standard, reduced (books) or zero")
 
     def to_details(self) -> ProductDetails:
         return ProductDetails(
@@ -90,6 +92,7 @@ class ProductIn(Strict):
             attributes=dict(self.attributes),
             stock_on_hand=self.stock_on_hand,
             active=self.active,
+            tax_class=self.tax_class,
         )
 
 
@@ -105,6 +108,7 @@ class ProductPatch(Strict):
     price: MoneyIn | None = None
     compare_at_price: MoneyIn | None = None
     active: bool | None = None
+    tax_class: TaxClass | None = None
 
     def changes(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -154,6 +158,7 @@ class ProductSummaryOut(BaseModel):
     image: ImageOut | None
     price: MoneyOut
     compare_at_price: MoneyOut | None
+    tax_class: str = Field(description="VAT class; prices include VAT (inkl. MwSt.)")
     in_stock: bool
     low_stock: bool
     rating: RatingOut
@@ -173,6 +178,7 @@ def _summary_fields(p: Product, low: int) -> dict[str, object]:
         "image": ImageOut(url=p.images[0].url, alt=p.images[0].alt) if p.images else None,
         "price": MoneyOut.of(p.price),
         "compare_at_price": MoneyOut.of(p.compare_at_price),
+        "tax_class": p.tax_class.value,
         "in_stock": p.stock_available > 0,
         "low_stock": 0 < p.stock_available <= low,
         "rating": RatingOut(average=p.rating_average, count=p.rating_count),
