@@ -44,14 +44,16 @@ tools: ## Offline checkers for deploy/ (helm from the Go module proxy, the Compo
 	deploy/tools/install-compose-schema.sh
 
 .PHONY: test test-unit test-integration
-test: sync tools ## Run every test tier (unit, integration, e2e) on real Kafka, FerretDB and stripe-mock
+test: sync tools contracts-compat ## Run every test tier (unit, integration, e2e) on real Kafka, FerretDB and stripe-mock
 	$(UV) run --frozen pytest
 test-unit: sync tools ## Only the unit tier (no infrastructure)
 	$(UV) run --frozen pytest -m unit
 test-integration: sync ## Only the integration and e2e tiers
 	$(UV) run --frozen pytest -m "integration or e2e"
 
-.PHONY: contracts
+.PHONY: contracts contracts-compat
+contracts-compat: sync ## The contract models vs the last 2 committed versions of the schemas (git history): no breaking change
+	$(UV) run --frozen python -m kasse_contracts.compat --history 2
 contracts: sync ## Regenerate the JSON Schemas and the AsyncAPI document from the contract models
 	$(UV) run --frozen python -m kasse_contracts.codegen
 

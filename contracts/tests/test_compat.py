@@ -17,7 +17,7 @@ import pytest
 from pydantic import Field, create_model
 
 from kasse_contracts import compat
-from kasse_contracts.base import Event, Identifier
+from kasse_contracts.base import Event, Identifier, OpenEnum
 from kasse_contracts.codegen import event_schema, render_json, topics_document
 from kasse_contracts.events import OrderCancelled, PaymentFailed, ProductChanged
 
@@ -47,13 +47,13 @@ def breaking(old: type[Event], new: type[Event]) -> list[tuple[str, str]]:
     return [(f.path, f.kind) for f in findings if f.breaking]
 
 
-class NarrowReason(StrEnum):
+class NarrowReason(OpenEnum):
     STOCK_REJECTED = "stock_rejected"
     PAYMENT_FAILED = "payment_failed"
     CUSTOMER_REQUEST = "customer_request"
 
 
-class WiderReason(StrEnum):
+class WiderReason(OpenEnum):
     STOCK_REJECTED = "stock_rejected"
     PAYMENT_FAILED = "payment_failed"
     FRAUD_SUSPECTED = "fraud_suspected"
@@ -115,6 +115,50 @@ def test_removed_enum_value_is_breaking() -> None:
     assert [(f.path, f.kind, f.message) for f in findings if f.breaking] == [
         ("reason", compat.ENUM_NARROWED, "enum value(s) removed: fraud_suspected")
     ]
+
+
+class ClosedReason(StrEnum):
+    STOCK_REJECTED = "stock_rejected"
+    PAYMENT_FAILED = "payment_failed"
+    FRAUD_SUSPECTED = "fraud_suspected"
+    CUSTOMER_REQUEST = "customer_request"
+
+
+class WiderClosedReason(StrEnum):
+    STOCK_REJECTED = "stock_rejected"
+    PAYMENT_FAILED = "payment_failed"
+    FRAUD_SUSPECTED = "fraud_suspected"
+    CUSTOMER_REQUEST = "customer_request"
+    DUPLICATE = "duplicate"
+
+
+def test_value_added_to_a_closed_enum_is_breaking() -> None:
+    """Readers of a closed enum reject the new value (a strict model would dead-letter it)."""
+    old = variant(OrderCancelled, fields={"reason": (ClosedReason, ...)})
+    new = variant(OrderCancelled, fields={"reason": (WiderClosedReason, ...)})
+    assert breaking(old, new) == [("reason", compat.ENUM_WIDENED_CLOSED)]
+
+
+def test_opening_a_closed_enum_passes_and_closing_an_open_one_breaks() -> None:
+    closed = variant(OrderCancelled, fields={"reason": (ClosedReason, ...)})
+    opened = compat.compare_schemas(event_schema(closed), event_schema(OrderCancelled))
+    assert [(f.path, f.kind, f.breaking) for f in opened] == [("reason", compat.ENUM_OPENED, False)]
+    assert breaking(OrderCancelled, closed) == [("reason", compat.ENUM_NARROWED)]
+
+
+def test_a_value_added_after_opening_is_still_breaking_for_readers_of_the_closed_version() -> None:
+    """Rolling deploy: readers built on the closed version still run, so a value may only be added once
+    the previous version was already open."""
+    closed = variant(OrderCancelled, fields={"reason": (ClosedReason, ...)})
+    opened_and_wider = variant(OrderCancelled, fields={"reason": (WiderReason, ...)})
+    assert breaking(closed, opened_and_wider) == [("reason", compat.ENUM_WIDENED_CLOSED)]
+
+
+def test_open_enum_schema_accepts_any_string_and_lists_the_known_values() -> None:
+    schema = event_schema(OrderCancelled)
+    reason = schema["$defs"]["CancellationReason"]
+    assert "enum" not in reason and reason["type"] == "string" and reason[compat.X_OPEN_ENUM] is True
+    assert reason[compat.X_KNOWN_VALUES] == ["stock_rejected", "payment_failed", "fraud_suspected", "customer_request"]
 
 
 def test_tighter_constraint_is_breaking() -> None:
@@ -265,3 +309,46 @@ def test_baseline_can_come_from_a_git_revision(tmp_path: Path, committed: dict[s
     (contracts / "schemas" / "PaymentFailed.v1.json").unlink()  # working tree only
     assert "schemas/PaymentFailed.v1.json" not in compat.load_artefacts(contracts)
     assert compat.load_artefacts_at_git_ref("HEAD", contracts) == committed
+
+
+def test_history_compares_against_each_committed_version(tmp_path: Path, committed: dict[str, dict[str, Any]]) -> None:
+    """`--history N` checks the models against the last N committed versions, so a breaking change
+    that was committed (and regenerated) is still caught after the fact, as in CI on main."""
+    repo = tmp_path / "repo"
+    contracts = repo / "contracts"
+    (contracts / "schemas").mkdir(parents=True)
+
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+        )
+
+    def commit(docs: dict[str, dict[str, Any]], message: str) -> None:
+        for path, doc in docs.items():
+            (contracts / path).write_text(render_json(doc), encoding="utf-8")
+        git("add", "contracts")
+        git("commit", "-q", "-m", message)
+
+    git("init", "-q")
+    older = copy.deepcopy(committed)
+    older["schemas/OrderCancelled.v1.json"]["properties"]["legacy_code"] = {"type": "string"}
+    commit(older, "a version with a field the models dropped since")
+    commit(committed, "the current version, regenerated")
+    assert len(compat.schema_revisions(contracts, 5)) == 2
+
+    def run(count: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kasse_contracts.compat", "--against", str(contracts), "--history", str(count)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    only_latest = run(1)
+    assert only_latest.returncode == 0, only_latest.stdout + only_latest.stderr
+    both = run(2)
+    assert both.returncode == 1, both.stdout + both.stderr
+    assert "BREAKING removed-field OrderCancelled.v1.json:legacy_code" in both.stdout

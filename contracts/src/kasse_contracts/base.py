@@ -7,9 +7,11 @@ subscriber can install this package alone (it depends on pydantic and nothing el
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$", min_length=3, max_length=3)]
 """ISO 4217 alphabetic code, upper case (EUR, USD, SEK…)."""
@@ -31,6 +33,61 @@ class ContractModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
+X_KNOWN_VALUES = "x-kasse-known-values"
+"""JSON Schema keyword of an open enum: the values this release of the contracts knows."""
+X_OPEN_ENUM = "x-kasse-open-enum"
+"""JSON Schema keyword: `true` on an open enum (any string is valid; readers keep unknown values)."""
+
+
+class OpenEnum(StrEnum):
+    """An enum that readers keep open, so a new value is an additive change (contracts/README.md).
+
+    A value this release does not know is *kept*, not rejected: validation returns a pseudo member
+    named `UNKNOWN` whose value is the string received (`reason.is_known` is False, `str(reason)`
+    and the JSON it dumps to are the original value). A reader that must decide something maps it
+    to its own "other" case. The JSON Schema says the same: any string, the known values listed
+    under `x-kasse-known-values` (and in the description), `x-kasse-open-enum: true`.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> OpenEnum | None:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = "UNKNOWN"
+        member._value_ = value
+        return member
+
+    @property
+    def is_known(self) -> bool:
+        return type(self)._value2member_map_.get(self._value_) is self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        known = [member.value for member in cls]
+        schema.pop("enum", None)
+        schema["type"] = "string"
+        schema[X_KNOWN_VALUES] = known
+        schema[X_OPEN_ENUM] = True
+        schema["description"] = (
+            f"Known values: {', '.join(known)}. Open enum: a later release may add values; "
+            "readers must accept a value they do not know (keep it or treat it as 'other')."
+        )
+        return schema
+
+
+_E = TypeVar("_E", bound=OpenEnum)
+
+
+def known_value(value: _E) -> _E:
+    """A producer's validator (`Annotated[Channel, AfterValidator(known_value)]`): readers keep unknown
+    values, but what Kasse itself publishes must be a value of this release."""
+    if not value.is_known:
+        raise ValueError(f"unknown value {str(value)!r}; expected one of: {', '.join(m.value for m in type(value))}")
+    return value
+
+
 class Money(ContractModel):
     """Money is integer minor units plus a currency, never a float."""
 
@@ -38,7 +95,7 @@ class Money(ContractModel):
     currency: CurrencyCode
 
 
-class Channel(StrEnum):
+class Channel(OpenEnum):
     """How the shopper arrived (GA4's acquisition grouping, reduced)."""
 
     SEARCH = "search"

@@ -8,6 +8,9 @@ producer or a reader that is already deployed and must go to a new `.v(N+1)` eve
 - a new required field, an optional field made required, or a required field made optional
   (readers built against the old schema rely on it being there);
 - an enum value removed (or an enum/const/pattern/format added to a free field), a tighter bound;
+- a value added to a *closed* enum (readers of the old schema reject it). Kasse's enums are open
+  (`x-kasse-open-enum`, `kasse_contracts.base.OpenEnum`): readers keep a value they do not know, so
+  adding one is additive;
 - the CloudEvents type, topic or key field of an event changed; an event type removed;
 - an event type removed from a topic, a topic removed, its key changed, its partitions decreased,
   or its cleanup policy changed.
@@ -47,6 +50,8 @@ MADE_REQUIRED = "optional-made-required"
 MADE_OPTIONAL = "required-made-optional"
 ENUM_NARROWED = "enum-value-removed"
 ENUM_WIDENED = "enum-value-added"
+ENUM_WIDENED_CLOSED = "closed-enum-value-added"
+ENUM_OPENED = "enum-opened"
 CONSTRAINT_NARROWED = "constraint-narrowed"
 CONSTRAINT_WIDENED = "constraint-widened"
 CLOSED_OBJECT = "additional-properties-closed"
@@ -147,11 +152,23 @@ def _types(alt: Mapping[str, Any]) -> set[str]:
     return {"any"}
 
 
+X_KNOWN_VALUES = "x-kasse-known-values"  # an open enum (kasse_contracts.base.OpenEnum): its known values
+X_OPEN_ENUM = "x-kasse-open-enum"
+
+
 def _values(alt: Mapping[str, Any]) -> list[Any] | None:
+    """The values a closed `const`/`enum` allows; None when any value of the type is valid."""
     if "const" in alt:
         return [alt["const"]]
     if "enum" in alt:
         return list(alt["enum"])
+    return None
+
+
+def _known_values(alt: Mapping[str, Any]) -> list[Any] | None:
+    """The documented values of an open enum (any string is valid, readers keep the others)."""
+    if alt.get(X_OPEN_ENUM) is True:
+        return list(alt.get(X_KNOWN_VALUES, ()))
     return None
 
 
@@ -214,17 +231,33 @@ class _Comparer:
                 self.compare(old.get("items", {}), new.get("items", {}), f"{path}[]")
 
     def _compare_values(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
-        old_values, new_values = _values(old), _values(new)
-        if new_values is None:
+        """Enums. What counts is what the *old* readers accept: a value added to an open enum is
+        additive (readers keep unknown values), one added to a closed enum is breaking (readers built
+        on the old schema reject it, e.g. during a rolling deploy). Removing a value always breaks."""
+        old_closed, new_closed = _values(old), _values(new)
+        old_open, new_open = _known_values(old), _known_values(new)
+        old_listed = old_closed if old_closed is not None else old_open
+        new_listed = new_closed if new_closed is not None else new_open
+        if new_closed is not None and old_closed is None:
+            self.add(path, ENUM_NARROWED, True, f"now restricted to {sorted(map(str, new_closed))}")
             return
-        if old_values is None:
-            self.add(path, ENUM_NARROWED, True, f"now restricted to {sorted(map(str, new_values))}")
+        if old_listed is None or new_listed is None:
             return
-        removed = [v for v in old_values if v not in new_values]
-        added = [v for v in new_values if v not in old_values]
+        if old_closed is not None and new_closed is None:
+            self.add(path, ENUM_OPENED, False, "enum opened: readers now keep values they do not know")
+        removed = [v for v in old_listed if v not in new_listed]
+        added = [v for v in new_listed if v not in old_listed]
         if removed:
             self.add(path, ENUM_NARROWED, True, f"enum value(s) removed: {', '.join(map(str, removed))}")
-        if added:
+        if added and old_closed is not None:
+            self.add(
+                path,
+                ENUM_WIDENED_CLOSED,
+                True,
+                f"enum value(s) added to a closed enum: {', '.join(map(str, added))}; readers of the "
+                "previous contract reject them (make it an OpenEnum first, in an earlier release)",
+            )
+        elif added:
             self.add(path, ENUM_WIDENED, False, f"enum value(s) added: {', '.join(map(str, added))}")
 
     def _compare_bounds(self, old: dict[str, Any], new: dict[str, Any], path: str) -> None:
@@ -390,6 +423,23 @@ def load_artefacts_at_git_ref(ref: str, root: Path) -> dict[str, dict[str, Any]]
     return out
 
 
+def schema_revisions(root: Path, count: int, ref: str = "HEAD") -> list[str]:
+    """The last `count` commits (newest first, reachable from `ref`) that changed `root/schemas`:
+    each is a version of the contracts that was on the main line, so readers built on it may still
+    be deployed."""
+    rel = subprocess.run(
+        ["git", "rev-parse", "--show-prefix"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    out = subprocess.run(
+        ["git", "log", f"-n{count}", "--format=%H", ref, "--", f":/{rel}{SCHEMAS_DIR}"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return out.split()
+
+
 def compare_artefacts(old: Mapping[str, dict[str, Any]], new: Mapping[str, dict[str, Any]]) -> list[Finding]:
     """Every finding between two artefact sets: event schemas, the envelope and the topics."""
     findings: list[Finding] = []
@@ -426,9 +476,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--against", type=Path, help="a contracts/ directory holding schemas/ (default: this one)")
     parser.add_argument("--git-ref", help="compare against contracts/schemas at this git revision instead")
+    parser.add_argument(
+        "--history",
+        type=int,
+        metavar="N",
+        help="compare against each of the last N committed versions of the schemas (CI: readers built on "
+        "any of them may still run during a rolling deploy), not only the working tree's",
+    )
     parser.add_argument("--all", action="store_true", help="also print the non-breaking findings")
     args = parser.parse_args(argv)
     root = args.against or default_root()
+    if args.history:
+        return _check_history(root, args.history, show_all=args.all)
     baseline = load_artefacts_at_git_ref(args.git_ref, root) if args.git_ref else load_artefacts(root)
     if not baseline:
         print(f"no committed schemas found under {root / SCHEMAS_DIR}", file=sys.stderr)
@@ -446,6 +505,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"compatible ({len(findings)} additive or informational finding(s))")
     return 0
+
+
+def _check_history(root: Path, count: int, *, show_all: bool) -> int:
+    current = current_artefacts()
+    revisions = schema_revisions(root, count)
+    if not revisions:
+        print(f"no committed versions of {root / SCHEMAS_DIR} in git history", file=sys.stderr)
+        return 2
+    status = 0
+    for revision in revisions:
+        findings = compare_artefacts(load_artefacts_at_git_ref(revision, root), current)
+        breaking = [f for f in findings if f.breaking]
+        for finding in findings if show_all else breaking:
+            print(f"{revision[:10]} {finding}")
+        print(f"vs {revision[:10]}: {'BREAKING' if breaking else 'compatible'} ({len(findings)} finding(s))")
+        status = status or (1 if breaking else 0)
+    return status
 
 
 if __name__ == "__main__":

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, ClassVar
 
 from pydantic import AwareDatetime, Field
 
 from kasse_contracts import topics
-from kasse_contracts.base import FunnelEvent, Identifier, Money
+from kasse_contracts.base import FunnelEvent, Identifier, Money, OpenEnum
 from kasse_contracts.events.common import DiscountLine, LineItem
 
 
-class CartAction(StrEnum):
+class CartAction(OpenEnum):
     ADDED = "added"  # GA4 add_to_cart
     QUANTITY_CHANGED = "quantity_changed"  # add_to_cart or remove_from_cart, by the sign of the delta
     REMOVED = "removed"  # GA4 remove_from_cart

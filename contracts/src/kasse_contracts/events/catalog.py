@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from kasse_contracts import topics
-from kasse_contracts.base import Channel, ContractModel, Event, FunnelEvent, Identifier, MinorUnits, Money
+from kasse_contracts.base import Channel, ContractModel, Event, FunnelEvent, Identifier, MinorUnits, Money, OpenEnum
 from kasse_contracts.events.common import StockLine, TaxClass
 
 
@@ -54,7 +53,7 @@ class ProductSearched(FunnelEvent):
     channel: Channel = Channel.DIRECT
 
 
-class ProductChangeKind(StrEnum):
+class ProductChangeKind(OpenEnum):
     CREATED = "created"
     PRICE = "price"
     STOCK = "stock"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import date
-from enum import StrEnum
 from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from kasse_contracts import topics
-from kasse_contracts.base import Channel, ContractModel, CountryCode, FunnelEvent, Identifier, Money
+from kasse_contracts.base import Channel, ContractModel, CountryCode, FunnelEvent, Identifier, Money, OpenEnum
 from kasse_contracts.events.common import Address, DiscountLine, LineItem, VatBreakdown
 
 
@@ -48,7 +47,7 @@ class OrderPlaced(FunnelEvent):
     client_ip: str | None = Field(None, description="For fraud screening; absent when not collected")
 
 
-class CancellationReason(StrEnum):
+class CancellationReason(OpenEnum):
     STOCK_REJECTED = "stock_rejected"
     PAYMENT_FAILED = "payment_failed"
     FRAUD_SUSPECTED = "fraud_suspected"

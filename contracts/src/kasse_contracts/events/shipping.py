@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date
-from enum import StrEnum
 from typing import Annotated, ClassVar
 
 from pydantic import AwareDatetime, Field
@@ -18,11 +17,12 @@ from kasse_contracts.base import (
     Identifier,
     MinorUnits,
     Money,
+    OpenEnum,
 )
 from kasse_contracts.events.common import StockLine
 
 
-class MethodKind(StrEnum):
+class MethodKind(OpenEnum):
     STANDARD = "standard"
     EXPRESS = "express"
     PICKUP_POINT = "pickup_point"
@@ -112,7 +112,7 @@ class ShipmentDelivered(FunnelEvent):
     delivered_at: AwareDatetime
 
 
-class ReturnReason(StrEnum):
+class ReturnReason(OpenEnum):
     DAMAGED = "damaged"
     WRONG_ITEM = "wrong_item"
     NOT_AS_DESCRIBED = "not_as_described"

@@ -193,3 +193,31 @@ async def test_a_lane_gets_its_own_subscriber_and_both_lanes_dispatch() -> None:
         for record in (encode(order_placed(), service="cart"), encode(viewed, service="catalog")):
             await br.publish(record.value, topic="u." + record.topic, headers=record.headers)
     assert sorted(seen) == ["placed", "viewed"] and dead == []
+
+
+async def test_an_unknown_enum_value_is_consumed_not_dead_lettered() -> None:
+    """Rolling deploy: a newer producer sends a reason this reader's contracts do not know yet.
+    The open enum keeps the value; the handler runs and sees it; nothing goes to the dead letters."""
+    broker, consumer, dead = build()
+    seen: list[OrderCancelled] = []
+
+    async def on_cancelled(event: OrderCancelled, ctx: EventContext) -> None:
+        seen.append(event)
+
+    consumer.on(OrderCancelled, on_cancelled)
+    cancelled = OrderCancelled(
+        occurred_at=order_placed().occurred_at,
+        session_id="s",
+        order_id="ord-1",
+        reason="customer_request",
+        total=eur(1),
+    )
+    record = encode(cancelled, service="cart")
+    newer_value = record.value.replace(b'"customer_request"', b'"payment_timeout"')
+    assert newer_value != record.value
+    consumer.attach()
+    async with TestKafkaBroker(broker) as br:
+        await br.publish(newer_value, topic="u." + ORDERS, key=record.key.encode(), headers=record.headers)
+    assert dead == []
+    assert [(e.reason, e.reason.is_known) for e in seen] == [("payment_timeout", False)]
+    assert seen[0].model_dump(mode="json")["reason"] == "payment_timeout"  # kept, passed on unchanged

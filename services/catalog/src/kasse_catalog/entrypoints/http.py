@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 
 from kasse_catalog.application.discovery import Discovery, Shopper
 from kasse_catalog.application.ports import RelationKind
@@ -39,7 +40,7 @@ from kasse_catalog.entrypoints.schemas import (
 from kasse_catalog.settings import CatalogSettings
 from kasse_common.errors import Unprocessable
 from kasse_common.http import bearer_guard, problem_responses
-from kasse_contracts.base import Channel
+from kasse_contracts.base import Channel, known_value
 
 SESSION_HEADER = "X-Session-Id"
 MAX_AMOUNT = 10**12  # minor units; larger numbers cannot be stored (BSON int64) and mean nothing here
@@ -93,7 +94,8 @@ def shopper(
 
 ShopperDep = Annotated[Shopper, Depends(shopper)]
 ChannelQuery = Annotated[
-    Channel | None, Query(description="How the shopper arrived; when omitted it is derived from the utm_* fields")
+    Annotated[Channel, AfterValidator(known_value)] | None,  # readers keep unknown channels; we publish known ones
+    Query(description="How the shopper arrived; when omitted it is derived from the utm_* fields"),
 ]
 Utm = Annotated[str | None, Query(max_length=200)]
 

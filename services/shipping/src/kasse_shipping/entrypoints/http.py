@@ -8,10 +8,10 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from kasse_common.http import bearer_guard, problem_responses
-from kasse_contracts.base import CountryCode, Money
+from kasse_contracts.base import CountryCode, Money, known_value
 from kasse_contracts.events import ReturnReason
 from kasse_contracts.events.shipping import MethodKind, ShippingMethod
 from kasse_shipping.adapters.carrier import SimulatedCarrier
@@ -133,7 +133,7 @@ class ReturnLineIn(_In):
 class ReturnRequestIn(_In):
     email: Annotated[str, Field(min_length=3, max_length=254, description="The order's email: proves it is yours")]
     lines: Annotated[list[ReturnLineIn], Field(min_length=1, max_length=100)]
-    reason: ReturnReason
+    reason: Annotated[ReturnReason, AfterValidator(known_value)]  # we publish only values of this release
     comment: Annotated[str, Field(max_length=2000)] = ""
 
 
