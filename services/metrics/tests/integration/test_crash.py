@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient
 
 from kasse_common.envelope import encode
 from kasse_contracts.events import ProductSearched
+from kasse_metrics.domain.facts import decode_facts
 from kasse_testkit import Namespace, ServiceProcess, TestPublisher, free_port, wait_until
 from kasse_testkit.infrastructure import Infrastructure
 
@@ -66,7 +67,7 @@ async def test_a_kill_in_the_middle_of_ingesting_loses_and_doubles_nothing(
 
     async def stored_events() -> int:
         """Distinct event ids in the checkpoints (a segment may repeat one: readers skip it)."""
-        return len({f["i"] async for s in segments.find({}) for f in s["f"]})
+        return len({f.event_id async for s in segments.find({}) for f in decode_facts(s["b"])})
 
     crashing = metrics_process(
         kasse_infra,

@@ -15,7 +15,7 @@ from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import PaymentCaptured, ProductViewed
 from kasse_metrics.adapters.memory import InMemoryCheckpointStore, RecordingDeadLetters
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord
-from kasse_metrics.domain.facts import Fact, Position
+from kasse_metrics.domain.facts import Captured, Fact, Viewed, to_ms
 from kasse_metrics.domain.kpis import FunnelRules, Projection, Window, minute_of
 
 pytestmark = pytest.mark.unit
@@ -101,14 +101,6 @@ async def test_scenario_kpis_are_exact_through_duplicates_reordering_and_a_crash
     assert await sync.catch_up() == 0  # nothing applied twice
 
 
-def _fact(r: RawRecord) -> Fact | None:
-    from kasse_common.envelope import decode
-    from kasse_metrics.domain.facts import fact_from_event
-
-    inc = decode(r.value, r.headers)
-    return fact_from_event(inc.id, inc.event, Position(r.topic, r.partition, r.offset)) if inc.event else None
-
-
 async def test_replay_from_the_beginning_rebuilds_the_same_numbers(scenario_for: Any) -> None:
     scenario = scenario_for("replay")
     log = Log()
@@ -159,24 +151,11 @@ async def test_breakdowns_by_product_category_and_channel(scenario_for: Any) -> 
 
 
 def _view(session: str, t: datetime, eid: str, channel: str = "direct") -> Fact:
-    return Fact(
-        eid, "ProductViewed", t, Position("x", 0, 0), session, {"product": "p", "category": "c", "channel": channel}
-    )
+    return Viewed(eid, to_ms(t), 0, session, "p", "c", channel)
 
 
 def _paid(session: str, t: datetime, eid: str) -> Fact:
-    return Fact(
-        eid,
-        "PaymentCaptured",
-        t,
-        Position("x", 0, 0),
-        session,
-        {"order": "o-" + session, "amount": 100, "currency": "EUR"},
-    )
-
-
-def _step(kind: str, session: str, t: datetime, eid: str, **data: Any) -> Fact:
-    return Fact(eid, kind, t, Position("x", 0, 0), session, data)
+    return Captured(eid, to_ms(t), 0, session, "o-" + session, 100, "EUR")
 
 
 def test_a_session_counts_once_per_step_and_steps_must_follow_in_order() -> None:
@@ -226,9 +205,9 @@ def test_average_order_value_rounds_half_up_per_currency() -> None:
     p = Projection()
     p.apply_all(
         [
-            _step("PaymentCaptured", "a", T0, "1", order="o1", amount=100, currency="EUR"),
-            _step("PaymentCaptured", "b", T0, "2", order="o2", amount=101, currency="EUR"),
-            _step("PaymentCaptured", "c", T0, "3", order="o3", amount=500, currency="SEK"),
+            Captured("1", to_ms(T0), 0, "a", "o1", 100, "EUR"),
+            Captured("2", to_ms(T0), 0, "b", "o2", 101, "EUR"),
+            Captured("3", to_ms(T0), 0, "c", "o3", 500, "SEK"),
         ]
     )
     revenue = p.report(Window.named("all", None))["revenue"]

@@ -1,20 +1,20 @@
 """Checkpoints in the Mongo-protocol store (FerretDB v1 locally, MongoDB in prod).
 
-`segments`: one document per partition per checkpoint, the compact facts of offsets [s, e) as an array
-of sub-documents (FerretDB v1 refuses arrays of arrays, so none are used). `partition_offsets`: one
+`segments`: one document per partition per checkpoint, the compact facts of offsets [s, e) as one
+MessagePack blob of typed facts (`domain.facts`). `partition_offsets`: one
 document with every partition's next offset, raised with `$max` after the segments are stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kasse_metrics.application.ingest import Segment, TopicPartition
-from kasse_metrics.domain.facts import Fact, Position
+from kasse_metrics.domain.facts import Fact, decode_facts, encode_facts
 
 OFFSETS_DOC = "next_offsets"
 
@@ -29,26 +29,11 @@ def _offset_key(field: str) -> TopicPartition:
     return topic.replace("%2E", ".").replace("%25", "%"), int(partition)
 
 
-def fact_to_document(f: Fact) -> dict[str, Any]:
-    """A fact inside its segment: the partition is the segment's, only the offset is kept."""
-    return {"i": f.event_id, "k": f.kind, "ts": f.occurred_at, "s": f.session_id, "o": f.position.offset, "d": f.data}
-
-
-def fact_from_document(doc: Mapping[str, Any], topic: str, partition: int) -> Fact:
-    return Fact(
-        event_id=doc["i"],
-        kind=doc["k"],
-        occurred_at=doc["ts"],
-        position=Position(topic, partition, doc["o"]),
-        session_id=doc.get("s"),
-        data=doc.get("d") or {},
-    )
-
-
 def segment_to_document(s: Segment) -> dict[str, Any]:
     # _id left to the driver: two writers of the same range (a replay after a crash between the two
     # writes, a zombie owner during a rebalance) both keep theirs; readers skip repeated event ids.
-    return {"t": s.topic, "p": s.partition, "s": s.start, "e": s.end, "f": [fact_to_document(f) for f in s.facts]}
+    # The facts are one MessagePack blob (typed, tagged structs): cheap to encode and to read back.
+    return {"t": s.topic, "p": s.partition, "s": s.start, "e": s.end, "n": len(s.facts), "b": encode_facts(s.facts)}
 
 
 class MongoCheckpointStore:
@@ -82,4 +67,4 @@ class MongoCheckpointStore:
         cursor = self.segments.find({"t": topic, "p": partition, "e": {"$gt": start}, "s": {"$lt": end}}).sort(
             "s", ASCENDING
         )
-        return [fact_from_document(f, topic, partition) async for seg in cursor for f in seg["f"]]
+        return [f async for seg in cursor for f in decode_facts(seg["b"])]

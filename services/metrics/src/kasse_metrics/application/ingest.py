@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kasse_common.envelope import MalformedEvent, decode
-from kasse_metrics.domain.facts import Fact, Position, fact_from_event
+from kasse_common.envelope import MalformedEvent
+from kasse_metrics.application.decoding import FastDecoder
+from kasse_metrics.domain.facts import Fact
 from kasse_metrics.domain.kpis import Projection
 
 log = logging.getLogger(__name__)
@@ -83,29 +84,50 @@ class DeadLetters(Protocol):
 class Decoded:
     records: int = 0
     facts: list[Fact] = field(default_factory=list)
+    by_tp: dict[TopicPartition, list[Fact]] = field(default_factory=dict)
     dead_lettered: int = 0
     skipped: int = 0  # types this service does not know (newer producers)
     ranges: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)  # [first, next) per partition
 
 
-async def decode_batch(records: Sequence[RawRecord], dead_letters: DeadLetters) -> Decoded:
+_default_decoder: FastDecoder | None = None
+
+
+def default_decoder() -> FastDecoder:
+    global _default_decoder
+    if _default_decoder is None:
+        _default_decoder = FastDecoder()
+    return _default_decoder
+
+
+async def decode_batch(
+    records: Sequence[RawRecord], dead_letters: DeadLetters, decoder: FastDecoder | None = None
+) -> Decoded:
     """Records → facts; malformed ones to the dead-letter topic (at least once: a crash before the
     next checkpoint publishes them again)."""
+    decoder = decoder or default_decoder()
     out = Decoded(records=len(records))
+    facts, by_tp, ranges = out.facts, out.by_tp, out.ranges
     for r in records:
         tp = (r.topic, r.partition)
-        first, end = out.ranges.get(tp, (r.offset, r.offset + 1))
-        out.ranges[tp] = (min(first, r.offset), max(end, r.offset + 1))
+        have = ranges.get(tp)
+        if have is None:
+            ranges[tp] = (r.offset, r.offset + 1)
+            tp_facts = by_tp[tp] = []
+        else:
+            ranges[tp] = (min(have[0], r.offset), max(have[1], r.offset + 1))
+            tp_facts = by_tp[tp]
         try:
-            incoming = decode(r.value, r.headers)
+            fact = decoder(r.value, r.headers, r.offset)
         except MalformedEvent as exc:
             await dead_letters.send(r, exc)
             out.dead_lettered += 1
             continue
-        if incoming.event is None:
+        if fact is None:
             out.skipped += 1
             continue
-        out.facts.append(fact_from_event(incoming.id, incoming.event, Position(r.topic, r.partition, r.offset)))
+        facts.append(fact)
+        tp_facts.append(fact)
     return out
 
 
@@ -130,13 +152,10 @@ class Checkpoints:
         return sum(p.end - p.start for p in self.pending.values())
 
     def add(self, decoded: Decoded) -> None:
-        by_tp: dict[TopicPartition, list[Fact]] = {}
-        for f in decoded.facts:
-            by_tp.setdefault((f.position.topic, f.position.partition), []).append(f)
         for tp, (first, end) in decoded.ranges.items():
             p = self.pending.setdefault(tp, _Pending(first, first))
             p.start, p.end = min(p.start, first), max(p.end, end)
-            p.facts.extend(by_tp.get(tp, ()))
+            p.facts.extend(decoded.by_tp.get(tp, ()))
 
     def drop(self, tps: Iterable[TopicPartition]) -> None:
         """Forget what is pending for partitions this instance no longer owns (their new owner reads
@@ -176,7 +195,7 @@ class Checkpoints:
         for i in range(0, len(p.facts), n):
             chunk = p.facts[i : i + n]
             last = i + n >= len(p.facts)
-            end = p.end if last else p.facts[i + n].position.offset  # contiguous: the next chunk's first offset
+            end = p.end if last else p.facts[i + n].offset  # contiguous: the next chunk's first offset
             out.append(Segment(tp[0], tp[1], start, end, tuple(chunk)))
             start = end
         return out
@@ -252,13 +271,20 @@ class ProjectionSync:
 class Ingest:
     """The consumer's use case: a polled batch becomes visible now and durable at the next checkpoint."""
 
-    def __init__(self, dead_letters: DeadLetters, sync: ProjectionSync, checkpoints: Checkpoints) -> None:
+    def __init__(
+        self,
+        dead_letters: DeadLetters,
+        sync: ProjectionSync,
+        checkpoints: Checkpoints,
+        decoder: FastDecoder | None = None,
+    ) -> None:
         self.dead_letters = dead_letters
         self.sync = sync
         self.checkpoints = checkpoints
+        self.decoder = decoder or default_decoder()
 
     async def __call__(self, records: Sequence[RawRecord]) -> IngestResult:
-        decoded = await decode_batch(records, self.dead_letters)
+        decoded = await decode_batch(records, self.dead_letters, self.decoder)
         new = await self.sync.apply_local(decoded)
         self.checkpoints.add(decoded)
         return IngestResult(

@@ -38,13 +38,32 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from enum import Enum
+from typing import Any, NamedTuple
 
 from kasse_common.errors import Unprocessable
-from kasse_metrics.domain.facts import Fact
+from kasse_metrics.domain.facts import (
+    Cancelled,
+    Captured,
+    CartAdded,
+    CartChanged,
+    CartLeft,
+    CheckoutBegan,
+    Delivered,
+    Dispatched,
+    Fact,
+    Other,
+    PayFailed,
+    Placed,
+    Refunded,
+    Reviewed,
+    Searched,
+    Viewed,
+    event_name,
+)
 
 STEP_EVENTS: dict[str, str] = {
     "viewed": "ProductViewed",
@@ -110,8 +129,8 @@ class Window:
 
 @dataclass
 class Session:
-    step_times: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
-    views: list[tuple[datetime, str, str]] = field(default_factory=list)  # (time, event id, channel)
+    step_times: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # epoch ms
+    views: list[tuple[int, str, str]] = field(default_factory=list)  # (ms, event id, channel)
 
     def channel(self) -> str | None:
         return min(self.views)[2] if self.views else None
@@ -120,16 +139,70 @@ class Session:
 @dataclass
 class Order:
     session_id: str | None = None
-    placed: tuple[datetime, str] | None = None  # (time, event id): earliest wins
-    captured: list[tuple[datetime, int, str]] = field(default_factory=list)  # (time, amount, currency)
-    refunds: list[datetime] = field(default_factory=list)
-    dispatched: list[datetime] = field(default_factory=list)
+    placed: tuple[int, str] | None = None  # (ms, event id): earliest wins
+    captured: list[tuple[int, int, str]] = field(default_factory=list)  # (ms, amount, currency)
+    refunds: list[int] = field(default_factory=list)
+    dispatched: list[int] = field(default_factory=list)
 
 
 @dataclass
 class Cart:
-    adds: list[datetime] = field(default_factory=list)
+    adds: list[int] = field(default_factory=list)
     abandoned: bool = False
+
+
+class Count(Enum):
+    """Per-minute counters without a dimension."""
+
+    EVENTS = "events"
+    VIEWS = "views"
+    SEARCHES = "searches"
+    ADD_TO_CARTS = "add_to_carts"
+    CARTS_ABANDONED = "carts_abandoned"
+    ORDERS = "orders"
+    ORDERS_CANCELLED = "orders_cancelled"
+    PAYMENTS_CAPTURED = "payments_captured"
+    PAYMENTS_FAILED = "payments_failed"
+    PAYMENTS_FRAUD_BLOCKED = "payments_fraud_blocked"
+    REFUNDS = "refunds"
+    SHIPMENTS_DISPATCHED = "shipments_dispatched"
+    SHIPMENTS_DELIVERED = "shipments_delivered"
+    REVIEWS = "reviews"
+    RATING_SUM = "rating_sum"
+
+
+class Measure(Enum):
+    """What a product or category breakdown row counts."""
+
+    VIEWS = "views"
+    ADD_TO_CARTS = "add_to_carts"
+    PURCHASES = "purchases"
+    UNITS = "units"
+
+
+class MoneyMeasure(Enum):
+    CAPTURED = "captured"  # payments captured in the currency
+    REVENUE = "revenue"
+    REFUNDED = "refunded"
+
+
+class EventsOf(NamedTuple):
+    event: str  # the contract event's class name
+
+
+class ByItem(NamedTuple):
+    measure: Measure
+    dimension: str  # "product" | "category"
+    name: str
+
+
+class InCurrency(NamedTuple):
+    measure: MoneyMeasure
+    currency: str
+
+
+CounterKey = Count | EventsOf | ByItem | InCurrency
+Bucket = Counter[CounterKey]
 
 
 def _rate(numerator: int, denominator: int) -> dict[str, Any]:
@@ -148,13 +221,17 @@ def _round_half_up_div(total: int, count: int) -> int:
     return (2 * total + count) // (2 * count)
 
 
+def _minute(ms: int) -> int:
+    return ms // 60_000
+
+
 class Projection:
     """All facts folded into entities (sessions, orders, carts) and per-minute counters.
 
     `apply` is commutative: facts may come in any order (partitions interleave, late events), and the
     result depends only on the set of facts. `apply_all` applies each event id once: a fact whose id
     was applied before (a redelivery, a duplicated publish, a replay, a segment read twice) is skipped.
-    That is the dedupe; the ids are the state it needs.
+    That is the dedupe; the ids are the state it needs. `apply` dispatches on the fact's type.
     """
 
     def __init__(self, rules: FunnelRules | None = None) -> None:
@@ -162,11 +239,28 @@ class Projection:
         self.sessions: dict[str, Session] = defaultdict(Session)
         self.orders: dict[str, Order] = defaultdict(Order)
         self.carts: dict[str, Cart] = defaultdict(Cart)
-        self.buckets: dict[int, Counter[str]] = defaultdict(Counter)
+        self.buckets: dict[int, Bucket] = defaultdict(Counter)
         self.facts_applied = 0
         self.event_ids: set[str] = set()
         self.version = 0  # grows with every applied batch; caches key on it
         self._cache: dict[Any, Any] = {}
+        self._appliers: dict[type[Fact], Callable[[Any, Bucket], None]] = {
+            Viewed: self._viewed,
+            Searched: self._searched,
+            CartAdded: self._cart_added,
+            CartChanged: _nothing,
+            CartLeft: self._cart_left,
+            CheckoutBegan: self._checkout,
+            Placed: self._placed,
+            Cancelled: self._cancelled,
+            Captured: self._captured,
+            PayFailed: self._failed,
+            Refunded: self._refunded,
+            Dispatched: self._dispatched,
+            Delivered: self._delivered,
+            Reviewed: self._reviewed,
+            Other: _nothing,
+        }
 
     # -- write side ---------------------------------------------------------------------------
     def apply_all(self, facts: Iterable[Fact]) -> int:
@@ -186,78 +280,88 @@ class Projection:
 
     def apply(self, f: Fact) -> None:
         self.facts_applied += 1
-        t = f.occurred_at
-        b = self.buckets[minute_of(t)]
-        b["events"] += 1
-        b[f"events|{f.kind}"] += 1
-        d = f.data
-        sid = f.session_id
-        if f.kind == "ProductViewed" and sid:
-            s = self.sessions[sid]
-            s.step_times["viewed"].append(t)
-            s.views.append((t, f.event_id, d["channel"]))
-            b["views"] += 1
-            b[f"views|product|{d['product']}"] += 1
-            b[f"views|category|{d['category']}"] += 1
-        elif f.kind == "ProductSearched":
-            b["searches"] += 1
-        elif f.kind == "CartUpdated":
-            if d.get("add"):
-                if sid:
-                    self.sessions[sid].step_times["added_to_cart"].append(t)
-                self.carts[d["cart"]].adds.append(t)
-                b["add_to_carts"] += 1
-                if "product" in d:
-                    b[f"add_to_carts|product|{d['product']}"] += 1
-                    b[f"add_to_carts|category|{d['category']}"] += 1
-        elif f.kind == "CartAbandoned":
-            self.carts[d["cart"]].abandoned = True
-            b["carts_abandoned"] += 1
-        elif f.kind == "CheckoutStarted" and sid:
-            self.sessions[sid].step_times["checkout_started"].append(t)
-        elif f.kind == "OrderPlaced":
-            if sid:
-                self.sessions[sid].step_times["order_placed"].append(t)
-            o = self.orders[d["order"]]
-            o.session_id = o.session_id or sid
-            if o.placed is None or (t, f.event_id) < o.placed:
-                o.placed = (t, f.event_id)
-            b["orders"] += 1
-            for line in d["lines"]:
-                product, category, qty = line["product"], line["category"], line["quantity"]
-                b[f"purchases|product|{product}"] += 1
-                b[f"units|product|{product}"] += qty
-                b[f"purchases|category|{category}"] += 1
-                b[f"units|category|{category}"] += qty
-        elif f.kind == "PaymentCaptured":
-            if sid:
-                self.sessions[sid].step_times["paid"].append(t)
-            o = self.orders[d["order"]]
-            o.session_id = o.session_id or sid
-            o.captured.append((t, d["amount"], d["currency"]))
-            b["payments_captured"] += 1
-            b[f"captured|{d['currency']}"] += 1
-            b[f"revenue|{d['currency']}"] += d["amount"]
-        elif f.kind == "PaymentFailed":
-            b["payments_fraud_blocked" if d["fraud"] else "payments_failed"] += 1
-        elif f.kind == "PaymentRefunded":
-            self.orders[d["order"]].refunds.append(t)
-            b["refunds"] += 1
-            b[f"refunded|{d['currency']}"] += d["amount"]
-        elif f.kind == "ShipmentDispatched":
-            if sid:
-                self.sessions[sid].step_times["shipped"].append(t)
-            self.orders[d["order"]].dispatched.append(t)
-            b["shipments_dispatched"] += 1
-        elif f.kind == "ShipmentDelivered":
-            if sid:
-                self.sessions[sid].step_times["delivered"].append(t)
-            b["shipments_delivered"] += 1
-        elif f.kind == "ReviewSubmitted":
-            b["reviews"] += 1
-            b["rating_sum"] += d["rating"]
-        elif f.kind == "OrderCancelled":
-            b["orders_cancelled"] += 1
+        b = self.buckets[f.ms // 60_000]
+        b[Count.EVENTS] += 1
+        b[EventsOf(event_name(f))] += 1
+        self._appliers[type(f)](f, b)
+
+    def _step(self, f: Fact, step: str) -> None:
+        if f.session:
+            self.sessions[f.session].step_times[step].append(f.ms)
+
+    def _viewed(self, f: Viewed, b: Bucket) -> None:
+        if not f.session:
+            return
+        s = self.sessions[f.session]
+        s.step_times["viewed"].append(f.ms)
+        s.views.append((f.ms, f.event_id, f.channel))
+        b[Count.VIEWS] += 1
+        b[ByItem(Measure.VIEWS, "product", f.product)] += 1
+        b[ByItem(Measure.VIEWS, "category", f.category)] += 1
+
+    def _searched(self, f: Searched, b: Bucket) -> None:
+        b[Count.SEARCHES] += 1
+
+    def _cart_added(self, f: CartAdded, b: Bucket) -> None:
+        self._step(f, "added_to_cart")
+        self.carts[f.cart].adds.append(f.ms)
+        b[Count.ADD_TO_CARTS] += 1
+        if f.product is not None:
+            b[ByItem(Measure.ADD_TO_CARTS, "product", f.product)] += 1
+            b[ByItem(Measure.ADD_TO_CARTS, "category", f.category or "")] += 1
+
+    def _cart_left(self, f: CartLeft, b: Bucket) -> None:
+        self.carts[f.cart].abandoned = True
+        b[Count.CARTS_ABANDONED] += 1
+
+    def _checkout(self, f: CheckoutBegan, b: Bucket) -> None:
+        self._step(f, "checkout_started")
+
+    def _placed(self, f: Placed, b: Bucket) -> None:
+        self._step(f, "order_placed")
+        o = self.orders[f.order]
+        o.session_id = o.session_id or f.session
+        if o.placed is None or (f.ms, f.event_id) < o.placed:
+            o.placed = (f.ms, f.event_id)
+        b[Count.ORDERS] += 1
+        for line in f.lines:
+            b[ByItem(Measure.PURCHASES, "product", line.product)] += 1
+            b[ByItem(Measure.UNITS, "product", line.product)] += line.quantity
+            b[ByItem(Measure.PURCHASES, "category", line.category)] += 1
+            b[ByItem(Measure.UNITS, "category", line.category)] += line.quantity
+
+    def _cancelled(self, f: Cancelled, b: Bucket) -> None:
+        b[Count.ORDERS_CANCELLED] += 1
+
+    def _captured(self, f: Captured, b: Bucket) -> None:
+        self._step(f, "paid")
+        o = self.orders[f.order]
+        o.session_id = o.session_id or f.session
+        o.captured.append((f.ms, f.amount, f.currency))
+        b[Count.PAYMENTS_CAPTURED] += 1
+        b[InCurrency(MoneyMeasure.CAPTURED, f.currency)] += 1
+        b[InCurrency(MoneyMeasure.REVENUE, f.currency)] += f.amount
+
+    def _failed(self, f: PayFailed, b: Bucket) -> None:
+        b[Count.PAYMENTS_FRAUD_BLOCKED if f.fraud else Count.PAYMENTS_FAILED] += 1
+
+    def _refunded(self, f: Refunded, b: Bucket) -> None:
+        self.orders[f.order].refunds.append(f.ms)
+        b[Count.REFUNDS] += 1
+        b[InCurrency(MoneyMeasure.REFUNDED, f.currency)] += f.amount
+
+    def _dispatched(self, f: Dispatched, b: Bucket) -> None:
+        self._step(f, "shipped")
+        self.orders[f.order].dispatched.append(f.ms)
+        b[Count.SHIPMENTS_DISPATCHED] += 1
+
+    def _delivered(self, f: Delivered, b: Bucket) -> None:
+        self._step(f, "delivered")
+        b[Count.SHIPMENTS_DELIVERED] += 1
+
+    def _reviewed(self, f: Reviewed, b: Bucket) -> None:
+        b[Count.REVIEWS] += 1
+        b[Count.RATING_SUM] += f.rating
 
     # -- read side ----------------------------------------------------------------------------
     CACHE_LIMIT = 256  # callers choose `at`: many distinct windows must not grow memory without bound
@@ -267,10 +371,10 @@ class Projection:
             self._cache.clear()
         self._cache[key] = value
 
-    def counters(self, window: Window) -> Counter[str]:
+    def counters(self, window: Window) -> Bucket:
         key = ("counters", window)
         if key not in self._cache:
-            total: Counter[str] = Counter()
+            total: Bucket = Counter()
             for minute, bucket in self.buckets.items():
                 if window.contains(minute):
                     total.update(bucket)
@@ -280,11 +384,12 @@ class Projection:
     def event_counts(self, window: Window) -> dict[str, int]:
         """Events by type whose event time is in the window (cheap: sums the window's minute buckets)."""
         c = self.counters(window)
-        return {k.split("|", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("events|")}
+        return {k.event: v for k, v in sorted((k, v) for k, v in c.items() if isinstance(k, EventsOf))}
 
-    def session_path(self, session: Session) -> list[datetime]:
-        """The times the session reached each step, in order, under the rules (empty: not in funnel)."""
-        reached: list[datetime] = []
+    def session_path(self, session: Session) -> list[int]:
+        """The times (epoch ms) the session reached each step, in order, under the rules (empty: not in funnel)."""
+        reached: list[int] = []
+        window_ms = self.rules.conversion_window // timedelta(milliseconds=1)
         for step in self.rules.steps:
             times = session.step_times.get(step)
             if not times:
@@ -294,12 +399,12 @@ class Projection:
             if not candidates:
                 break
             t = min(candidates)
-            if reached and t - reached[0] > self.rules.conversion_window:
+            if reached and t - reached[0] > window_ms:
                 break
             reached.append(t)
         return reached
 
-    def _paths(self) -> dict[str, list[datetime]]:
+    def _paths(self) -> dict[str, list[int]]:
         key = ("paths",)
         if key not in self._cache:
             self._remember(key, {sid: p for sid, s in self.sessions.items() if (p := self.session_path(s))})
@@ -309,7 +414,7 @@ class Projection:
         steps = self.rules.steps
         reached = [0] * len(steps)
         for sid, path in self._paths().items():
-            if not window.contains(minute_of(path[0])):
+            if not window.contains(_minute(path[0])):
                 continue
             if channel is not None and self.sessions[sid].channel() != channel:
                 continue
@@ -340,22 +445,24 @@ class Projection:
         paid_index = steps.index("paid") if "paid" in steps else None
         viewed = funnel["sessions"]
         paid = funnel["steps"][paid_index]["sessions"] if paid_index is not None else 0
-        currencies = sorted(k.split("|", 1)[1] for k in c if k.startswith("revenue|"))
-        revenue = {
-            cur: {
-                "revenue": c[f"revenue|{cur}"],
-                "orders_paid": c[f"captured|{cur}"],
-                "average_order_value": _round_half_up_div(c[f"revenue|{cur}"], c[f"captured|{cur}"])
-                if c[f"captured|{cur}"]
-                else None,
+        money = [k for k in c if isinstance(k, InCurrency)]
+        currencies = sorted(k.currency for k in money if k.measure is MoneyMeasure.REVENUE)
+        revenue = {}
+        for cur in currencies:
+            paid_in, captured = c[InCurrency(MoneyMeasure.REVENUE, cur)], c[InCurrency(MoneyMeasure.CAPTURED, cur)]
+            revenue[cur] = {
+                "revenue": paid_in,
+                "orders_paid": captured,
+                "average_order_value": _round_half_up_div(paid_in, captured) if captured else None,
             }
-            for cur in currencies
+        refunded = {
+            k.currency: c[k]
+            for k in sorted((k for k in money if k.measure is MoneyMeasure.REFUNDED), key=lambda k: k.currency)
         }
-        refunded = {k.split("|", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("refunded|")}
-        attempts = c["payments_captured"] + c["payments_failed"] + c["payments_fraud_blocked"]
+        attempts = c[Count.PAYMENTS_CAPTURED] + c[Count.PAYMENTS_FAILED] + c[Count.PAYMENTS_FRAUD_BLOCKED]
         carts_started = carts_abandoned = 0
         for cart in self.carts.values():
-            if cart.adds and window.contains(minute_of(min(cart.adds))):
+            if cart.adds and window.contains(_minute(min(cart.adds))):
                 carts_started += 1
                 carts_abandoned += int(cart.abandoned)
         captured_orders = refunded_orders = 0
@@ -364,17 +471,17 @@ class Projection:
             if not order.captured:
                 continue
             captured_at = min(order.captured)[0]
-            if not window.contains(minute_of(captured_at)):
+            if not window.contains(_minute(captured_at)):
                 continue
             captured_orders += 1
             refunded_orders += int(bool(order.refunds))
             if order.dispatched:
-                pay_to_ship.append((min(order.dispatched) - captured_at).total_seconds())
+                pay_to_ship.append((min(order.dispatched) - captured_at) / 1000)
         view_to_pay: list[float] = []
         if paid_index is not None:
             for path in self._paths().values():
-                if len(path) > paid_index and window.contains(minute_of(path[0])):
-                    view_to_pay.append((path[paid_index] - path[0]).total_seconds())
+                if len(path) > paid_index and window.contains(_minute(path[0])):
+                    view_to_pay.append((path[paid_index] - path[0]) / 1000)
         result = {
             "window": window.name,
             "funnel": funnel["steps"],
@@ -382,16 +489,16 @@ class Projection:
             "revenue": revenue,
             "refunded": refunded,
             "cart_abandonment_rate": _rate(carts_abandoned, carts_started),
-            "payment_failure_rate": _rate(c["payments_failed"], attempts),
-            "fraud_block_rate": _rate(c["payments_fraud_blocked"], attempts),
+            "payment_failure_rate": _rate(c[Count.PAYMENTS_FAILED], attempts),
+            "fraud_block_rate": _rate(c[Count.PAYMENTS_FRAUD_BLOCKED], attempts),
             "refund_rate": _rate(refunded_orders, captured_orders),
             "reviews": {
-                "count": c["reviews"],
-                "average_rating": (c["rating_sum"] / c["reviews"]) if c["reviews"] else None,
+                "count": c[Count.REVIEWS],
+                "average_rating": (c[Count.RATING_SUM] / c[Count.REVIEWS]) if c[Count.REVIEWS] else None,
             },
             "median_seconds_view_to_payment": _median(view_to_pay),
             "median_seconds_payment_to_shipment": _median(pay_to_ship),
-            "events": c["events"],
+            "events": c[Count.EVENTS],
         }
         self._remember(key, result)
         return result
@@ -406,13 +513,8 @@ class Projection:
             lambda: {"views": 0, "add_to_carts": 0, "purchases": 0, "units": 0}
         )
         for k, v in c.items():
-            parts = k.split("|", 2)
-            if (
-                len(parts) == 3
-                and parts[1] == dimension
-                and parts[0] in ("views", "add_to_carts", "purchases", "units")
-            ):
-                rows[parts[2]][parts[0]] += v
+            if isinstance(k, ByItem) and k.dimension == dimension:
+                rows[k.name][k.measure.value] += v
         out: list[dict[str, Any]] = [
             {dimension: name, **vals, "conversion": (vals["purchases"] / vals["views"]) if vals["views"] else None}
             for name, vals in rows.items()
@@ -427,7 +529,7 @@ class Projection:
                 continue
             t, amount, currency = min(order.captured)
             channel = self.sessions[order.session_id].channel()
-            if channel and window.contains(minute_of(t)):
+            if channel and window.contains(_minute(t)):
                 revenue[channel][currency] += amount
         out = []
         for channel in CHANNELS:
@@ -449,24 +551,33 @@ class Projection:
         cohort: dict[int, list[int]] = {}
         first = last_minute - minutes + 1
         for path in self._paths().values():
-            m = minute_of(path[0])
+            m = _minute(path[0])
             if first <= m <= last_minute:
                 row = cohort.setdefault(m, [0] * len(self.rules.steps))
                 for i in range(len(path)):
                     row[i] += 1
         points = []
         for m in range(first, last_minute + 1):
-            b = self.buckets.get(m, Counter())
+            b: Bucket = self.buckets.get(m) or Counter()
             steps = cohort.get(m, [0] * len(self.rules.steps))
             points.append(
                 {
                     "minute": datetime.fromtimestamp(m * 60, UTC).isoformat(),
-                    "events": b["events"],
-                    "views": b["views"],
-                    "orders": b["orders"],
-                    "payments_captured": b["payments_captured"],
-                    "revenue": {k.split("|", 1)[1]: v for k, v in sorted(b.items()) if k.startswith("revenue|")},
+                    "events": b[Count.EVENTS],
+                    "views": b[Count.VIEWS],
+                    "orders": b[Count.ORDERS],
+                    "payments_captured": b[Count.PAYMENTS_CAPTURED],
+                    "revenue": {
+                        cur: b[InCurrency(MoneyMeasure.REVENUE, cur)]
+                        for cur in sorted(
+                            k.currency for k in b if isinstance(k, InCurrency) and k.measure is MoneyMeasure.REVENUE
+                        )
+                    },
                     "funnel": dict(zip(self.rules.steps, steps, strict=True)),
                 }
             )
         return points
+
+
+def _nothing(f: Fact, b: Bucket) -> None:
+    """Facts counted as traffic only (in `apply`)."""
