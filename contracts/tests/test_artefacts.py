@@ -173,6 +173,8 @@ def test_asyncapi_messages_and_producers(asyncapi: dict[str, Any]) -> None:
         "ShipmentDelivered": "shipping",
         "ReturnRequested": "shipping",
         "ReturnReceived": "shipping",
+        "ShipmentCancelled": "shipping",
+        "CancellationRefused": "shipping",
     }
     for event in ALL_EVENTS:
         message = messages[event.__name__]

@@ -16,9 +16,11 @@ from kasse_contracts.events import (
     CancellationReason,
     CartAbandoned,
     CartAction,
+    CancellationRefused,
     CartUpdated,
     CheckoutStarted,
     DiscountLine,
+    ItemCondition,
     LineItem,
     MethodKind,
     OrderCancelled,
@@ -38,6 +40,7 @@ from kasse_contracts.events import (
     ReturnRequested,
     ReviewSubmitted,
     SearchFilters,
+    ShipmentCancelled,
     ShipmentCreated,
     ShipmentDelivered,
     ShipmentDispatched,
@@ -365,9 +368,32 @@ _EXAMPLES: tuple[Event, ...] = (
         order_id=ORDER,
         return_id="ret_5521",
         lines=[
-            ReturnLine(product_id="prod_mug_stoneware", sku="MUG-STN-350-GRY", quantity=1, refund_amount=_eur(1341))
+            ReturnLine(
+                product_id="prod_mug_stoneware",
+                sku="MUG-STN-350-GRY",
+                quantity=1,
+                refund_amount=_eur(1341),
+                condition=ItemCondition.RESELLABLE,
+            )
         ],
         refund_amount=_eur(1341),
+    ),
+    ShipmentCancelled(
+        occurred_at=_t(22, 18, 2, 0),
+        session_id=SESSION,
+        customer_id=CUSTOMER,
+        order_id="ord_7f3a9c5511",
+        shipment_id="shp_40018",
+        reason="customer_request",
+    ),
+    CancellationRefused(
+        occurred_at=_t(23, 9, 30, 0),
+        session_id=SESSION,
+        customer_id=CUSTOMER,
+        order_id=ORDER,
+        shipment_id="shp_40017",
+        reason="already_dispatched",
+        dispatched_at=_t(23, 8, 15, 0),
     ),
 )
 

@@ -17,6 +17,8 @@ from kasse_contracts.events.common import Address, DiscountLine, LineItem, Produ
 from kasse_contracts.events.orders import CancellationReason, OrderCancelled, OrderPlaced, ShippingSelection
 from kasse_contracts.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded
 from kasse_contracts.events.shipping import (
+    CancellationRefused,
+    ItemCondition,
     MethodKind,
     PriceBand,
     ReturnLine,
@@ -25,6 +27,7 @@ from kasse_contracts.events.shipping import (
     ReturnRequested,
     ShipmentCreated,
     ShipmentDelivered,
+    ShipmentCancelled,
     ShipmentDispatched,
     ShippingMethod,
     ShippingMethodsPublished,
@@ -53,6 +56,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     ShipmentDelivered,
     ReturnRequested,
     ReturnReceived,
+    ShipmentCancelled,
+    CancellationRefused,
 )
 
 EVENTS_BY_TYPE: dict[str, type[Event]] = {e.event_type: e for e in ALL_EVENTS}
@@ -64,12 +69,14 @@ __all__ = [
     "EVENTS_BY_TYPE",
     "Address",
     "CancellationReason",
+    "CancellationRefused",
     "CartAbandoned",
     "CartAction",
     "CartUpdated",
     "CheckoutStarted",
     "DiscountLine",
     "Event",
+    "ItemCondition",
     "LineItem",
     "MethodKind",
     "OrderCancelled",
@@ -90,6 +97,7 @@ __all__ = [
     "ReturnRequested",
     "ReviewSubmitted",
     "SearchFilters",
+    "ShipmentCancelled",
     "ShipmentCreated",
     "ShipmentDelivered",
     "ShipmentDispatched",

@@ -52,6 +52,7 @@ class CancellationReason(OpenEnum):
     PAYMENT_FAILED = "payment_failed"
     FRAUD_SUSPECTED = "fraud_suspected"
     CUSTOMER_REQUEST = "customer_request"
+    PAYMENT_TIMEOUT = "payment_timeout"  # not paid within the shop's payment deadline
 
 
 class OrderCancelled(FunnelEvent):

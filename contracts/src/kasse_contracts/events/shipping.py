@@ -120,8 +120,16 @@ class ReturnReason(OpenEnum):
     OTHER = "other"
 
 
+class ItemCondition(StrEnum):
+    RESELLABLE = "resellable"  # back to stock
+    DAMAGED = "damaged"  # written off
+
+
 class ReturnLine(StockLine):
     refund_amount: Money
+    condition: ItemCondition | None = Field(
+        None, description="On ReturnReceived: the state the warehouse found the item in; only resellable restocks"
+    )
 
 
 class ReturnRequested(FunnelEvent):
@@ -151,3 +159,30 @@ class ReturnReceived(FunnelEvent):
     return_id: Identifier
     lines: list[ReturnLine]
     refund_amount: Money
+
+
+class ShipmentCancelled(FunnelEvent):
+    """Shipping accepted an order's cancellation: the parcel was stopped before dispatch (or none had been
+    booked). Only now may a paid order be refunded."""
+
+    event_type: ClassVar[str] = "io.kasse.shipping.ShipmentCancelled.v1"
+    topic: ClassVar[str] = topics.SHIPPING
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    shipment_id: Identifier | None = Field(None, description="The stopped shipment; absent when none was booked")
+    reason: str = Field("", description="The cancellation's reason, as OrderCancelled gave it")
+
+
+class CancellationRefused(FunnelEvent):
+    """The parcel had already left the warehouse when the cancellation arrived: the order stands (the
+    customer can return it). Nobody refunds or releases stock for this cancellation."""
+
+    event_type: ClassVar[str] = "io.kasse.shipping.CancellationRefused.v1"
+    topic: ClassVar[str] = topics.SHIPPING
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    shipment_id: Identifier
+    reason: str = Field("", description="Why the cancellation was refused, e.g. already_dispatched")
+    dispatched_at: AwareDatetime
