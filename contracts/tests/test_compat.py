@@ -51,6 +51,7 @@ class NarrowReason(OpenEnum):
     STOCK_REJECTED = "stock_rejected"
     PAYMENT_FAILED = "payment_failed"
     CUSTOMER_REQUEST = "customer_request"
+    PAYMENT_TIMEOUT = "payment_timeout"
 
 
 class WiderReason(OpenEnum):
@@ -58,6 +59,7 @@ class WiderReason(OpenEnum):
     PAYMENT_FAILED = "payment_failed"
     FRAUD_SUSPECTED = "fraud_suspected"
     CUSTOMER_REQUEST = "customer_request"
+    PAYMENT_TIMEOUT = "payment_timeout"
     DUPLICATE = "duplicate"
 
 
