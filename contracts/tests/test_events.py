@@ -47,6 +47,8 @@ PRODUCERS = {
         "ShipmentDelivered",
         "ReturnRequested",
         "ReturnReceived",
+        "ShipmentCancelled",
+        "CancellationRefused",
     },
 }
 
@@ -72,12 +74,14 @@ EXPECTED_KEYS = {
     "ShipmentDelivered": "ord_2026_000318",
     "ReturnRequested": "ord_2026_000318",
     "ReturnReceived": "ord_2026_000318",
+    "ShipmentCancelled": "ord_7f3a9c5511",
+    "CancellationRefused": "ord_2026_000318",
 }
 
 
-def test_there_are_twenty_events_each_with_one_example() -> None:
-    assert len(ALL_EVENTS) == 20
-    assert len(EVENTS_BY_TYPE) == 20, "two events share a CloudEvents type"
+def test_there_are_twenty_two_events_each_with_one_example() -> None:
+    assert len(ALL_EVENTS) == 22
+    assert len(EVENTS_BY_TYPE) == 22, "two events share a CloudEvents type"
     assert list(EXAMPLES) == list(ALL_EVENTS)
     assert all(type(sample) is cls for cls, sample in EXAMPLES.items())
 
