@@ -124,12 +124,14 @@ class ClosedReason(StrEnum):
     PAYMENT_FAILED = "payment_failed"
     FRAUD_SUSPECTED = "fraud_suspected"
     CUSTOMER_REQUEST = "customer_request"
+    PAYMENT_TIMEOUT = "payment_timeout"
 
 
 class WiderClosedReason(StrEnum):
     STOCK_REJECTED = "stock_rejected"
     PAYMENT_FAILED = "payment_failed"
     FRAUD_SUSPECTED = "fraud_suspected"
+    PAYMENT_TIMEOUT = "payment_timeout"
     CUSTOMER_REQUEST = "customer_request"
     DUPLICATE = "duplicate"
 
@@ -160,7 +162,13 @@ def test_open_enum_schema_accepts_any_string_and_lists_the_known_values() -> Non
     schema = event_schema(OrderCancelled)
     reason = schema["$defs"]["CancellationReason"]
     assert "enum" not in reason and reason["type"] == "string" and reason[compat.X_OPEN_ENUM] is True
-    assert reason[compat.X_KNOWN_VALUES] == ["stock_rejected", "payment_failed", "fraud_suspected", "customer_request"]
+    assert reason[compat.X_KNOWN_VALUES] == [
+        "stock_rejected",
+        "payment_failed",
+        "fraud_suspected",
+        "customer_request",
+        "payment_timeout",
+    ]
 
 
 def test_tighter_constraint_is_breaking() -> None:

@@ -120,7 +120,7 @@ class ReturnReason(OpenEnum):
     OTHER = "other"
 
 
-class ItemCondition(StrEnum):
+class ItemCondition(OpenEnum):
     RESELLABLE = "resellable"  # back to stock
     DAMAGED = "damaged"  # written off
 
