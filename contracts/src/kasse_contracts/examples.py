@@ -20,6 +20,12 @@ from kasse_contracts.events import (
     CartUpdated,
     CheckoutStarted,
     DiscountLine,
+    ExperimentChanged,
+    ExperimentExposed,
+    ExperimentMetric,
+    ExperimentParameter,
+    ExperimentStatus,
+    GuardrailMetric,
     ItemCondition,
     LineItem,
     MethodKind,
@@ -51,6 +57,7 @@ from kasse_contracts.events import (
     StockLine,
     StockRejected,
     StockReserved,
+    Variant,
 )
 
 
@@ -394,6 +401,30 @@ _EXAMPLES: tuple[Event, ...] = (
         shipment_id="shp_40017",
         reason="already_dispatched",
         dispatched_at=_t(23, 8, 15, 0),
+    ),
+    ExperimentChanged(
+        occurred_at=_t(20, 9, 0),
+        experiment_id="exp_free_shipping_35",
+        revision=2,
+        name="Free shipping from 35 EUR",
+        hypothesis="A lower free-shipping threshold turns more carts into paid orders",
+        parameter=ExperimentParameter.FREE_SHIPPING_THRESHOLD,
+        variants=[Variant(name="control", weight=50, value="5000"), Variant(name="low", weight=50, value="3500")],
+        primary_metric=ExperimentMetric.CONVERSION_RATE,
+        guardrails=[GuardrailMetric.PAYMENT_FAILURE_RATE, GuardrailMetric.REFUND_RATE],
+        status=ExperimentStatus.RUNNING,
+        baseline=0.1,
+        minimum_detectable_effect=0.2,
+        started_at=_t(20, 9, 0),
+    ),
+    ExperimentExposed(
+        occurred_at=_t(20, 9, 30, 12),
+        session_id="sess_f0a233",
+        customer_id=CUSTOMER,
+        experiment_id="exp_free_shipping_35",
+        revision=2,
+        variant="low",
+        parameter=ExperimentParameter.FREE_SHIPPING_THRESHOLD,
     ),
 )
 

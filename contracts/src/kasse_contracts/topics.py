@@ -42,6 +42,8 @@ ORDERS = "kasse.orders.v1"
 PAYMENTS = "kasse.payments.v1"
 SHIPPING = "kasse.shipping.v1"
 SHIPPING_METHODS = "kasse.shipping-methods.v1"
+EXPERIMENTS = "kasse.experiments.v1"
+EXPOSURES = "kasse.exposures.v1"
 
 DEAD_LETTER_PREFIX = "kasse.dlq."
 
@@ -69,6 +71,15 @@ TOPICS: dict[str, Topic] = {
             retention_ms=-1,
             compacted=True,
         ),
+        Topic(
+            EXPERIMENTS,
+            "experiment_id",
+            "Experiment definitions (latest per experiment): what services fold into their read model",
+            partitions=1,
+            retention_ms=-1,
+            compacted=True,
+        ),
+        Topic(EXPOSURES, "session_id", "Which variant of an experiment a session was shown (once per session)"),
     )
 }
 

@@ -14,6 +14,15 @@ from kasse_contracts.events.catalog import (
     StockReserved,
 )
 from kasse_contracts.events.common import Address, DiscountLine, LineItem, ProductRef, StockLine
+from kasse_contracts.events.experiments import (
+    ExperimentChanged,
+    ExperimentExposed,
+    ExperimentMetric,
+    ExperimentParameter,
+    ExperimentStatus,
+    GuardrailMetric,
+    Variant,
+)
 from kasse_contracts.events.orders import CancellationReason, OrderCancelled, OrderPlaced, ShippingSelection
 from kasse_contracts.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded
 from kasse_contracts.events.shipping import (
@@ -58,6 +67,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     ReturnReceived,
     ShipmentCancelled,
     CancellationRefused,
+    ExperimentChanged,
+    ExperimentExposed,
 )
 
 EVENTS_BY_TYPE: dict[str, type[Event]] = {e.event_type: e for e in ALL_EVENTS}
@@ -76,6 +87,12 @@ __all__ = [
     "CheckoutStarted",
     "DiscountLine",
     "Event",
+    "ExperimentChanged",
+    "ExperimentExposed",
+    "ExperimentMetric",
+    "ExperimentParameter",
+    "ExperimentStatus",
+    "GuardrailMetric",
     "ItemCondition",
     "LineItem",
     "MethodKind",
@@ -108,4 +125,5 @@ __all__ = [
     "StockLine",
     "StockRejected",
     "StockReserved",
+    "Variant",
 ]
