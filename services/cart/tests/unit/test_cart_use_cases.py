@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -26,8 +26,11 @@ from kasse_cart.domain.cart import CartLimits, ProductInfo
 from kasse_cart.domain.order import OrderStatus
 from kasse_cart.domain.promotions import CouponKind, FreeShippingPromotion
 from kasse_cart.domain.shipping import RateTable
+from kasse_cart.entrypoints.schemas import cart_out, order_out
 from kasse_common.envelope import encode
 from kasse_common.errors import Conflict, NotFound, Unprocessable
+from kasse_contracts.events import OrderPlaced
+from kasse_contracts.events.common import TaxClass
 
 pytestmark = pytest.mark.unit
 
@@ -411,3 +414,114 @@ async def test_a_place_order_retried_after_a_crash_keeps_its_own_coupon_redempti
     other_id, other_token = await new_cart(world, ("p1", 1))
     with pytest.raises(Unprocessable, match="used up"):
         await world.service.apply_coupon(other_id, other_token, "LAST")
+
+
+# -- VAT on the cart, the checkout, OrderPlaced and the order view ------------------------------------
+# A German, an Austrian and a US order. Worked example (hand-computed, the kit's rules): 2 x 19.99
+# (standard) + 1 x 15.00 book (reduced) = 54.98; 10 % coupon = 5.49, spread 3998:1500 by largest remainder
+# -> 3.99 / 1.50; shipping 4.95 split by the discounted goods 3599:1350 -> 3.60 / 1.35. Per rate, VAT on
+# the rate's gross total, rounded half up.
+
+TOTAL = 3998 + 1500 - 549 + 495
+EXPECTED = {
+    # country: {rate: (gross, net, vat)}
+    "DE": {1900: (3959, 3327, 632), 700: (1485, 1388, 97)},
+    "AT": {2000: (3959, 3299, 660), 1000: (1485, 1350, 135)},
+    "US": {0: (TOTAL, TOTAL, 0)},
+}
+
+
+async def _order(w: World, country: str) -> tuple[Any, Any, dict[str, Any]]:
+    await w.products.upsert(
+        ProductInfo("book", "SKU-BOOK", "A Book", "books", 1500, "EUR", 10, True, 1, TaxClass.REDUCED)
+    )
+    await w.rates.upsert(
+        "default",
+        RateTable(
+            revision=2,
+            origin_timezone="Europe/Berlin",
+            cutoff_local_time="14:00",
+            holidays=(date(2026, 11, 19),),
+            methods=(
+                {"method_id": "standard", "name": "Standard", "carrier": "SimPost", "rates": [
+                    {"countries": ["DE", "AT", "US"], "currency": "EUR", "free_shipping_threshold": None,
+                     "price_bands": [{"min_subtotal": 0, "price": 495}], "min_business_days": 1,
+                     "max_business_days": 2}]},
+            ),
+        ),
+    )  # fmt: skip
+    await w.admin.create_coupon(
+        code="TEN", kind=CouponKind.PERCENT, value=10, currency="EUR", min_subtotal=0, valid_from=None,
+        valid_until=None, usage_limit=None, per_customer_limit=None,
+    )  # fmt: skip
+    cart_id, token = await new_cart(w, ("p1", 2), ("book", 1))
+    await w.service.apply_coupon(cart_id, token, "TEN")
+    address = dict(ADDRESS, country=country, postal_code="10115" if country != "US" else "10001")
+    if country == "AT":
+        address["postal_code"] = "1010"
+    checkout = await w.service.begin_checkout(
+        cart_id, token, email="e@example.com", address=address, shipping_method_id="standard", billing_country=None
+    )
+    placed = await w.service.place_order(cart_id, token, f"key-{country}", None)
+    (event,) = w.events(w.orders, "OrderPlaced")
+    return checkout, placed, event
+
+
+def _by_rate(vat: dict[str, Any]) -> dict[int, tuple[int, int, int]]:
+    return {
+        r["rate_basis_points"]: (r["gross"]["amount"], r["net"]["amount"], r["vat"]["amount"]) for r in vat["rates"]
+    }
+
+
+@pytest.mark.parametrize("country", ["DE", "AT", "US"])
+async def test_the_right_vat_on_cart_checkout_event_and_order_view(world: World, country: str) -> None:
+    checkout, placed, event = await _order(world, country)
+    expected = EXPECTED[country]
+
+    # The checkout (cart) view, as the HTTP API shows it.
+    shown = json.loads(cart_out(checkout).model_dump_json())
+    assert _by_rate(shown["totals"]["vat"]) == expected
+    assert shown["totals"]["total"]["amount"] == TOTAL == shown["totals"]["vat"]["gross_total"]["amount"]
+    assert [(li["discount"]["amount"], li["discounted_total"]["amount"]) for li in shown["lines"]] == [
+        (399, 3599), (150, 1350)
+    ]  # fmt: skip
+    assert shown["totals"]["vat"]["export"] is (country == "US")
+    assert shown["totals"]["price_note"].startswith("inkl. MwSt." if country != "US" else "steuerfreie Ausfuhr")
+
+    # OrderPlaced carries each line's discounted amount and the breakdown, valid against the contract.
+    OrderPlaced.model_validate(event)
+    assert _by_rate(event["vat"]) == expected and event["vat"]["country"] == country
+    assert [li["discounted_total"]["amount"] for li in event["lines"]] == [3599, 1350]
+    assert [li["tax_class"] for li in event["lines"]] == ["standard", "reduced"]
+    rates = [li["vat_rate_basis_points"] for li in event["lines"]]
+    assert rates == {"DE": [1900, 700], "AT": [2000, 1000], "US": [0, 0]}[country]
+    assert sum(r["shipping"]["amount"] for r in event["vat"]["rates"]) == 495
+
+    # The order view.
+    view = await world.life.view(placed.order.order_id, placed.order_token)
+    order = json.loads(order_out(view).model_dump_json())
+    assert _by_rate(order["vat"]) == expected and order["total"]["amount"] == TOTAL
+    assert order["lines"][0]["discounted_total"]["amount"] == 3599
+
+
+async def test_before_checkout_the_cart_shows_the_shops_german_vat(world: World) -> None:
+    cart_id, token = await new_cart(world, ("p1", 1))
+    view = await world.service.get_cart(cart_id, token)
+    shown = json.loads(cart_out(view).model_dump_json())
+    assert shown["totals"]["vat"]["country"] == "DE"
+    assert _by_rate(shown["totals"]["vat"]) == {1900: (1999, 1680, 319)}
+    assert shown["totals"]["price_note"] == "inkl. MwSt., zzgl. Versand"
+    (update,) = world.events(world.carts, "CartUpdated")
+    assert update["items"][0]["vat_rate_basis_points"] == 1900
+
+
+async def test_a_tax_class_change_in_the_catalog_reaches_the_price_at_checkout(world: World) -> None:
+    cart_id, token = await new_cart(world, ("p1", 1))
+    p1 = await world.products.get("p1")
+    assert p1 is not None
+    await world.products.upsert(replace(p1, revision=2, tax_class=TaxClass.REDUCED))
+    view = await world.service.begin_checkout(
+        cart_id, token, email="e@example.com", address=dict(ADDRESS), shipping_method_id="standard",
+        billing_country=None,
+    )  # fmt: skip
+    assert [r.basis_points for r in view.vat.rates] == [700]

@@ -10,6 +10,7 @@ from kasse_cart.domain.cart import Cart, CartLine, CartStatus, CheckoutDetails, 
 from kasse_cart.domain.order import CancelReason, Order, OrderStatus, Shipment, TimelineEntry
 from kasse_cart.domain.promotions import Coupon, CouponKind
 from kasse_cart.domain.shipping import RateTable
+from kasse_contracts.events.common import TaxClass
 
 
 def cart_to_doc(cart: Cart) -> dict[str, Any]:
@@ -18,6 +19,8 @@ def cart_to_doc(cart: Cart) -> dict[str, Any]:
     doc.pop("version")
     doc["status"] = cart.status.value
     doc["item_count"] = cart.item_count  # for the abandonment query
+    for line in doc["lines"]:
+        line["tax_class"] = str(line["tax_class"])
     return doc
 
 
@@ -32,7 +35,7 @@ def cart_from_doc(doc: dict[str, Any]) -> Cart:
         last_activity_at=doc["last_activity_at"],
         customer_id=doc.get("customer_id"),
         email=doc.get("email"),
-        lines=[CartLine(**line) for line in doc.get("lines", [])],
+        lines=[_cart_line(line) for line in doc.get("lines", [])],
         coupon_code=doc.get("coupon_code"),
         status=CartStatus(doc.get("status", "open")),
         checkout=CheckoutDetails(**checkout) if checkout else None,
@@ -40,6 +43,10 @@ def cart_from_doc(doc: dict[str, Any]) -> Cart:
         abandoned_at=doc.get("abandoned_at"),
         version=doc.get("_version", 0),
     )
+
+
+def _cart_line(doc: dict[str, Any]) -> CartLine:
+    return CartLine(**{**doc, "tax_class": TaxClass(doc.get("tax_class") or TaxClass.STANDARD)})
 
 
 def order_to_doc(order: Order) -> dict[str, Any]:
@@ -99,11 +106,13 @@ def order_from_doc(doc: dict[str, Any]) -> Order:
 def product_to_doc(product: ProductInfo) -> dict[str, Any]:
     doc = asdict(product)
     doc.pop("product_id")
+    doc["tax_class"] = str(product.tax_class)
     return doc
 
 
 def product_from_doc(doc: dict[str, Any]) -> ProductInfo:
     fields = {k: v for k, v in doc.items() if k != "_id"}
+    fields["tax_class"] = TaxClass(fields.get("tax_class") or TaxClass.STANDARD)
     return ProductInfo(product_id=doc["_id"], **fields)
 
 

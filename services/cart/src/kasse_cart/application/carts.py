@@ -13,7 +13,7 @@ import hmac
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from kasse_cart.application.ports import (
@@ -32,6 +32,8 @@ from kasse_cart.domain.promotions import Coupon, FreeShippingPromotion, Totals, 
 from kasse_cart.domain.shipping import ShippingQuote, validate_address
 from kasse_common.envelope import derived_event_id
 from kasse_common.errors import Conflict, NotFound, Unprocessable
+from kasse_common.money.basket import BasketLine, PricedBasket, PricedLine
+from kasse_common.money.vat import Breakdown, default_vat_table
 from kasse_contracts.base import Money
 from kasse_contracts.events import (
     Address,
@@ -43,6 +45,7 @@ from kasse_contracts.events import (
     OrderPlaced,
     ShippingSelection,
 )
+from kasse_contracts.events.common import TaxClass, VatBreakdown, VatRateLine
 
 SAVE_ATTEMPTS = 5
 
@@ -52,6 +55,23 @@ class CartView:
     cart: Cart
     totals: Totals
     shipping: ShippingQuote | None
+    basket: PricedBasket  # the totals per line (discount shares) and per VAT rate
+
+    @property
+    def vat(self) -> Breakdown:
+        return self.basket.vat
+
+
+def vat_country(cart: Cart) -> str:
+    """Whose VAT the cart shows: the delivery country once checkout began, else the shop's (DE)."""
+    if cart.checkout is not None:
+        return str(cart.checkout.address["country"])
+    return default_vat_table().origin_country
+
+
+def price_cart(cart: Cart, totals: Totals, on: date) -> PricedBasket:
+    lines = [BasketLine(line.line_total, TaxClass(line.tax_class)) for line in cart.lines]
+    return totals.priced(lines, vat_country(cart), on)
 
 
 @dataclass(frozen=True)
@@ -227,12 +247,13 @@ class CartService:
                 started_at=now,
             )
             cart.last_activity_at = now
+            basket = price_cart(cart, totals, now.date())
             event = CheckoutStarted(
                 occurred_at=now,
                 session_id=cart.session_id,
                 customer_id=cart.customer_id,
                 cart_id=cart.cart_id,
-                items=[_line_item(line, cart.currency) for line in cart.lines],
+                items=[_line_item(line, cart.currency, p) for line, p in zip(cart.lines, basket.lines, strict=True)],
                 coupon_codes=[cart.coupon_code] if cart.coupon_code else [],
                 subtotal=_money(totals.subtotal, cart.currency),
                 total=_money(totals.total, cart.currency),
@@ -241,7 +262,7 @@ class CartService:
                 await self.carts.save(cart, [self.encode(event)])
             except StaleState:
                 continue
-            return CartView(cart, totals, quote)
+            return CartView(cart, totals, quote, basket)
         raise Conflict("the cart changed while checking out; try again")
 
     async def place_order(
@@ -278,7 +299,8 @@ class CartService:
         if coupon is not None and totals.item_discount_total > 0:
             if not await self.coupons.redeem(coupon, order_id, buyer):
                 raise Conflict(f"coupon {coupon.code} has been used up; remove it to continue")
-        event = self._order_placed(cart, checkout, quote, totals, order_id, client_ip, now)
+        basket = price_cart(cart, totals, now.date())
+        event = self._order_placed(cart, checkout, quote, totals, basket, order_id, client_ip, now)
         order = Order(
             order_id=order_id,
             placed_at=now,
@@ -325,7 +347,7 @@ class CartService:
                 except Unprocessable:
                     quote = None  # the method was withdrawn since: checkout must be begun again
         totals = await self._totals(cart, shipping_price=shipping_price, rate_free_threshold=rate_free)
-        return CartView(cart, totals, quote)
+        return CartView(cart, totals, quote, price_cart(cart, totals, self.clock().date()))
 
     # -- internals --------------------------------------------------------------------------------
     async def _authorised(self, cart_id: str, token: str | None) -> Cart:
@@ -405,6 +427,7 @@ class CartService:
                     f"only {product.stock_available} of product {line.product_id} in stock",
                     available=product.stock_available,
                 )
+            line.tax_class = product.tax_class
             if product.price != line.unit_price:
                 if line.previous_unit_price is None:
                     line.previous_unit_price = line.unit_price
@@ -436,15 +459,16 @@ class CartService:
         self, view: CartView, action: CartAction, line: CartLine | None, delta: int, now: datetime
     ) -> CartUpdated:
         cart, totals = view.cart, view.totals
+        priced = dict(zip((li.product_id for li in cart.lines), view.basket.lines, strict=True))
         return CartUpdated(
             occurred_at=now,
             session_id=cart.session_id,
             customer_id=cart.customer_id,
             cart_id=cart.cart_id,
             action=action,
-            line=_line_item(line, cart.currency) if line is not None else None,
+            line=_line_item(line, cart.currency, priced.get(line.product_id)) if line is not None else None,
             quantity_delta=delta,
-            items=[_line_item(li, cart.currency) for li in cart.lines],
+            items=[_line_item(li, cart.currency, priced[li.product_id]) for li in cart.lines],
             coupon_codes=[cart.coupon_code] if cart.coupon_code else [],
             subtotal=_money(totals.subtotal, cart.currency),
             discounts=[_discount_line(d, cart.currency) for d in totals.discounts],
@@ -457,6 +481,7 @@ class CartService:
         checkout: CheckoutDetails,
         quote: ShippingQuote,
         totals: Totals,
+        basket: PricedBasket,
         order_id: str,
         client_ip: str | None,
         now: datetime,
@@ -469,7 +494,7 @@ class CartService:
             order_id=order_id,
             cart_id=cart.cart_id,
             email=checkout.email,
-            lines=[_line_item(line, c) for line in cart.lines],
+            lines=[_line_item(line, c, p) for line, p in zip(cart.lines, basket.lines, strict=True)],
             discounts=[_discount_line(d, c) for d in totals.discounts],
             coupon_codes=[cart.coupon_code] if cart.coupon_code else [],
             shipping=ShippingSelection(
@@ -486,6 +511,7 @@ class CartService:
             discount_total=_money(totals.discount_total, c),
             shipping_total=_money(totals.shipping_total or 0, c),
             total=_money(totals.total, c),
+            vat=vat_breakdown(basket.vat, c),
             client_ip=client_ip,
         )
 
@@ -494,7 +520,7 @@ def _money(amount: int, currency: str) -> Money:
     return Money(amount=amount, currency=currency)
 
 
-def _line_item(line: CartLine, currency: str) -> LineItem:
+def _line_item(line: CartLine, currency: str, priced: PricedLine | None) -> LineItem:
     return LineItem(
         product_id=line.product_id,
         sku=line.sku,
@@ -503,6 +529,33 @@ def _line_item(line: CartLine, currency: str) -> LineItem:
         quantity=line.quantity,
         unit_price=_money(line.unit_price, currency),
         line_total=_money(line.line_total, currency),
+        discount=_money(priced.discount, currency) if priced else None,
+        discounted_total=_money(priced.discounted_total, currency) if priced else None,
+        tax_class=TaxClass(line.tax_class),
+        vat_rate_basis_points=priced.basis_points if priced else None,
+    )
+
+
+def vat_breakdown(breakdown: Breakdown, currency: str) -> VatBreakdown:
+    """The contract's view of a breakdown (OrderPlaced, and the cart and order views)."""
+    return VatBreakdown(
+        country=breakdown.country,
+        export=breakdown.export,
+        rates=[
+            VatRateLine(
+                rate_basis_points=r.basis_points,
+                goods_gross=_money(r.goods_gross, currency),
+                discount=_money(r.discount, currency),
+                shipping=_money(r.shipping, currency),
+                gross=_money(r.gross, currency),
+                net=_money(r.net, currency),
+                vat=_money(r.vat, currency),
+            )
+            for r in breakdown.rates
+        ],
+        net_total=_money(breakdown.net, currency),
+        vat_total=_money(breakdown.vat, currency),
+        gross_total=_money(breakdown.gross, currency),
     )
 
 

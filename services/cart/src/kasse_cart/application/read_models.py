@@ -8,6 +8,7 @@ from kasse_cart.domain.cart import ProductInfo
 from kasse_cart.domain.shipping import RateTable
 from kasse_common.envelope import OutgoingRecord
 from kasse_contracts.events import CartAction, ProductChanged, ShippingMethodsPublished
+from kasse_contracts.events.common import TaxClass
 
 
 def product_info(event: ProductChanged) -> ProductInfo:
@@ -21,6 +22,7 @@ def product_info(event: ProductChanged) -> ProductInfo:
         stock_available=event.stock_available,
         active=event.active,
         revision=event.revision,
+        tax_class=event.tax_class or TaxClass.STANDARD,
     )
 
 

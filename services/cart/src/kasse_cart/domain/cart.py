@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from kasse_common.errors import Conflict, Unprocessable
+from kasse_contracts.events.common import TaxClass
 
 
 class CartStatus(StrEnum):
@@ -40,6 +41,7 @@ class ProductInfo:
     stock_available: int
     active: bool
     revision: int
+    tax_class: TaxClass = TaxClass.STANDARD
 
 
 @dataclass
@@ -52,6 +54,7 @@ class CartLine:
     unit_price: int
     previous_unit_price: int | None = None  # set when the price changed since the shopper saw it
     available: bool = True  # the catalog still sells this quantity (checkout refuses otherwise)
+    tax_class: TaxClass = TaxClass.STANDARD  # the catalog's VAT class; the rate follows from it and the destination
 
     @property
     def line_total(self) -> int:
@@ -153,6 +156,7 @@ class Cart:
                 category=product.category,
                 quantity=new_quantity,
                 unit_price=product.price,
+                tax_class=product.tax_class,
             )
             self.lines.append(existing)
         else:
@@ -264,3 +268,4 @@ def _refresh(line: CartLine, product: ProductInfo) -> None:
     line.name = product.name
     line.sku = product.sku
     line.category = product.category
+    line.tax_class = product.tax_class

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from kasse_common.errors import Unprocessable
+from kasse_common.money.basket import BasketLine, PricedBasket, price_basket
 
 
 class CouponKind(StrEnum):
@@ -104,8 +106,23 @@ class Totals:
         return sum(d.amount for d in self.discounts if d.applies_to == "items")
 
     @property
+    def shipping_discount_total(self) -> int:
+        return sum(d.amount for d in self.discounts if d.applies_to == "shipping")
+
+    @property
     def total(self) -> int:
         return self.subtotal + (self.shipping_total or 0) - self.discount_total
+
+    def priced(self, lines: Sequence[BasketLine], country: str, on: date) -> PricedBasket:
+        """These totals per line and per VAT rate for a destination (the kit's basket rules)."""
+        return price_basket(
+            lines,
+            item_discount=self.item_discount_total,
+            shipping_price=self.shipping_total or 0,
+            shipping_discount=self.shipping_discount_total,
+            country=country,
+            on=on,
+        )
 
 
 def compute_totals(

@@ -7,13 +7,23 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kasse_cart.application.carts import CartView
+from kasse_cart.application.carts import CartView, vat_breakdown
 from kasse_cart.application.orders import OrderView
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon, CouponKind
 from kasse_cart.domain.shipping import ShippingQuote
 from kasse_common.http import problem_responses
 from kasse_contracts.events import Address, DiscountLine, LineItem, ShippingSelection
+from kasse_contracts.events.common import TaxClass, VatBreakdown
+
+# Item prices are gross for consumers (PAngV): said next to the prices the shopper sees.
+PRICE_NOTE = "inkl. MwSt., zzgl. Versand"
+EXPORT_NOTE = "steuerfreie Ausfuhrlieferung, keine MwSt., zzgl. Versand"
+
+
+def price_note(export: bool) -> str:
+    return EXPORT_NOTE if export else PRICE_NOTE
+
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 Identifier = Annotated[str, Field(min_length=1, max_length=200)]
@@ -89,6 +99,10 @@ class CartLineOut(BaseModel):
     price_changed: bool = Field(description="The price changed since the shopper added or last changed the line")
     previous_unit_price: Money | None
     available: bool = Field(description="False when the catalog no longer sells this quantity; checkout refuses")
+    discount: Money = Field(description="This line's share of the item discounts")
+    discounted_total: Money = Field(description="What the line costs after its share of the discounts")
+    tax_class: TaxClass
+    vat_rate_basis_points: int = Field(description="The VAT rate for the destination shown (1900 = 19 %)")
 
 
 class DiscountOut(BaseModel):
@@ -115,6 +129,8 @@ class TotalsOut(BaseModel):
     total: Money
     free_shipping: bool = Field(description="The basket qualifies for free shipping")
     coupon_notice: str | None = Field(description="Why the applied coupon gives no discount right now")
+    vat: VatBreakdown = Field(description="The VAT in the total per rate (the shop's country until checkout)")
+    price_note: str = Field(description="'inkl. MwSt., zzgl. Versand'; for an export, that no VAT is charged")
 
 
 class CartOut(BaseModel):
@@ -171,6 +187,8 @@ class OrderOut(BaseModel):
     subtotal: Money | None
     discount_total: Money | None
     shipping_total: Money | None
+    vat: VatBreakdown | None = Field(description="The VAT in the total per rate; null for orders placed before VAT")
+    price_note: str
     cancellation_reason: str | None
     refunded: Money
     tracking: TrackingOut | None
@@ -229,6 +247,10 @@ def cart_out(view: CartView) -> CartOut:
         item_count=cart.item_count,
         lines=[
             CartLineOut(
+                discount=money(priced.discount, c),
+                discounted_total=money(priced.discounted_total, c),
+                tax_class=TaxClass(line.tax_class),
+                vat_rate_basis_points=priced.basis_points,
                 product_id=line.product_id,
                 sku=line.sku,
                 name=line.name,
@@ -244,7 +266,7 @@ def cart_out(view: CartView) -> CartOut:
                     else None
                 ),
             )
-            for line in cart.lines
+            for line, priced in zip(cart.lines, view.basket.lines, strict=True)
         ],
         coupon_code=cart.coupon_code,
         totals=TotalsOut(
@@ -258,6 +280,8 @@ def cart_out(view: CartView) -> CartOut:
             total=money(totals.total, c),
             free_shipping=totals.free_shipping,
             coupon_notice=totals.coupon_notice,
+            vat=vat_breakdown(view.vat, c),
+            price_note=price_note(view.vat.export),
         ),
         checkout_started=cart.checkout is not None,
         shipping=shipping_out(view.shipping) if view.shipping else None,
@@ -286,6 +310,8 @@ def _order_fields(order: Order) -> dict[str, Any]:
         "subtotal": m("subtotal"),
         "discount_total": m("discount_total"),
         "shipping_total": m("shipping_total"),
+        "vat": d.get("vat"),
+        "price_note": price_note(bool((d.get("vat") or {}).get("export"))),
         "cancellation_reason": order.cancel_reason.value if order.cancel_reason else None,
         "refunded": money(order.refunded_amount, c),
         "tracking": TrackingOut(

@@ -84,7 +84,7 @@ class VatTable:
         if self.is_export(country):
             return 0
         for rate in self.rates:
-            if rate.country == country and rate.tax_class is tax_class and rate.valid_on(on):
+            if rate.country == country and rate.tax_class == tax_class and rate.valid_on(on):
                 return rate.basis_points
         raise Unprocessable(
             f"no VAT rate for {tax_class.value} goods to {country} on {on.isoformat()} (table {self.table_id})",
