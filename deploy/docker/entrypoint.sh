@@ -18,6 +18,7 @@ default_port() {
         payment) echo 8003 ;;
         shipping) echo 8004 ;;
         metrics) echo 8005 ;;
+        storefront) echo 8000 ;;
         *) echo 8000 ;;
     esac
 }

@@ -3,11 +3,6 @@ way Stripe does, build the events other services publish. Not used by the runnin
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +10,9 @@ from urllib.parse import parse_qs
 
 import stripe
 
+from kasse_common import stripe_signing
+from kasse_common.stripe_signing import intent_object as intent_object  # re-exported for the tests
+from kasse_common.stripe_signing import stripe_event as stripe_event
 from kasse_contracts.base import Money
 from kasse_contracts.events import OrderCancelled, ReturnReceived, StockReserved
 from kasse_contracts.events.common import StockLine
@@ -61,36 +59,7 @@ class RecordingHTTPClient(stripe.HTTPXClient):
 
 
 def sign(payload: str, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
-    t = int(time.time()) if timestamp is None else timestamp
-    signature = hmac.new(secret.encode(), f"{t}.{payload}".encode(), hashlib.sha256).hexdigest()
-    return f"t={t},v1={signature}"
-
-
-def stripe_event(kind: str, obj: dict[str, Any], event_id: str | None = None) -> str:
-    return json.dumps(
-        {
-            "id": event_id or f"evt_{uuid.uuid4().hex[:16]}",
-            "object": "event",
-            "api_version": "2025-01-27.acacia",
-            "created": int(time.time()),
-            "livemode": False,
-            "type": kind,
-            "data": {"object": obj},
-        }
-    )
-
-
-def intent_object(intent_id: str, order_id: str, amount: int, status: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": intent_id,
-        "object": "payment_intent",
-        "amount": amount,
-        "amount_received": amount if status == "succeeded" else 0,
-        "currency": "eur",
-        "status": status,
-        "metadata": {"order_id": order_id},
-        **extra,
-    }
+    return stripe_signing.sign(payload, secret, timestamp)
 
 
 def reserved(order_id: str) -> StockReserved:

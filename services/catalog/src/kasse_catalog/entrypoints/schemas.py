@@ -18,7 +18,8 @@ Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", m
 Category = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=50)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
-Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2000)]
+# An absolute http(s) URL, or a path on the shop's own host (the storefront serves /images/products/…).
+Url = Annotated[str, StringConstraints(pattern=r"^(https?://[^\s]+|/[^/\s][^\s]*)$", max_length=2000)]
 
 
 class Strict(BaseModel):

@@ -39,11 +39,26 @@ class Shop:
     namespace: Namespace
     log_dir: Path
     otlp_endpoint: str | None = None
-    ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in SERVICES})
+    # The storefront (web shop) on top of the five, with test payments: only the tests that use it.
+    with_storefront: bool = False
+    ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in (*SERVICES, "storefront")})
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
+
+    def storefront_env(self) -> dict[str, str]:
+        return {
+            "KASSE_PROFILE": "development",
+            "KASSE_STOREFRONT_HTTP_PORT": str(self.ports["storefront"]),
+            "KASSE_STOREFRONT_CATALOG_URL": self.url("catalog"),
+            "KASSE_STOREFRONT_CART_URL": self.url("cart"),
+            "KASSE_STOREFRONT_PAYMENT_URL": self.url("payment"),
+            "KASSE_STOREFRONT_SHIPPING_URL": self.url("shipping"),
+            "KASSE_STOREFRONT_TEST_PAYMENT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "KASSE_STOREFRONT_TEST_PAYMENT_INTERNAL_TOKEN": INTERNAL_TOKEN,
+            "KASSE_STOREFRONT_LOG_JSON": "true",
+        }
 
     def env(self, service: str) -> dict[str, str]:
         prefix = f"KASSE_{service.upper()}_"
@@ -96,10 +111,17 @@ class Shop:
             )
         # Side by side: each spends most of its start waiting for Kafka (topics, group join).
         await asyncio.gather(*(process.start(timeout=120) for process in self.processes.values()))
+        if self.with_storefront:
+            self.processes["storefront"] = await ServiceProcess(
+                [executable("storefront")],
+                self.storefront_env(),
+                port=self.ports["storefront"],
+                log_path=self.log_dir / "storefront.log",
+            ).start(timeout=60)
         return self
 
     async def stop(self) -> None:
-        for name in reversed(SERVICES):
+        for name in ("storefront", *reversed(SERVICES)):
             if name in self.processes:
                 await self.processes[name].stop()
 

@@ -1,0 +1,253 @@
+"""What each page needs, gathered from the services. Blocks that are not essential to a page
+(reviews, recommendations, the delivery promise, tracking) degrade to `None` when their service fails:
+the page still renders, without that block."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kasse_storefront.adapters.backends import BackendRefused, Backends, BackendUnavailable, Shopper
+from kasse_storefront.domain.shop import free_shipping_progress, rating_distribution
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A single parcel of an average product, for the product page's promise (the cart quotes its real basket).
+DEFAULT_WEIGHT_GRAMS = 500
+REVIEWS_FOR_DISTRIBUTION = 100
+
+
+async def optional(call: Awaitable[T], block: str) -> T | None:
+    """The block's data, or None when its service is down, slow or refuses: the page goes on."""
+    try:
+        return await call
+    except (BackendUnavailable, BackendRefused) as exc:
+        log.warning("page block degraded", extra={"block": block, "reason": str(exc)})
+        return None
+
+
+@dataclass
+class SearchQuery:
+    q: str = ""
+    category: str | None = None
+    min_price: int | None = None
+    max_price: int | None = None
+    in_stock: bool | None = None
+    min_rating: float | None = None
+    sort: str = "relevance"
+    page: int = 1
+
+    def params(self, page_size: int) -> dict[str, Any]:
+        return {
+            "q": self.q,
+            "category": self.category,
+            "min_price": self.min_price,
+            "max_price": self.max_price,
+            "in_stock": "true" if self.in_stock else None,
+            "min_rating": self.min_rating,
+            "sort": self.sort,
+            "page": self.page,
+            "page_size": page_size,
+        }
+
+
+class Storefront:
+    def __init__(self, backends: Backends, *, optional_timeout_s: float, country: str, page_size: int) -> None:
+        self.b = backends
+        self.optional_timeout_s = optional_timeout_s
+        self.country = country
+        self.page_size = page_size
+
+    # -- browsing -------------------------------------------------------------------------------
+    async def categories(self) -> list[dict[str, Any]]:
+        found = await optional(self.b.catalog.call("GET", "/v1/categories", timeout=self.optional_timeout_s), "nav")
+        return list(found["items"]) if found else []
+
+    async def home(self, shopper: Shopper, channel: dict[str, str]) -> dict[str, Any]:
+        popular = await self.b.catalog.call(
+            "GET", "/v1/products", shopper, params={"sort": "popularity", "page_size": 24, **channel}
+        )
+        items = popular["items"]
+        return {
+            "campaigns": [p for p in items if p.get("compare_at_price")][:4],
+            "top_sellers": items[:8],
+        }
+
+    async def search(self, shopper: Shopper, query: SearchQuery, channel: dict[str, str]) -> dict[str, Any]:
+        found = await self.b.catalog.call(
+            "GET", "/v1/products", shopper, params={**query.params(self.page_size), **channel}
+        )
+        pages = max(1, -(-found["total"] // self.page_size))
+        return {**found, "pages": pages}
+
+    async def product(
+        self, shopper: Shopper, ref: str, channel: dict[str, str], referrer: str | None
+    ) -> dict[str, Any]:
+        headers = {"Referer": referrer} if referrer else None
+        product = await self.b.catalog.call("GET", f"/v1/products/{ref}", shopper, params=channel, headers=headers)
+        pid = product["product_id"]
+        reviews, bought, viewed, promise = await asyncio.gather(
+            optional(self._reviews(pid), "reviews"),
+            optional(self._recommendations(pid, "bought_together"), "recommendations"),
+            optional(self._recommendations(pid, "viewed_together"), "recommendations"),
+            optional(self._promise(product), "delivery promise"),
+        )
+        return {"product": product, "reviews": reviews, "bought": bought, "viewed": viewed, "promise": promise}
+
+    async def _reviews(self, pid: str) -> dict[str, Any]:
+        page = await self.b.catalog.call(
+            "GET",
+            f"/v1/products/{pid}/reviews",
+            params={"page_size": REVIEWS_FOR_DISTRIBUTION},
+            timeout=self.optional_timeout_s,
+        )
+        return {**page, "distribution": rating_distribution(r["rating"] for r in page["items"])}
+
+    async def _recommendations(self, pid: str, kind: str) -> list[dict[str, Any]]:
+        found = await self.b.catalog.call(
+            "GET",
+            f"/v1/products/{pid}/recommendations",
+            params={"kind": kind, "limit": 4},
+            timeout=self.optional_timeout_s,
+        )
+        return [r["product"] for r in found["items"]]
+
+    async def _promise(self, product: dict[str, Any]) -> dict[str, Any] | None:
+        quote = await self.quote(product["price"], DEFAULT_WEIGHT_GRAMS, 1)
+        return quote["methods"][0] if quote["methods"] else None
+
+    async def quote(self, subtotal: dict[str, Any], weight: int, items: int) -> dict[str, Any]:
+        body = {
+            "country": self.country,
+            "basket": {"subtotal": subtotal, "weight_grams": weight, "item_count": items},
+        }
+        return await self.b.shipping.call("POST", "/v1/shipping/quotes", json=body, timeout=self.optional_timeout_s)  # type: ignore[no-any-return]
+
+    async def submit_review(self, shopper: Shopper, pid: str, review: dict[str, Any]) -> dict[str, Any]:
+        return await self.b.catalog.call("POST", f"/v1/products/{pid}/reviews", shopper, json=review)  # type: ignore[no-any-return]
+
+    # -- cart -----------------------------------------------------------------------------------
+    async def create_cart(self, shopper: Shopper) -> tuple[str, str]:
+        created = await self.b.cart.call("POST", "/v1/carts", shopper, json={})
+        return created["cart_id"], created["cart_token"]
+
+    def _cart_headers(self, token: str) -> dict[str, str]:
+        return {"X-Cart-Token": token}
+
+    async def cart(self, shopper: Shopper, cart_id: str, token: str) -> dict[str, Any]:
+        return await self.b.cart.call("GET", f"/v1/carts/{cart_id}", shopper, headers=self._cart_headers(token))  # type: ignore[no-any-return]
+
+    async def cart_page(self, shopper: Shopper, cart_id: str, token: str) -> dict[str, Any]:
+        cart = await self.cart(shopper, cart_id, token)
+        options, quote = await asyncio.gather(
+            optional(self.shipping_options(shopper, cart_id, token), "delivery options"),
+            optional(
+                self.quote(cart["totals"]["subtotal"], DEFAULT_WEIGHT_GRAMS, max(1, cart["item_count"])),
+                "free shipping",
+            ),
+        )
+        threshold = None
+        if quote and quote["methods"] and quote["methods"][0].get("free_shipping_threshold"):
+            threshold = quote["methods"][0]["free_shipping_threshold"]["amount"]
+        progress = free_shipping_progress(cart["totals"]["subtotal"]["amount"], threshold) if cart["lines"] else None
+        return {"cart": cart, "options": options, "free_shipping": progress}
+
+    async def shipping_options(
+        self, shopper: Shopper, cart_id: str, token: str, country: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await self.b.cart.call(  # type: ignore[no-any-return]
+            "GET",
+            f"/v1/carts/{cart_id}/shipping-options",
+            shopper,
+            params={"country": country or self.country},
+            headers=self._cart_headers(token),
+            timeout=self.optional_timeout_s,
+        )
+
+    async def add_item(self, shopper: Shopper, cart_id: str, token: str, product_id: str, quantity: int) -> Any:
+        body = {"product_id": product_id, "quantity": quantity}
+        return await self.b.cart.call(
+            "POST", f"/v1/carts/{cart_id}/items", shopper, json=body, headers=self._cart_headers(token)
+        )
+
+    async def set_quantity(self, shopper: Shopper, cart_id: str, token: str, product_id: str, quantity: int) -> Any:
+        return await self.b.cart.call(
+            "PUT",
+            f"/v1/carts/{cart_id}/items/{product_id}",
+            shopper,
+            json={"quantity": quantity},
+            headers=self._cart_headers(token),
+        )
+
+    async def remove_item(self, shopper: Shopper, cart_id: str, token: str, product_id: str) -> Any:
+        return await self.b.cart.call(
+            "DELETE", f"/v1/carts/{cart_id}/items/{product_id}", shopper, headers=self._cart_headers(token)
+        )
+
+    async def apply_coupon(self, shopper: Shopper, cart_id: str, token: str, code: str) -> Any:
+        return await self.b.cart.call(
+            "PUT", f"/v1/carts/{cart_id}/coupon", shopper, json={"code": code}, headers=self._cart_headers(token)
+        )
+
+    async def remove_coupon(self, shopper: Shopper, cart_id: str, token: str) -> Any:
+        return await self.b.cart.call(
+            "DELETE", f"/v1/carts/{cart_id}/coupon", shopper, headers=self._cart_headers(token)
+        )
+
+    async def begin_checkout(self, shopper: Shopper, cart_id: str, token: str, body: dict[str, Any]) -> Any:
+        return await self.b.cart.call(
+            "POST", f"/v1/carts/{cart_id}/checkout", shopper, json=body, headers=self._cart_headers(token)
+        )
+
+    async def place_order(self, shopper: Shopper, cart_id: str, token: str, idempotency_key: str) -> dict[str, Any]:
+        return await self.b.cart.call(  # type: ignore[no-any-return]
+            "POST",
+            f"/v1/carts/{cart_id}/order",
+            shopper,
+            headers={**self._cart_headers(token), "Idempotency-Key": idempotency_key},
+        )
+
+    # -- orders ---------------------------------------------------------------------------------
+    async def order(self, shopper: Shopper, order_id: str, token: str) -> dict[str, Any]:
+        return await self.b.cart.call("GET", f"/v1/orders/{order_id}", shopper, headers={"X-Order-Token": token})  # type: ignore[no-any-return]
+
+    async def order_page(self, shopper: Shopper, order_id: str, token: str) -> dict[str, Any]:
+        order, tracking, policy = await asyncio.gather(
+            self.order(shopper, order_id, token),
+            optional(
+                self.b.shipping.call("GET", f"/v1/orders/{order_id}/shipment", timeout=self.optional_timeout_s),
+                "tracking",
+            ),
+            optional(
+                self.b.shipping.call("GET", "/v1/returns/policy", timeout=self.optional_timeout_s), "return policy"
+            ),
+        )
+        return {"order": order, "tracking": tracking, "policy": policy}
+
+    async def cancel_order(self, shopper: Shopper, order_id: str, token: str) -> Any:
+        return await self.b.cart.call(
+            "POST", f"/v1/orders/{order_id}/cancel", shopper, headers={"X-Order-Token": token}
+        )
+
+    async def request_return(self, shopper: Shopper, order_id: str, body: dict[str, Any], idempotency_key: str) -> Any:
+        return await self.b.shipping.call(
+            "POST", f"/v1/orders/{order_id}/returns", shopper, json=body, headers={"Idempotency-Key": idempotency_key}
+        )
+
+    async def payment_intent(self, order_id: str, internal_token: str) -> str | None:
+        found = await self.b.payment.call(
+            "GET", f"/v1/payments/{order_id}", headers={"Authorization": f"Bearer {internal_token}"}
+        )
+        return found.get("payment_intent_id") if found.get("status") in ("requires_action", "processing") else None
+
+    async def deliver_test_webhook(self, payload: str, signature: str) -> Any:
+        return await self.b.payment.call(
+            "POST",
+            "/v1/webhooks/stripe",
+            content=payload.encode(),
+            headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
+        )

@@ -1,0 +1,140 @@
+"""The storefront's composition root: pooled clients to the services, pages, session and headers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from kasse_common.logs import configure_logging
+from kasse_storefront.adapters.backends import Backends
+from kasse_storefront.application.storefront import Storefront
+from kasse_storefront.entrypoints.pages import build_router
+from kasse_storefront.entrypoints.web import Renderer, Visit, build_environments
+from kasse_storefront.settings import StorefrontSettings
+
+log = logging.getLogger(__name__)
+
+STRIPE_JS = "https://js.stripe.com"
+
+
+def content_security_policy(stripe: bool) -> str:
+    """No inline script anywhere; Stripe's script and frames only on the payment page that uses them."""
+    script = "'self'" + (f" {STRIPE_JS}" if stripe else "")
+    frames = f"{STRIPE_JS} https://hooks.stripe.com" if stripe else "'none'"
+    connect = "'self'" + (" https://api.stripe.com" if stripe else "")
+    return (
+        f"default-src 'self'; script-src {script}; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+        f"connect-src {connect}; frame-src {frames}; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    )
+
+
+def create_app(
+    settings: StorefrontSettings | None = None, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    settings = settings or StorefrontSettings()
+    backends = Backends(
+        catalog=settings.catalog_url,
+        cart=settings.cart_url,
+        payment=settings.payment_url,
+        shipping=settings.shipping_url,
+        timeout_s=settings.backend_timeout_s,
+        pool=settings.backend_max_connections,
+        transport=transport,
+    )
+    shop = Storefront(
+        backends,
+        optional_timeout_s=settings.optional_timeout_s,
+        country=settings.default_country,
+        page_size=settings.page_size,
+    )
+    render = Renderer(build_environments(), test_payments=settings.test_payments)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.is_development:
+            log.warning(
+                "storefront runs in the development profile",
+                extra={
+                    "test_payments": settings.test_payments,
+                    "session_secret_set": settings.session_secret is not None,
+                },
+            )
+        yield
+        await backends.close()
+
+    app = FastAPI(title="Kasse storefront", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(build_router(settings, shop, render))
+    static = resources.files("kasse_storefront") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        reason = {404: "not_found", 403: "forbidden"}.get(exc.status_code, "bad_request")
+        if "session" not in request.scope:
+            return HTMLResponse(str(exc.detail), status_code=exc.status_code)
+        return render.page(
+            Visit(request),
+            "error.html",
+            exc.status_code,
+            categories=render.cached_categories() or [],
+            reason=reason,
+            detail=exc.detail,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return HTMLResponse(
+            "<!doctype html><html lang=de><title>Kasse</title><h1>Fehler / Error</h1>"
+            '<p><a href="/">Kasse</a></p></html>',
+            status_code=500,
+        )
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        h = response.headers
+        h["Content-Security-Policy"] = content_security_policy(bool(getattr(request.state, "stripe", False)))
+        h["X-Content-Type-Options"] = "nosniff"
+        h["Referrer-Policy"] = "strict-origin-when-cross-origin"
+        h["X-Frame-Options"] = "DENY"
+        h["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+        if settings.behind_tls:
+            h["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        if response.headers.get("content-type", "").startswith("text/html"):
+            h["Cache-Control"] = "no-store"  # pages carry the shopper's cart and CSRF token
+        return response
+
+    # Outermost: the signed, HttpOnly, SameSite=Lax cookie (Secure behind TLS) the handlers read.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.effective_session_secret,
+        session_cookie="kasse_session",
+        max_age=settings.session_max_age_s,
+        same_site="lax",
+        https_only=settings.behind_tls,
+    )
+    return app
+
+
+def run() -> None:
+    settings = StorefrontSettings()
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips=None,  # uvicorn's default: FORWARDED_ALLOW_IPS or 127.0.0.1 only
+    )

@@ -1,0 +1,215 @@
+"""The storefront against the services faked at the HTTP boundary (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from kasse_storefront.main import create_app
+from kasse_storefront.settings import StorefrontSettings
+
+pytestmark = pytest.mark.unit
+
+PRODUCT = {
+    "product_id": "prd_1",
+    "sku": "KIT-1",
+    "slug": "chef-knife",
+    "name": "Chef Knife",
+    "category": "kitchen",
+    "image": {"url": "/images/products/chef-knife.svg", "alt": "A knife"},
+    "images": [{"url": "/images/products/chef-knife.svg", "alt": "A knife"}],
+    "price": {"amount": 8900, "currency": "EUR"},
+    "compare_at_price": {"amount": 9900, "currency": "EUR"},
+    "in_stock": True,
+    "low_stock": False,
+    "stock_available": 30,
+    "rating": {"average": 4.5, "count": 2},
+    "description": "Sharp.",
+    "attributes": {"material": "steel"},
+    "active": True,
+}
+QUOTE = {
+    "methods": [
+        {
+            "method_id": "standard",
+            "name": "Standard",
+            "price": {"amount": 490, "currency": "EUR"},
+            "free_shipping": False,
+            "free_shipping_threshold": {"amount": 5000, "currency": "EUR"},
+            "delivery_from": "2026-12-02",
+            "delivery_to": "2026-12-03",
+        }
+    ]
+}
+REVIEWS = {
+    "items": [
+        {
+            "review_id": "r1",
+            "product_id": "prd_1",
+            "rating": 5,
+            "title": "Great",
+            "text": "Very sharp",
+            "author_name": "Erika",
+            "verified_purchase": True,
+            "created_at": "2026-11-30T10:00:00+00:00",
+        }
+    ],
+    "total": 1,
+    "rating": {"average": 5.0, "count": 1},
+}
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class FakeServices:
+    """Answers like the services do; `fail` makes a path answer 500; every request is kept."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.fail: set[str] = set()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if any(path.startswith(p) for p in self.fail):
+            return httpx.Response(500, json={"title": "boom"})
+        if path == "/v1/categories":
+            return httpx.Response(200, json={"items": [{"category": "kitchen", "products": 1}]})
+        if path == "/v1/products":
+            return httpx.Response(200, json={"items": [PRODUCT], "total": 1, "page": 1, "page_size": 12})
+        if path.endswith("/reviews"):
+            return httpx.Response(200, json=REVIEWS)
+        if path.endswith("/recommendations"):
+            return httpx.Response(200, json={"items": []})
+        if path.startswith("/v1/products/"):
+            return httpx.Response(200, json=PRODUCT)
+        if path == "/v1/shipping/quotes":
+            return httpx.Response(200, json=QUOTE)
+        return httpx.Response(404, json={"title": "Not found", "detail": f"no fake for {path}"})
+
+
+def settings(**overrides: Any) -> StorefrontSettings:
+    return StorefrontSettings(**{"profile": "development", **overrides})
+
+
+@pytest.fixture
+def services() -> FakeServices:
+    return FakeServices()
+
+
+@pytest.fixture
+async def client(services: FakeServices) -> Any:
+    app = create_app(settings(), transport=httpx.MockTransport(services))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop.test") as c,
+    ):
+        yield c
+
+
+async def test_product_page_shows_price_promise_reviews_in_german(client: httpx.AsyncClient) -> None:
+    r = await client.get("/p/chef-knife", headers={"referer": "https://www.google.com/"})
+    assert r.status_code == 200
+    html = r.text
+    assert '<html lang="de">' in html
+    assert "89,00\xa0€" in html and "<s>99,00\xa0€</s>" in html
+    assert "Geliefert bis Donnerstag, 3. Dezember" in html
+    assert "Verifizierter Kauf" in html
+    assert 'loading="lazy"' in html or 'fetchpriority="high"' in html
+    assert 'width="640" height="640"' in html
+
+
+async def test_the_shoppers_session_ip_and_channel_reach_the_catalog(
+    client: httpx.AsyncClient, services: FakeServices
+) -> None:
+    await client.get("/p/chef-knife", headers={"referer": "https://www.google.com/"})
+    view = next(r for r in services.requests if r.url.path == "/v1/products/chef-knife")
+    assert view.url.params["channel"] == "search"
+    assert view.headers["X-Session-Id"] and view.headers["X-Forwarded-For"] == "127.0.0.1"
+    await client.get("/?utm_source=newsletter&utm_medium=email")
+    home = [r for r in services.requests if r.url.path == "/v1/products"][-1]
+    assert home.url.params["utm_source"] == "newsletter" and "channel" not in home.url.params
+    assert home.headers["X-Session-Id"] == view.headers["X-Session-Id"]  # one session across pages
+
+
+async def test_failing_blocks_degrade_not_the_page(client: httpx.AsyncClient, services: FakeServices) -> None:
+    services.fail = {"/v1/products/prd_1/reviews", "/v1/products/prd_1/recommendations", "/v1/shipping"}
+    r = await client.get("/p/chef-knife")
+    assert r.status_code == 200
+    assert "Chef Knife" in r.text and "89,00" in r.text
+    assert "Die Bewertungen können gerade nicht angezeigt werden." in r.text
+    assert "Geliefert bis" not in r.text
+
+
+async def test_the_product_failing_is_a_clear_503_page(client: httpx.AsyncClient, services: FakeServices) -> None:
+    services.fail = {"/v1/products/chef-knife"}
+    r = await client.get("/p/chef-knife")
+    assert r.status_code == 503
+    assert "Gerade nicht erreichbar" in r.text
+
+
+async def test_english_formats_money_dates_and_plurals(client: httpx.AsyncClient) -> None:
+    r = await client.get("/lang/en?next=/p/chef-knife", follow_redirects=True)
+    assert '<html lang="en">' in r.text
+    assert "€89.00" in r.text and "Delivered by Thursday, 3 December" in r.text
+    assert "(0 items)" in r.text
+    r = await client.get("/lang/de?next=//evil.example")
+    assert r.headers["location"] == "/"  # no open redirect
+
+
+async def test_forms_without_the_csrf_token_are_refused(client: httpx.AsyncClient, services: FakeServices) -> None:
+    await client.get("/p/chef-knife")
+    r = await client.post("/cart/items", data={"product_id": "prd_1", "quantity": "1", "csrf": "forged"})
+    assert r.status_code == 403
+    assert not [q for q in services.requests if q.url.path.startswith("/v1/carts")]
+
+
+async def test_security_headers_and_cookie(client: httpx.AsyncClient) -> None:
+    r = await client.get("/")
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "unsafe-inline" not in csp and "stripe" not in csp
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "strict-transport-security" not in r.headers  # plain HTTP in development
+    cookie = r.headers["set-cookie"]
+    assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+    assert not re.search(r"<script>[^<]", r.text)  # no inline script
+
+
+async def test_test_payments_are_off_unless_configured(client: httpx.AsyncClient) -> None:
+    page = await client.get("/p/chef-knife")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    r = await client.post("/orders/ord_1/test-payment", data={"csrf": csrf.group(1), "outcome": "succeed"})
+    assert r.status_code == 404
+    assert "TESTZAHLUNG" not in page.text
+
+
+def test_production_refuses_to_start_without_a_session_secret_or_with_test_payments() -> None:
+    with pytest.raises(ValidationError, match="SESSION_SECRET"):
+        StorefrontSettings(profile="production")
+    with pytest.raises(ValidationError, match="only in the development profile"):
+        StorefrontSettings(profile="production", session_secret="s" * 40, test_payment_webhook_secret="whsec_x")
+    ok = StorefrontSettings(profile="production", session_secret="s" * 40)
+    assert ok.behind_tls and not ok.test_payments
+
+
+async def test_production_sends_hsts_and_secure_cookies(services: FakeServices) -> None:
+    app = create_app(
+        StorefrontSettings(profile="production", session_secret="s" * 40), transport=httpx.MockTransport(services)
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://shop.test") as c:
+        r = await c.get("/")
+    assert r.headers["strict-transport-security"].startswith("max-age=")
+    assert "secure" in r.headers["set-cookie"].lower()
+
+
+async def test_images_are_served_by_the_shop(client: httpx.AsyncClient) -> None:
+    r = await client.get("/images/products/320/chef-knife.svg")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+    assert "immutable" in r.headers["cache-control"]
+    assert (await client.get("/images/products/999/chef-knife.svg")).status_code == 404
