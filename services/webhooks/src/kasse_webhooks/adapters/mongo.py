@@ -1,0 +1,262 @@
+"""Mongo repositories: endpoints, the event log (for replay) and deliveries (the durable queue).
+
+FerretDB v1 compatible: plain finds, single-document conditional updates, no aggregation stages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from kasse_common.persistence import ConcurrencyError
+from kasse_webhooks.application.ports import Delivery, LoggedEvent
+from kasse_webhooks.domain.deliveries import AttemptResult, DeliveryStatus
+from kasse_webhooks.domain.endpoints import Endpoint, EndpointStatus, SigningSecret
+
+DUPLICATE_KEY = 11000
+
+
+def _endpoint_doc(e: Endpoint) -> dict[str, Any]:
+    return {
+        "_id": e.endpoint_id,
+        "url": e.url,
+        "event_types": e.event_types,
+        "description": e.description,
+        "secrets": [{"value": s.value, "created_at": s.created_at, "expires_at": s.expires_at} for s in e.secrets],
+        "status": e.status.value,
+        "created_at": e.created_at,
+        "disabled_reason": e.disabled_reason,
+        "disabled_at": e.disabled_at,
+        "_version": e.version,
+    }
+
+
+def _endpoint(doc: dict[str, Any]) -> Endpoint:
+    return Endpoint(
+        endpoint_id=doc["_id"],
+        url=doc["url"],
+        event_types=list(doc["event_types"]),
+        description=doc.get("description", ""),
+        secrets=[SigningSecret(s["value"], s["created_at"], s.get("expires_at")) for s in doc["secrets"]],
+        status=EndpointStatus(doc["status"]),
+        created_at=doc["created_at"],
+        disabled_reason=doc.get("disabled_reason", ""),
+        disabled_at=doc.get("disabled_at"),
+        version=doc.get("_version", 0),
+    )
+
+
+class MongoEndpoints:
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self.collection = db["endpoints"]
+
+    async def add(self, endpoint: Endpoint) -> None:
+        await self.collection.insert_one(_endpoint_doc(endpoint))
+
+    async def get(self, endpoint_id: str) -> Endpoint | None:
+        doc = await self.collection.find_one({"_id": endpoint_id})
+        return None if doc is None else _endpoint(doc)
+
+    async def all(self) -> list[Endpoint]:
+        return [_endpoint(doc) async for doc in self.collection.find({}).sort("created_at", ASCENDING)]
+
+    async def save(self, endpoint: Endpoint) -> Endpoint:
+        doc = _endpoint_doc(endpoint)
+        doc["_version"] = endpoint.version + 1
+        result = await self.collection.replace_one({"_id": endpoint.endpoint_id, "_version": endpoint.version}, doc)
+        if result.matched_count != 1:
+            raise ConcurrencyError(f"endpoint {endpoint.endpoint_id} changed meanwhile")
+        return _endpoint(doc)
+
+    async def delete(self, endpoint_id: str) -> bool:
+        return (await self.collection.delete_one({"_id": endpoint_id})).deleted_count == 1
+
+
+class MongoEventLog:
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self.collection = db["events"]
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("time", ASCENDING)])
+        await self.collection.create_index([("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)])
+
+    async def add(self, event: LoggedEvent) -> None:
+        try:
+            await self.collection.insert_one(
+                {
+                    "_id": event.event_id,
+                    "type": event.event_type,
+                    "subject": event.subject,
+                    "time": event.time,
+                    "topic": event.topic,
+                    "partition": event.partition,
+                    "offset": event.offset,
+                    "body": event.body,
+                }
+            )
+        except DuplicateKeyError:
+            pass  # the record came again (at least once): kept already
+
+    async def since(
+        self, *, time: datetime | None, offsets: dict[tuple[str, int], int] | None, limit: int
+    ) -> list[LoggedEvent]:
+        if time is not None:
+            query: dict[str, Any] = {"time": {"$gte": time}}
+        else:
+            query = {
+                "$or": [
+                    {"topic": topic, "partition": partition, "offset": {"$gte": offset}}
+                    for (topic, partition), offset in (offsets or {}).items()
+                ]
+            }
+        docs = [doc async for doc in self.collection.find(query).sort([("time", ASCENDING)]).limit(limit)]
+        # Kafka's order within a partition, time across partitions
+        docs.sort(key=lambda d: (d["time"], d["topic"], d["partition"], d["offset"]))
+        return [
+            LoggedEvent(
+                event_id=d["_id"],
+                event_type=d["type"],
+                subject=d["subject"],
+                time=d["time"],
+                topic=d["topic"],
+                partition=d["partition"],
+                offset=d["offset"],
+                body=d["body"],
+            )
+            for d in docs
+        ]
+
+    async def purge_before(self, time: datetime) -> int:
+        return (await self.collection.delete_many({"time": {"$lt": time}})).deleted_count
+
+
+def _delivery_doc(d: Delivery) -> dict[str, Any]:
+    return {
+        "_id": d.delivery_id,
+        "endpoint_id": d.endpoint_id,
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "key": d.key,
+        "seq": d.seq,
+        "body": d.body,
+        "status": d.status.value,
+        "created_at": d.created_at,
+        "next_attempt_at": d.next_attempt_at,
+        "origin": d.origin,
+        "attempt_count": d.attempt_count,
+        "attempts": d.attempts,
+        "lease_until": d.lease_until,
+        "delivered_at": d.delivered_at,
+    }
+
+
+def _delivery(doc: dict[str, Any]) -> Delivery:
+    return Delivery(
+        delivery_id=doc["_id"],
+        endpoint_id=doc["endpoint_id"],
+        event_id=doc["event_id"],
+        event_type=doc["event_type"],
+        key=doc["key"],
+        seq=doc["seq"],
+        body=doc["body"],
+        status=DeliveryStatus(doc["status"]),
+        created_at=doc["created_at"],
+        next_attempt_at=doc["next_attempt_at"],
+        origin=doc.get("origin", "event"),
+        attempt_count=doc.get("attempt_count", 0),
+        attempts=list(doc.get("attempts", [])),
+        lease_until=doc.get("lease_until"),
+        delivered_at=doc.get("delivered_at"),
+    )
+
+
+class MongoDeliveries:
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self.collection = db["deliveries"]
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("endpoint_id", ASCENDING), ("status", ASCENDING), ("seq", ASCENDING)])
+        await self.collection.create_index([("endpoint_id", ASCENDING), ("seq", DESCENDING)])
+
+    async def add_many(self, deliveries: list[Delivery]) -> None:
+        try:
+            await self.collection.insert_many([_delivery_doc(d) for d in deliveries], ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        doc = await self.collection.find_one({"_id": delivery_id})
+        return None if doc is None else _delivery(doc)
+
+    async def pending_heads(self, endpoint_id: str, scan: int) -> list[Delivery]:
+        cursor = (
+            self.collection.find({"endpoint_id": endpoint_id, "status": DeliveryStatus.PENDING.value})
+            .sort("seq", ASCENDING)
+            .limit(scan)
+        )
+        heads: dict[str, Delivery] = {}
+        async for doc in cursor:
+            if doc["key"] not in heads:
+                heads[doc["key"]] = _delivery(doc)
+        return list(heads.values())
+
+    async def claim(self, delivery_id: str, now: datetime, until: datetime) -> bool:
+        result = await self.collection.update_one(
+            {
+                "_id": delivery_id,
+                "status": DeliveryStatus.PENDING.value,
+                "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
+            },
+            {"$set": {"lease_until": until}},
+        )
+        return result.modified_count == 1
+
+    async def record_attempt(
+        self,
+        delivery: Delivery,
+        result: AttemptResult,
+        status: DeliveryStatus,
+        next_attempt_at: datetime | None,
+    ) -> None:
+        update: dict[str, Any] = {
+            "status": status.value,
+            "lease_until": None,
+            "last_status_code": result.status_code,
+        }
+        if next_attempt_at is not None:
+            update["next_attempt_at"] = next_attempt_at
+        if status is DeliveryStatus.SUCCEEDED:
+            update["delivered_at"] = result.started_at
+        await self.collection.update_one(
+            {"_id": delivery.delivery_id},
+            {"$set": update, "$inc": {"attempt_count": 1}, "$push": {"attempts": result.to_document()}},
+        )
+
+    async def list(self, endpoint_id: str, status: DeliveryStatus | None, limit: int) -> list[Delivery]:
+        query: dict[str, Any] = {"endpoint_id": endpoint_id}
+        if status is not None:
+            query["status"] = status.value
+        cursor = self.collection.find(query).sort("seq", DESCENDING).limit(limit)
+        return [_delivery(doc) async for doc in cursor]
+
+    async def requeue(self, endpoint_id: str, now: datetime) -> int:
+        result = await self.collection.update_many(
+            {
+                "endpoint_id": endpoint_id,
+                "status": {"$in": [DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]},
+            },
+            {
+                "$set": {
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempt_count": 0,
+                    "next_attempt_at": now,
+                    "lease_until": None,
+                }
+            },
+        )
+        return result.modified_count
