@@ -67,6 +67,7 @@ async def test_signed_cloudevents_in_order_per_key_and_a_dead_endpoint_never_del
             assert seen == event_ids
         # the dead endpoint hung on its first attempts (timeouts) all along
         assert dead.requests and not dead.delivered()
+
         async def slow_log() -> list[dict[str, Any]] | None:
             log = await webhooks.deliveries(slow_ep["endpoint_id"])
             return log if len(log) == 5 and all(d["status"] == "succeeded" for d in log) else None
