@@ -139,8 +139,12 @@ async def test_an_endpoint_failing_for_the_whole_schedule_is_disabled_and_the_op
         ep = await webhooks.register(dead.url, ["io.kasse.cart.OrderPlaced.v1"])
         await webhooks.register(healthy.url, ["io.kasse.cart.OrderPlaced.v1"])
         await test_publisher.publish(order_placed())
+        async def recorded(n: int) -> bool:
+            log = await webhooks.deliveries(ep["endpoint_id"])
+            return bool(log) and log[0]["attempt_count"] == n
+
         for n, wait in ((1, 60), (2, 120), (3, 240)):
-            await wait_until(lambda n=n: len(dead.requests) == n, timeout=30)
+            await wait_until(lambda n=n: recorded(n), timeout=30)  # attempt n recorded, its next one scheduled
             webhooks.clock.advance(timedelta(seconds=wait))
         endpoint = await wait_until(
             lambda: _disabled(webhooks, ep["endpoint_id"]), timeout=30, message="endpoint not disabled"
