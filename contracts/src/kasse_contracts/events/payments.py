@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from kasse_contracts import topics
-from kasse_contracts.base import FunnelEvent, Identifier, Money
+from kasse_contracts.base import ContractModel, FunnelEvent, Identifier, Money
+
+
+class RefundedLine(ContractModel):
+    """Units of an order line that a refund paid back, and what they were worth to the customer."""
+
+    product_id: Identifier
+    sku: Identifier | None = None
+    quantity: Annotated[int, Field(ge=1)]
+    amount: Money
 
 
 class PaymentCaptured(FunnelEvent):
@@ -52,3 +61,7 @@ class PaymentRefunded(FunnelEvent):
     total_refunded: Money
     full: bool
     reason: str = ""
+    lines: list[RefundedLine] = Field(
+        default_factory=list, description="The lines refunded (a return's units; a cancellation's remaining units)"
+    )
+    shipping: Money | None = Field(None, description="The part of amount that pays back shipping")

@@ -146,6 +146,9 @@ class ReturnRequested(FunnelEvent):
     comment: str = ""
     label_reference: str
     refund_amount: Money
+    shipping_refund: Money | None = Field(
+        None, description="The part of refund_amount that pays back shipping (policy: when everything came back)"
+    )
 
 
 class ReturnReceived(FunnelEvent):
@@ -158,7 +161,12 @@ class ReturnReceived(FunnelEvent):
     order_id: Identifier
     return_id: Identifier
     lines: list[ReturnLine]
-    refund_amount: Money
+    refund_amount: Money = Field(
+        description="What the customer paid for these units (their discount share), plus any shipping_refund"
+    )
+    shipping_refund: Money | None = Field(
+        None, description="The part of refund_amount that pays back shipping (policy: when everything came back)"
+    )
 
 
 class ShipmentCancelled(FunnelEvent):

@@ -64,7 +64,11 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
         deliver_after=timedelta(seconds=settings.carrier_deliver_after_s),
         tracking_url_template=settings.carrier_tracking_url_template,
     )
-    policy = ReturnPolicy(window_days=settings.return_window_days, conditions=RETURN_CONDITIONS)
+    policy = ReturnPolicy(
+        window_days=settings.return_window_days,
+        conditions=RETURN_CONDITIONS,
+        refund_shipping=settings.return_refund_shipping,
+    )
     fulfilment = FulfilmentService(fulfilments, carrier, rates, policy)
 
     runtime.produces(

@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from kasse_common.money.refunds import ShippingRefundPolicy
 from kasse_common.settings import ServiceSettings
 
 
@@ -31,3 +32,7 @@ class ShippingSettings(ServiceSettings):
     carrier_tracking_url_template: str | None = "https://track.simpost.example/{tracking_number}"
 
     return_window_days: int = Field(30, ge=0)
+    return_refund_shipping: ShippingRefundPolicy = Field(
+        ShippingRefundPolicy.WHEN_ALL_RETURNED,
+        description="when_all_returned: the return that brings the last unit back refunds the shipping; never",
+    )

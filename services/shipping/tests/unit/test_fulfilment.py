@@ -151,12 +151,13 @@ async def test_returns_inside_the_window_up_to_the_delivered_quantity() -> None:
     with pytest.raises(NotFound):
         await ask(("pan", 1), email="someone@else.de")
     second = await ask(("mug", 1), ("pan", 1), email="ERIKA@example.com ")
-    assert second.refund_amount.amount == 6000
+    # Everything is back: the default policy refunds the shipping (4.95) with the last return.
+    assert second.refund_amount.amount == 6000 + 495 and second.shipping_refund.amount == 495
     (received,) = [await world.service.receive_return(second.return_id)]
     assert received[1].status.value == "received"
     await world.service.receive_return(second.return_id)  # a second scan changes nothing
     assert len(world.published(ReturnRequested)) == 2
-    assert [e.refund_amount.amount for e in world.published(ReturnReceived)] == [6000]
+    assert [e.refund_amount.amount for e in world.published(ReturnReceived)] == [6495]
 
 
 async def test_the_window_closes_exactly_window_days_after_delivery() -> None:

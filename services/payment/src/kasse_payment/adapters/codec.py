@@ -9,9 +9,11 @@ from kasse_payment.domain.payment import (
     Failed,
     HistoryEntry,
     OrderFacts,
+    OrderLineFacts,
     Payment,
     PaymentStatus,
     Refund,
+    RefundLine,
     StripeNotice,
 )
 
@@ -33,6 +35,9 @@ def to_document(p: Payment) -> dict[str, Any]:
             "client_ip": o.client_ip,
             "billing_country": o.billing_country,
             "shipping_country": o.shipping_country,
+            "lines": [
+                {"product_id": li.product_id, "sku": li.sku, "quantity": li.quantity, "paid": li.paid} for li in o.lines
+            ],
         },
         # Flat copies for the velocity queries and their indexes.
         "email": o.email if o else None,
@@ -65,7 +70,18 @@ def to_document(p: Payment) -> dict[str, Any]:
             "intent_id": p.failure.intent_id,
         },
         "refunds": [
-            {"key": r.key, "amount": r.amount, "reason": r.reason, "state": r.state, "refund_id": r.refund_id}
+            {
+                "key": r.key,
+                "amount": r.amount,
+                "reason": r.reason,
+                "state": r.state,
+                "refund_id": r.refund_id,
+                "lines": [
+                    {"product_id": li.product_id, "sku": li.sku, "quantity": li.quantity, "amount": li.amount}
+                    for li in r.lines
+                ],
+                "shipping": r.shipping,
+            }
             for r in p.refunds
         ],
         "refunded_total": p.refunded_total,
@@ -110,6 +126,9 @@ def from_document(doc: dict[str, Any]) -> Payment:
             client_ip=o.get("client_ip"),
             billing_country=o.get("billing_country"),
             shipping_country=o.get("shipping_country"),
+            lines=tuple(
+                OrderLineFacts(li["product_id"], li["sku"], li["quantity"], li["paid"]) for li in o.get("lines", [])
+            ),
         ),
         stock_reserved=doc.get("stock_reserved", False),
         order_cancelled=doc.get("order_cancelled", False),
@@ -133,7 +152,18 @@ def from_document(doc: dict[str, Any]) -> Payment:
             failure["reason"], failure.get("decline_code"), failure.get("message", ""), failure.get("intent_id")
         ),
         refunds=[
-            Refund(key=r["key"], amount=r["amount"], reason=r["reason"], state=r["state"], refund_id=r.get("refund_id"))
+            Refund(
+                key=r["key"],
+                amount=r["amount"],
+                reason=r["reason"],
+                state=r["state"],
+                refund_id=r.get("refund_id"),
+                lines=tuple(
+                    RefundLine(li["product_id"], li.get("sku"), li["quantity"], li["amount"])
+                    for li in r.get("lines", [])
+                ),
+                shipping=r.get("shipping", 0),
+            )
             for r in doc.get("refunds", [])
         ],
         pending_notices=[

@@ -26,6 +26,7 @@ from kasse_contracts.events import (
     ReturnReceived,
     StockReserved,
 )
+from kasse_contracts.events.payments import RefundedLine
 from kasse_payment.application.ports import (
     FraudHistory,
     GatewayDeclined,
@@ -41,10 +42,12 @@ from kasse_payment.domain.payment import (
     DomainEvent,
     Failed,
     OrderFacts,
+    OrderLineFacts,
     Payment,
     PaymentStatus,
     Refund,
     Refunded,
+    RefundLine,
     StripeNotice,
 )
 
@@ -94,6 +97,16 @@ class PaymentService:
             client_ip=event.client_ip,
             billing_country=event.billing_country,
             shipping_country=event.shipping_address.country,
+            lines=tuple(
+                OrderLineFacts(
+                    line.product_id,
+                    line.sku,
+                    line.quantity,
+                    # What the customer paid for the line; older orders carry no discount share.
+                    (line.discounted_total or line.line_total).amount,
+                )
+                for line in event.lines
+            ),
         )
         await self._change(event.order_id, lambda p, now: p.record_order(facts, now), consumed_id=event_id)
         await self.advance(event.order_id)
@@ -108,9 +121,13 @@ class PaymentService:
 
     async def return_received(self, event: ReturnReceived, event_id: str) -> None:
         amount = event.refund_amount
+        lines = tuple(
+            RefundLine(line.product_id, line.sku, line.quantity, line.refund_amount.amount) for line in event.lines
+        )
+        shipping = event.shipping_refund.amount if event.shipping_refund else 0
 
         def request(p: Payment, now: datetime) -> None:
-            p.request_return_refund(event.return_id, amount.amount, amount.currency, now)
+            p.request_return_refund(event.return_id, amount.amount, amount.currency, now, lines, shipping)
 
         await self._change(event.order_id, request, consumed_id=event_id)
         await self.advance(event.order_id)
@@ -377,6 +394,16 @@ class PaymentService:
                 total_refunded=Money(amount=event.total_refunded, currency=order.currency),
                 full=event.full,
                 reason=event.reason,
+                lines=[
+                    RefundedLine(
+                        product_id=line.product_id,
+                        sku=line.sku,
+                        quantity=line.quantity,
+                        amount=Money(amount=line.amount, currency=order.currency),
+                    )
+                    for line in event.lines
+                ],
+                shipping=Money(amount=event.shipping, currency=order.currency) if event.shipping else None,
             ),
             derived_event_id("payment", oid, "refund", event.key),
         )

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from kasse_common.errors import Conflict
+from kasse_common.money.refunds import PaidLine, remaining_lines
 from kasse_payment.domain.fraud import FraudDecision, FraudOutcome
 
 
@@ -41,6 +42,24 @@ CUSTOMER_ACTION_STATES = ("requires_payment_method", "requires_confirmation", "r
 
 
 @dataclass(frozen=True)
+class RefundLine:
+    """Units of an order line a refund pays back, and what the customer paid for them."""
+
+    product_id: str
+    sku: str | None
+    quantity: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class OrderLineFacts:
+    product_id: str
+    sku: str
+    quantity: int
+    paid: int  # the line's discounted total
+
+
+@dataclass(frozen=True)
 class OrderFacts:
     amount: int
     currency: str
@@ -50,6 +69,7 @@ class OrderFacts:
     client_ip: str | None
     billing_country: str | None
     shipping_country: str | None
+    lines: tuple[OrderLineFacts, ...] = ()  # empty for orders recorded before lines were kept
 
 
 @dataclass
@@ -59,6 +79,8 @@ class Refund:
     reason: str
     state: str = "requested"  # requested → done
     refund_id: str | None = None
+    lines: tuple[RefundLine, ...] = ()  # which lines it pays back (a return's units; a cancellation's rest)
+    shipping: int = 0  # the part of `amount` that pays back shipping
 
 
 @dataclass
@@ -106,6 +128,8 @@ class Refunded:
     total_refunded: int
     full: bool
     reason: str
+    lines: tuple[RefundLine, ...] = ()
+    shipping: int = 0
 
 
 DomainEvent = Captured | Failed | Refunded
@@ -280,25 +304,62 @@ class Payment:
             return 0
         return self.order.amount - sum(r.amount for r in self.refunds if r.state != "failed")
 
-    def request_refund(self, key: str, amount: int | None, reason: str, now: datetime) -> Refund | None:
-        """Ask for a refund (None: all that is left). Repeating a key is a no-op."""
+    def request_refund(
+        self,
+        key: str,
+        amount: int | None,
+        reason: str,
+        now: datetime,
+        lines: tuple[RefundLine, ...] | None = None,
+        shipping: int = 0,
+    ) -> Refund | None:
+        """Ask for a refund (None: all that is left, for the units not refunded yet). Repeating a key is a no-op.
+
+        Never more than is left of the capture, whatever is asked."""
         if any(r.key == key for r in self.refunds):
             return None
         wanted = self.refundable if amount is None else min(amount, self.refundable)
         if wanted <= 0:
             self._note(now, f"refund {key} not needed: nothing left to refund")
             return None
-        refund = Refund(key=key, amount=wanted, reason=reason)
+        if lines is None:
+            # All that is left: the units no refund paid back yet, and the shipping if it is still in.
+            lines = self._unrefunded_lines()
+            shipping = max(wanted - sum(line.amount for line in lines), 0)
+        refund = Refund(key=key, amount=wanted, reason=reason, lines=lines, shipping=min(shipping, wanted))
         self.refunds.append(refund)
         self._note(now, f"refund {key} of {wanted} requested: {reason}")
         return refund
 
-    def request_return_refund(self, return_id: str, amount: int, currency: str, now: datetime) -> Refund | None:
-        """An accepted return: refund its amount (in part), at most what is left."""
+    def request_return_refund(
+        self,
+        return_id: str,
+        amount: int,
+        currency: str,
+        now: datetime,
+        lines: tuple[RefundLine, ...] = (),
+        shipping: int = 0,
+    ) -> Refund | None:
+        """An accepted return: refund its amount (what was paid for its units), at most what is left."""
         if self.order is not None and currency != self.order.currency:
             self._note(now, f"return {return_id} ignored: refund in {currency}, paid in {self.order.currency}")
             return None
-        return self.request_refund(f"return-{return_id}", amount, "return", now)
+        return self.request_refund(f"return-{return_id}", amount, "return", now, lines=lines, shipping=shipping)
+
+    def _unrefunded_lines(self) -> tuple[RefundLine, ...]:
+        """The order's units no refund has paid back yet, and what they are worth (the kit's rule)."""
+        if self.order is None or not self.order.lines:
+            return ()
+        refunded: dict[str, int] = {}
+        for r in self.refunds:
+            if r.state != "failed":
+                for line in r.lines:
+                    refunded[line.product_id] = refunded.get(line.product_id, 0) + line.quantity
+        paid = [PaidLine(li.product_id, li.quantity, li.paid) for li in self.order.lines]
+        skus = {li.product_id: li.sku for li in self.order.lines}
+        return tuple(
+            RefundLine(u.product_id, skus[u.product_id], u.quantity, u.amount) for u in remaining_lines(paid, refunded)
+        )
 
     @property
     def refunds_to_send(self) -> list[Refund]:
@@ -416,7 +477,9 @@ class Payment:
             now,
             f"refund {refund.key} of {refund.amount} done",
         )
-        return Refunded(refund.key, refund.refund_id or "", refund.amount, total, full, refund.reason)
+        return Refunded(
+            refund.key, refund.refund_id or "", refund.amount, total, full, refund.reason, refund.lines, refund.shipping
+        )
 
     def _move(self, status: PaymentStatus, now: datetime, note: str) -> None:
         self.status = status

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from kasse_common.envelope import derived_event_id
 from kasse_common.errors import NotFound
-from kasse_contracts.base import Event
+from kasse_contracts.base import Event, Money
 from kasse_contracts.events import OrderCancelled, OrderPlaced, PaymentCaptured, ReturnReason
 from kasse_shipping.application.ports import Carrier, FulfilmentRepository, PendingEvent, StaleState
 from kasse_shipping.application.rates import RateTableService
@@ -70,6 +70,7 @@ class FulfilmentService:
                     name=line.name,
                     quantity=line.quantity,
                     unit_price=line.unit_price,
+                    discounted_total=line.discounted_total,
                 )
                 for line in event.lines
             ],
@@ -80,6 +81,11 @@ class FulfilmentService:
             promised_to=event.shipping.promised_to,
             address=event.shipping_address,
             placed_at=event.occurred_at,
+            shipping_charged=Money(
+                amount=event.shipping_total.amount
+                - sum(d.amount.amount for d in event.discounts if d.applies_to == "shipping"),
+                currency=event.shipping_total.currency,
+            ),
         )
         await self._apply(event.order_id, event_id, lambda f, now: f.record_order(info))
 

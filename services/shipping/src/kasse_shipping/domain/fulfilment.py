@@ -15,6 +15,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from kasse_common.errors import Conflict, Unprocessable
+from kasse_common.money.refunds import PaidLine, ShippingRefundPolicy, return_refund
 from kasse_contracts.base import Event, Money
 from kasse_contracts.events import (
     Address,
@@ -38,6 +39,13 @@ class OrderLine(_Model):
     name: str
     quantity: int
     unit_price: Money
+    discounted_total: Money | None = None  # what the customer paid for the line; None from older orders
+
+    def paid(self) -> int:
+        """Orders placed before per-line discounts were published: the list price (payment caps the refund)."""
+        if self.discounted_total is not None:
+            return self.discounted_total.amount
+        return self.unit_price.amount * self.quantity
 
 
 class OrderInfo(_Model):
@@ -54,6 +62,7 @@ class OrderInfo(_Model):
     promised_to: date
     address: Address
     placed_at: datetime
+    shipping_charged: Money | None = None  # shipping after its discount (free shipping: 0)
 
 
 class PaymentInfo(_Model):
@@ -124,7 +133,8 @@ class ReturnCase(_Model):
     reason: ReturnReason
     comment: str = ""
     label_reference: str
-    refund_amount: Money
+    refund_amount: Money  # the items' refunds plus `shipping_refund`
+    shipping_refund: Money | None = None
     status: ReturnStatus
     requested_at: datetime
     received_at: datetime | None = None
@@ -134,6 +144,7 @@ class ReturnCase(_Model):
 class ReturnPolicy(_Model):
     window_days: int
     conditions: list[str]
+    refund_shipping: ShippingRefundPolicy = ShippingRefundPolicy.WHEN_ALL_RETURNED
 
     def deadline(self, delivered_at: datetime) -> datetime:
         return delivered_at + timedelta(days=self.window_days)
@@ -315,20 +326,35 @@ class Fulfilment(_Model):
             wanted[line.product_id] += line.quantity
         left = self.returnable()
         by_product = {line.product_id: line for line in order.lines}
-        items: list[ReturnItem] = []
         for product_id, quantity in wanted.items():
-            ordered = by_product.get(product_id)
-            if ordered is None:
+            if product_id not in by_product:
                 raise Unprocessable(f"{product_id} was not delivered with this order", reason="not_delivered")
             if quantity > left[product_id]:
                 raise Unprocessable(
                     f"{product_id}: {quantity} requested but only {max(left[product_id], 0)} can still be returned",
                     reason="quantity_exceeds_delivered",
                 )
-            refund = Money(amount=ordered.unit_price.amount * quantity, currency=ordered.unit_price.currency)
-            items.append(ReturnItem(product_id=product_id, sku=ordered.sku, quantity=quantity, refund_amount=refund))
-        currency = items[0].refund_amount.currency
-        total = Money(amount=sum(i.refund_amount.amount for i in items), currency=currency)
+        # What the customer paid for these units (their share of the discounts), exact over any sequence
+        # of returns; the shipping only where the policy says (the kit's money rules).
+        returned_before = Counter({pid: line.quantity - left[pid] for pid, line in by_product.items()})
+        refund = return_refund(
+            [PaidLine(line.product_id, line.quantity, line.paid()) for line in order.lines],
+            returned_before,
+            wanted,
+            shipping_charged=order.shipping_charged.amount if order.shipping_charged else 0,
+            policy=policy.refund_shipping,
+        )
+        currency = order.lines[0].unit_price.currency
+        items = [
+            ReturnItem(
+                product_id=r.product_id,
+                sku=by_product[r.product_id].sku,
+                quantity=r.quantity,
+                refund_amount=Money(amount=r.amount, currency=currency),
+            )
+            for r in refund.lines
+        ]
+        total = Money(amount=refund.total, currency=currency)
         case = ReturnCase(
             return_id=return_id,
             lines=items,
@@ -336,6 +362,7 @@ class Fulfilment(_Model):
             comment=comment,
             label_reference=label_reference,
             refund_amount=total,
+            shipping_refund=Money(amount=refund.shipping, currency=currency) if refund.shipping else None,
             status=ReturnStatus.REQUESTED,
             requested_at=now,
             session_id=session_id,
@@ -353,6 +380,7 @@ class Fulfilment(_Model):
                 comment=comment,
                 label_reference=label_reference,
                 refund_amount=total,
+                shipping_refund=case.shipping_refund,
             )
         ]
 
@@ -378,6 +406,7 @@ class Fulfilment(_Model):
                 return_id=return_id,
                 lines=_return_lines(case),
                 refund_amount=case.refund_amount,
+                shipping_refund=case.shipping_refund,
             )
         ]
 

@@ -102,7 +102,8 @@ class ReturnOut(BaseModel):
     comment: str
     label_reference: str = Field(description="Print it and stick it on the parcel")
     lines: list[ReturnLineOut]
-    refund_amount: Money
+    refund_amount: Money = Field(description="What was paid for these units (discount share) plus shipping_refund")
+    shipping_refund: Money | None = Field(None, description="Shipping paid back: the return that completes the order")
     requested_at: datetime
     received_at: datetime | None
 
@@ -140,6 +141,9 @@ class ReturnRequestIn(_In):
 class ReturnPolicyOut(BaseModel):
     window_days: int = Field(description="Days after delivery during which a return can be requested")
     conditions: list[str]
+    refund_shipping: str = Field(
+        description="when_all_returned: the return that brings the last unit back refunds the shipping; never"
+    )
 
 
 def _return_out(order_id: str, case: ReturnCase) -> ReturnOut:
@@ -152,6 +156,7 @@ def _return_out(order_id: str, case: ReturnCase) -> ReturnOut:
         label_reference=case.label_reference,
         lines=[ReturnLineOut(**line.model_dump()) for line in case.lines],
         refund_amount=case.refund_amount,
+        shipping_refund=case.shipping_refund,
         requested_at=case.requested_at,
         received_at=case.received_at,
     )
@@ -281,7 +286,11 @@ def build_router(
         response_model=ReturnPolicyOut,
     )
     async def return_policy() -> ReturnPolicyOut:
-        return ReturnPolicyOut(window_days=fulfilment.policy.window_days, conditions=fulfilment.policy.conditions)
+        return ReturnPolicyOut(
+            window_days=fulfilment.policy.window_days,
+            conditions=fulfilment.policy.conditions,
+            refund_shipping=fulfilment.policy.refund_shipping.value,
+        )
 
     @router.post(
         "/orders/{order_id}/returns",
