@@ -7,6 +7,7 @@ import logging
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import GCCollector, ProcessCollector
 
 from kasse_common.runtime import ServiceRuntime
 from kasse_contracts.topics import TOPICS, dead_letter_topic
@@ -34,7 +35,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     settings = settings or MetricsSettings()
     runtime = ServiceRuntime(settings)
     store = MongoCheckpointStore(runtime.db)
-    projection = Projection(settings.funnel_rules())
+    projection = Projection(settings.funnel_rules(), settings.dedupe_window_ids, settings.minute_resolution_minutes)
     sync = ProjectionSync(store, projection)
     queries = KpiQueries(projection, settings.stream_min_interval_s, lag=lambda: sync.lag_records)
     sync.listeners.append(queries.notify_changed)
@@ -68,7 +69,11 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     runtime.background(consumer.run)
     runtime.pausable(consumer.pause, consumer.resume)
     runtime.background(keep_projection_current)
-    runtime.prometheus_registry().register(KpiCollector(projection, consumer, dead_letters, sync))
+    registry = runtime.prometheus_registry()
+    registry.register(KpiCollector(projection, consumer, dead_letters, sync))
+    # Memory and GC visible: process_resident_memory_bytes, python_gc_collections_total, …
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
     app: FastAPI = runtime.create_app(
         title="Kasse metrics",
         description=DESCRIPTION,

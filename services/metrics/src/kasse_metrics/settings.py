@@ -21,6 +21,15 @@ class MetricsSettings(ServiceSettings):
     funnel_steps: tuple[str, ...] = Field(DEFAULT_STEPS, description="Ordered funnel steps (JSON list in the env)")
     funnel_conversion_window_s: float = Field(30 * 24 * 3600, gt=0, description="Max time from first to last step")
 
+    dedupe_window_ids: int = Field(
+        200_000,
+        ge=1,
+        description="Event ids remembered for dedupe (the latest ones): a re-publication arriving after this many"
+        " newer events is counted again. Crash recovery does not rely on it (offsets are stored with the state)",
+    )
+    minute_resolution_minutes: int = Field(
+        2880, ge=1440, description="Minutes kept at minute resolution; older ones are merged into days"
+    )
     ingest_max_records: int = Field(5000, ge=1, description="Records per poll")
     ingest_poll_timeout_ms: int = Field(50, ge=1)
     checkpoint_interval_s: float = Field(0.2, gt=0, description="How often consumed records are stored")

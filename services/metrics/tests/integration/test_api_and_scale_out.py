@@ -90,6 +90,8 @@ async def test_sse_stream_sends_a_new_report_when_events_arrive_and_prometheus_s
         assert "kasse_metrics_consumer_lag{" in text
         assert "kasse_metrics_events_per_second" in text
         assert "kasse_metrics_dead_lettered_total 0.0" in text
+        assert "process_resident_memory_bytes " in text and "python_gc_collections_total{" in text
+        assert "kasse_metrics_sessions_held 1.0" in text
         counts = (await client.get("/v1/kpis/events", params={"window": "all", "at": scenario.at.isoformat()})).json()
         assert counts["total"] == len(first) and counts["by_type"]["ProductViewed"] == 1
 

@@ -365,3 +365,46 @@ def test_asking_about_many_past_instants_does_not_grow_the_cache_without_bound()
     for i in range(1000):
         assert p.report(Window.named("5m", T0 + timedelta(minutes=i)))["funnel"][0]["sessions"] == (1 if i < 5 else 0)
     assert len(p._cache) <= Projection.CACHE_LIMIT
+
+
+def test_state_is_bounded_sessions_fold_old_minutes_merge_into_days_and_ids_are_a_window() -> None:
+    rules = FunnelRules(steps=("viewed", "paid"), conversion_window=timedelta(hours=1))
+    p = Projection(rules, dedupe_window_ids=100, minute_resolution_minutes=120)
+    day0 = T0.replace(hour=0)
+    # One converting session per 10 minutes over three days of event time, in time order.
+    for i in range(3 * 144):
+        t = day0 + timedelta(minutes=10 * i)
+        p.apply_all([_view(f"s{i}", t, f"v{i}"), _paid(f"s{i}", t + timedelta(seconds=30), f"p{i}")])
+        assert len(p.sessions) <= 6 + 2 + 1  # an hour's sessions and the fold interval, never all
+        assert len(p.ids) <= 100
+        assert len(p.buckets) <= 120 + 3 + 10  # recent minutes, one bucket per older day
+    assert p.sessions_folded > 400
+    everything = p.report(Window.named("all", None))
+    assert [s["sessions"] for s in everything["funnel"]] == [432, 432]  # folded sessions still count
+    assert everything["median_seconds_view_to_payment"] == 30.0
+    # The recent minutes keep minute resolution; a whole past day is still exact by day.
+    last = day0 + timedelta(minutes=10 * 431)
+    assert p.report(Window.named("1h", last))["funnel"][0]["sessions"] == 6
+    assert p.report(Window.named("24h", day0 + timedelta(days=1, minutes=-1)))["funnel"][0]["sessions"] == 144
+    # An id older than the window is forgotten (counted again); a recent one is a duplicate.
+    assert p.apply_all([_view("s431", last, "v431")]) == 0
+    assert p.apply_all([_view("s0", day0, "v0")]) == 1
+
+
+def test_aggregates_of_disjoint_sessions_add_up_to_the_whole(scenario_for: Any) -> None:
+    from kasse_metrics.application.decoding import FastDecoder
+    from kasse_metrics.domain.kpis import merged_counters, report_from
+
+    scenario = scenario_for("merge")
+    decoder = FastDecoder()
+    facts = [decoder(r.value, r.headers, 0) for r in scenario.all_records()]
+    whole, halves = Projection(), [Projection(), Projection()]
+    whole.apply_all(f for f in facts if f)
+    for f in facts:
+        assert f is not None
+        halves[zlib.crc32((f.session or f.event_id).encode()) % 2].apply_all([f])
+    assert all(len(h.sessions) < len(whole.sessions) for h in halves)
+    for window in ("all", "5m", "1h", "24h"):
+        w = Window.named(window, scenario.at)
+        merged = report_from(merged_counters([h.counters(w) for h in halves]), whole.rules, window)
+        assert merged == whole.report(w)

@@ -37,12 +37,15 @@ Other KPIs (event-time windows, same minute rule):
 from __future__ import annotations
 
 import statistics
+from bisect import bisect_left, insort
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
-from typing import Any, NamedTuple
+from enum import IntEnum
+from typing import Any
+
+import msgspec
 
 from kasse_common.errors import Unprocessable
 from kasse_metrics.domain.facts import (
@@ -77,6 +80,8 @@ STEP_EVENTS: dict[str, str] = {
 DEFAULT_STEPS: tuple[str, ...] = tuple(STEP_EVENTS)
 CHANNELS = ("search", "recommendation", "campaign", "social", "email", "direct")
 WINDOWS: dict[str, int | None] = {"all": None, "5m": 5, "1h": 60, "24h": 1440}
+MINUTES_PER_DAY = 1440
+FOLD_EVERY_MINUTES = 10  # of event time: state is bounded by the conversion window plus this
 
 
 @dataclass(frozen=True)
@@ -127,82 +132,126 @@ class Window:
         return cls("1m", minute, minute)
 
 
-@dataclass
-class Session:
-    step_times: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # epoch ms
-    views: list[tuple[int, str, str]] = field(default_factory=list)  # (ms, event id, channel)
-
-    def channel(self) -> str | None:
-        return min(self.views)[2] if self.views else None
-
-
-@dataclass
-class Order:
-    session_id: str | None = None
-    placed: tuple[int, str] | None = None  # (ms, event id): earliest wins
-    captured: list[tuple[int, int, str]] = field(default_factory=list)  # (ms, amount, currency)
-    refunds: list[int] = field(default_factory=list)
-    dispatched: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Cart:
-    adds: list[int] = field(default_factory=list)
-    abandoned: bool = False
-
-
-class Count(Enum):
+# IntEnums: hashed in C (a plain Enum's __hash__ is Python code, on the hot path of every fact).
+class Count(IntEnum):
     """Per-minute counters without a dimension."""
 
-    EVENTS = "events"
-    VIEWS = "views"
-    SEARCHES = "searches"
-    ADD_TO_CARTS = "add_to_carts"
-    CARTS_ABANDONED = "carts_abandoned"
-    ORDERS = "orders"
-    ORDERS_CANCELLED = "orders_cancelled"
-    PAYMENTS_CAPTURED = "payments_captured"
-    PAYMENTS_FAILED = "payments_failed"
-    PAYMENTS_FRAUD_BLOCKED = "payments_fraud_blocked"
-    REFUNDS = "refunds"
-    SHIPMENTS_DISPATCHED = "shipments_dispatched"
-    SHIPMENTS_DELIVERED = "shipments_delivered"
-    REVIEWS = "reviews"
-    RATING_SUM = "rating_sum"
+    EVENTS = 1
+    VIEWS = 2
+    SEARCHES = 3
+    ADD_TO_CARTS = 4
+    CARTS_ABANDONED = 5
+    ORDERS = 6
+    ORDERS_CANCELLED = 7
+    PAYMENTS_CAPTURED = 8
+    PAYMENTS_FAILED = 9
+    PAYMENTS_FRAUD_BLOCKED = 10
+    REFUNDS = 11
+    SHIPMENTS_DISPATCHED = 12
+    SHIPMENTS_DELIVERED = 13
+    REVIEWS = 14
+    RATING_SUM = 15
+    # Entity contributions, in the minute of the entity's first step / add / capture:
+    CARTS_STARTED = 16  # carts whose first add-to-cart is in the minute
+    CARTS_STARTED_ABANDONED = 17  # ... and that were abandoned
+    ORDERS_CAPTURED = 18  # orders first captured in the minute
+    ORDERS_CAPTURED_REFUNDED = 19  # ... and refunded
 
 
-class Measure(Enum):
+class Measure(IntEnum):
     """What a product or category breakdown row counts."""
 
-    VIEWS = "views"
-    ADD_TO_CARTS = "add_to_carts"
-    PURCHASES = "purchases"
-    UNITS = "units"
+    VIEWS = 1
+    ADD_TO_CARTS = 2
+    PURCHASES = 3
+    UNITS = 4
 
 
-class MoneyMeasure(Enum):
-    CAPTURED = "captured"  # payments captured in the currency
-    REVENUE = "revenue"
-    REFUNDED = "refunded"
+class MoneyMeasure(IntEnum):
+    CAPTURED = 1  # payments captured in the currency
+    REVENUE = 2
+    REFUNDED = 3
 
 
-class EventsOf(NamedTuple):
+class _Key(msgspec.Struct, frozen=True, gc=False):
+    """A typed counter key: equal only to a key of the same type with the same fields (unlike tuples)."""
+
+
+class EventsOf(_Key, frozen=True, gc=False):
     event: str  # the contract event's class name
 
 
-class ByItem(NamedTuple):
+class ByItem(_Key, frozen=True, gc=False):
     measure: Measure
     dimension: str  # "product" | "category"
     name: str
 
 
-class InCurrency(NamedTuple):
+class InCurrency(_Key, frozen=True, gc=False):
     measure: MoneyMeasure
     currency: str
 
 
-CounterKey = Count | EventsOf | ByItem | InCurrency
+class CohortDepth(_Key, frozen=True, gc=False):
+    """Sessions whose first step is in the minute and that reached `depth` steps."""
+
+    depth: int
+    channel: str | None  # the channel of the session's first view (None: the total over channels)
+
+
+class ViewToPay(_Key, frozen=True, gc=False):
+    ms: int  # first step → paid, of a session of the minute's cohort
+
+
+class PayToShip(_Key, frozen=True, gc=False):
+    ms: int  # first capture → first dispatch, of an order first captured in the minute
+
+
+class ChannelRevenue(_Key, frozen=True, gc=False):
+    channel: str
+    currency: str
+
+
+CounterKey = Count | EventsOf | ByItem | InCurrency | CohortDepth | ViewToPay | PayToShip | ChannelRevenue
 Bucket = Counter[CounterKey]
+Contribution = list[tuple[int, CounterKey, int]]  # (minute, key, amount)
+
+_STEP_OF: dict[type[Fact], str] = {
+    Viewed: "viewed",
+    CartAdded: "added_to_cart",
+    CheckoutBegan: "checkout_started",
+    Placed: "order_placed",
+    Captured: "paid",
+    Dispatched: "shipped",
+    Delivered: "delivered",
+}
+
+
+class OrderState(msgspec.Struct, gc=False):
+    captured: tuple[int, int, str] | None = None  # earliest (ms, amount, currency)
+    refunded: bool = False
+    dispatched: int | None = None  # earliest dispatch, ms
+
+
+class CartState(msgspec.Struct, gc=False):
+    first_add: int | None = None
+    abandoned: bool = False
+
+
+class SessionState(msgspec.Struct, gc=False):
+    """What a session's KPIs need: its step times, the channel of its first view, its orders and carts."""
+
+    steps: list[list[int]]  # per funnel step (rules' order): the times it was reached, epoch ms
+    last_ms: int  # latest event time: a session idle for a whole conversion window is folded
+    first_view: tuple[int, str, str] | None = None  # (ms, event id, channel): earliest wins
+    orders: dict[str, OrderState] = msgspec.field(default_factory=dict)
+    carts: dict[str, CartState] = msgspec.field(default_factory=dict)
+    # What it adds to the minute aggregates now (derived: `Projection.contribution`), kept so an
+    # update only computes the new one.
+    contributed: tuple[tuple[int, Any, int], ...] = ()
+
+    def channel(self) -> str | None:
+        return self.first_view[2] if self.first_view else None
 
 
 def _rate(numerator: int, denominator: int) -> dict[str, Any]:
@@ -213,7 +262,11 @@ def _rate(numerator: int, denominator: int) -> dict[str, Any]:
     }
 
 
-def _median(values: Sequence[float]) -> float | None:
+def _median_of(c: Bucket, kind: type[ViewToPay] | type[PayToShip]) -> float | None:
+    values: list[float] = []
+    for k, n in c.items():
+        if isinstance(k, kind) and n > 0:
+            values.extend([k.ms / 1000] * n)
     return float(statistics.median(values)) if values else None
 
 
@@ -225,32 +278,79 @@ def _minute(ms: int) -> int:
     return ms // 60_000
 
 
-class Projection:
-    """All facts folded into entities (sessions, orders, carts) and per-minute counters.
+class IdWindow:
+    """The event ids applied lately, for dedupe: at most `max_ids`, oldest forgotten first.
 
-    `apply` is commutative: facts may come in any order (partitions interleave, late events), and the
-    result depends only on the set of facts. `apply_all` applies each event id once: a fact whose id
-    was applied before (a redelivery, a duplicated publish, a replay, a segment read twice) is skipped.
-    That is the dedupe; the ids are the state it needs. `apply` dispatches on the fact's type.
+    Exactly-once across crashes comes from offsets stored with the state; the ids only need to catch
+    re-publications (a relay redelivering, a producer retrying) and overlapping checkpoints, which
+    arrive close behind the original. A copy arriving after `max_ids` newer events is counted again.
     """
 
-    def __init__(self, rules: FunnelRules | None = None) -> None:
+    def __init__(self, max_ids: int) -> None:
+        self.max_ids = max_ids
+        self.ids: dict[str, None] = {}
+        self.forgotten = 0
+
+    def add(self, event_id: str) -> bool:
+        """True when new (and now remembered), False for a duplicate within the window."""
+        ids = self.ids
+        if event_id in ids:
+            return False
+        ids[event_id] = None
+        if len(ids) > self.max_ids:
+            del ids[next(iter(ids))]
+            self.forgotten += 1
+        return True
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Projection:
+    """Sessions (with their orders and carts) folded incrementally into per-minute aggregates.
+
+    Every fact adds to the counters of its minute (traffic, views by product, revenue, …) and
+    updates its session's entity; the session's *contribution* to the minute aggregates (its cohort
+    minute and depth, its orders' capture minute and refund, its carts' first add, the durations
+    the medians need) is recomputed and the difference applied. So every KPI is read from the
+    aggregates alone (`counters`), never by walking sessions, and aggregates of disjoint sets of
+    sessions merge by addition (`merged`).
+
+    Bounded: a session idle for a whole conversion window can no longer change the funnel; it is
+    dropped (its contribution stays in the aggregates), as are ids past the dedupe window.
+
+    `apply` is commutative for the facts it holds entities for: facts may come in any order
+    (partitions interleave, late events). `apply_all` applies each event id once (within the window).
+    """
+
+    def __init__(
+        self,
+        rules: FunnelRules | None = None,
+        dedupe_window_ids: int = 200_000,
+        minute_resolution_minutes: int = 2 * MINUTES_PER_DAY,
+    ) -> None:
         self.rules = rules or FunnelRules()
-        self.sessions: dict[str, Session] = defaultdict(Session)
-        self.orders: dict[str, Order] = defaultdict(Order)
-        self.carts: dict[str, Cart] = defaultdict(Cart)
+        self.minute_resolution_minutes = minute_resolution_minutes
+        self.sessions: dict[str, SessionState] = {}
         self.buckets: dict[int, Bucket] = defaultdict(Counter)
+        self.total: Bucket = Counter()  # the sum of every bucket: the "all" window without a sum
         self.facts_applied = 0
-        self.event_ids: set[str] = set()
+        self.ids = IdWindow(dedupe_window_ids)
+        self.watermark_ms = 0  # the latest event time seen
+        self.sessions_folded = 0
+        self._last_fold_minute = 0
         self.version = 0  # grows with every applied batch; caches key on it
         self._cache: dict[Any, Any] = {}
+        self._step_index = {step: i for i, step in enumerate(self.rules.steps)}
+        self._window_ms = self.rules.conversion_window // timedelta(milliseconds=1)
+        self._paid_index = self._step_index.get("paid")
         self._appliers: dict[type[Fact], Callable[[Any, Bucket], None]] = {
             Viewed: self._viewed,
             Searched: self._searched,
             CartAdded: self._cart_added,
             CartChanged: _nothing,
             CartLeft: self._cart_left,
-            CheckoutBegan: self._checkout,
+            CheckoutBegan: _nothing,
             Placed: self._placed,
             Cancelled: self._cancelled,
             Captured: self._captured,
@@ -264,104 +364,224 @@ class Projection:
 
     # -- write side ---------------------------------------------------------------------------
     def apply_all(self, facts: Iterable[Fact]) -> int:
-        """Apply the facts whose event id is new; returns how many."""
+        """Apply the facts whose event id is new (within the dedupe window); returns how many."""
         n = 0
-        ids = self.event_ids
+        add = self.ids.add
         for f in facts:
-            if f.event_id in ids:
-                continue
-            ids.add(f.event_id)
-            self.apply(f)
-            n += 1
+            if add(f.event_id):
+                self.apply(f)
+                n += 1
         if n:
             self.version += 1
             self._cache.clear()
+            if _minute(self.watermark_ms) >= self._last_fold_minute + FOLD_EVERY_MINUTES:
+                self.fold()
         return n
 
     def apply(self, f: Fact) -> None:
         self.facts_applied += 1
-        b = self.buckets[f.ms // 60_000]
+        ms = f.ms
+        if ms > self.watermark_ms:
+            self.watermark_ms = ms
+        minute = ms // 60_000
+        b = self.buckets[minute]
+        t = self.total
         b[Count.EVENTS] += 1
-        b[EventsOf(event_name(f))] += 1
+        t[Count.EVENTS] += 1
+        key = EventsOf(event_name(f))
+        b[key] += 1
+        t[key] += 1
         self._appliers[type(f)](f, b)
+        if (f.session is not None and type(f) in _STEP_OF) or isinstance(f, CartLeft | Refunded):
+            self._update_session(f)
 
-    def _step(self, f: Fact, step: str) -> None:
-        if f.session:
-            self.sessions[f.session].step_times[step].append(f.ms)
+    def _count(self, b: Bucket, key: CounterKey, n: int = 1) -> None:
+        b[key] += n
+        self.total[key] += n
+
+    def _update_session(self, f: Fact) -> None:
+        sid = f.session
+        if sid is None:
+            return
+        s = self.sessions.get(sid)
+        if s is None:
+            s = self.sessions[sid] = SessionState([[] for _ in self.rules.steps], f.ms)
+        elif f.ms > s.last_ms:
+            s.last_ms = f.ms
+        step = _STEP_OF.get(type(f))
+        if step is not None and step in self._step_index:
+            insort(s.steps[self._step_index[step]], f.ms)
+        if isinstance(f, Viewed):
+            view = (f.ms, f.event_id, f.channel)
+            if s.first_view is None or view < s.first_view:
+                s.first_view = view
+        elif isinstance(f, CartAdded):
+            cart = s.carts.setdefault(f.cart, CartState())
+            if cart.first_add is None or f.ms < cart.first_add:
+                cart.first_add = f.ms
+        elif isinstance(f, CartLeft):
+            s.carts.setdefault(f.cart, CartState()).abandoned = True
+        elif isinstance(f, Captured):
+            order = s.orders.setdefault(f.order, OrderState())
+            capture = (f.ms, f.amount, f.currency)
+            if order.captured is None or capture < order.captured:
+                order.captured = capture
+        elif isinstance(f, Refunded):
+            s.orders.setdefault(f.order, OrderState()).refunded = True
+        elif isinstance(f, Dispatched):
+            order = s.orders.setdefault(f.order, OrderState())
+            if order.dispatched is None or f.ms < order.dispatched:
+                order.dispatched = f.ms
+        before = s.contributed
+        after = tuple(self.contribution(s))
+        if after != before:
+            s.contributed = after
+            for minute, key, n in before:
+                self._add(minute, key, -n)
+            for minute, key, n in after:
+                self._add(minute, key, n)
+
+    def _add(self, minute: int, key: CounterKey, n: int) -> None:
+        b = self.buckets[minute]
+        v = b[key] + n
+        if v:
+            b[key] = v
+        else:
+            del b[key]
+        v = self.total[key] + n
+        if v:
+            self.total[key] = v
+        else:
+            del self.total[key]
+
+    def session_path(self, s: SessionState) -> list[int]:
+        """The times (epoch ms) the session reached each step, in order, under the rules (empty: not in funnel)."""
+        reached: list[int] = []
+        for times in s.steps:
+            if not times:
+                break
+            if reached:
+                i = bisect_left(times, reached[-1])  # the earliest not before the previous step
+                if i == len(times):
+                    break
+                t = times[i]
+                if t - reached[0] > self._window_ms:
+                    break
+            else:
+                t = times[0]
+            reached.append(t)
+        return reached
+
+    def contribution(self, s: SessionState) -> Contribution:
+        """What a session adds to the minute aggregates (see the class doc)."""
+        out: Contribution = []
+        path = self.session_path(s)
+        channel = s.channel()
+        if path:
+            m0 = path[0] // 60_000
+            out.append((m0, CohortDepth(len(path), None), 1))
+            out.append((m0, CohortDepth(len(path), channel), 1))
+            if self._paid_index is not None and len(path) > self._paid_index:
+                out.append((m0, ViewToPay(path[self._paid_index] - path[0]), 1))
+        for cart in s.carts.values():
+            if cart.first_add is not None:
+                m = cart.first_add // 60_000
+                out.append((m, Count.CARTS_STARTED, 1))
+                if cart.abandoned:
+                    out.append((m, Count.CARTS_STARTED_ABANDONED, 1))
+        for order in s.orders.values():
+            if order.captured is None:
+                continue
+            t, amount, currency = order.captured
+            m = t // 60_000
+            out.append((m, Count.ORDERS_CAPTURED, 1))
+            if order.refunded:
+                out.append((m, Count.ORDERS_CAPTURED_REFUNDED, 1))
+            if order.dispatched is not None:
+                out.append((m, PayToShip(order.dispatched - t), 1))
+            if channel is not None:
+                out.append((m, ChannelRevenue(channel, currency), amount))
+        return out
+
+    def fold(self) -> int:
+        """Bound the state (runs every FOLD_EVERY_MINUTES of event time):
+        - forget the sessions idle for a whole conversion window: no later step of theirs could
+          count (a step counts only within the window of the first); their contribution stays in
+          the minute aggregates;
+        - merge the minutes older than `minute_resolution_minutes` before the watermark into one
+          bucket per day (kept at the day's first minute): windows that end that far back are
+          answered at day resolution.
+        Returns how many sessions were dropped."""
+        watermark_minute = _minute(self.watermark_ms)
+        self._last_fold_minute = watermark_minute
+        horizon = self.watermark_ms - self._window_ms
+        stale = [sid for sid, s in self.sessions.items() if s.last_ms < horizon]
+        for sid in stale:
+            del self.sessions[sid]
+        self.sessions_folded += len(stale)
+        oldest_minute = watermark_minute - self.minute_resolution_minutes
+        old = [m for m in self.buckets if m < oldest_minute and m % MINUTES_PER_DAY]
+        for m in old:
+            day = self.buckets[m - m % MINUTES_PER_DAY]
+            for key, n in self.buckets.pop(m).items():
+                v = day[key] + n
+                if v:
+                    day[key] = v
+                else:
+                    del day[key]
+        return len(stale)
 
     def _viewed(self, f: Viewed, b: Bucket) -> None:
         if not f.session:
             return
-        s = self.sessions[f.session]
-        s.step_times["viewed"].append(f.ms)
-        s.views.append((f.ms, f.event_id, f.channel))
-        b[Count.VIEWS] += 1
-        b[ByItem(Measure.VIEWS, "product", f.product)] += 1
-        b[ByItem(Measure.VIEWS, "category", f.category)] += 1
+        self._count(b, Count.VIEWS)
+        self._count(b, ByItem(Measure.VIEWS, "product", f.product))
+        self._count(b, ByItem(Measure.VIEWS, "category", f.category))
 
     def _searched(self, f: Searched, b: Bucket) -> None:
-        b[Count.SEARCHES] += 1
+        self._count(b, Count.SEARCHES)
 
     def _cart_added(self, f: CartAdded, b: Bucket) -> None:
-        self._step(f, "added_to_cart")
-        self.carts[f.cart].adds.append(f.ms)
-        b[Count.ADD_TO_CARTS] += 1
+        self._count(b, Count.ADD_TO_CARTS)
         if f.product is not None:
-            b[ByItem(Measure.ADD_TO_CARTS, "product", f.product)] += 1
-            b[ByItem(Measure.ADD_TO_CARTS, "category", f.category or "")] += 1
+            self._count(b, ByItem(Measure.ADD_TO_CARTS, "product", f.product))
+            self._count(b, ByItem(Measure.ADD_TO_CARTS, "category", f.category or ""))
 
     def _cart_left(self, f: CartLeft, b: Bucket) -> None:
-        self.carts[f.cart].abandoned = True
-        b[Count.CARTS_ABANDONED] += 1
-
-    def _checkout(self, f: CheckoutBegan, b: Bucket) -> None:
-        self._step(f, "checkout_started")
+        self._count(b, Count.CARTS_ABANDONED)
 
     def _placed(self, f: Placed, b: Bucket) -> None:
-        self._step(f, "order_placed")
-        o = self.orders[f.order]
-        o.session_id = o.session_id or f.session
-        if o.placed is None or (f.ms, f.event_id) < o.placed:
-            o.placed = (f.ms, f.event_id)
-        b[Count.ORDERS] += 1
+        self._count(b, Count.ORDERS)
         for line in f.lines:
-            b[ByItem(Measure.PURCHASES, "product", line.product)] += 1
-            b[ByItem(Measure.UNITS, "product", line.product)] += line.quantity
-            b[ByItem(Measure.PURCHASES, "category", line.category)] += 1
-            b[ByItem(Measure.UNITS, "category", line.category)] += line.quantity
+            self._count(b, ByItem(Measure.PURCHASES, "product", line.product))
+            self._count(b, ByItem(Measure.UNITS, "product", line.product), line.quantity)
+            self._count(b, ByItem(Measure.PURCHASES, "category", line.category))
+            self._count(b, ByItem(Measure.UNITS, "category", line.category), line.quantity)
 
     def _cancelled(self, f: Cancelled, b: Bucket) -> None:
-        b[Count.ORDERS_CANCELLED] += 1
+        self._count(b, Count.ORDERS_CANCELLED)
 
     def _captured(self, f: Captured, b: Bucket) -> None:
-        self._step(f, "paid")
-        o = self.orders[f.order]
-        o.session_id = o.session_id or f.session
-        o.captured.append((f.ms, f.amount, f.currency))
-        b[Count.PAYMENTS_CAPTURED] += 1
-        b[InCurrency(MoneyMeasure.CAPTURED, f.currency)] += 1
-        b[InCurrency(MoneyMeasure.REVENUE, f.currency)] += f.amount
+        self._count(b, Count.PAYMENTS_CAPTURED)
+        self._count(b, InCurrency(MoneyMeasure.CAPTURED, f.currency))
+        self._count(b, InCurrency(MoneyMeasure.REVENUE, f.currency), f.amount)
 
     def _failed(self, f: PayFailed, b: Bucket) -> None:
-        b[Count.PAYMENTS_FRAUD_BLOCKED if f.fraud else Count.PAYMENTS_FAILED] += 1
+        self._count(b, Count.PAYMENTS_FRAUD_BLOCKED if f.fraud else Count.PAYMENTS_FAILED)
 
     def _refunded(self, f: Refunded, b: Bucket) -> None:
-        self.orders[f.order].refunds.append(f.ms)
-        b[Count.REFUNDS] += 1
-        b[InCurrency(MoneyMeasure.REFUNDED, f.currency)] += f.amount
+        self._count(b, Count.REFUNDS)
+        self._count(b, InCurrency(MoneyMeasure.REFUNDED, f.currency), f.amount)
 
     def _dispatched(self, f: Dispatched, b: Bucket) -> None:
-        self._step(f, "shipped")
-        self.orders[f.order].dispatched.append(f.ms)
-        b[Count.SHIPMENTS_DISPATCHED] += 1
+        self._count(b, Count.SHIPMENTS_DISPATCHED)
 
     def _delivered(self, f: Delivered, b: Bucket) -> None:
-        self._step(f, "delivered")
-        b[Count.SHIPMENTS_DELIVERED] += 1
+        self._count(b, Count.SHIPMENTS_DELIVERED)
 
     def _reviewed(self, f: Reviewed, b: Bucket) -> None:
-        b[Count.REVIEWS] += 1
-        b[Count.RATING_SUM] += f.rating
+        self._count(b, Count.REVIEWS)
+        self._count(b, Count.RATING_SUM, f.rating)
 
     # -- read side ----------------------------------------------------------------------------
     CACHE_LIMIT = 256  # callers choose `at`: many distinct windows must not grow memory without bound
@@ -372,211 +592,182 @@ class Projection:
         self._cache[key] = value
 
     def counters(self, window: Window) -> Bucket:
+        """The window's aggregates: the sum of its minutes (the running total for all time)."""
         key = ("counters", window)
         if key not in self._cache:
-            total: Bucket = Counter()
-            for minute, bucket in self.buckets.items():
-                if window.contains(minute):
-                    total.update(bucket)
+            if window.first_minute is None and window.last_minute is None:
+                total = Counter(self.total)
+            else:
+                total = Counter()
+                for minute, bucket in self.buckets.items():
+                    if window.contains(minute):
+                        total.update(bucket)
             self._remember(key, total)
         return self._cache[key]  # type: ignore[no-any-return]
 
-    def event_counts(self, window: Window) -> dict[str, int]:
-        """Events by type whose event time is in the window (cheap: sums the window's minute buckets)."""
-        c = self.counters(window)
-        return {k.event: v for k, v in sorted((k, v) for k, v in c.items() if isinstance(k, EventsOf))}
-
-    def session_path(self, session: Session) -> list[int]:
-        """The times (epoch ms) the session reached each step, in order, under the rules (empty: not in funnel)."""
-        reached: list[int] = []
-        window_ms = self.rules.conversion_window // timedelta(milliseconds=1)
-        for step in self.rules.steps:
-            times = session.step_times.get(step)
-            if not times:
-                break
-            floor = reached[-1] if reached else None
-            candidates = [t for t in times if floor is None or t >= floor]
-            if not candidates:
-                break
-            t = min(candidates)
-            if reached and t - reached[0] > window_ms:
-                break
-            reached.append(t)
-        return reached
-
-    def _paths(self) -> dict[str, list[int]]:
-        key = ("paths",)
+    def report(self, window: Window) -> dict[str, Any]:
+        key = ("report", window)
         if key not in self._cache:
-            self._remember(key, {sid: p for sid, s in self.sessions.items() if (p := self.session_path(s))})
+            self._remember(key, report_from(self.counters(window), self.rules, window.name))
         return self._cache[key]  # type: ignore[no-any-return]
 
     def funnel(self, window: Window, channel: str | None = None) -> dict[str, Any]:
-        steps = self.rules.steps
-        reached = [0] * len(steps)
-        for sid, path in self._paths().items():
-            if not window.contains(_minute(path[0])):
-                continue
-            if channel is not None and self.sessions[sid].channel() != channel:
-                continue
-            for i in range(len(path)):
-                reached[i] += 1
-        first = reached[0]
-        out = []
-        for i, step in enumerate(steps):
-            prev = reached[i - 1] if i else reached[0]
-            out.append(
-                {
-                    "step": step,
-                    "sessions": reached[i],
-                    "conversion_from_first": (reached[i] / first) if first else None,
-                    "conversion_from_previous": (reached[i] / prev) if prev else None,
-                    "drop_off": (prev - reached[i]) if i else 0,
-                }
-            )
-        return {"steps": out, "sessions": first}
+        return funnel_from(self.counters(window), self.rules, channel)
 
-    def report(self, window: Window) -> dict[str, Any]:
-        key = ("report", window)
-        if key in self._cache:
-            return self._cache[key]  # type: ignore[no-any-return]
-        c = self.counters(window)
-        funnel = self.funnel(window)
-        steps = self.rules.steps
-        paid_index = steps.index("paid") if "paid" in steps else None
-        viewed = funnel["sessions"]
-        paid = funnel["steps"][paid_index]["sessions"] if paid_index is not None else 0
-        money = [k for k in c if isinstance(k, InCurrency)]
-        currencies = sorted(k.currency for k in money if k.measure is MoneyMeasure.REVENUE)
-        revenue = {}
-        for cur in currencies:
-            paid_in, captured = c[InCurrency(MoneyMeasure.REVENUE, cur)], c[InCurrency(MoneyMeasure.CAPTURED, cur)]
-            revenue[cur] = {
-                "revenue": paid_in,
-                "orders_paid": captured,
-                "average_order_value": _round_half_up_div(paid_in, captured) if captured else None,
-            }
-        refunded = {
-            k.currency: c[k]
-            for k in sorted((k for k in money if k.measure is MoneyMeasure.REFUNDED), key=lambda k: k.currency)
-        }
-        attempts = c[Count.PAYMENTS_CAPTURED] + c[Count.PAYMENTS_FAILED] + c[Count.PAYMENTS_FRAUD_BLOCKED]
-        carts_started = carts_abandoned = 0
-        for cart in self.carts.values():
-            if cart.adds and window.contains(_minute(min(cart.adds))):
-                carts_started += 1
-                carts_abandoned += int(cart.abandoned)
-        captured_orders = refunded_orders = 0
-        pay_to_ship: list[float] = []
-        for order in self.orders.values():
-            if not order.captured:
-                continue
-            captured_at = min(order.captured)[0]
-            if not window.contains(_minute(captured_at)):
-                continue
-            captured_orders += 1
-            refunded_orders += int(bool(order.refunds))
-            if order.dispatched:
-                pay_to_ship.append((min(order.dispatched) - captured_at) / 1000)
-        view_to_pay: list[float] = []
-        if paid_index is not None:
-            for path in self._paths().values():
-                if len(path) > paid_index and window.contains(_minute(path[0])):
-                    view_to_pay.append((path[paid_index] - path[0]) / 1000)
-        result = {
-            "window": window.name,
-            "funnel": funnel["steps"],
-            "conversion_rate": _rate(paid, viewed),
-            "revenue": revenue,
-            "refunded": refunded,
-            "cart_abandonment_rate": _rate(carts_abandoned, carts_started),
-            "payment_failure_rate": _rate(c[Count.PAYMENTS_FAILED], attempts),
-            "fraud_block_rate": _rate(c[Count.PAYMENTS_FRAUD_BLOCKED], attempts),
-            "refund_rate": _rate(refunded_orders, captured_orders),
-            "reviews": {
-                "count": c[Count.REVIEWS],
-                "average_rating": (c[Count.RATING_SUM] / c[Count.REVIEWS]) if c[Count.REVIEWS] else None,
-            },
-            "median_seconds_view_to_payment": _median(view_to_pay),
-            "median_seconds_payment_to_shipment": _median(pay_to_ship),
-            "events": c[Count.EVENTS],
-        }
-        self._remember(key, result)
-        return result
+    def event_counts(self, window: Window) -> dict[str, int]:
+        return event_counts_from(self.counters(window))
 
     def breakdown(self, dimension: str, window: Window, limit: int = 50) -> list[dict[str, Any]]:
-        if dimension == "channel":
-            return self._channel_breakdown(window)
-        if dimension not in ("product", "category"):
-            raise Unprocessable(f"unknown breakdown {dimension!r}; use product, category or channel")
-        c = self.counters(window)
-        rows: dict[str, dict[str, int]] = defaultdict(
-            lambda: {"views": 0, "add_to_carts": 0, "purchases": 0, "units": 0}
-        )
-        for k, v in c.items():
-            if isinstance(k, ByItem) and k.dimension == dimension:
-                rows[k.name][k.measure.value] += v
-        out: list[dict[str, Any]] = [
-            {dimension: name, **vals, "conversion": (vals["purchases"] / vals["views"]) if vals["views"] else None}
-            for name, vals in rows.items()
-        ]
-        out.sort(key=lambda r: (-r["purchases"], -r["views"], r[dimension]))
-        return out[:limit]
-
-    def _channel_breakdown(self, window: Window) -> list[dict[str, Any]]:
-        revenue: dict[str, Counter[str]] = defaultdict(Counter)
-        for order in self.orders.values():
-            if not order.captured or order.session_id is None or order.session_id not in self.sessions:
-                continue
-            t, amount, currency = min(order.captured)
-            channel = self.sessions[order.session_id].channel()
-            if channel and window.contains(_minute(t)):
-                revenue[channel][currency] += amount
-        out = []
-        for channel in CHANNELS:
-            f = self.funnel(window, channel=channel)
-            paid = next((s["sessions"] for s in f["steps"] if s["step"] == "paid"), 0)
-            out.append(
-                {
-                    "channel": channel,
-                    "sessions": f["sessions"],
-                    "funnel": f["steps"],
-                    "conversion_rate": _rate(paid, f["sessions"]),
-                    "revenue": dict(sorted(revenue[channel].items())),
-                }
-            )
-        return out
+        return breakdown_from(self.counters(window), self.rules, dimension, limit)
 
     def timeseries(self, last_minute: int, minutes: int) -> list[dict[str, Any]]:
-        """One point per minute, oldest first: event counters and the minute's session cohort."""
-        cohort: dict[int, list[int]] = {}
-        first = last_minute - minutes + 1
-        for path in self._paths().values():
-            m = _minute(path[0])
-            if first <= m <= last_minute:
-                row = cohort.setdefault(m, [0] * len(self.rules.steps))
-                for i in range(len(path)):
-                    row[i] += 1
-        points = []
-        for m in range(first, last_minute + 1):
-            b: Bucket = self.buckets.get(m) or Counter()
-            steps = cohort.get(m, [0] * len(self.rules.steps))
-            points.append(
-                {
-                    "minute": datetime.fromtimestamp(m * 60, UTC).isoformat(),
-                    "events": b[Count.EVENTS],
-                    "views": b[Count.VIEWS],
-                    "orders": b[Count.ORDERS],
-                    "payments_captured": b[Count.PAYMENTS_CAPTURED],
-                    "revenue": {
-                        cur: b[InCurrency(MoneyMeasure.REVENUE, cur)]
-                        for cur in sorted(
-                            k.currency for k in b if isinstance(k, InCurrency) and k.measure is MoneyMeasure.REVENUE
-                        )
-                    },
-                    "funnel": dict(zip(self.rules.steps, steps, strict=True)),
-                }
-            )
-        return points
+        return timeseries_from(self.buckets, self.rules, last_minute, minutes)
+
+
+# -- KPIs from aggregates (one instance's, or the sum of several instances') --------------------
+
+
+def merged_counters(parts: Iterable[Bucket]) -> Bucket:
+    """The aggregates of disjoint sets of sessions (instances, partitions) merge by addition."""
+    total: Bucket = Counter()
+    for part in parts:
+        total.update(part)
+    return total
+
+
+def funnel_from(c: Bucket, rules: FunnelRules, channel: str | None = None) -> dict[str, Any]:
+    steps = rules.steps
+    reached = [0] * len(steps)
+    for k, n in c.items():
+        if isinstance(k, CohortDepth) and k.channel == channel:
+            for i in range(min(k.depth, len(steps))):
+                reached[i] += n
+    first = reached[0]
+    out = []
+    for i, step in enumerate(steps):
+        prev = reached[i - 1] if i else reached[0]
+        out.append(
+            {
+                "step": step,
+                "sessions": reached[i],
+                "conversion_from_first": (reached[i] / first) if first else None,
+                "conversion_from_previous": (reached[i] / prev) if prev else None,
+                "drop_off": (prev - reached[i]) if i else 0,
+            }
+        )
+    return {"steps": out, "sessions": first}
+
+
+def event_counts_from(c: Bucket) -> dict[str, int]:
+    """Events by type whose event time is in the window."""
+    return dict(sorted((k.event, v) for k, v in c.items() if isinstance(k, EventsOf)))
+
+
+def report_from(c: Bucket, rules: FunnelRules, window_name: str) -> dict[str, Any]:
+    funnel = funnel_from(c, rules)
+    steps = rules.steps
+    paid_index = steps.index("paid") if "paid" in steps else None
+    viewed = funnel["sessions"]
+    paid = funnel["steps"][paid_index]["sessions"] if paid_index is not None else 0
+    money = [k for k in c if isinstance(k, InCurrency)]
+    currencies = sorted(k.currency for k in money if k.measure is MoneyMeasure.REVENUE)
+    revenue = {}
+    for cur in currencies:
+        paid_in, captured = c[InCurrency(MoneyMeasure.REVENUE, cur)], c[InCurrency(MoneyMeasure.CAPTURED, cur)]
+        revenue[cur] = {
+            "revenue": paid_in,
+            "orders_paid": captured,
+            "average_order_value": _round_half_up_div(paid_in, captured) if captured else None,
+        }
+    refunded = {
+        k.currency: c[k]
+        for k in sorted((k for k in money if k.measure is MoneyMeasure.REFUNDED), key=lambda k: k.currency)
+    }
+    attempts = c[Count.PAYMENTS_CAPTURED] + c[Count.PAYMENTS_FAILED] + c[Count.PAYMENTS_FRAUD_BLOCKED]
+    return {
+        "window": window_name,
+        "funnel": funnel["steps"],
+        "conversion_rate": _rate(paid, viewed),
+        "revenue": revenue,
+        "refunded": refunded,
+        "cart_abandonment_rate": _rate(c[Count.CARTS_STARTED_ABANDONED], c[Count.CARTS_STARTED]),
+        "payment_failure_rate": _rate(c[Count.PAYMENTS_FAILED], attempts),
+        "fraud_block_rate": _rate(c[Count.PAYMENTS_FRAUD_BLOCKED], attempts),
+        "refund_rate": _rate(c[Count.ORDERS_CAPTURED_REFUNDED], c[Count.ORDERS_CAPTURED]),
+        "reviews": {
+            "count": c[Count.REVIEWS],
+            "average_rating": (c[Count.RATING_SUM] / c[Count.REVIEWS]) if c[Count.REVIEWS] else None,
+        },
+        "median_seconds_view_to_payment": _median_of(c, ViewToPay),
+        "median_seconds_payment_to_shipment": _median_of(c, PayToShip),
+        "events": c[Count.EVENTS],
+    }
+
+
+def breakdown_from(c: Bucket, rules: FunnelRules, dimension: str, limit: int = 50) -> list[dict[str, Any]]:
+    if dimension == "channel":
+        return _channel_breakdown(c, rules)
+    if dimension not in ("product", "category"):
+        raise Unprocessable(f"unknown breakdown {dimension!r}; use product, category or channel")
+    rows: dict[str, dict[str, int]] = defaultdict(lambda: {"views": 0, "add_to_carts": 0, "purchases": 0, "units": 0})
+    for k, v in c.items():
+        if isinstance(k, ByItem) and k.dimension == dimension:
+            rows[k.name][k.measure.name.lower()] += v
+    out: list[dict[str, Any]] = [
+        {dimension: name, **vals, "conversion": (vals["purchases"] / vals["views"]) if vals["views"] else None}
+        for name, vals in rows.items()
+    ]
+    out.sort(key=lambda r: (-r["purchases"], -r["views"], r[dimension]))
+    return out[:limit]
+
+
+def _channel_breakdown(c: Bucket, rules: FunnelRules) -> list[dict[str, Any]]:
+    revenue: dict[str, dict[str, int]] = defaultdict(dict)
+    for k, v in c.items():
+        if isinstance(k, ChannelRevenue) and v:
+            revenue[k.channel][k.currency] = v
+    out = []
+    for channel in CHANNELS:
+        f = funnel_from(c, rules, channel=channel)
+        paid = next((s["sessions"] for s in f["steps"] if s["step"] == "paid"), 0)
+        out.append(
+            {
+                "channel": channel,
+                "sessions": f["sessions"],
+                "funnel": f["steps"],
+                "conversion_rate": _rate(paid, f["sessions"]),
+                "revenue": dict(sorted(revenue[channel].items())),
+            }
+        )
+    return out
+
+
+def timeseries_from(
+    buckets: Mapping[int, Bucket], rules: FunnelRules, last_minute: int, minutes: int
+) -> list[dict[str, Any]]:
+    """One point per minute, oldest first: event counters and the minute's session cohort."""
+    points = []
+    empty: Bucket = Counter()
+    for m in range(last_minute - minutes + 1, last_minute + 1):
+        b = buckets.get(m) or empty
+        steps = [s["sessions"] for s in funnel_from(b, rules)["steps"]]
+        points.append(
+            {
+                "minute": datetime.fromtimestamp(m * 60, UTC).isoformat(),
+                "events": b[Count.EVENTS],
+                "views": b[Count.VIEWS],
+                "orders": b[Count.ORDERS],
+                "payments_captured": b[Count.PAYMENTS_CAPTURED],
+                "revenue": {
+                    cur: b[InCurrency(MoneyMeasure.REVENUE, cur)]
+                    for cur in sorted(
+                        k.currency for k in b if isinstance(k, InCurrency) and k.measure is MoneyMeasure.REVENUE
+                    )
+                },
+                "funnel": dict(zip(rules.steps, steps, strict=True)),
+            }
+        )
+    return points
 
 
 def _nothing(f: Fact, b: Bucket) -> None:

@@ -77,6 +77,7 @@ class KpiCollector:
         for (topic, partition), value in sorted(self.consumer.lag().items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
+        p = self.projection
         yield GaugeMetricFamily(
             "kasse_metrics_projection_lag_records",
             "Records the group committed that this instance's projection has not read yet",
@@ -88,6 +89,13 @@ class KpiCollector:
             value=self.consumer.events_per_second(),
         )
         for name, doc, value in (
+            ("kasse_metrics_sessions_held", "Sessions this instance holds (idle ones are folded)", len(p.sessions)),
+            ("kasse_metrics_dedupe_ids_held", "Event ids held for dedupe (a bounded window)", len(p.ids)),
+            ("kasse_metrics_minute_buckets_held", "Aggregate buckets held (minutes, then days)", len(p.buckets)),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
+        for name, doc, value in (
+            ("kasse_metrics_sessions_folded", "Sessions folded into the aggregates and forgotten", p.sessions_folded),
             ("kasse_metrics_records_ingested", "Records read by this instance", self.consumer.records_total),
             ("kasse_metrics_duplicates", "Records whose event id was already counted", self.consumer.duplicates_total),
             ("kasse_metrics_dead_lettered", "Malformed records sent to the dead-letter topic", self.dead_letters.count),
