@@ -139,6 +139,7 @@ async def test_an_endpoint_failing_for_the_whole_schedule_is_disabled_and_the_op
         ep = await webhooks.register(dead.url, ["io.kasse.cart.OrderPlaced.v1"])
         await webhooks.register(healthy.url, ["io.kasse.cart.OrderPlaced.v1"])
         await test_publisher.publish(order_placed())
+
         async def recorded(n: int) -> bool:
             log = await webhooks.deliveries(ep["endpoint_id"])
             return bool(log) and log[0]["attempt_count"] == n
