@@ -19,6 +19,7 @@ default_port() {
         shipping) echo 8004 ;;
         metrics) echo 8005 ;;
         storefront) echo 8000 ;;
+        webhooks) echo 8006 ;;
         *) echo 8000 ;;
     esac
 }

@@ -54,6 +54,7 @@ SERVICES = (
     Service("payment", 8003),
     Service("shipping", 8004),
     Service("metrics", 8005),
+    Service("webhooks", 8006),
 )
 
 DEV_SECRETS = {
@@ -62,6 +63,7 @@ DEV_SECRETS = {
     "KASSE_PAYMENT_ADMIN_TOKEN": "dev-payment-admin",
     "KASSE_SHIPPING_ADMIN_TOKEN": "dev-shipping-admin",
     "KASSE_METRICS_ADMIN_TOKEN": "dev-metrics-admin",
+    "KASSE_WEBHOOKS_ADMIN_TOKEN": "dev-webhooks-admin",
     "KASSE_PAYMENT_STRIPE_API_KEY": "sk_test_123",  # stripe-mock accepts any test key
     "KASSE_PAYMENT_STRIPE_WEBHOOK_SECRET": "whsec_local_dev",
     "KASSE_PAYMENT_INTERNAL_TOKEN": "dev-internal",
@@ -145,6 +147,9 @@ def service_env(base: dict[str, str]) -> dict[str, str]:
     env.setdefault("KASSE_SHIPPING_CARRIER_SCAN_INTERVAL_S", "2")
     env.setdefault("KASSE_CART_ABANDONMENT_IDLE_S", "120")
     env.setdefault("KASSE_CART_ABANDONMENT_CHECK_INTERVAL_S", "10")
+    # A webhook receiver on this machine (contracts/examples/webhook_receiver.py) may be registered.
+    env.setdefault("KASSE_WEBHOOKS_ALLOWED_NETWORKS", '["127.0.0.1/32"]')
+    env.setdefault("KASSE_WEBHOOKS_PROFILE", "development")  # plain http to that local receiver
     return env
 
 

@@ -28,6 +28,9 @@ CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): HERE
     / "crd_schemas"
     / "monitoring.coreos.com_v1_ServiceMonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): HERE
+    / "crd_schemas"
+    / "monitoring.coreos.com_v1_PrometheusRule.json",
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): HERE / "crd_schemas" / "kafka.strimzi.io_v1beta2_KafkaTopic.json",
 }
 
@@ -185,9 +188,10 @@ def test_default_install_creates_the_secret_and_the_topic_job(render: Any, helpe
     assert env["KASSE_KAFKA_BOOTSTRAP"] == "kafka:9092" and env["KASSE_TOPIC_REPLICATION_FACTOR"] == "3"
     assert not helpers.by_kind(manifests, "KafkaTopic")
     assert not helpers.by_kind(manifests, "ServiceMonitor")
-    assert len(helpers.by_kind(manifests, "PodDisruptionBudget")) == 5
-    assert len(helpers.by_kind(manifests, "NetworkPolicy")) == 5
-    assert len(helpers.by_kind(manifests, "ServiceAccount")) == 5
+    assert not helpers.by_kind(manifests, "PrometheusRule")
+    assert len(helpers.by_kind(manifests, "PodDisruptionBudget")) == len(helpers.SERVICES)
+    assert len(helpers.by_kind(manifests, "NetworkPolicy")) == len(helpers.SERVICES)
+    assert len(helpers.by_kind(manifests, "ServiceAccount")) == len(helpers.SERVICES)
     (test_pod,) = helpers.by_kind(manifests, "Pod")  # `helm test`: every service's /readyz
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     urls = test_pod["spec"]["containers"][0]["args"][3:]
@@ -224,7 +228,12 @@ def test_production_values_turn_everything_on(render: Any, helpers: Any) -> None
     }
     assert set(hpas) == {f"kasse-{s}" for s in helpers.SERVICES}
     assert hpas["kasse-metrics"]["maxReplicas"] <= 6
-    assert len(helpers.by_kind(manifests, "ServiceMonitor")) == 5
+    assert len(helpers.by_kind(manifests, "ServiceMonitor")) == len(helpers.SERVICES)
+    # the operator is told when a webhook endpoint is disabled (issue 18)
+    (rule,) = helpers.by_kind(manifests, "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "kasse_webhooks_endpoints_disabled_total" in alerts["KasseWebhookEndpointDisabled"]["expr"]
+    assert "KasseWebhookDeliveriesFailing" in alerts
     assert not helpers.by_kind(manifests, "Job")  # Strimzi creates the topics
 
 
