@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -78,15 +77,10 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
         await orders_repo.ensure_indexes()
 
     async def report_abandoned_carts() -> None:
-        while True:
-            try:
-                await abandonment.run_once()
-            except Exception:  # a failed round is retried at the next tick; the loop must live on
-                log.exception("abandonment round failed")
-            await asyncio.sleep(settings.abandonment_check_interval_s)
+        await abandonment.run_once()
 
     runtime.on_startup(create_indexes)
-    runtime.background(report_abandoned_carts)
+    runtime.every(settings.abandonment_check_interval_s, report_abandoned_carts, name="abandoned-carts")
     app = runtime.create_app(
         title="Kasse cart",
         description=(

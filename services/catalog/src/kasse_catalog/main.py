@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
@@ -42,15 +41,9 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
 
     async def finish_interrupted_reviews() -> None:
         """Reviews stored but not yet counted (the process died in between) are completed here."""
-        grace = timedelta(seconds=settings.pending_review_grace_s)
-        while True:
-            try:
-                await catalog.reviews.finish_pending(grace)
-            except Exception:
-                log.exception("finishing pending reviews failed; next round retries")
-            await asyncio.sleep(settings.pending_review_grace_s)
+        await catalog.reviews.finish_pending(timedelta(seconds=settings.pending_review_grace_s))
 
-    runtime.background(finish_interrupted_reviews)
+    runtime.every(settings.pending_review_grace_s, finish_interrupted_reviews, name="interrupted-reviews")
     app = runtime.create_app(title="Kasse catalog", description=DESCRIPTION, routers=routers)
     app.state.catalog = CatalogServices(
         settings=settings, catalog=catalog.catalog, discovery=catalog.discovery, reviews=catalog.reviews

@@ -1,5 +1,5 @@
-"""Errors a use case raises for a client mistake. Plain Python (the domain may raise them);
-kasse_common.http turns them into problem+json (RFC 9457) responses with their status."""
+"""Errors a use case raises for a client mistake, and the one concurrency error. Plain Python (the
+domain may raise them); kasse_common.http turns them into problem+json (RFC 9457) responses."""
 
 from __future__ import annotations
 
@@ -41,3 +41,13 @@ class Unauthorized(KasseError):
 class Forbidden(KasseError):
     status = 403
     title = "Forbidden"
+
+
+class ConcurrencyError(Exception):
+    """Someone else changed the document since it was read, or its guard failed: load again and retry.
+
+    The one name for a lost optimistic-concurrency race in every service (the store raises it, use
+    cases retry it with `kasse_common.retry.retry_on_conflict`). It is transient: a consumer retries
+    it with backoff instead of dead-lettering, and an HTTP request that still loses answers 503
+    with Retry-After.
+    """

@@ -7,15 +7,18 @@ import json
 import logging
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kasse_common.errors import Forbidden, KasseError, Unauthorized
+from kasse_common.errors import ConcurrencyError, Forbidden, KasseError, Unauthorized
+from kasse_common.retry import is_transient
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -89,13 +92,53 @@ def readiness_body(checks: dict[str, str]) -> dict[str, Any]:
     return {"status": "ready" if all(v == "ok" for v in checks.values()) else "not ready", "checks": checks}
 
 
-def problem(status: int, title: str, detail: str, instance: str | None = None, **extra: Any) -> JSONResponse:
+# Seconds a client should wait before trying again: a lost write race clears at once, an unreachable
+# store or broker takes a while (a restart is 10-30 s).
+RETRY_AFTER_CONTENDED_S = 1
+RETRY_AFTER_UNAVAILABLE_S = 5
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    instance: str | None = None,
+    *,
+    retry_after_s: int | None = None,
+    **extra: Any,
+) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if instance:
         body["instance"] = instance
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers or None)
+
+
+def unavailable(exc: BaseException, instance: str | None) -> JSONResponse:
+    """503 + Retry-After for an error that passes: a lost write race, the store or broker away."""
+    if isinstance(exc, ConcurrencyError):
+        return problem(
+            503,
+            "Busy",
+            "Others changed the same data at the same moment; try again.",
+            instance,
+            retry_after_s=RETRY_AFTER_CONTENDED_S,
+        )
+    logging.getLogger("kasse.http").warning(
+        "dependency unavailable", extra={"path": instance, "error": repr(exc)[:300]}
+    )
+    return problem(
+        503,
+        "Service unavailable",
+        "A service this request needs is unavailable for a moment; try again.",
+        instance,
+        retry_after_s=RETRY_AFTER_UNAVAILABLE_S,
+    )
 
 
 def _field_name(err: dict[str, Any]) -> str:
@@ -131,8 +174,19 @@ def install_problem_handlers(app: FastAPI) -> None:
         title = {404: "Not found", 405: "Method not allowed", 413: "Request too large"}.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail), request.url.path)
 
+    async def _dependency_error(request: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):
+            return unavailable(exc, request.url.path)
+        return await _unexpected(request, exc)
+
+    # The store or the broker away, or a write race lost for good: 503 with Retry-After, never 500.
+    for transient in (ConcurrencyError, PyMongoError, KafkaError, TimeoutError, ConnectionError):
+        app.add_exception_handler(transient, _dependency_error)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):  # wrapped by an adapter (`raise … from` a pymongo error)
+            return unavailable(exc, request.url.path)
         # Logged with its trace id; the client learns nothing internal.
         logging.getLogger("kasse.http").exception("unhandled error", extra={"path": request.url.path})
         return problem(500, "Internal error", "The server failed; the error was logged.", request.url.path)

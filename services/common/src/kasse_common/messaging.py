@@ -7,10 +7,16 @@ Consumption contract of every Kasse consumer:
   returns after it applied the event, or after the event went to the dead-letter topic. If even
   the dead-letter publish fails, the exception escapes, FastStream seeks back and the record is
   delivered again: nothing is ever skipped silently;
-- inside, a failing handler is retried with exponential backoff (`consumer_max_attempts`), then
-  the record goes to the service's dead-letter topic with its original key, value and headers plus
-  `kasse_dlq_*` headers saying why. A malformed record (bad envelope, invalid payload) skips the
-  retries: it will not get better. Either way the consumer carries on with the next record;
+- a *transient* failure (`kasse_common.retry.is_transient`: the store or the broker unavailable, a
+  lost optimistic-concurrency race) pauses the record's partition and seeks back to the record; it
+  is delivered again after an exponential, jittered backoff (`consumer_transient_backoff_*`), for
+  up to `consumer_transient_retry_s` (minutes) before it is dead-lettered. Other partitions keep
+  flowing and the consumer keeps polling, so it never overruns `max.poll.interval.ms`;
+- any other failure is retried in place with backoff (`consumer_max_attempts`), then the record
+  goes to the service's dead-letter topic with its original key, value and headers plus
+  `kasse_dlq_*` headers saying why. A malformed record (bad envelope, invalid payload) or a
+  `PermanentError` skips the retries: it will not get better. The consumer carries on with the next
+  record;
 - handlers must be idempotent (see kasse_common.persistence): redelivery after a crash between
   the effect and the offset commit is normal.
 """
@@ -20,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from aiokafka import TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -37,6 +45,7 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import TracerProvider
 
 from kasse_common.envelope import MalformedEvent, OutgoingRecord, decode, headers_to_dict
+from kasse_common.retry import backoff_delay, is_transient, retry_transient
 from kasse_common.settings import ServiceSettings
 from kasse_contracts.base import Event
 from kasse_contracts.topics import dead_letter_topic
@@ -212,6 +221,10 @@ class EventConsumer:
         self.dead_letter_topic = settings.topic(dead_letter_topic(settings.service_name))
         self.dead_lettered = 0
         self.processed = 0
+        self.transient_failures = 0
+        self.clock: Callable[[], float] = time.monotonic  # tests move time on
+        # (topic, partition, offset) -> (first failure, failures) of records retried after a backoff.
+        self._retrying: dict[tuple[str, int, int], tuple[float, int]] = {}
 
     @property
     def topics(self) -> list[str]:
@@ -278,38 +291,93 @@ class EventConsumer:
             partition=raw.partition,
             offset=raw.offset,
         )
-        await self._handle_with_retries(handler, incoming.event, ctx, raw, headers)
+        await self._handle(handler, incoming.event, ctx, message, headers)
 
-    async def _handle_with_retries(
-        self, handler: Handler, event: Event, ctx: EventContext, raw: Any, headers: dict[str, str]
+    async def _handle(
+        self, handler: Handler, event: Event, ctx: EventContext, message: Any, headers: dict[str, str]
     ) -> None:
         s = self._settings
-        delay = s.consumer_backoff_initial_s
-        for attempt in range(1, s.consumer_max_attempts + 1):
+        raw = message.raw_message
+        attempts = 0
+
+        async def call() -> None:
+            nonlocal attempts
+            attempts += 1
+            await handler(event, ctx)
+
+        def retry_in_place(exc: BaseException) -> bool:
+            # A transient failure is not retried here but later, with the partition paused (below).
+            return not isinstance(exc, PermanentError) and not is_transient(exc)
+
+        while True:
             try:
-                await handler(event, ctx)
-                self.processed += 1
-                return
-            except PermanentError as exc:
-                await self._dead_letter(raw, headers, exc, attempts=attempt)
-                return
+                await retry_transient(
+                    call,
+                    what=f"{ctx.event_type} {ctx.event_id}",
+                    attempts=s.consumer_max_attempts,
+                    initial_s=s.consumer_backoff_initial_s,
+                    max_s=s.consumer_backoff_max_s,
+                    retry_on=retry_in_place,
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if attempt == s.consumer_max_attempts:
-                    await self._dead_letter(raw, headers, exc, attempts=attempt)
+                if isinstance(exc, PermanentError) or not is_transient(exc):
+                    self._retrying.pop(_position(raw), None)
+                    await self._dead_letter(raw, headers, exc, attempts=attempts)
                     return
-                log.warning(
-                    "handler failed, retrying",
-                    extra={
-                        "event_id": ctx.event_id,
-                        "event_type": ctx.event_type,
-                        "attempt": attempt,
-                        "error": repr(exc),
-                    },
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, s.consumer_backoff_max_s)
+                if await self._retry_later(message, headers, exc, ctx):
+                    continue
+                return
+            self._retrying.pop(_position(raw), None)
+            self.processed += 1
+            return
+
+    async def _retry_later(self, message: Any, headers: dict[str, str], exc: BaseException, ctx: EventContext) -> bool:
+        """A transient failure: deliver the record again after a backoff, its partition paused meanwhile.
+
+        True when the caller should call the handler again now (no real consumer to pause).
+        """
+        s = self._settings
+        raw = message.raw_message
+        position = _position(raw)
+        now = self.clock()
+        first, failures = self._retrying.get(position, (now, 0))
+        failures += 1
+        if now - first >= s.consumer_transient_retry_s:
+            self._retrying.pop(position, None)
+            await self._dead_letter(raw, headers, exc, attempts=failures)
+            return False
+        self._retrying[position] = (first, failures)
+        self.transient_failures += 1
+        delay = backoff_delay(
+            failures, initial_s=s.consumer_transient_backoff_initial_s, max_s=s.consumer_transient_backoff_max_s
+        )
+        log.warning(
+            "transient failure; the partition waits and the record comes again",
+            extra={
+                "event_id": ctx.event_id,
+                "event_type": ctx.event_type,
+                "topic": raw.topic,
+                "partition": raw.partition,
+                "offset": raw.offset,
+                "failures": failures,
+                "retrying_for_s": round(now - first, 1),
+                "delay_s": round(delay, 2),
+                "error": repr(exc)[:300],
+            },
+        )
+        consumer: Any = getattr(message, "consumer", None)
+        if not callable(getattr(consumer, "pause", None)):
+            # No real Kafka consumer (FastStream's test broker): wait here, then try again.
+            await asyncio.sleep(delay)
+            return True
+        tp = TopicPartition(raw.topic, raw.partition)
+        consumer.pause(tp)
+        asyncio.get_running_loop().call_later(delay, _resume, consumer, tp)
+        # Rewind the partition to this record (nothing after it is handled before it) and commit nothing.
+        await message.nack()
+        return False
 
     async def _dead_letter(self, raw: Any, headers: dict[str, str], exc: BaseException, attempts: int) -> None:
         dlq_headers = dead_letter_headers(
@@ -328,3 +396,14 @@ class EventConsumer:
                 "error": str(exc)[:500],
             },
         )
+
+
+def _position(raw: Any) -> tuple[str, int, int]:
+    return (raw.topic, raw.partition, raw.offset)
+
+
+def _resume(consumer: Any, tp: TopicPartition) -> None:
+    try:
+        consumer.resume(tp)
+    except Exception:  # the partition moved to another member meanwhile: it starts unpaused there
+        log.debug("partition to resume is no longer assigned", extra={"partition": str(tp)})

@@ -24,6 +24,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from kasse_common.envelope import OutgoingRecord, current_trace_headers
+from kasse_common.errors import ConcurrencyError as ConcurrencyError  # re-exported: stores raise it
 
 VERSION = "_version"
 OUTBOX = "_outbox"
@@ -33,10 +34,6 @@ LEASE = "_outbox_lease"
 PROCESSED = "_processed"
 TRACEPARENT = "_traceparent"  # the trace the document was created in (see OutboxRelay, trace_per_document)
 INTERNAL_FIELDS = (VERSION, OUTBOX, PENDING, REV, LEASE, PROCESSED, TRACEPARENT)
-
-
-class ConcurrencyError(Exception):
-    """Someone else changed the document since it was read: load again and retry."""
 
 
 class CommitOutcome(Enum):

@@ -32,6 +32,7 @@ from kasse_common.messaging import EventConsumer, EventPublisher, create_broker
 from kasse_common.mongo import create_mongo_client
 from kasse_common.outbox import OutboxRelay
 from kasse_common.persistence import DocumentStore, StandaloneEvents, ensure_outbox_indexes
+from kasse_common.retry import backoff_delay, is_transient
 from kasse_common.settings import ServiceSettings
 from kasse_common.telemetry import Telemetry, setup_telemetry
 from kasse_common.topics_admin import ensure_topics
@@ -107,8 +108,43 @@ class ServiceRuntime:
         self._on_shutdown.append(hook)
 
     def background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """A coroutine run for the app's lifetime (cancelled at shutdown), e.g. a periodic job."""
+        """A coroutine run for the app's lifetime (cancelled at shutdown); periodic jobs use `every`."""
         self._background.append(loop)
+
+    def every(self, interval_s: float, job: Hook, *, name: str, wait_first: bool = False) -> None:
+        """Run `job` every `interval_s` for the app's lifetime, the one shape of every periodic job.
+
+        A failed round is logged and the loop lives on; while the store or broker is away
+        (`is_transient`) the pause grows with jittered backoff (up to a minute more) so a dozen
+        jobs do not hammer a recovering store. Cancelled at shutdown, also when PyMongo swallowed
+        the cancellation inside one of its calls (observed: a stop that hung).
+        """
+
+        async def periodic() -> None:
+            me = asyncio.current_task()
+            failures = 0
+            if wait_first:
+                await asyncio.sleep(interval_s)
+            while True:
+                extra = 0.0
+                try:
+                    await job()
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    if is_transient(exc):
+                        extra = backoff_delay(failures, initial_s=max(interval_s, 0.5), max_s=60.0)
+                        log.warning("%s: round failed (transient), retrying", name, extra={"error": repr(exc)[:300]})
+                    else:
+                        log.exception("%s: round failed; the next round retries", name)
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError
+                await asyncio.sleep(interval_s + extra)
+
+        periodic.__name__ = periodic.__qualname__ = name
+        self.background(periodic)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:

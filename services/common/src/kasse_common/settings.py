@@ -42,9 +42,18 @@ class ServiceSettings(BaseSettings):
     )
     topic_replication_factor: int = Field(1, ge=1, description="For topics a service creates at start (3 in prod)")
     create_topics: bool = Field(True, description="Create missing contract topics at start")
-    consumer_max_attempts: int = Field(5, ge=1, description="Handler attempts before dead-lettering")
+    consumer_max_attempts: int = Field(
+        5, ge=1, description="Handler attempts (non-transient errors) before dead-lettering"
+    )
     consumer_backoff_initial_s: float = Field(0.05, ge=0)
     consumer_backoff_max_s: float = Field(2.0, ge=0)
+    consumer_transient_retry_s: float = Field(
+        900.0,
+        gt=0,
+        description="How long a record failing transiently (store/broker away) is retried before dead-lettering",
+    )
+    consumer_transient_backoff_initial_s: float = Field(0.5, ge=0, description="First pause of a partition")
+    consumer_transient_backoff_max_s: float = Field(30.0, ge=0, description="Longest pause of a partition")
 
     # MongoDB (FerretDB v1 locally)
     mongo_uri: SecretStr = SecretStr("mongodb://127.0.0.1:37017/")

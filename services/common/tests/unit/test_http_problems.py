@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Field, SecretStr
+from pymongo.errors import AutoReconnect, NetworkTimeout, OperationFailure, ServerSelectionTimeoutError
 
-from kasse_common.errors import NotFound
+from kasse_common.errors import ConcurrencyError, NotFound
 from kasse_common.http import BodySizeLimit, bearer_guard, install_problem_handlers
 
 pytestmark = pytest.mark.unit
@@ -42,6 +44,33 @@ def app() -> FastAPI:
     @application.get("/boom")
     async def boom() -> None:
         raise RuntimeError("secret internals")
+
+    @application.get("/store-down")
+    async def store_down() -> None:
+        raise ServerSelectionTimeoutError("127.0.0.1:37017: connection refused, Timeout: 5.0s")
+
+    @application.get("/store-dropped")
+    async def store_dropped() -> None:
+        raise AutoReconnect("connection closed")
+
+    @application.get("/broker-down")
+    async def broker_down() -> None:
+        raise KafkaConnectionError("Unable to bootstrap from 127.0.0.1:19092")
+
+    @application.get("/adapter-wrapped")
+    async def adapter_wrapped() -> None:
+        try:
+            raise NetworkTimeout("timed out")
+        except NetworkTimeout as exc:
+            raise RuntimeError("repository failed") from exc
+
+    @application.get("/contended")
+    async def contended() -> None:
+        raise ConcurrencyError("cart c1 changed since version 4")
+
+    @application.get("/bad-query")
+    async def bad_query() -> None:
+        raise OperationFailure("unknown operator $foo")  # a bug, not an outage: stays 500
 
     return application
 
@@ -84,3 +113,24 @@ async def test_the_bearer_guard_says_401_without_and_403_with_a_wrong_token(clie
 async def test_unexpected_errors_reveal_nothing(client: httpx.AsyncClient) -> None:
     r = await client.get("/boom")
     assert r.status_code == 500 and "secret" not in r.text
+
+
+@pytest.mark.parametrize("path", ["/store-down", "/store-dropped", "/broker-down", "/adapter-wrapped"])
+async def test_an_unreachable_store_or_broker_is_503_with_retry_after(client: httpx.AsyncClient, path: str) -> None:
+    r = await client.get(path)
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["retry-after"] == "5"
+    body = r.json()
+    assert body["title"] == "Service unavailable" and body["instance"] == path
+    assert "127.0.0.1" not in r.text  # nothing internal leaks
+
+
+async def test_a_write_race_lost_for_good_is_503_busy_with_a_short_retry_after(client: httpx.AsyncClient) -> None:
+    r = await client.get("/contended")
+    assert (r.status_code, r.headers["retry-after"], r.json()["title"]) == (503, "1", "Busy")
+
+
+async def test_a_store_error_that_is_not_an_outage_stays_a_500(client: httpx.AsyncClient) -> None:
+    r = await client.get("/bad-query")
+    assert r.status_code == 500 and "retry-after" not in r.headers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import uvicorn
@@ -55,20 +54,14 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
 
     async def keep_projection_current() -> None:
         # Own batches are folded in by the consumer as it reads them; this reads the others' checkpoints.
-        while True:
-            await asyncio.sleep(settings.projection_poll_interval_s)
-            try:
-                await sync.catch_up()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("projection catch-up failed; retrying")
-                await asyncio.sleep(1.0)
+        await sync.catch_up()
 
     runtime.on_startup(create_topics_and_indexes)
     runtime.background(consumer.run)
     runtime.pausable(consumer.pause, consumer.resume)
-    runtime.background(keep_projection_current)
+    runtime.every(
+        settings.projection_poll_interval_s, keep_projection_current, name="projection-catch-up", wait_first=True
+    )
     registry = runtime.prometheus_registry()
     registry.register(KpiCollector(projection, consumer, dead_letters, sync))
     # Memory and GC visible: process_resident_memory_bytes, python_gc_collections_total, …

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import stripe
@@ -74,14 +73,9 @@ def create_app(
 
     async def resume_unfinished_payments() -> None:
         # Work interrupted by a crash or a transient Stripe error is picked up again here.
-        while True:
-            await asyncio.sleep(settings.sweep_interval_s)
-            try:
-                await payments.sweep(idle_s=settings.sweep_interval_s)
-            except Exception:
-                log.exception("payment sweep failed")
+        await payments.sweep(idle_s=settings.sweep_interval_s)
 
-    runtime.background(resume_unfinished_payments)
+    runtime.every(settings.sweep_interval_s, resume_unfinished_payments, name="payment-sweeper", wait_first=True)
     app = runtime.create_app(
         title="Kasse payment",
         description="Stripe PaymentIntents for orders, signed webhooks, refunds and fraud screening.",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from importlib import resources
@@ -88,22 +87,10 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
     register_consumers(runtime.consumer, fulfilment)
 
     async def carrier_scans() -> None:
-        """Apply due carrier scans for the app's lifetime; progress lives in Mongo, so a restart resumes."""
-        me = asyncio.current_task()
-        while True:
-            try:
-                await fulfilment.advance_due_shipments()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("carrier scan round failed; retrying next round")
-            # PyMongo's async client can swallow a cancellation that lands inside one of its calls;
-            # without this check the loop would outlive the app's shutdown (observed: stop hangs).
-            if me is not None and me.cancelling():
-                raise asyncio.CancelledError
-            await asyncio.sleep(settings.carrier_scan_interval_s)
+        """Apply due carrier scans; progress lives in Mongo, so a restart resumes."""
+        await fulfilment.advance_due_shipments()
 
-    runtime.background(carrier_scans)
+    runtime.every(settings.carrier_scan_interval_s, carrier_scans, name="carrier-scans")
     return runtime.create_app(
         title="Kasse shipping",
         description="Shipping methods, rates and delivery promises; shipments and tracking; returns.",

@@ -19,13 +19,12 @@ from kasse_cart.adapters.documents import (
     order_from_doc,
     order_to_doc,
 )
-from kasse_cart.application.ports import StaleState
 from kasse_cart.domain.cart import Cart, CartStatus, ProductInfo
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon
 from kasse_cart.domain.shipping import RateTable
 from kasse_common.envelope import OutgoingRecord
-from kasse_common.errors import Conflict
+from kasse_common.errors import ConcurrencyError, Conflict
 
 
 class _Documents:
@@ -51,7 +50,7 @@ class _Documents:
         if consumed and doc is not None and consumed in doc["_processed"]:
             return False
         if doc is None or doc["_version"] != version:
-            raise StaleState(f"{doc_id} changed since version {version}")
+            raise ConcurrencyError(f"{doc_id} changed since version {version}")
         doc.update(copy.deepcopy(state))
         doc["_version"] = version + 1
         if consumed:
@@ -70,7 +69,7 @@ class InMemoryCarts(_Documents):
 
     async def add(self, cart: Cart, events: Sequence[OutgoingRecord]) -> None:
         if not self.insert(cart.cart_id, cart_to_doc(cart), events):
-            raise StaleState(f"{cart.cart_id} exists")
+            raise ConcurrencyError(f"{cart.cart_id} exists")
         cart.version = 1
 
     async def save(self, cart: Cart, events: Sequence[OutgoingRecord], *, consumed_event_id: str | None = None) -> bool:

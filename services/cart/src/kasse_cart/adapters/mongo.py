@@ -24,14 +24,13 @@ from kasse_cart.adapters.documents import (
     rate_table_from_doc,
     rate_table_to_doc,
 )
-from kasse_cart.application.ports import StaleState
 from kasse_cart.domain.cart import Cart, CartStatus, ProductInfo
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon
 from kasse_cart.domain.shipping import RateTable
 from kasse_common.envelope import OutgoingRecord
-from kasse_common.errors import Conflict
-from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
+from kasse_common.errors import ConcurrencyError, Conflict
+from kasse_common.persistence import CommitOutcome, DocumentStore
 
 _LISTED = {"_outbox": 0, "_processed": 0}
 
@@ -51,10 +50,7 @@ class MongoCartRepository:
         return cart_from_doc(doc) if doc else None
 
     async def add(self, cart: Cart, events: Sequence[OutgoingRecord]) -> None:
-        try:
-            await self.store.commit(cart.cart_id, expected_version=None, state=cart_to_doc(cart), events=events)
-        except ConcurrencyError as exc:
-            raise StaleState(str(exc)) from exc
+        await self.store.commit(cart.cart_id, expected_version=None, state=cart_to_doc(cart), events=events)
         cart.version = 1
 
     async def save(self, cart: Cart, events: Sequence[OutgoingRecord], *, consumed_event_id: str | None = None) -> bool:
@@ -221,10 +217,7 @@ async def _commit_at_version(
     consumed_event_id: str | None,
 ) -> bool:
     """Commit at the loaded version; False when the consumed event was applied before (a redelivery)."""
-    try:
-        outcome = await store.commit(
-            doc_id, expected_version=version, state=state, events=events, consumed_event_id=consumed_event_id
-        )
-    except ConcurrencyError as exc:
-        raise StaleState(str(exc)) from exc
+    outcome = await store.commit(
+        doc_id, expected_version=version, state=state, events=events, consumed_event_id=consumed_event_id
+    )
     return outcome is not CommitOutcome.DUPLICATE

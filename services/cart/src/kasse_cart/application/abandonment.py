@@ -1,7 +1,7 @@
 """Abandoned carts: a cart with items and no order for the idle time publishes CartAbandoned, once.
 
 Replicas may run this at the same time: each claim is a conditional write on the cart's version, so
-exactly one wins and the others see StaleState; the event id is derived from the cart as well.
+exactly one wins and the others see ConcurrencyError; the event id is derived from the cart as well.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from kasse_cart.application.ports import CartRepository, Clock, Encoder, StaleState
+from kasse_cart.application.ports import CartRepository, Clock, Encoder
 from kasse_common.envelope import derived_event_id
+from kasse_common.errors import ConcurrencyError
 from kasse_contracts.base import Money
 from kasse_contracts.events import CartAbandoned
 
@@ -47,7 +48,7 @@ class AbandonmentJob:
             )
             try:
                 await self.carts.save(cart, [self.encode(event, event_id=derived_event_id(cart.cart_id, "abandoned"))])
-            except StaleState:
+            except ConcurrencyError:
                 continue  # another replica claimed it, or the shopper came back meanwhile
             claimed += 1
         self.rounds += 1

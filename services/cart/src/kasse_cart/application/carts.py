@@ -24,14 +24,13 @@ from kasse_cart.application.ports import (
     OrderRepository,
     ProductReadModel,
     RateTableReadModel,
-    StaleState,
 )
 from kasse_cart.domain.cart import Cart, CartLimits, CartLine, CartStatus, CheckoutDetails, hash_token
 from kasse_cart.domain.order import Order, OrderStatus, TimelineEntry
 from kasse_cart.domain.promotions import Coupon, FreeShippingPromotion, Totals, compute_totals, normalise_code
 from kasse_cart.domain.shipping import ShippingQuote, validate_address
 from kasse_common.envelope import derived_event_id
-from kasse_common.errors import Conflict, NotFound, Unprocessable
+from kasse_common.errors import ConcurrencyError, Conflict, NotFound, Unprocessable
 from kasse_common.money.basket import BasketLine, PricedBasket, PricedLine
 from kasse_common.money.vat import Breakdown, default_vat_table
 from kasse_contracts.base import Money
@@ -260,7 +259,7 @@ class CartService:
             )
             try:
                 await self.carts.save(cart, [self.encode(event)])
-            except StaleState:
+            except ConcurrencyError:
                 continue
             return CartView(cart, totals, quote, basket)
         raise Conflict("the cart changed while checking out; try again")
@@ -371,7 +370,7 @@ class CartService:
             event = self.cart_updated_event(view, action, line, delta, now)
             try:
                 await self.carts.save(cart, [self.encode(event)])
-            except StaleState:
+            except ConcurrencyError:
                 continue
             return view
         raise Conflict("the cart changed concurrently; try again")
@@ -443,7 +442,7 @@ class CartService:
             try:
                 await self.carts.save(cart, [])
                 return
-            except StaleState:
+            except ConcurrencyError:
                 continue
 
     @staticmethod

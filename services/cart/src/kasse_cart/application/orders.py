@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from kasse_cart.application.ports import Clock, Encoder, OrderRepository, PaymentLookup, StaleState
+from kasse_cart.application.ports import Clock, Encoder, OrderRepository, PaymentLookup
 from kasse_cart.domain.cart import hash_token
 from kasse_cart.domain.order import CancellationNotice, Order, OrderStatus
 from kasse_common.envelope import OutgoingRecord, derived_event_id
 from kasse_common.errors import NotFound
+from kasse_common.retry import retry_on_conflict
 from kasse_contracts.base import Money
 from kasse_contracts.events import CancellationReason, OrderCancelled
 
@@ -37,27 +38,25 @@ class OrderLife:
 
     async def apply(self, order_id: str, event_id: str, fact: Callable[[Order], list[CancellationNotice]]) -> bool:
         """Apply one consumed event's fact to the order, exactly once; False when it was a duplicate."""
-        for _ in range(SAVE_ATTEMPTS):
+
+        async def attempt() -> bool:
             order = await self.orders.get(order_id)
             if order is None:
                 raise OrderNotYetKnown(f"order {order_id} is not known")
             notices = fact(order)
-            try:
-                return await self.orders.save(order, self._cancellations(order, notices), consumed_event_id=event_id)
-            except StaleState:
-                continue
-        raise StaleState(f"order {order_id} kept changing")  # the consumer retries with backoff
+            return await self.orders.save(order, self._cancellations(order, notices), consumed_event_id=event_id)
+
+        # Still contended after that: the ConcurrencyError reaches the consumer, which retries with backoff.
+        return await retry_on_conflict(attempt, f"apply {event_id} to order {order_id}", attempts=SAVE_ATTEMPTS)
 
     async def cancel_by_customer(self, order_id: str, order_token: str | None) -> Order:
-        for _ in range(SAVE_ATTEMPTS):
+        async def attempt() -> Order:
             order = await self._authorised(order_id, order_token)
             notices = order.cancel_by_customer(self.clock())
-            try:
-                await self.orders.save(order, self._cancellations(order, notices))
-                return order
-            except StaleState:
-                continue
-        raise StaleState(f"order {order_id} kept changing")
+            await self.orders.save(order, self._cancellations(order, notices))
+            return order
+
+        return await retry_on_conflict(attempt, f"cancel order {order_id}", attempts=SAVE_ATTEMPTS)
 
     async def view(self, order_id: str, order_token: str | None) -> OrderView:
         order = await self._authorised(order_id, order_token)

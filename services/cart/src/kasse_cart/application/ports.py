@@ -17,10 +17,6 @@ Encoder = Callable[..., OutgoingRecord]  # (event, *, event_id=None) -> record (
 Clock = Callable[[], datetime]
 
 
-class StaleState(Exception):
-    """The stored document changed since it was loaded (or a guard failed): reload and retry."""
-
-
 class CartRepository(Protocol):
     async def get(self, cart_id: str) -> Cart | None: ...
 
@@ -28,7 +24,7 @@ class CartRepository(Protocol):
 
     async def save(self, cart: Cart, events: Sequence[OutgoingRecord], *, consumed_event_id: str | None = None) -> bool:
         """Write the cart at `cart.version + 1` with its events. False: `consumed_event_id` was applied
-        before (nothing written). Raises StaleState when the cart changed since it was loaded."""
+        before (nothing written). Raises ConcurrencyError when the cart changed since it was loaded."""
         ...
 
     async def ids_with_product(self, product_id: str) -> list[str]: ...

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from kasse_cart.application.carts import CartService
-from kasse_cart.application.ports import StaleState
 from kasse_cart.domain.cart import ProductInfo
 from kasse_cart.domain.shipping import RateTable
 from kasse_common.envelope import OutgoingRecord
+from kasse_common.retry import retry_on_conflict
 from kasse_contracts.events import CartAction, ProductChanged, ShippingMethodsPublished
 from kasse_contracts.events.common import TaxClass
 
@@ -52,7 +52,7 @@ class ReadModels:
         await self.service.rate_tables.upsert(event.rate_table_id, rate_table(event))
 
     async def _reprice(self, cart_id: str, product: ProductInfo, event_id: str) -> None:
-        for _ in range(5):
+        async def attempt() -> None:
             cart = await self.service.carts.get(cart_id)
             if cart is None:
                 return
@@ -66,10 +66,7 @@ class ReadModels:
                 now = self.service.clock()
                 event = self.service.cart_updated_event(view, CartAction.PRICE_UPDATED, line, 0, now)
                 events.append(self.service.encode(event))
-            try:
-                # consumed_event_id makes a redelivered ProductChanged change nothing on this cart.
-                await self.service.carts.save(cart, events, consumed_event_id=event_id)
-                return
-            except StaleState:
-                continue
-        raise StaleState(f"cart {cart_id} kept changing while repricing")
+            # consumed_event_id makes a redelivered ProductChanged change nothing on this cart.
+            await self.service.carts.save(cart, events, consumed_event_id=event_id)
+
+        await retry_on_conflict(attempt, f"reprice cart {cart_id}", attempts=5)

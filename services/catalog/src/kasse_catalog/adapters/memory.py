@@ -11,12 +11,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from kasse_catalog.application.ports import AlreadyExists, RelationKind, StaleWrite
+from kasse_catalog.application.ports import AlreadyExists, RelationKind
 from kasse_catalog.domain.product import Product, popularity_score
 from kasse_catalog.domain.reservation import Reservation
 from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
 from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance, stem
 from kasse_common.envelope import OutgoingRecord
+from kasse_common.errors import ConcurrencyError
 
 
 async def _hop() -> None:
@@ -81,9 +82,9 @@ class MemoryProducts:
         if marker and marker in self.markers[product.product_id]:
             return False
         if current is None or current.version != product.version:
-            raise StaleWrite(product.product_id)
+            raise ConcurrencyError(product.product_id)
         if require_available is not None and current.stock_available < require_available:
-            raise StaleWrite(product.product_id)
+            raise ConcurrencyError(product.product_id)
         stored = product.copy()
         stored.version = (product.version or 0) + 1
         stored.views, stored.purchases = current.views, current.purchases
@@ -180,7 +181,7 @@ class MemoryReservations:
         await _hop()
         current = self.docs.get(reservation.order_id)
         if current is None or current.version != reservation.version:
-            raise StaleWrite(reservation.order_id)
+            raise ConcurrencyError(reservation.order_id)
         stored = copy.deepcopy(reservation)
         stored.version = (reservation.version or 0) + 1
         self.docs[reservation.order_id] = stored

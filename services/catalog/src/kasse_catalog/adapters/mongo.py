@@ -19,13 +19,14 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from kasse_catalog.application.ports import AlreadyExists, RelationKind, StaleWrite
+from kasse_catalog.application.ports import AlreadyExists, RelationKind
 from kasse_catalog.domain.product import Image, Product, popularity_score
 from kasse_catalog.domain.reservation import Reservation, ReservationLine, ReservationStatus, Shortfall
 from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
 from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance, stem
 from kasse_common.envelope import OutgoingRecord
-from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
+from kasse_common.errors import ConcurrencyError
+from kasse_common.persistence import CommitOutcome, DocumentStore
 from kasse_contracts.base import Money
 from kasse_contracts.events.common import TaxClass
 
@@ -185,8 +186,6 @@ class MongoProducts:
                 consumed_event_id=marker,
                 extra_filter=guard,
             )
-        except ConcurrencyError as exc:
-            raise StaleWrite(str(exc)) from None
         except DuplicateKeyError as exc:  # the new slug is taken
             raise AlreadyExists(str(exc)) from None
         return outcome is CommitOutcome.APPLIED
@@ -320,15 +319,12 @@ class MongoReservations:
             raise AlreadyExists(str(exc)) from None
 
     async def save(self, reservation: Reservation, events: Sequence[OutgoingRecord] = ()) -> None:
-        try:
-            await self.store.commit(
-                reservation.order_id,
-                expected_version=reservation.version,
-                state=_reservation_state(reservation),
-                events=events,
-            )
-        except ConcurrencyError as exc:
-            raise StaleWrite(str(exc)) from None
+        await self.store.commit(
+            reservation.order_id,
+            expected_version=reservation.version,
+            state=_reservation_state(reservation),
+            events=events,
+        )
 
 
 _REVIEW_SORTS: dict[ReviewSort, list[tuple[str, int]]] = {
@@ -460,7 +456,7 @@ class MongoSignals:
             )
             if result.matched_count == 1:
                 return
-        raise StaleWrite(f"session {session_id} kept changing")
+        raise ConcurrencyError(f"session {session_id} kept changing")
 
 
 class MongoPurchaseLedger:

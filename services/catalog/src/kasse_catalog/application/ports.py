@@ -15,10 +15,6 @@ from kasse_common.envelope import OutgoingRecord
 from kasse_contracts.base import Event
 
 
-class StaleWrite(Exception):
-    """The document changed since it was read (or its guard failed): load it again and retry."""
-
-
 class AlreadyExists(Exception):
     """A document with that id (or unique key) exists already."""
 
@@ -53,7 +49,7 @@ class ProductRepository(Protocol):
 
         `marker`: an id remembered with the write; a second save with it changes nothing and returns
         False. `require_available`: the stored product must still have that much stock available.
-        Raises StaleWrite when the version or the guard does not hold."""
+        Raises ConcurrencyError when the version or the guard does not hold."""
 
     async def was_applied(self, product_id: str, marker: str) -> bool: ...
     async def search(self, criteria: SearchCriteria) -> tuple[list[Product], int]: ...
@@ -72,7 +68,7 @@ class ReservationRepository(Protocol):
         """Insert; raises AlreadyExists."""
 
     async def save(self, reservation: Reservation, events: Sequence[OutgoingRecord] = ()) -> None:
-        """Write if still at `reservation.version`; raises StaleWrite."""
+        """Write if still at `reservation.version`; raises ConcurrencyError."""
 
 
 class ReviewRepository(Protocol):

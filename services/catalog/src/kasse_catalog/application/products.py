@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from kasse_catalog.application.events import product_changed
-from kasse_catalog.application.ports import AlreadyExists, Clock, Encoder, ProductRepository, StaleWrite
+from kasse_catalog.application.ports import AlreadyExists, Clock, Encoder, ProductRepository
 from kasse_catalog.domain.product import Product, ProductDetails, slugify
-from kasse_common.errors import Conflict, KasseError, NotFound, Unprocessable
+from kasse_common.errors import ConcurrencyError, Conflict, NotFound, Unprocessable
+from kasse_common.retry import retry_on_conflict
 from kasse_contracts.events import ProductChangeKind
 
 T = TypeVar("T")
-
-MAX_ATTEMPTS = 50
 
 
 def _slug_candidates(details: ProductDetails) -> list[str]:
@@ -32,24 +29,6 @@ def _pick_slug(
         if (holder is None or holder.sku == details.sku) and taken.get(candidate, details.sku) == details.sku:
             return candidate
     return candidates[-1]  # only an explicit slug can hold this one: the callers' checks report it
-
-
-class Contended(KasseError):
-    """Writers kept colliding on one document: the caller may simply try again."""
-
-    status = 503
-    title = "Busy"
-
-
-async def retry_on_stale(attempt: Callable[[], Awaitable[T]], what: str, max_attempts: int = MAX_ATTEMPTS) -> T:
-    """Optimistic concurrency: run `attempt` (load, decide, save) again when someone wrote in between."""
-    for n in range(max_attempts):
-        try:
-            return await attempt()
-        except StaleWrite:
-            # Jittered, growing pause so competing writers spread out instead of colliding again.
-            await asyncio.sleep(random.uniform(0, min(0.002 * (n + 1), 0.05)))
-    raise Contended(f"{what}: still contended after {max_attempts} attempts; try again")
 
 
 @dataclass
@@ -97,13 +76,13 @@ class ProductCatalog:
                     raise Conflict(f"slug {changes['slug']!r} belongs to {other.product_id}", field="slug")
             return await self._apply(product, lambda p, now: p.update(now, **dict(changes)))
 
-        return await retry_on_stale(attempt, f"update {product_id}")
+        return await retry_on_conflict(attempt, f"update {product_id}")
 
     async def deactivate(self, product_id: str) -> Product:
         async def attempt() -> Product:
             return await self._apply(await self.get(product_id), lambda p, now: p.deactivate(now))
 
-        return await retry_on_stale(attempt, f"deactivate {product_id}")
+        return await retry_on_conflict(attempt, f"deactivate {product_id}")
 
     async def adjust_stock(self, product_id: str, *, delta: int | None = None, on_hand: int | None = None) -> Product:
         if (delta is None) == (on_hand is None):
@@ -116,7 +95,7 @@ class ProductCatalog:
             assert delta is not None
             return await self._apply(product, lambda p, now: p.adjust_stock(delta, now))
 
-        return await retry_on_stale(attempt, f"adjust stock of {product_id}")
+        return await retry_on_conflict(attempt, f"adjust stock of {product_id}")
 
     async def import_products(self, items: Sequence[ProductDetails]) -> ImportResult:
         """Upsert by sku; idempotent: importing the same data again changes nothing and publishes nothing."""
@@ -185,7 +164,7 @@ class ProductCatalog:
                     )
                 except AlreadyExists as exc:
                     if await self.products.get_by_sku(item.sku) is not None:
-                        raise StaleWrite() from exc  # created concurrently: update it instead
+                        raise ConcurrencyError() from exc  # created concurrently: update it instead
                     raise Conflict(f"slug {product.slug!r} belongs to another product", field="slug") from None
                 return "created", product.product_id
             changes: dict[str, Any] = {
@@ -206,7 +185,7 @@ class ProductCatalog:
             product = await self._apply(existing, lambda p, now: p.update(now, **changes))
             return ("updated" if product.version != before else "unchanged"), product.product_id
 
-        return await retry_on_stale(attempt, f"import {item.sku}")
+        return await retry_on_conflict(attempt, f"import {item.sku}")
 
     async def _apply(self, product: Product, change: Callable[[Product, Any], list[ProductChangeKind]]) -> Product:
         now = self.clock()

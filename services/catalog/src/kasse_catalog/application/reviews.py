@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from kasse_catalog.application.ports import Clock, Encoder, ProductRepository, PurchaseLedger, ReviewRepository
-from kasse_catalog.application.products import retry_on_stale
 from kasse_catalog.domain.product import Product
 from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
 from kasse_common.envelope import derived_event_id
 from kasse_common.errors import NotFound
+from kasse_common.retry import retry_on_conflict
 from kasse_contracts.events import ReviewSubmitted
 
 
@@ -101,7 +101,7 @@ class Reviews:
             product.version = (product.version or 0) + 1
             return product
 
-        product = await retry_on_stale(attempt, f"rate {review.product_id}")
+        product = await retry_on_conflict(attempt, f"rate {review.product_id}")
         await self.reviews.mark_published(review.review_id)
         review.status = ReviewStatus.PUBLISHED
         return product

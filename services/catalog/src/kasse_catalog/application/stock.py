@@ -22,10 +22,10 @@ from kasse_catalog.application.ports import (
     ProductRepository,
     ReservationRepository,
 )
-from kasse_catalog.application.products import retry_on_stale
 from kasse_catalog.domain.product import InsufficientStock
 from kasse_catalog.domain.reservation import Reservation, ReservationLine, ReservationStatus, Shortfall
 from kasse_common.envelope import derived_event_id
+from kasse_common.retry import retry_on_conflict
 from kasse_contracts.events import (
     OrderPlaced,
     ProductChangeKind,
@@ -183,7 +183,7 @@ class StockKeeper:
             event = self.encode(product_changed(product, [ProductChangeKind.STOCK], now))
             await self.products.save(product, [event], marker=marker)
 
-        await retry_on_stale(attempt, f"fulfil {line.product_id} for {order_id}", RESERVE_ATTEMPTS)
+        await retry_on_conflict(attempt, f"fulfil {line.product_id} for {order_id}", attempts=RESERVE_ATTEMPTS)
 
     async def _take(self, order_id: str, line: ReservationLine, *, check_marker: bool) -> _Taken:
         marker = take_marker(order_id, line.product_id)
@@ -203,7 +203,7 @@ class StockKeeper:
             await self.products.save(product, [event], marker=marker, require_available=line.quantity)
             return _Taken(ok=True)  # False from save means: taken by an earlier run, also fine
 
-        return await retry_on_stale(attempt, f"reserve {line.product_id} for {order_id}", RESERVE_ATTEMPTS)
+        return await retry_on_conflict(attempt, f"reserve {line.product_id} for {order_id}", attempts=RESERVE_ATTEMPTS)
 
     async def _give_back(self, order_id: str, line: ReservationLine) -> None:
         taken, given = take_marker(order_id, line.product_id), give_back_marker(order_id, line.product_id)
@@ -219,4 +219,4 @@ class StockKeeper:
             event = self.encode(product_changed(product, [ProductChangeKind.STOCK], now))
             await self.products.save(product, [event], marker=given)
 
-        await retry_on_stale(attempt, f"release {line.product_id} for {order_id}", RESERVE_ATTEMPTS)
+        await retry_on_conflict(attempt, f"release {line.product_id} for {order_id}", attempts=RESERVE_ATTEMPTS)

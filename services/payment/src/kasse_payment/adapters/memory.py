@@ -8,14 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kasse_common.errors import ConcurrencyError
 from kasse_payment.adapters.codec import from_document, to_document
-from kasse_payment.application.ports import (
-    GatewayDeclined,
-    GatewayUnavailable,
-    IntentState,
-    OutgoingEvent,
-    StaleState,
-)
+from kasse_payment.application.ports import GatewayDeclined, GatewayUnavailable, IntentState, OutgoingEvent
 from kasse_payment.domain.fraud import DECLINE_REASONS
 from kasse_payment.domain.payment import Payment, PaymentStatus
 
@@ -40,7 +35,7 @@ class InMemoryPayments:
             return False
         current = self.docs.get(payment.order_id)
         if (current["_version"] if current else None) != payment.version:
-            raise StaleState(payment.order_id)
+            raise ConcurrencyError(payment.order_id)
         version = 1 if payment.version is None else payment.version + 1
         self.docs[payment.order_id] = {"_id": payment.order_id, "_version": version, **to_document(payment)}
         if consumed_id:

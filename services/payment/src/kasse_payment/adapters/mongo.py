@@ -9,10 +9,10 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 
 from kasse_common.envelope import OutgoingRecord
-from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
+from kasse_common.persistence import CommitOutcome, DocumentStore
 from kasse_contracts.base import Event
 from kasse_payment.adapters.codec import from_document, to_document
-from kasse_payment.application.ports import OutgoingEvent, StaleState
+from kasse_payment.application.ports import OutgoingEvent
 from kasse_payment.domain.fraud import DECLINE_REASONS
 from kasse_payment.domain.payment import Payment
 
@@ -44,16 +44,13 @@ class MongoPayments:
         state = to_document(payment)
         state["updated_at"] = datetime.now(UTC)
         records = [self._record(e.event, e.event_id) for e in events]
-        try:
-            outcome = await self.store.commit(
-                payment.order_id,
-                expected_version=payment.version,
-                state=state,
-                events=records,
-                consumed_event_id=consumed_id,
-            )
-        except ConcurrencyError as exc:
-            raise StaleState(str(exc)) from exc
+        outcome = await self.store.commit(
+            payment.order_id,
+            expected_version=payment.version,
+            state=state,
+            events=records,
+            consumed_event_id=consumed_id,
+        )
         if outcome is CommitOutcome.DUPLICATE:
             return False
         payment.version = 1 if payment.version is None else payment.version + 1

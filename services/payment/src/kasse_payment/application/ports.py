@@ -11,10 +11,6 @@ from kasse_contracts.base import Event
 from kasse_payment.domain.payment import Payment
 
 
-class StaleState(Exception):
-    """The payment changed since it was loaded: load again and retry."""
-
-
 @dataclass(frozen=True)
 class OutgoingEvent:
     event: Event
@@ -26,7 +22,7 @@ class PaymentRepository(Protocol):
 
     async def save(self, payment: Payment, events: Sequence[OutgoingEvent], consumed_id: str | None) -> bool:
         """Write state and events atomically. False: `consumed_id` was applied before (nothing written).
-        Raises StaleState when the payment changed since it was loaded."""
+        Raises ConcurrencyError when the payment changed since it was loaded."""
         ...
 
     async def find_order_by_intent(self, intent_id: str) -> str | None: ...

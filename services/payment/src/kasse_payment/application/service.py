@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from kasse_common.envelope import derived_event_id
 from kasse_common.errors import NotFound
+from kasse_common.retry import backoff_delay, retry_on_conflict
 from kasse_contracts.base import Money
 from kasse_contracts.events import (
     OrderCancelled,
@@ -34,7 +35,6 @@ from kasse_payment.application.ports import (
     OutgoingEvent,
     PaymentGateway,
     PaymentRepository,
-    StaleState,
 )
 from kasse_payment.domain.fraud import FraudPolicy, FraudSignals, assess
 from kasse_payment.domain.payment import (
@@ -336,7 +336,9 @@ class PaymentService:
         error = str(exc)[:300]
 
         def record(p: Payment, now: datetime) -> list[DomainEvent]:
-            delay = min(self.config.retry_backoff_s * 2**p.transient_failures, self.config.max_retry_backoff_s)
+            delay = backoff_delay(
+                p.transient_failures + 1, initial_s=self.config.retry_backoff_s, max_s=self.config.max_retry_backoff_s
+            )
             return p.stripe_unavailable(error, self.config.max_attempts, now + timedelta(seconds=delay), now)
 
         log.warning("Stripe unavailable", extra={"order_id": order_id, "error": error})
@@ -345,17 +347,16 @@ class PaymentService:
     # -- persistence ---------------------------------------------------------------------------
     async def _change(self, order_id: str, change: Change, consumed_id: str | None) -> Payment | None:
         """Load, change, save with the events; None when `consumed_id` had been applied already."""
-        for _ in range(20):
+
+        async def attempt() -> Payment | None:
             payment = await self.repository.load(order_id) or Payment(order_id=order_id)
             now = self.clock()
             caused = change(payment, now) or []
             events = [self._contract_event(payment, e, now) for e in caused]
-            try:
-                applied = await self.repository.save(payment, events, consumed_id)
-            except StaleState:
-                continue
+            applied = await self.repository.save(payment, events, consumed_id)
             return payment if applied else None
-        raise StaleState(f"payment of order {order_id} kept changing under a write")
+
+        return await retry_on_conflict(attempt, f"payment of order {order_id}", attempts=20)
 
     @staticmethod
     def _contract_event(payment: Payment, event: DomainEvent, now: datetime) -> OutgoingEvent:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from kasse_shipping.application.ports import Loaded, PendingEvent, PublishedTable, StaleState
+from kasse_common.errors import ConcurrencyError
+from kasse_shipping.application.ports import Loaded, PendingEvent, PublishedTable
 from kasse_shipping.domain.fulfilment import Fulfilment
 from kasse_shipping.domain.rates import RateTable
 
@@ -28,7 +29,7 @@ class InMemoryFulfilmentRepository:
             return False
         current = self.docs.get(order_id)
         if (current[1] if current else None) != loaded.version:
-            raise StaleState(order_id)
+            raise ConcurrencyError(order_id)
         self.docs[order_id] = (loaded.fulfilment.model_dump_json(), (loaded.version or 0) + 1)
         if consumed_event_id:
             self.processed.setdefault(order_id, set()).add(consumed_event_id)
@@ -78,6 +79,6 @@ class InMemoryRateTableRepository:
     ) -> None:
         now = self.current_by_id.get(table.rate_table_id)
         if (now.version if now else None) != expected_version:
-            raise StaleState(table.rate_table_id)
+            raise ConcurrencyError(table.rate_table_id)
         self.current_by_id[table.rate_table_id] = PublishedTable(revision, fingerprint, (expected_version or 0) + 1)
         self.published.extend(events)

@@ -14,9 +14,9 @@ from typing import Any
 from pymongo import ASCENDING
 
 from kasse_common.envelope import OutgoingRecord
-from kasse_common.persistence import CommitOutcome, ConcurrencyError, DocumentStore
+from kasse_common.persistence import CommitOutcome, DocumentStore
 from kasse_contracts.base import Event
-from kasse_shipping.application.ports import Loaded, PendingEvent, PublishedTable, StaleState
+from kasse_shipping.application.ports import Loaded, PendingEvent, PublishedTable
 from kasse_shipping.domain.fulfilment import Fulfilment
 from kasse_shipping.domain.rates import RateTable
 
@@ -48,16 +48,13 @@ class MongoFulfilmentRepository:
             "due_at": f.shipment.next_transition_at if f.shipment else None,
             "return_ids": [r.return_id for r in f.returns],
         }
-        try:
-            outcome = await self._store.commit(
-                f.order_id,
-                expected_version=loaded.version,
-                state=state,
-                events=[self._encode(p.event, p.event_id) for p in events],
-                consumed_event_id=consumed_event_id,
-            )
-        except ConcurrencyError as exc:
-            raise StaleState(str(exc)) from exc
+        outcome = await self._store.commit(
+            f.order_id,
+            expected_version=loaded.version,
+            state=state,
+            events=[self._encode(p.event, p.event_id) for p in events],
+            consumed_event_id=consumed_event_id,
+        )
         return outcome is CommitOutcome.APPLIED
 
     async def was_processed(self, order_id: str, event_id: str) -> bool:
@@ -95,12 +92,9 @@ class MongoRateTableRepository:
         expected_version: int | None,
         events: Sequence[PendingEvent],
     ) -> None:
-        try:
-            await self._store.commit(
-                table.rate_table_id,
-                expected_version=expected_version,
-                state={"revision": revision, "fingerprint": fingerprint, "table": table.model_dump(mode="json")},
-                events=[self._encode(p.event, p.event_id) for p in events],
-            )
-        except ConcurrencyError as exc:
-            raise StaleState(str(exc)) from exc
+        await self._store.commit(
+            table.rate_table_id,
+            expected_version=expected_version,
+            state={"revision": revision, "fingerprint": fingerprint, "table": table.model_dump(mode="json")},
+            events=[self._encode(p.event, p.event_id) for p in events],
+        )

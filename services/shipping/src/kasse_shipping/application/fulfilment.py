@@ -9,10 +9,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from kasse_common.envelope import derived_event_id
-from kasse_common.errors import NotFound
+from kasse_common.errors import ConcurrencyError, NotFound
+from kasse_common.retry import retry_on_conflict
 from kasse_contracts.base import Event, Money
 from kasse_contracts.events import OrderCancelled, OrderPlaced, PaymentCaptured, ReturnReason
-from kasse_shipping.application.ports import Carrier, FulfilmentRepository, PendingEvent, StaleState
+from kasse_shipping.application.ports import Carrier, FulfilmentRepository, PendingEvent
 from kasse_shipping.application.rates import RateTableService
 from kasse_shipping.domain.fulfilment import (
     CancellationInfo,
@@ -106,7 +107,8 @@ class FulfilmentService:
         self, order_id: str, event_id: str, change: Callable[[Fulfilment, datetime], list[Event] | None]
     ) -> None:
         """Record one consumed fact; create the shipment if the fact completed the picture."""
-        for _ in range(ATTEMPTS):
+
+        async def attempt() -> None:  # again when the order's other topic wrote at the same moment
             if await self._repo.was_processed(order_id, event_id):
                 return
             loaded = await self._repo.load(order_id)
@@ -114,12 +116,9 @@ class FulfilmentService:
             events = list(change(loaded.fulfilment, now) or [])
             if loaded.fulfilment.ready_to_ship():
                 events += await self._ship(loaded.fulfilment, now)
-            try:
-                await self._repo.save(loaded, self._pending(order_id, events), consumed_event_id=event_id)
-                return
-            except StaleState:
-                continue  # the order's other topic wrote at the same moment
-        raise StaleState(f"order {order_id}: gave up after {ATTEMPTS} concurrent changes")
+            await self._repo.save(loaded, self._pending(order_id, events), consumed_event_id=event_id)
+
+        await retry_on_conflict(attempt, f"apply {event_id} to order {order_id}", attempts=ATTEMPTS)
 
     async def _ship(self, f: Fulfilment, now: datetime) -> list[Event]:
         assert f.order is not None and f.payment is not None
@@ -171,7 +170,7 @@ class FulfilmentService:
             try:
                 await self._repo.save(loaded, self._pending(order_id, events))
                 moved += 1
-            except StaleState:
+            except ConcurrencyError:
                 log.info("shipment changed while advancing; next round", extra={"order_id": order_id})
         return moved
 
@@ -215,29 +214,28 @@ class FulfilmentService:
             )
             try:
                 await self._repo.save(loaded, self._pending(order_id, events))
-            except StaleState:
+            except ConcurrencyError:
                 continue
             case = f.find_return(return_id)
             assert case is not None
             return case
-        raise StaleState(f"order {order_id}: gave up after {ATTEMPTS} concurrent changes")
+        raise ConcurrencyError(f"order {order_id}: gave up after {ATTEMPTS} concurrent changes")
 
     async def receive_return(self, return_id: str) -> tuple[str, ReturnCase]:
         order_id = await self._repo.order_id_of_return(return_id)
         if order_id is None:
             raise NotFound(f"no return {return_id}")
-        for _ in range(ATTEMPTS):
+
+        async def attempt() -> tuple[str, ReturnCase]:
             loaded = await self._repo.load(order_id)
             events = loaded.fulfilment.receive_return(return_id, self._clock())
-            try:
-                if events:
-                    await self._repo.save(loaded, self._pending(order_id, events))
-            except StaleState:
-                continue
+            if events:
+                await self._repo.save(loaded, self._pending(order_id, events))
             case = loaded.fulfilment.find_return(return_id)
             assert case is not None
             return order_id, case
-        raise StaleState(f"return {return_id}: gave up after {ATTEMPTS} concurrent changes")
+
+        return await retry_on_conflict(attempt, f"receive return {return_id}", attempts=ATTEMPTS)
 
     # -- queries ------------------------------------------------------------------------------------
     async def tracking_by_order(self, order_id: str) -> Fulfilment:

@@ -12,10 +12,6 @@ from kasse_shipping.domain.fulfilment import Booking, Fulfilment, ShipmentStatus
 from kasse_shipping.domain.rates import RateTable
 
 
-class StaleState(Exception):
-    """The stored state changed since it was loaded (or a guard failed): load again and retry."""
-
-
 @dataclass(frozen=True)
 class PendingEvent:
     """An event to publish with a state change, under a deterministic id so a retry dedupes."""
@@ -35,7 +31,7 @@ class FulfilmentRepository(Protocol):
 
     async def save(self, loaded: Loaded, events: Sequence[PendingEvent], consumed_event_id: str | None = None) -> bool:
         """Write state and events together. False: `consumed_event_id` was applied before (nothing
-        written). Raises StaleState when someone else wrote first."""
+        written). Raises ConcurrencyError when someone else wrote first."""
         ...
 
     async def was_processed(self, order_id: str, event_id: str) -> bool: ...
@@ -67,7 +63,7 @@ class RateTableRepository(Protocol):
         expected_version: int | None,
         events: Sequence[PendingEvent],
     ) -> None:
-        """Raises StaleState when another instance published first."""
+        """Raises ConcurrencyError when another instance published first."""
         ...
 
 

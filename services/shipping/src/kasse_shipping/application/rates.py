@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kasse_common.envelope import derived_event_id
+from kasse_common.errors import ConcurrencyError
 from kasse_contracts.events import ShippingMethodsPublished
-from kasse_shipping.application.ports import PendingEvent, RateTableRepository, StaleState
+from kasse_shipping.application.ports import PendingEvent, RateTableRepository
 from kasse_shipping.domain.rates import Basket, MethodQuote, RateTable, quote
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class RateTableService:
                 await self._repository.save(
                     self.table, revision, fingerprint, expected, [PendingEvent(event, event_id)]
                 )
-            except StaleState:
+            except ConcurrencyError:
                 continue  # another instance published at the same moment: look again
             self.revision = revision
             log.info("rate table published", extra={"rate_table_id": self.table.rate_table_id, "revision": revision})
