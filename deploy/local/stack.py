@@ -114,6 +114,12 @@ FERRETDB_VERSION = "v1.24.2"
 # outbox leases), so the local build serializes FerretDB's write commands with one mutex.
 FERRETDB_PATCH = Path(__file__).resolve().parent / "ferretdb" / "kasse_write_lock.go"
 FERRETDB_LOCKED_COMMANDS = ("MsgUpdate", "MsgFindAndModify", "MsgDelete", "MsgInsert")
+# FerretDB v1's SQLite backend narrows a query to one row only when the filter is exactly {_id: v};
+# any other condition next to it ({_id, _version} of every optimistic write, the outbox's claims)
+# read and decoded the whole collection, under the write lock above: every write got slower as the
+# shop grew (issue 12). The local build pushes {_id: <string|ObjectId>} down whatever else the
+# filter holds; the handlers still apply the whole filter in Go afterwards, so results are unchanged.
+FERRETDB_ID_PUSHDOWN = ("if params.Filter.Len() == 1 {", "if params.Filter.Len() >= 1 {")
 STRIPE_MOCK_MODULE = "github.com/stripe/stripe-mock"
 STRIPE_MOCK_VERSION = "v0.203.0"
 STRIPE_TEST_KEY = "sk_test_123"
@@ -147,6 +153,15 @@ def _patch_ferretdb_write_lock(src: Path) -> None:
             raise StackError(f"ferretdb: cannot patch {path.name}: {signature} not found")
         body = text.index("{\n", start) + 2
         path.write_text(text[:body] + "\tkasseWriteMu.Lock()\n\tdefer kasseWriteMu.Unlock()\n\n" + text[body:])
+
+
+def _patch_ferretdb_id_pushdown(src: Path) -> None:
+    path = src / "internal" / "backends" / "sqlite" / "collection.go"
+    old, new = FERRETDB_ID_PUSHDOWN
+    text = path.read_text()
+    if text.count(old) != 2:  # Query and Explain
+        raise StackError(f"ferretdb: cannot patch {path.name}: {old!r} not found twice")
+    path.write_text(text.replace(old, new))
 
 
 class StackError(RuntimeError):
@@ -892,7 +907,7 @@ class FerretDB(_GoPart):
         return "KASSE_STACK_FERRETDB_PORT"
 
     def version_key(self) -> str:
-        return f"ferretdb {FERRETDB_VERSION} +{FERRETDB_PATCH.name}"
+        return f"ferretdb {FERRETDB_VERSION} +{FERRETDB_PATCH.name} +id-pushdown"
 
     def provision(self, reporter: Reporter) -> None:
         go = self._go()
@@ -923,6 +938,8 @@ class FerretDB(_GoPart):
         (src / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
         reporter.say(self.name, f"applying {FERRETDB_PATCH.name}: single-document writes made atomic")
         _patch_ferretdb_write_lock(src)
+        reporter.say(self.name, "pushing {_id: v} down even with other conditions (one row, not a table scan)")
+        _patch_ferretdb_id_pushdown(src)
         self.config.bin_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.binary.with_name(self.binary_name + ".partial")
         reporter.say(self.name, "building ./cmd/ferretdb with go build (about 70 s cold)…")

@@ -1,13 +1,30 @@
 """The outbox relay: publishes pending events with the idempotent producer, then marks them sent.
 
-Per document: claim it with a short lease (so two replicas rarely publish the same events), publish
-its events in `seq` order and wait for the broker's acknowledgement, then remove exactly those events
-from `_outbox`. Clearing `_outbox_pending` is conditional on `_outbox_rev` being unchanged, so an event
-appended meanwhile is never forgotten. A crash after publishing and before marking means the same
-events (same `ce_id`) are published again: readers dedupe on `ce_id`, so nothing is applied twice.
+A commit takes the lease for this process's relay in the same write (`lease_fields`), so the hot
+path costs the relay no claim at all. A pass over a collection: find up to `batch_size` pending
+documents that are this relay's or free (a lease that expired: another process died), claim the
+free ones by `_id` (concurrently; two replicas rarely publish the same events), publish every
+document's events concurrently — in `seq` order within a document
+and within a Kafka key, each awaiting the broker's acknowledgement — while a side task renews the
+leases, then remove exactly the published events from each `_outbox`. Clearing `_outbox_pending` is
+conditional on `_outbox_rev` being unchanged, so an event appended meanwhile is never forgotten. A
+crash after publishing and before marking means the same events (same `ce_id`) are published
+again: readers dedupe on `ce_id`, so nothing is applied twice.
 
-Writers call `notify()` after a commit: the relay wakes at once, so the usual latency from commit to
-broker is one produce round trip; the poll interval is only a safety net (crashes, other replicas).
+A document whose events the broker refuses does not hold up the others: its lease is set to a
+jittered backoff, the failure is logged and counted, and once it has failed `REPORT_AFTER` times in
+a row it is reported (ERROR log, `kasse_outbox_refused_documents`) until it goes out.
+
+Writers call `hint(collection, ids)` after a commit: the relay wakes at once and reads exactly those
+documents by `_id`, so the usual latency from commit to broker is one produce round trip, whatever
+the collection's size. The scan of all pending documents runs every poll interval only, as a
+safety net (a crashed process's leases, other replicas).
+The backlog (pending documents) and the age of the oldest unpublished event are measured by the
+safety-net scan, for Prometheus.
+
+Before (issue 12, 100 concurrent orders): claim, publish each event, mark — one document after the
+other, so a burst queued behind the sum of all round trips (and on FerretDB every one of those
+filtered writes read the whole collection; deploy/local/stack.py now pushes `_id` down).
 """
 
 from __future__ import annotations
@@ -15,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -23,7 +42,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.messaging import EventPublisher
-from kasse_common.persistence import LEASE, OUTBOX, PENDING, REV, TRACEPARENT
+from kasse_common.persistence import LEASE, OUTBOX, OWNER, PENDING, REV, SINCE, TRACEPARENT
+from kasse_common.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +61,21 @@ def continue_trace(record: OutgoingRecord, traceparent: str) -> OutgoingRecord:
     return OutgoingRecord(record.event_id, record.event_type, record.topic, record.key, record.value, headers)
 
 
+# A document whose events failed to publish this many times in a row is reported (ERROR, gauge).
+REPORT_AFTER = 5
+
+
+@dataclass
+class _Watched:
+    collection: AsyncCollection[Any]
+    delete_when_drained: bool
+    trace_per_document: bool
+    backlog: int = 0
+    oldest_age_s: float = 0.0
+    failures: dict[Any, int] = field(default_factory=dict)  # doc id -> failed passes in a row
+    hinted: dict[Any, None] = field(default_factory=dict)  # ids committed with events here, oldest first
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -49,23 +84,53 @@ class OutboxRelay:
         poll_interval_s: float = 0.5,
         batch_size: int = 100,
         lease_s: float = 10.0,
+        retry_max_s: float = 300.0,
     ) -> None:
         self._publisher = publisher
-        self._collections: list[tuple[AsyncCollection[Any], bool, bool]] = []
+        self._watched: list[_Watched] = []
         self._poll_interval_s = poll_interval_s
         self._batch_size = batch_size
         self._lease_s = lease_s
+        self._retry_max_s = retry_max_s
+        self._scanned_at = -1e9
+        self._owner = uuid.uuid4().hex  # this relay's name on the leases it holds (commits write it too)
         self._wake = asyncio.Event()
+        self._pass = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.published = 0
+        self.publish_failures = 0
+        self.lease_renewals = 0
 
     def watch(
         self, collection: AsyncCollection[Any], *, delete_when_drained: bool = False, trace_per_document: bool = False
     ) -> None:
-        self._collections.append((collection, delete_when_drained, trace_per_document))
+        self._watched.append(_Watched(collection, delete_when_drained, trace_per_document))
+
+    # -- what Prometheus shows ------------------------------------------------------------------------
+    @property
+    def backlog(self) -> dict[str, int]:
+        """Pending documents per collection (measured by the safety-net scan)."""
+        return {w.collection.name: w.backlog for w in self._watched}
+
+    @property
+    def oldest_age_s(self) -> dict[str, float]:
+        """Age of the oldest unpublished event per collection, seconds (0 when none)."""
+        return {w.collection.name: w.oldest_age_s for w in self._watched}
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """Documents whose events failed to publish `REPORT_AFTER` times or more in a row."""
+        return {w.collection.name: sum(1 for n in w.failures.values() if n >= REPORT_AFTER) for w in self._watched}
 
     def notify(self) -> None:
+        self._wake.set()
+
+    def hint(self, collection: str, doc_ids: Sequence[Any]) -> None:
+        """A commit in this process wrote events to these documents: publish them now, without a scan."""
+        for w in self._watched:
+            if w.collection.name == collection:
+                w.hinted.update(dict.fromkeys(doc_ids))
         self._wake.set()
 
     def start(self) -> None:
@@ -91,86 +156,188 @@ class OutboxRelay:
             await asyncio.wait_for(self.drain(), drain_timeout_s)
         except TimeoutError:
             log.warning("outbox not fully drained at shutdown; the next start publishes the rest")
+        except Exception as exc:  # the broker or the store is away: the next start publishes it
+            log.warning("outbox not drained at shutdown", extra={"error": repr(exc)[:300]})
 
     async def drain(self) -> int:
-        """Publish everything pending now; returns how many events went out."""
+        """Publish everything pending now (what the broker refuses stays pending); how many went out."""
         total = 0
         while True:
-            n = await self.run_once()
+            n = await self.run_once(scan=True)
             total += n
             if n == 0:
                 return total
 
-    async def run_once(self) -> int:
+    async def run_once(self, *, scan: bool = True) -> int:
+        """One pass over every collection: the hinted documents, and with `scan` every pending one."""
         sent = 0
-        for collection, delete_when_drained, trace_per_document in self._collections:
-            sent += await self._relay_collection(collection, delete_when_drained, trace_per_document)
+        async with self._pass:  # `drain()` and the background loop never publish the same lease twice
+            for watched in self._watched:
+                sent += await self._relay_collection(watched, scan)
         return sent
 
     async def _run(self) -> None:
         while not self._stopping:
             try:
                 self._wake.clear()
-                sent = await self.run_once()
-                if sent:
+                scan = time.monotonic() - self._scanned_at >= self._poll_interval_s
+                sent = await self.run_once(scan=scan)
+                if scan:
+                    self._scanned_at = time.monotonic()
+                if sent or any(w.hinted for w in self._watched):
                     continue  # there may be more
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("outbox relay pass failed; retrying")
-                await asyncio.sleep(self._poll_interval_s)
+            except Exception as exc:  # the store is away: the next pass tries again
+                log.warning("outbox relay pass failed; retrying", extra={"error": repr(exc)[:300]})
+                await asyncio.sleep(min(self._poll_interval_s, 1.0))
                 continue
+            next_scan = self._scanned_at + self._poll_interval_s - time.monotonic()
             try:
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+                await asyncio.wait_for(self._wake.wait(), max(0.01, next_scan))
             except TimeoutError:
                 pass
 
-    async def _relay_collection(
-        self, collection: AsyncCollection[Any], delete_when_drained: bool, trace_per_document: bool
-    ) -> int:
+    def lease_fields(self) -> dict[str, Any]:
+        """Written with a commit's events: this relay holds them already and publishes them at once."""
+        return {LEASE: time.time() + self._lease_s, OWNER: self._owner}
+
+    async def _relay_collection(self, w: _Watched, scan: bool) -> int:
+        """Publish a batch of this collection's pending documents.
+
+        Hinted documents (committed here) are read by `_id`, which every store answers from one row.
+        The scan (`{_outbox_pending: true}`, a full read on FerretDB v1) runs only every poll interval,
+        as the safety net for documents other processes left behind, and measures the backlog.
+        """
+        collection = w.collection
         now = time.time()
-        candidates = await collection.find({PENDING: True}, {"_id": 1}, limit=self._batch_size).to_list()
-        sent = 0
-        for candidate in candidates:
-            doc = await collection.find_one_and_update(
-                {"_id": candidate["_id"], PENDING: True, "$or": [{LEASE: {"$lt": now}}, {LEASE: None}]},
-                {"$set": {LEASE: now + self._lease_s}},
+        wanted = list(w.hinted)[: self._batch_size]
+        for doc_id in wanted:
+            del w.hinted[doc_id]
+        known: dict[Any, None] = dict.fromkeys(wanted)
+        if scan:
+            pending = await collection.find({PENDING: True}, {"_id": 1, SINCE: 1, OWNER: 1, LEASE: 1}).to_list()
+            w.backlog = len(pending)
+            since = [p[SINCE] for p in pending if isinstance(p.get(SINCE), int | float)]
+            w.oldest_age_s = max(0.0, now - min(since)) if since else 0.0
+            for p in pending:
+                if len(known) >= self._batch_size:
+                    break
+                if p.get(OWNER) == self._owner or (p.get(LEASE) or 0) < now:
+                    known.setdefault(p["_id"], None)
+        if not known:
+            return 0
+
+        async def take(doc_id: Any) -> dict[str, Any] | None:
+            doc: dict[str, Any] | None = await collection.find_one({"_id": doc_id})
+            if doc is None or not doc.get(PENDING):
+                return None  # drained meanwhile
+            if doc.get(OWNER) == self._owner and (doc.get(LEASE) or 0) >= now:
+                return doc  # committed by this process with its lease: no claim needed
+            # Free (its writer died or gave it up): claim it, by `_id` like every write here.
+            claimed: dict[str, Any] | None = await collection.find_one_and_update(
+                {"_id": doc_id, PENDING: True, "$or": [{LEASE: {"$lt": now}}, {LEASE: None}]},
+                {"$set": {LEASE: now + self._lease_s, OWNER: self._owner}},
                 return_document=ReturnDocument.AFTER,
             )
-            if doc is None:
-                continue  # another relay holds it, or it was drained meanwhile
-            entries = sorted((doc.get(OUTBOX) or {}).values(), key=lambda e: (e.get("seq", 0), e["id"]))
-            records = [OutgoingRecord.from_document(e) for e in entries]
-            if trace_per_document and doc.get(TRACEPARENT):
-                records = [continue_trace(r, doc[TRACEPARENT]) for r in records]
-            await self._publish_all(records)
-            await self._mark_sent(
-                collection, doc["_id"], doc.get(REV), [r.event_id for r in records], delete_when_drained
-            )
-            sent += len(records)
+            return claimed  # None: another relay holds it
+
+        docs = [d for d in await asyncio.gather(*(take(i) for i in known)) if d is not None]
+        if not docs:
+            return 0
+        renewing = asyncio.create_task(
+            self._renew_leases(collection, [d["_id"] for d in docs]), name="outbox-lease-renewal"
+        )
+        try:
+            outcomes = await asyncio.gather(*(self._publish_chain(w, chain) for chain in _chains(w, docs)))
+        finally:
+            renewing.cancel()
+        sent = sum(outcomes)
         self.published += sent
         return sent
 
-    async def _publish_all(self, records: Sequence[OutgoingRecord]) -> None:
-        # In order, one at a time per aggregate: per-key order on the topic is part of the contract.
-        for record in records:
-            await self._publisher.publish(record)
+    async def _renew_leases(self, collection: AsyncCollection[Any], doc_ids: list[Any]) -> None:
+        """Keep the batch's leases while a slow broker takes its time, so no other relay takes them over."""
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            until = time.time() + self._lease_s
+            await asyncio.gather(
+                *(collection.update_one({"_id": i, OWNER: self._owner}, {"$set": {LEASE: until}}) for i in doc_ids)
+            )
+            self.lease_renewals += 1
 
-    async def _mark_sent(
-        self,
-        collection: AsyncCollection[Any],
-        doc_id: Any,
-        rev: Any,
-        event_ids: Sequence[str],
-        delete_when_drained: bool,
+    async def _publish_chain(self, w: _Watched, chain: list[dict[str, Any]]) -> int:
+        """Documents sharing a Kafka key, one after another; a refused one stops the rest of its chain."""
+        sent = 0
+        for doc in chain:
+            entries = sorted((doc.get(OUTBOX) or {}).values(), key=lambda e: (e.get("seq", 0), e["id"]))
+            records = [OutgoingRecord.from_document(e) for e in entries]
+            if w.trace_per_document and doc.get(TRACEPARENT):
+                records = [continue_trace(r, doc[TRACEPARENT]) for r in records]
+            try:
+                # In order, one at a time per aggregate: per-key order on the topic is part of the contract.
+                for record in records:
+                    await self._publisher.publish(record)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._refused(w, doc, records, exc)
+                return sent
+            w.failures.pop(doc["_id"], None)
+            await self._mark_sent(w, doc["_id"], doc.get(REV), [r.event_id for r in records])
+            sent += len(records)
+        return sent
+
+    async def _refused(
+        self, w: _Watched, doc: dict[str, Any], records: Sequence[OutgoingRecord], exc: Exception
     ) -> None:
-        if delete_when_drained:
+        failures = w.failures.get(doc["_id"], 0) + 1
+        w.failures[doc["_id"]] = failures
+        self.publish_failures += 1
+        delay = backoff_delay(failures, initial_s=1.0, max_s=self._retry_max_s)
+        extra = {
+            "collection": w.collection.name,
+            "document": str(doc["_id"]),
+            "event_types": sorted({r.event_type for r in records}),
+            "event_ids": [r.event_id for r in records][:10],
+            "failures": failures,
+            "retry_in_s": round(delay, 1),
+            "error": repr(exc)[:500],
+        }
+        if failures >= REPORT_AFTER:
+            log.error("the broker keeps refusing these outbox events", extra=extra)
+        else:
+            log.warning("outbox events not published; retrying later", extra=extra)
+        try:  # not before the backoff: the lease says so to every relay
+            await w.collection.update_one(
+                {"_id": doc["_id"]}, {"$set": {LEASE: time.time() + delay}, "$unset": {OWNER: ""}}
+            )
+        except Exception:
+            log.warning("could not postpone the refused document", extra={"document": str(doc["_id"])})
+
+    async def _mark_sent(self, w: _Watched, doc_id: Any, rev: Any, event_ids: Sequence[str]) -> None:
+        collection = w.collection
+        if w.delete_when_drained:
             result = await collection.delete_one({"_id": doc_id, REV: rev})
             if result.deleted_count == 1:
                 return
         unset = {f"{OUTBOX}.{eid}": "" for eid in event_ids}
-        unset[LEASE] = ""
-        done = await collection.update_one({"_id": doc_id, REV: rev}, {"$unset": unset, "$set": {PENDING: False}})
+        drained = {**unset, LEASE: "", OWNER: "", SINCE: ""}
+        done = await collection.update_one({"_id": doc_id, REV: rev}, {"$unset": drained, "$set": {PENDING: False}})
         if done.matched_count == 0:
-            # New events were appended while we published: keep the flag, drop only what went out.
+            # New events were appended while we published: keep the flag (and the lease the new commit
+            # took), drop only what went out.
             await collection.update_one({"_id": doc_id}, {"$unset": unset})
+
+
+def _chains(w: _Watched, docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Group documents that must go out one after another: an aggregate's document is its own chain;
+    standalone events (one document each) sharing a Kafka key share a chain, oldest first."""
+    if not w.delete_when_drained:
+        return [[doc] for doc in docs]
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        entries = list((doc.get(OUTBOX) or {}).values())
+        key = entries[0].get("key", "") if entries else ""
+        by_key.setdefault(key, []).append(doc)
+    return [sorted(chain, key=lambda d: d.get(SINCE) or 0.0) for chain in by_key.values()]

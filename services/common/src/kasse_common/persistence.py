@@ -9,11 +9,12 @@ the relay (kasse_common.outbox) publishes what is pending.
 
 Document fields owned by this module all start with `_` and are never part of domain state:
 `_version` (optimistic concurrency), `_outbox`, `_outbox_pending`, `_outbox_rev`, `_outbox_lease`,
-`_processed`.
+`_outbox_owner`, `_outbox_since`, `_processed`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
@@ -31,9 +32,11 @@ OUTBOX = "_outbox"
 PENDING = "_outbox_pending"
 REV = "_outbox_rev"
 LEASE = "_outbox_lease"
+OWNER = "_outbox_owner"  # which relay's claim the lease is (kasse_common.outbox)
+SINCE = "_outbox_since"  # epoch seconds of the oldest unpublished event (the relay's age metric)
 PROCESSED = "_processed"
 TRACEPARENT = "_traceparent"  # the trace the document was created in (see OutboxRelay, trace_per_document)
-INTERNAL_FIELDS = (VERSION, OUTBOX, PENDING, REV, LEASE, PROCESSED, TRACEPARENT)
+INTERNAL_FIELDS = (VERSION, OUTBOX, PENDING, REV, LEASE, OWNER, SINCE, PROCESSED, TRACEPARENT)
 
 
 class CommitOutcome(Enum):
@@ -64,9 +67,15 @@ class DocumentStore:
     Repositories in each service translate domain objects to documents and call `commit`.
     """
 
-    def __init__(self, collection: AsyncCollection[Any], on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        collection: AsyncCollection[Any],
+        on_commit: Callable[[Sequence[Any]], None] | None = None,
+        lease: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.collection = collection
-        self._on_commit = on_commit  # wakes the outbox relay
+        self._on_commit = on_commit  # tells the outbox relay which documents have events now
+        self._lease = lease  # the relay's lease, taken in the same write (it need not claim the document)
 
     async def load(self, doc_id: Any) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": doc_id}, {OUTBOX: 0, PROCESSED: 0})
@@ -92,6 +101,9 @@ class DocumentStore:
         new_version = 1 if expected_version is None else expected_version + 1
         if expected_version is None:
             doc: dict[str, Any] = {"_id": doc_id, **state, VERSION: 1, OUTBOX: {}, PENDING: bool(events), REV: 1}
+            if events:
+                doc[SINCE] = now.timestamp()
+                doc.update(self._lease() if self._lease else {})
             for i, record in enumerate(events):
                 entry = record.to_document()
                 entry["seq"] = i
@@ -108,7 +120,7 @@ class DocumentStore:
                 if consumed_event_id and await self._was_processed(doc_id, consumed_event_id):
                     return CommitOutcome.DUPLICATE
                 raise ConcurrencyError(f"{doc_id!r} exists already") from None
-            self._committed(events)
+            self._committed(doc_id, events)
             return CommitOutcome.APPLIED
 
         query: dict[str, Any] = {"_id": doc_id, VERSION: expected_version, **(extra_filter or {})}
@@ -120,13 +132,15 @@ class DocumentStore:
             to_set.update(_outbox_fields(events, base_seq=new_version * 1000))
             to_set[PENDING] = True
             update["$inc"] = {REV: 1}
+            update["$min"] = {SINCE: now.timestamp()}
+            to_set.update(self._lease() if self._lease else {})
         if consumed_event_id:
             to_set[f"{PROCESSED}.{consumed_event_id}"] = now
         if inc:
             update.setdefault("$inc", {}).update(inc)
         result = await self.collection.update_one(query, update)
         if result.matched_count == 1:
-            self._committed(events)
+            self._committed(doc_id, events)
             return CommitOutcome.APPLIED
         if consumed_event_id and await self._was_processed(doc_id, consumed_event_id):
             return CommitOutcome.DUPLICATE
@@ -141,9 +155,9 @@ class DocumentStore:
         )
         return found is not None
 
-    def _committed(self, events: Sequence[OutgoingRecord]) -> None:
+    def _committed(self, doc_id: Any, events: Sequence[OutgoingRecord]) -> None:
         if events and self._on_commit is not None:
-            self._on_commit()
+            self._on_commit([doc_id])
 
 
 class StandaloneEvents:
@@ -154,15 +168,28 @@ class StandaloneEvents:
 
     COLLECTION = "outbox_events"
 
-    def __init__(self, collection: AsyncCollection[Any], on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        collection: AsyncCollection[Any],
+        on_commit: Callable[[Sequence[Any]], None] | None = None,
+        lease: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.collection = collection
         self._on_commit = on_commit
+        self._lease = lease
 
     async def add(self, *records: OutgoingRecord) -> None:
         if not records:
             return
         docs = [
-            {"_id": r.event_id, OUTBOX: {r.event_id: {**r.to_document(), "seq": 0}}, PENDING: True, REV: 1}
+            {
+                "_id": r.event_id,
+                OUTBOX: {r.event_id: {**r.to_document(), "seq": 0}},
+                PENDING: True,
+                REV: 1,
+                SINCE: time.time(),
+                **(self._lease() if self._lease else {}),
+            }
             for r in records
         ]
         try:
@@ -175,4 +202,4 @@ class StandaloneEvents:
             ):
                 raise
         if self._on_commit is not None:
-            self._on_commit()
+            self._on_commit([r.event_id for r in records])

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.http import BodySizeLimit, bearer_guard, install_problem_handlers, readiness_body
@@ -70,7 +70,9 @@ class ServiceRuntime:
             batch_size=settings.outbox_batch_size,
             lease_s=settings.outbox_lease_s,
         )
-        self.standalone_events = StandaloneEvents(self.db[StandaloneEvents.COLLECTION], self.relay.notify)
+        self.standalone_events = StandaloneEvents(
+            self.db[StandaloneEvents.COLLECTION], self._hint(StandaloneEvents.COLLECTION), lease=self.relay.lease_fields
+        )
         self.relay.watch(self.standalone_events.collection, delete_when_drained=True)
         self._stores: list[DocumentStore] = []
         self._produced_topics: set[str] = set()
@@ -89,10 +91,16 @@ class ServiceRuntime:
         trace_per_document: every event of a document continues the trace the document was created in,
         also when written from outside it (a Stripe webhook, a carrier timer): one trace per order.
         """
-        store = DocumentStore(self.db[collection], on_commit=self.relay.notify)
+        store = DocumentStore(self.db[collection], on_commit=self._hint(collection), lease=self.relay.lease_fields)
         self.relay.watch(store.collection, trace_per_document=trace_per_document)
         self._stores.append(store)
         return store
+
+    def _hint(self, collection: str) -> Callable[[Sequence[Any]], None]:
+        def hint(doc_ids: Sequence[Any]) -> None:
+            self.relay.hint(collection, doc_ids)
+
+        return hint
 
     def produces(self, *events: type[Event]) -> None:
         """Declare produced event types so their topics exist before the first publish."""
@@ -314,15 +322,41 @@ class _RuntimeCollector:
     def collect(self) -> Any:
         labels = ["service"]
         svc = [self.runtime.service]
+        consumer, relay = self.runtime.consumer, self.runtime.relay
         for name, doc, value in (
-            ("kasse_events_consumed", "Events applied by this service's handlers", self.runtime.consumer.processed),
+            ("kasse_events_consumed", "Events applied by this service's handlers", consumer.processed),
+            ("kasse_events_dead_lettered", "Records sent to the dead-letter topic", consumer.dead_lettered),
             (
-                "kasse_events_dead_lettered",
-                "Records sent to the dead-letter topic",
-                self.runtime.consumer.dead_lettered,
+                "kasse_consumer_transient_failures",
+                "Deliveries that failed transiently (store/broker away, write race): partition paused, retried",
+                consumer.transient_failures,
             ),
-            ("kasse_outbox_published", "Events published by the outbox relay", self.runtime.relay.published),
+            ("kasse_outbox_published", "Events published by the outbox relay", relay.published),
+            (
+                "kasse_outbox_publish_failures",
+                "Outbox documents whose events the broker did not take (retried after a backoff)",
+                relay.publish_failures,
+            ),
         ):
             family = CounterMetricFamily(name, doc, labels=labels)
             family.add_metric(svc, value)
             yield family
+        per_collection = ["service", "collection"]
+        gauges: list[tuple[str, str, dict[str, int] | dict[str, float]]] = [
+            ("kasse_outbox_backlog", "Documents with unpublished events", relay.backlog),
+            (
+                "kasse_outbox_oldest_event_age_seconds",
+                "Age of the oldest unpublished event (0 when none)",
+                relay.oldest_age_s,
+            ),
+            (
+                "kasse_outbox_refused_documents",
+                "Documents whose events failed to publish 5 or more times in a row (see the ERROR log)",
+                relay.refused,
+            ),
+        ]
+        for name, doc, values in gauges:
+            gauge = GaugeMetricFamily(name, doc, labels=per_collection)
+            for collection, measured in values.items():
+                gauge.add_metric([self.runtime.service, collection], float(measured))
+            yield gauge

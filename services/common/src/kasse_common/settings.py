@@ -60,7 +60,9 @@ class ServiceSettings(BaseSettings):
     mongo_database: str = ""
 
     # Outbox relay
-    outbox_poll_interval_s: float = Field(0.5, gt=0, description="Safety-net poll; writes wake it at once")
+    outbox_poll_interval_s: float = Field(
+        5.0, gt=0, description="Safety-net scan for pending events (writes in this process wake the relay at once)"
+    )
     outbox_batch_size: int = Field(100, ge=1)
     outbox_lease_s: float = Field(10.0, gt=0)
 
