@@ -43,12 +43,17 @@ tools: ## Offline checkers for deploy/ (helm from the Go module proxy, the Compo
 	deploy/tools/install-helm.sh
 	deploy/tools/install-compose-schema.sh
 
+.PHONY: browser-deps
+browser-deps: ## The pinned axe-core (npm ci) the storefront's browser tests inject; Chromium comes from Debian
+	@command -v npm >/dev/null || { echo "npm is missing: apt-get install npm"; exit 1; }
+	npm ci --silent --no-audit --no-fund --prefix services/storefront/tests/browser
+
 .PHONY: test test-unit test-integration
-test: sync tools contracts-compat ## Run every test tier (unit, integration, e2e) on real Kafka, FerretDB and stripe-mock
+test: sync tools contracts-compat browser-deps ## Run every test tier (unit, integration, e2e) on real Kafka, FerretDB and stripe-mock
 	$(UV) run --frozen pytest
 test-unit: sync tools ## Only the unit tier (no infrastructure)
 	$(UV) run --frozen pytest -m unit
-test-integration: sync ## Only the integration and e2e tiers
+test-integration: sync browser-deps ## Only the integration and e2e tiers
 	$(UV) run --frozen pytest -m "integration or e2e"
 
 .PHONY: contracts contracts-compat

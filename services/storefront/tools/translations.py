@@ -195,6 +195,10 @@ MESSAGES: dict[str, tuple[str, str | None]] = {
     "Choose a country we deliver to.": ("Bitte ein Land wählen, in das wir liefern.", None),
     "Choose a delivery method.": ("Bitte eine Versandart wählen.", None),
     "Please check this field.": ("Bitte dieses Feld prüfen.", None),
+    "Some items are no longer in stock in this quantity. Please change your cart.": (
+        "Einige Artikel sind in dieser Menge nicht mehr vorrätig. Bitte den Warenkorb anpassen.",
+        None,
+    ),
     # categories (the catalog's slugs, capitalised)
     "Kitchen": ("Küche", None),
     "Home": ("Wohnen", None),

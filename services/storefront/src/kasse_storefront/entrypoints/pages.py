@@ -338,7 +338,8 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
                 field: FIELD_MESSAGES.get(field, "Please check this field.")
                 for field in (name.rsplit(".", 1)[-1] for name in exc.field_errors)
             }
-            return await checkout_page(v, 422, form=form, errors=errors, problem=None if errors else exc.detail)
+            problem = "out_of_stock" if "available" in exc.problem else exc.detail
+            return await checkout_page(v, 422, form=form, errors=errors, problem=None if errors else problem)
         v.remember_order(placed["order_id"], placed["order_token"])
         v.forget_cart()
         return redirect(f"/orders/{placed['order_id']}/pay")

@@ -1,0 +1,82 @@
+"""Browser tests: the real services as processes (kasse_testkit's e2e shop, with the storefront) and
+Playwright driving Debian's Chromium (Playwright's own browser download cannot work here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from kasse_catalog.seed import sample_catalog
+from kasse_testkit import Namespace
+from kasse_testkit.e2e.shop import ADMIN, Shop
+from kasse_testkit.infrastructure import Infrastructure
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
+COUPON = "WILLKOMMEN10"
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 (once, at session start)
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture(scope="module")
+async def storefront(kasse_infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]:
+    shop = Shop(
+        kasse_infra, Namespace(uuid.uuid4().hex[:10]), Path(tmp_path_factory.mktemp("shop")), with_storefront=True
+    )
+    try:
+        await shop.start()
+        async with httpx.AsyncClient(timeout=30) as client:
+            r = await client.post(
+                shop.url("catalog") + "/v1/admin/products/import",
+                json=sample_catalog(),
+                headers={"Authorization": f"Bearer {ADMIN['catalog']}"},
+            )
+            assert r.status_code == 200, r.text
+            r = await client.post(
+                shop.url("cart") + "/v1/admin/coupons",
+                json={"code": COUPON, "kind": "percent", "value": 10},
+                headers={"Authorization": f"Bearer {ADMIN['cart']}"},
+            )
+            assert r.status_code == 201, r.text
+        yield shop
+    finally:
+        await shop.stop()
+
+
+async def axe(page: Page) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: run `make browser-deps` (npm ci of the pinned axe-core)")
+    # evaluate, not a script tag: the shop's CSP (rightly) refuses inline scripts.
+    await page.evaluate(AXE.read_text() + "\n;undefined")
+    result = await page.evaluate("async () => JSON.stringify(await axe.run(document))")
+    violations = json.loads(result)["violations"]
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:3]}
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
