@@ -1,4 +1,4 @@
-"""Run the five Kasse services as local processes on 127.0.0.1 (what `make up` / `make down` call).
+"""Run the Kasse services (the five, webhooks and the storefront) as local processes on 127.0.0.1.
 
     python deploy/local/shop.py start    # idempotent: starts what is not running, waits for /readyz
     python deploy/local/shop.py start --no-shoppers   # the shop without the simulated shoppers
@@ -55,6 +55,7 @@ SERVICES = (
     Service("shipping", 8004),
     Service("metrics", 8005),
     Service("webhooks", 8006),
+    Service("storefront", 8000, docs="/"),  # last: its /readyz asks catalog and cart
 )
 
 DEV_SECRETS = {
@@ -68,6 +69,9 @@ DEV_SECRETS = {
     "KASSE_PAYMENT_STRIPE_WEBHOOK_SECRET": "whsec_local_dev",
     "KASSE_PAYMENT_INTERNAL_TOKEN": "dev-internal",
     "KASSE_CART_PAYMENT_INTERNAL_TOKEN": "dev-internal",
+    # The storefront's test-payment page (development profile only) plays Stripe's webhook.
+    "KASSE_STOREFRONT_TEST_PAYMENT_WEBHOOK_SECRET": "whsec_local_dev",
+    "KASSE_STOREFRONT_TEST_PAYMENT_INTERNAL_TOKEN": "dev-internal",
 }
 
 
@@ -137,6 +141,7 @@ def service_env(base: dict[str, str]) -> dict[str, str]:
     env = {**os.environ, **base}
     for key, value in DEV_SECRETS.items():
         env.setdefault(key, value)
+    env.setdefault("KASSE_PROFILE", "development")  # make up is the local demo: never production
     env.setdefault("KASSE_CART_PAYMENT_BASE_URL", "http://127.0.0.1:8003")
     env.setdefault("KASSE_LOG_LEVEL", "INFO")
     # Demo pacing: payments confirm server-side with Stripe's test card (there is no storefront to
@@ -266,8 +271,11 @@ def start(seed: bool = True, shoppers: bool = True) -> None:
 
 def print_urls() -> None:
     print("\nKasse is running:")
+    print("  shop           http://127.0.0.1:8000/  (the storefront)")
     print("  dashboard      http://127.0.0.1:8005/dashboard")
     for service in SERVICES:
+        if service.name == "storefront":
+            continue
         print(f"  {service.name:9s} API docs  http://127.0.0.1:{service.port}{service.docs}")
     if running_pid(SHOPPERS):
         print(f"  shoppers       {SHOPPERS.url}  (Locust; fault switches: {SHOPPERS.url}/kasse/faults,")
