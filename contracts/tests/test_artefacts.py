@@ -167,6 +167,8 @@ def test_asyncapi_messages_and_producers(asyncapi: dict[str, Any]) -> None:
         "PaymentCaptured": "payment",
         "PaymentFailed": "payment",
         "PaymentRefunded": "payment",
+        "InvoiceIssued": "payment",
+        "CreditNoteIssued": "payment",
         "ShippingMethodsPublished": "shipping",
         "ExperimentChanged": "metrics",
         # Any service that honours an experiment's parameter (cart, catalog, storefront), through the

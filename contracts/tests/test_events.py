@@ -39,7 +39,7 @@ PRODUCERS = {
         "StockRejected",
     },
     "cart": {"CartUpdated", "CartAbandoned", "CheckoutStarted", "OrderPlaced", "OrderCancelled"},
-    "payment": {"PaymentCaptured", "PaymentFailed", "PaymentRefunded"},
+    "payment": {"PaymentCaptured", "PaymentFailed", "PaymentRefunded", "InvoiceIssued", "CreditNoteIssued"},
     "shipping": {
         "ShippingMethodsPublished",
         "ShipmentCreated",
@@ -70,6 +70,8 @@ EXPECTED_KEYS = {
     "PaymentCaptured": "ord_2026_000318",
     "PaymentFailed": "ord_2026_000322",
     "PaymentRefunded": "ord_2026_000318",
+    "InvoiceIssued": "ord_2026_000318",
+    "CreditNoteIssued": "ord_2026_000318",
     "ShippingMethodsPublished": "default",
     "ShipmentCreated": "ord_2026_000318",
     "ShipmentDispatched": "ord_2026_000318",

@@ -59,6 +59,8 @@ from kasse_contracts.events import (
     StockReserved,
     Variant,
 )
+from kasse_contracts.events.common import VatRateLine
+from kasse_contracts.events.payments import CreditNoteIssued, InvoiceIssued, InvoiceTotals
 
 
 def _t(day: int, hour: int, minute: int, second: int = 0) -> datetime:
@@ -425,6 +427,55 @@ _EXAMPLES: tuple[Event, ...] = (
         revision=2,
         variant="low",
         parameter=ExperimentParameter.FREE_SHIPPING_THRESHOLD,
+    ),
+    InvoiceIssued(
+        occurred_at=_t(20, 11, 2, 30),
+        order_id=ORDER,
+        invoice_number="RE-2026-000318",
+        issued_on=date(2026, 11, 20),
+        delivery_from=date(2026, 11, 23),
+        delivery_to=date(2026, 11, 24),
+        country="DE",
+        totals=InvoiceTotals(
+            rates=[
+                VatRateLine(
+                    rate_basis_points=1900,
+                    goods_gross=_eur(2980),
+                    discount=_eur(0),
+                    shipping=_eur(495),
+                    gross=_eur(3475),
+                    net=_eur(2920),
+                    vat=_eur(555),
+                )
+            ],
+            net_total=_eur(2920),
+            vat_total=_eur(555),
+            gross_total=_eur(3475),
+        ),
+    ),
+    CreditNoteIssued(
+        occurred_at=_t(27, 14, 5, 30),
+        order_id=ORDER,
+        credit_note_number="GS-2026-000012",
+        invoice_number="RE-2026-000318",
+        refund_id="re_3QyA2bLkdIwHu7ix0c1Lp9Xz",
+        issued_on=date(2026, 11, 27),
+        totals=InvoiceTotals(
+            rates=[
+                VatRateLine(
+                    rate_basis_points=1900,
+                    goods_gross=_eur(1341),
+                    discount=_eur(0),
+                    shipping=_eur(0),
+                    gross=_eur(1341),
+                    net=_eur(1127),
+                    vat=_eur(214),
+                )
+            ],
+            net_total=_eur(1127),
+            vat_total=_eur(214),
+            gross_total=_eur(1341),
+        ),
     ),
 )
 

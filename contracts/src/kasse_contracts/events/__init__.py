@@ -24,7 +24,15 @@ from kasse_contracts.events.experiments import (
     Variant,
 )
 from kasse_contracts.events.orders import CancellationReason, OrderCancelled, OrderPlaced, ShippingSelection
-from kasse_contracts.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded
+from kasse_contracts.events.payments import (
+    CreditNoteIssued,
+    InvoiceIssued,
+    InvoiceTotals,
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentRefunded,
+    RefundedLine,
+)
 from kasse_contracts.events.shipping import (
     CancellationRefused,
     ItemCondition,
@@ -59,6 +67,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     PaymentCaptured,
     PaymentFailed,
     PaymentRefunded,
+    InvoiceIssued,
+    CreditNoteIssued,
     ShippingMethodsPublished,
     ShipmentCreated,
     ShipmentDispatched,
@@ -85,6 +95,7 @@ __all__ = [
     "CartAction",
     "CartUpdated",
     "CheckoutStarted",
+    "CreditNoteIssued",
     "DiscountLine",
     "Event",
     "ExperimentChanged",
@@ -93,6 +104,8 @@ __all__ = [
     "ExperimentParameter",
     "ExperimentStatus",
     "GuardrailMetric",
+    "InvoiceIssued",
+    "InvoiceTotals",
     "ItemCondition",
     "LineItem",
     "MethodKind",
@@ -107,6 +120,7 @@ __all__ = [
     "ProductRef",
     "ProductSearched",
     "ProductViewed",
+    "RefundedLine",
     "RejectedLine",
     "ReturnLine",
     "ReturnReason",
