@@ -525,3 +525,19 @@ async def test_a_tax_class_change_in_the_catalog_reaches_the_price_at_checkout(w
         billing_country=None,
     )  # fmt: skip
     assert [r.basis_points for r in view.vat.rates] == [700]
+
+
+async def test_the_invoice_is_downloaded_with_the_order_token_only(world: World) -> None:
+    cart_id, token = await new_cart(world, ("p1", 1))
+    await checkout(world, cart_id, token)
+    placed = await world.service.place_order(cart_id, token, "key-inv", None)
+    order_id = placed.order.order_id
+    world.payments.pdfs[order_id] = {"RE-2026-000001": b"%PDF-1.4 invoice"}
+    listed = await world.life.invoices(order_id, placed.order_token)
+    assert [d["number"] for d in listed] == ["RE-2026-000001"]
+    assert await world.life.invoice_pdf(order_id, placed.order_token, "RE-2026-000001") == b"%PDF-1.4 invoice"
+    for wrong in (None, "guess"):
+        with pytest.raises(NotFound):
+            await world.life.invoice_pdf(order_id, wrong, "RE-2026-000001")
+    with pytest.raises(NotFound, match="no invoice"):
+        await world.life.invoice_pdf(order_id, placed.order_token, "RE-2026-000002")

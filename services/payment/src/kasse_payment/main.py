@@ -9,11 +9,14 @@ import uvicorn
 from fastapi import FastAPI
 
 from kasse_common.runtime import ServiceRuntime
-from kasse_contracts.events import PaymentCaptured, PaymentFailed, PaymentRefunded
+from kasse_contracts.events import CreditNoteIssued, InvoiceIssued, PaymentCaptured, PaymentFailed, PaymentRefunded
+from kasse_payment.adapters.invoices import InvoiceRepository
 from kasse_payment.adapters.mongo import MongoPayments
 from kasse_payment.adapters.stripe_gateway import StripeGateway, build_client
-from kasse_payment.application.service import PaymentConfig, PaymentService
+from kasse_payment.application.invoicing import Invoicing, document_record
+from kasse_payment.application.service import PaymentConfig, PaymentService, utcnow
 from kasse_payment.domain.fraud import FraudPolicy
+from kasse_payment.domain.invoice import Seller
 from kasse_payment.entrypoints import consumers, http
 from kasse_payment.settings import ConfirmationMode, FraudAction, PaymentSettings
 
@@ -67,9 +70,30 @@ def create_app(
             retry_backoff_s=settings.stripe_retry_backoff_s,
         ),
     )
-    runtime.produces(PaymentCaptured, PaymentFailed, PaymentRefunded)
+    documents = InvoiceRepository(
+        runtime.document_store("invoices"),
+        runtime.db["invoice_sequences"],
+        runtime.db["invoice_orders"],
+        document_record(runtime.encode, utcnow),
+    )
+    invoicing = Invoicing(
+        documents, Seller(settings.seller_name, tuple(settings.seller_address), settings.seller_vat_id), utcnow
+    )
+    runtime.produces(PaymentCaptured, PaymentFailed, PaymentRefunded, InvoiceIssued, CreditNoteIssued)
     runtime.on_startup(repository.ensure_indexes)
-    consumers.register(runtime.consumer, payments)
+    runtime.on_startup(documents.ensure_indexes)
+    consumers.register(runtime.consumer, payments, invoicing)
+
+    async def number_unnumbered_invoices() -> None:
+        # A process killed between claiming a number and writing it leaves the newest claim open: finish it.
+        while True:
+            try:
+                await invoicing.sweep()
+            except Exception:
+                log.exception("invoice sweep failed")
+            await asyncio.sleep(settings.invoice_sweep_interval_s)
+
+    runtime.background(number_unnumbered_invoices)
 
     async def resume_unfinished_payments() -> None:
         # Work interrupted by a crash or a transient Stripe error is picked up again here.
@@ -81,6 +105,7 @@ def create_app(
         description="Stripe PaymentIntents for orders, signed webhooks, refunds and fraud screening.",
         routers=http.routers(
             payments,
+            invoicing,
             internal_token=settings.internal_token,
             admin_token=settings.admin_token,
             webhook_secret=settings.stripe_webhook_secret,

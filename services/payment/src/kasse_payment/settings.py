@@ -55,6 +55,15 @@ class PaymentSettings(ServiceSettings):
     server_payment_method: str = Field("pm_card_visa", description="Used in server confirmation mode")
     sweep_interval_s: float = Field(5.0, gt=0, description="How often unfinished Stripe work is resumed")
 
+    # The seller on invoices and credit notes (§14 UStG: name, address, VAT id)
+    seller_name: str = Field("Kasse Demo GmbH", description="The seller's name on invoices")
+    seller_address: list[str] = Field(
+        default_factory=lambda: ["Musterstraße 1", "10115 Berlin", "Deutschland"],
+        description="The seller's postal address, one line each (JSON list in the environment)",
+    )
+    seller_vat_id: str = Field("DE000000000", description="The seller's VAT id (USt-IdNr.) on invoices")
+    invoice_sweep_interval_s: float = Field(30.0, gt=0, description="How often unnumbered invoices are numbered")
+
     # Tokens
     internal_token: SecretStr | None = Field(None, description="Bearer token of the cart's order view")
     admin_token: SecretStr | None = Field(None, description="Bearer token of /v1/admin/…")

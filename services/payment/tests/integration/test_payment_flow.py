@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from kasse_contracts import topics
-from kasse_contracts.events import PaymentCaptured, PaymentFailed, PaymentRefunded
+from kasse_contracts.events import CreditNoteIssued, InvoiceIssued, PaymentCaptured, PaymentFailed, PaymentRefunded
+from kasse_contracts.events.shipping import ReturnLine
 from kasse_payment.main import create_app
 from kasse_payment.settings import PaymentSettings
 from kasse_payment.testing import (
@@ -396,3 +397,49 @@ async def test_card_testing_declines_reported_by_stripe_block_the_next_order_fro
         assert [f.reason for f in failures if f.order_id == tries[3].order_id] == ["fraud_suspected"]
         detail = (await client.get(f"/v1/admin/payments/{tries[3].order_id}", headers=ADMIN)).json()
         assert [r["rule"] for r in detail["fraud"]["reasons"]] == ["declines_ip"]
+
+
+# -- invoices: a capture issues a numbered invoice, the order view's PDF, a refund a credit note ---------
+async def test_capture_issues_a_numbered_invoice_and_a_refund_a_credit_note(
+    payment_service: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    order = samples.order_placed(lines=[samples.line_item("mug", unit_price=1190, quantity=2)])
+    oid, total = order.order_id, order.total.amount
+    async with (
+        topic_reader(topics.PAYMENTS) as payments_topic,
+        payment_service(confirmation_mode="server", seller_vat_id="DE999999999") as (client, _, _),
+    ):
+        await test_publisher.publish(order)
+        await test_publisher.publish(reserved(oid))
+        payment = await wait_until(lambda: status_is(client, oid, "processing"), timeout=30)
+        succeeded = stripe_event(
+            "payment_intent.succeeded", intent_object(payment["payment_intent_id"], oid, total, "succeeded")
+        )
+        assert (await post_webhook(client, succeeded, sign(succeeded))).status_code == 200
+        await payments_topic.wait_for_events(PaymentCaptured)
+        (issued,) = await payments_topic.wait_for_events(InvoiceIssued, timeout=30)
+        year = issued.issued_on.year
+        assert issued.invoice_number == f"RE-{year}-000001" and issued.order_id == oid
+        assert issued.totals.gross_total.amount == total
+        assert issued.totals.net_total.amount + issued.totals.vat_total.amount == total
+
+        listed = (await client.get(f"/v1/payments/{oid}/invoices", headers=INTERNAL)).json()
+        assert [(d["number"], d["kind"], d["gross_total"]) for d in listed] == [
+            (issued.invoice_number, "invoice", total)
+        ]
+        pdf = await client.get(f"/v1/payments/{oid}/invoices/{issued.invoice_number}.pdf", headers=INTERNAL)
+        assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+        assert pdf.content.startswith(b"%PDF-")
+        assert (await client.get(f"/v1/payments/{oid}/invoices/{issued.invoice_number}.pdf")).status_code == 401
+        missing = await client.get(f"/v1/payments/{oid}/invoices/RE-{year}-999999.pdf", headers=INTERNAL)
+        assert missing.status_code == 404
+
+        returned = return_received(oid, "ret_1", 1190).model_copy(
+            update={"lines": [ReturnLine(product_id="mug", sku="SKU-mug", quantity=1, refund_amount=samples.eur(1190))]}
+        )
+        await test_publisher.publish(returned)
+        (refunded,) = await payments_topic.wait_for_events(PaymentRefunded)
+        assert [(li.product_id, li.quantity, li.amount.amount) for li in refunded.lines] == [("mug", 1, 1190)]
+        (note,) = await payments_topic.wait_for_events(CreditNoteIssued, timeout=30)
+        assert note.invoice_number == issued.invoice_number and note.credit_note_number == f"GS-{year}-000001"
+        assert note.totals.gross_total.amount == 1190 and note.refund_id == refunded.refund_id

@@ -197,7 +197,14 @@ class FixedPaymentLookup:
     def __init__(self, secret: str | None = None) -> None:
         self.secret = secret
         self.asked: list[str] = []
+        self.pdfs: dict[str, dict[str, bytes]] = {}  # order id -> number -> PDF
 
     async def client_secret(self, order_id: str) -> str | None:
         self.asked.append(order_id)
         return self.secret
+
+    async def invoices(self, order_id: str) -> list[dict[str, Any]] | None:
+        return [{"number": n, "kind": "invoice"} for n in self.pdfs.get(order_id, {})]
+
+    async def invoice_pdf(self, order_id: str, number: str) -> bytes | None:
+        return self.pdfs.get(order_id, {}).get(number)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -22,6 +23,30 @@ class HttpPaymentLookup:
         self.token = token
         self.timeout_s = timeout_s
         self.transport = transport
+
+    async def _get(self, path: str) -> httpx.Response | None:
+        if not self.base_url:
+            return None
+        headers = {"Authorization": f"Bearer {self.token.get_secret_value()}"} if self.token else {}
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s, transport=self.transport) as client:
+                return await client.get(f"{self.base_url}{path}", headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("payment lookup failed", extra={"path": path, "error": type(exc).__name__})
+            return None
+
+    async def invoices(self, order_id: str) -> list[dict[str, Any]] | None:
+        response = await self._get(f"/v1/payments/{order_id}/invoices")
+        if response is None or response.status_code != 200:
+            return None
+        found = response.json()
+        return found if isinstance(found, list) else None
+
+    async def invoice_pdf(self, order_id: str, number: str) -> bytes | None:
+        response = await self._get(f"/v1/payments/{order_id}/invoices/{number}.pdf")
+        if response is None or response.status_code != 200:
+            return None
+        return response.content
 
     async def client_secret(self, order_id: str) -> str | None:
         if not self.base_url:

@@ -6,12 +6,13 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from kasse_cart.application.ports import Clock, Encoder, OrderRepository, PaymentLookup
 from kasse_cart.domain.cart import hash_token
 from kasse_cart.domain.order import CancellationNotice, Order, OrderStatus
 from kasse_common.envelope import OutgoingRecord, derived_event_id
-from kasse_common.errors import NotFound
+from kasse_common.errors import KasseError, NotFound
 from kasse_common.retry import retry_on_conflict
 from kasse_contracts.base import Money
 from kasse_contracts.events import CancellationReason, OrderCancelled
@@ -27,6 +28,11 @@ class OrderNotYetKnown(Exception):
 class OrderView:
     order: Order
     client_secret: str | None
+
+
+class InvoicesUnavailable(KasseError):
+    status = 503
+    title = "Service unavailable"
 
 
 class OrderLife:
@@ -65,6 +71,20 @@ class OrderLife:
             # Only an unpaid, live order can need the customer's action (3-D Secure and the like).
             secret = await self.payments.client_secret(order_id)
         return OrderView(order, secret)
+
+    async def invoices(self, order_id: str, order_token: str | None) -> list[dict[str, Any]]:
+        await self._authorised(order_id, order_token)
+        found = await self.payments.invoices(order_id)
+        if found is None:
+            raise InvoicesUnavailable("the invoices cannot be fetched right now; try again shortly")
+        return found
+
+    async def invoice_pdf(self, order_id: str, order_token: str | None, number: str) -> bytes:
+        await self._authorised(order_id, order_token)
+        pdf = await self.payments.invoice_pdf(order_id, number)
+        if pdf is None:
+            raise NotFound(f"no invoice {number} for this order (yet)")
+        return pdf
 
     async def admin_get(self, order_id: str) -> Order:
         order = await self.orders.get(order_id)

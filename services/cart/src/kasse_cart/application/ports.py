@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from kasse_cart.domain.cart import Cart, ProductInfo
 from kasse_cart.domain.order import Order, OrderStatus
@@ -81,6 +81,14 @@ class OrderRepository(Protocol):
 class PaymentLookup(Protocol):
     async def client_secret(self, order_id: str) -> str | None:
         """The client secret while the payment needs the customer's action; None otherwise or on failure."""
+        ...
+
+    async def invoices(self, order_id: str) -> list[dict[str, Any]] | None:
+        """The order's invoice and credit notes (number, kind, totals); None when payment cannot say."""
+        ...
+
+    async def invoice_pdf(self, order_id: str, number: str) -> bytes | None:
+        """One of them as PDF; None when there is no such document or payment cannot say."""
         ...
 
 

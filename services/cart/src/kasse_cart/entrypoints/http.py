@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
@@ -143,6 +143,26 @@ def storefront_router(carts: CartService, orders: OrderLife) -> APIRouter:
     )
     async def get_order(order_id: str, token: OrderToken = None) -> s.OrderOut:
         return s.order_out(await orders.view(order_id, token))
+
+    @router.get(
+        "/orders/{order_id}/invoices",
+        summary="The order's invoice and credit notes (numbers and totals)",
+        responses=s.problems(404, 503),
+    )
+    async def list_invoices(order_id: str, token: OrderToken = None) -> list[dict[str, Any]]:
+        return await orders.invoices(order_id, token)
+
+    @router.get(
+        "/orders/{order_id}/invoices/{number}.pdf",
+        summary="Download an invoice or credit note (PDF)",
+        response_class=Response,
+        responses={200: {"content": {"application/pdf": {}}}, **s.problems(404)},
+    )
+    async def invoice_pdf(order_id: str, number: str, token: OrderToken = None) -> Response:
+        pdf = await orders.invoice_pdf(order_id, token, number)
+        return Response(
+            pdf, media_type="application/pdf", headers={"Content-Disposition": f'attachment; filename="{number}.pdf"'}
+        )
 
     @router.post(
         "/orders/{order_id}/cancel",

@@ -112,7 +112,17 @@ def invoice_for(order: Mapping[str, Any], seller: Seller, issued_on: date) -> Do
         country, export = vat["country"], vat["export"]
     else:  # placed before VAT was carried: German standard rate on everything, as charged
         country, export = order["shipping_address"]["country"], False
-        rates = [RateTotal(1900, order["subtotal"]["amount"], order["discount_total"]["amount"], 0)]
+        shipping_discount = sum(
+            d["amount"]["amount"] for d in order.get("discounts", []) if d["applies_to"] == "shipping"
+        )
+        rates = [
+            RateTotal(
+                1900,
+                order["subtotal"]["amount"],
+                order["discount_total"]["amount"] - shipping_discount,
+                order["shipping_total"]["amount"] - shipping_discount,
+            )
+        ]
     shipping = sum(r.shipping for r in rates)
     notes = ["Alle Preise inkl. MwSt."]
     if export:

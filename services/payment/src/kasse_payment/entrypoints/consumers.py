@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 from kasse_common.messaging import EventConsumer, EventContext
-from kasse_contracts.events import OrderCancelled, OrderPlaced, ReturnReceived, StockReserved
+from kasse_contracts.events import (
+    OrderCancelled,
+    OrderPlaced,
+    PaymentCaptured,
+    PaymentRefunded,
+    ReturnReceived,
+    StockReserved,
+)
+from kasse_payment.application.invoicing import Invoicing
 from kasse_payment.application.service import PaymentService
 
 
-def register(consumer: EventConsumer, payments: PaymentService) -> None:
+def register(consumer: EventConsumer, payments: PaymentService, invoicing: Invoicing) -> None:
     async def on_order_placed(event: OrderPlaced, ctx: EventContext) -> None:
+        await invoicing.order_placed(event)  # first: the invoice is made from the order as placed
         await payments.order_placed(event, ctx.event_id)
+
+    async def on_payment_captured(event: PaymentCaptured, ctx: EventContext) -> None:
+        await invoicing.payment_captured(event)
+
+    async def on_payment_refunded(event: PaymentRefunded, ctx: EventContext) -> None:
+        await invoicing.payment_refunded(event)
 
     async def on_stock_reserved(event: StockReserved, ctx: EventContext) -> None:
         await payments.stock_reserved(event, ctx.event_id)
@@ -24,3 +39,5 @@ def register(consumer: EventConsumer, payments: PaymentService) -> None:
     consumer.on(StockReserved, on_stock_reserved)
     consumer.on(OrderCancelled, on_order_cancelled)
     consumer.on(ReturnReceived, on_return_received)
+    consumer.on(PaymentCaptured, on_payment_captured)
+    consumer.on(PaymentRefunded, on_payment_refunded)

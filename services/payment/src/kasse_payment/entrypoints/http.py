@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, Field, SecretStr
 
+from kasse_common.errors import NotFound
 from kasse_common.http import bearer_guard, problem_responses
+from kasse_payment.adapters.invoice_pdf import render_pdf
+from kasse_payment.application.invoicing import Invoicing
 from kasse_payment.application.service import PaymentService
+from kasse_payment.domain.invoice import Document
 from kasse_payment.domain.payment import Payment, PaymentStatus
 from kasse_payment.entrypoints import webhooks
 
@@ -141,8 +145,35 @@ def detail(p: Payment) -> PaymentDetail:
     )
 
 
+class InvoiceSummary(BaseModel):
+    number: str
+    kind: str = Field(description="invoice or credit_note")
+    issued_on: date
+    refers_to: str | None = Field(description="A credit note: the invoice it corrects")
+    currency: str
+    net_total: int
+    vat_total: int
+    gross_total: int
+    vat_rates: list[dict[str, int]] = Field(description="Per rate: basis_points, net, vat, gross")
+
+
+def invoice_summary(d: Document) -> InvoiceSummary:
+    return InvoiceSummary(
+        number=d.number or "",
+        kind=d.kind,
+        issued_on=d.issued_on,
+        refers_to=d.refers_to,
+        currency=d.currency,
+        net_total=d.net,
+        vat_total=d.vat,
+        gross_total=d.gross,
+        vat_rates=[{"basis_points": r.basis_points, "net": r.net, "vat": r.vat, "gross": r.gross} for r in d.rates],
+    )
+
+
 def routers(
     payments: PaymentService,
+    invoicing: Invoicing,
     *,
     internal_token: SecretStr | None,
     admin_token: SecretStr | None,
@@ -171,6 +202,31 @@ def routers(
     )
     async def get_payment(order_id: str) -> PaymentView:
         return view(await payments.get(order_id))
+
+    @internal.get(
+        "/{order_id}/invoices",
+        summary="The order's invoice and credit notes (for the cart's order view)",
+        response_model=list[InvoiceSummary],
+        responses=problems(401, 403),
+    )
+    async def list_invoices(order_id: str) -> list[InvoiceSummary]:
+        return [invoice_summary(d) for d in await invoicing.for_order(order_id)]
+
+    @internal.get(
+        "/{order_id}/invoices/{number}.pdf",
+        summary="An invoice or credit note as PDF",
+        response_class=Response,
+        responses={200: {"content": {"application/pdf": {}}}, **problems(401, 403, 404)},
+    )
+    async def invoice_pdf(order_id: str, number: str) -> Response:
+        found = next((d for d in await invoicing.for_order(order_id) if d.number == number), None)
+        if found is None:
+            raise NotFound(f"no invoice {number} for order {order_id}")
+        return Response(
+            render_pdf(found),
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{number}.pdf"'},
+        )
 
     @stripe_hooks.post(
         "/stripe",
