@@ -86,14 +86,9 @@ def create_app(
 
     async def number_unnumbered_invoices() -> None:
         # A process killed between claiming a number and writing it leaves the newest claim open: finish it.
-        while True:
-            try:
-                await invoicing.sweep()
-            except Exception:
-                log.exception("invoice sweep failed")
-            await asyncio.sleep(settings.invoice_sweep_interval_s)
+        await invoicing.sweep()
 
-    runtime.background(number_unnumbered_invoices)
+    runtime.every(settings.invoice_sweep_interval_s, number_unnumbered_invoices, name="invoice-sweeper")
 
     async def resume_unfinished_payments() -> None:
         # Work interrupted by a crash or a transient Stripe error is picked up again here.
