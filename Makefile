@@ -64,8 +64,10 @@ contracts: sync ## Regenerate the JSON Schemas and the AsyncAPI document from th
 
 .PHONY: bench
 BENCH_EVENTS ?= 1000000
-bench: sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, and KPI freshness (loopback only)
+WEBHOOKS_BENCH_EVENTS ?= 1000
+bench: sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, and KPI freshness; webhooks deliveries/s and p99 vs plain Kafka (loopback only)
 	$(UV) run --frozen --with quixstreams python services/metrics/bench/bench.py --events $(BENCH_EVENTS)
+	$(UV) run --frozen python services/webhooks/bench/bench.py --events $(WEBHOOKS_BENCH_EVENTS)
 
 .PHONY: lint format
 lint: sync ## ruff, and mypy on the contracts and every service's domain

@@ -40,6 +40,8 @@ class WebhooksSettings(ServiceSettings):
     # Workers
     endpoint_concurrency: int = Field(4, ge=1, description="Deliveries in flight per endpoint (distinct keys)")
     dispatch_poll_interval_s: float = Field(1.0, gt=0, description="Safety-net poll; new deliveries wake at once")
-    delivery_lease_s: float = Field(60.0, gt=0, description="A claimed delivery is retried by others after this")
+    delivery_lease_s: float = Field(
+        60.0, gt=0, description="Worker lease per endpoint: another replica takes the endpoint over after this"
+    )
     secret_grace_period_s: float = Field(24 * 3600.0, ge=0, description="Old secret stays valid after a rotation")
     event_log_retention_days: float = Field(7.0, gt=0, description="Events kept for replay (as long as Kafka)")

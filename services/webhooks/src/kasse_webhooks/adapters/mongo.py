@@ -66,11 +66,26 @@ class MongoEndpoints:
 
     async def save(self, endpoint: Endpoint) -> Endpoint:
         doc = _endpoint_doc(endpoint)
+        del doc["_id"]
         doc["_version"] = endpoint.version + 1
-        result = await self.collection.replace_one({"_id": endpoint.endpoint_id, "_version": endpoint.version}, doc)
+        # $set, not replace: the worker lease fields on the same document stay as they are
+        result = await self.collection.update_one(
+            {"_id": endpoint.endpoint_id, "_version": endpoint.version}, {"$set": doc}
+        )
         if result.matched_count != 1:
             raise ConcurrencyError(f"endpoint {endpoint.endpoint_id} changed meanwhile")
-        return _endpoint(doc)
+        return _endpoint({**doc, "_id": endpoint.endpoint_id})
+
+    async def acquire_worker_lease(self, endpoint_id: str, owner: str, now: datetime, until: datetime) -> bool:
+        """One replica at a time delivers an endpoint's messages: it holds the endpoint's lease."""
+        result = await self.collection.update_one(
+            {
+                "_id": endpoint_id,
+                "$or": [{"_worker": owner}, {"_worker_until": None}, {"_worker_until": {"$lte": now}}],
+            },
+            {"$set": {"_worker": owner, "_worker_until": until}},
+        )
+        return result.matched_count == 1
 
     async def delete(self, endpoint_id: str) -> bool:
         return (await self.collection.delete_one({"_id": endpoint_id})).deleted_count == 1
@@ -204,17 +219,6 @@ class MongoDeliveries:
             if doc["key"] not in heads:
                 heads[doc["key"]] = _delivery(doc)
         return list(heads.values())
-
-    async def claim(self, delivery_id: str, now: datetime, until: datetime) -> bool:
-        result = await self.collection.update_one(
-            {
-                "_id": delivery_id,
-                "status": DeliveryStatus.PENDING.value,
-                "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
-            },
-            {"$set": {"lease_until": until}},
-        )
-        return result.modified_count == 1
 
     async def record_attempt(
         self,

@@ -1,9 +1,10 @@
 """Recording deliveries as events arrive, and delivering them: per-endpoint workers, in order per key.
 
 At least once: the consumer records a delivery per matching endpoint (and the event, for replay) in
-Mongo before Kafka's offset is committed; workers deliver from Mongo, so a crash loses nothing and
-a delivery that was under way is retried once its lease runs out. Each endpoint has its own worker
-with its own concurrency, so a slow or dead endpoint never holds up another one.
+Mongo before Kafka's offset is committed; workers deliver from Mongo, so a crash loses nothing (a
+delivery under way when a replica died is sent again: at least once). Each endpoint has its own worker
+with its own concurrency, so a slow or dead endpoint never holds up another one; one replica at a time
+holds an endpoint's worker lease (on the endpoint document), so replicas share endpoints, not messages.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import socket
 import time
-from collections import Counter
+import uuid
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -59,17 +63,25 @@ class EndpointCache:
         self._max_age = max_age.total_seconds()
         self._endpoints: dict[str, Endpoint] = {}
         self._loaded_at = float("-inf")
+        self._invalidated_at = float("-inf")
+        self._lock = asyncio.Lock()
 
     def invalidate(self) -> None:
         self._loaded_at = float("-inf")
+        self._invalidated_at = time.monotonic()
 
     def loaded(self) -> list[Endpoint]:
         return list(self._endpoints.values())
 
     async def current(self) -> dict[str, Endpoint]:
-        if time.monotonic() - self._loaded_at > self._max_age:
-            self._loaded_at = time.monotonic()
-            self._endpoints = {e.endpoint_id: e for e in await self._repository.all()}
+        # One load at a time, and callers during a load wait for it: a caller must never get the
+        # map from before a change it was told about (a new endpoint would miss events).
+        async with self._lock:
+            if time.monotonic() - self._loaded_at > self._max_age:
+                started = time.monotonic()
+                self._endpoints = {e.endpoint_id: e for e in await self._repository.all()}
+                if self._invalidated_at <= started:
+                    self._loaded_at = started
         return self._endpoints
 
 
@@ -166,6 +178,7 @@ class EndpointWorker:
         self.endpoint_id = endpoint_id
         self.woken = asyncio.Event()
         self.in_flight: dict[str, asyncio.Task[None]] = {}  # key -> its attempt
+        self.ready: deque[Delivery] = deque()  # due heads found by the last scan, not yet started
 
     async def run(self) -> None:
         d = self.d
@@ -185,19 +198,29 @@ class EndpointWorker:
         d = self.d
         endpoint = (await d.cache.current()).get(self.endpoint_id)
         if endpoint is None or endpoint.status is not EndpointStatus.ENABLED:
+            self.ready.clear()
             return d.poll_interval
-        heads = await d.deliveries.pending_heads(self.endpoint_id, d.scan)
-        now = d.clock.now()
         wait = d.poll_interval
-        for delivery in heads:
+        if not self.ready:
+            # One scan fills a buffer of due heads; completions launch from it without scanning again
+            # (a claim refuses a delivery another replica finished meanwhile).
+            # A key busy when the scan starts is skipped even if its attempt ends during the scan:
+            # the scan may have read that delivery as still pending (the next round rescans).
+            busy = set(self.in_flight)
+            heads = await d.deliveries.pending_heads(self.endpoint_id, d.scan)
+            now = d.clock.now()
+            for delivery in heads:
+                if delivery.key in busy or delivery.key in self.in_flight:
+                    continue
+                due = delivery.next_attempt_at
+                if due > now:
+                    wait = min(wait, (due - now).total_seconds())
+                else:
+                    self.ready.append(delivery)
+        while self.ready and len(self.in_flight) < d.concurrency:
+            delivery = self.ready.popleft()
             if delivery.key in self.in_flight:
                 continue
-            due = max(delivery.next_attempt_at, delivery.lease_until or delivery.next_attempt_at)
-            if due > now:
-                wait = min(wait, (due - now).total_seconds())
-                continue
-            if len(self.in_flight) >= d.concurrency:
-                break
             task = asyncio.create_task(self._attempt(endpoint, delivery))
             self.in_flight[delivery.key] = task
             task.add_done_callback(functools.partial(self._done, delivery.key))
@@ -239,7 +262,7 @@ class Dispatcher:
         concurrency: int,
         poll_interval: float,
         lease: timedelta,
-        scan: int = 1000,
+        scan: int = 200,
     ) -> None:
         self.endpoints = endpoints
         self.deliveries = deliveries
@@ -255,6 +278,8 @@ class Dispatcher:
         self.signer = Signer()
         self.workers: dict[str, tuple[EndpointWorker, asyncio.Task[None]]] = {}
         self.changed = asyncio.Event()
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.leases: dict[str, float] = {}  # endpoint id -> (monotonic) when to renew its worker lease
 
     def wake(self, endpoint_id: str) -> None:
         worker = self.workers.get(endpoint_id)
@@ -290,7 +315,21 @@ class Dispatcher:
 
     async def _sync_workers(self) -> None:
         self.cache.invalidate()  # pick up other replicas' changes once per round
-        wanted = {i for i, e in (await self.cache.current()).items() if e.status is EndpointStatus.ENABLED}
+        enabled = {i for i, e in (await self.cache.current()).items() if e.status is EndpointStatus.ENABLED}
+        wanted = set()
+        now = time.monotonic()
+        for endpoint_id in enabled:
+            # Renew the endpoint's lease when a third of it is used up (one write per endpoint then).
+            held = self.leases.get(endpoint_id)
+            if held is not None and now < held:
+                wanted.add(endpoint_id)
+                continue
+            clock_now = self.clock.now()
+            if await self.endpoints.acquire_worker_lease(endpoint_id, self.owner, clock_now, clock_now + self.lease):
+                self.leases[endpoint_id] = now + self.lease.total_seconds() / 3
+                wanted.add(endpoint_id)
+            else:
+                self.leases.pop(endpoint_id, None)
         for endpoint_id in list(self.workers):
             if endpoint_id not in wanted:
                 worker, task = self.workers.pop(endpoint_id)
@@ -308,8 +347,6 @@ class Dispatcher:
 
     async def attempt(self, endpoint: Endpoint, delivery: Delivery) -> None:
         now = self.clock.now()
-        if not await self.deliveries.claim(delivery.delivery_id, now, now + self.lease):
-            return  # another replica has it
         body = delivery.body.encode()
         headers = self.signer.headers(delivery.event_id, endpoint.signing_secrets(now), body)
         result = await self.sender.send(endpoint.url, headers, body)

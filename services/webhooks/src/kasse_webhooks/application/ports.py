@@ -58,6 +58,9 @@ class EndpointRepository(Protocol):
         ...
 
     async def delete(self, endpoint_id: str) -> bool: ...
+    async def acquire_worker_lease(self, endpoint_id: str, owner: str, now: datetime, until: datetime) -> bool:
+        """Take or renew the right to deliver this endpoint's messages (one replica at a time)."""
+        ...
 
 
 class EventLog(Protocol):
@@ -81,7 +84,6 @@ class DeliveryRepository(Protocol):
         """The earliest pending delivery of each key of the endpoint (scanning at most `scan`)."""
         ...
 
-    async def claim(self, delivery_id: str, now: datetime, until: datetime) -> bool: ...
     async def record_attempt(
         self,
         delivery: Delivery,
