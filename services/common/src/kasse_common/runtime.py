@@ -77,6 +77,7 @@ class ServiceRuntime:
         self._stores: list[DocumentStore] = []
         self._produced_topics: set[str] = set()
         self._on_startup: list[Hook] = []
+        self._readiness_checks: list[tuple[str, Callable[[], str]]] = []
         self._on_shutdown: list[Hook] = []
         self._background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -114,6 +115,10 @@ class ServiceRuntime:
 
     def on_shutdown(self, hook: Hook) -> None:
         self._on_shutdown.append(hook)
+
+    def readiness_check(self, name: str, check: Callable[[], str]) -> None:
+        """An extra `/readyz` check: `check()` returns "ok" when ready, else why not (e.g. catching up)."""
+        self._readiness_checks.append((name, check))
 
     def background(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """A coroutine run for the app's lifetime (cancelled at shutdown); periodic jobs use `every`."""
@@ -239,6 +244,8 @@ class ServiceRuntime:
             checks["kafka"] = "ok" if ok else "unreachable"
         except Exception as exc:
             checks["kafka"] = f"unreachable: {type(exc).__name__}"
+        for name, check in self._readiness_checks:
+            checks[name] = check()
         return checks
 
     # -- HTTP ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from prometheus_client import GCCollector, ProcessCollector
 from kasse_common.runtime import ServiceRuntime
 from kasse_contracts.topics import TOPICS, dead_letter_topic
 from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
-from kasse_metrics.adapters.mongo_checkpoints import MongoCheckpointStore
+from kasse_metrics.adapters.mongo_checkpoints import MongoCheckpointStore, MongoSnapshotStore
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync
 from kasse_metrics.application.queries import KpiQueries
 from kasse_metrics.domain.kpis import Projection
@@ -34,8 +34,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     settings = settings or MetricsSettings()
     runtime = ServiceRuntime(settings)
     store = MongoCheckpointStore(runtime.db)
+    snapshots = MongoSnapshotStore(runtime.db)
     projection = Projection(settings.funnel_rules(), settings.dedupe_window_ids, settings.minute_resolution_minutes)
-    sync = ProjectionSync(store, projection)
+    sync = ProjectionSync(store, projection, snapshots=snapshots)
     queries = KpiQueries(projection, settings.stream_min_interval_s, lag=lambda: sync.lag_records)
     sync.listeners.append(queries.notify_changed)
     dead_letters = KafkaDeadLetters(
@@ -48,6 +49,8 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         from kasse_common.topics_admin import ensure_topics
 
         await store.ensure_indexes()
+        # Before the consumer starts: the snapshot replaces the projection's state.
+        await sync.restore()
         await ensure_topics(
             settings, [settings.topic(t) for t in TOPICS] + [settings.topic(dead_letter_topic(settings.service_name))]
         )
@@ -56,7 +59,27 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         # Own batches are folded in by the consumer as it reads them; this reads the others' checkpoints.
         await sync.catch_up()
 
+    async def take_snapshots() -> None:
+        # A restart loads the latest snapshot and reads only the segments above it.
+        while True:
+            await asyncio.sleep(settings.snapshot_interval_s)
+            try:
+                await sync.snapshot(settings.snapshot_min_new_facts)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("snapshot failed; the next one retries")
+
+    def caught_up() -> str:
+        """Ready once the projection holds every record checkpointed when it started and the
+        consumer has read its partitions up to their end as of then (sticky)."""
+        if not sync.caught_up:
+            return f"catching up: {sync.lag_records} checkpointed records not read yet"
+        return consumer.caught_up()
+
     runtime.on_startup(create_topics_and_indexes)
+    runtime.readiness_check("projection", caught_up)
+    runtime.background(take_snapshots)
     runtime.background(consumer.run)
     runtime.pausable(consumer.pause, consumer.resume)
     runtime.every(

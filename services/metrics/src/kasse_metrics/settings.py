@@ -30,6 +30,10 @@ class MetricsSettings(ServiceSettings):
     minute_resolution_minutes: int = Field(
         2880, ge=1440, description="Minutes kept at minute resolution; older ones are merged into days"
     )
+    snapshot_interval_s: float = Field(30.0, gt=0, description="How often the projection is snapshotted")
+    snapshot_min_new_facts: int = Field(
+        1, ge=1, description="Skip a snapshot when fewer facts than this were applied since the last one"
+    )
     ingest_max_records: int = Field(5000, ge=1, description="Records per poll")
     ingest_poll_timeout_ms: int = Field(50, ge=1)
     checkpoint_interval_s: float = Field(0.2, gt=0, description="How often consumed records are stored")

@@ -7,6 +7,7 @@ document with every partition's next offset, raised with `$max` after the segmen
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,3 +69,49 @@ class MongoCheckpointStore:
             "s", ASCENDING
         )
         return [f async for seg in cursor for f in decode_facts(seg["b"])]
+
+
+class MongoSnapshotStore:
+    """The latest projection snapshot, in chunks (a document holds at most 16 MB).
+
+    Chunks of a new snapshot are written first under a fresh id, then the `latest` header is
+    switched to it in one write, then the previous snapshot's chunks are deleted: a reader never sees
+    a half-written snapshot (one whose chunks vanished under it retries).
+    """
+
+    SNAPSHOTS = "projection_snapshots"
+    CHUNKS = "projection_snapshot_chunks"
+    CHUNK_BYTES = 8 * 1024 * 1024
+
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self.headers = db[self.SNAPSHOTS]
+        self.chunks = db[self.CHUNKS]
+
+    async def save(self, seen: dict[TopicPartition, int], blob: bytes) -> None:
+        snapshot_id = uuid.uuid4().hex
+        parts = [blob[i : i + self.CHUNK_BYTES] for i in range(0, len(blob), self.CHUNK_BYTES)] or [b""]
+        await self.chunks.insert_many(
+            [{"_id": f"{snapshot_id}:{i}", "s": snapshot_id, "i": i, "b": part} for i, part in enumerate(parts)]
+        )
+        previous = await self.headers.find_one_and_replace(
+            {"_id": "latest"},
+            {
+                "_id": "latest",
+                "s": snapshot_id,
+                "n": len(parts),
+                "seen": {_offset_field(tp): o for tp, o in seen.items()},
+            },
+            upsert=True,
+        )
+        if previous is not None:
+            await self.chunks.delete_many({"s": previous["s"]})
+
+    async def load(self) -> tuple[dict[TopicPartition, int], bytes] | None:
+        for _ in range(5):
+            header = await self.headers.find_one({"_id": "latest"})
+            if header is None:
+                return None
+            parts = [c["b"] async for c in self.chunks.find({"s": header["s"]}).sort("i", ASCENDING)]
+            if len(parts) == header["n"]:
+                return {_offset_key(k): v for k, v in header["seen"].items()}, b"".join(parts)
+        raise RuntimeError("the latest snapshot kept changing while it was read")

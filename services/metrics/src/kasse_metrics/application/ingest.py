@@ -76,6 +76,13 @@ class CheckpointStore(Protocol):
         event ids it has."""
 
 
+class SnapshotStore(Protocol):
+    async def save(self, seen: dict[TopicPartition, int], blob: bytes) -> None:
+        """Replace the latest snapshot: the projection holding every fact below `seen` per partition."""
+
+    async def load(self) -> tuple[dict[TopicPartition, int], bytes] | None: ...
+
+
 class DeadLetters(Protocol):
     async def send(self, record: RawRecord, error: Exception) -> None: ...
 
@@ -221,7 +228,39 @@ class ProjectionSync:
     listeners: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     read_chunk: int = 50_000  # offsets per read: a long rebuild yields between chunks
     last_committed: dict[TopicPartition, int] = field(default_factory=dict)
+    snapshots: SnapshotStore | None = None
+    caught_up: bool = False  # set once the projection held everything checkpointed when it started
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _snapshot_facts: int = 0
+
+    async def restore(self) -> bool:
+        """Start from the latest snapshot (if any): the history below it is not read again."""
+        if self.snapshots is None:
+            return False
+        loaded = await self.snapshots.load()
+        if loaded is None:
+            return False
+        seen, blob = loaded
+        async with self._lock:
+            self.projection.restore(blob)
+            for tp, offset in seen.items():
+                self.seen[tp] = max(self.seen.get(tp, 0), offset)
+        log.info("projection restored from a snapshot", extra={"bytes": len(blob)})
+        return True
+
+    async def snapshot(self, min_new_facts: int = 1) -> bool:
+        """Store a snapshot when at least `min_new_facts` were applied since the last one."""
+        if self.snapshots is None or self.projection.facts_applied - self._snapshot_facts < min_new_facts:
+            return False
+        # No await between these three: the event loop applies nothing in between, so the blob
+        # holds exactly the facts below `seen` (and possibly more: own batches not stored yet,
+        # which a restart reads again from Kafka and skips by id).
+        applied = self.projection.facts_applied
+        seen = dict(self.seen)
+        blob = self.projection.snapshot()
+        await self.snapshots.save(seen, blob)
+        self._snapshot_facts = applied
+        return True
 
     async def catch_up(self) -> int:
         """Read the segments any instance checkpointed since the last look, chunk by chunk."""
@@ -236,6 +275,8 @@ class ProjectionSync:
                     chunk_end = min(end, start + self.read_chunk)
                     applied += self.projection.apply_all(await self.store.read(tp, start, chunk_end))
                     self.seen[tp] = max(self.seen.get(tp, 0), chunk_end)
+        if not self.caught_up and all(self.seen.get(tp, 0) >= end for tp, end in committed.items()):
+            self.caught_up = True
         await self._notify(applied)
         return applied
 

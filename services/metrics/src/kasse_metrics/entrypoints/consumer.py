@@ -63,6 +63,9 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
             else:
                 consumer.seek(tp, offset)
             self.owner.next_offsets[(tp.topic, tp.partition)] = offset or 0
+        ends = await consumer.end_offsets(list(assigned)) if assigned else {}
+        for tp, end in ends.items():
+            self.owner._ends_at_assignment[(tp.topic, tp.partition)] = end
         log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in assigned)})
 
 
@@ -90,6 +93,8 @@ class IngestConsumer:
         self._unpaused = asyncio.Event()
         self._unpaused.set()
         self._parked = asyncio.Event()
+        self._caught_up = False
+        self._ends_at_assignment: dict[tuple[str, int], int] = {}
 
     async def pause(self) -> None:
         """The operator's paused-consumer switch: stop reading (lag builds up).
@@ -133,6 +138,23 @@ class IngestConsumer:
         while self._recent and self._recent[0][0] < now - horizon_s:
             self._recent.popleft()
         return sum(n for _, n in self._recent) / horizon_s
+
+    def caught_up(self) -> str:
+        """ "ok" once every assigned partition was read up to its end (as of its assignment); sticky."""
+        if self._caught_up:
+            return "ok"
+        if self.consumer is None or not self.next_offsets:
+            return "catching up: no partitions assigned yet"
+        behind = 0
+        for tp, position in self.next_offsets.items():
+            end = self._ends_at_assignment.get(tp)
+            if end is None:
+                return "catching up: partition ends not known yet"
+            behind += max(0, end - position)
+        if behind:
+            return f"catching up: {behind} records behind"
+        self._caught_up = True
+        return "ok"
 
     def lag(self) -> dict[tuple[str, int], int]:
         if self.consumer is None:
