@@ -59,16 +59,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         # Own batches are folded in by the consumer as it reads them; this reads the others' checkpoints.
         await sync.catch_up()
 
-    async def take_snapshots() -> None:
+    async def take_snapshot() -> None:
         # A restart loads the latest snapshot and reads only the segments above it.
-        while True:
-            await asyncio.sleep(settings.snapshot_interval_s)
-            try:
-                await sync.snapshot(settings.snapshot_min_new_facts)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("snapshot failed; the next one retries")
+        await sync.snapshot(settings.snapshot_min_new_facts)
 
     def caught_up() -> str:
         """Ready once the projection holds every record checkpointed when it started and the
@@ -79,7 +72,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
 
     runtime.on_startup(create_topics_and_indexes)
     runtime.readiness_check("projection", caught_up)
-    runtime.background(take_snapshots)
+    runtime.every(settings.snapshot_interval_s, take_snapshot, name="projection-snapshot", wait_first=True)
     runtime.background(consumer.run)
     runtime.pausable(consumer.pause, consumer.resume)
     runtime.every(
