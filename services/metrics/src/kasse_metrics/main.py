@@ -9,13 +9,21 @@ from fastapi import FastAPI
 from prometheus_client import GCCollector, ProcessCollector
 
 from kasse_common.runtime import ServiceRuntime
+from kasse_contracts.events import ExperimentChanged
 from kasse_contracts.topics import TOPICS, dead_letter_topic
 from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
 from kasse_metrics.adapters.mongo_checkpoints import MongoCheckpointStore, MongoSnapshotStore
+from kasse_metrics.application.experiments import ExperimentDefinitions, ExperimentReports
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync
 from kasse_metrics.application.queries import KpiQueries
 from kasse_metrics.domain.kpis import Projection
 from kasse_metrics.entrypoints.consumer import IngestConsumer
+from kasse_metrics.entrypoints.experiment_gauges import ExperimentCollector
+from kasse_metrics.entrypoints.experiments_http import (
+    build_experiment_admin_router,
+    build_experiment_page_router,
+    build_experiment_router,
+)
 from kasse_metrics.entrypoints.http import build_dashboard_router, build_router
 from kasse_metrics.entrypoints.prometheus import KpiCollector
 from kasse_metrics.settings import MetricsSettings
@@ -42,6 +50,14 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     dead_letters = KafkaDeadLetters(
         runtime.publisher, settings.topic(dead_letter_topic(settings.service_name)), settings.consumer_group
     )
+    # Experiments: definitions owned here (published as ExperimentChanged), analysis fed every fact.
+    definitions = ExperimentDefinitions(runtime.document_store("experiments"), runtime.encode)
+    experiments = ExperimentReports(definitions, settings.stream_min_interval_s)
+    definitions.changed.append(experiments.refresh_definitions)
+    sync.fact_observers.append(experiments.observe)
+    sync.snapshot_parts["experiments"] = (experiments.snapshot, experiments.restore)
+    sync.listeners.append(experiments.notify_changed)
+    runtime.produces(ExperimentChanged)
     ingest = Ingest(dead_letters, sync, Checkpoints(store, settings.segment_max_facts))
     consumer = IngestConsumer(settings, store, ingest, tracer=runtime.telemetry.tracer("kasse.metrics"))
 
@@ -71,6 +87,10 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         return consumer.caught_up()
 
     runtime.on_startup(create_topics_and_indexes)
+    # Another instance may have changed a definition: re-read the (small) collection every second.
+    runtime.every(
+        settings.experiments_refresh_interval_s, experiments.refresh_definitions, name="experiment-definitions"
+    )
     runtime.readiness_check("projection", caught_up)
     runtime.every(settings.snapshot_interval_s, take_snapshot, name="projection-snapshot", wait_first=True)
     runtime.background(consumer.run)
@@ -83,14 +103,22 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     # Memory and GC visible: process_resident_memory_bytes, python_gc_collections_total, …
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
+    registry.register(ExperimentCollector(experiments))
     app: FastAPI = runtime.create_app(
         title="Kasse metrics",
         description=DESCRIPTION,
-        routers=[build_router(queries), build_dashboard_router()],
+        routers=[
+            build_router(queries),
+            build_dashboard_router(),
+            build_experiment_admin_router(definitions, settings.admin_token),
+            build_experiment_router(experiments),
+            build_experiment_page_router(),
+        ],
     )
     app.state.projection = projection
     app.state.ingest_consumer = consumer
     app.state.projection_sync = sync
+    app.state.experiments = experiments
     return app
 
 

@@ -50,6 +50,9 @@ class MetricsSettings(ServiceSettings):
     projection_poll_interval_s: float = Field(
         0.05, gt=0, description="How often an instance reads the segments other instances checkpointed"
     )
+    experiments_refresh_interval_s: float = Field(
+        1.0, gt=0, description="How often an instance re-reads the experiment definitions (another may change them)"
+    )
     stream_min_interval_s: float = Field(0.25, gt=0, description="At most one SSE update per this interval")
 
     def funnel_rules(self) -> FunnelRules:

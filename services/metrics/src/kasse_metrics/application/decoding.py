@@ -183,6 +183,10 @@ def _reviewed(e: Any, i: str, ms: int, o: int) -> F.Fact:
     return F.Reviewed(i, ms, o, getattr(e, "session_id", None), e.product_id, e.rating)
 
 
+def _exposed(e: Any, i: str, ms: int, o: int) -> F.Fact:
+    return F.Exposed(i, ms, o, e.session_id, e.experiment_id, e.variant)
+
+
 FACT_BUILDERS: dict[str, Callable[[Any, str, int, int], F.Fact]] = {
     "ProductViewed": _viewed,
     "ProductSearched": _searched,
@@ -197,6 +201,7 @@ FACT_BUILDERS: dict[str, Callable[[Any, str, int, int], F.Fact]] = {
     "ShipmentDispatched": _dispatched,
     "ShipmentDelivered": _delivered,
     "ReviewSubmitted": _reviewed,
+    "ExperimentExposed": _exposed,
 }
 
 

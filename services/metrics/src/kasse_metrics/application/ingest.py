@@ -24,7 +24,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+import msgspec
 
 from kasse_common.envelope import MalformedEvent
 from kasse_metrics.application.decoding import FastDecoder
@@ -217,6 +219,20 @@ class IngestResult:
     skipped: int = 0
 
 
+_BUNDLE = b"KSB1"  # a snapshot with parts beside the projection; without it, the projection's blob alone
+
+
+def _bundle(projection: bytes, parts: dict[str, bytes]) -> bytes:
+    return _BUNDLE + msgspec.msgpack.encode({"projection": projection, "parts": parts})
+
+
+def _unbundle(blob: bytes) -> tuple[bytes, dict[str, bytes]]:
+    if not blob.startswith(_BUNDLE):
+        return blob, {}
+    bundle: dict[str, Any] = msgspec.msgpack.decode(blob[len(_BUNDLE) :])
+    return bundle["projection"], bundle["parts"]
+
+
 @dataclass
 class ProjectionSync:
     """Keeps the projection current: own batches from memory, the other instances' from the store."""
@@ -226,9 +242,14 @@ class ProjectionSync:
     # Per partition: the projection holds every fact below this offset (read from the store or consumed).
     seen: dict[TopicPartition, int] = field(default_factory=dict)
     listeners: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    # Handed every fact the projection is handed (new or repeated), e.g. the experiment analysis.
+    fact_observers: list[Callable[[Sequence[Fact]], object]] = field(default_factory=list)
     read_chunk: int = 50_000  # offsets per read: a long rebuild yields between chunks
     last_committed: dict[TopicPartition, int] = field(default_factory=dict)
     snapshots: SnapshotStore | None = None
+    # State kept beside the projection (e.g. the experiment analysis): saved in the same snapshot, so
+    # both cover exactly the same facts. name -> (take, restore).
+    snapshot_parts: dict[str, tuple[Callable[[], bytes], Callable[[bytes], None]]] = field(default_factory=dict)
     caught_up: bool = False  # set once the projection held everything checkpointed when it started
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _snapshot_facts: int = 0
@@ -241,8 +262,12 @@ class ProjectionSync:
         if loaded is None:
             return False
         seen, blob = loaded
+        blob, parts = _unbundle(blob)
         async with self._lock:
             self.projection.restore(blob)
+            for name, part in parts.items():
+                if name in self.snapshot_parts:
+                    self.snapshot_parts[name][1](part)
             for tp, offset in seen.items():
                 self.seen[tp] = max(self.seen.get(tp, 0), offset)
         log.info("projection restored from a snapshot", extra={"bytes": len(blob)})
@@ -258,6 +283,8 @@ class ProjectionSync:
         applied = self.projection.facts_applied
         seen = dict(self.seen)
         blob = self.projection.snapshot()
+        if self.snapshot_parts:
+            blob = _bundle(blob, {name: take() for name, (take, _) in self.snapshot_parts.items()})
         await self.snapshots.save(seen, blob)
         self._snapshot_facts = applied
         return True
@@ -273,7 +300,10 @@ class ProjectionSync:
                     if end <= start:
                         break
                     chunk_end = min(end, start + self.read_chunk)
-                    applied += self.projection.apply_all(await self.store.read(tp, start, chunk_end))
+                    facts = await self.store.read(tp, start, chunk_end)
+                    applied += self.projection.apply_all(facts)
+                    for observe in self.fact_observers:
+                        observe(facts)
                     self.seen[tp] = max(self.seen.get(tp, 0), chunk_end)
         if not self.caught_up and all(self.seen.get(tp, 0) >= end for tp, end in committed.items()):
             self.caught_up = True
@@ -294,6 +324,8 @@ class ProjectionSync:
         skips the event ids it holds.
         """
         applied = self.projection.apply_all(decoded.facts)
+        for observe in self.fact_observers:
+            observe(decoded.facts)
         for tp, (first, end) in decoded.ranges.items():
             seen = self.seen.get(tp, 0)
             if first <= seen:

@@ -136,6 +136,14 @@ class Reviewed(Fact, frozen=True, tag="w"):
     rating: int = 0
 
 
+class Exposed(Fact, frozen=True, tag="e"):
+    """ExperimentExposed: the session was shown this variant (read by the experiment analysis)."""
+
+    event: ClassVar[str] = "ExperimentExposed"
+    experiment: str = ""
+    variant: str = ""
+
+
 class Other(Fact, frozen=True, tag="z"):
     """An event no KPI reads beyond counting it (ProductChanged, StockReserved, …): `name` is its type."""
 
@@ -157,6 +165,7 @@ AnyFact = (
     | Dispatched
     | Delivered
     | Reviewed
+    | Exposed
     | Other
 )
 

@@ -57,6 +57,7 @@ from kasse_metrics.domain.facts import (
     CheckoutBegan,
     Delivered,
     Dispatched,
+    Exposed,
     Fact,
     Other,
     PayFailed,
@@ -359,6 +360,7 @@ class Projection:
             Dispatched: self._dispatched,
             Delivered: self._delivered,
             Reviewed: self._reviewed,
+            Exposed: _nothing,  # counted as traffic; the experiment analysis reads it
             Other: _nothing,
         }
 
