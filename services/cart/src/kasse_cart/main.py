@@ -20,6 +20,7 @@ from kasse_cart.application.abandonment import AbandonmentJob
 from kasse_cart.application.admin import Admin
 from kasse_cart.application.carts import CartService
 from kasse_cart.application.orders import OrderLife
+from kasse_cart.application.payment_deadline import PaymentDeadlineJob
 from kasse_cart.application.read_models import ReadModels
 from kasse_cart.domain.cart import CartLimits
 from kasse_cart.domain.promotions import FreeShippingPromotion
@@ -61,12 +62,22 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
         limits=CartLimits(settings.max_quantity_per_line, settings.max_lines),
         free_shipping=free_shipping,
         currency=settings.currency,
+        payment_timeout=timedelta(seconds=settings.unpaid_order_timeout_s),
     )
     payments = HttpPaymentLookup(settings.payment_base_url, settings.payment_internal_token, settings.payment_timeout_s)
     orders = OrderLife(orders=orders_repo, encode=runtime.encode, clock=utc_now, payments=payments)
     admin = Admin(coupons=coupons, orders=orders_repo)
     abandonment = AbandonmentJob(
         carts=carts_repo, encode=runtime.encode, clock=utc_now, idle=timedelta(seconds=settings.abandonment_idle_s)
+    )
+
+    payment_deadline = PaymentDeadlineJob(
+        orders=orders_repo,
+        life=orders,
+        payments=payments,
+        clock=utc_now,
+        review_timeout=timedelta(seconds=settings.held_order_timeout_s),
+        recheck_after=timedelta(seconds=settings.unpaid_check_interval_s * 2),
     )
 
     runtime.produces(CartUpdated, CartAbandoned, CheckoutStarted, OrderPlaced, OrderCancelled)
@@ -79,8 +90,12 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
     async def report_abandoned_carts() -> None:
         await abandonment.run_once()
 
+    async def expire_unpaid_orders() -> None:
+        await payment_deadline.run_once()
+
     runtime.on_startup(create_indexes)
     runtime.every(settings.abandonment_check_interval_s, report_abandoned_carts, name="abandoned-carts")
+    runtime.every(settings.unpaid_check_interval_s, expire_unpaid_orders, name="unpaid-orders")
     app = runtime.create_app(
         title="Kasse cart",
         description=(
@@ -90,6 +105,7 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
         routers=[storefront_router(carts, orders), admin_router(settings, admin, orders)],
     )
     app.state.abandonment = abandonment
+    app.state.payment_deadline = payment_deadline
     return app
 
 

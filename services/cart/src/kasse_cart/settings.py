@@ -28,6 +28,14 @@ class CartSettings(ServiceSettings):
     abandonment_idle_s: float = Field(3600.0, gt=0, description="Idle time after which a cart with items is abandoned")
     abandonment_check_interval_s: float = Field(60.0, gt=0)
 
+    unpaid_order_timeout_s: float = Field(
+        1800.0, gt=0, description="An order not paid within this time is cancelled (reason payment_timeout)"
+    )
+    held_order_timeout_s: float = Field(
+        86400.0, gt=0, description="Deadline of an order whose payment is held for fraud review"
+    )
+    unpaid_check_interval_s: float = Field(30.0, gt=0, description="How often unpaid orders are checked")
+
     payment_base_url: str | None = Field(
         "http://127.0.0.1:8003", description="The payment service, for the order view's client secret"
     )

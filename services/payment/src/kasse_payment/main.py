@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import stripe
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client.core import CounterMetricFamily
 
 from kasse_common.runtime import ServiceRuntime
 from kasse_contracts.events import CreditNoteIssued, InvoiceIssued, PaymentCaptured, PaymentFailed, PaymentRefunded
@@ -68,6 +70,7 @@ def create_app(
             fraud=fraud_policy(settings),
             max_attempts=settings.stripe_max_attempts,
             retry_backoff_s=settings.stripe_retry_backoff_s,
+            review_timeout_s=settings.review_timeout_s,
         ),
     )
     documents = InvoiceRepository(
@@ -107,8 +110,24 @@ def create_app(
             webhook_tolerance_s=settings.webhook_tolerance_s,
         ),
     )
+    runtime.prometheus_registry().register(_HeldCollector(payments))
     app.state.payments = payments
     return app
+
+
+class _HeldCollector:
+    """kasse_payment_held_for_review_total{reason}: fraud holds and captures whose amount differs."""
+
+    def __init__(self, payments: PaymentService) -> None:
+        self.payments = payments
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily(
+            "kasse_payment_held_for_review", "Payments held for an admin's review, by reason", labels=["reason"]
+        )
+        for reason in ("fraud", "amount_mismatch"):
+            family.add_metric([reason], self.payments.held_for_review.get(reason, 0))
+        yield family
 
 
 def run() -> None:

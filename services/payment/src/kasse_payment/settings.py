@@ -53,6 +53,11 @@ class PaymentSettings(ServiceSettings):
     webhook_tolerance_s: int = Field(300, ge=1, description="Max age of a Stripe-Signature timestamp")
     confirmation_mode: ConfirmationMode = ConfirmationMode.CUSTOMER
     server_payment_method: str = Field("pm_card_visa", description="Used in server confirmation mode")
+    review_timeout_s: float = Field(
+        86400.0,
+        gt=0,
+        description="A payment held for review (fraud, amount mismatch) is rejected when not decided by then",
+    )
     sweep_interval_s: float = Field(5.0, gt=0, description="How often unfinished Stripe work is resumed")
 
     # The seller on invoices and credit notes (§14 UStG: name, address, VAT id)

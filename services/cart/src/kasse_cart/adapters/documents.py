@@ -98,6 +98,8 @@ def order_from_doc(doc: dict[str, Any]) -> Order:
         cancel_reason=CancelReason(doc["cancel_reason"]) if doc.get("cancel_reason") else None,
         cancel_detail=doc.get("cancel_detail", ""),
         cancel_announced_paid=doc.get("cancel_announced_paid", False),
+        payment_due_at=doc.get("payment_due_at"),
+        cancellation_refused_at=doc.get("cancellation_refused_at"),
         timeline=[TimelineEntry(t["at"], OrderStatus(t["status"]), t["note"]) for t in doc.get("timeline", [])],
         version=doc.get("_version", 0),
     )

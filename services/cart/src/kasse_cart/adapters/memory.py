@@ -130,6 +130,17 @@ class InMemoryOrders(_Documents):
         orders.sort(key=lambda o: (-o.placed_at.timestamp(), o.order_id))
         return orders[offset : offset + limit]
 
+    async def unpaid_past_deadline(self, now: datetime, limit: int) -> list[Order]:
+        orders = [order_from_doc(copy.deepcopy(d)) for d in self.docs.values()]
+        due = [
+            o
+            for o in orders
+            if o.status in (OrderStatus.PLACED, OrderStatus.STOCK_RESERVED)
+            and o.payment_due_at is not None
+            and o.payment_due_at <= now
+        ]
+        return sorted(due, key=lambda o: o.payment_due_at or now)[:limit]
+
 
 class InMemoryProducts:
     def __init__(self) -> None:
@@ -194,10 +205,15 @@ class InMemoryCoupons:
 
 
 class FixedPaymentLookup:
-    def __init__(self, secret: str | None = None) -> None:
+    def __init__(self, secret: str | None = None, status: str | None = None) -> None:
         self.secret = secret
+        self.status = status
         self.asked: list[str] = []
         self.pdfs: dict[str, dict[str, bytes]] = {}  # order id -> number -> PDF
+
+    async def payment_status(self, order_id: str) -> str | None:
+        self.asked.append(order_id)
+        return self.status
 
     async def client_secret(self, order_id: str) -> str | None:
         self.asked.append(order_id)

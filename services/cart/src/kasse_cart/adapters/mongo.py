@@ -88,6 +88,7 @@ class MongoOrderRepository:
         await coll.create_index([("status", ASCENDING), ("placed_at", DESCENDING)], name="by_status")
         await coll.create_index([("email", ASCENDING)], name="by_email")
         await coll.create_index([("placed_at", DESCENDING)], name="by_time")
+        await coll.create_index([("status", ASCENDING), ("payment_due_at", ASCENDING)], name="by_payment_deadline")
 
     async def get(self, order_id: str) -> Order | None:
         doc = await self.store.load(order_id)
@@ -125,6 +126,20 @@ class MongoOrderRepository:
             self.store.collection.find(query, _LISTED)
             .sort([("placed_at", DESCENDING), ("_id", ASCENDING)])
             .skip(offset)
+            .limit(limit)
+        )
+        return [order_from_doc(doc) async for doc in cursor]
+
+    async def unpaid_past_deadline(self, now: datetime, limit: int) -> list[Order]:
+        cursor = (
+            self.store.collection.find(
+                {
+                    "status": {"$in": [OrderStatus.PLACED.value, OrderStatus.STOCK_RESERVED.value]},
+                    "payment_due_at": {"$lte": now},
+                },
+                _LISTED,
+            )
+            .sort([("payment_due_at", ASCENDING)])
             .limit(limit)
         )
         return [order_from_doc(doc) async for doc in cursor]

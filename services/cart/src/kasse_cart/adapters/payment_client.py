@@ -1,4 +1,5 @@
-"""Asks the payment service for an order's client secret (the order view), briefly and safely."""
+"""Asks the payment service about an order's payment (the order view's client secret, the payment deadline's
+status check), briefly and safely."""
 
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ class HttpPaymentLookup:
         return response.content
 
     async def client_secret(self, order_id: str) -> str | None:
+        secret = (await self._payment(order_id) or {}).get("client_secret")
+        return secret if isinstance(secret, str) and secret else None
+
+    async def payment_status(self, order_id: str) -> str | None:
+        status = (await self._payment(order_id) or {}).get("status")
+        return status if isinstance(status, str) and status else None
+
+    async def _payment(self, order_id: str) -> dict[str, Any] | None:
         if not self.base_url:
             return None
         headers = {"Authorization": f"Bearer {self.token.get_secret_value()}"} if self.token else {}
@@ -64,7 +73,7 @@ class HttpPaymentLookup:
                 log.warning("payment lookup refused", extra={"order_id": order_id, "status": response.status_code})
             return None
         try:
-            secret = response.json().get("client_secret")
+            body = response.json()
         except ValueError:
             return None
-        return secret if isinstance(secret, str) and secret else None
+        return body if isinstance(body, dict) else None

@@ -13,7 +13,7 @@ import hmac
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from kasse_cart.application.ports import (
@@ -115,7 +115,9 @@ class CartService:
         limits: CartLimits,
         free_shipping: FreeShippingPromotion | None,
         currency: str,
+        payment_timeout: timedelta = timedelta(minutes=30),
     ) -> None:
+        self.payment_timeout = payment_timeout
         self.carts = carts
         self.products = products
         self.rate_tables = rate_tables
@@ -313,6 +315,7 @@ class CartService:
             idempotency_key=idempotency_key,
             details=event.model_dump(mode="json", exclude={"occurred_at"}),
             timeline=[TimelineEntry(now, OrderStatus.PLACED, "order placed")],
+            payment_due_at=now + self.payment_timeout,
         )
         # The event id is derived from the order: however often this runs, one OrderPlaced.
         record = self.encode(event, event_id=derived_event_id(order_id, "placed"))

@@ -50,7 +50,7 @@ class OrderLife:
             if order is None:
                 raise OrderNotYetKnown(f"order {order_id} is not known")
             notices = fact(order)
-            return await self.orders.save(order, self._cancellations(order, notices), consumed_event_id=event_id)
+            return await self.orders.save(order, self.cancellations(order, notices), consumed_event_id=event_id)
 
         # Still contended after that: the ConcurrencyError reaches the consumer, which retries with backoff.
         return await retry_on_conflict(attempt, f"apply {event_id} to order {order_id}", attempts=SAVE_ATTEMPTS)
@@ -59,7 +59,7 @@ class OrderLife:
         async def attempt() -> Order:
             order = await self._authorised(order_id, order_token)
             notices = order.cancel_by_customer(self.clock())
-            await self.orders.save(order, self._cancellations(order, notices))
+            await self.orders.save(order, self.cancellations(order, notices))
             return order
 
         return await retry_on_conflict(attempt, f"cancel order {order_id}", attempts=SAVE_ATTEMPTS)
@@ -98,7 +98,7 @@ class OrderLife:
             raise NotFound("no order with this id and token")
         return order
 
-    def _cancellations(self, order: Order, notices: list[CancellationNotice]) -> list[OutgoingRecord]:
+    def cancellations(self, order: Order, notices: list[CancellationNotice]) -> list[OutgoingRecord]:
         now: datetime = self.clock()
         return [
             self.encode(

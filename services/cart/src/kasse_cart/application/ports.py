@@ -77,6 +77,10 @@ class OrderRepository(Protocol):
         self, *, status: OrderStatus | None, email: str | None, text: str | None, limit: int, offset: int
     ) -> list[Order]: ...
 
+    async def unpaid_past_deadline(self, now: datetime, limit: int) -> list[Order]:
+        """Orders neither paid nor cancelled whose `payment_due_at` is not after `now` (indexed)."""
+        ...
+
 
 class PaymentLookup(Protocol):
     async def client_secret(self, order_id: str) -> str | None:
@@ -89,6 +93,10 @@ class PaymentLookup(Protocol):
 
     async def invoice_pdf(self, order_id: str, number: str) -> bytes | None:
         """One of them as PDF; None when there is no such document or payment cannot say."""
+        ...
+
+    async def payment_status(self, order_id: str) -> str | None:
+        """The payment's status (`held_for_review`, `captured`, ...); None when unknown or unreachable."""
         ...
 
 

@@ -5,7 +5,9 @@ Events of different topics arrive in any order and more than once, so the order 
 precedence. Facts only accumulate, so a duplicate or a late event can never move the status back:
 
     placed → stock_reserved → paid → shipped → delivered → partially_refunded → refunded
-    any state before shipped → cancelled (stock rejected, payment failed, customer request); terminal
+    any state before shipped → cancelled (stock rejected, payment failed, customer request, not paid
+    by `payment_due_at`); terminal — unless shipping refuses the cancellation because the parcel had
+    already left (CancellationRefused): then the order stands as shipped, and nothing is refunded
 
 Cancelling yields a `CancellationNotice` the application turns into OrderCancelled. Plain Python.
 """
@@ -40,6 +42,7 @@ class CancelReason(StrEnum):
     PAYMENT_FAILED = "payment_failed"
     FRAUD_SUSPECTED = "fraud_suspected"
     CUSTOMER_REQUEST = "customer_request"
+    PAYMENT_TIMEOUT = "payment_timeout"
 
 
 @dataclass(frozen=True)
@@ -96,12 +99,14 @@ class Order:
     cancel_reason: CancelReason | None = None
     cancel_detail: str = ""
     cancel_announced_paid: bool = False  # OrderCancelled said was_paid=true
+    payment_due_at: datetime | None = None  # unpaid by then: cancelled with reason payment_timeout
+    cancellation_refused_at: datetime | None = None  # shipping could not stop the parcel any more
     timeline: list[TimelineEntry] = field(default_factory=list)
     version: int = 0  # optimistic concurrency: the stored version this object was loaded at
 
     @property
     def is_cancelled(self) -> bool:
-        return self.cancelled_at is not None
+        return self.cancelled_at is not None and self.cancellation_refused_at is None
 
     @property
     def is_paid(self) -> bool:
@@ -142,7 +147,10 @@ class Order:
             self.payment_failed_at = at
         if self.is_cancelled or self.is_paid or self.has_left_warehouse:
             return self._advance(at, f"payment failure ignored: {reason}")
-        cancel_reason = CancelReason.FRAUD_SUSPECTED if reason == "fraud_suspected" else CancelReason.PAYMENT_FAILED
+        cancel_reason = {
+            "fraud_suspected": CancelReason.FRAUD_SUSPECTED,
+            "review_timeout": CancelReason.PAYMENT_TIMEOUT,  # held for review and nobody decided in time
+        }.get(reason, CancelReason.PAYMENT_FAILED)
         return self._cancel(cancel_reason, message or reason, at)
 
     def payment_refunded(self, at: datetime, total_refunded: int, full: bool) -> list[CancellationNotice]:
@@ -164,6 +172,32 @@ class Order:
         if self.delivered_at is None:
             self.delivered_at = at
         return self._advance(at, "delivered")
+
+    def cancellation_refused(self, at: datetime, detail: str) -> list[CancellationNotice]:
+        """Shipping could not stop the parcel: the cancellation does not take effect (no refund, no release)."""
+        if self.cancellation_refused_at is None:
+            self.cancellation_refused_at = at
+            if self.dispatched_at is None:
+                self.dispatched_at = at  # the parcel is on its way, whatever we had heard
+        return self._advance(at, f"cancellation refused by shipping: {detail}", allow_back=True)
+
+    # -- deadlines ---------------------------------------------------------------------------------
+    @property
+    def awaits_payment(self) -> bool:
+        return not self.is_cancelled and not self.is_paid and not self.has_left_warehouse
+
+    def expire_unpaid(self, at: datetime) -> list[CancellationNotice]:
+        """The payment deadline passed: cancel (payment cancels the intent, catalog releases the stock)."""
+        if not self.awaits_payment or self.payment_due_at is None or at < self.payment_due_at:
+            return []
+        return self._cancel(CancelReason.PAYMENT_TIMEOUT, f"not paid by {self.payment_due_at.isoformat()}", at)
+
+    def postpone_payment_deadline(self, until: datetime, at: datetime, why: str) -> None:
+        if self.payment_due_at is None or until > self.payment_due_at:
+            self.payment_due_at = until
+            self.timeline.append(
+                TimelineEntry(at, self.status, f"payment deadline moved to {until.isoformat()}: {why}")
+            )
 
     # -- the customer ------------------------------------------------------------------------------
     def cancel_by_customer(self, at: datetime) -> list[CancellationNotice]:
@@ -191,9 +225,9 @@ class Order:
             return OrderStatus.STOCK_RESERVED
         return OrderStatus.PLACED
 
-    def _advance(self, at: datetime, note: str) -> list[CancellationNotice]:
+    def _advance(self, at: datetime, note: str, *, allow_back: bool = False) -> list[CancellationNotice]:
         new = self.derived_status()
-        if RANK[new] < RANK[self.status]:  # facts only accumulate; this guards the invariant
+        if RANK[new] < RANK[self.status] and not allow_back:  # facts only accumulate; this guards the invariant
             raise AssertionError(f"order {self.order_id} would move back from {self.status} to {new}")
         self.status = new
         self.timeline.append(TimelineEntry(at, new, note))

@@ -8,6 +8,7 @@ from kasse_cart.application.read_models import ReadModels
 from kasse_cart.domain.order import Shipment
 from kasse_common.messaging import EventConsumer, EventContext
 from kasse_contracts.events import (
+    CancellationRefused,
     PaymentCaptured,
     PaymentFailed,
     PaymentRefunded,
@@ -68,7 +69,12 @@ def register(consumer: EventConsumer, orders: OrderLife, read_models: ReadModels
     async def shipment_delivered(event: ShipmentDelivered, ctx: EventContext) -> None:
         await orders.apply(event.order_id, ctx.event_id, lambda o: o.shipment_delivered(event.delivered_at))
 
+    async def cancellation_refused(event: CancellationRefused, ctx: EventContext) -> None:
+        detail = event.reason or "already dispatched"
+        await orders.apply(event.order_id, ctx.event_id, lambda o: o.cancellation_refused(event.occurred_at, detail))
+
     consumer.on(ProductChanged, product_changed)
+    consumer.on(CancellationRefused, cancellation_refused)
     consumer.on(ShippingMethodsPublished, methods_published)
     consumer.on(StockReserved, stock_reserved)
     consumer.on(StockRejected, stock_rejected)

@@ -189,7 +189,13 @@ class OrderOut(BaseModel):
     shipping_total: Money | None
     vat: VatBreakdown | None = Field(description="The VAT in the total per rate; null for orders placed before VAT")
     price_note: str
-    cancellation_reason: str | None
+    cancellation_reason: str | None = Field(
+        None, description="Why the order was cancelled (payment_timeout: not paid by payment_due_at)"
+    )
+    cancellation_refused: bool = Field(
+        False, description="A cancellation came after dispatch: the order stands (return it instead)"
+    )
+    payment_due_at: datetime | None = Field(None, description="An unpaid order is cancelled at this time")
     refunded: Money
     tracking: TrackingOut | None
     timeline: list[TimelineOut]
@@ -312,7 +318,9 @@ def _order_fields(order: Order) -> dict[str, Any]:
         "shipping_total": m("shipping_total"),
         "vat": d.get("vat"),
         "price_note": price_note(bool((d.get("vat") or {}).get("export"))),
-        "cancellation_reason": order.cancel_reason.value if order.cancel_reason else None,
+        "cancellation_reason": order.cancel_reason.value if order.cancel_reason and order.is_cancelled else None,
+        "cancellation_refused": order.cancellation_refused_at is not None,
+        "payment_due_at": order.payment_due_at if order.awaits_payment else None,
         "refunded": money(order.refunded_amount, c),
         "tracking": TrackingOut(
             carrier=shipment.carrier,

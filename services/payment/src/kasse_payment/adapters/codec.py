@@ -97,10 +97,17 @@ def to_document(p: Payment) -> dict[str, Any]:
                 "failure_message": n.failure_message,
                 "card_fingerprint": n.card_fingerprint,
                 "refund_ids": list(n.refund_ids),
+                "refund_keys": list(n.refund_keys),
             }
             for n in p.pending_notices
         ],
         "transient_failures": p.transient_failures,
+        "held_at": p.held_at,
+        "review_reason": p.review_reason,
+        "received_amount": p.received_amount,
+        "refund_awaits_shipping": p.refund_awaits_shipping,
+        "shipping_verdict": p.shipping_verdict,
+        "create_attempts": p.create_attempts,
         "retry_at": p.retry_at,
         "needs_work": p.needs_work,
         "history": [{"at": h.at, "status": h.status, "note": h.note} for h in p.history],
@@ -178,10 +185,17 @@ def from_document(doc: dict[str, Any]) -> Payment:
                 failure_message=n.get("failure_message", ""),
                 card_fingerprint=n.get("card_fingerprint"),
                 refund_ids=tuple(n.get("refund_ids", [])),
+                refund_keys=tuple(n.get("refund_keys", [])),
             )
             for n in doc.get("pending_notices", [])
         ],
         transient_failures=doc.get("transient_failures", 0),
+        held_at=doc.get("held_at"),
+        review_reason=doc.get("review_reason") or ("fraud" if doc.get("status") == "held_for_review" else None),
+        received_amount=doc.get("received_amount"),
+        refund_awaits_shipping=doc.get("refund_awaits_shipping", False),
+        shipping_verdict=doc.get("shipping_verdict"),
+        create_attempts=doc.get("create_attempts", 0),
         retry_at=doc.get("retry_at"),
         history=[HistoryEntry(at=h["at"], status=h["status"], note=h["note"]) for h in doc.get("history", [])],
     )

@@ -52,6 +52,13 @@ class InMemoryPayments:
             :limit
         ]
 
+    async def held_since(self, before: datetime, limit: int) -> list[str]:
+        return [
+            k
+            for k, d in self.docs.items()
+            if d["status"] == "held_for_review" and d["held_at"] is not None and d["held_at"] <= before
+        ][:limit]
+
     async def fraud_decisions(
         self, *, outcome: str | None, email: str | None, client_ip: str | None, limit: int
     ) -> list[Payment]:
@@ -107,6 +114,7 @@ class FakeGateway:
     fail_refund: Exception | None = None
     calls: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     _intents: dict[str, str] = field(default_factory=dict)  # idempotency key -> intent id, as Stripe keeps it
+    _by_order: dict[str, str] = field(default_factory=dict)  # metadata order_id -> intent id (Stripe's search)
 
     def keys(self, operation: str) -> list[str]:
         return [str(c[1]["idempotency_key"]) for c in self.calls if c[0] == operation]
@@ -117,6 +125,7 @@ class FakeGateway:
             raise self.fail_create
         key = str(kw["idempotency_key"])
         intent_id = self._intents.setdefault(key, f"pi_{len(self._intents) + 1}")
+        self._by_order[str(kw["order_id"])] = intent_id
         return IntentState(intent_id, self.intent_status, f"{intent_id}_secret_x")
 
     async def confirm_intent(self, **kw: object) -> IntentState:
@@ -133,6 +142,11 @@ class FakeGateway:
 
     async def cancel_intent(self, **kw: object) -> None:
         self.calls.append(("cancel_intent", dict(kw)))
+
+    async def find_intent(self, **kw: object) -> IntentState | None:
+        self.calls.append(("find_intent", dict(kw)))
+        intent_id = self._by_order.get(str(kw["order_id"]))
+        return IntentState(intent_id, self.intent_status, f"{intent_id}_secret_x") if intent_id else None
 
 
 __all__ = ["FakeGateway", "GatewayDeclined", "GatewayUnavailable", "InMemoryPayments"]

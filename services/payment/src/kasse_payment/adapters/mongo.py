@@ -35,6 +35,7 @@ class MongoPayments:
         await c.create_index([("intent_id", ASCENDING)], name="intent")
         await c.create_index([("needs_work", ASCENDING), ("updated_at", ASCENDING)], name="needs_work")
         await c.create_index([("fraud.decided_at", DESCENDING)], name="fraud_decisions")
+        await c.create_index([("status", ASCENDING), ("held_at", ASCENDING)], name="held_for_review")
 
     async def load(self, order_id: str) -> Payment | None:
         doc = await self.store.load(order_id)
@@ -72,6 +73,12 @@ class MongoPayments:
             },
             {"_id": 1},
         ).limit(limit)
+        return [str(d["_id"]) async for d in cursor]
+
+    async def held_since(self, before: datetime, limit: int) -> list[str]:
+        cursor = self.collection.find({"status": "held_for_review", "held_at": {"$lte": before}}, {"_id": 1}).limit(
+            limit
+        )
         return [str(d["_id"]) async for d in cursor]
 
     async def fraud_decisions(

@@ -109,7 +109,8 @@ class StripeGateway:
                 {
                     "payment_intent": intent_id,
                     "amount": amount,
-                    "metadata": {"order_id": order_id, "kasse_reason": reason},
+                    # Our key in the metadata too: the charge.refunded echo names it, whatever the timing.
+                    "metadata": {"order_id": order_id, "kasse_reason": reason, "kasse_refund_key": idempotency_key},
                 },
                 options={"idempotency_key": idempotency_key},
             )
@@ -122,3 +123,18 @@ class StripeGateway:
             await self.client.v1.payment_intents.cancel_async(intent_id, options={"idempotency_key": idempotency_key})
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
+
+    async def find_intent(self, *, order_id: str) -> IntentState | None:
+        try:
+            found = await self.client.v1.payment_intents.search_async(
+                {"query": f"metadata['order_id']:'{order_id}'", "limit": 10}
+            )
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        # Only an intent that really carries this order id counts (search is eventually consistent, and a
+        # test double may answer with anything); a canceled one is no payment.
+        for intent in found.data:
+            metadata = intent.to_dict().get("metadata") or {}
+            if metadata.get("order_id") == order_id and intent.status != "canceled":
+                return IntentState(intent.id, intent.status, intent.client_secret)
+        return None

@@ -37,6 +37,10 @@ class PaymentRepository(Protocol):
         """Order ids with Stripe work left, not retried before their time and untouched since `idle_since`."""
         ...
 
+    async def held_since(self, before: datetime, limit: int) -> list[str]:
+        """Order ids of payments held for review since before `before` (indexed)."""
+        ...
+
 
 class FraudHistory(Protocol):
     async def screened_since(self, field: str, value: str, since: datetime, exclude_order: str) -> int:
@@ -82,3 +86,7 @@ class PaymentGateway(Protocol):
     async def refund(self, *, intent_id: str, amount: int, order_id: str, reason: str, idempotency_key: str) -> str: ...
 
     async def cancel_intent(self, *, intent_id: str, idempotency_key: str) -> None: ...
+
+    async def find_intent(self, *, order_id: str) -> IntentState | None:
+        """The intent an earlier, interrupted attempt created for this order (by its metadata), if any."""
+        ...

@@ -19,12 +19,14 @@ from kasse_common.errors import NotFound
 from kasse_common.retry import backoff_delay, retry_on_conflict
 from kasse_contracts.base import Money
 from kasse_contracts.events import (
+    CancellationRefused,
     OrderCancelled,
     OrderPlaced,
     PaymentCaptured,
     PaymentFailed,
     PaymentRefunded,
     ReturnReceived,
+    ShipmentCancelled,
     StockReserved,
 )
 from kasse_contracts.events.payments import RefundedLine
@@ -32,6 +34,7 @@ from kasse_payment.application.ports import (
     FraudHistory,
     GatewayDeclined,
     GatewayUnavailable,
+    IntentState,
     OutgoingEvent,
     PaymentGateway,
     PaymentRepository,
@@ -41,6 +44,7 @@ from kasse_payment.domain.payment import (
     Captured,
     DomainEvent,
     Failed,
+    HeldForReview,
     OrderFacts,
     OrderLineFacts,
     Payment,
@@ -49,6 +53,7 @@ from kasse_payment.domain.payment import (
     Refunded,
     RefundLine,
     StripeNotice,
+    refund_idempotency_key,
 )
 
 log = logging.getLogger(__name__)
@@ -69,6 +74,7 @@ class PaymentConfig:
     retry_backoff_s: float = 2.0
     max_retry_backoff_s: float = 300.0
     step_lease_s: float = 60.0
+    review_timeout_s: float = 86400.0  # a payment held for review and not decided by then is rejected
 
 
 class PaymentService:
@@ -85,6 +91,7 @@ class PaymentService:
         self.gateway = gateway
         self.config = config
         self.clock = clock
+        self.held_for_review: dict[str, int] = {}  # per reason, since start (a Prometheus counter)
 
     # -- events in ---------------------------------------------------------------------------
     async def order_placed(self, event: OrderPlaced, event_id: str) -> None:
@@ -118,6 +125,13 @@ class PaymentService:
     async def order_cancelled(self, event: OrderCancelled, event_id: str) -> None:
         await self._change(event.order_id, lambda p, now: p.cancel_order(now), consumed_id=event_id)
         await self.advance(event.order_id)
+
+    async def shipment_cancelled(self, event: ShipmentCancelled, event_id: str) -> None:
+        await self._change(event.order_id, lambda p, now: p.shipment_cancelled(now), consumed_id=event_id)
+        await self.advance(event.order_id)
+
+    async def cancellation_refused(self, event: CancellationRefused, event_id: str) -> None:
+        await self._change(event.order_id, lambda p, now: p.cancellation_refused(now), consumed_id=event_id)
 
     async def return_received(self, event: ReturnReceived, event_id: str) -> None:
         amount = event.refund_amount
@@ -213,6 +227,12 @@ class PaymentService:
     async def sweep(self, idle_s: float, limit: int = 50) -> int:
         """Resume payments whose Stripe work was interrupted (a crash, a transient error)."""
         now = self.clock()
+        for order_id in await self.repository.held_since(now - timedelta(seconds=self.config.review_timeout_s), limit):
+            try:
+                await self._change(order_id, lambda p, now: p.review_expired(now), consumed_id=None)
+                await self.advance(order_id)
+            except Exception:
+                log.exception("expiring a review failed", extra={"order_id": order_id})
         order_ids = await self.repository.due_for_work(now, now - timedelta(seconds=idle_s), limit)
         for order_id in order_ids:
             try:
@@ -271,7 +291,17 @@ class PaymentService:
         oid = payment.order_id
         server = self.config.server_confirmation
         try:
-            state = await self.gateway.create_intent(
+            found = None
+            if payment.intent_id is not None:
+                # Created before (server mode: recorded, then confirming was interrupted): never create again.
+                found = IntentState(payment.intent_id, payment.intent_status or "requires_confirmation", None)
+            elif payment.create_attempts > 1:
+                # An earlier attempt may have created the intent and crashed before recording it: Stripe's
+                # idempotency key covers that in production, but Kasse does not rely on it alone.
+                found = await self.gateway.find_intent(order_id=oid)
+                if found is not None:
+                    log.info("intent of an interrupted attempt found", extra={"order_id": oid})
+            state = found or await self.gateway.create_intent(
                 order_id=oid,
                 amount=order.amount,
                 currency=order.currency,
@@ -279,9 +309,11 @@ class PaymentService:
                 idempotency_key=f"kasse-payment-{oid}-create",
                 server_confirmation=server,
             )
-            if server:
+            if server and payment.intent_id is None:
                 created = state.intent_id
                 await self._change(oid, lambda p, now: p.intent_created(created, now), consumed_id=None)
+            if server:
+                created = state.intent_id
                 state = await self.gateway.confirm_intent(
                     intent_id=created,
                     payment_method=self.config.server_payment_method,
@@ -320,7 +352,7 @@ class PaymentService:
                 amount=refund.amount,
                 order_id=oid,
                 reason=refund.reason,
-                idempotency_key=f"kasse-refund-{oid}-{key}",
+                idempotency_key=refund_idempotency_key(oid, key),
             )
         except GatewayDeclined as exc:
             why = str(exc)
@@ -352,8 +384,13 @@ class PaymentService:
             payment = await self.repository.load(order_id) or Payment(order_id=order_id)
             now = self.clock()
             caused = change(payment, now) or []
-            events = [self._contract_event(payment, e, now) for e in caused]
+            held = [e for e in caused if isinstance(e, HeldForReview)]
+            events = [self._contract_event(payment, e, now) for e in caused if not isinstance(e, HeldForReview)]
             applied = await self.repository.save(payment, events, consumed_id)
+            if applied:
+                for hold in held:
+                    self.held_for_review[hold.reason] = self.held_for_review.get(hold.reason, 0) + 1
+                    log.warning("payment held for review", extra={"order_id": order_id, "reason": hold.reason})
             return payment if applied else None
 
         return await retry_on_conflict(attempt, f"payment of order {order_id}", attempts=20)
@@ -385,7 +422,7 @@ class PaymentService:
                 ),
                 derived_event_id("payment", oid, "failed"),
             )
-        assert isinstance(event, Refunded)
+        assert isinstance(event, Refunded), event
         return OutgoingEvent(
             PaymentRefunded(
                 **common,

@@ -104,6 +104,9 @@ class StripeNotice:
     failure_message: str = ""
     card_fingerprint: str | None = None
     refund_ids: tuple[str, ...] = ()
+    # Per refund id, the `kasse_refund_key` metadata we set on our own refunds ("" for refunds made elsewhere):
+    # our refund is recognised by it even when Stripe's echo overtakes the answer to our own call.
+    refund_keys: tuple[str, ...] = ()
 
 
 # Domain events ------------------------------------------------------------------------------
@@ -132,7 +135,20 @@ class Refunded:
     shipping: int = 0
 
 
-DomainEvent = Captured | Failed | Refunded
+@dataclass(frozen=True)
+class HeldForReview:
+    """Not a contract event: the application counts it (a Prometheus metric) and logs it."""
+
+    reason: str  # fraud | amount_mismatch
+    detail: str
+
+
+DomainEvent = Captured | Failed | Refunded | HeldForReview
+
+
+def refund_idempotency_key(order_id: str, refund_key: str) -> str:
+    """Sent to Stripe as the Idempotency-Key and as metadata[kasse_refund_key]."""
+    return f"kasse-refund-{order_id}-{refund_key}"
 
 
 @dataclass
@@ -153,6 +169,12 @@ class Payment:
     refunds: list[Refund] = field(default_factory=list)
     pending_notices: list[StripeNotice] = field(default_factory=list)
     transient_failures: int = 0
+    held_at: datetime | None = None  # held for review since (fraud screening or an amount mismatch)
+    review_reason: str | None = None  # fraud | amount_mismatch
+    received_amount: int | None = None  # what Stripe says it took, when that differs from the order
+    refund_awaits_shipping: bool = False  # a paid order was cancelled: refund once shipping stopped the parcel
+    shipping_verdict: str | None = None  # cancelled | refused (ShipmentCancelled / CancellationRefused)
+    create_attempts: int = 0  # claims to create the intent; recorded BEFORE each call to Stripe
     retry_at: datetime | None = None  # not before: a backoff after a transient error, or a step's lease
     history: list[HistoryEntry] = field(default_factory=list)
 
@@ -193,27 +215,60 @@ class Payment:
             self._move(PaymentStatus.AUTHORIZING, now, f"screened: allow (score {decision.score}): {reasons}")
             return []
         if decision.outcome is FraudOutcome.REVIEW:
+            self.held_at, self.review_reason = now, "fraud"
             self._move(PaymentStatus.HELD_FOR_REVIEW, now, f"held for review (score {decision.score}): {reasons}")
-            return []
+            return [HeldForReview("fraud", f"score {decision.score}")]
         return self._fail(Failed("fraud_suspected", None, f"risk score {decision.score}: {reasons}", None), now)
 
     def review(self, approve: bool, now: datetime) -> list[DomainEvent]:
-        if self.status is not PaymentStatus.HELD_FOR_REVIEW or self.fraud is None:
+        if self.status is not PaymentStatus.HELD_FOR_REVIEW or (self.fraud is None and self.review_reason is None):
             raise Conflict(f"payment of order {self.order_id} is {self.status.value}, not held for review")
         verdict = "approved" if approve else "rejected"
-        self.fraud = FraudDecision(
-            self.fraud.outcome, self.fraud.score, self.fraud.reasons, self.fraud.decided_at, verdict
-        )
+        if self.fraud is not None:
+            self.fraud = FraudDecision(
+                self.fraud.outcome, self.fraud.score, self.fraud.reasons, self.fraud.decided_at, verdict
+            )
+        if self.review_reason == "amount_mismatch":
+            if approve:  # the admin accepts what Stripe took; we report the order's amount, as always
+                self.held_at = None
+                self.status = PaymentStatus.PROCESSING
+                return self._capture(self.intent_id or "", now, "review: amount difference accepted by an admin")
+            return self._reject_mismatch("amount_mismatch", "rejected after review: amount differs", now)
+        self.held_at = None
         if approve:
             self._move(PaymentStatus.AUTHORIZING, now, "review: approved by an admin")
             return []
         return self._fail(Failed("fraud_suspected", None, "rejected after review", None), now)
+
+    def review_expired(self, now: datetime) -> list[DomainEvent]:
+        """Nobody decided the review by its deadline: fail closed (an amount mismatch is refunded)."""
+        if self.status is not PaymentStatus.HELD_FOR_REVIEW:
+            return []
+        if self.review_reason == "amount_mismatch":
+            return self._reject_mismatch("review_timeout", "amount mismatch not reviewed in time", now)
+        self.held_at = None
+        return self._fail(Failed("review_timeout", None, "held for review and not decided in time", None), now)
+
+    def _reject_mismatch(self, reason: str, message: str, now: datetime) -> list[DomainEvent]:
+        self.held_at = None
+        events = self._fail(Failed(reason, None, message, self.intent_id), now)
+        received = self.received_amount or 0
+        if received > 0 and not any(r.key == "amount-mismatch" for r in self.refunds):
+            self.refunds.append(Refund(key="amount-mismatch", amount=received, reason="amount_mismatch"))
+            self._note(now, f"refund amount-mismatch of {received} requested: all that Stripe took")
+        return events
 
     # -- Stripe ------------------------------------------------------------------------------
     def intent_updated(
         self, intent_id: str, intent_status: str, client_secret: str | None, server_confirmed: bool, now: datetime
     ) -> list[DomainEvent]:
         """What the create / confirm call returned."""
+        if self.status is PaymentStatus.CANCELLED and self.intent_id is None:
+            # The order was cancelled while the intent was being created: cancel it at Stripe too.
+            self.intent_id = intent_id
+            self.intent_cancel_pending = intent_status not in ("canceled", "succeeded")
+            self._note(now, f"intent {intent_id} created after the cancellation: to be canceled")
+            return []
         if self.status is not PaymentStatus.AUTHORIZING:
             return []  # a webhook got here first
         self.intent_id = intent_id
@@ -278,10 +333,22 @@ class Payment:
             if self.status in PAID:
                 self._note(now, "webhook payment_intent.succeeded: already captured")
                 return []
+            intent_id = notice.intent_id or self.intent_id or ""
             if notice.amount is not None and notice.amount != self.order.amount:
-                # Our order is the truth for what we report; a different amount at Stripe needs a human.
-                self._note(now, f"ALERT: Stripe received {notice.amount}, the order is for {self.order.amount}")
-            return self._capture(notice.intent_id or self.intent_id or "", now, "webhook payment_intent.succeeded")
+                # Our order is the truth for what we report: a different amount at Stripe is not accepted
+                # silently. An order that no longer stands gets all of it back; a live one waits for a human.
+                self.received_amount = notice.amount
+                self.intent_id = intent_id or self.intent_id
+                if self.status in (PaymentStatus.CANCELLED, PaymentStatus.FAILED):
+                    return self._capture(intent_id, now, "webhook payment_intent.succeeded (amount differs)")
+                if self.status is PaymentStatus.HELD_FOR_REVIEW:
+                    return []
+                detail = f"Stripe received {notice.amount}, the order is for {self.order.amount}"
+                self.held_at, self.review_reason = now, "amount_mismatch"
+                self.client_secret = None
+                self._move(PaymentStatus.HELD_FOR_REVIEW, now, f"held for review: {detail}")
+                return [HeldForReview("amount_mismatch", detail)]
+            return self._capture(intent_id, now, "webhook payment_intent.succeeded")
         if notice.type == "payment_intent.payment_failed":
             if self.status not in OPEN:
                 self._note(now, f"webhook payment_intent.payment_failed ignored: payment is {self.status.value}")
@@ -402,6 +469,9 @@ class Payment:
         it expires and the sweeper resumes; the idempotency keys make that repeat harmless."""
         if not self.due(now):
             return False
+        if self.status is PaymentStatus.AUTHORIZING and self.intent_id is None:
+            # Stored before the call: a later claim that sees an earlier attempt looks for its intent first.
+            self.create_attempts += 1
         self.retry_at = now + timedelta(seconds=lease_s)
         return True
 
@@ -414,7 +484,14 @@ class Payment:
             return []
         self.order_cancelled = True
         if self.status in PAID:
-            self.request_refund("order-cancelled", None, "order_cancelled", now)
+            # Only shipping knows whether the parcel can still be stopped: never goods and money both.
+            if self.shipping_verdict == "cancelled":
+                self.request_refund("order-cancelled", None, "order_cancelled", now)
+            elif self.shipping_verdict == "refused":
+                self._note(now, "order cancelled after dispatch: shipping refused, nothing refunded")
+            else:
+                self.refund_awaits_shipping = True
+                self._note(now, "order cancelled after capture: refund once shipping has stopped the parcel")
             return []
         if self.status in OPEN:
             if self.intent_id is not None:
@@ -423,6 +500,22 @@ class Payment:
         else:
             self._note(now, f"order cancelled; payment was {self.status.value}")
         return []
+
+    def shipment_cancelled(self, now: datetime) -> None:
+        if self.shipping_verdict is not None:
+            return
+        self.shipping_verdict = "cancelled"
+        self._note(now, "shipping cancelled the shipment")
+        if self.refund_awaits_shipping:
+            self.refund_awaits_shipping = False
+            self.request_refund("order-cancelled", None, "order_cancelled", now)
+
+    def cancellation_refused(self, now: datetime) -> None:
+        if self.shipping_verdict is not None:
+            return
+        self.shipping_verdict = "refused"
+        self.refund_awaits_shipping = False
+        self._note(now, "shipping refused the cancellation (already dispatched): no refund")
 
     def intent_cancelled(self, now: datetime) -> None:
         self.intent_cancel_pending = False
@@ -438,7 +531,13 @@ class Payment:
             # final failure): give it all back rather than report a capture nobody expects.
             previous = self.status
             self._move(PaymentStatus.CAPTURED, now, f"{why} after the payment was {previous.value}")
-            self.request_refund("late-capture", None, f"captured_after_{previous.value}", now)
+            taken = self.received_amount
+            if taken is not None and taken != (self.order.amount if self.order else taken):
+                refund = Refund(key="late-capture", amount=taken, reason=f"captured_after_{previous.value}")
+                if not any(r.key == refund.key for r in self.refunds):
+                    self.refunds.append(refund)
+            else:
+                self.request_refund("late-capture", None, f"captured_after_{previous.value}", now)
             return []
         self._move(PaymentStatus.CAPTURED, now, why)
         return [Captured(self.intent_id or "")]
@@ -451,22 +550,43 @@ class Payment:
         return [failure]
 
     def _external_refund(self, notice: StripeNotice, now: datetime) -> list[DomainEvent]:
-        """charge.refunded: ours are recognised by refund id; one made elsewhere (dashboard) is recorded."""
+        """charge.refunded: ours are recognised by refund id or, when the echo overtakes the answer to our
+        own call, by the idempotency key we put in the refund's metadata; one made elsewhere is recorded."""
         known = {r.refund_id for r in self.refunds if r.refund_id}
+        events: list[DomainEvent] = []
+        keys = dict(zip(notice.refund_ids, notice.refund_keys, strict=False))
+        for rid in notice.refund_ids:
+            if rid in known:
+                continue
+            ours = next(
+                (
+                    r
+                    for r in self.refunds
+                    if r.state == "requested" and keys.get(rid) == refund_idempotency_key(self.order_id, r.key)
+                ),
+                None,
+            )
+            if ours is not None:
+                self._note(now, f"webhook charge.refunded: our refund {ours.key} ({rid}) confirmed by Stripe's echo")
+                events += self.refund_done(ours.key, rid, now)
+                known.add(rid)
         new_ids = [rid for rid in notice.refund_ids if rid not in known]
         if not new_ids or self.order is None:
-            self._note(now, "webhook charge.refunded: refunds already known")
-            return []
+            if not events:
+                self._note(now, "webhook charge.refunded: refunds already known")
+            return events
         amount_refunded = notice.amount or 0
-        extra = min(amount_refunded - self.refunded_total, self.order.amount - self.refunded_total)
+        # Refunds of ours still in flight count as taken already: an unknown refund is never counted twice.
+        accounted = sum(r.amount for r in self.refunds if r.state in ("done", "requested"))
+        extra = min(amount_refunded - accounted, self.order.amount - accounted)
         if extra <= 0 or self.status not in PAID:
             self._note(now, "webhook charge.refunded: nothing new to record")
-            return []
+            return events
         refund = Refund(
             key=f"stripe-{new_ids[-1]}", amount=extra, reason="refunded_at_stripe", state="done", refund_id=new_ids[-1]
         )
         self.refunds.append(refund)
-        return [self._refunded(refund, now)]
+        return [*events, self._refunded(refund, now)]
 
     def _refunded(self, refund: Refund, now: datetime) -> Refunded:
         assert self.order is not None

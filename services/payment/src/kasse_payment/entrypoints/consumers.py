@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from kasse_common.messaging import EventConsumer, EventContext
 from kasse_contracts.events import (
+    CancellationRefused,
     OrderCancelled,
     OrderPlaced,
     PaymentCaptured,
     PaymentRefunded,
     ReturnReceived,
+    ShipmentCancelled,
     StockReserved,
 )
 from kasse_payment.application.invoicing import Invoicing
@@ -35,7 +37,15 @@ def register(consumer: EventConsumer, payments: PaymentService, invoicing: Invoi
     async def on_return_received(event: ReturnReceived, ctx: EventContext) -> None:
         await payments.return_received(event, ctx.event_id)
 
+    async def on_shipment_cancelled(event: ShipmentCancelled, ctx: EventContext) -> None:
+        await payments.shipment_cancelled(event, ctx.event_id)
+
+    async def on_cancellation_refused(event: CancellationRefused, ctx: EventContext) -> None:
+        await payments.cancellation_refused(event, ctx.event_id)
+
     consumer.on(OrderPlaced, on_order_placed)
+    consumer.on(ShipmentCancelled, on_shipment_cancelled)
+    consumer.on(CancellationRefused, on_cancellation_refused)
     consumer.on(StockReserved, on_stock_reserved)
     consumer.on(OrderCancelled, on_order_cancelled)
     consumer.on(ReturnReceived, on_return_received)

@@ -87,11 +87,9 @@ def to_notice(event: dict[str, Any], order_id: str) -> StripeNotice:
             card_fingerprint=_str(_get(error, "payment_method", "card", "fingerprint")),
         )
     refunds = _get(obj, "refunds", "data")
-    refund_ids = (
-        tuple(r["id"] for r in refunds if isinstance(r, dict) and _str(r.get("id")))
-        if isinstance(refunds, list)
-        else ()
-    )
+    listed = [r for r in refunds if isinstance(r, dict) and _str(r.get("id"))] if isinstance(refunds, list) else []
+    refund_ids = tuple(r["id"] for r in listed)
+    refund_keys = tuple(_str(_get(r, "metadata", "kasse_refund_key")) or "" for r in listed)
     return StripeNotice(
         event["id"],
         kind,
@@ -100,6 +98,7 @@ def to_notice(event: dict[str, Any], order_id: str) -> StripeNotice:
         amount=_int(obj.get("amount_refunded")),
         card_fingerprint=_str(_get(obj, "payment_method_details", "card", "fingerprint")),
         refund_ids=refund_ids,
+        refund_keys=refund_keys,
     )
 
 
