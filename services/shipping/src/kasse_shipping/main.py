@@ -13,8 +13,10 @@ from kasse_common.envelope import OutgoingRecord
 from kasse_common.runtime import ServiceRuntime
 from kasse_contracts.base import Event
 from kasse_contracts.events import (
+    CancellationRefused,
     ReturnReceived,
     ReturnRequested,
+    ShipmentCancelled,
     ShipmentCreated,
     ShipmentDelivered,
     ShipmentDispatched,
@@ -77,6 +79,8 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
         ShipmentDelivered,
         ReturnRequested,
         ReturnReceived,
+        ShipmentCancelled,
+        CancellationRefused,
     )
     runtime.on_startup(fulfilments.ensure_indexes)
 

@@ -7,10 +7,12 @@ import pytest
 from kasse_common.errors import NotFound, Unprocessable
 from kasse_contracts.events import (
     CancellationReason,
+    CancellationRefused,
     OrderCancelled,
     ReturnReason,
     ReturnReceived,
     ReturnRequested,
+    ShipmentCancelled,
     ShipmentCreated,
     ShipmentDelivered,
     ShipmentDispatched,
@@ -102,10 +104,21 @@ async def test_cancellation_stops_an_undispatched_shipment_but_not_a_dispatched_
     assert stopped is not None and stopped.status.value == "cancelled" and stopped.next_transition_at is None
     moving = (await world.service.tracking_by_order(late.order_id)).shipment
     assert moving is not None and moving.status.value == "delivered"
-    assert (
-        "cannot be stopped" in moving.timeline[1].description or "cannot be stopped" in moving.timeline[2].description
-    )
+    assert any("refused: the parcel had already left" in t.description for t in moving.timeline)
     assert [e.order_id for e in world.published(ShipmentDispatched)] == [late.order_id]
+    # Shipping's verdicts: payment refunds only the stopped one; the dispatched one's cancellation is refused.
+    (stopped_event,) = world.published(ShipmentCancelled)
+    assert (stopped_event.order_id, stopped_event.shipment_id) == (early.order_id, stopped.shipment_id)
+    (refused,) = world.published(CancellationRefused)
+    assert (refused.order_id, refused.shipment_id, refused.reason) == (
+        late.order_id,
+        moving.shipment_id,
+        "already_dispatched",
+    )
+    assert refused.dispatched_at == moving.dispatched_at
+    # A redelivered cancellation decides nothing again.
+    await world.service.order_cancelled(cancellation(late.order_id, late.session_id, world), "c2-again")
+    assert len(world.published(CancellationRefused)) == 1
 
 
 async def test_cancelled_before_payment_never_ships() -> None:

@@ -12,7 +12,7 @@ from kasse_common.envelope import derived_event_id
 from kasse_common.errors import ConcurrencyError, NotFound
 from kasse_common.retry import retry_on_conflict
 from kasse_contracts.base import Event, Money
-from kasse_contracts.events import OrderCancelled, OrderPlaced, PaymentCaptured, ReturnReason
+from kasse_contracts.events import ItemCondition, OrderCancelled, OrderPlaced, PaymentCaptured, ReturnReason
 from kasse_shipping.application.ports import Carrier, FulfilmentRepository, PendingEvent
 from kasse_shipping.application.rates import RateTableService
 from kasse_shipping.domain.fulfilment import (
@@ -100,7 +100,12 @@ class FulfilmentService:
         await self._apply(event.order_id, event_id, lambda f, now: f.record_payment(payment))
 
     async def order_cancelled(self, event: OrderCancelled, event_id: str) -> None:
-        cancellation = CancellationInfo(reason=event.reason.value, cancelled_at=event.occurred_at)
+        cancellation = CancellationInfo(
+            reason=event.reason.value,
+            cancelled_at=event.occurred_at,
+            session_id=event.session_id,
+            customer_id=event.customer_id,
+        )
         await self._apply(event.order_id, event_id, lambda f, now: f.record_cancellation(cancellation, now))
 
     async def _apply(
@@ -221,14 +226,16 @@ class FulfilmentService:
             return case
         raise ConcurrencyError(f"order {order_id}: gave up after {ATTEMPTS} concurrent changes")
 
-    async def receive_return(self, return_id: str) -> tuple[str, ReturnCase]:
+    async def receive_return(
+        self, return_id: str, conditions: dict[str, ItemCondition] | None = None
+    ) -> tuple[str, ReturnCase]:
         order_id = await self._repo.order_id_of_return(return_id)
         if order_id is None:
             raise NotFound(f"no return {return_id}")
 
         async def attempt() -> tuple[str, ReturnCase]:
             loaded = await self._repo.load(order_id)
-            events = loaded.fulfilment.receive_return(return_id, self._clock())
+            events = loaded.fulfilment.receive_return(return_id, self._clock(), conditions)
             if events:
                 await self._repo.save(loaded, self._pending(order_id, events))
             case = loaded.fulfilment.find_return(return_id)
@@ -241,7 +248,7 @@ class FulfilmentService:
     async def tracking_by_order(self, order_id: str) -> Fulfilment:
         f = (await self._repo.load(order_id)).fulfilment
         if f.shipment is None:
-            if f.order is not None and f.cancellation is not None:
+            if f.order is not None and f.cancelled:
                 raise NotFound(f"order {order_id} was cancelled before it shipped")
             raise NotFound(f"no shipment for order {order_id} yet")
         return f

@@ -19,9 +19,12 @@ from kasse_common.money.refunds import PaidLine, ShippingRefundPolicy, return_re
 from kasse_contracts.base import Event, Money
 from kasse_contracts.events import (
     Address,
+    CancellationRefused,
+    ItemCondition,
     ReturnReason,
     ReturnReceived,
     ReturnRequested,
+    ShipmentCancelled,
     ShipmentCreated,
     ShipmentDelivered,
     ShipmentDispatched,
@@ -75,6 +78,9 @@ class PaymentInfo(_Model):
 class CancellationInfo(_Model):
     reason: str
     cancelled_at: datetime
+    session_id: str = ""
+    customer_id: str | None = None
+    refused: bool = False  # the parcel had left: the cancellation did not take effect
 
 
 class ShipmentStatus(StrEnum):
@@ -125,6 +131,7 @@ class ReturnItem(_Model):
     sku: str
     quantity: int
     refund_amount: Money
+    condition: ItemCondition | None = None  # as the warehouse found it on arrival
 
 
 class ReturnCase(_Model):
@@ -173,28 +180,57 @@ class Fulfilment(_Model):
             self.payment = payment
 
     def record_cancellation(self, cancellation: CancellationInfo, now: datetime) -> list[Event]:
-        """Stop a shipment that has not left the warehouse; a dispatched one cannot be recalled."""
+        """Shipping decides whether the order can still be cancelled: a shipment that has not left the
+        warehouse (or none at all) is stopped → ShipmentCancelled, and only then does payment refund; a
+        dispatched parcel cannot be recalled → CancellationRefused, the order stands (return it instead)."""
         if self.cancellation is not None:
             return []
         self.cancellation = cancellation
         shipment = self.shipment
-        if shipment is None:
-            return []  # never ships: ready_to_ship() is now false
-        if shipment.status is ShipmentStatus.CREATED:
+        session_id = self.order.session_id if self.order else cancellation.session_id
+        customer_id = self.order.customer_id if self.order else cancellation.customer_id
+        if shipment is not None and shipment.status in (ShipmentStatus.DISPATCHED, ShipmentStatus.DELIVERED):
+            cancellation.refused = True
+            shipment.timeline.append(
+                TimelineEntry(
+                    status=shipment.status.value,
+                    at=now,
+                    description=f"Cancellation ({cancellation.reason}) refused: the parcel had already left",
+                )
+            )
+            assert shipment.dispatched_at is not None
+            return [
+                CancellationRefused(
+                    occurred_at=now,
+                    session_id=session_id or self.order_id,
+                    customer_id=customer_id,
+                    order_id=self.order_id,
+                    shipment_id=shipment.shipment_id,
+                    reason="already_dispatched",
+                    dispatched_at=shipment.dispatched_at,
+                )
+            ]
+        if shipment is not None and shipment.status is ShipmentStatus.CREATED:
             shipment.status = ShipmentStatus.CANCELLED
             shipment.next_transition_at = None
             shipment.timeline.append(
                 TimelineEntry(status="cancelled", at=now, description=f"Order cancelled ({cancellation.reason})")
             )
-        else:
-            shipment.timeline.append(
-                TimelineEntry(
-                    status=shipment.status.value,
-                    at=now,
-                    description=f"Order cancelled ({cancellation.reason}) after dispatch: the parcel cannot be stopped",
-                )
+        # No shipment yet: it never ships (ready_to_ship() is now false).
+        return [
+            ShipmentCancelled(
+                occurred_at=now,
+                session_id=session_id or self.order_id,
+                customer_id=customer_id,
+                order_id=self.order_id,
+                shipment_id=shipment.shipment_id if shipment else None,
+                reason=cancellation.reason,
             )
-        return []
+        ]
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancellation is not None and not self.cancellation.refused
 
     # -- shipment -------------------------------------------------------------------------------
     def ready_to_ship(self) -> bool:
@@ -387,13 +423,22 @@ class Fulfilment(_Model):
     def find_return(self, return_id: str) -> ReturnCase | None:
         return next((r for r in self.returns if r.return_id == return_id), None)
 
-    def receive_return(self, return_id: str, now: datetime) -> list[Event]:
-        """The warehouse scanned the returned parcel in; a second scan changes nothing."""
+    def receive_return(
+        self, return_id: str, now: datetime, conditions: dict[str, ItemCondition] | None = None
+    ) -> list[Event]:
+        """The warehouse scanned the returned parcel in, with the state of each item (by product; not
+        given: resellable); catalog restocks the resellable ones. A second scan changes nothing."""
         case = self.find_return(return_id)
         if case is None:
             raise Unprocessable(f"return {return_id} does not belong to order {self.order_id}")
         if case.status is ReturnStatus.RECEIVED:
             return []
+        conditions = conditions or {}
+        unknown = set(conditions) - {item.product_id for item in case.lines}
+        if unknown:
+            raise Unprocessable(f"return {return_id} has no line for {', '.join(sorted(unknown))}")
+        for item in case.lines:
+            item.condition = conditions.get(item.product_id, ItemCondition.RESELLABLE)
         case.status = ReturnStatus.RECEIVED
         case.received_at = now
         assert self.order is not None
@@ -413,6 +458,12 @@ class Fulfilment(_Model):
 
 def _return_lines(case: ReturnCase) -> list[ReturnLine]:
     return [
-        ReturnLine(product_id=i.product_id, sku=i.sku, quantity=i.quantity, refund_amount=i.refund_amount)
+        ReturnLine(
+            product_id=i.product_id,
+            sku=i.sku,
+            quantity=i.quantity,
+            refund_amount=i.refund_amount,
+            condition=i.condition,
+        )
         for i in case.lines
     ]

@@ -12,7 +12,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from kasse_common.http import bearer_guard, problem_responses
 from kasse_contracts.base import CountryCode, Money, known_value
-from kasse_contracts.events import ReturnReason
+from kasse_contracts.events import ItemCondition, ReturnReason
 from kasse_contracts.events.shipping import MethodKind, ShippingMethod
 from kasse_shipping.adapters.carrier import SimulatedCarrier
 from kasse_shipping.application.fulfilment import FulfilmentService
@@ -92,6 +92,16 @@ class ReturnLineOut(BaseModel):
     sku: str
     quantity: int
     refund_amount: Money
+    condition: ItemCondition | None = Field(None, description="As the warehouse found it (once received)")
+
+
+class ReturnArrival(_In):
+    conditions: dict[
+        Annotated[str, Field(min_length=1, max_length=200)], Annotated[ItemCondition, AfterValidator(known_value)]
+    ] = Field(
+        default_factory=dict,
+        description="Per product id: resellable (back to stock) or damaged; a product not listed is resellable",
+    )
 
 
 class ReturnOut(BaseModel):
@@ -177,7 +187,7 @@ def _tracking_out(f: Fulfilment, service: FulfilmentService) -> TrackingOut:
         created_at=s.created_at,
         dispatched_at=s.dispatched_at,
         delivered_at=s.delivered_at,
-        cancelled=f.cancellation is not None,
+        cancelled=f.cancelled,
         timeline=s.timeline,
         returns=[_return_out(f.order_id, r) for r in f.returns],
         return_deadline=service.policy.deadline(s.delivered_at) if s.delivered_at else None,
@@ -331,8 +341,10 @@ def build_router(
         responses=_problems(401, 403, 404),
         dependencies=[Depends(require_admin)],
     )
-    async def return_received(return_id: Annotated[str, Field(min_length=1, max_length=100)]) -> ReturnOut:
-        order_id, case = await fulfilment.receive_return(return_id)
+    async def return_received(
+        return_id: Annotated[str, Field(min_length=1, max_length=100)], arrival: ReturnArrival | None = None
+    ) -> ReturnOut:
+        order_id, case = await fulfilment.receive_return(return_id, arrival.conditions if arrival else None)
         return _return_out(order_id, case)
 
     if carrier is not None:
