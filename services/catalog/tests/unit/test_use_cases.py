@@ -34,7 +34,14 @@ from kasse_catalog.domain.search import SearchCriteria, SortOrder
 from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.errors import Conflict, NotFound, Unprocessable
 from kasse_contracts.base import Channel, Money
-from kasse_contracts.events import ProductChangeKind, ProductViewed, ShipmentDelivered
+from kasse_contracts.events import (
+    ItemCondition,
+    ProductChangeKind,
+    ProductViewed,
+    ReturnLine,
+    ReturnReceived,
+    ShipmentDelivered,
+)
 from kasse_contracts.events.common import TaxClass
 from kasse_testkit import samples
 
@@ -407,3 +414,49 @@ async def test_delivery_takes_the_reserved_units_out_of_stock_on_hand_once() -> 
     await w.stock.reserve(rejected, "e2")
     assert (await w.stock.fulfil(rejected.order_id)).status is ReservationStatus.REJECTED  # type: ignore[union-attr]
     assert await w.stock.fulfil("unknown-order") is None
+
+
+def return_received(return_id: str, *lines: tuple[Product, int, ItemCondition | None]) -> ReturnReceived:
+    return ReturnReceived(
+        occurred_at=samples.now(),
+        session_id="sess_1",
+        order_id="ord_r",
+        return_id=return_id,
+        lines=[
+            ReturnLine(product_id=p.product_id, sku=p.sku, quantity=q, refund_amount=eur(100), condition=c)
+            for p, q, c in lines
+        ],
+        refund_amount=eur(100 * len(lines)),
+    )
+
+
+async def test_a_received_return_restocks_only_resellable_items_once() -> None:
+    w = World()
+    knife, mug, pan = await w.add(details("KNIFE", stock=5), details("MUG", stock=5), details("PAN", stock=5))
+    arrival = return_received(
+        "ret_1", (knife, 2, ItemCondition.RESELLABLE), (mug, 1, ItemCondition.DAMAGED), (pan, 1, None)
+    )
+    assert await w.stock.restock_return(arrival) == 2
+    assert await w.stock.restock_return(arrival) == 0  # redelivered: nothing twice
+    on_hand = {p.product_id: w.products.docs[p.product_id].stock_on_hand for p in (knife, mug, pan)}
+    assert on_hand == {knife.product_id: 7, mug.product_id: 5, pan.product_id: 5}
+
+
+async def test_a_refused_cancellation_takes_the_shipped_units_out_whether_the_release_came_first_or_not() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE", stock=10))
+    released_first, refused_first = order((knife, 2)), order((knife, 3))
+    for placed in (released_first, refused_first):
+        await w.stock.reserve(placed, "e-" + placed.order_id)
+    # OrderCancelled released the units, then shipping said the parcel had left.
+    await w.stock.release(released_first.order_id, released_first.session_id, "order_cancelled")
+    await w.stock.cancellation_refused(released_first.order_id)
+    await w.stock.cancellation_refused(released_first.order_id)  # redelivered
+    # Shipping's refusal overtook the OrderCancelled: the late release finds nothing to give back.
+    await w.stock.cancellation_refused(refused_first.order_id)
+    await w.stock.release(refused_first.order_id, refused_first.session_id, "order_cancelled")
+    await w.stock.fulfil(refused_first.order_id)  # the delivery later changes nothing either
+    stored = w.products.docs[knife.product_id]
+    assert (stored.stock_on_hand, stored.stock_reserved, stored.stock_available) == (5, 0, 5)
+    for placed in (released_first, refused_first):
+        assert w.reservations.docs[placed.order_id].status is ReservationStatus.FULFILLED

@@ -27,9 +27,12 @@ from kasse_catalog.domain.reservation import Reservation, ReservationLine, Reser
 from kasse_common.envelope import derived_event_id
 from kasse_common.retry import retry_on_conflict
 from kasse_contracts.events import (
+    ItemCondition,
     OrderPlaced,
     ProductChangeKind,
     RejectedLine,
+    ReturnLine,
+    ReturnReceived,
     StockLine,
     StockRejected,
     StockReserved,
@@ -47,6 +50,14 @@ def take_marker(order_id: str, product_id: str) -> str:
 
 def fulfil_marker(order_id: str, product_id: str) -> str:
     return str(derived_event_id("stock-fulfil", order_id, product_id))
+
+
+def restock_marker(return_id: str, product_id: str) -> str:
+    return str(derived_event_id("stock-restock", return_id, product_id))
+
+
+def left_marker(order_id: str, product_id: str) -> str:
+    return str(derived_event_id("stock-left-after-cancel", order_id, product_id))
 
 
 def give_back_marker(order_id: str, product_id: str) -> str:
@@ -170,6 +181,58 @@ class StockKeeper:
         await self.reservations.save(reservation)
         reservation.version = (reservation.version or 0) + 1
         return reservation
+
+    async def cancellation_refused(self, order_id: str) -> Reservation | None:
+        """Shipping refused the order's cancellation: the parcel had left. If the release already gave the
+        units back, they leave stock on hand now; if not, the reservation is fulfilled as on delivery (and the
+        late OrderCancelled then finds nothing to release)."""
+        reservation = await self.reservations.get(order_id)
+        if reservation is None:
+            return None
+        if reservation.status is ReservationStatus.RESERVED:
+            return await self.fulfil(order_id)
+        if reservation.status is not ReservationStatus.RELEASED or not reservation.lines:
+            return reservation
+        for line in reservation.lines:
+            marker = left_marker(order_id, line.product_id)
+
+            async def attempt(line: ReservationLine = line, marker: str = marker) -> None:
+                product = await self.products.get(line.product_id)
+                if product is None:
+                    return
+                now = self.clock()
+                product.left_unreserved(line.quantity, now)
+                event = self.encode(product_changed(product, [ProductChangeKind.STOCK], now))
+                await self.products.save(product, [event], marker=marker)
+
+            await retry_on_stale(attempt, f"shipped {line.product_id} for {order_id}", RESERVE_ATTEMPTS)
+        reservation.status = ReservationStatus.FULFILLED
+        await self.reservations.save(reservation)
+        reservation.version = (reservation.version or 0) + 1
+        return reservation
+
+    async def restock_return(self, event: ReturnReceived) -> int:
+        """Returned items the warehouse found resellable go back on hand, once per return and product."""
+        restocked = 0
+        for line in event.lines:
+            if line.condition != ItemCondition.RESELLABLE:
+                continue  # damaged (or not said): written off, not sold again
+            marker = restock_marker(event.return_id, line.product_id)
+
+            async def attempt(line: ReturnLine = line, marker: str = marker) -> bool:
+                product = await self.products.get(line.product_id)
+                if product is None:
+                    return False
+                now = self.clock()
+                product.adjust_stock(line.quantity, now)
+                change = self.encode(product_changed(product, [ProductChangeKind.STOCK], now))
+                return await self.products.save(product, [change], marker=marker)
+
+            if await retry_on_stale(attempt, f"restock {line.product_id} from {event.return_id}", RESERVE_ATTEMPTS):
+                restocked += line.quantity
+        if restocked:
+            log.info("returned items restocked", extra={"return_id": event.return_id, "units": restocked})
+        return restocked
 
     async def _fulfil_line(self, order_id: str, line: ReservationLine) -> None:
         marker = fulfil_marker(order_id, line.product_id)

@@ -218,6 +218,12 @@ class Product:
         self.stock_reserved = max(self.stock_reserved - quantity, 0)
         self.updated_at = now
 
+    def left_unreserved(self, quantity: int, now: datetime) -> None:
+        """Units left the warehouse whose reservation had already been given back (a cancellation that
+        shipping refused after dispatch): on hand goes down; never below zero."""
+        self.stock_on_hand = max(self.stock_on_hand - quantity, 0)
+        self.updated_at = now
+
     def fulfil(self, quantity: int, now: datetime) -> None:
         """Reserved units were delivered: they leave stock on hand and the reservation together."""
         taken = min(quantity, self.stock_reserved)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from kasse_catalog.application.learning import Learner
 from kasse_catalog.application.stock import StockKeeper
 from kasse_common.messaging import EventConsumer, EventContext
-from kasse_contracts.events import OrderCancelled, OrderPlaced, PaymentFailed, ProductViewed, ShipmentDelivered
+from kasse_contracts.events import (
+    CancellationRefused,
+    OrderCancelled,
+    OrderPlaced,
+    PaymentFailed,
+    ProductViewed,
+    ReturnReceived,
+    ShipmentDelivered,
+)
 
 
 def register(consumer: EventConsumer, stock: StockKeeper, learner: Learner) -> None:
@@ -23,6 +31,12 @@ def register(consumer: EventConsumer, stock: StockKeeper, learner: Learner) -> N
         await stock.fulfil(event.order_id)
         await learner.shipment_delivered(event)
 
+    async def on_return_received(event: ReturnReceived, ctx: EventContext) -> None:
+        await stock.restock_return(event)
+
+    async def on_cancellation_refused(event: CancellationRefused, ctx: EventContext) -> None:
+        await stock.cancellation_refused(event.order_id)
+
     async def on_product_viewed(event: ProductViewed, ctx: EventContext) -> None:
         await learner.product_viewed(event, ctx.event_id)
 
@@ -30,5 +44,7 @@ def register(consumer: EventConsumer, stock: StockKeeper, learner: Learner) -> N
     consumer.on(OrderCancelled, on_order_cancelled)
     consumer.on(PaymentFailed, on_payment_failed)
     consumer.on(ShipmentDelivered, on_shipment_delivered)
+    consumer.on(ReturnReceived, on_return_received)
+    consumer.on(CancellationRefused, on_cancellation_refused)
     # Views are the bulk of the traffic: their own lane, so stock reservations never queue behind them.
     consumer.on(ProductViewed, on_product_viewed, lane="storefront")
