@@ -22,6 +22,7 @@ from kasse_cart.application.abandonment import AbandonmentJob
 from kasse_cart.application.admin import Admin
 from kasse_cart.application.carts import CartService
 from kasse_cart.application.orders import OrderLife, OrderNotYetKnown
+from kasse_cart.application.payment_deadline import PaymentDeadlineJob
 from kasse_cart.domain.cart import CartLimits, ProductInfo
 from kasse_cart.domain.order import OrderStatus
 from kasse_cart.domain.promotions import CouponKind, FreeShippingPromotion
@@ -541,3 +542,77 @@ async def test_the_invoice_is_downloaded_with_the_order_token_only(world: World)
             await world.life.invoice_pdf(order_id, wrong, "RE-2026-000001")
     with pytest.raises(NotFound, match="no invoice"):
         await world.life.invoice_pdf(order_id, placed.order_token, "RE-2026-000002")
+
+
+def deadline_job(world: World, payments: FixedPaymentLookup | None = None) -> PaymentDeadlineJob:
+    return PaymentDeadlineJob(
+        orders=world.orders,
+        life=world.life,
+        payments=payments or FixedPaymentLookup(status="requires_action"),
+        clock=world.clock,
+        review_timeout=timedelta(hours=24),
+        recheck_after=timedelta(minutes=1),
+    )
+
+
+async def placed_order(world: World, key: str) -> Any:
+    cart_id, token = await new_cart(world, ("p1", 1))
+    await checkout(world, cart_id, token)
+    return await world.service.place_order(cart_id, token, key, None)
+
+
+async def test_an_unpaid_order_expires_once_at_its_deadline_even_with_two_jobs(world: World) -> None:
+    unpaid = await placed_order(world, "key-unpaid")
+    paid = await placed_order(world, "key-paid")
+    await world.life.apply(paid.order.order_id, "cap", lambda o: o.payment_captured(world.clock.now, "pi_1"))
+    assert unpaid.order.payment_due_at == world.clock.now + timedelta(minutes=30)  # the default
+    jobs = [deadline_job(world), deadline_job(world)]
+    world.clock.now += timedelta(minutes=29)
+    assert [await j.run_once() for j in jobs] == [0, 0]
+    world.clock.now += timedelta(minutes=2)
+    assert [await j.run_once() for j in jobs] == [1, 0]
+    (cancelled,) = world.events(world.orders, "OrderCancelled")
+    assert (cancelled["order_id"], cancelled["reason"], cancelled["was_paid"]) == (
+        unpaid.order.order_id,
+        "payment_timeout",
+        False,
+    )
+    view = await world.life.view(unpaid.order.order_id, unpaid.order_token)
+    assert view.order.status is OrderStatus.CANCELLED
+
+    # Stripe's success arrives after the expiry: the order stays cancelled, and payment is told (was_paid) once.
+    oid = unpaid.order.order_id
+    await world.life.apply(oid, "late", lambda o: o.payment_captured(world.clock.now, "pi_2"))
+    await world.life.apply(oid, "refund", lambda o: o.payment_refunded(world.clock.now, unpaid.order.total, True))
+    again = world.events(world.orders, "OrderCancelled")
+    assert [(c["reason"], c["was_paid"]) for c in again] == [("payment_timeout", False), ("payment_timeout", True)]
+    after = await world.life.view(oid, unpaid.order_token)
+    assert after.order.status is OrderStatus.CANCELLED and after.order.refunded_amount == unpaid.order.total
+
+
+async def test_a_payment_held_for_review_moves_the_deadline_to_the_reviews(world: World) -> None:
+    held = await placed_order(world, "key-held")
+    job = deadline_job(world, FixedPaymentLookup(status="held_for_review"))
+    world.clock.now += timedelta(minutes=31)
+    assert await job.run_once() == 0
+    order = await world.orders.get(held.order.order_id)
+    assert order is not None and order.payment_due_at == order.placed_at + timedelta(hours=24, minutes=1)
+    assert world.events(world.orders, "OrderCancelled") == []
+    # Payment rejects a review nobody decided: the order is cancelled as not paid in time.
+    await world.life.apply(
+        held.order.order_id, "f", lambda o: o.payment_failed(world.clock.now, "review_timeout", "not decided")
+    )
+    (cancelled,) = world.events(world.orders, "OrderCancelled")
+    assert cancelled["reason"] == "payment_timeout"
+
+
+async def test_a_cancellation_shipping_refused_leaves_the_order_shipped(world: World) -> None:
+    placed = await placed_order(world, "key-ship")
+    oid = placed.order.order_id
+    await world.life.apply(oid, "cap", lambda o: o.payment_captured(world.clock.now, "pi_1"))
+    await world.life.cancel_by_customer(oid, placed.order_token)
+    await world.life.apply(oid, "refused", lambda o: o.cancellation_refused(world.clock.now, "already_dispatched"))
+    view = await world.life.view(oid, placed.order_token)
+    assert view.order.status is OrderStatus.SHIPPED and not view.order.is_cancelled
+    with pytest.raises(Conflict):
+        await world.life.cancel_by_customer(oid, placed.order_token)  # return it instead
