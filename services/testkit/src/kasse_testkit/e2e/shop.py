@@ -43,6 +43,7 @@ class Shop:
     with_storefront: bool = False
     ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in (*SERVICES, "storefront")})
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)  # extra KASSE_* settings (prefixed, so per service)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -101,6 +102,7 @@ class Shop:
                     "KASSE_SHIPPING_CARRIER_SCAN_INTERVAL_S": "0.5",
                 }
             )
+        env.update({k: v for k, v in self.settings.items() if k.startswith(prefix) or not k.startswith("KASSE_")})
         return env
 
     async def start(self) -> Shop:
