@@ -145,7 +145,8 @@ def service_env(base: dict[str, str]) -> dict[str, str]:
     env.setdefault("KASSE_CART_PAYMENT_BASE_URL", "http://127.0.0.1:8003")
     env.setdefault("KASSE_LOG_LEVEL", "INFO")
     # Demo pacing: payments confirm server-side with Stripe's test card (there is no storefront to
-    # do 3-D Secure), parcels move in seconds, idle carts are abandoned after two minutes.
+    # do 3-D Secure), parcels move in seconds, idle carts are abandoned after two minutes,
+    # unpaid orders expire after three.
     env.setdefault("KASSE_PAYMENT_CONFIRMATION_MODE", "server")
     env.setdefault("KASSE_SHIPPING_CARRIER_DISPATCH_AFTER_S", "15")
     env.setdefault("KASSE_SHIPPING_CARRIER_DELIVER_AFTER_S", "30")
@@ -155,6 +156,8 @@ def service_env(base: dict[str, str]) -> dict[str, str]:
     # A webhook receiver on this machine (contracts/examples/webhook_receiver.py) may be registered.
     env.setdefault("KASSE_WEBHOOKS_ALLOWED_NETWORKS", '["127.0.0.1/32"]')
     env.setdefault("KASSE_WEBHOOKS_PROFILE", "development")  # plain http to that local receiver
+    env.setdefault("KASSE_CART_UNPAID_ORDER_TIMEOUT_S", "180")
+    env.setdefault("KASSE_CART_UNPAID_CHECK_INTERVAL_S", "10")
     return env
 
 

@@ -14,7 +14,7 @@ from kasse_common import stripe_signing
 from kasse_common.stripe_signing import intent_object as intent_object  # re-exported for the tests
 from kasse_common.stripe_signing import stripe_event as stripe_event
 from kasse_contracts.base import Money
-from kasse_contracts.events import OrderCancelled, ReturnReceived, StockReserved
+from kasse_contracts.events import OrderCancelled, ReturnReceived, ShipmentCancelled, StockReserved
 from kasse_contracts.events.common import StockLine
 from kasse_contracts.events.orders import CancellationReason
 
@@ -45,7 +45,9 @@ class RecordingHTTPClient(stripe.HTTPXClient):
     async def request_async(self, method: str, url: str, headers: Any, post_data: Any = None) -> Any:
         body = post_data.decode() if isinstance(post_data, bytes) else (post_data or "")
         path = url.split("://", 1)[-1].split("/", 1)[-1]
-        self.sent.append(SentRequest(method.upper(), "/" + path.split("?")[0], dict(headers), parse_qs(body)))
+        query = path.split("?", 1)[1] if "?" in path else ""
+        params = {**parse_qs(query), **parse_qs(body)}  # GET sends its parameters in the query string
+        self.sent.append(SentRequest(method.upper(), "/" + path.split("?")[0], dict(headers), params))
         return await super().request_async(method, url, headers, post_data)
 
     def to(self, method: str, path_prefix: str, order_id: str | None = None) -> list[SentRequest]:
@@ -79,6 +81,13 @@ def cancelled(order_id: str, total: int, was_paid: bool) -> OrderCancelled:
         reason=CancellationReason.CUSTOMER_REQUEST,
         was_paid=was_paid,
         total=Money(amount=total, currency="EUR"),
+    )
+
+
+def shipment_cancelled(order_id: str) -> ShipmentCancelled:
+    """Shipping's verdict on a cancellation: the parcel was stopped (payment may refund)."""
+    return ShipmentCancelled(
+        occurred_at=datetime.now(UTC), session_id="sess_ship", order_id=order_id, reason="customer_request"
     )
 
 
