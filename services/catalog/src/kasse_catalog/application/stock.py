@@ -205,7 +205,7 @@ class StockKeeper:
                 event = self.encode(product_changed(product, [ProductChangeKind.STOCK], now))
                 await self.products.save(product, [event], marker=marker)
 
-            await retry_on_stale(attempt, f"shipped {line.product_id} for {order_id}", RESERVE_ATTEMPTS)
+            await retry_on_conflict(attempt, f"shipped {line.product_id} for {order_id}", attempts=RESERVE_ATTEMPTS)
         reservation.status = ReservationStatus.FULFILLED
         await self.reservations.save(reservation)
         reservation.version = (reservation.version or 0) + 1
@@ -228,7 +228,8 @@ class StockKeeper:
                 change = self.encode(product_changed(product, [ProductChangeKind.STOCK], now))
                 return await self.products.save(product, [change], marker=marker)
 
-            if await retry_on_stale(attempt, f"restock {line.product_id} from {event.return_id}", RESERVE_ATTEMPTS):
+            what = f"restock {line.product_id} from {event.return_id}"
+            if await retry_on_conflict(attempt, what, attempts=RESERVE_ATTEMPTS):
                 restocked += line.quantity
         if restocked:
             log.info("returned items restocked", extra={"return_id": event.return_id, "units": restocked})
