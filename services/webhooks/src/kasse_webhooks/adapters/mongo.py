@@ -190,35 +190,75 @@ def _delivery(doc: dict[str, Any]) -> Delivery:
 
 
 class MongoDeliveries:
+    """Two collections: `deliveries` is the log (the message, its attempts, its status); `queue` holds
+    a small entry per *pending* delivery (endpoint, key, seq, when due), so a worker's scan reads only
+    what is still to do (FerretDB v1 reads a whole collection for such a query, and the log only grows).
+
+    Writes go log first, queue second: a crash in between is repaired by the Kafka redelivery (the
+    recorder writes both again, duplicates ignored) or, after an attempt, by the next scan (a queue
+    entry whose log says finished is dropped). At worst a message is sent again: at least once.
+    """
+
     def __init__(self, db: AsyncDatabase[Any]) -> None:
         self.collection = db["deliveries"]
+        self.queue = db["queue"]
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("endpoint_id", ASCENDING), ("status", ASCENDING), ("seq", ASCENDING)])
         await self.collection.create_index([("endpoint_id", ASCENDING), ("seq", DESCENDING)])
+        await self.queue.create_index([("endpoint_id", ASCENDING), ("seq", ASCENDING)])
 
-    async def add_many(self, deliveries: list[Delivery]) -> None:
+    @staticmethod
+    def _queue_doc(d: Delivery) -> dict[str, Any]:
+        return {
+            "_id": d.delivery_id,
+            "endpoint_id": d.endpoint_id,
+            "key": d.key,
+            "seq": d.seq,
+            "next_attempt_at": d.next_attempt_at,
+        }
+
+    @staticmethod
+    async def _insert_ignoring_duplicates(collection: Any, docs: list[dict[str, Any]]) -> None:
+        if not docs:
+            return
         try:
-            await self.collection.insert_many([_delivery_doc(d) for d in deliveries], ordered=False)
+            await collection.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                 raise
+
+    async def add_many(self, deliveries: list[Delivery]) -> None:
+        await self._insert_ignoring_duplicates(self.collection, [_delivery_doc(d) for d in deliveries])
+        await self._insert_ignoring_duplicates(self.queue, [self._queue_doc(d) for d in deliveries])
 
     async def get(self, delivery_id: str) -> Delivery | None:
         doc = await self.collection.find_one({"_id": delivery_id})
         return None if doc is None else _delivery(doc)
 
     async def pending_heads(self, endpoint_id: str, scan: int) -> list[Delivery]:
-        cursor = (
-            self.collection.find({"endpoint_id": endpoint_id, "status": DeliveryStatus.PENDING.value})
-            .sort("seq", ASCENDING)
-            .limit(scan)
-        )
-        heads: dict[str, Delivery] = {}
-        async for doc in cursor:
-            if doc["key"] not in heads:
-                heads[doc["key"]] = _delivery(doc)
-        return list(heads.values())
+        cursor = self.queue.find({"endpoint_id": endpoint_id}).sort("seq", ASCENDING).limit(scan)
+        heads: dict[str, dict[str, Any]] = {}
+        async for entry in cursor:
+            if entry["key"] not in heads:
+                heads[entry["key"]] = entry
+        if not heads:
+            return []
+        ids = [entry["_id"] for entry in heads.values()]
+        docs = {doc["_id"]: doc async for doc in self.collection.find({"_id": {"$in": ids}})}
+        out: list[Delivery] = []
+        stale: list[str] = []
+        for entry in heads.values():
+            doc = docs.get(entry["_id"])
+            if doc is None or doc["status"] != DeliveryStatus.PENDING.value:
+                stale.append(entry["_id"])  # finished (crash between the two writes): drop it
+                continue
+            delivery = _delivery(doc)
+            delivery.next_attempt_at = entry["next_attempt_at"]
+            out.append(delivery)
+        if stale:
+            await self.queue.delete_many({"_id": {"$in": stale}})
+        return sorted(out, key=lambda d: d.seq)
 
     async def record_attempt(
         self,
@@ -240,6 +280,10 @@ class MongoDeliveries:
             {"_id": delivery.delivery_id},
             {"$set": update, "$inc": {"attempt_count": 1}, "$push": {"attempts": result.to_document()}},
         )
+        if status is DeliveryStatus.PENDING:
+            await self.queue.update_one({"_id": delivery.delivery_id}, {"$set": {"next_attempt_at": next_attempt_at}})
+        else:
+            await self.queue.delete_one({"_id": delivery.delivery_id})
 
     async def list(self, endpoint_id: str, status: DeliveryStatus | None, limit: int) -> list[Delivery]:
         query: dict[str, Any] = {"endpoint_id": endpoint_id}
@@ -249,6 +293,10 @@ class MongoDeliveries:
         return [_delivery(doc) async for doc in cursor]
 
     async def requeue(self, endpoint_id: str, now: datetime) -> int:
+        failed = [
+            _delivery(doc)
+            async for doc in self.collection.find({"endpoint_id": endpoint_id, "status": DeliveryStatus.FAILED.value})
+        ]
         result = await self.collection.update_many(
             {
                 "endpoint_id": endpoint_id,
@@ -263,4 +311,6 @@ class MongoDeliveries:
                 }
             },
         )
+        await self._insert_ignoring_duplicates(self.queue, [self._queue_doc(d) for d in failed])
+        await self.queue.update_many({"endpoint_id": endpoint_id}, {"$set": {"next_attempt_at": now}})
         return result.modified_count
