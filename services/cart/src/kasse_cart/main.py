@@ -27,8 +27,17 @@ from kasse_cart.domain.promotions import FreeShippingPromotion
 from kasse_cart.entrypoints import consumers
 from kasse_cart.entrypoints.http import admin_router, storefront_router
 from kasse_cart.settings import CartSettings
+from kasse_common.experiments import ExperimentBook
 from kasse_common.runtime import ServiceRuntime
-from kasse_contracts.events import CartAbandoned, CartUpdated, CheckoutStarted, OrderCancelled, OrderPlaced
+from kasse_contracts.events import (
+    CartAbandoned,
+    CartUpdated,
+    CheckoutStarted,
+    ExperimentChanged,
+    ExperimentExposed,
+    OrderCancelled,
+    OrderPlaced,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,9 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
         if settings.free_shipping_threshold is not None
         else None
     )
+    # Experiments on the free-shipping threshold: definitions from ExperimentChanged, the session's
+    # variant from the kit's assignment rule, exposures recorded once per session (standalone events).
+    experiments = ExperimentBook(runtime.db["experiments"], runtime.encode, runtime.standalone_events.add)
     carts = CartService(
         carts=carts_repo,
         products=products,
@@ -63,6 +75,7 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
         free_shipping=free_shipping,
         currency=settings.currency,
         payment_timeout=timedelta(seconds=settings.unpaid_order_timeout_s),
+        experiments=experiments,
     )
     payments = HttpPaymentLookup(settings.payment_base_url, settings.payment_internal_token, settings.payment_timeout_s)
     orders = OrderLife(orders=orders_repo, encode=runtime.encode, clock=utc_now, payments=payments)
@@ -80,7 +93,8 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
         recheck_after=timedelta(seconds=settings.unpaid_check_interval_s * 2),
     )
 
-    runtime.produces(CartUpdated, CartAbandoned, CheckoutStarted, OrderPlaced, OrderCancelled)
+    runtime.produces(CartUpdated, CartAbandoned, CheckoutStarted, OrderPlaced, OrderCancelled, ExperimentExposed)
+    runtime.consumer.on(ExperimentChanged, experiments.apply)
     consumers.register(runtime.consumer, orders, ReadModels(carts))
 
     async def create_indexes() -> None:

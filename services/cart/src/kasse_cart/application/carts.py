@@ -21,6 +21,7 @@ from kasse_cart.application.ports import (
     Clock,
     CouponRepository,
     Encoder,
+    ExperimentAssigner,
     OrderRepository,
     ProductReadModel,
     RateTableReadModel,
@@ -40,6 +41,7 @@ from kasse_contracts.events import (
     CartUpdated,
     CheckoutStarted,
     DiscountLine,
+    ExperimentParameter,
     LineItem,
     OrderPlaced,
     ShippingSelection,
@@ -116,6 +118,7 @@ class CartService:
         free_shipping: FreeShippingPromotion | None,
         currency: str,
         payment_timeout: timedelta = timedelta(minutes=30),
+        experiments: ExperimentAssigner | None = None,
     ) -> None:
         self.payment_timeout = payment_timeout
         self.carts = carts
@@ -128,6 +131,7 @@ class CartService:
         self.limits = limits
         self.free_shipping = free_shipping
         self.currency = currency
+        self.experiments = experiments
 
     # -- carts ------------------------------------------------------------------------------------
     async def create_cart(self, session_id: str, customer_id: str | None, email: str | None) -> tuple[CartView, str]:
@@ -387,6 +391,20 @@ class CartService:
             coupon = replace(coupon, used=0, used_by_customer=0)
         return coupon
 
+    async def _free_shipping(self, cart: Cart) -> FreeShippingPromotion | None:
+        """The configured promotion, or the threshold of the session's variant when an experiment on
+        the free-shipping threshold runs (the first time records the session's exposure)."""
+        if self.experiments is None:
+            return self.free_shipping
+        assignment = await self.experiments.assign(
+            ExperimentParameter.FREE_SHIPPING_THRESHOLD, cart.session_id, cart.customer_id
+        )
+        if assignment is None:
+            return self.free_shipping
+        if not assignment.value:
+            return None  # the variant offers no free shipping
+        return FreeShippingPromotion(int(assignment.value), self.currency)
+
     async def _totals(
         self, cart: Cart, *, shipping_price: int | None, rate_free_threshold: int | None, ignore_usage: bool = False
     ) -> Totals:
@@ -394,7 +412,7 @@ class CartService:
             subtotal=cart.subtotal,
             currency=cart.currency,
             coupon=await self._coupon(cart, ignore_usage=ignore_usage),
-            free_shipping=self.free_shipping,
+            free_shipping=await self._free_shipping(cart),
             shipping_price=shipping_price,
             rate_free_threshold=rate_free_threshold,
             now=self.clock(),

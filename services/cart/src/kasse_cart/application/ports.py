@@ -11,7 +11,9 @@ from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon
 from kasse_cart.domain.shipping import RateTable
 from kasse_common.envelope import OutgoingRecord
+from kasse_common.experiments import Assignment
 from kasse_contracts.base import Event
+from kasse_contracts.events import ExperimentParameter
 
 Encoder = Callable[..., OutgoingRecord]  # (event, *, event_id=None) -> record (ServiceRuntime.encode)
 Clock = Callable[[], datetime]
@@ -102,3 +104,11 @@ class PaymentLookup(Protocol):
 
 def encode_all(encoder: Encoder, events: Sequence[tuple[Event, str | None]]) -> list[OutgoingRecord]:
     return [encoder(event, event_id=event_id) for event, event_id in events]
+
+
+class ExperimentAssigner(Protocol):
+    """The session's variant of the running experiment on a parameter (kasse_common.experiments.ExperimentBook)."""
+
+    async def assign(
+        self, parameter: ExperimentParameter, session_id: str | None, customer_id: str | None = None
+    ) -> Assignment | None: ...
