@@ -139,6 +139,11 @@ def stack_env() -> dict[str, str]:
 
 def service_env(base: dict[str, str]) -> dict[str, str]:
     env = {**os.environ, **base}
+    # A developer's machine: dev secrets are allowed (production fails closed without the operator's).
+    env.setdefault("KASSE_PROFILE", "development")
+    # The simulated shoppers (deploy/shoppers) stand in for the storefront, a proxy that forwards each
+    # visitor's IP; trusting loopback here is a local-demo choice (the default trusts no proxy).
+    env.setdefault("KASSE_TRUSTED_PROXIES", "127.0.0.1")
     for key, value in DEV_SECRETS.items():
         env.setdefault(key, value)
     env.setdefault("KASSE_PROFILE", "development")  # make up is the local demo: never production

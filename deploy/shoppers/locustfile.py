@@ -169,7 +169,7 @@ class Shopper(HttpUser):
 
     @property
     def headers(self) -> dict[str, str]:
-        # Behind a storefront the client's address is forwarded (uvicorn trusts it from 127.0.0.1):
+        # Behind a storefront the client's address is forwarded (`make up` trusts 127.0.0.1 as a proxy):
         # fraud screening then sees a different IP per visitor, not one 127.0.0.1 for everyone.
         return {"X-Session-Id": self.session_id, "X-Forwarded-For": self.visitor.ip}
 

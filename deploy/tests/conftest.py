@@ -32,7 +32,8 @@ SERVICES = ("catalog", "cart", "payment", "shipping", "metrics", "webhooks")
 PORTS = {"catalog": 8001, "cart": 8002, "payment": 8003, "shipping": 8004, "metrics": 8005, "webhooks": 8006}
 
 VALUE_SETS = {
-    "default": [],
+    # The Stripe secrets are required (the services fail closed without them).
+    "default": ["--set", "secrets.stripeApiKey=sk_test_abc,secrets.stripeWebhookSecret=whsec_abc"],
     "production": ["-f", str(PRODUCTION_VALUES)],
     # SASL with the chart-managed Secret (the topic Job then gets the password from a hook Secret),
     # and the Ingress with the default per-service hosts.
@@ -40,7 +41,8 @@ VALUE_SETS = {
         "--set",
         "kafka.securityProtocol=SASL_SSL,kafka.sasl.mechanism=SCRAM-SHA-256,kafka.sasl.username=kasse",
         "--set",
-        "secrets.kafkaSaslPassword=s3cret,secrets.stripeApiKey=sk_test_abc,ingress.enabled=true",
+        "secrets.kafkaSaslPassword=s3cret,secrets.stripeApiKey=sk_test_abc,secrets.stripeWebhookSecret=whsec_abc,"
+        "ingress.enabled=true",
     ],
 }
 

@@ -108,7 +108,11 @@ def test_crd_schemas_reject_what_they_should() -> None:
 
 
 def test_strict_kubernetes_validation_catches_a_typo(render: Any) -> None:
-    deployment = next(m for m in render() if m["kind"] == "Deployment")
+    deployment = next(
+        m
+        for m in render("--set", "secrets.stripeApiKey=sk_test_a,secrets.stripeWebhookSecret=whsec_a")
+        if m["kind"] == "Deployment"
+    )
     broken = json.loads(json.dumps(deployment))
     broken["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -175,11 +179,22 @@ def test_configmaps_carry_the_settings(render: Any, helpers: Any, values: str) -
 
 
 def test_default_install_creates_the_secret_and_the_topic_job(render: Any, helpers: Any) -> None:
-    manifests = render()
+    manifests = render(*helpers.VALUE_SETS["default"])
     (secret,) = helpers.by_kind(manifests, "Secret")
-    assert {"mongodb-uri", "payment-internal-token", *(f"{s}-admin-token" for s in helpers.SERVICES)} <= set(
-        secret["data"]
-    )
+    assert {
+        "mongodb-uri",
+        "payment-internal-token",
+        "stripe-api-key",
+        "stripe-webhook-secret",
+        *(f"{s}-admin-token" for s in helpers.SERVICES),
+    } <= set(secret["data"])
+    # every service runs in production and finds each secret it needs (none optional: fail closed)
+    for deployment in helpers.by_kind(manifests, "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env", []):
+                assert not env.get("valueFrom", {}).get("secretKeyRef", {}).get("optional"), env
+    (shared,) = [c for c in helpers.by_kind(manifests, "ConfigMap") if "KASSE_KAFKA_BOOTSTRAP" in c["data"]]
+    assert shared["data"]["KASSE_PROFILE"] == "production" and shared["data"]["KASSE_TRUSTED_PROXIES"] == ""
     (job,) = helpers.by_kind(manifests, "Job")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     (c,) = job["spec"]["template"]["spec"]["containers"]
@@ -304,9 +319,29 @@ def test_topics_json_is_fresh(helpers: Any) -> None:
     ],
 )
 def test_bad_values_are_refused_with_a_reason(helm: str, helpers: Any, args: list[str], message: str) -> None:
-    out = helpers.run_helm(helm, "template", "kasse", str(helpers.CHART), "--kube-version", helpers.KUBE_VERSION, *args)
+    out = helpers.run_helm(
+        helm,
+        "template",
+        "kasse",
+        str(helpers.CHART),
+        "--kube-version",
+        helpers.KUBE_VERSION,
+        *helpers.VALUE_SETS["default"],
+        *args,
+    )
     assert out.returncode != 0, f"helm template {args} should fail"
     assert message in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("missing", ["stripeApiKey", "stripeWebhookSecret"])
+def test_the_stripe_secrets_are_required(helm: str, helpers: Any, missing: str) -> None:
+    given = {"stripeApiKey": "sk_test_abc", "stripeWebhookSecret": "whsec_abc"}
+    given.pop(missing)
+    sets = ",".join(f"secrets.{k}={v}" for k, v in given.items())
+    out = helpers.run_helm(
+        helm, "template", "kasse", str(helpers.CHART), "--kube-version", helpers.KUBE_VERSION, "--set", sets
+    )
+    assert out.returncode != 0 and f"secrets.{missing} is required" in out.stderr, out.stderr
 
 
 def test_values_schema_is_valid_and_accepts_the_shipped_values(helpers: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-import uvicorn
 from fastapi import FastAPI
 
 from kasse_cart.adapters.mongo import (
@@ -28,7 +27,7 @@ from kasse_cart.entrypoints import consumers
 from kasse_cart.entrypoints.http import admin_router, storefront_router
 from kasse_cart.settings import CartSettings
 from kasse_common.experiments import ExperimentBook
-from kasse_common.runtime import ServiceRuntime
+from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import (
     CartAbandoned,
     CartUpdated,
@@ -125,4 +124,4 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
 
 def run() -> None:
     settings = CartSettings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+    serve(create_app(settings), settings)

@@ -14,6 +14,7 @@ class CartSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="KASSE_CART_", extra="ignore", frozen=True)
 
     service_name: ClassVar[str] = "cart"
+    dev_secrets: ClassVar[dict[str, str]] = {**ServiceSettings.dev_secrets, "payment_internal_token": "dev-internal"}
 
     http_port: int = 8002
     admin_token: SecretStr | None = Field(None, description="Bearer token of /v1/admin/*; unset: admin refused")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-import uvicorn
 from fastapi import FastAPI
 
 from kasse_catalog import wiring
 from kasse_catalog.entrypoints import consumers
 from kasse_catalog.entrypoints.http import CatalogServices, routers
 from kasse_catalog.settings import CatalogSettings
-from kasse_common.runtime import ServiceRuntime
+from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import (
     ProductChanged,
     ProductSearched,
@@ -53,7 +52,7 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
 
 def run() -> None:
     settings = CatalogSettings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.http import BodySizeLimit, bearer_guard, install_problem_handlers, readiness_body
@@ -56,6 +58,11 @@ class ServiceRuntime:
         self.service = settings.service_name
         if configure_logs:
             configure_logging(self.service, settings.log_level, settings.log_json)
+        if settings.is_development:
+            log.warning(
+                "development profile: not for production; development secrets in use",
+                extra={"service": self.service, "dev_secrets": settings.dev_secrets_in_use()},
+            )
         self.telemetry = telemetry or setup_telemetry(self.service, span_exporter=span_exporter)
         self.mongo = create_mongo_client(settings)
         self.db = self.mongo[settings.database_name]
@@ -271,6 +278,11 @@ class ServiceRuntime:
         app.state.runtime = self
         install_problem_handlers(app)
         app.add_middleware(BodySizeLimit, max_bytes=self.settings.max_body_bytes)
+        if self.settings.trusted_proxy_list:
+            # X-Forwarded-For is believed only from these peers (walked right to left, so a client cannot
+            # prepend its own); without any, request.client is the socket's address. `serve` keeps
+            # uvicorn's own proxy handling (which trusts 127.0.0.1 by default) off.
+            app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=self.settings.trusted_proxy_list)
 
         @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
         async def healthz() -> dict[str, str]:
@@ -320,6 +332,22 @@ class ServiceRuntime:
             self._registry = CollectorRegistry()
             self._registry.register(_RuntimeCollector(self))
         return self._registry
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run a service's app with uvicorn on its host and port (every service's `run()`).
+
+    uvicorn's own proxy-header handling is off: it would believe X-Forwarded-For from 127.0.0.1, i.e.
+    from any local client. The app applies KASSE_TRUSTED_PROXIES itself (see create_app).
+    """
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        proxy_headers=False,
+        forwarded_allow_ips="",
+    )
 
 
 class _RuntimeCollector:

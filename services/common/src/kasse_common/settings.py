@@ -4,6 +4,12 @@ Every service subclasses `ServiceSettings` and sets its own prefix, e.g. `KASSE_
 The infrastructure endpoints shared by all services may also be given once, unprefixed
 (`KASSE_KAFKA_BOOTSTRAP`, `KASSE_MONGO_URI`, …): a prefixed variable wins over the shared one.
 Secrets are `SecretStr`, so they never show in a repr, a log line or an error message.
+
+Fail closed: every secret that guards a route or pays for something is named in `dev_secrets`
+(field -> the value the development profile may use). In production (the default profile) each must
+be set by the operator and must not be its public development value, or the settings refuse to load
+and the service does not start. In development a missing one takes its dev value, and the runtime
+logs which ones it did.
 """
 
 from __future__ import annotations
@@ -24,11 +30,25 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KASSE_SERVICE_", extra="ignore", frozen=True)
 
     service_name: ClassVar[str] = "service"
+    # field name -> the value the development profile may use when it is unset; `{service}` is
+    # replaced by service_name. Subclasses extend it: `{**ServiceSettings.dev_secrets, "x": "dev-x"}`.
+    dev_secrets: ClassVar[dict[str, str]] = {"admin_token": "dev-{service}-admin"}
 
     # The deployment profile. Production is the default and fails closed (no usable default secret,
     # HTTPS only, no test-payment page); `make up` and the tests choose `development` explicitly
     # with KASSE_PROFILE=development, and a service says so in its log when it runs that way.
     profile: Profile = "production"
+
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of /v1/admin/*; required in production (no default)"
+    )
+    trusted_proxies: str = Field(
+        "",
+        description=(
+            "Comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For is believed (an ingress, the "
+            "storefront); empty: none, the client's IP is the socket's"
+        ),
+    )
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -87,6 +107,55 @@ class ServiceSettings(BaseSettings):
             if value is not None:
                 data[name] = value
         return data
+
+    @model_validator(mode="after")
+    def _fail_closed(self) -> ServiceSettings:
+        missing, public = [], []
+        for name, dev_value in self.dev_secrets.items():
+            dev_value = dev_value.format(service=self.service_name)
+            value = getattr(self, name)
+            secret = value.get_secret_value() if isinstance(value, SecretStr) else (value or "")
+            if self.is_development:
+                if not secret:
+                    object.__setattr__(self, name, SecretStr(dev_value))  # frozen model: set once, here
+            elif not secret:
+                missing.append(self.env_name(name))
+            elif secret == dev_value:
+                public.append(self.env_name(name))
+        if missing or public:
+            reasons = []
+            if missing:
+                reasons.append(f"not set: {', '.join(missing)}")
+            if public:
+                reasons.append(f"set to its public development value: {', '.join(public)}")
+            raise ValueError(
+                f"profile {self.profile!r} fails closed, secrets {'; '.join(reasons)} "
+                "(set them, or choose KASSE_PROFILE=development on a developer's machine)"
+            )
+        return self
+
+    def dev_secrets_in_use(self) -> list[str]:
+        """The environment variables whose development value this (development) instance runs with."""
+        used = []
+        for name, dev_value in self.dev_secrets.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value() == dev_value.format(service=self.service_name):
+                used.append(self.env_name(name))
+        return used
+
+    def secret(self, name: str) -> SecretStr:
+        """A `dev_secrets` field, which validation guarantees is set (typed for the caller)."""
+        value = getattr(self, name)
+        assert isinstance(value, SecretStr), f"{name} is not a validated secret"
+        return value
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def is_development(self) -> bool:

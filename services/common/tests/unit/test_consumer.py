@@ -25,7 +25,9 @@ class UnitSettings(ServiceSettings):
 
 
 def build(max_attempts: int = 3) -> tuple[Any, EventConsumer, list[Any]]:
-    settings = UnitSettings(consumer_max_attempts=max_attempts, consumer_backoff_initial_s=0, topic_prefix="u.")
+    settings = UnitSettings(
+        profile="development", consumer_max_attempts=max_attempts, consumer_backoff_initial_s=0, topic_prefix="u."
+    )
     broker = create_broker(settings)
     consumer = EventConsumer(broker, settings, EventPublisher(broker, settings))
     dead: list[Any] = []

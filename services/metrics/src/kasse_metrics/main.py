@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client import GCCollector, ProcessCollector
 
-from kasse_common.runtime import ServiceRuntime
+from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import ExperimentChanged
 from kasse_contracts.topics import TOPICS, dead_letter_topic
 from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
@@ -124,4 +123,4 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
 
 def run() -> None:
     settings = MetricsSettings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+    serve(create_app(settings), settings)

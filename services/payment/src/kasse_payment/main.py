@@ -6,11 +6,10 @@ import logging
 from typing import Any
 
 import stripe
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily
 
-from kasse_common.runtime import ServiceRuntime
+from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import CreditNoteIssued, InvoiceIssued, PaymentCaptured, PaymentFailed, PaymentRefunded
 from kasse_payment.adapters.invoices import InvoiceRepository
 from kasse_payment.adapters.mongo import MongoPayments
@@ -53,7 +52,7 @@ def create_app(
     repository = MongoPayments(runtime.document_store("payments", trace_per_document=True), runtime.encode)
     gateway = StripeGateway(
         build_client(
-            settings.stripe_api_key.get_secret_value(),
+            settings.secret("stripe_api_key").get_secret_value(),
             settings.stripe_api_base,
             timeout_s=settings.stripe_timeout_s,
             max_network_retries=settings.stripe_max_network_retries,
@@ -106,7 +105,7 @@ def create_app(
             invoicing,
             internal_token=settings.internal_token,
             admin_token=settings.admin_token,
-            webhook_secret=settings.stripe_webhook_secret,
+            webhook_secret=settings.secret("stripe_webhook_secret"),
             webhook_tolerance_s=settings.webhook_tolerance_s,
         ),
     )
@@ -132,4 +131,4 @@ class _HeldCollector:
 
 def run() -> None:
     settings = PaymentSettings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+    serve(create_app(settings), settings)

@@ -37,12 +37,19 @@ class FraudAction(StrEnum):
 class PaymentSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="KASSE_PAYMENT_", extra="ignore", frozen=True)
     service_name: ClassVar[str] = "payment"
+    # No usable default: production refuses to start without these (kit ServiceSettings, fail closed).
+    dev_secrets: ClassVar[dict[str, str]] = {
+        **ServiceSettings.dev_secrets,
+        "stripe_api_key": "sk_test_123",  # stripe-mock accepts any test key
+        "stripe_webhook_secret": "whsec_local_dev",
+        "internal_token": "dev-internal",
+    }
 
     http_port: int = 8003
 
     # Stripe
-    stripe_api_key: SecretStr = SecretStr("sk_test_123")
-    stripe_webhook_secret: SecretStr = SecretStr("whsec_test_secret")
+    stripe_api_key: SecretStr | None = Field(None, description="Required in production")
+    stripe_webhook_secret: SecretStr | None = Field(None, description="Required in production")
     stripe_api_base: str = Field("https://api.stripe.com", description="stripe-mock's address in tests")
     stripe_timeout_s: float = Field(10.0, gt=0)
     stripe_max_network_retries: int = Field(3, ge=0, description="SDK retries (backoff, same idempotency key)")

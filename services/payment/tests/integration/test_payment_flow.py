@@ -241,19 +241,56 @@ async def test_webhooks_unsigned_forged_or_stale_get_400_and_change_nothing_and_
         detail = await client.get(f"/v1/admin/payments/{oid}", headers=ADMIN)
         assert detail.status_code == 404, "a rejected webhook must not create anything"
 
-        # A valid one before the order exists: kept, not lost, and applied when the order arrives.
+        # A valid one before the order exists is kept, but it pays only if it is about the intent this
+        # service creates for the order: pi_early_1 is not, so it changes nothing.
         early = await post_webhook(client, payload, sign(payload))
         assert early.json()["outcome"] == "applied"
         await test_publisher.publish(order)
+        await test_publisher.publish(reserved(oid))
+        payment = await wait_until(lambda: status_is(client, oid, "requires_action"), timeout=30)
+        assert payment["payment_intent_id"] != "pi_early_1"
+        assert (await post_webhook(client, payload, sign(payload))).json()["outcome"] == "ignored"
+        ours = stripe_event(
+            "payment_intent.succeeded",
+            intent_object(payment["payment_intent_id"], oid, order.total.amount, "succeeded"),
+        )
+        assert (await post_webhook(client, ours, sign(ours))).json()["outcome"] == "applied"
         (captured,) = await payments_topic.wait_for_events(PaymentCaptured)
-        assert (captured.order_id, captured.payment_intent_id, captured.amount) == (oid, "pi_early_1", order.total)
+        assert (captured.order_id, captured.payment_intent_id, captured.amount) == (
+            oid,
+            payment["payment_intent_id"],
+            order.total,
+        )
         # Replayed later (Stripe retries): a duplicate.
-        assert (await post_webhook(client, payload, sign(payload))).json()["outcome"] == "duplicate"
+        assert (await post_webhook(client, ours, sign(ours))).json()["outcome"] == "duplicate"
         # Unhandled event types are acknowledged, so Stripe stops retrying them.
         other = stripe_event("customer.created", {"id": "cus_1", "object": "customer"})
         assert (await post_webhook(client, other, sign(other))).json()["outcome"] == "ignored"
     assert logs.texts, "the capture works"
     assert logs.mention(WEBHOOK_SECRET, STRIPE_KEY) == [], "secrets never reach the logs"
+
+
+async def test_a_signed_webhook_without_the_orders_intent_id_changes_nothing_and_says_ignored(
+    payment_service: Any, test_publisher: TestPublisher
+) -> None:
+    # Issue 13: a correctly signed payment_intent.succeeded without an intent id used to pay the order.
+    order = samples.order_placed()
+    oid = order.order_id
+    async with payment_service() as (client, _, _):
+        await test_publisher.publish(order)
+        await test_publisher.publish(reserved(oid))
+        payment = await wait_until(lambda: status_is(client, oid, "requires_action"), timeout=30)
+        before = (await client.get(f"/v1/admin/payments/{oid}", headers=ADMIN)).json()
+        no_id = intent_object("pi_x", oid, order.total.amount, "succeeded")
+        del no_id["id"]
+        other = intent_object("pi_not_this_orders", oid, order.total.amount, "succeeded")
+        for obj in (no_id, other):
+            event = stripe_event("payment_intent.succeeded", obj)
+            answer = await post_webhook(client, event, sign(event))
+            assert (answer.status_code, answer.json()["outcome"]) == (200, "ignored"), answer.text
+        after = (await client.get(f"/v1/admin/payments/{oid}", headers=ADMIN)).json()
+        assert after["status"] == "requires_action" and after["history"] == before["history"]
+        assert (await payment_of(client, oid)) == payment, "nothing changed"
 
 
 async def test_a_scripted_velocity_attack_is_blocked_and_ordinary_shoppers_pass(

@@ -209,17 +209,43 @@ async def test_a_transient_error_then_success_captures() -> None:
     assert len(set(w.gateway.keys("create_intent"))) == 1 and len(w.events(PaymentCaptured)) == 1
 
 
-async def test_a_webhook_before_the_order_is_kept_and_applied_when_the_order_arrives() -> None:
+async def test_a_webhook_before_the_order_is_kept_and_applied_when_its_intent_is_known() -> None:
     w = World()
     placed = samples.order_placed()
-    assert await w.notice(placed.order_id, "payment_intent.succeeded", "evt_early", intent_id="pi_early") is True
+    assert await w.notice(placed.order_id, "payment_intent.succeeded", "evt_early", intent_id="pi_1") is True
     assert w.events(PaymentCaptured) == []
     await w.service.order_placed(placed, "evt-p")
-    (captured,) = w.events(PaymentCaptured)
-    assert captured.amount == placed.total and captured.payment_intent_id == "pi_early"
-    # the later StockReserved does not charge a paid order again
+    assert w.events(PaymentCaptured) == []  # the order is known, its intent not yet: still kept
     await w.service.stock_reserved(reserved(placed.order_id), "evt-r")
-    assert w.gateway.calls == []
+    (captured,) = w.events(PaymentCaptured)
+    assert captured.amount == placed.total and captured.payment_intent_id == "pi_1"
+    assert len(w.gateway.keys("create_intent")) == 1
+
+
+async def test_a_signed_webhook_without_an_intent_or_for_another_intent_changes_nothing() -> None:
+    # Issue 13: a correctly signed payment_intent.succeeded without an intent id used to pay the order.
+    w = World()
+    order_id = await w.place_and_reserve()
+    before = await w.repo.load(order_id)
+    assert before is not None and before.intent_id == "pi_1"
+    history = len(before.history)
+    for event_id, intent in (("evt_none", None), ("evt_other", "pi_someone_else")):
+        outcome = await w.service.stripe_notice(
+            StripeNotice(event_id, "payment_intent.succeeded", order_id, intent, amount=2494)
+        )
+        assert outcome is None  # ignored
+    after = await w.repo.load(order_id)
+    assert after is not None and after.status is before.status and len(after.history) == history
+    assert w.events(PaymentCaptured) == []
+    # an early one for another intent is kept, then dropped once the order's intent is known
+    w2 = World()
+    placed = samples.order_placed()
+    await w2.notice(placed.order_id, "payment_intent.succeeded", "evt_early", intent_id="pi_forged")
+    await w2.service.order_placed(placed, "evt-p")
+    await w2.service.stock_reserved(reserved(placed.order_id), "evt-r")
+    assert w2.events(PaymentCaptured) == []
+    kept = await w2.repo.load(placed.order_id)
+    assert kept is not None and kept.pending_notices == []
 
 
 async def test_payment_failed_webhook_publishes_the_decline_reason() -> None:

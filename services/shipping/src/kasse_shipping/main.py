@@ -6,11 +6,10 @@ import logging
 from datetime import timedelta
 from importlib import resources
 
-import uvicorn
 from fastapi import FastAPI
 
 from kasse_common.envelope import OutgoingRecord
-from kasse_common.runtime import ServiceRuntime
+from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.base import Event
 from kasse_contracts.events import (
     CancellationRefused,
@@ -104,4 +103,4 @@ def create_app(settings: ShippingSettings | None = None) -> FastAPI:
 
 def run() -> None:
     settings = ShippingSettings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+    serve(create_app(settings), settings)

@@ -60,13 +60,19 @@ async def test_admin_endpoint_needs_the_right_bearer_token(client: httpx.AsyncCl
     assert wrong.status_code == 403 and wrong.headers["content-type"] == "application/problem+json"
 
 
-async def test_without_a_configured_token_every_admin_call_is_refused() -> None:
-    app = create_app(ShippingSettings(log_json=False))
+async def test_without_a_configured_token_production_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KASSE_SHIPPING_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("KASSE_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("KASSE_PROFILE", raising=False)
+    with pytest.raises(ValueError, match="not set: KASSE_SHIPPING_ADMIN_TOKEN"):
+        ShippingSettings(log_json=False)
+    # the development profile runs with its public dev token, never with an open admin API
+    app = create_app(ShippingSettings(profile="development", log_json=False))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
-        r = await c.post("/v1/admin/returns/ret_1/received", headers={"Authorization": "Bearer "})
-        assert r.status_code in (401, 403)
         r = await c.post("/v1/admin/returns/ret_1/received", headers={"Authorization": "Bearer anything"})
         assert r.status_code == 403
+        r = await c.post("/v1/admin/returns/ret_1/received")
+        assert r.status_code == 401
 
 
 async def test_return_request_validation_is_a_422_with_fields(client: httpx.AsyncClient) -> None:

@@ -47,7 +47,8 @@ class ServiceProcess:
         ready_path: str = "/readyz",
     ) -> None:
         self.args = list(args)
-        self.env = {**os.environ, **env}
+        # The harness runs services in the development profile unless a test says otherwise (`env`).
+        self.env = {**os.environ, "KASSE_PROFILE": "development", **env}
         self.port = port
         self.ready_path = ready_path
         self.log_path = log_path

@@ -146,8 +146,16 @@ class PaymentService:
         await self._change(event.order_id, request, consumed_id=event_id)
         await self.advance(event.order_id)
 
-    async def stripe_notice(self, notice: StripeNotice) -> bool:
-        """A verified webhook event; False when this Stripe event id was applied before."""
+    async def stripe_notice(self, notice: StripeNotice) -> bool | None:
+        """A verified webhook event; False when this Stripe event id was applied before, None when it was
+        ignored and nothing changed (no PaymentIntent id, or not this order's intent)."""
+        current = await self.repository.load(notice.order_id)
+        if (current is not None and current.ignores_notice(notice)) or notice.intent_id is None:
+            log.warning(
+                "webhook ignored: not this order's PaymentIntent",
+                extra={"order_id": notice.order_id, "stripe_event_id": notice.event_id, "intent_id": notice.intent_id},
+            )
+            return None
         applied = await self._change(
             notice.order_id, lambda p, now: p.apply_notice(notice, now), consumed_id=f"stripe-{notice.event_id}"
         )

@@ -185,6 +185,9 @@ class Payment:
         self.order = facts
         self._note(now, f"order known: {facts.amount} {facts.currency}")
         # Webhooks that arrived before the order can be applied now that the amount is known.
+        return self._replay_pending(now)
+
+    def _replay_pending(self, now: datetime) -> list[DomainEvent]:
         events: list[DomainEvent] = []
         pending, self.pending_notices = self.pending_notices, []
         for notice in pending:
@@ -276,22 +279,25 @@ class Payment:
         self.transient_failures = 0
         self.retry_at = None
         if intent_status == "succeeded":
-            return self._capture(intent_id, now, "confirmation succeeded")
+            return self._capture(intent_id, now, "confirmation succeeded") + self._replay_pending(now)
         if intent_status == "canceled":
-            return self._fail(Failed("canceled", None, "the payment intent was canceled", intent_id), now)
+            failed = self._fail(Failed("canceled", None, "the payment intent was canceled", intent_id), now)
+            return failed + self._replay_pending(now)
         if intent_status == "requires_action" or (not server_confirmed and intent_status in CUSTOMER_ACTION_STATES):
             self.client_secret = client_secret
             self._move(PaymentStatus.REQUIRES_ACTION, now, f"intent {intent_id} {intent_status}: customer to act")
-            return []
+            return self._replay_pending(now)
         # processing, requires_capture, or a confirm answer that is not final: the webhook decides.
         self._move(PaymentStatus.PROCESSING, now, f"intent {intent_id} {intent_status}: awaiting Stripe's verdict")
-        return []
+        return self._replay_pending(now)
 
-    def intent_created(self, intent_id: str, now: datetime) -> None:
+    def intent_created(self, intent_id: str, now: datetime) -> list[DomainEvent]:
         """Created but not yet confirmed (server mode): remember the id before confirming."""
         if self.status is PaymentStatus.AUTHORIZING and self.intent_id is None:
             self.intent_id = intent_id
             self._note(now, f"intent {intent_id} created")
+            return self._replay_pending(now)
+        return []
 
     def declined(self, failure: Failed, now: datetime) -> list[DomainEvent]:
         """Stripe refused for good (a card error on confirm, an invalid request)."""
@@ -318,14 +324,19 @@ class Payment:
         self._note(now, f"Stripe unavailable (attempt {self.transient_failures}): {error}")
         return []
 
+    def ignores_notice(self, notice: StripeNotice) -> bool:
+        """A webhook without a PaymentIntent id, or for another intent than this order's, changes nothing
+        (a correctly signed event must still be about the payment this service created)."""
+        return notice.intent_id is None or (self.intent_id is not None and notice.intent_id != self.intent_id)
+
     def apply_notice(self, notice: StripeNotice, now: datetime) -> list[DomainEvent]:
-        """A verified webhook. Kept until the order is known (its amount is needed to report it)."""
-        if self.order is None:
-            self.pending_notices.append(notice)
-            self._note(now, f"webhook {notice.type} kept until the order is known")
+        """A verified webhook. Kept until the order (its amount) and this order's intent are known."""
+        if self.ignores_notice(notice):
+            self._note(now, f"webhook {notice.type} for intent {notice.intent_id} ignored: not this order's intent")
             return []
-        if notice.intent_id and self.intent_id and notice.intent_id != self.intent_id:
-            self._note(now, f"webhook {notice.type} for another intent {notice.intent_id} ignored")
+        if self.order is None or self.intent_id is None:
+            self.pending_notices.append(notice)
+            self._note(now, f"webhook {notice.type} kept until the order and its intent are known")
             return []
         if notice.card_fingerprint and not self.card_fingerprint:
             self.card_fingerprint = notice.card_fingerprint

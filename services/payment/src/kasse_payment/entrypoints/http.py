@@ -232,7 +232,9 @@ def routers(
         "/stripe",
         summary="Stripe webhook endpoint (payment_intent.succeeded / payment_failed, charge.refunded)",
         description="Verifies `Stripe-Signature` against the endpoint secret with a timestamp tolerance. "
-        "Each Stripe event id is applied once; a webhook for an order not seen yet is kept until it is.",
+        "Each Stripe event id is applied once; a webhook for an order not seen yet is kept until it is. "
+        "An event without a PaymentIntent id, or for another intent than the order's, changes nothing: "
+        "`outcome` is `ignored`.",
         response_model=WebhookAck,
         responses=problems(400),
         openapi_extra={
@@ -258,7 +260,7 @@ def routers(
             log.warning("webhook for no known order", extra={"stripe_event_id": event["id"], "type": event["type"]})
             return WebhookAck(outcome="ignored")
         applied = await payments.stripe_notice(webhooks.to_notice(event, order_id))
-        return WebhookAck(outcome="applied" if applied else "duplicate")
+        return WebhookAck(outcome="ignored" if applied is None else "applied" if applied else "duplicate")
 
     @admin.get(
         "/fraud-decisions",

@@ -69,6 +69,7 @@ class Shop:
             f"{prefix}TOPIC_PREFIX": self.namespace.topic_prefix,
             f"{prefix}MONGO_DATABASE": self.namespace.database(service),
             f"{prefix}HTTP_PORT": str(self.ports[service]),
+            "KASSE_PROFILE": "development",  # the harness chooses it explicitly (production fails closed)
             f"{prefix}ADMIN_TOKEN": ADMIN[service],
             f"{prefix}OUTBOX_POLL_INTERVAL_S": "0.2",
             f"{prefix}LOG_JSON": "true",
