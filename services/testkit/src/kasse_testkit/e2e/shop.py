@@ -70,6 +70,9 @@ class Shop:
             f"{prefix}MONGO_DATABASE": self.namespace.database(service),
             f"{prefix}HTTP_PORT": str(self.ports[service]),
             "KASSE_PROFILE": "development",  # the harness chooses it explicitly (production fails closed)
+            # As under `make up`: the journeys and shoppers stand in for the storefront, a proxy that
+            # forwards each visitor's IP (cart's test_client_ip covers the default: no proxy trusted).
+            "KASSE_TRUSTED_PROXIES": "127.0.0.1",
             f"{prefix}ADMIN_TOKEN": ADMIN[service],
             f"{prefix}OUTBOX_POLL_INTERVAL_S": "0.2",
             f"{prefix}LOG_JSON": "true",
