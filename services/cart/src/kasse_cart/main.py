@@ -27,6 +27,7 @@ from kasse_cart.entrypoints import consumers
 from kasse_cart.entrypoints.http import admin_router, storefront_router
 from kasse_cart.settings import CartSettings
 from kasse_common.experiments import ExperimentBook
+from kasse_common.identity import CustomerVerifier, proven_customer
 from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import (
     CartAbandoned,
@@ -115,7 +116,10 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
             "Carts (addressed by an unguessable token), promotions, checkout and the order's life. "
             "Errors are application/problem+json."
         ),
-        routers=[storefront_router(carts, orders), admin_router(settings, admin, orders)],
+        routers=[
+            storefront_router(carts, orders, proven_customer(CustomerVerifier.from_settings(settings))),
+            admin_router(settings, admin, orders),
+        ],
     )
     app.state.abandonment = abandonment
     app.state.payment_deadline = payment_deadline

@@ -51,9 +51,7 @@ async def test_a_client_chosen_forwarded_for_does_not_change_the_ip_fraud_screen
             forged = ["203.0.113.7", "198.51.100.1, 203.0.113.8"]
             async with httpx.AsyncClient(base_url=cart.base_url, timeout=10) as plain:
                 for n, header in enumerate(forged):
-                    client = httpx.AsyncClient(
-                        base_url=cart.base_url, timeout=10, headers={"X-Forwarded-For": header}
-                    )
+                    client = httpx.AsyncClient(base_url=cart.base_url, timeout=10, headers={"X-Forwarded-For": header})
                     async with client:
                         await checked_out_order(client, {"p1": 1}, key=f"forwarded-{n}-key")
                 await checked_out_order(plain, {"p1": 1}, key="no-header-key")

@@ -50,6 +50,13 @@ class ServiceSettings(BaseSettings):
         ),
     )
 
+    # Customer identity (kasse_common.identity): OIDC tokens verified against the provider's JWKS or a key.
+    identity_jwks_url: str | None = Field(None, description="The identity provider's JWKS URL (OIDC jwks_uri)")
+    identity_public_key: SecretStr | None = Field(None, description="Or a PEM public key that signs customer tokens")
+    identity_issuer: str | None = Field(None, description="Required `iss` of customer tokens, when set")
+    identity_audience: str | None = Field(None, description="Required `aud` of customer tokens, when set")
+    identity_algorithms: str = Field("RS256,ES256,EdDSA", description="Accepted signature algorithms")
+
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_security_protocol: str = "PLAINTEXT"

@@ -95,12 +95,21 @@ def order_token_for(cart_token: str, order_id: str) -> str:
 
 
 def customer_key(customer_id: str | None, email: str | None) -> str | None:
-    """Who a per-customer coupon limit counts: the customer id, else the e-mail address."""
+    """Who a per-customer coupon limit counts: the proven customer id (from a verified token, never a
+    header), else the normalised e-mail address."""
     if customer_id:
         return f"id:{customer_id}"
     if email:
-        return f"email:{email.strip().lower()}"
+        return f"email:{normalised_email(email)}"
     return None
+
+
+def normalised_email(email: str) -> str:
+    """One mailbox, one key: case and a `+tag` in the local part do not make a new customer."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    if not local:
+        return email.strip().lower()
+    return f"{local.split('+', 1)[0] or local}@{domain}"
 
 
 class CartService:

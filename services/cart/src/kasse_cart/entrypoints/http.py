@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -13,6 +14,7 @@ from kasse_cart.application.orders import OrderLife, OrderView
 from kasse_cart.domain.order import OrderStatus
 from kasse_cart.entrypoints import schemas as s
 from kasse_cart.settings import CartSettings
+from kasse_common.errors import Forbidden
 from kasse_common.http import bearer_guard
 
 CartToken = Annotated[
@@ -22,30 +24,44 @@ OrderToken = Annotated[
     str | None, Header(alias="X-Order-Token", description="The token returned when the order was placed")
 ]
 SessionHeader = Annotated[str | None, Header(alias="X-Session-Id", max_length=200)]
-CustomerHeader = Annotated[str | None, Header(alias="X-Customer-Id", max_length=200)]
 
 CART_ERRORS = s.problems(404, 409, 422)
 
 
-def storefront_router(carts: CartService, orders: OrderLife) -> APIRouter:
+async def guest() -> str | None:
+    return None
+
+
+def storefront_router(
+    carts: CartService, orders: OrderLife, customer: Callable[..., Awaitable[str | None]] = guest
+) -> APIRouter:
+    """`customer`: the dependency naming the proven customer (kasse_common.identity), None for a guest."""
     router = APIRouter(prefix="/v1", tags=["storefront"])
+    # A default rather than Annotated[...]: annotations are strings here and `customer` is a local.
+    proven = Depends(customer)
 
     @router.post(
         "/carts",
         status_code=status.HTTP_201_CREATED,
         summary="Create a cart; its token is returned once",
-        responses=s.problems(422),
+        description=(
+            "A customer is named only by a verified customer token (`Authorization: Bearer <OIDC JWT>`); "
+            "without one the cart is a guest's. A `customer_id` in the body must be the token's subject."
+        ),
+        responses=s.problems(401, 403, 422),
     )
     async def create_cart(
         response: Response,
         body: s.CreateCart | None = None,
         session_id: SessionHeader = None,
-        customer_id: CustomerHeader = None,
+        customer_id: str | None = proven,
     ) -> s.CreatedCart:
         session = session_id or uuid.uuid4().hex
         response.headers["X-Session-Id"] = session
         body = body or s.CreateCart()
-        view, token = await carts.create_cart(session, body.customer_id or customer_id, body.email)
+        if body.customer_id is not None and body.customer_id != customer_id:
+            raise Forbidden("customer_id is taken only from a verified customer token (Authorization: Bearer)")
+        view, token = await carts.create_cart(session, customer_id, body.email)
         return s.CreatedCart(cart_id=view.cart.cart_id, cart_token=token, cart=s.cart_out(view))
 
     @router.get("/carts/{cart_id}", summary="The cart with current prices, flags and totals", responses=s.problems(404))

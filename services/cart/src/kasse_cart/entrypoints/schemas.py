@@ -51,7 +51,9 @@ class Money(BaseModel):
 
 # -- requests -------------------------------------------------------------------------------------
 class CreateCart(Strict):
-    customer_id: Identifier | None = None
+    customer_id: Identifier | None = Field(
+        None, description="Optional; must equal the verified customer token's subject (it names no one by itself)"
+    )
     email: Annotated[str, Field(pattern=EMAIL_PATTERN, max_length=254)] | None = None
 
 
