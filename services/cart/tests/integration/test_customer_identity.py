@@ -10,27 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+
+from kasse_testkit.identity import TestIdentityProvider
 
 from .conftest import ADDRESS, ADMIN, product, rate_table
 
 pytestmark = pytest.mark.integration
-
-
-def rsa_key() -> tuple[Any, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return key, public.decode()
-
-
-def token(key: Any, sub: str, **claims: Any) -> str:
-    body = {"sub": sub, "iss": "https://id.example", "exp": int(time.time()) + 300, **claims}
-    return jwt.encode(body, key, algorithm="RS256")
 
 
 async def place_with_coupon(client: Any, email: str, key: str, headers: dict[str, str] | None = None) -> Any:
@@ -74,18 +60,17 @@ async def test_a_client_chosen_customer_id_neither_names_a_customer_nor_resets_a
 
 
 async def test_a_verified_token_names_the_customer_and_a_forged_one_is_refused(cart_service: Any) -> None:
-    key, public_pem = rsa_key()
-    forger, _ = rsa_key()
-    async with cart_service(identity_public_key=public_pem, identity_issuer="https://id.example") as (_, client):
-        proven = {"Authorization": f"Bearer {token(key, 'cust-7')}"}
+    idp, forger = TestIdentityProvider(), TestIdentityProvider()
+    async with cart_service(identity_public_key=idp.public_pem, identity_issuer=idp.issuer) as (_, client):
+        proven = idp.bearer("cust-7")
         r = await client.post("/v1/carts", json={}, headers=proven)
         assert r.status_code == 201 and r.json()["cart"]["customer_id"] == "cust-7"
         r = await client.post("/v1/carts", json={"customer_id": "cust-7"}, headers=proven)
         assert r.status_code == 201, r.text
         refused = [
-            {"Authorization": f"Bearer {token(forger, 'cust-7')}"},  # signed by someone else
-            {"Authorization": f"Bearer {token(key, 'cust-7', exp=int(time.time()) - 10)}"},  # expired
-            {"Authorization": f"Bearer {token(key, 'cust-7', iss='https://evil.example')}"},  # another issuer
+            forger.bearer("cust-7"),  # signed by someone else
+            idp.bearer("cust-7", exp=int(time.time()) - 10),  # expired
+            idp.bearer("cust-7", iss="https://evil.example"),  # another issuer
             {"Authorization": "Bearer not-a-jwt"},
         ]
         for headers in refused:

@@ -11,6 +11,7 @@ from kasse_catalog import wiring
 from kasse_catalog.entrypoints import consumers
 from kasse_catalog.entrypoints.http import CatalogServices, routers
 from kasse_catalog.settings import CatalogSettings
+from kasse_common.identity import CustomerVerifier
 from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import (
     ProductChanged,
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Products, discovery (search, product pages, recommendations), reviews and stock.
 
 Storefront calls identify the shopper with `X-Session-Id` (minted and returned when absent) and
-optionally `X-Customer-Id`. Admin calls need `Authorization: Bearer <KASSE_CATALOG_ADMIN_TOKEN>`.
+optionally a customer token (`Authorization: Bearer <OIDC JWT>`; none: a guest). Admin calls need
+`Authorization: Bearer <KASSE_CATALOG_ADMIN_TOKEN>`.
 Errors are `application/problem+json`. Money is integer minor units plus a currency."""
 
 
@@ -45,7 +47,11 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     runtime.every(settings.pending_review_grace_s, finish_interrupted_reviews, name="interrupted-reviews")
     app = runtime.create_app(title="Kasse catalog", description=DESCRIPTION, routers=routers)
     app.state.catalog = CatalogServices(
-        settings=settings, catalog=catalog.catalog, discovery=catalog.discovery, reviews=catalog.reviews
+        settings=settings,
+        catalog=catalog.catalog,
+        discovery=catalog.discovery,
+        reviews=catalog.reviews,
+        identity=CustomerVerifier.from_settings(settings),
     )
     return app
 

@@ -14,6 +14,7 @@ from kasse_catalog.settings import CatalogSettings
 from kasse_contracts import topics
 from kasse_contracts.events import ProductSearched, ProductViewed
 from kasse_testkit import running_app, wait_until
+from kasse_testkit.identity import TestIdentityProvider
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +43,14 @@ PRODUCTS = [
 ]
 
 
+IDP = TestIdentityProvider()
+
+
 @pytest.fixture
 async def client(settings_for: Any) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings_for(CatalogSettings, admin_token="integration-admin")
+    settings = settings_for(
+        CatalogSettings, admin_token="integration-admin", identity_public_key=IDP.public_pem, identity_issuer=IDP.issuer
+    )
     async with running_app(create_app(settings)) as c:
         r = await c.post("/v1/admin/products/import", json={"products": PRODUCTS}, headers=ADMIN)
         assert r.status_code == 200, r.text
@@ -142,7 +148,7 @@ async def test_searches_and_views_publish_events_with_session_and_channel(
                 "utm_source": "newsletter",
                 "utm_medium": "email",
             },
-            headers={"X-Session-Id": "sess-search-1", "X-Customer-Id": "cust-1"},
+            headers={"X-Session-Id": "sess-search-1", **IDP.bearer("cust-1")},  # a proven customer
         )
         assert r.status_code == 200 and r.headers["X-Session-Id"] == "sess-search-1"
         shown = [p["product_id"] for p in r.json()["items"]]

@@ -60,16 +60,15 @@ async def test_session_views_keep_the_latest_first_once_per_event(db: AsyncDatab
     assert await signals.recent_views("nobody") == []
 
 
-async def test_the_purchase_ledger_finds_delivered_orders_by_customer_or_session(db: AsyncDatabase[Any]) -> None:
+async def test_the_purchase_ledger_finds_delivered_orders_by_customer(db: AsyncDatabase[Any]) -> None:
     ledger = mongo.MongoPurchaseLedger(db["purchases"])
     await ledger.mark_delivered("o1", datetime.now(UTC))  # delivery known before the order
     await ledger.record_order("o1", "c1", "s1", ["p1", "p2"])
     await ledger.record_order("o2", "c2", "s2", ["p1"])
-    assert await ledger.delivered_order_with("p2", "c1", None) == "o1"
-    assert await ledger.delivered_order_with("p1", None, "s1") == "o1"
-    assert await ledger.delivered_order_with("p1", "c2", "s2") is None  # not delivered
-    assert await ledger.delivered_order_with("p3", "c1", "s1") is None
-    assert await ledger.delivered_order_with("p1", None, None) is None
+    assert await ledger.delivered_order_with("p2", "c1") == "o1"
+    assert await ledger.delivered_order_with("p1", "c2") is None  # not delivered
+    assert await ledger.delivered_order_with("p3", "c1") is None
+    assert await ledger.delivered_order_with("p1", "s1") is None  # a session id proves nothing
 
 
 def _stock_keeper(db: AsyncDatabase[Any], products: mongo.MongoProducts) -> StockKeeper:

@@ -13,6 +13,7 @@ from kasse_catalog.settings import CatalogSettings
 from kasse_contracts import topics
 from kasse_contracts.events import ReviewSubmitted, ShipmentDelivered, StockReserved
 from kasse_testkit import running_app, samples, wait_until
+from kasse_testkit.identity import TestIdentityProvider
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,10 @@ def product(sku: str, category: str) -> dict[str, Any]:
 async def test_reviews_update_the_rating_and_delivered_orders_make_them_verified(
     settings_for: Any, test_publisher: Any, topic_reader: Any
 ) -> None:
-    settings = settings_for(CatalogSettings, admin_token="integration-admin")
+    idp = TestIdentityProvider()
+    settings = settings_for(
+        CatalogSettings, admin_token="integration-admin", identity_public_key=idp.public_pem, identity_issuer=idp.issuer
+    )
     async with (
         topic_reader(topics.CATALOG, topics.STOCK) as catalog_topic,
         running_app(create_app(settings)) as client,
@@ -71,15 +75,18 @@ async def test_reviews_update_the_rating_and_delivered_orders_make_them_verified
             return bool((r.json()["stock_on_hand"], r.json()["stock_reserved"]) == (99, 0))
 
         await wait_until(stock_after_delivery, timeout=20, message="delivered units left stock on hand")
-        first = await client.post(f"/v1/products/{pid}/reviews", json=review, headers={"X-Customer-Id": "cust-42"})
+        first = await client.post(f"/v1/products/{pid}/reviews", json=review, headers=idp.bearer("cust-42"))
         assert first.status_code == 201, first.text
         assert first.json()["verified_purchase"] is True
+        # Issue 13: a client-chosen X-Customer-Id (or the order's session id) used to earn the badge.
         second = await client.post(
             f"/v1/products/{pid}/reviews",
             json={**review, "rating": 2, "title": "Flickers"},
-            headers={"X-Customer-Id": "someone-else"},
+            headers={"X-Customer-Id": "cust-42", "X-Session-Id": placed.session_id},
         )
         assert second.json()["verified_purchase"] is False
+        forged = TestIdentityProvider().bearer("cust-42")  # signed by a key the catalog does not trust
+        assert (await client.post(f"/v1/products/{pid}/reviews", json=review, headers=forged)).status_code == 401
         assert second.json()["product_rating"] == {"average": 3.5, "count": 2}
 
         detail = (await client.get(f"/v1/products/{pid}")).json()

@@ -87,17 +87,25 @@ class CustomerVerifier:
         return subject
 
 
+# The storefront routes' bearer scheme (admin routes have their own, kasse_common.http.bearer_guard).
+CUSTOMER_TOKEN = HTTPBearer(
+    auto_error=False,
+    scheme_name="CustomerToken",
+    description="A customer's OIDC token (JWT, signed by the identity provider); none: a guest",
+)
+
+
+async def customer_of(verifier: CustomerVerifier, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The proven customer id, None for a guest (no token), Unauthorized for a token that fails."""
+    if credentials is None or not credentials.credentials:
+        return None
+    return await verifier.customer_id(credentials.credentials)
+
+
 def proven_customer(verifier: CustomerVerifier) -> Callable[..., Awaitable[str | None]]:
     """A FastAPI dependency: the proven customer id, None for a guest, 401 for a token that fails."""
-    scheme = HTTPBearer(
-        auto_error=False,
-        scheme_name="CustomerToken",
-        description="A customer's OIDC token (JWT, signed by the identity provider); none: a guest",
-    )
 
-    async def customer(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> str | None:  # noqa: B008
-        if credentials is None or not credentials.credentials:
-            return None
-        return await verifier.customer_id(credentials.credentials)
+    async def customer(credentials: HTTPAuthorizationCredentials | None = Depends(CUSTOMER_TOKEN)) -> str | None:  # noqa: B008
+        return await customer_of(verifier, credentials)
 
     return customer

@@ -262,16 +262,12 @@ class MemoryPurchaseLedger:
         await _hop()
         self.orders[order_id]["delivered"] = True
 
-    async def delivered_order_with(
-        self, product_id: str, customer_id: str | None, session_id: str | None
-    ) -> str | None:
+    async def delivered_order_with(self, product_id: str, customer_id: str) -> str | None:
         await _hop()
         for order_id, o in self.orders.items():
             if not o.get("delivered") or product_id not in o.get("product_ids", []):  # type: ignore[operator]
                 continue
-            if (customer_id and o.get("customer_id") == customer_id) or (
-                session_id and o.get("session_id") == session_id
-            ):
+            if o.get("customer_id") == customer_id:
                 return order_id
         return None
 

@@ -481,13 +481,8 @@ class MongoPurchaseLedger:
             {"_id": order_id}, {"$set": {"delivered": True, "delivered_at": delivered_at}}, upsert=True
         )
 
-    async def delivered_order_with(
-        self, product_id: str, customer_id: str | None, session_id: str | None
-    ) -> str | None:
-        who = [{"customer_id": customer_id}] if customer_id else []
-        if session_id:
-            who.append({"session_id": session_id})
-        if not who:
-            return None
-        doc = await self.collection.find_one({"product_ids": product_id, "delivered": True, "$or": who}, {"_id": 1})
+    async def delivered_order_with(self, product_id: str, customer_id: str) -> str | None:
+        doc = await self.collection.find_one(
+            {"product_ids": product_id, "delivered": True, "customer_id": customer_id}, {"_id": 1}
+        )
         return doc["_id"] if doc else None

@@ -40,6 +40,7 @@ from kasse_catalog.entrypoints.schemas import (
 from kasse_catalog.settings import CatalogSettings
 from kasse_common.errors import Unprocessable
 from kasse_common.http import bearer_guard, problem_responses
+from kasse_common.identity import CUSTOMER_TOKEN, CustomerVerifier, customer_of
 from kasse_contracts.base import Channel, known_value
 
 SESSION_HEADER = "X-Session-Id"
@@ -54,6 +55,7 @@ class CatalogServices:
     catalog: ProductCatalog
     discovery: Discovery
     reviews: Reviews
+    identity: CustomerVerifier
 
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -81,15 +83,17 @@ async def require_admin(
     await bearer_guard(svc.settings.admin_token, setting="KASSE_CATALOG_ADMIN_TOKEN")(credentials)
 
 
-def shopper(
+async def shopper(
     response: Response,
+    svc: Services,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(CUSTOMER_TOKEN)],
     x_session_id: Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[\w.:-]+$")] = None,
-    x_customer_id: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Shopper:
-    """The shopper's session from `X-Session-Id`; minted (and returned in the header) when absent."""
+    """The shopper's session from `X-Session-Id` (minted and returned in the header when absent); the
+    customer only when proven by a verified customer token (kasse_common.identity), else a guest."""
     session_id = x_session_id or uuid.uuid4().hex
     response.headers[SESSION_HEADER] = session_id
-    return Shopper(session_id=session_id, customer_id=x_customer_id)
+    return Shopper(session_id=session_id, customer_id=await customer_of(svc.identity, credentials))
 
 
 ShopperDep = Annotated[Shopper, Depends(shopper)]
@@ -258,10 +262,11 @@ async def list_reviews(
     status_code=status.HTTP_201_CREATED,
     summary="Submit a review",
     description=(
-        "Verified purchase when an order of this customer (X-Customer-Id) or session (X-Session-Id) with the "
-        "product was delivered. Publishes ReviewSubmitted; the product's rating is updated."
+        "Verified purchase when a delivered order with the product belongs to the customer proven by the "
+        "customer token (`Authorization: Bearer <OIDC JWT>`); a guest's review is never verified. "
+        "Publishes ReviewSubmitted; the product's rating is updated."
     ),
-    responses=with_session(201, problems(404, 413, 422)),
+    responses=with_session(201, problems(401, 404, 413, 422)),
 )
 async def submit_review(svc: Services, who: ShopperDep, product_ref: str, body: ReviewIn) -> SubmittedReviewOut:
     review, product = await svc.reviews.submit(
