@@ -3,6 +3,7 @@ delivered across a restart, cancellation before dispatch stops the shipment."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from datetime import timedelta
@@ -61,7 +62,10 @@ async def test_exactly_one_shipment_per_paid_order_under_duplicate_delivery(
 
         by_order = (await client.get(f"/v1/orders/{order.order_id}/shipment")).json()
         by_number = (await client.get(f"/v1/tracking/{shipment.tracking_number}")).json()
-        assert by_order["shipment_id"] == by_number["shipment_id"] == shipment.shipment_id
+        assert by_order["shipment_id"] == shipment.shipment_id
+        # Issue 13: the tracking number (printed on the parcel) must not lead to the order id.
+        assert order.order_id not in json.dumps(by_number) and shipment.shipment_id not in json.dumps(by_number)
+        assert by_number["tracking_number"] == shipment.tracking_number and by_number["status"] == by_order["status"]
         assert by_order["promised_delivery_date"] == shipment.promised_delivery_date.isoformat()
         assert [e["status"] for e in by_order["timeline"]][:2] == ["created", "dispatched"]
 

@@ -118,6 +118,23 @@ class ReturnOut(BaseModel):
     received_at: datetime | None
 
 
+class PublicTrackingOut(BaseModel):
+    """What anyone holding a tracking number sees (it is printed on the parcel): the parcel's progress,
+    never the order id, the shipment id, returns or anything about the buyer."""
+
+    status: str
+    carrier: str
+    method_id: str
+    tracking_number: str
+    tracking_url: str | None
+    promised_delivery_date: date
+    created_at: datetime
+    dispatched_at: datetime | None
+    delivered_at: datetime | None
+    cancelled: bool
+    timeline: list[TimelineEntry]
+
+
 class TrackingOut(BaseModel):
     order_id: str
     shipment_id: str
@@ -282,12 +299,15 @@ def build_router(
     @router.get(
         "/tracking/{tracking_number}",
         tags=["tracking"],
-        summary="Track a shipment by its tracking number",
-        response_model=TrackingOut,
+        summary="Track a parcel by its tracking number (public: no order id, no returns)",
+        response_model=PublicTrackingOut,
         responses=_problems(404),
     )
-    async def track_number(tracking_number: Annotated[str, Field(min_length=1, max_length=100)]) -> TrackingOut:
-        return _tracking_out(await fulfilment.tracking_by_number(tracking_number), fulfilment)
+    async def track_number(
+        tracking_number: Annotated[str, Field(min_length=1, max_length=100)],
+    ) -> PublicTrackingOut:
+        full = _tracking_out(await fulfilment.tracking_by_number(tracking_number), fulfilment)
+        return PublicTrackingOut.model_validate(full.model_dump(include=set(PublicTrackingOut.model_fields)))
 
     @router.get(
         "/returns/policy",
