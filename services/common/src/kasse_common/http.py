@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from kasse_common.errors import ConcurrencyError, Forbidden, KasseError, Unauthorized
 from kasse_common.retry import is_transient
@@ -86,6 +87,14 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+def trust_proxies(app: Any, proxies: list[str]) -> None:
+    """Believe X-Forwarded-For only from these peers (IPs/CIDRs; KASSE_TRUSTED_PROXIES), walked right
+    to left so a client cannot prepend its own; without any, request.client is the socket's address.
+    Serve with kasse_common.runtime.serve, which keeps uvicorn's own handling (trusting 127.0.0.1) off."""
+    if proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
 
 
 def readiness_body(checks: dict[str, str]) -> dict[str, Any]:

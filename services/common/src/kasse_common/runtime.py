@@ -25,10 +25,9 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from kasse_common.envelope import OutgoingRecord, encode
-from kasse_common.http import BodySizeLimit, bearer_guard, install_problem_handlers, readiness_body
+from kasse_common.http import BodySizeLimit, bearer_guard, install_problem_handlers, readiness_body, trust_proxies
 from kasse_common.logs import configure_logging
 from kasse_common.messaging import EventConsumer, EventPublisher, create_broker
 from kasse_common.mongo import create_mongo_client
@@ -278,11 +277,7 @@ class ServiceRuntime:
         app.state.runtime = self
         install_problem_handlers(app)
         app.add_middleware(BodySizeLimit, max_bytes=self.settings.max_body_bytes)
-        if self.settings.trusted_proxy_list:
-            # X-Forwarded-For is believed only from these peers (walked right to left, so a client cannot
-            # prepend its own); without any, request.client is the socket's address. `serve` keeps
-            # uvicorn's own proxy handling (which trusts 127.0.0.1 by default) off.
-            app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=self.settings.trusted_proxy_list)
+        trust_proxies(app, self.settings.trusted_proxy_list)
 
         @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
         async def healthz() -> dict[str, str]:

@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
+from kasse_common.http import trust_proxies
 from kasse_common.logs import configure_logging
+from kasse_common.runtime import serve
 from kasse_storefront.adapters.backends import Backends
 from kasse_storefront.application.storefront import Storefront
 from kasse_storefront.entrypoints.pages import build_router
@@ -74,6 +75,7 @@ def create_app(
 
     app = FastAPI(title="Kasse storefront", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(build_router(settings, shop, render))
+    trust_proxies(app, settings.trusted_proxy_list)  # the ingress in front of the shop (KASSE_TRUSTED_PROXIES)
     static = resources.files("kasse_storefront") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
@@ -130,11 +132,4 @@ def create_app(
 def run() -> None:
     settings = StorefrontSettings()
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        proxy_headers=True,
-        forwarded_allow_ips=None,  # uvicorn's default: FORWARDED_ALLOW_IPS or 127.0.0.1 only
-    )
+    serve(create_app(settings), settings)

@@ -27,6 +27,10 @@ class StorefrontSettings(ServiceSettings):
     )
     backend_max_connections: int = Field(50, ge=1, description="Per backend service, pooled")
 
+    # No admin API here (the kit's fail-closed rule would require KASSE_STOREFRONT_ADMIN_TOKEN otherwise);
+    # the session secret has its own rule below.
+    dev_secrets: ClassVar[dict[str, str]] = {}
+
     # The session cookie is signed with this; outside the development profile there is no default.
     session_secret: SecretStr | None = None
     session_max_age_s: int = Field(14 * 24 * 3600, ge=60)

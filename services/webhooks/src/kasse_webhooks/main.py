@@ -7,11 +7,10 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kasse_common.runtime import ServiceRuntime
+from kasse_common.runtime import ServiceRuntime, serve
 from kasse_webhooks.adapters.clock import SystemClock
 from kasse_webhooks.adapters.mongo import MongoDeliveries, MongoEndpoints, MongoEventLog
 from kasse_webhooks.adapters.sender import HttpSender
@@ -154,4 +153,4 @@ def create_app(settings: WebhooksSettings | None = None, *, clock: Clock | None 
 
 def run() -> None:
     settings = WebhooksSettings()
-    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None)
+    serve(create_app(settings), settings)

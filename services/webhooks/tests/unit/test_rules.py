@@ -30,7 +30,7 @@ T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def default_schedule() -> RetrySchedule:
-    s = WebhooksSettings()
+    s = WebhooksSettings(profile="development")
     return RetrySchedule(
         s.retry_max_attempts, timedelta(seconds=s.retry_initial_s), s.retry_base, timedelta(seconds=s.retry_max_s)
     )
