@@ -94,7 +94,7 @@ class FlakyStore:
 def consumer_with(handler: Any, **settings: Any) -> tuple[EventConsumer, FakePublisher, Clock]:
     values: dict[str, Any] = {"consumer_backoff_initial_s": 0, "consumer_transient_retry_s": 900, **settings}
     publisher = FakePublisher()
-    consumer = EventConsumer(broker=None, settings=UnitSettings(**values), publisher=publisher)  # type: ignore[arg-type]
+    consumer = EventConsumer(broker=None, settings=UnitSettings(profile="development", **values), publisher=publisher)  # type: ignore[arg-type]
     consumer.on(OrderPlaced, handler)
     clock = Clock()
     consumer.clock = clock
