@@ -28,8 +28,16 @@ KUBE_VERSION = "1.31.0"  # what helm renders for (.Capabilities); a version kube
 # Manifests are validated against the chart's minimum Kubernetes (Chart.yaml kubeVersion), 1.31, and
 # the newest schemas the pinned kubernetes-validate ships.
 KUBE_VALIDATE_VERSIONS = ("1.27.0", "1.31.0", "1.37.0")
-SERVICES = ("catalog", "cart", "payment", "shipping", "metrics", "webhooks")
-PORTS = {"catalog": 8001, "cart": 8002, "payment": 8003, "shipping": 8004, "metrics": 8005, "webhooks": 8006}
+SERVICES = ("catalog", "cart", "payment", "shipping", "metrics", "webhooks", "storefront")
+PORTS = {
+    "catalog": 8001,
+    "cart": 8002,
+    "payment": 8003,
+    "shipping": 8004,
+    "metrics": 8005,
+    "webhooks": 8006,
+    "storefront": 8000,
+}
 
 VALUE_SETS = {
     # The Stripe secrets are required (the services fail closed without them).

@@ -26,8 +26,16 @@ STACK = COMPOSE_DIR / "stack.yml"  # the infra-only stack, owned by the local-st
 SCHEMA = Path(
     os.environ.get("KASSE_COMPOSE_SCHEMA", REPO / ".kasse" / "tools" / "compose-spec" / "compose.schema.json")
 )
-SERVICES = ("catalog", "cart", "payment", "shipping", "metrics", "webhooks")
-PORTS = {"catalog": 8001, "cart": 8002, "payment": 8003, "shipping": 8004, "metrics": 8005, "webhooks": 8006}
+SERVICES = ("catalog", "cart", "payment", "shipping", "metrics", "webhooks", "storefront")
+PORTS = {
+    "catalog": 8001,
+    "cart": 8002,
+    "payment": 8003,
+    "shipping": 8004,
+    "metrics": 8005,
+    "webhooks": 8006,
+    "storefront": 8000,
+}
 
 
 @pytest.fixture(scope="module")

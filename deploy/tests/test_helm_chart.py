@@ -147,7 +147,9 @@ def test_deployments_are_hardened_and_probed(render: Any, helpers: Any, values: 
         assert not c["image"].endswith(":latest") and ":" in c["image"]
         env = {e["name"]: e for e in c["env"]}
         assert "secretKeyRef" in env["KASSE_MONGO_URI"]["valueFrom"]
-        assert f"KASSE_{name.upper()}_ADMIN_TOKEN" in env
+        # The storefront has no admin API; its one secret signs the session cookies.
+        secret = "KASSE_STOREFRONT_SESSION_SECRET" if name == "storefront" else f"KASSE_{name.upper()}_ADMIN_TOKEN"
+        assert secret in env
         # Every secret is a reference, never a literal value in the Deployment.
         for e in c["env"]:
             if any(w in e["name"] for w in ("TOKEN", "PASSWORD", "SECRET", "API_KEY", "MONGO_URI")):
@@ -186,7 +188,8 @@ def test_default_install_creates_the_secret_and_the_topic_job(render: Any, helpe
         "payment-internal-token",
         "stripe-api-key",
         "stripe-webhook-secret",
-        *(f"{s}-admin-token" for s in helpers.SERVICES),
+        "storefront-session-secret",
+        *(f"{s}-admin-token" for s in helpers.SERVICES if s != "storefront"),
     } <= set(secret["data"])
     # every service runs in production and finds each secret it needs (none optional: fail closed)
     for deployment in helpers.by_kind(manifests, "Deployment"):
@@ -237,7 +240,13 @@ def test_production_values_turn_everything_on(render: Any, helpers: Any) -> None
         for r in ingress["spec"]["rules"]
         for p in r["http"]["paths"]
     }
-    assert ("api.shop.example.com", "/v1/webhooks/stripe", "Exact", "kasse-payment") in paths
+    # The routes: the storefront's pages, Stripe's webhook and the staff's KPI dashboard; no raw API
+    # (issue 14: the old single-host example routed to paths that do not exist, e.g. /v1/shipments).
+    assert paths == {
+        ("api.shop.example.com", "/v1/webhooks/stripe", "Exact", "kasse-payment"),
+        ("shop.example.com", "/", "Prefix", "kasse-storefront"),
+        ("kpis.shop.example.com", "/", "Prefix", "kasse-metrics"),
+    }
     hpas = {
         h["spec"]["scaleTargetRef"]["name"]: h["spec"] for h in helpers.by_kind(manifests, "HorizontalPodAutoscaler")
     }
@@ -375,7 +384,10 @@ def test_sasl_with_the_chart_managed_secret(render: Any, helpers: Any) -> None:
         }
     (ingress,) = helpers.by_kind(manifests, "Ingress")
     hosts = {r["host"] for r in ingress["spec"]["rules"]}
-    assert hosts == {f"{s}.kasse.example.com" for s in ("catalog", "cart", "payment", "shipping")}
+    assert hosts == {"payment.kasse.example.com", "shop.kasse.example.com"}
     for rule in ingress["spec"]["rules"]:
         for path in rule["http"]["paths"]:
-            assert path["path"].startswith("/v1"), "only the APIs are public, never /metrics or the probes"
+            if rule["host"] == "shop.kasse.example.com":  # the storefront's pages
+                assert path["backend"]["service"]["name"].endswith("-storefront") and path["path"] == "/"
+            else:
+                assert path["path"] == "/v1/webhooks/stripe", "of the APIs only Stripe's webhook is public"

@@ -20,7 +20,7 @@ from kasse_common.settings import SHARED_PREFIX, ServiceSettings
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("catalog", "cart", "payment", "shipping", "metrics", "webhooks")
+SERVICES = ("catalog", "cart", "payment", "shipping", "metrics", "webhooks", "storefront")
 # Set on purpose although no settings field reads them (yet), with the reason.
 NOT_READ: dict[str, str] = {}
 

@@ -18,7 +18,7 @@
 {{- end -}}
 
 {{/* The service names, in a fixed order. */}}
-{{- define "kasse.serviceNames" -}}catalog cart payment shipping metrics webhooks{{- end -}}
+{{- define "kasse.serviceNames" -}}catalog cart payment shipping metrics webhooks storefront{{- end -}}
 
 {{/* Name of one service's resources: dict "root" $ "name" "cart". */}}
 {{- define "kasse.svc.fullname" -}}

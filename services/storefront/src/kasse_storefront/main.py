@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.middleware.sessions import SessionMiddleware
 
 from kasse_common.http import trust_proxies
@@ -59,6 +60,7 @@ def create_app(
         page_size=settings.page_size,
     )
     render = Renderer(build_environments(), test_payments=settings.test_payments)
+    registry = CollectorRegistry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,6 +95,22 @@ def create_app(
             detail=exc.detail,
         )
 
+    pages_served = Counter(
+        "kasse_storefront_responses", "Responses by route and status class", ["route", "status"], registry=registry
+    )
+    backend_failures = Counter(
+        "kasse_storefront_degraded_blocks", "Page blocks shown without their service", registry=registry
+    )
+    shop.on_degraded = backend_failures.inc
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        # Scraped from inside the cluster, straight at the pod. Through the public ingress (which adds
+        # X-Forwarded-For) there is nothing to see: the shop's host routes every path here.
+        if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+            raise HTTPException(404, "Not found")
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", extra={"path": request.url.path})
@@ -105,6 +123,8 @@ def create_app(
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = await call_next(request)
+        route = request.scope.get("route")
+        pages_served.labels(getattr(route, "path", "unmatched"), f"{response.status_code // 100}xx").inc()
         h = response.headers
         h["Content-Security-Policy"] = content_security_policy(bool(getattr(request.state, "stripe", False)))
         h["X-Content-Type-Options"] = "nosniff"

@@ -213,3 +213,11 @@ async def test_images_are_served_by_the_shop(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
     assert "immutable" in r.headers["cache-control"]
     assert (await client.get("/images/products/999/chef-knife.svg")).status_code == 404
+
+
+async def test_metrics_are_for_the_cluster_not_through_the_public_host(client: httpx.AsyncClient) -> None:
+    await client.get("/")
+    scraped = await client.get("/metrics")
+    assert scraped.status_code == 200
+    assert 'kasse_storefront_responses_total{route="/",status="2xx"}' in scraped.text
+    assert (await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})).status_code == 404

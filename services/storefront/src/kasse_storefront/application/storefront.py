@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,12 +21,14 @@ DEFAULT_WEIGHT_GRAMS = 500
 REVIEWS_FOR_DISTRIBUTION = 100
 
 
-async def optional(call: Awaitable[T], block: str) -> T | None:
+async def optional(call: Awaitable[T], block: str, on_degraded: Callable[[], None] | None = None) -> T | None:
     """The block's data, or None when its service is down, slow or refuses: the page goes on."""
     try:
         return await call
     except (BackendUnavailable, BackendRefused) as exc:
         log.warning("page block degraded", extra={"block": block, "reason": str(exc)})
+        if on_degraded is not None:
+            on_degraded()
         return None
 
 
@@ -61,10 +63,16 @@ class Storefront:
         self.optional_timeout_s = optional_timeout_s
         self.country = country
         self.page_size = page_size
+        self.on_degraded: Callable[[], None] | None = None
+
+    async def optional(self, call: Awaitable[T], block: str) -> T | None:
+        return await optional(call, block, self.on_degraded)
 
     # -- browsing -------------------------------------------------------------------------------
     async def categories(self) -> list[dict[str, Any]]:
-        found = await optional(self.b.catalog.call("GET", "/v1/categories", timeout=self.optional_timeout_s), "nav")
+        found = await self.optional(
+            self.b.catalog.call("GET", "/v1/categories", timeout=self.optional_timeout_s), "nav"
+        )
         return list(found["items"]) if found else []
 
     async def home(self, shopper: Shopper, channel: dict[str, str]) -> dict[str, Any]:
@@ -91,10 +99,10 @@ class Storefront:
         product = await self.b.catalog.call("GET", f"/v1/products/{ref}", shopper, params=channel, headers=headers)
         pid = product["product_id"]
         reviews, bought, viewed, promise = await asyncio.gather(
-            optional(self._reviews(pid), "reviews"),
-            optional(self._recommendations(pid, "bought_together"), "recommendations"),
-            optional(self._recommendations(pid, "viewed_together"), "recommendations"),
-            optional(self._promise(product), "delivery promise"),
+            self.optional(self._reviews(pid), "reviews"),
+            self.optional(self._recommendations(pid, "bought_together"), "recommendations"),
+            self.optional(self._recommendations(pid, "viewed_together"), "recommendations"),
+            self.optional(self._promise(product), "delivery promise"),
         )
         return {"product": product, "reviews": reviews, "bought": bought, "viewed": viewed, "promise": promise}
 
@@ -144,8 +152,8 @@ class Storefront:
     async def cart_page(self, shopper: Shopper, cart_id: str, token: str) -> dict[str, Any]:
         cart = await self.cart(shopper, cart_id, token)
         options, quote = await asyncio.gather(
-            optional(self.shipping_options(shopper, cart_id, token), "delivery options"),
-            optional(
+            self.optional(self.shipping_options(shopper, cart_id, token), "delivery options"),
+            self.optional(
                 self.quote(cart["totals"]["subtotal"], DEFAULT_WEIGHT_GRAMS, max(1, cart["item_count"])),
                 "free shipping",
             ),
@@ -218,11 +226,11 @@ class Storefront:
     async def order_page(self, shopper: Shopper, order_id: str, token: str) -> dict[str, Any]:
         order, tracking, policy = await asyncio.gather(
             self.order(shopper, order_id, token),
-            optional(
+            self.optional(
                 self.b.shipping.call("GET", f"/v1/orders/{order_id}/shipment", timeout=self.optional_timeout_s),
                 "tracking",
             ),
-            optional(
+            self.optional(
                 self.b.shipping.call("GET", "/v1/returns/policy", timeout=self.optional_timeout_s), "return policy"
             ),
         )
