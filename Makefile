@@ -65,9 +65,17 @@ contracts: sync ## Regenerate the JSON Schemas and the AsyncAPI document from th
 .PHONY: bench
 BENCH_EVENTS ?= 1000000
 WEBHOOKS_BENCH_EVENTS ?= 1000
-bench: sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, and KPI freshness; webhooks deliveries/s and p99 vs plain Kafka (loopback only)
+STOREFRONT_BENCH_SECONDS ?= 10
+bench: sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, KPI freshness; webhooks deliveries/s and p99 vs plain Kafka; storefront pages vs a bare route (loopback only)
 	$(UV) run --frozen --with quixstreams python services/metrics/bench/bench.py --events $(BENCH_EVENTS)
 	$(UV) run --frozen python services/webhooks/bench/bench.py --events $(WEBHOOKS_BENCH_EVENTS)
+	$(UV) run --frozen python services/storefront/bench/bench.py --seconds $(STOREFRONT_BENCH_SECONDS)
+
+.PHONY: lighthouse
+lighthouse: sync stack-up ## Lighthouse 12.2.3 (mobile) on the storefront's home, search, product, cart, checkout; prints the scores
+	@command -v npm >/dev/null || { echo "npm is missing: apt-get install npm"; exit 1; }
+	npm ci --silent --no-audit --no-fund --prefix services/storefront/bench/lighthouse
+	CHROME_PATH=/usr/bin/chromium $(UV) run --frozen python services/storefront/bench/lighthouse.py
 
 .PHONY: lint format
 lint: sync ## ruff, and mypy on the contracts and every service's domain

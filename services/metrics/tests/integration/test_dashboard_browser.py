@@ -1,25 +1,22 @@
 """Headless Chromium opens the dashboard, sees the funnel and the tiles, and sees them change live.
 
-Needs Debian's `chromium` (apt-get install -y chromium); driven through the DevTools protocol with a
-tiny client over `websockets` (installed with uvicorn[standard], a kit dependency).
+Playwright for Python drives Debian's `chromium` (apt-get install -y chromium; Playwright's own
+browser download cannot work here), as the storefront's browser tests do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
-import websockets
+from playwright.async_api import Page, async_playwright
 
 from kasse_metrics.main import create_app
 from kasse_metrics.settings import MetricsSettings
@@ -28,35 +25,22 @@ from kasse_testkit import Namespace, TestPublisher, free_port, wait_until
 pytestmark = pytest.mark.integration
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
-READ_PAGE = """JSON.stringify({
+READ_PAGE = """() => JSON.stringify({
   steps: [...document.querySelectorAll('#funnel rect')].map(r => [r.dataset.step, +r.dataset.sessions]),
   tiles: Object.fromEntries([...document.querySelectorAll('[data-kpi]')]
            .map(t => [t.dataset.kpi, t.querySelector('.v').textContent])),
   status: document.getElementById('status').textContent,
 })"""
-
-
-class DevTools:
-    """Just enough of the Chrome DevTools protocol: send a command, await its result."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.ids = itertools.count(1)
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        msg_id = next(self.ids)
-        await self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(await self.ws.recv())
-            if msg.get("id") == msg_id:
-                if "error" in msg:
-                    raise AssertionError(f"{method}: {msg['error']}")
-                return msg["result"]  # type: ignore[no-any-return]
-
-    async def evaluate(self, expression: str) -> Any:
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result["result"].get("value")
 
 
 @contextlib.asynccontextmanager
@@ -73,43 +57,14 @@ async def served(app: Any) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def chromium(tmp_path: Path) -> AsyncIterator[DevTools]:
+async def chromium(tmp_path: Path) -> AsyncIterator[Page]:
     assert CHROMIUM, "chromium is not installed: apt-get update && apt-get install -y chromium"
-    profile = tmp_path / "chromium-profile"
-    proc = subprocess.Popen(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        port_file = profile / "DevToolsActivePort"
-        await wait_until(port_file.exists, timeout=30, message="chromium's DevTools port")
-        port = port_file.read_text().split()[0]
-        async with httpx.AsyncClient() as http:
-            targets = (await http.get(f"http://127.0.0.1:{port}/json/list")).json()
-        page = next(t for t in targets if t["type"] == "page")
-        async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
-            yield DevTools(ws)
-    finally:
-        proc.terminate()
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+            yield await browser.new_page()
+        finally:
+            await browser.close()
 
 
 async def test_dashboard_shows_the_funnel_and_tiles_and_updates_live(
@@ -117,8 +72,7 @@ async def test_dashboard_shows_the_funnel_and_tiles_and_updates_live(
 ) -> None:
     scenario = scenario_for(namespace.token)
     async with served(create_app(settings_for(MetricsSettings))) as base, chromium(tmp_path) as browser:
-        await browser.call("Page.enable")
-        await browser.call("Page.navigate", url=f"{base}/dashboard")
+        await browser.goto(f"{base}/dashboard")
 
         async def page_state() -> dict[str, Any] | None:
             raw = await browser.evaluate(READ_PAGE)

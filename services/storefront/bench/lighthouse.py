@@ -1,0 +1,107 @@
+"""`make lighthouse`: Lighthouse (mobile profile) on the storefront's home, search, product, cart and
+checkout pages, with the real services behind it on the local stack; prints the four scores per page.
+
+Starts its own shop (kasse_testkit's e2e harness: the services and the storefront as processes, on
+free ports, in their own topics and databases), loads the sample catalogue, puts a product in a
+cart so the cart and checkout pages have something to show, and runs Lighthouse against Debian's
+Chromium (CHROME_PATH) with that shopper's cookie. Goals: performance >= 95, accessibility 100,
+best practices >= 95, SEO >= 95. Timings on a shared 2-core machine are noisy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+
+from kasse_catalog.seed import sample_catalog
+from kasse_testkit import Namespace
+from kasse_testkit.e2e.shop import ADMIN, Shop
+from kasse_testkit.infrastructure import from_environment, from_local_stack
+
+HERE = Path(__file__).parent
+REPO = HERE.resolve().parents[2]
+LIGHTHOUSE = HERE / "lighthouse" / "node_modules" / ".bin" / "lighthouse"
+GOALS = {"performance": 95, "accessibility": 100, "best-practices": 95, "seo": 95}
+CHROME_FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update --disable-sync"
+)
+
+
+def run_lighthouse(url: str, cookie: str) -> dict[str, int]:
+    with tempfile.TemporaryDirectory() as out:
+        report = Path(out) / "report.json"
+        cmd = [
+            str(LIGHTHOUSE),
+            url,
+            "--quiet",
+            "--output=json",
+            f"--output-path={report}",
+            f"--chrome-flags={CHROME_FLAGS}",
+            "--only-categories=performance,accessibility,best-practices,seo",
+            f"--extra-headers={json.dumps({'Cookie': cookie})}",
+        ]
+        env = {**os.environ, "CHROME_PATH": os.environ.get("CHROME_PATH", "/usr/bin/chromium")}
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, check=False)
+        if done.returncode != 0 or not report.exists():
+            raise SystemExit(f"lighthouse failed on {url}: {done.stderr[-2000:]}")
+        data = json.loads(report.read_text())
+    return {k: round((v["score"] or 0) * 100) for k, v in data["categories"].items()}
+
+
+async def main() -> int:
+    if not os.path.exists(LIGHTHOUSE):  # noqa: ASYNC240 (once, before anything starts)
+        sys.exit(f"{LIGHTHOUSE} missing: run `make lighthouse` (npm ci of the pinned Lighthouse)")
+    repo = REPO
+    infra = from_environment() or from_local_stack(repo)
+    shop = Shop(infra, Namespace("lh" + uuid.uuid4().hex[:8]), Path(tempfile.mkdtemp()), with_storefront=True)
+    await shop.start()
+    try:
+        base = shop.url("storefront")
+        async with httpx.AsyncClient(timeout=30) as admin:
+            r = await admin.post(
+                shop.url("catalog") + "/v1/admin/products/import",
+                json=sample_catalog(),
+                headers={"Authorization": f"Bearer {ADMIN['catalog']}"},
+            )
+            r.raise_for_status()
+        async with httpx.AsyncClient(base_url=base, timeout=30, follow_redirects=True) as shopper:
+            page = await shopper.get("/p/damascus-chef-s-knife-20-cm")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            pid = re.search(r'name="product_id" value="([^"]+)"', page.text)
+            assert csrf and pid, "the product page has no add-to-cart form"
+            for _ in range(60):  # the cart learns the catalogue from its events
+                added = await shopper.post("/cart/items", data={"csrf": csrf[1], "product_id": pid[1]})
+                if "flash ok" in added.text:
+                    break
+                await asyncio.sleep(0.5)
+            cookie = "; ".join(f"{k}={v}" for k, v in shopper.cookies.items())
+        pages = {
+            "home": "/",
+            "search": "/search?q=knife",
+            "product": "/p/damascus-chef-s-knife-20-cm",
+            "cart": "/cart",
+            "checkout": "/checkout",
+        }
+        print(f"{'page':10s} " + " ".join(f"{k:>15s}" for k in GOALS))
+        met = True
+        for name, path in pages.items():
+            scores = await asyncio.to_thread(run_lighthouse, base + path, cookie)
+            met &= all(scores.get(k, 0) >= goal for k, goal in GOALS.items())
+            print(f"{name:10s} " + " ".join(f"{scores.get(k, 0):>15d}" for k in GOALS), flush=True)
+        print("goals (perf >= 95, a11y 100, best practices >= 95, SEO >= 95):", "met" if met else "NOT met")
+    finally:
+        await shop.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
