@@ -134,7 +134,8 @@ async def test_search_product_cart_coupon_checkout_pay_delivered_return(
     await expect(page.get_by_text("Rücksendung angemeldet.")).to_be_visible()
     await expect(page.get_by_text(re.compile(r"Rücksendung ret_\w+: angemeldet"))).to_be_visible()
 
-    # The review of a delivered product is a verified purchase.
+    # Writing a review after delivery. (The verified-purchase badge needs a verified customer token
+    # since issue 13; an anonymous session's review is shown without it.)
     await page.get_by_role("link", name="Bewertung schreiben").first.click()
     await page.get_by_text("Bewertung schreiben").click()
     await page.get_by_label("5 Sterne").check()
@@ -143,8 +144,7 @@ async def test_search_product_cart_coupon_checkout_pay_delivered_return(
     await page.get_by_label("Ihr Name").fill("Erika")
     await page.get_by_role("button", name="Bewertung senden").click()
     await expect(page.get_by_text("Danke für Ihre Bewertung.")).to_be_visible()
-    review = page.locator(".reviews li", has_text="Scharf")
-    await expect(review.get_by_text("Verifizierter Kauf")).to_be_visible()
+    await expect(page.locator(".reviews li", has_text="Scharf")).to_contain_text("Schneidet wie am ersten Tag.")
 
 
 async def add_to_cart(page: Page, base: str, slug: str) -> None:
