@@ -63,11 +63,12 @@ contracts: sync ## Regenerate the JSON Schemas and the AsyncAPI document from th
 	$(UV) run --frozen python -m kasse_contracts.codegen
 
 .PHONY: bench
-BENCH_EVENTS ?= 1000000
+BENCH_EVENTS ?= 5000000
+BENCH_RSS_EARLY_EVENTS ?= 1000000
 WEBHOOKS_BENCH_EVENTS ?= 1000
 STOREFRONT_BENCH_SECONDS ?= 10
 bench: sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, KPI freshness; webhooks deliveries/s and p99 vs plain Kafka; storefront pages vs a bare route (loopback only)
-	$(UV) run --frozen --with quixstreams python services/metrics/bench/bench.py --events $(BENCH_EVENTS)
+	$(UV) run --frozen --with quixstreams --with orjson python services/metrics/bench/bench.py --events $(BENCH_EVENTS) --rss-early-events $(BENCH_RSS_EARLY_EVENTS)
 	$(UV) run --frozen python services/webhooks/bench/bench.py --events $(WEBHOOKS_BENCH_EVENTS)
 	$(UV) run --frozen python services/storefront/bench/bench.py --seconds $(STOREFRONT_BENCH_SECONDS)
 

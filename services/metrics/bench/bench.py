@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import random
@@ -35,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
-from kasse_common.envelope import decode, encode, headers_to_dict
+from kasse_common.envelope import encode
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import (
     CartAbandoned,
@@ -226,18 +226,21 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
         await admin.close()
 
 
-async def prefill(bootstrap: str, topic: str, n: int, seed: int) -> int:
+async def prefill(bootstrap: str, topic: str, n: int, seed: int, event_seconds: float) -> int:
     rng = random.Random(seed)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1)
     await producer.start()
     sent = 0
     # All pre-filled events happened more than 30 minutes ago: the freshness probes (reviews in the
     # last 5 minutes) are then the only events the probe counter sees.
-    start = datetime.now(UTC) - timedelta(hours=3)
+    # Event time advances with the stream (`event_seconds` per event, sessions overlapping by up to
+    # two hours), like a shop's history: sessions and minutes age out of the service's state.
+    start = datetime.now(UTC) - timedelta(hours=3) - timedelta(seconds=n * event_seconds)
     try:
         pending = []
         while sent < n:
-            events = session_events(rng, start + timedelta(seconds=rng.randrange(7000)))
+            at = start + timedelta(seconds=sent * event_seconds + rng.randrange(7000))
+            events = session_events(rng, at)
             sid = events[0].session_id
             for ev in events[: n - sent]:
                 key, value, headers = encoded(ev, sid)
@@ -272,7 +275,7 @@ async def raw_loop(bootstrap: str, topic: str, n: int, timeout: float) -> float:
                 if t0 is None:
                     t0 = time.perf_counter()
                 for m in msgs:
-                    decode(m.value, headers_to_dict(m.headers or ()))
+                    orjson.loads(m.value)  # the client's ceiling: no envelope, no validation
                     count += 1
     finally:
         await consumer.stop()
@@ -328,76 +331,155 @@ def quix_rate(bootstrap: str, topic: str, n: int, timeout: float) -> dict[str, A
             proc.kill()
 
 
-async def service_rate_and_freshness(args: argparse.Namespace, prefix: str, database: str) -> dict[str, Any]:
-    port = args.port
-    env = {
-        **os.environ,
-        "KASSE_METRICS_KAFKA_BOOTSTRAP": args.bootstrap,
-        "KASSE_METRICS_MONGO_URI": args.mongo_uri,
-        "KASSE_METRICS_MONGO_DATABASE": database,
-        "KASSE_METRICS_TOPIC_PREFIX": prefix,
-        "KASSE_METRICS_HTTP_PORT": str(port),
-        "KASSE_METRICS_LOG_LEVEL": "WARNING",
-    }
-    log = open(Path(tempfile.gettempdir()) / f"bench-metrics-{prefix.strip('.')}.log", "wb")  # noqa: ASYNC230
-    proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measured phases)
-        [sys.executable, "-c", "from kasse_metrics.main import run; run()"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    result: dict[str, Any] = {}
-    try:
-        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"metrics service did not start; see {log.name}")
-                await asyncio.sleep(0.2)
-            # (c) ingest throughput: from the first committed record to all N, read from the offsets the
-            # service persists with its checkpoints (cheap to poll, unlike the KPI endpoints).
-            mongo: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
-            offsets = mongo[database]["partition_offsets"]
-            t_first = None
-            deadline = time.monotonic() + args.phase_timeout
-            ingested = 0.0
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux /proc), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Service:
+    """One metrics process of the benchmark."""
+
+    def __init__(self, args: argparse.Namespace, prefix: str, database: str, port: int, name: str) -> None:
+        self.args, self.port, self.database = args, port, database
+        env = {
+            **os.environ,
+            "KASSE_METRICS_KAFKA_BOOTSTRAP": args.bootstrap,
+            "KASSE_METRICS_MONGO_URI": args.mongo_uri,
+            "KASSE_METRICS_MONGO_DATABASE": database,
+            "KASSE_METRICS_TOPIC_PREFIX": prefix,
+            "KASSE_METRICS_HTTP_PORT": str(port),
+            "KASSE_METRICS_LOG_LEVEL": "WARNING",
+            "KASSE_PROFILE": "development",
+            # A day: sessions idle that long are folded (the default 30 days would keep the whole
+            # pre-filled history of a few days of event time).
+            "KASSE_METRICS_FUNNEL_CONVERSION_WINDOW_S": str(args.conversion_window_s),
+        }
+        self.log = open(Path(tempfile.gettempdir()) / f"bench-metrics-{prefix.strip('.')}-{name}.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from kasse_metrics.main import run; run()"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started = time.perf_counter()
+        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+    async def wait_ready(self, timeout: float) -> float:
+        """Seconds from the process start until /readyz answers 200."""
+        deadline = time.monotonic() + timeout
+        while True:
             try:
-                while time.monotonic() < deadline:
-                    doc = await offsets.find_one({"_id": "next_offsets"}) or {}
-                    ingested = float(sum(v for k, v in doc.items() if k != "_id"))
-                    if ingested and t_first is None:
-                        t_first = time.perf_counter()
-                    if ingested >= args.events:
-                        break
-                    await asyncio.sleep(0.05)
-            finally:
-                await mongo.close()
-            elapsed = time.perf_counter() - (t_first or time.perf_counter())
-            result["ingested"] = ingested
-            result["rate"] = ingested / elapsed if elapsed else 0.0
-            # Wait until the projection shows the pre-filled events (the API is the point).
-            deadline = time.monotonic() + args.phase_timeout
-            while time.monotonic() < deadline:
-                total = (await http.get("/v1/kpis/events", params={"window": "all"})).json()["total"]
-                if total >= args.events:
-                    break
-                await asyncio.sleep(0.2)
-            result["freshness_rate"] = args.freshness_rate or result["rate"] / 2
-            result["freshness_ms"] = await freshness(args, prefix, http, rate=result["freshness_rate"])
-    finally:
-        proc.terminate()
+                if (await self.http.get("/readyz")).status_code == 200:
+                    return time.perf_counter() - self.started
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"metrics service not ready; see {self.log.name}")
+            await asyncio.sleep(0.1)
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.proc.pid)
+
+    async def stop(self, kill: bool = False) -> None:
+        await self.http.aclose()
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
         try:
-            proc.wait(20)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            self.proc.kill()
+        self.log.close()
+
+
+async def ingest_rate(
+    args: argparse.Namespace, database: str, target: float, marks: dict[float, Any] | None = None
+) -> tuple[float, float]:
+    """(records, records/s) from the first stored offset to `target` records, read from the offsets
+    the service persists with its checkpoints. `marks`: {records: callback} called once when passed."""
+    mongo: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
+    offsets = mongo[database]["partition_offsets"]
+    t_first = None
+    ingested = 0.0
+    pending = dict(sorted((marks or {}).items()))
+    deadline = time.monotonic() + args.phase_timeout
+    try:
+        while time.monotonic() < deadline:
+            doc = await offsets.find_one({"_id": "next_offsets"}) or {}
+            ingested = float(sum(v for k, v in doc.items() if k != "_id"))
+            if ingested and t_first is None:
+                t_first = time.perf_counter()
+            for mark in [m for m in pending if ingested >= m]:
+                pending.pop(mark)()
+            if ingested >= target:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await mongo.close()
+    elapsed = time.perf_counter() - (t_first or time.perf_counter())
+    return ingested, (ingested / elapsed if elapsed else 0.0)
+
+
+async def service_phases(args: argparse.Namespace, prefix: str, token: str) -> dict[str, Any]:
+    """(c) rate, (e) RSS, (d) freshness, (f) restart to ready; (g) two instances on a fresh database."""
+    result: dict[str, Any] = {}
+    database = f"bench_{token}_metrics"
+    service = Service(args, prefix, database, args.port, "one")
+    try:
+        await service.wait_ready(120)
+        rss: dict[str, float] = {}
+        early = min(args.rss_early_events, args.events)
+        result["ingested"], result["rate"] = await ingest_rate(
+            args, database, args.events, {early: lambda: rss.setdefault("early", service.rss_mb())}
+        )
+        # Wait until the projection shows the pre-filled events (the API is the point).
+        deadline = time.monotonic() + args.phase_timeout
+        while time.monotonic() < deadline:
+            total = (await service.http.get("/v1/kpis/events", params={"window": "all"})).json()["total"]
+            if total >= args.events:
+                break
+            await asyncio.sleep(0.2)
+        rss["end"] = service.rss_mb()
+        result["rss_early_mb"], result["rss_end_mb"] = rss.get("early", float("nan")), rss["end"]
+        print(
+            f"(c) {result['rate']:,.0f} events/s; (e) RSS {result['rss_early_mb']:.0f} / {rss['end']:.0f} MB",
+            flush=True,
+        )
+        result["freshness_rate"] = args.freshness_rate or result["rate"] / 2
+        result["freshness_ms"] = await freshness(args, prefix, service.http, rate=result["freshness_rate"])
+        # A snapshot is taken every 30 s by default; the restart loads the latest one.
+        await asyncio.sleep(args.snapshot_wait_s)
+    finally:
+        await service.stop(kill=True)
+    restarted = Service(args, prefix, database, args.port, "restart")
+    try:
+        result["restart_s"] = await restarted.wait_ready(args.phase_timeout)
+        result["restart_rss_mb"] = restarted.rss_mb()
+        print(f"(f) ready after {result['restart_s']:.1f} s", flush=True)
+    finally:
+        await restarted.stop()
+    # (g) two instances, one consumer group, a fresh database: each reads its share from the start.
+    database2 = f"bench_{token}_metrics2"
+    pair = [Service(args, prefix, database2, args.port + 1 + i, f"pair{i}") for i in range(2)]
+    try:
+        for s in pair:
+            await s.wait_ready(120)
+        # Everything on the topic now (the pre-fill and the freshness load and probes).
+        target = result["ingested"] + args.freshness_sent
+        result["two_ingested"], result["two_rate"] = await ingest_rate(args, database2, target)
+        result["two_rss_mb"] = [s.rss_mb() for s in pair]
+    finally:
+        for s in pair:
+            await s.stop()
+        client: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
+        await client.drop_database(database)
+        await client.drop_database(database2)
+        await client.close()
     return result
 
 
@@ -418,6 +500,7 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
                     continue  # the probes are the only reviews
                 key, value, headers = encoded(ev, ev.session_id)
                 await producer.send(prefix + STOREFRONT, value, key=key, headers=headers)
+                args.freshness_sent += 1
                 next_at += interval
                 delay = next_at - time.perf_counter()
                 if delay > 0:
@@ -445,6 +528,7 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
             key, value, headers = encoded(probe, uuid.uuid4().hex)
             t_send = time.perf_counter()
             await producer.send_and_wait(topic, value, key=key, headers=headers)
+            args.freshness_sent += 1
             acked = time.perf_counter()
             if os.environ.get("BENCH_DEBUG"):
                 print(f"send {1000 * (acked - t_send):.1f} ms", flush=True)
@@ -482,53 +566,56 @@ async def main_async(args: argparse.Namespace) -> None:
     token = uuid.uuid4().hex[:8]
     prefix = f"bench-{token}."
     topic = prefix + STOREFRONT
-    database = f"bench_{token}_metrics"
     await create_topic(args.bootstrap, topic, args.partitions)
     t = time.perf_counter()
-    n = await prefill(args.bootstrap, topic, args.events, seed=args.seed)
+    n = await prefill(args.bootstrap, topic, args.events, seed=args.seed, event_seconds=args.event_seconds)
     print(
         f"pre-filled {n} events into {topic} ({args.partitions} partitions) in {time.perf_counter() - t:.1f}s",
         flush=True,
     )
     try:
         raw = await raw_loop(args.bootstrap, topic, n, args.phase_timeout)
-        print(f"(a) raw aiokafka poll+decode loop: {raw:,.0f} events/s", flush=True)
+        print(f"(a) raw aiokafka poll + orjson.loads loop (no validation): {raw:,.0f} events/s", flush=True)
         quix: dict[str, Any] = {"rate": float("nan"), "funnel": {}}
         if not args.skip_quix:
             quix = await asyncio.to_thread(quix_rate, args.bootstrap, topic, n, args.phase_timeout)
             print(f"(b) Quix Streams funnel app: {quix['rate']:,.0f} events/s; funnel {quix['funnel']}", flush=True)
-        service = await service_rate_and_freshness(args, prefix, database)
-        samples = service["freshness_ms"]
+        r = await service_phases(args, prefix, token)
+        samples = r["freshness_ms"]
         print(
-            f"(c) metrics service (checkpoints+offsets persisted): {service['rate']:,.0f} events/s "
-            f"({service['ingested']:.0f} records)",
+            f"(c) metrics service (checkpoints, offsets and snapshots persisted): {r['rate']:,.0f} events/s "
+            f"({r['ingested']:.0f} records)",
             flush=True,
         )
-        print("ratios:")
-        print(f"  service / raw loop   = {service['rate'] / raw:.2f}   (goal >= 0.5)")
-        if not args.skip_quix:
-            print(f"  service / Quix       = {service['rate'] / quix['rate']:.2f}   (goal >= 1.5)")
-        if samples:
-            print(
-                f"freshness at {service['freshness_rate']:,.0f} events/s background load, {len(samples)} probes: "
-                f"p50 {statistics.median(samples):.1f} ms, p99 {percentile(samples, 99):.1f} ms (goal p99 < 100 ms)"
-            )
+        p50 = statistics.median(samples) if samples else float("nan")
+        p99 = percentile(samples, 99) if samples else float("nan")
         print(
-            json.dumps(
-                {
-                    "events": n,
-                    "raw": raw,
-                    "quix": quix["rate"],
-                    "service": service["rate"],
-                    "freshness_p50_ms": statistics.median(samples) if samples else None,
-                    "freshness_p99_ms": percentile(samples, 99) if samples else None,
-                }
-            )
+            f"(d) freshness at {r['freshness_rate']:,.0f} events/s background load, {len(samples)} probes: "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal p99 < 100 ms)"
+        )
+        early = min(args.rss_early_events, n)
+        print(f"(e) RSS after {early:,} events {r['rss_early_mb']:.0f} MB, after {n:,} events {r['rss_end_mb']:.0f} MB")
+        print(
+            f"(f) restart to ready after {n:,} events: {r['restart_s']:.1f} s (RSS then {r['restart_rss_mb']:.0f} MB)"
+        )
+        print(
+            f"(g) two instances: {r['two_rate']:,.0f} events/s together ({r['two_ingested']:.0f} records), RSS "
+            + ", ".join(f"{m:.0f} MB" for m in r["two_rss_mb"])
+        )
+        vs_raw, vs_quix = r["rate"] / raw, r["rate"] / quix["rate"]
+        print(f"counts: events={n}, rss_1m_mb measured after {early} events, rss_5m_mb after {n}")
+        print(
+            f"goals: vs_quix {vs_quix:.2f} (>= 1.5), vs_raw {vs_raw:.2f} (>= 0.3), fresh_p99 {p99:.0f} ms (< 100), "
+            f"rss_end/rss_early {r['rss_end_mb'] / r['rss_early_mb']:.2f} (<= 1.3), restart {r['restart_s']:.1f} s "
+            f"(<= 10), two/one {r['two_rate'] / r['rate']:.2f} (>= 1.6)"
+        )
+        print(
+            f"kpi-bench: service={r['rate']:.0f} raw={raw:.0f} quix={quix['rate']:.0f} vs_raw={vs_raw:.2f} "
+            f"vs_quix={vs_quix:.2f} fresh_p99_ms={p99:.0f} rss_1m_mb={r['rss_early_mb']:.0f} "
+            f"rss_5m_mb={r['rss_end_mb']:.0f} restart_s={r['restart_s']:.1f} two_instances_ev_s={r['two_rate']:.0f}",
+            flush=True,
         )
     finally:
-        client: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
-        await client.drop_database(database)
-        await client.close()
         if not args.keep_topic:
             admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
             await admin.start()
@@ -541,7 +628,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--events", type=int, default=5_000_000)
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--bootstrap", default=os.environ.get("KASSE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
     p.add_argument("--mongo-uri", default=os.environ.get("KASSE_MONGO_URI", "mongodb://127.0.0.1:37017/"))
@@ -552,8 +639,13 @@ def main() -> None:
     p.add_argument("--freshness-rate", type=float, default=0.0, help="Background events/s (default: half of (c))")
     p.add_argument("--poll-ms", type=float, default=10.0, help="KPI API poll interval while waiting for a probe")
     p.add_argument("--skip-quix", action="store_true")
+    p.add_argument("--rss-early-events", type=int, default=1_000_000, help="(e): the first RSS sample")
+    p.add_argument("--event-seconds", type=float, default=0.2, help="Event time between two pre-filled events")
+    p.add_argument("--conversion-window-s", type=float, default=86400.0, help="The service's conversion window")
+    p.add_argument("--snapshot-wait-s", type=float, default=35.0, help="Wait for a snapshot before the restart")
     p.add_argument("--keep-topic", action="store_true")
     args = p.parse_args()
+    args.freshness_sent = 0
     for endpoint in (args.bootstrap, args.mongo_uri):
         if "127.0.0.1" not in endpoint and "localhost" not in endpoint:
             raise SystemExit(f"the benchmark only targets 127.0.0.1, not {endpoint}")
