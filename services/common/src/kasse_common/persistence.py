@@ -3,13 +3,25 @@
 FerretDB v1 has no multi-document transactions, so Kasse's outbox lives *inside* the document whose
 state changed: a map `_outbox` of encoded events, a flag `_outbox_pending`, and a counter
 `_outbox_rev` that grows with every append. The same update also records the id of the event being
-consumed in `_processed`, which makes consumers idempotent: a redelivered event matches no document
-and changes nothing. A crash anywhere leaves either the old document or the new one with its events;
+consumed in `_dedupe`, which makes consumers idempotent: a redelivered event matches no document
+and changes nothing.
+
+The dedupe window is bounded by count, in the same write and without reading the document first:
+commits are numbered by `_version`, and generation g = version // `dedupe_window` writes its ids
+into map `_dedupe.g<g % 3>`, checks all three maps, and empties `_dedupe.g<(g + 1) % 3>` (the
+generation before the previous one). So a document holds at most 2 x `dedupe_window` consumed ids
+(`dedupe_window` is 1,000 by default: about 120 KB of ids) whatever the number of orders, and a
+redelivered event is recognised while fewer than `dedupe_window` (at least) to 2 x `dedupe_window`
+(at most) later commits changed the same document. Redeliveries come within seconds to minutes (a
+rebalance, a crash before the offset commit); a hot product document takes a few commits per
+order. The former unbounded map `_processed` is still checked and is dropped at a generation change.
+
+A crash anywhere leaves either the old document or the new one with its events;
 the relay (kasse_common.outbox) publishes what is pending.
 
 Document fields owned by this module all start with `_` and are never part of domain state:
 `_version` (optimistic concurrency), `_outbox`, `_outbox_pending`, `_outbox_rev`, `_outbox_lease`,
-`_outbox_owner`, `_outbox_since`, `_processed`.
+`_outbox_owner`, `_outbox_since`, `_dedupe` (and the former `_processed`).
 """
 
 from __future__ import annotations
@@ -34,9 +46,13 @@ REV = "_outbox_rev"
 LEASE = "_outbox_lease"
 OWNER = "_outbox_owner"  # which relay's claim the lease is (kasse_common.outbox)
 SINCE = "_outbox_since"  # epoch seconds of the oldest unpublished event (the relay's age metric)
-PROCESSED = "_processed"
+PROCESSED = "_processed"  # before the bounded window: checked, no longer written, dropped at a generation change
+DEDUPE = "_dedupe"
+DEDUPE_WINDOW = 1000  # commits per dedupe generation (see the module docstring)
 TRACEPARENT = "_traceparent"  # the trace the document was created in (see OutboxRelay, trace_per_document)
-INTERNAL_FIELDS = (VERSION, OUTBOX, PENDING, REV, LEASE, OWNER, SINCE, PROCESSED, TRACEPARENT)
+INTERNAL_FIELDS = (VERSION, OUTBOX, PENDING, REV, LEASE, OWNER, SINCE, PROCESSED, DEDUPE, TRACEPARENT)
+# A projection for reads that need the state only: the outbox and the dedupe ids can be large.
+HEAVY_FIELDS_EXCLUDED: dict[str, int] = {OUTBOX: 0, PROCESSED: 0, DEDUPE: 0}
 
 
 class CommitOutcome(Enum):
@@ -51,6 +67,23 @@ def _outbox_fields(events: Sequence[OutgoingRecord], base_seq: int) -> dict[str,
         doc["seq"] = base_seq + i
         fields[f"{OUTBOX}.{record.event_id}"] = doc
     return fields
+
+
+def _generation(version: int, window: int) -> int:
+    return version // window
+
+
+def _seen(event_id: str) -> list[str]:
+    """Where a consumed id may be recorded: the three generations and the former flat map."""
+    return [f"{DEDUPE}.g{k}.{event_id}" for k in range(3)] + [f"{PROCESSED}.{event_id}"]
+
+
+def processed_ids(doc: Mapping[str, Any]) -> set[str]:
+    """Every consumed event id a document remembers (tests and operators)."""
+    ids = {k for k, v in (doc.get(PROCESSED) or {}).items() if not isinstance(v, dict)}
+    for generation in (doc.get(DEDUPE) or {}).values():
+        ids.update(generation)
+    return ids
 
 
 def strip_internal(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,13 +105,15 @@ class DocumentStore:
         collection: AsyncCollection[Any],
         on_commit: Callable[[Sequence[Any]], None] | None = None,
         lease: Callable[[], Mapping[str, Any]] | None = None,
+        dedupe_window: int = DEDUPE_WINDOW,
     ) -> None:
         self.collection = collection
         self._on_commit = on_commit  # tells the outbox relay which documents have events now
         self._lease = lease  # the relay's lease, taken in the same write (it need not claim the document)
+        self.dedupe_window = dedupe_window
 
     async def load(self, doc_id: Any) -> dict[str, Any] | None:
-        return await self.collection.find_one({"_id": doc_id}, {OUTBOX: 0, PROCESSED: 0})
+        return await self.collection.find_one({"_id": doc_id}, HEAVY_FIELDS_EXCLUDED)
 
     async def commit(
         self,
@@ -108,7 +143,7 @@ class DocumentStore:
                 entry = record.to_document()
                 entry["seq"] = i
                 doc[OUTBOX][record.event_id] = entry
-            doc[PROCESSED] = {consumed_event_id: now} if consumed_event_id else {}
+            doc[DEDUPE] = {"g0": {consumed_event_id: now}} if consumed_event_id else {}
             traceparent = current_trace_headers().get("traceparent")
             if traceparent:
                 doc[TRACEPARENT] = traceparent
@@ -125,9 +160,14 @@ class DocumentStore:
 
         query: dict[str, Any] = {"_id": doc_id, VERSION: expected_version, **(extra_filter or {})}
         if consumed_event_id:
-            query[f"{PROCESSED}.{consumed_event_id}"] = {"$exists": False}
+            query.update({seen: {"$exists": False} for seen in _seen(consumed_event_id)})
         to_set: dict[str, Any] = {**state, VERSION: new_version}
-        update: dict[str, Any] = {"$set": to_set}
+        generation = _generation(new_version, self.dedupe_window)
+        # The generation before the previous one goes, in this write: the ids stay bounded.
+        to_unset: dict[str, Any] = {f"{DEDUPE}.g{(generation + 1) % 3}": ""}
+        if new_version % self.dedupe_window == 0:
+            to_unset[PROCESSED] = ""  # the former unbounded map: older than a whole window by now
+        update: dict[str, Any] = {"$set": to_set, "$unset": to_unset}
         if events:
             to_set.update(_outbox_fields(events, base_seq=new_version * 1000))
             to_set[PENDING] = True
@@ -135,7 +175,7 @@ class DocumentStore:
             update["$min"] = {SINCE: now.timestamp()}
             to_set.update(self._lease() if self._lease else {})
         if consumed_event_id:
-            to_set[f"{PROCESSED}.{consumed_event_id}"] = now
+            to_set[f"{DEDUPE}.g{generation % 3}.{consumed_event_id}"] = now
         if inc:
             update.setdefault("$inc", {}).update(inc)
         result = await self.collection.update_one(query, update)
@@ -151,7 +191,7 @@ class DocumentStore:
 
     async def _was_processed(self, doc_id: Any, event_id: str) -> bool:
         found = await self.collection.find_one(
-            {"_id": doc_id, f"{PROCESSED}.{event_id}": {"$exists": True}}, {"_id": 1}
+            {"_id": doc_id, "$or": [{seen: {"$exists": True}} for seen in _seen(event_id)]}, {"_id": 1}
         )
         return found is not None
 

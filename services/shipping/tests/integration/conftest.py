@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from kasse_common.persistence import processed_ids
 from kasse_contracts.events import OrderPlaced, PaymentCaptured
 from kasse_shipping.settings import ShippingSettings
 from kasse_testkit.samples import now
@@ -56,4 +57,4 @@ async def fulfilment_doc(settings: ShippingSettings, order_id: str) -> dict[str,
 
 async def processed(settings: ShippingSettings, order_id: str, *event_ids: str) -> bool:
     doc = await fulfilment_doc(settings, order_id)
-    return doc is not None and all(e in doc.get("_processed", {}) for e in event_ids)
+    return doc is not None and set(event_ids) <= processed_ids(doc)

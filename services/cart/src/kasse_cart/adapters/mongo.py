@@ -30,9 +30,9 @@ from kasse_cart.domain.promotions import Coupon
 from kasse_cart.domain.shipping import RateTable
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.errors import ConcurrencyError, Conflict
-from kasse_common.persistence import CommitOutcome, DocumentStore
+from kasse_common.persistence import HEAVY_FIELDS_EXCLUDED, CommitOutcome, DocumentStore
 
-_LISTED = {"_outbox": 0, "_processed": 0}
+_LISTED = HEAVY_FIELDS_EXCLUDED
 
 
 class MongoCartRepository:

@@ -26,7 +26,7 @@ from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
 from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance, stem
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.errors import ConcurrencyError
-from kasse_common.persistence import CommitOutcome, DocumentStore
+from kasse_common.persistence import HEAVY_FIELDS_EXCLUDED, CommitOutcome, DocumentStore
 from kasse_contracts.base import Money
 from kasse_contracts.events.common import TaxClass
 
@@ -114,7 +114,7 @@ def product_from_doc(doc: dict[str, Any]) -> Product:
     )
 
 
-_LIGHT = {"_outbox": 0, "_processed": 0, "interest_seen": 0}
+_LIGHT = {**HEAVY_FIELDS_EXCLUDED, "interest_seen": 0}
 
 
 class MongoProducts:

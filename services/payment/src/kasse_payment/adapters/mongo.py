@@ -9,7 +9,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 
 from kasse_common.envelope import OutgoingRecord
-from kasse_common.persistence import CommitOutcome, DocumentStore
+from kasse_common.persistence import HEAVY_FIELDS_EXCLUDED, CommitOutcome, DocumentStore
 from kasse_contracts.base import Event
 from kasse_payment.adapters.codec import from_document, to_document
 from kasse_payment.application.ports import OutgoingEvent
@@ -91,7 +91,7 @@ class MongoPayments:
             query["email"] = email
         if client_ip:
             query["client_ip"] = client_ip
-        cursor = self.collection.find(query, {"_outbox": 0, "_processed": 0}).sort("fraud.decided_at", DESCENDING)
+        cursor = self.collection.find(query, HEAVY_FIELDS_EXCLUDED).sort("fraud.decided_at", DESCENDING)
         return [from_document(d) async for d in cursor.limit(limit)]
 
     # -- FraudHistory ----------------------------------------------------------------------------
