@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -90,6 +91,8 @@ class ServiceRuntime:
         self.started = asyncio.Event()
         self._consumer_paused = False
         self._pausables: list[tuple[Hook, Hook]] = []
+        self.consumer_restarts = 0
+        self._consumer_dead_since: float | None = None
 
     # -- wiring -------------------------------------------------------------------------------
     def document_store(self, collection: str, *, trace_per_document: bool = False) -> DocumentStore:
@@ -180,6 +183,8 @@ class ServiceRuntime:
         self.consumer.attach()
         await self.broker.start()
         self.relay.start()
+        if self.broker.subscribers:
+            self._tasks.append(asyncio.create_task(self._watch_consumers(), name="consumer-watchdog"))
         for loop in self._background:
             self._tasks.append(asyncio.create_task(loop(), name=getattr(loop, "__name__", "background")))
         self.started.set()
@@ -191,7 +196,7 @@ class ServiceRuntime:
             task.cancel()
         if self._tasks:
             # Bounded: a job that swallows its cancellation (PyMongo can) must not hang shutdown.
-            _, stuck = await asyncio.wait(self._tasks, timeout=10)
+            _, stuck = await asyncio.wait(self._tasks, timeout=2)
             for task in stuck:
                 log.error(
                     "background job ignored cancellation; shutting down without it", extra={"job": task.get_name()}
@@ -205,8 +210,9 @@ class ServiceRuntime:
                 log.exception("subscriber did not stop cleanly")
         for hook in self._on_shutdown:
             await hook()
-        # 2. Publish what the last handlers and requests wrote.
-        await self.relay.stop()
+        # 2. Publish what the last handlers and requests wrote (bounded: the rest goes out at the next
+        # start; Kubernetes' grace period is 30 s and everything here must fit in it).
+        await self.relay.stop(drain_timeout_s=3.0)
         # 3. Close the producer, the database and telemetry.
         await self.broker.stop()
         await self.mongo.close()
@@ -238,6 +244,68 @@ class ServiceRuntime:
                 await resume()
             self._consumer_paused = False
 
+    def stopped_consumers(self) -> list[str]:
+        """Subscribers that should consume but do not: their consume loop ended or their client closed.
+
+        FastStream restarts a consume loop that raised, but not one that returned: aiokafka's
+        ConsumerStoppedError (its client closed itself, e.g. after a fatal coordinator error during a
+        broker restart) ends it silently, and the service went on answering /readyz 200 while its
+        group stayed Empty (issue 12).
+        """
+        if not self.started.is_set() or self._consumer_paused:
+            return []
+        stopped = []
+        for subscriber in self.broker.subscribers:
+            client = getattr(subscriber, "consumer", None)
+            tasks = getattr(subscriber, "tasks", [])
+            if client is None or getattr(client, "_closed", False) or not tasks or all(t.done() for t in tasks):
+                stopped.append(", ".join(str(t) for t in getattr(subscriber, "topic_names", ())) or repr(subscriber))
+        return stopped
+
+    async def _watch_consumers(self) -> None:
+        """Restart a subscriber that stopped consuming; liveness fails if that does not help."""
+        interval = self.settings.consumer_watchdog_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._restart_stopped_consumers()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer watchdog round failed")
+
+    async def _restart_stopped_consumers(self) -> None:
+        stopped = self.stopped_consumers()
+        if not stopped:
+            self._consumer_dead_since = None
+            return
+        if self._consumer_dead_since is None:
+            self._consumer_dead_since = time.monotonic()
+        log.error("consumer stopped consuming; restarting it", extra={"topics": stopped})
+        for subscriber in list(self.broker.subscribers):
+            client = getattr(subscriber, "consumer", None)
+            tasks = getattr(subscriber, "tasks", [])
+            if client is not None and not getattr(client, "_closed", False) and any(not t.done() for t in tasks):
+                continue
+            self.consumer_restarts += 1
+            try:
+                await subscriber.stop()
+            except Exception:
+                log.warning("stopping the dead subscriber failed", exc_info=True)
+            try:
+                await subscriber.start()
+            except Exception as exc:  # the broker is still away: the next round tries again
+                log.warning("restarting the subscriber failed", extra={"error": repr(exc)[:300]})
+
+    def liveness(self) -> dict[str, str]:
+        """Alive unless a consumer stayed stopped for `consumer_dead_grace_s` despite restarts."""
+        since = self._consumer_dead_since
+        if since is not None and not self.stopped_consumers():
+            self._consumer_dead_since = since = None  # a restart worked since the watchdog looked
+        if since is not None and time.monotonic() - since >= self.settings.consumer_dead_grace_s:
+            return {"status": "dead", "consumer": f"stopped for {time.monotonic() - since:.0f} s"}
+        return {"status": "alive"}
+
     async def readiness(self) -> dict[str, str]:
         checks: dict[str, str] = {}
         try:
@@ -252,6 +320,9 @@ class ServiceRuntime:
             checks["kafka"] = f"unreachable: {type(exc).__name__}"
         for name, check in self._readiness_checks:
             checks[name] = check()
+        stopped = self.stopped_consumers()
+        if stopped:
+            checks["consumer"] = f"stopped: {'; '.join(stopped)}"
         return checks
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -279,9 +350,10 @@ class ServiceRuntime:
         app.add_middleware(BodySizeLimit, max_bytes=self.settings.max_body_bytes)
         trust_proxies(app, self.settings.trusted_proxy_list)
 
-        @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
-        async def healthz() -> dict[str, str]:
-            return {"status": "alive"}
+        @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers and consumes")
+        async def healthz() -> JSONResponse:
+            body = runtime.liveness()
+            return JSONResponse(body, status_code=200 if body["status"] == "alive" else 503)
 
         @app.get("/readyz", tags=["operations"], summary="Readiness: Kafka and Mongo reachable")
         async def readyz() -> JSONResponse:
@@ -362,6 +434,11 @@ class _RuntimeCollector:
                 consumer.transient_failures,
             ),
             ("kasse_outbox_published", "Events published by the outbox relay", relay.published),
+            (
+                "kasse_consumer_restarts",
+                "Times the watchdog restarted a consumer that had stopped consuming",
+                self.runtime.consumer_restarts,
+            ),
             (
                 "kasse_outbox_publish_failures",
                 "Outbox documents whose events the broker did not take (retried after a backoff)",

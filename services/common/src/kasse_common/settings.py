@@ -81,6 +81,10 @@ class ServiceSettings(BaseSettings):
     )
     consumer_transient_backoff_initial_s: float = Field(0.5, ge=0, description="First pause of a partition")
     consumer_transient_backoff_max_s: float = Field(30.0, ge=0, description="Longest pause of a partition")
+    consumer_watchdog_interval_s: float = Field(5.0, gt=0, description="How often a stopped consumer is looked for")
+    consumer_dead_grace_s: float = Field(
+        60.0, gt=0, description="A consumer stopped this long despite restarts fails /healthz (liveness)"
+    )
 
     # MongoDB (FerretDB v1 locally)
     mongo_uri: SecretStr = SecretStr("mongodb://127.0.0.1:37017/")

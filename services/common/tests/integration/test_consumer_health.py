@@ -1,0 +1,129 @@
+"""A consumer that stops consuming is restarted by the service, or fails liveness; SIGTERM is prompt.
+
+The failure the issue saw after a broker restart: aiokafka's client closed itself, FastStream's consume
+loop ended quietly on ConsumerStoppedError, the group went Empty and /readyz still said 200. Here the
+client is closed under a running service the same way (the broker itself is killed by
+services/common/bench/broker_restart.py, on a stack instance of its own).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from pydantic_settings import SettingsConfigDict
+
+from kasse_common.messaging import EventContext
+from kasse_common.runtime import ServiceRuntime
+from kasse_common.settings import ServiceSettings
+from kasse_contracts.events import OrderPlaced
+from kasse_testkit import ServiceProcess, TestPublisher, free_port, running_app, wait_until
+from kasse_testkit.infrastructure import Infrastructure
+from kasse_testkit.plugin import Namespace
+from kasse_testkit.samples import order_placed
+
+pytestmark = pytest.mark.integration
+
+SKELETON = Path(__file__).resolve().parents[4] / "tests" / "integration" / "skeleton_service.py"
+
+
+class HealthSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="KASSE_HEALTH_TEST_", extra="ignore", frozen=True)
+    service_name: ClassVar[str] = "health"
+
+
+def service(settings: ServiceSettings) -> tuple[ServiceRuntime, Any, set[str]]:
+    runtime = ServiceRuntime(settings, configure_logs=False)
+    seen: set[str] = set()
+
+    async def on_placed(event: OrderPlaced, ctx: EventContext) -> None:
+        seen.add(event.order_id)
+
+    runtime.consumer.on(OrderPlaced, on_placed)
+    return runtime, runtime.create_app(title="health"), seen
+
+
+async def test_a_consumer_whose_client_closed_is_restarted_and_consumes_again(
+    settings_for: Any, test_publisher: TestPublisher
+) -> None:
+    runtime, app, seen = service(settings_for(HealthSettings, consumer_watchdog_interval_s=0.5))
+    async with running_app(app) as client:
+        first = order_placed()
+        await test_publisher.publish(first)
+        await wait_until(lambda: first.order_id in seen, timeout=60)
+        (subscriber,) = runtime.broker.subscribers
+        await subscriber.consumer.stop()  # as aiokafka does on a fatal error: the consume loop ends
+        await wait_until(lambda: runtime.consumer_restarts >= 1, timeout=30)
+        second = order_placed()
+        await test_publisher.publish(second)
+        await wait_until(lambda: second.order_id in seen, timeout=60)
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_a_consumer_that_cannot_be_restarted_fails_liveness_and_readiness(
+    settings_for: Any, test_publisher: TestPublisher
+) -> None:
+    runtime, app, seen = service(
+        settings_for(HealthSettings, consumer_watchdog_interval_s=0.3, consumer_dead_grace_s=1.0)
+    )
+    async with running_app(app) as client:
+        first = order_placed()
+        await test_publisher.publish(first)
+        await wait_until(lambda: first.order_id in seen, timeout=60)
+        (subscriber,) = runtime.broker.subscribers
+        restart = subscriber.start
+
+        async def broken_start() -> None:
+            raise ConnectionError("broker unreachable")
+
+        subscriber.start = broken_start  # type: ignore[method-assign]
+        try:
+            await subscriber.consumer.stop()
+
+            async def dead() -> bool:
+                return (await client.get("/healthz")).status_code == 503
+
+            await wait_until(dead, timeout=30)
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["consumer"].startswith("stopped")
+        finally:
+            subscriber.start = restart  # type: ignore[method-assign]
+        # Once a restart works again, the service is alive again without anyone restarting the process.
+        await wait_until(lambda: runtime.stopped_consumers() == [], timeout=30)
+        assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_sigterm_stops_a_consuming_service_well_within_its_grace_period(
+    kasse_infra: Infrastructure, namespace: Namespace, tmp_path: Path, test_publisher: TestPublisher
+) -> None:
+    port = free_port()
+    process = ServiceProcess(
+        [sys.executable, str(SKELETON)],
+        {
+            "KASSE_SKELETON_KAFKA_BOOTSTRAP": kasse_infra.kafka_bootstrap,
+            "KASSE_SKELETON_MONGO_URI": kasse_infra.mongo_uri,
+            "KASSE_SKELETON_MONGO_DATABASE": namespace.database("skeleton"),
+            "KASSE_SKELETON_TOPIC_PREFIX": namespace.topic_prefix,
+            "KASSE_SKELETON_HTTP_PORT": str(port),
+        },
+        port=port,
+        log_path=tmp_path / "skeleton.log",
+    )
+    await process.start()
+    for _ in range(5):
+        await test_publisher.publish(order_placed())
+    assert process.process is not None
+    started = time.monotonic()
+    process.process.send_signal(signal.SIGTERM)
+    code = await process.wait_exit(timeout=30)
+    took = time.monotonic() - started
+    log = (tmp_path / "skeleton.log").read_text()
+    # uvicorn shuts the app down gracefully, then re-raises the signal it caught: -15 is that exit.
+    assert code in (0, -signal.SIGTERM), log[-2000:]
+    assert "service stopping" in log and "ignored cancellation" not in log
+    assert took < 8, f"stopped after {took:.1f} s"  # the issue's cart did not stop within 8 s
