@@ -51,3 +51,12 @@ class ConcurrencyError(Exception):
     it with backoff instead of dead-lettering, and an HTTP request that still loses answers 503
     with Retry-After.
     """
+
+
+class AggregateNotYetKnown(Exception):
+    """An event about an aggregate this service has not stored yet (it will arrive): park the event.
+
+    A consumer parks the record instead of retrying or dead-lettering it, tries it again every
+    `parking_retry_interval_s` (and at once when the service calls `consumer.unpark(aggregate_id)`),
+    and dead-letters it only when the aggregate never arrived within `parking_max_age_s`.
+    """

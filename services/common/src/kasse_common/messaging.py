@@ -45,6 +45,8 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import TracerProvider
 
 from kasse_common.envelope import MalformedEvent, OutgoingRecord, decode, headers_to_dict
+from kasse_common.errors import AggregateNotYetKnown
+from kasse_common.parking import ParkedEvents
 from kasse_common.retry import backoff_delay, is_transient, retry_transient
 from kasse_common.settings import ServiceSettings
 from kasse_contracts.base import Event
@@ -222,6 +224,10 @@ class EventConsumer:
         self.dead_lettered = 0
         self.processed = 0
         self.transient_failures = 0
+        self.parking: ParkedEvents | None = None  # the runtime sets it: records that must wait
+        self.parked = 0  # records parked by this instance
+        self.parked_waiting = 0  # records waiting, as of the last retry round
+        self.unparked = 0
         self.clock: Callable[[], float] = time.monotonic  # tests move time on
         # (topic, partition, offset) -> (first failure, failures) of records retried after a backoff.
         self._retrying: dict[tuple[str, int, int], tuple[float, int]] = {}
@@ -306,8 +312,9 @@ class EventConsumer:
             await handler(event, ctx)
 
         def retry_in_place(exc: BaseException) -> bool:
-            # A transient failure is not retried here but later, with the partition paused (below).
-            return not isinstance(exc, PermanentError) and not is_transient(exc)
+            # A transient failure is not retried here but later, with the partition paused (below);
+            # an event about an aggregate that does not exist yet is parked.
+            return not isinstance(exc, PermanentError | AggregateNotYetKnown) and not is_transient(exc)
 
         while True:
             try:
@@ -322,6 +329,22 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if isinstance(exc, AggregateNotYetKnown) and self.parking is not None:
+                    try:
+                        await self.parking.park(ctx.event_id, ctx.subject, raw, headers, str(exc))
+                    except Exception as park_failed:
+                        if not is_transient(park_failed):
+                            raise
+                        if await self._retry_later(message, headers, park_failed, ctx):
+                            continue
+                        return
+                    self._retrying.pop(_position(raw), None)
+                    self.parked += 1
+                    log.info(
+                        "event parked until its aggregate exists",
+                        extra={"event_id": ctx.event_id, "event_type": ctx.event_type, "aggregate": ctx.subject},
+                    )
+                    return
                 if isinstance(exc, PermanentError) or not is_transient(exc):
                     self._retrying.pop(_position(raw), None)
                     await self._dead_letter(raw, headers, exc, attempts=attempts)
@@ -379,6 +402,61 @@ class EventConsumer:
         await message.nack()
         return False
 
+    async def unpark(self, aggregate: str | None = None) -> int:
+        """Apply the parked events (of one aggregate, or all) whose aggregate exists now; how many.
+
+        Called every `parking_retry_interval_s` by the runtime, and by a service right after it
+        stored a new aggregate (`await runtime.consumer.unpark(order_id)`) so nothing waits a round.
+        """
+        if self.parking is None:
+            return 0
+        waiting = await self.parking.waiting(aggregate)
+        if aggregate is None:
+            self.parked_waiting = len(waiting)
+        applied = 0
+        now = datetime.now(UTC)
+        for doc in waiting:
+            raw = _ParkedRecord(doc["topic"], doc["partition"], doc["offset"], doc["key"], doc["value"])
+            headers = dict(doc["headers"])
+            incoming = decode(raw.value, headers, {t: m for t, (m, _) in self._handlers.items()})
+            if incoming.event is None:
+                await self.parking.remove(doc["_id"])
+                continue
+            _, handler = self._handlers[incoming.type]
+            ctx = EventContext(
+                event_id=incoming.id,
+                event_type=incoming.type,
+                source=incoming.attributes.source,
+                time=incoming.attributes.time,
+                subject=incoming.attributes.subject,
+                topic=raw.topic,
+                partition=raw.partition,
+                offset=raw.offset,
+            )
+            try:
+                await handler(incoming.event, ctx)
+            except AggregateNotYetKnown as exc:
+                parked_at = doc["parked_at"]
+                if parked_at.tzinfo is None:
+                    parked_at = parked_at.replace(tzinfo=UTC)
+                if (now - parked_at).total_seconds() >= self._settings.parking_max_age_s:
+                    await self._dead_letter(raw, headers, exc, attempts=doc.get("attempts", 0) + 1)
+                    await self.parking.remove(doc["_id"])
+                else:
+                    await self.parking.tried(doc["_id"])
+                continue
+            except Exception as exc:
+                if is_transient(exc):
+                    continue  # the next round tries again
+                await self._dead_letter(raw, headers, exc, attempts=doc.get("attempts", 0) + 1)
+                await self.parking.remove(doc["_id"])
+                continue
+            await self.parking.remove(doc["_id"])
+            applied += 1
+            self.unparked += 1
+            self.processed += 1
+        return applied
+
     async def _dead_letter(self, raw: Any, headers: dict[str, str], exc: BaseException, attempts: int) -> None:
         dlq_headers = dead_letter_headers(
             headers, exc, raw.topic, raw.partition, raw.offset, self._settings.consumer_group, attempts
@@ -407,3 +485,14 @@ def _resume(consumer: Any, tp: TopicPartition) -> None:
         consumer.resume(tp)
     except Exception:  # the partition moved to another member meanwhile: it starts unpaused there
         log.debug("partition to resume is no longer assigned", extra={"partition": str(tp)})
+
+
+@dataclass(frozen=True)
+class _ParkedRecord:
+    """A parked record, shaped like the Kafka record it was (for decode and the dead-letter topic)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes

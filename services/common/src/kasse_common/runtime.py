@@ -33,6 +33,8 @@ from kasse_common.logs import configure_logging
 from kasse_common.messaging import EventConsumer, EventPublisher, create_broker
 from kasse_common.mongo import create_mongo_client
 from kasse_common.outbox import OutboxRelay
+from kasse_common.parking import COLLECTION as PARKED_EVENTS
+from kasse_common.parking import ParkedEvents
 from kasse_common.persistence import DocumentStore, StandaloneEvents, ensure_outbox_indexes
 from kasse_common.retry import backoff_delay, is_transient
 from kasse_common.settings import ServiceSettings
@@ -71,6 +73,7 @@ class ServiceRuntime:
         )
         self.publisher = EventPublisher(self.broker, settings)
         self.consumer = EventConsumer(self.broker, settings, self.publisher)
+        self.consumer.parking = ParkedEvents(self.db[PARKED_EVENTS])
         self.relay = OutboxRelay(
             self.publisher,
             poll_interval_s=settings.outbox_poll_interval_s,
@@ -185,6 +188,7 @@ class ServiceRuntime:
         self.relay.start()
         if self.broker.subscribers:
             self._tasks.append(asyncio.create_task(self._watch_consumers(), name="consumer-watchdog"))
+            self._tasks.append(asyncio.create_task(self._retry_parked(), name="parked-events"))
         for loop in self._background:
             self._tasks.append(asyncio.create_task(loop(), name=getattr(loop, "__name__", "background")))
         self.started.set()
@@ -296,6 +300,16 @@ class ServiceRuntime:
                 await subscriber.start()
             except Exception as exc:  # the broker is still away: the next round tries again
                 log.warning("restarting the subscriber failed", extra={"error": repr(exc)[:300]})
+
+    async def _retry_parked(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.parking_retry_interval_s)
+            try:
+                await self.consumer.unpark()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("retrying parked events failed", extra={"error": repr(exc)[:300]})
 
     def liveness(self) -> dict[str, str]:
         """Alive unless a consumer stayed stopped for `consumer_dead_grace_s` despite restarts."""
@@ -434,6 +448,8 @@ class _RuntimeCollector:
                 consumer.transient_failures,
             ),
             ("kasse_outbox_published", "Events published by the outbox relay", relay.published),
+            ("kasse_events_parked", "Events parked until their aggregate exists", consumer.parked),
+            ("kasse_events_unparked", "Parked events applied once their aggregate existed", consumer.unparked),
             (
                 "kasse_consumer_restarts",
                 "Times the watchdog restarted a consumer that had stopped consuming",

@@ -81,6 +81,12 @@ class ServiceSettings(BaseSettings):
     )
     consumer_transient_backoff_initial_s: float = Field(0.5, ge=0, description="First pause of a partition")
     consumer_transient_backoff_max_s: float = Field(30.0, ge=0, description="Longest pause of a partition")
+    parking_retry_interval_s: float = Field(
+        10.0, gt=0, description="How often events parked for an aggregate that did not exist yet are tried again"
+    )
+    parking_max_age_s: float = Field(
+        86_400.0, gt=0, description="A parked event whose aggregate never arrived is dead-lettered after this"
+    )
     consumer_watchdog_interval_s: float = Field(5.0, gt=0, description="How often a stopped consumer is looked for")
     consumer_dead_grace_s: float = Field(
         60.0, gt=0, description="A consumer stopped this long despite restarts fails /healthz (liveness)"

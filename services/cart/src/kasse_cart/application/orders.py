@@ -12,7 +12,7 @@ from kasse_cart.application.ports import Clock, Encoder, OrderRepository, Paymen
 from kasse_cart.domain.cart import hash_token
 from kasse_cart.domain.order import CancellationNotice, Order, OrderStatus
 from kasse_common.envelope import OutgoingRecord, derived_event_id
-from kasse_common.errors import KasseError, NotFound
+from kasse_common.errors import AggregateNotYetKnown, KasseError, NotFound
 from kasse_common.retry import retry_on_conflict
 from kasse_contracts.base import Money
 from kasse_contracts.events import CancellationReason, OrderCancelled
@@ -20,8 +20,8 @@ from kasse_contracts.events import CancellationReason, OrderCancelled
 SAVE_ATTEMPTS = 5
 
 
-class OrderNotYetKnown(Exception):
-    """An event about an order this service has not stored (yet): retried, then dead-lettered."""
+class OrderNotYetKnown(AggregateNotYetKnown):
+    """An event about an order this service has not stored (yet): the consumer parks it."""
 
 
 @dataclass(frozen=True)

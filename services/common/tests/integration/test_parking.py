@@ -1,0 +1,58 @@
+"""An event about an aggregate that does not exist yet is parked, then applied when it arrives:
+not retried in a loop, not dead-lettered, and the consumer carries on meanwhile."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+from pydantic_settings import SettingsConfigDict
+
+from kasse_common.errors import AggregateNotYetKnown
+from kasse_common.messaging import EventContext
+from kasse_common.runtime import ServiceRuntime
+from kasse_common.settings import ServiceSettings
+from kasse_contracts import topics
+from kasse_contracts.events import OrderPlaced
+from kasse_testkit import TestPublisher, running_app, wait_until
+from kasse_testkit.samples import order_placed
+
+pytestmark = pytest.mark.integration
+
+
+class ParkingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="KASSE_PARKING_TEST_", extra="ignore", frozen=True)
+    service_name: ClassVar[str] = "parking"
+
+
+async def test_an_event_before_its_aggregate_is_parked_then_applied_once_when_it_arrives(
+    settings_for: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    runtime = ServiceRuntime(settings_for(ParkingSettings, parking_retry_interval_s=0.5), configure_logs=False)
+    known: set[str] = set()  # the aggregates this service has stored
+    applied: list[str] = []
+
+    async def on_placed(event: OrderPlaced, ctx: EventContext) -> None:
+        if event.order_id not in known:
+            raise AggregateNotYetKnown(f"order {event.order_id} is not known")
+        applied.append(event.order_id)
+
+    runtime.consumer.on(OrderPlaced, on_placed)
+    app = runtime.create_app(title="parking")
+    early, other = order_placed(), order_placed()
+    known.add(other.order_id)
+    async with running_app(app), topic_reader(topics.dead_letter_topic("parking")) as dlq:
+        await test_publisher.publish(early)
+        await wait_until(lambda: runtime.consumer.parked == 1, timeout=60)
+        # The consumer carries on: a later event of another, known aggregate is applied meanwhile.
+        await test_publisher.publish(other)
+        await wait_until(lambda: applied == [other.order_id], timeout=60)
+        assert runtime.consumer.parking is not None and await runtime.consumer.parking.count() == 1
+        known.add(early.order_id)  # the aggregate arrives
+        await runtime.consumer.unpark(early.order_id)
+        assert applied == [other.order_id, early.order_id]
+        assert await runtime.consumer.parking.count() == 0
+        # Nothing left to apply twice, by the periodic round either.
+        await wait_until(lambda: runtime.consumer.parked_waiting == 0, timeout=10)
+        assert applied.count(early.order_id) == 1
+        assert dlq.records == []
