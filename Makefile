@@ -78,6 +78,12 @@ lighthouse: sync stack-up ## Lighthouse 12.2.3 (mobile) on the storefront's home
 	npm ci --silent --no-audit --no-fund --prefix services/storefront/bench/lighthouse
 	CHROME_PATH=/usr/bin/chromium $(UV) run --frozen python services/storefront/bench/lighthouse.py
 
+.PHONY: dlq
+SERVICE ?= cart
+ARGS ?= list
+dlq: ## A service's dead letters: make dlq SERVICE=cart ARGS="list" | ARGS="show 0:12" | ARGS="redrive 0:12"
+	$(UV) run --frozen python -m kasse_common.dead_letters $(SERVICE) $(ARGS)
+
 .PHONY: lint format
 lint: sync ## ruff, and mypy on the contracts and every service's domain
 	$(UV) run --frozen ruff check .

@@ -254,10 +254,14 @@ def test_production_values_turn_everything_on(render: Any, helpers: Any) -> None
     assert hpas["kasse-metrics"]["maxReplicas"] <= 6
     assert len(helpers.by_kind(manifests, "ServiceMonitor")) == len(helpers.SERVICES)
     # the operator is told when a webhook endpoint is disabled (issue 18)
-    (rule,) = helpers.by_kind(manifests, "PrometheusRule")
-    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    rules = helpers.by_kind(manifests, "PrometheusRule")
+    alerts = {r["alert"]: r for rule in rules for g in rule["spec"]["groups"] for r in g["rules"]}
     assert "kasse_webhooks_endpoints_disabled_total" in alerts["KasseWebhookEndpointDisabled"]["expr"]
     assert "KasseWebhookDeliveriesFailing" in alerts
+    # dead letters waiting to be redriven, an outbox that does not drain, consumers restarted (issue 12)
+    assert "kasse_dead_letters_waiting" in alerts["KasseDeadLettersWaiting"]["expr"]
+    assert "kasse_outbox_oldest_event_age_seconds" in alerts["KasseOutboxStuck"]["expr"]
+    assert "kasse_consumer_restarts" in alerts["KasseConsumerRestarting"]["expr"]
     assert not helpers.by_kind(manifests, "Job")  # Strimzi creates the topics
 
 

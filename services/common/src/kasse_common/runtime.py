@@ -27,7 +27,9 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from kasse_common.dead_letters import DeadLetters
 from kasse_common.envelope import OutgoingRecord, encode
+from kasse_common.errors import NotFound
 from kasse_common.http import BodySizeLimit, bearer_guard, install_problem_handlers, readiness_body, trust_proxies
 from kasse_common.logs import configure_logging
 from kasse_common.messaging import EventConsumer, EventPublisher, create_broker
@@ -74,6 +76,7 @@ class ServiceRuntime:
         self.publisher = EventPublisher(self.broker, settings)
         self.consumer = EventConsumer(self.broker, settings, self.publisher)
         self.consumer.parking = ParkedEvents(self.db[PARKED_EVENTS])
+        self.dead_letters = DeadLetters(settings, self.db)
         self.relay = OutboxRelay(
             self.publisher,
             poll_interval_s=settings.outbox_poll_interval_s,
@@ -189,6 +192,7 @@ class ServiceRuntime:
         if self.broker.subscribers:
             self._tasks.append(asyncio.create_task(self._watch_consumers(), name="consumer-watchdog"))
             self._tasks.append(asyncio.create_task(self._retry_parked(), name="parked-events"))
+            self._tasks.append(asyncio.create_task(self._measure_dead_letters(), name="dead-letter-metrics"))
         for loop in self._background:
             self._tasks.append(asyncio.create_task(loop(), name=getattr(loop, "__name__", "background")))
         self.started.set()
@@ -311,6 +315,16 @@ class ServiceRuntime:
             except Exception as exc:
                 log.warning("retrying parked events failed", extra={"error": repr(exc)[:300]})
 
+    async def _measure_dead_letters(self) -> None:
+        while True:
+            try:
+                await self.dead_letters.measure()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("measuring dead letters failed", extra={"error": repr(exc)[:300]})
+            await asyncio.sleep(60)
+
     def liveness(self) -> dict[str, str]:
         """Alive unless a consumer stayed stopped for `consumer_dead_grace_s` despite restarts."""
         since = self._consumer_dead_since
@@ -399,8 +413,30 @@ class ServiceRuntime:
             await runtime.resume_consumer()
             return {"paused": False, "topics": runtime.consumer.topics}
 
+        dead_letters = APIRouter(prefix="/v1/admin/dead-letters", tags=["operations"], dependencies=[Depends(guard)])
+
+        @dead_letters.get("", summary="This service's dead letters (newest last), redriven or not")
+        async def list_dead_letters() -> list[dict[str, Any]]:
+            return await runtime.dead_letters.list()
+
+        @dead_letters.get("/{ref}", summary="One dead letter with its record and why it was set aside")
+        async def show_dead_letter(ref: str) -> dict[str, Any]:
+            found = await runtime.dead_letters.show(ref)
+            if found is None:
+                raise NotFound(f"no dead letter {ref} (refs are partition:offset, see the list)")
+            return found
+
+        @dead_letters.post("/{ref}/redrive", summary="Publish it again to its topic, once (idempotent)")
+        async def redrive_dead_letter(ref: str) -> dict[str, Any]:
+            outcome = await runtime.dead_letters.redrive(ref)
+            if outcome["outcome"] == "not_found":
+                raise NotFound(f"no dead letter {ref}")
+            return outcome
+
         if self.consumer.topics or self._pausables:
             app.include_router(operations)
+        if self.consumer.topics:
+            app.include_router(dead_letters)
         for router in routers:
             app.include_router(router)
         FastAPIInstrumentor.instrument_app(
@@ -464,6 +500,7 @@ class _RuntimeCollector:
             family = CounterMetricFamily(name, doc, labels=labels)
             family.add_metric(svc, value)
             yield family
+        runtime_dead_letters = self.runtime.dead_letters
         per_collection = ["service", "collection"]
         gauges: list[tuple[str, str, dict[str, int] | dict[str, float]]] = [
             ("kasse_outbox_backlog", "Documents with unpublished events", relay.backlog),
@@ -471,6 +508,16 @@ class _RuntimeCollector:
                 "kasse_outbox_oldest_event_age_seconds",
                 "Age of the oldest unpublished event (0 when none)",
                 relay.oldest_age_s,
+            ),
+            (
+                "kasse_dead_letters_waiting",
+                "Dead letters not redriven yet (measured every minute)",
+                {"dlq": runtime_dead_letters.waiting},
+            ),
+            (
+                "kasse_dead_letters_oldest_age_seconds",
+                "Age of the oldest dead letter not redriven yet (0 when none)",
+                {"dlq": runtime_dead_letters.oldest_age_s},
             ),
             (
                 "kasse_outbox_refused_documents",
