@@ -138,7 +138,7 @@ async def test_an_endpoint_failing_for_the_whole_schedule_is_disabled_and_the_op
     async with Receiver(mode="error") as dead, Receiver() as healthy:
         ep = await webhooks.register(dead.url, ["io.kasse.cart.OrderPlaced.v1"])
         await webhooks.register(healthy.url, ["io.kasse.cart.OrderPlaced.v1"])
-        await test_publisher.publish(order_placed())
+        kept = await test_publisher.publish(order_placed())
 
         async def recorded(n: int) -> bool:
             log = await webhooks.deliveries(ep["endpoint_id"])
@@ -164,7 +164,8 @@ async def test_an_endpoint_failing_for_the_whole_schedule_is_disabled_and_the_op
         dead.mode = "ok"
         response = await webhooks.client.post(f"/v1/admin/endpoints/{ep['endpoint_id']}/enable", headers=ADMIN)
         assert response.status_code == 200 and response.json()["status"] == "enabled"
-        await wait_until(lambda: len(dead.delivered()) == 1, timeout=30)
+        await wait_until(lambda: dead.delivered(), timeout=30)
+        assert {r.headers["webhook-id"] for r in dead.delivered()} == {kept.event_id}  # what was kept, nothing new
 
 
 async def _disabled(webhooks: Webhooks, endpoint_id: str) -> dict[str, Any] | None:

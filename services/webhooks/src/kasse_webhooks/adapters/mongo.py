@@ -12,7 +12,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from kasse_common.persistence import ConcurrencyError
+from kasse_common.errors import ConcurrencyError
 from kasse_webhooks.application.ports import Delivery, LoggedEvent
 from kasse_webhooks.domain.deliveries import AttemptResult, DeliveryStatus
 from kasse_webhooks.domain.endpoints import Endpoint, EndpointStatus, SigningSecret

@@ -332,9 +332,10 @@ class Dispatcher:
                 self.leases.pop(endpoint_id, None)
         for endpoint_id in list(self.workers):
             if endpoint_id not in wanted:
-                worker, task = self.workers.pop(endpoint_id)
+                # Stop looking for work, but let attempts under way finish and be recorded: cancelling
+                # one after its request went out would send that message again later.
+                _, task = self.workers.pop(endpoint_id)
                 task.cancel()
-                await worker.stop()
         for endpoint_id in wanted - set(self.workers):
             worker = EndpointWorker(self, endpoint_id)
             self.workers[endpoint_id] = (worker, asyncio.create_task(worker.run(), name=f"webhooks-{endpoint_id}"))

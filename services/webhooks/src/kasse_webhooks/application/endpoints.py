@@ -7,8 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from kasse_common.envelope import derived_event_id
-from kasse_common.errors import Conflict, NotFound, Unprocessable
-from kasse_common.persistence import ConcurrencyError
+from kasse_common.errors import ConcurrencyError, Conflict, NotFound, Unprocessable
 from kasse_webhooks.application.ports import (
     Clock,
     Delivery,
