@@ -85,10 +85,10 @@ dlq: ## A service's dead letters: make dlq SERVICE=cart ARGS="list" | ARGS="show
 	$(UV) run --frozen python -m kasse_common.dead_letters $(SERVICE) $(ARGS)
 
 .PHONY: lint format
-lint: sync ## ruff, and mypy on the contracts and every service's domain
+lint: sync ## ruff, and mypy on the contracts and every service's code (the kit and testkit included)
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy contracts/src $(wildcard services/*/src/kasse_*/domain)
+	$(UV) run --frozen mypy contracts/src $(wildcard services/*/src)
 
 format: sync ## Apply ruff's formatting and safe fixes
 	$(UV) run --frozen ruff format .
