@@ -84,6 +84,11 @@ ARGS ?= list
 dlq: ## A service's dead letters: make dlq SERVICE=cart ARGS="list" | ARGS="show 0:12" | ARGS="redrive 0:12"
 	$(UV) run --frozen python -m kasse_common.dead_letters $(SERVICE) $(ARGS)
 
+.PHONY: chaos
+CHAOS_ORDERS ?= 300
+chaos: sync ## Chaos on an OWN Kafka/FerretDB/stripe-mock (ports 19412-19416): orders while every part is killed -9
+	$(UV) run --frozen python -m kasse_testkit.chaos --orders $(CHAOS_ORDERS) --own-stack
+
 .PHONY: lint format
 lint: sync ## ruff, and mypy on the contracts and every service's code (the kit and testkit included)
 	$(UV) run --frozen ruff check .

@@ -175,7 +175,12 @@ def load_stack() -> Any:
 def seed_home(home: Path, repo_home: Path) -> None:
     """Reuse the repository stack's built binaries and jars (read only) instead of building them again."""
     home.mkdir(parents=True, exist_ok=True)
-    for rel in ("bin", "kafka/lib", "tools"):
+    for rel in ("bin/ferretdb", "bin/stripe-mock"):  # copies: the stack recognises its processes by path
+        src, dst = repo_home / rel, home / rel
+        if src.exists() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    for rel in ("kafka/lib",):
         src, dst = repo_home / rel, home / rel
         if src.exists() and not dst.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -444,7 +449,8 @@ async def dead_letters(bootstrap: str, namespace: Namespace) -> dict[str, int]:
         await consumer.stop()
 
 
-async def run(cfg: Config) -> Report:
+async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Report:
+    """`infrastructure`: the stack to use when not running an own one (default: the environment's)."""
     random.seed(cfg.seed)
     report = Report()
     stack: OwnStack | None = None
@@ -452,7 +458,11 @@ async def run(cfg: Config) -> Report:
     if cfg.own_stack:
         stack = OwnStack(cfg)
         print(f"chaos: own stack in {stack.home} (ports from {cfg.port_base})", flush=True)
-        env = await asyncio.to_thread(stack.start)
+        try:
+            env = await asyncio.to_thread(stack.start)
+        except BaseException:
+            await asyncio.to_thread(stack.stop)
+            raise
         base = Infrastructure(
             env["KASSE_KAFKA_BOOTSTRAP"], env["KASSE_MONGO_URI"], env["KASSE_STRIPE_API_BASE"], "chaos"
         )
