@@ -379,13 +379,27 @@ async def wait_ready(client: httpx.AsyncClient, shop: Shop, limit: float = 240) 
     return float("inf")
 
 
+async def restart(process: Any, report: Report, name: str, attempts: int = 5) -> None:
+    """Like a supervisor (Kubernetes' restart policy): a process that exits while starting (say the broker
+    does not answer yet) is started again, with a pause; each extra start is counted."""
+    for attempt in range(attempts):
+        try:
+            await process.start(timeout=240)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+            report.errors[f"{name} restarted again"] += 1
+            await asyncio.sleep(5 * (attempt + 1))
+
+
 async def faults(client: httpx.AsyncClient, shop: Shop, stack: OwnStack | None, report: Report, pause: float) -> None:
     for name in ("payment", "shipping", "cart", "catalog", "metrics"):
         await asyncio.sleep(pause)
         process = shop.processes[name]
         process.kill()
         t0 = time.monotonic()
-        await process.start(timeout=240)
+        await restart(process, report, name)
         report.back_to_ready_s[name] = time.monotonic() - t0
         print(f"chaos: {name} killed -9 and ready again in {report.back_to_ready_s[name]:.1f} s", flush=True)
     if stack is None:
