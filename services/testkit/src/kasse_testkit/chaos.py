@@ -61,7 +61,7 @@ class Config:
     stock_per_product: int = 1000
     pay_share: float = 0.8
     decline_share: float = 0.1  # the rest is never paid and must expire
-    unpaid_timeout_s: float = 45.0
+    unpaid_timeout_s: float = 180.0
     own_stack: bool = False
     infra_kills: bool = True
     terminal_timeout_s: float = 420.0
@@ -678,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port-base", type=int, default=19412)
     p.add_argument("--home", type=Path, default=None)
     p.add_argument("--terminal-timeout", type=float, default=420.0)
-    p.add_argument("--unpaid-timeout", type=float, default=45.0)
+    p.add_argument("--unpaid-timeout", type=float, default=180.0)
     p.add_argument("--fault-pause", type=float, default=15.0, help="seconds between two kills")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
