@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from kasse_common.envelope import OutgoingRecord, decode, encode, headers_to_dict
 from kasse_contracts.base import Event
@@ -138,3 +140,29 @@ class TestPublisher:
     async def publish_raw(self, topic: str, value: bytes | None, key: bytes | None, headers: dict[str, str]) -> None:
         assert self._producer is not None
         await self._producer.send_and_wait(topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
+
+
+def delete_namespace_topics(bootstrap: str, topic_prefix: str, timeout: float = 30.0) -> list[str]:
+    """Delete every topic under a test's prefix; returns their names.
+
+    Each test's services create the contract topics (6 partitions each) under their own prefix, and a
+    broker keeps files open for every partition: without this a full run reaches the process's
+    open-file limit (seen: ~20,000 partitions, "Too many open files", the broker stops answering).
+    Runs its own event loop in a thread, so it works from sync fixtures under a running loop too.
+    """
+    if not topic_prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+
+    async def delete() -> list[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+        await admin.start()
+        try:
+            names = [name for name in await admin.list_topics() if name.startswith(topic_prefix)]
+            if names:
+                await admin.delete_topics(names, timeout_ms=int(timeout * 1000))
+            return names
+        finally:
+            await admin.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, delete()).result(timeout=timeout + 5)

@@ -10,6 +10,7 @@ Fixtures:
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import pytest
 
 from kasse_common.settings import ServiceSettings
 from kasse_testkit.infrastructure import Infrastructure, InfrastructureUnavailable, acquire, find_repo_root
-from kasse_testkit.kafka import TestPublisher, TopicReader
+from kasse_testkit.kafka import TestPublisher, TopicReader, delete_namespace_topics
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -51,11 +52,17 @@ class Namespace:
 
 
 @pytest.fixture
-def namespace(kasse_infra: Infrastructure) -> Namespace:
-    # Databases and topics are left behind on purpose: FerretDB v1 (SQLite) can crash with SIGBUS when
-    # a database file is dropped while another connection still maps its WAL, and the broker's
-    # retention takes care of topics. `python3 deploy/local/stack.py stop --purge` clears both.
-    return Namespace(uuid.uuid4().hex[:10])
+def namespace(kasse_infra: Infrastructure) -> Iterator[Namespace]:
+    # Databases are left behind on purpose: FerretDB v1 (SQLite) can crash with SIGBUS when a database
+    # file is dropped while another connection still maps its WAL (`stack.py stop --purge` clears them).
+    # Topics are deleted after the test (its services have stopped by then, as they depend on this
+    # fixture): the broker holds files open per partition and a full run would exhaust its limit.
+    namespace = Namespace(uuid.uuid4().hex[:10])
+    yield namespace
+    try:
+        delete_namespace_topics(kasse_infra.kafka_bootstrap, namespace.topic_prefix)
+    except Exception as exc:  # cleanup must not fail the test it follows, but a leak must be visible
+        warnings.warn(f"could not delete the topics of {namespace.topic_prefix}: {exc!r}", stacklevel=1)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import httpx
 from kasse_payment.testing import sign, stripe_event
 from kasse_testkit import Namespace, ServiceProcess, free_port, wait_until
 from kasse_testkit.infrastructure import Infrastructure
+from kasse_testkit.kafka import delete_namespace_topics
 
 SERVICES = ("catalog", "cart", "payment", "shipping", "metrics")
 ADMIN = {name: f"e2e-{name}-admin" for name in SERVICES}
@@ -130,6 +131,8 @@ class Shop:
         for name in ("storefront", *reversed(SERVICES)):
             if name in self.processes:
                 await self.processes[name].stop()
+        # The broker holds files open per partition: a shop's topics go with it (see delete_namespace_topics).
+        await asyncio.to_thread(delete_namespace_topics, self.infra.kafka_bootstrap, self.namespace.topic_prefix)
 
     def log(self, service: str) -> str:
         return (self.log_dir / f"{service}.log").read_text(errors="replace")
