@@ -117,7 +117,7 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
             "Errors are application/problem+json."
         ),
         routers=[
-            storefront_router(carts, orders, proven_customer(CustomerVerifier.from_settings(settings))),
+            storefront_router(carts, orders, proven_customer(CustomerVerifier.from_settings(settings)), settings),
             admin_router(settings, admin, orders),
         ],
     )

@@ -37,6 +37,15 @@ class CartSettings(ServiceSettings):
     )
     unpaid_check_interval_s: float = Field(30.0, gt=0, description="How often unpaid orders are checked")
 
+    # Abuse limits (kasse_common.ratelimit, "N/second|minute|hour" or None = off; per instance).
+    rate_limit_cart_creation: str | None = Field("60/minute", description="Carts one client IP may create")
+    rate_limit_coupon_per_client: str | None = Field("30/minute", description="Coupon attempts per client IP")
+    rate_limit_coupon_per_cart: str | None = Field("10/minute", description="Coupon attempts on one cart")
+    rate_limit_order_per_client: str | None = Field("30/minute", description="Order placements per client IP")
+    rate_limit_order_per_cart: str | None = Field(
+        "10/minute", description="Order placements (and idempotent retries) on one cart"
+    )
+
     payment_base_url: str | None = Field(
         "http://127.0.0.1:8003", description="The payment service, for the order view's client secret"
     )

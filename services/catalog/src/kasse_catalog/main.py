@@ -12,6 +12,7 @@ from kasse_catalog.entrypoints import consumers
 from kasse_catalog.entrypoints.http import CatalogServices, routers
 from kasse_catalog.settings import CatalogSettings
 from kasse_common.identity import CustomerVerifier
+from kasse_common.ratelimit import RateLimiter
 from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import (
     ProductChanged,
@@ -52,6 +53,9 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
         discovery=catalog.discovery,
         reviews=catalog.reviews,
         identity=CustomerVerifier.from_settings(settings),
+        review_limit=RateLimiter(enabled=settings.rate_limits_enabled).limit(
+            "rate_limit_review_per_client", settings.rate_limit_review_per_client
+        ),
     )
     return app
 

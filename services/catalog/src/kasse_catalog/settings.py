@@ -16,6 +16,9 @@ class CatalogSettings(ServiceSettings):
     service_name: ClassVar[str] = "catalog"
 
     http_port: int = 8001
+    rate_limit_review_per_client: str | None = Field(
+        "10/minute", description="Reviews one client IP may submit (kasse_common.ratelimit; None: off; per instance)"
+    )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin API; when unset the admin API refuses every call"
     )

@@ -165,3 +165,21 @@ async def test_recommendations_reflect_co_purchases_fed_through_kafka(settings_f
 
         await wait_until(session_recs, timeout=20, message="session's view learned")
         assert (await client.get("/v1/products/prd_nope/recommendations")).status_code == 404
+
+
+async def test_review_submission_is_rate_limited_per_client(settings_for: Any) -> None:
+    settings = settings_for(
+        CatalogSettings,
+        admin_token="integration-admin",
+        rate_limits_enabled=True,
+        rate_limit_review_per_client="2/minute",
+    )
+    async with running_app(create_app(settings)) as client:
+        pid = (await client.post("/v1/admin/products", json=product("RUG", "home"), headers=ADMIN)).json()["product_id"]
+        review = {"rating": 4, "title": "Soft", "text": "Nice rug.", "author_name": "Ola"}
+        for _ in range(2):
+            assert (await client.post(f"/v1/products/{pid}/reviews", json=review)).status_code == 201
+        limited = await client.post(f"/v1/products/{pid}/reviews", json=review)
+        assert limited.status_code == 429
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert int(limited.headers["Retry-After"]) >= 1

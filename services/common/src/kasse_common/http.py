@@ -163,7 +163,8 @@ def _field_name(err: dict[str, Any]) -> str:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(KasseError)
     async def _kasse_error(request: Request, exc: KasseError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, request.url.path, **exc.extra)
+        retry_after_s = getattr(exc, "retry_after_s", None)  # TooManyRequests (kasse_common.ratelimit)
+        return problem(exc.status, exc.title, exc.detail, request.url.path, retry_after_s=retry_after_s, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -247,6 +248,7 @@ PROBLEM_DESCRIPTIONS = {
     409: "Conflicts with the current state (the detail says why)",
     413: "Body too large",
     422: "Invalid request: one entry per invalid field in `errors`",
+    429: "Too many requests (an abuse limit); Retry-After says in how many seconds to try again",
     503: "A dependency is unavailable",
 }
 

@@ -50,6 +50,14 @@ class ServiceSettings(BaseSettings):
         ),
     )
 
+    rate_limits_enabled: bool = Field(
+        True,
+        description=(
+            "Abuse limits (kasse_common.ratelimit: per-client/per-key request rates, stream caps); the test "
+            "harness turns them off (many requests from 127.0.0.1), a test of a limit turns them on"
+        ),
+    )
+
     # Customer identity (kasse_common.identity): OIDC tokens verified against the provider's JWKS or a key.
     identity_jwks_url: str | None = Field(None, description="The identity provider's JWKS URL (OIDC jwks_uri)")
     identity_public_key: SecretStr | None = Field(None, description="Or a PEM public key that signs customer tokens")

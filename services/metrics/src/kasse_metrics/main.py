@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI
 from prometheus_client import GCCollector, ProcessCollector
 
+from kasse_common.ratelimit import ConnectionCap
 from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import ExperimentChanged
 from kasse_contracts.topics import TOPICS, dead_letter_topic
@@ -107,7 +108,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         title="Kasse metrics",
         description=DESCRIPTION,
         routers=[
-            build_router(queries),
+            build_router(queries, ConnectionCap(settings.max_kpi_streams if settings.rate_limits_enabled else None)),
             build_dashboard_router(),
             build_experiment_admin_router(definitions, settings.admin_token),
             build_experiment_router(experiments),

@@ -16,6 +16,9 @@ class MetricsSettings(ServiceSettings):
     service_name: ClassVar[str] = "metrics"
 
     http_port: int = 8005
+    max_kpi_streams: int | None = Field(
+        100, ge=1, description="Concurrent KPI SSE streams one instance serves; more get 429 (None: no cap)"
+    )
     admin_token: SecretStr | None = Field(None, description="Bearer token of /v1/admin/* (the consumer switch)")
 
     funnel_steps: tuple[str, ...] = Field(DEFAULT_STEPS, description="Ordered funnel steps (JSON list in the env)")

@@ -9,6 +9,7 @@ import stripe
 from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily
 
+from kasse_common.ratelimit import RateLimiter
 from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import CreditNoteIssued, InvoiceIssued, PaymentCaptured, PaymentFailed, PaymentRefunded
 from kasse_payment.adapters.invoices import InvoiceRepository
@@ -107,6 +108,9 @@ def create_app(
             admin_token=settings.admin_token,
             webhook_secret=settings.secret("stripe_webhook_secret"),
             webhook_tolerance_s=settings.webhook_tolerance_s,
+            webhook_limit=RateLimiter(enabled=settings.rate_limits_enabled).limit(
+                "rate_limit_webhook_per_client", settings.rate_limit_webhook_per_client
+            ),
         ),
     )
     runtime.prometheus_registry().register(_HeldCollector(payments))

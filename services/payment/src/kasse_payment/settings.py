@@ -46,6 +46,10 @@ class PaymentSettings(ServiceSettings):
     }
 
     http_port: int = 8003
+    rate_limit_webhook_per_client: str | None = Field(
+        "600/minute",
+        description="Webhook calls one client IP may make (Stripe sends from few IPs; kasse_common.ratelimit)",
+    )
 
     # Stripe
     stripe_api_key: SecretStr | None = Field(None, description="Required in production")

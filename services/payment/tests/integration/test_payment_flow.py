@@ -527,3 +527,13 @@ async def test_a_capture_for_another_amount_is_held_shown_counted_and_refunded_w
         assert (refund.one("amount"), refund.headers["Idempotency-Key"]) == (str(total - 100), key)
         assert refund.one("metadata[kasse_refund_key]") == key  # Stripe's echo names our refund
         assert payments_topic.events(PaymentCaptured) == []
+
+
+async def test_the_webhook_endpoint_is_rate_limited_per_client(payment_service: Any) -> None:
+    async with payment_service(rate_limits_enabled=True, rate_limit_webhook_per_client="2/minute") as (client, _, _):
+        for _ in range(2):
+            assert (await post_webhook(client, "{}", None)).status_code == 400  # unsigned: refused, counted
+        limited = await post_webhook(client, "{}", None)
+        assert limited.status_code == 429
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert int(limited.headers["Retry-After"]) >= 1

@@ -48,7 +48,8 @@ class ServiceProcess:
     ) -> None:
         self.args = list(args)
         # The harness runs services in the development profile unless a test says otherwise (`env`).
-        self.env = {**os.environ, "KASSE_PROFILE": "development", **env}
+        # Abuse limits off too (every test client is 127.0.0.1) unless the test sets them.
+        self.env = {**os.environ, "KASSE_PROFILE": "development", "KASSE_RATE_LIMITS_ENABLED": "false", **env}
         self.port = port
         self.ready_path = ready_path
         self.log_path = log_path

@@ -72,6 +72,8 @@ def settings_for(kasse_infra: Infrastructure, namespace: Namespace) -> Callable[
     def build(cls: type[S], **overrides: Any) -> S:
         values: dict[str, Any] = {
             "profile": "development",  # dev secrets where a test sets none (production fails closed)
+            # Every test client is 127.0.0.1: abuse limits off; a test of a limit sets it True.
+            "rate_limits_enabled": False,
             "kafka_bootstrap": kasse_infra.kafka_bootstrap,
             "mongo_uri": kasse_infra.mongo_uri,
             "topic_prefix": namespace.topic_prefix,

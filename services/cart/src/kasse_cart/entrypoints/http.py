@@ -16,6 +16,7 @@ from kasse_cart.entrypoints import schemas as s
 from kasse_cart.settings import CartSettings
 from kasse_common.errors import Forbidden
 from kasse_common.http import bearer_guard
+from kasse_common.ratelimit import RateLimiter, path_param
 
 CartToken = Annotated[
     str | None, Header(alias="X-Cart-Token", description="The token returned when the cart was created")
@@ -26,6 +27,7 @@ OrderToken = Annotated[
 SessionHeader = Annotated[str | None, Header(alias="X-Session-Id", max_length=200)]
 
 CART_ERRORS = s.problems(404, 409, 422)
+LIMITED = s.problems(429)
 
 
 async def guest() -> str | None:
@@ -33,10 +35,25 @@ async def guest() -> str | None:
 
 
 def storefront_router(
-    carts: CartService, orders: OrderLife, customer: Callable[..., Awaitable[str | None]] = guest
+    carts: CartService,
+    orders: OrderLife,
+    customer: Callable[..., Awaitable[str | None]] = guest,
+    settings: CartSettings | None = None,
 ) -> APIRouter:
-    """`customer`: the dependency naming the proven customer (kasse_common.identity), None for a guest."""
+    """`customer`: the dependency naming the proven customer (kasse_common.identity), None for a guest.
+    `settings`: the abuse limits (cart creation, coupon attempts, order placement); None: no limits."""
     router = APIRouter(prefix="/v1", tags=["storefront"])
+    limiter = RateLimiter(enabled=settings is not None and settings.rate_limits_enabled)
+    cart_id = path_param("cart_id")
+
+    def limit(setting: str, per_cart: bool = False) -> Any:
+        """The dependency for the rate in CartSettings.<setting>, per client IP or per cart id."""
+        rate: str | None = getattr(settings, setting) if settings is not None else None
+        return Depends(limiter.limit(setting, rate, key=cart_id) if per_cart else limiter.limit(setting, rate))
+
+    create_limit = [limit("rate_limit_cart_creation")]
+    coupon_limits = [limit("rate_limit_coupon_per_client"), limit("rate_limit_coupon_per_cart", per_cart=True)]
+    order_limits = [limit("rate_limit_order_per_client"), limit("rate_limit_order_per_cart", per_cart=True)]
     # A default rather than Annotated[...]: annotations are strings here and `customer` is a local.
     proven = Depends(customer)
 
@@ -48,7 +65,8 @@ def storefront_router(
             "A customer is named only by a verified customer token (`Authorization: Bearer <OIDC JWT>`); "
             "without one the cart is a guest's. A `customer_id` in the body must be the token's subject."
         ),
-        responses=s.problems(401, 403, 422),
+        responses=s.problems(401, 403, 422, 429),
+        dependencies=create_limit,
     )
     async def create_cart(
         response: Response,
@@ -85,7 +103,10 @@ def storefront_router(
         return s.cart_out(await carts.clear(cart_id, token))
 
     @router.put(
-        "/carts/{cart_id}/coupon", summary="Apply a coupon code (refused with its reason)", responses=CART_ERRORS
+        "/carts/{cart_id}/coupon",
+        summary="Apply a coupon code (refused with its reason)",
+        responses={**CART_ERRORS, **LIMITED},
+        dependencies=coupon_limits,
     )
     async def apply_coupon(cart_id: str, body: s.ApplyCoupon, token: CartToken = None) -> s.CartOut:
         return s.cart_out(await carts.apply_coupon(cart_id, token, body.code))
@@ -130,7 +151,9 @@ def storefront_router(
         responses={
             200: {"model": s.PlacedOrderOut, "description": "Replayed: the order already placed"},
             **CART_ERRORS,
+            **LIMITED,
         },
+        dependencies=order_limits,
     )
     async def place_order(
         cart_id: str,

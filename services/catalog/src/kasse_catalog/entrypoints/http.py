@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -56,6 +57,7 @@ class CatalogServices:
     discovery: Discovery
     reviews: Reviews
     identity: CustomerVerifier
+    review_limit: Callable[[Request], None]  # kasse_common.ratelimit, per client IP
 
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -73,6 +75,12 @@ def services(request: Request) -> CatalogServices:
 
 
 Services = Annotated[CatalogServices, Depends(services)]
+
+
+def review_limit(request: Request) -> None:
+    services(request).review_limit(request)
+
+
 _bearer = HTTPBearer(auto_error=False, description="KASSE_CATALOG_ADMIN_TOKEN")
 
 
@@ -266,7 +274,8 @@ async def list_reviews(
         "customer token (`Authorization: Bearer <OIDC JWT>`); a guest's review is never verified. "
         "Publishes ReviewSubmitted; the product's rating is updated."
     ),
-    responses=with_session(201, problems(401, 404, 413, 422)),
+    responses=with_session(201, problems(401, 404, 413, 422, 429)),
+    dependencies=[Depends(review_limit)],
 )
 async def submit_review(svc: Services, who: ShopperDep, product_ref: str, body: ReviewIn) -> SubmittedReviewOut:
     review, product = await svc.reviews.submit(

@@ -13,6 +13,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
+from kasse_common.http import problem_responses
+from kasse_common.ratelimit import ConnectionCap
 from kasse_metrics.application.queries import KpiQueries
 
 ERRORS: dict[int | str, dict[str, Any]] = {422: {"description": "Invalid parameter (problem+json)"}}
@@ -124,7 +126,9 @@ AtQ = Annotated[
 ]
 
 
-def build_router(queries: KpiQueries) -> APIRouter:
+def build_router(queries: KpiQueries, streams: ConnectionCap | None = None) -> APIRouter:
+    """`streams`: the cap on concurrent KPI streams (429 + Retry-After beyond it); None: no cap."""
+    streams = streams or ConnectionCap(None)
     router = APIRouter(prefix="/v1/kpis", tags=["kpis"], responses=ERRORS)
 
     @router.get("", response_model=KpiReport, summary="Every KPI for one window")
@@ -167,14 +171,23 @@ def build_router(queries: KpiQueries) -> APIRouter:
         "/stream",
         summary="Server-sent events: a `kpis` event with the window's report whenever the numbers change",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(429)},
     )
     async def stream(
         request: Request,
         window: WindowQ = WindowName.FIVE_MINUTES,
         limit: Annotated[int | None, Query(ge=1, description="Close after this many events (tests)")] = None,
     ) -> StreamingResponse:
+        streams.acquire()  # before the response starts: beyond the cap the answer is a 429
+
         async def events() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in updates():
+                    yield chunk
+            finally:
+                streams.release()
+
+        async def updates() -> AsyncIterator[bytes]:
             sent = 0
             version = -1
             while limit is None or sent < limit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -179,6 +180,7 @@ def routers(
     admin_token: SecretStr | None,
     webhook_secret: SecretStr,
     webhook_tolerance_s: int,
+    webhook_limit: Callable[[Request], None] | None = None,
 ) -> list[APIRouter]:
     internal = APIRouter(
         prefix="/v1/payments",
@@ -187,7 +189,11 @@ def routers(
             Depends(bearer_guard(internal_token, setting="KASSE_PAYMENT_INTERNAL_TOKEN", purpose="the payment view"))
         ],
     )
-    stripe_hooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+    stripe_hooks = APIRouter(
+        prefix="/v1/webhooks",
+        tags=["webhooks"],
+        dependencies=[Depends(webhook_limit)] if webhook_limit else [],  # per client IP
+    )
     admin = APIRouter(
         prefix="/v1/admin",
         tags=["admin"],
@@ -236,7 +242,7 @@ def routers(
         "An event without a PaymentIntent id, or for another intent than the order's, changes nothing: "
         "`outcome` is `ignored`.",
         response_model=WebhookAck,
-        responses=problems(400),
+        responses=problems(400, 429),
         openapi_extra={
             "requestBody": {
                 "required": True,
