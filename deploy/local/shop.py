@@ -226,6 +226,10 @@ def start_shoppers(env: dict[str, str]) -> None:
             "(set KASSE_SHOPPERS_WEB_PORT)"
         )
         return
+    # A share of the visits goes through the storefront's pages (KASSE_SHOPPERS_P_STOREFRONT).
+    storefront = next(s for s in SERVICES if s.name == "storefront")
+    env = {**env}
+    env.setdefault("KASSE_SHOPPERS_STOREFRONT_URL", f"http://127.0.0.1:{storefront.port}")
     log = open(LOGS / f"{SHOPPERS.name}.log", "ab")
     proc = subprocess.Popen(
         SHOPPERS.command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO

@@ -15,6 +15,11 @@ and, at the start of a later visit of the same simulated user, the follow-ups of
 delivered ones get reviews (verified purchases: same session) and sometimes a return, which the
 warehouse books in a little later. The warehouse also restocks a product that ran out.
 
+A share of the visits (`p_storefront`) goes through the storefront's pages instead (forms with CSRF
+tokens, its session cookie, the development test-payment page); while the storefront does not answer,
+they use the APIs. A session in an experiment variant with a true effect (`variant_effects`) checks
+out and orders with the probabilities scaled by it.
+
 Each outcome of a visit is reported to Locust as a request of type JOURNEY (name = outcome, time =
 the visit's duration), so the Locust UI shows journeys per second next to the API calls.
 The rates come from `ShopperMix` (shopper_mix.py); the run-time fault switches from faults.py are
@@ -34,6 +39,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from locust import HttpUser, events, task
 
@@ -41,6 +47,19 @@ from kasse_payment.testing import sign, stripe_event
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from choices import (
+    RunningExperiment,
+    add_to_cart_product,
+    conversion_multiplier,
+    csrf_token,
+    order_status,
+    product_links,
+    running_experiments,
+    scale_purchase,
+    shipping_methods,
+    storefront_session_id,
+    via_storefront,
+)
 from faults import Switchboard, call
 from shopper_mix import CHANNELS, Endpoints, ShopperMix
 
@@ -110,6 +129,61 @@ RETURN_REASONS = ("changed_mind", "damaged", "not_as_described", "wrong_item", "
 
 def roll(p: float) -> bool:
     return random.random() < p
+
+
+class Storefront:
+    """Whether the storefront answers, asked at most once a minute; a change is logged once."""
+
+    check_every_s = 60.0
+
+    def __init__(self) -> None:
+        self.up: bool | None = None
+        self.checked = 0.0
+
+    def available(self) -> bool:
+        if MIX.p_storefront <= 0:
+            return False
+        now = time.monotonic()
+        if self.up is None or now - self.checked > self.check_every_s:
+            self.checked = now
+            status, answer = call("GET", ENDPOINTS.storefront_url + "/healthz", timeout=3)
+            up = status == 200
+            if up != self.up:
+                if up:
+                    log.warning("storefront %s answers: %.0f%% of the visits use its pages",
+                                ENDPOINTS.storefront_url, MIX.p_storefront * 100)  # fmt: skip
+                else:
+                    log.warning("storefront %s not reachable (%s): its share of the visits uses the JSON APIs",
+                                ENDPOINTS.storefront_url, answer if status == 0 else f"HTTP {status}")  # fmt: skip
+            self.up = up
+        return bool(self.up)
+
+
+class Experiments:
+    """The running experiments (metrics' GET /v1/experiments), re-read every `experiments_refresh_s`;
+    only when some variant has an effect. Metrics not answering keeps the last known list."""
+
+    def __init__(self) -> None:
+        self.running: list[RunningExperiment] = []
+        self.read_at = -1e9
+
+    def current(self) -> list[RunningExperiment]:
+        if not MIX.variant_effects:
+            return []
+        now = time.monotonic()
+        if now - self.read_at > MIX.experiments_refresh_s:
+            self.read_at = now
+            status, answer = call("GET", ENDPOINTS.urls["metrics"] + "/v1/experiments", timeout=5)
+            if status == 200 and isinstance(answer, dict):
+                self.running = running_experiments(answer)
+            else:
+                log.warning("experiments not read from metrics (HTTP %s): keeping %d known", status, len(self.running))
+        return self.running
+
+
+STOREFRONT = Storefront()
+WAY_RNG = random.Random()  # which way a visit goes (its own stream: seedable apart from the journeys)
+EXPERIMENTS = Experiments()
 
 
 @dataclass
@@ -209,6 +283,10 @@ class Shopper(HttpUser):
         self.channel = random.choices(channels, weights)[0]
         self.utm = dict(random.choice(UTM[self.channel]))
         JOURNEYS[f"channel:{self.channel}"] += 1
+        if via_storefront(WAY_RNG, MIX.p_storefront, STOREFRONT.available()):
+            JOURNEYS["via:storefront"] += 1
+            return self.journey(self.storefront_visit(), started)
+        JOURNEYS["via:api"] += 1
 
         found = self.discover()
         if not found:
@@ -221,16 +299,105 @@ class Shopper(HttpUser):
         cart = self.fill_cart(viewed)
         if cart is None:
             return self.journey("out_of_stock", started)
-        if not roll(MIX.p_checkout):
+        p_checkout, p_place_order = self.purchase_probabilities(self.session_id)
+        if not roll(p_checkout):
             return self.journey("cart_abandoned", started)
         if not self.checkout(cart):
             return self.journey("checkout_refused", started)
-        if not roll(MIX.p_place_order):
+        if not roll(p_place_order):
             return self.journey("checkout_abandoned", started)
         placed = self.place_order(cart)
         if placed is None:
             return self.journey("order_refused", started)
         self.journey(self.pay(placed), started)
+
+    def purchase_probabilities(self, session_id: str) -> tuple[float, float]:
+        """p_checkout and p_place_order, scaled by the true effect of the session's experiment variants."""
+        multiplier, assigned = conversion_multiplier(session_id, EXPERIMENTS.current(), MIX.variant_effects)
+        for key in assigned:
+            JOURNEYS[f"variant:{key}"] += 1
+        return scale_purchase(MIX.p_checkout, MIX.p_place_order, multiplier)
+
+    # -- a visit through the storefront's pages ------------------------------------------------
+    def page(self, method: str, path: str, name: str, **kw: Any) -> Any:
+        """A storefront page: counts as failed unless 2xx after its redirects (a 422 form is expected)."""
+        url = ENDPOINTS.storefront_url + path
+        # The storefront is a proxy trusted by the services (make up: 127.0.0.1): it forwards this address.
+        kw.setdefault("headers", {"X-Forwarded-For": self.visitor.ip})
+        with self.client.request(method, url, name=f"storefront {name}", catch_response=True, **kw) as r:
+            if 200 <= r.status_code < 300 or r.status_code == 422:
+                r.success()
+            else:
+                r.failure(f"HTTP {r.status_code}: {(r.text or '')[:200]}")
+            return r
+
+    def storefront_visit(self) -> str:
+        """Land (home or search, with the channel's UTM), view products, add to cart, fill in the checkout
+        form, place the order, pay on the development test-payment page. Returns the outcome."""
+        self.client.cookies.clear()  # a new visitor: a new storefront session cookie
+        if roll(MIX.p_search):
+            r = self.page("GET", "/search", "/search", params={"q": random.choice(QUERIES), **self.utm})
+        else:
+            r = self.page("GET", "/", "/", params=self.utm)
+        slugs = product_links(r.text) if r.ok else []
+        if not slugs:
+            return "nothing_found"
+        product_id, csrf = None, None
+        for slug in random.sample(slugs, min(len(slugs), random.randint(MIX.views_min, MIX.views_max))):
+            self.think()
+            r = self.page("GET", f"/p/{slug}", "/p/[slug]")
+            if r.ok and add_to_cart_product(r.text):
+                product_id, csrf = add_to_cart_product(r.text), csrf_token(r.text)
+        if product_id is None or csrf is None or not roll(MIX.p_add_to_cart):
+            return "bounced"
+        self.think()
+        r = self.page(
+            "POST", "/cart/items", "/cart/items", data={"csrf": csrf, "product_id": product_id, "quantity": 1}
+        )
+        if not r.ok or "/cart" not in r.url:
+            return "out_of_stock"
+        session_id = storefront_session_id(self.client.cookies.get("kasse_session")) or self.session_id
+        p_checkout, p_place_order = self.purchase_probabilities(session_id)
+        if not roll(p_checkout):
+            return "cart_abandoned"
+        self.think()
+        r = self.page("GET", "/checkout", "/checkout")
+        csrf = csrf_token(r.text) if r.ok else None
+        if csrf is None:
+            return "checkout_refused"
+        JOURNEYS["checkouts"] += 1
+        if not roll(p_place_order):
+            return "checkout_abandoned"
+        methods = shipping_methods(r.text) or ["standard"]
+        address = {"name": self.visitor.name, **random.choice(ADDRESSES)}
+        form = {"csrf": csrf, "email": self.visitor.email, **address, "line2": "",
+                "shipping_method_id": methods[0] if roll(0.7) else random.choice(methods)}  # fmt: skip
+        self.think()
+        r = self.page("POST", "/checkout", "/checkout (place order)", data=form)
+        path = urlparse(r.url).path
+        if not (r.ok and path.startswith("/orders/") and path.endswith("/pay")):
+            return "order_refused"
+        JOURNEYS["orders"] += 1
+        order_id = path.split("/")[2]
+        return self.pay_on_page(order_id)
+
+    def pay_on_page(self, order_id: str) -> str:
+        deadline = time.monotonic() + MIX.pay_timeout_s
+        while time.monotonic() < deadline:
+            r = self.page("GET", f"/orders/{order_id}/pay", "/orders/[id]/pay")
+            if r.ok and urlparse(r.url).path != f"/orders/{order_id}/pay":  # no longer payable: the order page
+                status = order_status(r.text) or "unknown"
+                return "cancelled_before_payment" if status == "cancelled" else f"order_{status}"
+            if r.ok and 'name="outcome"' in r.text and "data-poll=" not in r.text:
+                self.think()  # the customer types the card details
+                decline = roll(SWITCHES.decline_rate)
+                data = {"csrf": csrf_token(r.text) or "", "outcome": "decline" if decline else "succeed"}
+                r = self.page("POST", f"/orders/{order_id}/test-payment", "/orders/[id]/test-payment", data=data)
+                if not r.ok or urlparse(r.url).path != f"/orders/{order_id}":
+                    return "payment_refused"  # not ready after all, or the webhook was not delivered
+                return "declined" if decline else "paid"
+            time.sleep(2.0)  # the page's own poll interval
+        return "payment_pending"  # the storefront's customer does not come back for it
 
     def discover(self) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"channel": self.channel, **self.utm}
@@ -663,7 +830,7 @@ def on_test_start(environment: Any, **_: Any) -> None:
 
 def stats() -> dict[str, Any]:
     minutes = max((time.time() - STARTED) / 60, 1 / 60)
-    journeys = {k: v for k, v in JOURNEYS.items() if not k.startswith("channel:")}
+    journeys = {k: v for k, v in JOURNEYS.items() if not k.startswith(("channel:", "via:", "variant:"))}
     visits = JOURNEYS["visits"]
     return {
         "minutes": round(minutes, 2),
@@ -674,6 +841,8 @@ def stats() -> dict[str, Any]:
         "conversion": round((JOURNEYS["paid"] + JOURNEYS["late_paid"]) / visits, 4) if visits else None,
         "journeys": dict(sorted(journeys.items())),
         "channels": {k.split(":", 1)[1]: v for k, v in sorted(JOURNEYS.items()) if k.startswith("channel:")},
+        "via": {k.split(":", 1)[1]: v for k, v in sorted(JOURNEYS.items()) if k.startswith("via:")},
+        "variants": {k.split(":", 1)[1]: v for k, v in sorted(JOURNEYS.items()) if k.startswith("variant:")},
         "mix": {k: v for k, v in MIX.__dict__.items()},
     }
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from choices import parse_variant_effects
+
 PREFIX = "KASSE_SHOPPERS_"
 
 CHANNELS = ("search", "recommendation", "campaign", "social", "email", "direct")
@@ -51,6 +53,9 @@ class ShopperMix:
         }
     )
     p_returning: float = 0.15  # the visitor is an earlier one again (same e-mail, same IP)
+    # The way in: this share of the visits goes through the storefront's pages (HTML forms, CSRF, its
+    # session cookie, the development test-payment page); the others call the JSON APIs.
+    p_storefront: float = 0.3
     # Discovery
     p_search: float = 0.6  # uses the search box; the others browse a category
     p_filter: float = 0.4  # narrows the results (in stock, price, rating) or sorts them
@@ -88,6 +93,11 @@ class ShopperMix:
     pay_timeout_s: float = 45.0  # how long a shopper waits for the payment page
     follow_up_after_s: float = 600.0  # orders not delivered by then are forgotten
     max_pending_orders: int = 20  # per simulated user
+    # A true effect per experiment variant: {"<experiment_id>:<variant>": relative conversion multiplier}.
+    # A session assigned to such a variant (the kit's assignment, running experiments from metrics'
+    # GET /v1/experiments) checks out and orders with the probability scaled by it.
+    variant_effects: dict[str, float] = field(default_factory=dict)
+    experiments_refresh_s: float = 30.0  # how often the running experiments are read from metrics
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None) -> ShopperMix:
@@ -105,6 +115,8 @@ class ShopperMix:
                 continue
             if f.name == "channels":
                 values["channels"] = parse_channels(raw)
+            elif f.name == "variant_effects":
+                values["variant_effects"] = parse_variant_effects(raw)
             elif f.type in ("int", int):
                 values[f.name] = int(raw)
             else:
@@ -124,6 +136,7 @@ class ShopperMix:
         bad = set(self.channels) - set(CHANNELS)
         if bad or not self.channels or min(self.channels.values()) < 0 or sum(self.channels.values()) <= 0:
             raise ValueError(f"channels must weigh some of {CHANNELS}: {self.channels}")
+        parse_variant_effects(self.variant_effects)  # from a mix file: the same checks
         if not 1 <= self.views_min <= self.views_max:
             raise ValueError("1 <= views_min <= views_max")
         if not 0 <= self.think_min_s <= self.think_max_s or not 0 <= self.visit_gap_min_s <= self.visit_gap_max_s:
@@ -157,6 +170,7 @@ class Endpoints:
     (the warehouse, the shop's admin, Stripe)."""
 
     urls: dict[str, str]
+    storefront_url: str  # the web shop's pages (`make up`: 127.0.0.1:8000)
     admin_tokens: dict[str, str]
     internal_token: str  # payment's GET /v1/payments/{order_id}, as the cart uses it
     webhook_secret: str  # Stripe's endpoint secret: the simulator signs webhooks like Stripe
@@ -181,6 +195,7 @@ class Endpoints:
         )
         return cls(
             urls=urls,
+            storefront_url=_loopback(env.get(PREFIX + "STOREFRONT_URL", "http://127.0.0.1:8000")),
             admin_tokens=tokens,
             internal_token=env.get("KASSE_PAYMENT_INTERNAL_TOKEN", "dev-internal"),
             webhook_secret=env.get("KASSE_PAYMENT_STRIPE_WEBHOOK_SECRET", "whsec_local_dev"),

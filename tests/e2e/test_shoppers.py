@@ -42,6 +42,7 @@ FAST_MIX = {
     "p_fraudster": 0.0,
     "p_cancel_before_paying": 0.0,
     "p_returning": 0.0,
+    "p_storefront": 0.0,  # this shop runs no storefront: every visit uses the JSON APIs
     "p_review": 0.6,
     "p_return": 0.3,
     "return_received_after_s": 1.0,
