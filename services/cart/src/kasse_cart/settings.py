@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from kasse_common.ratelimit import Rate
 from kasse_common.settings import ServiceSettings
 
 
@@ -38,11 +39,11 @@ class CartSettings(ServiceSettings):
     unpaid_check_interval_s: float = Field(30.0, gt=0, description="How often unpaid orders are checked")
 
     # Abuse limits (kasse_common.ratelimit, "N/second|minute|hour" or None = off; per instance).
-    rate_limit_cart_creation: str | None = Field("60/minute", description="Carts one client IP may create")
-    rate_limit_coupon_per_client: str | None = Field("30/minute", description="Coupon attempts per client IP")
-    rate_limit_coupon_per_cart: str | None = Field("10/minute", description="Coupon attempts on one cart")
-    rate_limit_order_per_client: str | None = Field("30/minute", description="Order placements per client IP")
-    rate_limit_order_per_cart: str | None = Field(
+    rate_limit_cart_creation: Rate = Field("60/minute", description="Carts one client IP may create")
+    rate_limit_coupon_per_client: Rate = Field("30/minute", description="Coupon attempts per client IP")
+    rate_limit_coupon_per_cart: Rate = Field("10/minute", description="Coupon attempts on one cart")
+    rate_limit_order_per_client: Rate = Field("30/minute", description="Order placements per client IP")
+    rate_limit_order_per_cart: Rate = Field(
         "10/minute", description="Order placements (and idempotent retries) on one cart"
     )
 

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from kasse_common.ratelimit import Rate
 from kasse_common.settings import ServiceSettings
 
 
@@ -16,7 +17,7 @@ class CatalogSettings(ServiceSettings):
     service_name: ClassVar[str] = "catalog"
 
     http_port: int = 8001
-    rate_limit_review_per_client: str | None = Field(
+    rate_limit_review_per_client: Rate = Field(
         "10/minute", description="Reviews one client IP may submit (kasse_common.ratelimit; None: off; per instance)"
     )
     admin_token: SecretStr | None = Field(

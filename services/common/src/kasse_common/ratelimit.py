@@ -14,14 +14,27 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
+from typing import Annotated, Any
 
 from fastapi import Request
+from fastapi.responses import StreamingResponse
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+from pydantic import AfterValidator
 
 from kasse_common.errors import KasseError
+
+
+def _valid_rate(rate: str | None) -> str | None:
+    if rate:
+        parse(rate)  # ValueError naming the bad string: the settings refuse to load
+    return rate
+
+
+# A settings field holding a rate ("10/minute", "100 per hour"), checked when the settings load; None: off.
+Rate = Annotated[str | None, AfterValidator(_valid_rate)]
 
 
 class TooManyRequests(KasseError):
@@ -91,3 +104,21 @@ class ConnectionCap:
 
     def release(self) -> None:
         self.open = max(0, self.open - 1)
+
+    def stream(self, content: AsyncIterable[bytes], **kwargs: Any) -> StreamingResponse:
+        """A StreamingResponse holding a slot (or TooManyRequests): released when the response ends
+        however it ends, even if the client left before the first chunk."""
+        self.acquire()
+        return _CappedStream(self, content, **kwargs)
+
+
+class _CappedStream(StreamingResponse):
+    def __init__(self, cap: ConnectionCap, content: AsyncIterable[bytes], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._cap = cap
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._cap.release()

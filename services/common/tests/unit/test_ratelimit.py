@@ -3,10 +3,13 @@ passes on a controlled clock (no sleeping)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import limits.storage.memory
 import pytest
 from fastapi import Depends, FastAPI
+from starlette.requests import ClientDisconnect
 
 from kasse_common.http import install_problem_handlers
 from kasse_common.ratelimit import ConnectionCap, RateLimiter, path_param
@@ -106,3 +109,37 @@ def test_a_connection_cap_refuses_beyond_its_size_and_frees_a_slot_on_release() 
     cap.release()
     cap.acquire()
     assert cap.open == 2
+
+
+def test_a_rate_setting_that_is_not_a_rate_refuses_to_load() -> None:
+    from pydantic import BaseModel, ValidationError
+
+    from kasse_common.ratelimit import Rate
+
+    class Limits(BaseModel):
+        rate: Rate = "10/minute"
+
+    assert Limits(rate="5 per hour").rate == "5 per hour"
+    assert Limits(rate=None).rate is None
+    with pytest.raises(ValidationError):
+        Limits(rate="ten a minute")
+
+
+async def test_a_capped_stream_frees_its_slot_even_when_the_client_left_before_the_first_chunk() -> None:
+    cap = ConnectionCap(1)
+
+    async def never_started() -> Any:
+        yield b"never sent"
+
+    response = cap.stream(never_started(), media_type="text/event-stream")
+    assert cap.open == 1
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        raise OSError("the client is gone")
+
+    with pytest.raises((OSError, ClientDisconnect)):  # starlette turns the OSError into ClientDisconnect
+        await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+    assert cap.open == 0

@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from kasse_common.ratelimit import Rate
 from kasse_common.settings import ServiceSettings
 
 DEFAULT_DISPOSABLE_DOMAINS = (
@@ -46,7 +47,7 @@ class PaymentSettings(ServiceSettings):
     }
 
     http_port: int = 8003
-    rate_limit_webhook_per_client: str | None = Field(
+    rate_limit_webhook_per_client: Rate = Field(
         "600/minute",
         description="Webhook calls one client IP may make (Stripe sends from few IPs; kasse_common.ratelimit)",
     )

@@ -178,16 +178,7 @@ def build_router(queries: KpiQueries, streams: ConnectionCap | None = None) -> A
         window: WindowQ = WindowName.FIVE_MINUTES,
         limit: Annotated[int | None, Query(ge=1, description="Close after this many events (tests)")] = None,
     ) -> StreamingResponse:
-        streams.acquire()  # before the response starts: beyond the cap the answer is a 429
-
         async def events() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in updates():
-                    yield chunk
-            finally:
-                streams.release()
-
-        async def updates() -> AsyncIterator[bytes]:
             sent = 0
             version = -1
             while limit is None or sent < limit:
@@ -210,7 +201,8 @@ def build_router(queries: KpiQueries, streams: ConnectionCap | None = None) -> A
                 sent += 1
                 await asyncio.sleep(queries.stream_min_interval_s)
 
-        return StreamingResponse(
+        # Beyond the cap: 429 before anything is sent; the slot is freed however the stream ends.
+        return streams.stream(
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
 
