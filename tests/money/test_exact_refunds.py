@@ -149,6 +149,9 @@ class Order:
 
     def cancel(self) -> int:
         self.payment.cancel_order(NOW)
+        # A paid cancellation is refunded once shipping has stopped what had not left (issue 12):
+        # here shipping answers ShipmentCancelled, so the rest of the capture comes back.
+        self.payment.shipment_cancelled(NOW)
         return self._settle("order-cancelled")
 
     def _settle(self, key: str) -> int:

@@ -131,12 +131,19 @@ async def test_define_start_refuse_weight_changes_and_count_exposures_once_per_s
         # SSE: the stream sends the reports whenever they change, here when the experiment stops.
         version = (await client.get("/v1/experiments")).json()["version"]
 
-        async def next_update() -> dict[str, Any]:
-            resp = await client.get("/v1/experiments/stream", params={"limit": 1, "since": version})
-            assert resp.headers["content-type"].startswith("text/event-stream")
-            return dict(json.loads(resp.text.split("data: ", 1)[1].split("\n\n", 1)[0]))
+        async def update_showing_the_stop() -> dict[str, Any]:
+            # Other changes (late duplicates, the definition read back from Kafka) may come first:
+            # follow the stream, one event per request, until a report shows the stop.
+            seen = version
+            while True:
+                resp = await client.get("/v1/experiments/stream", params={"limit": 1, "since": seen})
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                body = dict(json.loads(resp.text.split("data: ", 1)[1].split("\n\n", 1)[0]))
+                if body["items"][0]["status"] == "stopped":
+                    return body
+                seen = body["version"]
 
-        reader = asyncio.create_task(next_update())
+        reader = asyncio.create_task(update_showing_the_stop())
         stopped = await client.post("/v1/admin/experiments/exp_free_shipping/stop", headers=AUTH)
         assert stopped.status_code == 200 and stopped.json()["status"] == "stopped"
         update = await asyncio.wait_for(reader, timeout=30)
