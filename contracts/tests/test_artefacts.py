@@ -181,6 +181,8 @@ def test_asyncapi_messages_and_producers(asyncapi: dict[str, Any]) -> None:
         "ReturnReceived": "shipping",
         "ShipmentCancelled": "shipping",
         "CancellationRefused": "shipping",
+        "WebhookEndpointDisabled": "webhooks",
+        "WebhookEndpointEnabled": "webhooks",
     }
     for event in ALL_EVENTS:
         message = messages[event.__name__]

@@ -52,6 +52,7 @@ PRODUCERS = {
     },
     "metrics": {"ExperimentChanged"},
     "experiments": {"ExperimentExposed"},  # any honouring service, through the kit's helper
+    "webhooks": {"WebhookEndpointDisabled", "WebhookEndpointEnabled"},
 }
 
 # The aggregate id each example's record is keyed by (session, product, cart, order, rate table).
@@ -82,6 +83,8 @@ EXPECTED_KEYS = {
     "CancellationRefused": "ord_2026_000318",
     "ExperimentChanged": "exp_free_shipping_35",
     "ExperimentExposed": "sess_f0a233",
+    "WebhookEndpointDisabled": "whe_3c9d1f0a7b",
+    "WebhookEndpointEnabled": "whe_3c9d1f0a7b",
 }
 
 

@@ -58,6 +58,8 @@ from kasse_contracts.events import (
     StockRejected,
     StockReserved,
     Variant,
+    WebhookEndpointDisabled,
+    WebhookEndpointEnabled,
 )
 from kasse_contracts.events.common import VatRateLine
 from kasse_contracts.events.payments import CreditNoteIssued, InvoiceIssued, InvoiceTotals
@@ -476,6 +478,23 @@ _EXAMPLES: tuple[Event, ...] = (
             vat_total=_eur(214),
             gross_total=_eur(1341),
         ),
+    ),
+    WebhookEndpointDisabled(
+        occurred_at=_t(24, 7, 41, 3),
+        endpoint_id="whe_3c9d1f0a7b",
+        url_host="erp.example.com",
+        reason="delivery dlv_8e21 (io.kasse.cart.OrderPlaced.v1) failed 11 times over 22:30:00; last: 503",
+        delivery_id="dlv_8e21",
+        failed_event_type="io.kasse.cart.OrderPlaced.v1",
+        attempts=11,
+        last_status_code=503,
+        failing_since=_t(23, 9, 11, 2),
+    ),
+    WebhookEndpointEnabled(
+        occurred_at=_t(24, 9, 15, 0),
+        endpoint_id="whe_3c9d1f0a7b",
+        url_host="erp.example.com",
+        disabled_at=_t(24, 7, 41, 3),
     ),
 )
 

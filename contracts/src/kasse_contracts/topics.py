@@ -44,6 +44,7 @@ SHIPPING = "kasse.shipping.v1"
 SHIPPING_METHODS = "kasse.shipping-methods.v1"
 EXPERIMENTS = "kasse.experiments.v1"
 EXPOSURES = "kasse.exposures.v1"
+WEBHOOKS = "kasse.webhooks.v1"
 
 DEAD_LETTER_PREFIX = "kasse.dlq."
 
@@ -80,6 +81,9 @@ TOPICS: dict[str, Topic] = {
             compacted=True,
         ),
         Topic(EXPOSURES, "session_id", "Which variant of an experiment a session was shown (once per session)"),
+        Topic(
+            WEBHOOKS, "endpoint_id", "Webhook endpoints disabled after failing for the whole schedule, and re-enabled"
+        ),
     )
 }
 

@@ -50,6 +50,7 @@ from kasse_contracts.events.shipping import (
     ShippingMethodsPublished,
     ShippingRate,
 )
+from kasse_contracts.events.webhooks import WebhookEndpointDisabled, WebhookEndpointEnabled
 from kasse_contracts.topics import _attach_event_types
 
 ALL_EVENTS: tuple[type[Event], ...] = (
@@ -79,6 +80,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     CancellationRefused,
     ExperimentChanged,
     ExperimentExposed,
+    WebhookEndpointDisabled,
+    WebhookEndpointEnabled,
 )
 
 EVENTS_BY_TYPE: dict[str, type[Event]] = {e.event_type: e for e in ALL_EVENTS}
@@ -140,4 +143,6 @@ __all__ = [
     "StockRejected",
     "StockReserved",
     "Variant",
+    "WebhookEndpointDisabled",
+    "WebhookEndpointEnabled",
 ]

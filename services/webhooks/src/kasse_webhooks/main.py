@@ -10,7 +10,10 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from kasse_common.envelope import OutgoingRecord
 from kasse_common.runtime import ServiceRuntime, serve
+from kasse_contracts.base import Event
+from kasse_contracts.events import WebhookEndpointDisabled, WebhookEndpointEnabled
 from kasse_webhooks.adapters.clock import SystemClock
 from kasse_webhooks.adapters.mongo import MongoDeliveries, MongoEndpoints, MongoEventLog
 from kasse_webhooks.adapters.sender import HttpSender
@@ -71,7 +74,12 @@ def create_app(settings: WebhooksSettings | None = None, *, clock: Clock | None 
     settings = settings or WebhooksSettings()
     clock = clock or SystemClock()
     runtime = ServiceRuntime(settings)
-    endpoints = MongoEndpoints(runtime.db)
+    runtime.produces(WebhookEndpointDisabled, WebhookEndpointEnabled)
+
+    def encode(event: Event, event_id: str) -> OutgoingRecord:
+        return runtime.encode(event, event_id=event_id, time=clock.now())
+
+    endpoints = MongoEndpoints(runtime.document_store("endpoints"), encode)
     deliveries = MongoDeliveries(runtime.db)
     events = MongoEventLog(runtime.db)
     allowed = parse_networks(settings.allowed_networks)

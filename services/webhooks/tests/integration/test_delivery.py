@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from kasse_contracts.events import OrderCancelled, OrderPlaced
+from kasse_contracts import topics
+from kasse_contracts.events import OrderCancelled, OrderPlaced, WebhookEndpointDisabled, WebhookEndpointEnabled
 from kasse_testkit import TestPublisher, wait_until
 from kasse_testkit.receiver import Receiver
 from kasse_testkit.samples import eur, order_placed
@@ -133,9 +134,13 @@ async def test_retry_after_is_honoured_and_a_redirect_is_not_followed(
 
 
 async def test_an_endpoint_failing_for_the_whole_schedule_is_disabled_and_the_operator_told(
-    webhooks: Webhooks, test_publisher: TestPublisher
+    webhooks: Webhooks, test_publisher: TestPublisher, topic_reader: Any
 ) -> None:
-    async with Receiver(mode="error") as dead, Receiver() as healthy:
+    async with (
+        topic_reader(topics.WEBHOOKS) as told,
+        Receiver(mode="error") as dead,
+        Receiver() as healthy,
+    ):
         ep = await webhooks.register(dead.url, ["io.kasse.cart.OrderPlaced.v1"])
         await webhooks.register(healthy.url, ["io.kasse.cart.OrderPlaced.v1"])
         kept = await test_publisher.publish(order_placed())
@@ -157,6 +162,13 @@ async def test_an_endpoint_failing_for_the_whole_schedule_is_disabled_and_the_op
         metrics = (await webhooks.client.get("/metrics")).text
         assert "kasse_webhooks_endpoints_disabled_total 1.0" in metrics
         assert 'kasse_webhooks_endpoints{status="disabled"} 1.0' in metrics
+        # ... and the contract event, from the endpoint's outbox (written with the disable)
+        (disabled,) = await told.wait_for_events(WebhookEndpointDisabled)
+        assert disabled.endpoint_id == ep["endpoint_id"] and disabled.url_host == "127.0.0.1"
+        assert (disabled.attempts, disabled.last_status_code) == (4, dead.requests[-1].answered)
+        assert disabled.delivery_id == delivery["delivery_id"] and disabled.failed_event_type == OrderPlaced.event_type
+        assert disabled.failing_since == at(delivery["created_at"]) and disabled.reason == endpoint["disabled_reason"]
+        assert ep["secret"] not in told.records[0].value.decode() and "/" not in disabled.url_host
         # new events are not attempted while disabled; after the fix, enabling delivers what was kept
         await test_publisher.publish(order_placed())
         await wait_until(lambda: len(healthy.delivered()) == 2, timeout=30)
@@ -166,6 +178,14 @@ async def test_an_endpoint_failing_for_the_whole_schedule_is_disabled_and_the_op
         assert response.status_code == 200 and response.json()["status"] == "enabled"
         await wait_until(lambda: dead.delivered(), timeout=30)
         assert {r.headers["webhook-id"] for r in dead.delivered()} == {kept.event_id}  # what was kept, nothing new
+        (enabled,) = await told.wait_for_events(WebhookEndpointEnabled)
+        assert enabled.endpoint_id == ep["endpoint_id"] and enabled.disabled_at == at(endpoint["disabled_at"])
+        # one key, one partition: the disable came before the enable, exactly once
+        assert [r.event_type for r in told.records] == [
+            WebhookEndpointDisabled.event_type,
+            WebhookEndpointEnabled.event_type,
+        ]
+        assert {r.key for r in told.records} == {ep["endpoint_id"].encode()}
 
 
 async def _disabled(webhooks: Webhooks, endpoint_id: str) -> dict[str, Any] | None:

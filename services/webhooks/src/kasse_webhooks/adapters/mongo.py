@@ -5,6 +5,7 @@ FerretDB v1 compatible: plain finds, single-document conditional updates, no agg
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,9 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from kasse_common.errors import ConcurrencyError
+from kasse_common.envelope import OutgoingRecord
+from kasse_common.persistence import HEAVY_FIELDS_EXCLUDED, DocumentStore
+from kasse_contracts.base import Event
 from kasse_webhooks.application.ports import Delivery, LoggedEvent
 from kasse_webhooks.domain.deliveries import AttemptResult, DeliveryStatus
 from kasse_webhooks.domain.endpoints import Endpoint, EndpointStatus, SigningSecret
@@ -51,30 +54,38 @@ def _endpoint(doc: dict[str, Any]) -> Endpoint:
 
 
 class MongoEndpoints:
-    def __init__(self, db: AsyncDatabase[Any]) -> None:
-        self.collection = db["endpoints"]
+    """Endpoints on the kit's DocumentStore: a change and the events it causes (WebhookEndpointDisabled,
+    WebhookEndpointEnabled) are one write; the outbox relay publishes them."""
+
+    def __init__(self, store: DocumentStore, encode: Callable[[Event, str], OutgoingRecord]) -> None:
+        self.store = store
+        self.collection = store.collection
+        self._encode = encode
 
     async def add(self, endpoint: Endpoint) -> None:
         await self.collection.insert_one(_endpoint_doc(endpoint))
 
     async def get(self, endpoint_id: str) -> Endpoint | None:
-        doc = await self.collection.find_one({"_id": endpoint_id})
+        doc = await self.collection.find_one({"_id": endpoint_id}, HEAVY_FIELDS_EXCLUDED)
         return None if doc is None else _endpoint(doc)
 
     async def all(self) -> list[Endpoint]:
-        return [_endpoint(doc) async for doc in self.collection.find({}).sort("created_at", ASCENDING)]
+        return [
+            _endpoint(doc)
+            async for doc in self.collection.find({}, HEAVY_FIELDS_EXCLUDED).sort("created_at", ASCENDING)
+        ]
 
-    async def save(self, endpoint: Endpoint) -> Endpoint:
+    async def save(self, endpoint: Endpoint, events: Sequence[tuple[str, Event]] = ()) -> Endpoint:
         doc = _endpoint_doc(endpoint)
-        del doc["_id"]
-        doc["_version"] = endpoint.version + 1
+        del doc["_id"], doc["_version"]
         # $set, not replace: the worker lease fields on the same document stay as they are
-        result = await self.collection.update_one(
-            {"_id": endpoint.endpoint_id, "_version": endpoint.version}, {"$set": doc}
+        await self.store.commit(
+            endpoint.endpoint_id,
+            expected_version=endpoint.version,
+            state=doc,
+            events=[self._encode(event, event_id) for event_id, event in events],
         )
-        if result.matched_count != 1:
-            raise ConcurrencyError(f"endpoint {endpoint.endpoint_id} changed meanwhile")
-        return _endpoint({**doc, "_id": endpoint.endpoint_id})
+        return _endpoint({**doc, "_id": endpoint.endpoint_id, "_version": endpoint.version + 1})
 
     async def acquire_worker_lease(self, endpoint_id: str, owner: str, now: datetime, until: datetime) -> bool:
         """One replica at a time delivers an endpoint's messages: it holds the endpoint's lease."""

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from standardwebhooks import Webhook
 
 from kasse_common.envelope import derived_event_id
+from kasse_contracts.events import WebhookEndpointDisabled
 from kasse_webhooks.application.endpoints import Sequencer
 from kasse_webhooks.application.ports import (
     Clock,
@@ -35,7 +36,7 @@ from kasse_webhooks.application.ports import (
     Sender,
 )
 from kasse_webhooks.domain.deliveries import AttemptResult, DeliveryStatus, RetrySchedule
-from kasse_webhooks.domain.endpoints import Endpoint, EndpointStatus
+from kasse_webhooks.domain.endpoints import Endpoint, EndpointStatus, url_host
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +387,23 @@ class Dispatcher:
             f"delivery {delivery.delivery_id} ({delivery.event_type}) failed {attempts} times over "
             f"{self.schedule.total()}; last: {result.status_code or result.error}"
         )
-        await self.endpoints.save(current.disabled(self.clock.now(), reason))
+        now = self.clock.now()
+        # Told in the same write that disables it; the id is derived from the endpoint and the version
+        # it disables, so a second try of this very disable collapses into one event.
+        event = WebhookEndpointDisabled(
+            occurred_at=now,
+            endpoint_id=endpoint_id,
+            url_host=url_host(current.url),
+            reason=reason[:1000],
+            delivery_id=delivery.delivery_id,
+            failed_event_type=delivery.event_type,
+            attempts=attempts,
+            last_status_code=result.status_code,
+            last_error=result.error[:500],
+            failing_since=delivery.created_at,
+        )
+        event_id = derived_event_id(WebhookEndpointDisabled.event_type, endpoint_id, str(current.version))
+        await self.endpoints.save(current.disabled(now, reason), [(event_id, event)])
         self.stats.endpoints_disabled += 1
         # The operator is told: this log line, kasse_webhooks_endpoints_disabled_total on /metrics and
         # the KasseWebhookEndpointDisabled alert (Helm chart) that fires on it.

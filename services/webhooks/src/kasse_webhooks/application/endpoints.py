@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from kasse_common.envelope import derived_event_id
 from kasse_common.errors import ConcurrencyError, Conflict, NotFound, Unprocessable
+from kasse_contracts.base import Event
+from kasse_contracts.events import WebhookEndpointEnabled
 from kasse_webhooks.application.ports import (
     Clock,
     Delivery,
@@ -22,6 +24,7 @@ from kasse_webhooks.domain.endpoints import (
     SigningSecret,
     event_type_matches,
     new_secret,
+    url_host,
     validate_patterns,
     validate_url,
 )
@@ -91,9 +94,9 @@ class EndpointService:
             raise NotFound(f"no endpoint {endpoint_id}")
         return endpoint
 
-    async def _save(self, endpoint: Endpoint) -> Endpoint:
+    async def _save(self, endpoint: Endpoint, events: Sequence[tuple[str, Event]] = ()) -> Endpoint:
         try:
-            return await self.endpoints.save(endpoint)
+            return await self.endpoints.save(endpoint, events)
         except ConcurrencyError as exc:
             raise Conflict(f"endpoint {endpoint.endpoint_id} changed meanwhile; try again") from exc
 
@@ -118,7 +121,14 @@ class EndpointService:
         endpoint = await self.get(endpoint_id)
         if endpoint.status is EndpointStatus.ENABLED:
             return endpoint, 0
-        saved = await self._save(endpoint.enabled())
+        event = WebhookEndpointEnabled(
+            occurred_at=self.clock.now(),
+            endpoint_id=endpoint_id,
+            url_host=url_host(endpoint.url),
+            disabled_at=endpoint.disabled_at,
+        )
+        event_id = derived_event_id(WebhookEndpointEnabled.event_type, endpoint_id, str(endpoint.version))
+        saved = await self._save(endpoint.enabled(), [(event_id, event)])
         requeued = await self.deliveries.requeue(endpoint_id, self.clock.now())
         self.on_change(endpoint_id)
         return saved, requeued

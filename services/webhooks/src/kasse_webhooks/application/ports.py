@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from kasse_contracts.base import Event
 from kasse_webhooks.domain.deliveries import AttemptResult, DeliveryStatus
 from kasse_webhooks.domain.endpoints import Endpoint
 
@@ -53,8 +55,9 @@ class EndpointRepository(Protocol):
     async def add(self, endpoint: Endpoint) -> None: ...
     async def get(self, endpoint_id: str) -> Endpoint | None: ...
     async def all(self) -> list[Endpoint]: ...
-    async def save(self, endpoint: Endpoint) -> Endpoint:
-        """Write at `endpoint.version`; raises ConcurrencyError if it changed meanwhile."""
+    async def save(self, endpoint: Endpoint, events: Sequence[tuple[str, Event]] = ()) -> Endpoint:
+        """Write at `endpoint.version` with `events` ((event id, payload)) in its outbox, in one write;
+        raises ConcurrencyError if it changed meanwhile."""
         ...
 
     async def delete(self, endpoint_id: str) -> bool: ...

@@ -127,3 +127,8 @@ class Endpoint:
 
     def enabled(self) -> Endpoint:
         return replace(self, status=EndpointStatus.ENABLED, disabled_reason="", disabled_at=None)
+
+
+def url_host(url: str) -> str:
+    """The host of an endpoint URL, for events and logs: never its path, query or credentials."""
+    return urlsplit(url).hostname or ""
