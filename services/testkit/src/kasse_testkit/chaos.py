@@ -481,6 +481,8 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
             env["KASSE_KAFKA_BOOTSTRAP"], env["KASSE_MONGO_URI"], env["KASSE_STRIPE_API_BASE"], "chaos"
         )
         cfg.infra_kills = cfg.infra_kills and True
+    elif infrastructure is not None:
+        base = infrastructure
     else:
         base = Infrastructure(
             os.environ["KASSE_KAFKA_BOOTSTRAP"],
