@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -114,13 +115,14 @@ def problem(
     instance: str | None = None,
     *,
     retry_after_s: int | None = None,
+    extra_headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if instance:
         body["instance"] = instance
     body.update(extra)
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = dict(extra_headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if retry_after_s is not None:
@@ -182,7 +184,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed", 413: "Request too large"}.get(exc.status_code, "Error")
-        return problem(exc.status_code, title, str(exc.detail), request.url.path)
+        # Keep what the exception says in headers: Allow on a 405 (RFC 9110), WWW-Authenticate, …
+        return problem(exc.status_code, title, str(exc.detail), request.url.path, extra_headers=exc.headers)
 
     async def _dependency_error(request: Request, exc: Exception) -> JSONResponse:
         if is_transient(exc):

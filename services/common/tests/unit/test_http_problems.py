@@ -94,6 +94,14 @@ async def test_a_body_that_is_not_json_is_blamed_on_the_body(client: httpx.Async
     assert r.json()["errors"][0]["field"] == "body"
 
 
+async def test_a_wrong_method_is_405_and_says_which_methods_are_allowed(client: httpx.AsyncClient) -> None:
+    # RFC 9110 §15.5.6: a 405 carries Allow. The problem handler used to drop the exception's headers.
+    r = await client.delete("/orders")
+    assert r.status_code == 405
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["allow"] == "POST"
+
+
 async def test_domain_errors_keep_their_status_and_detail(client: httpx.AsyncClient) -> None:
     r = await client.get("/orders/o-1")
     assert (r.status_code, r.json()["detail"], r.json()["instance"]) == (404, "order o-1 does not exist", "/orders/o-1")
