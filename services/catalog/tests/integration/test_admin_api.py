@@ -62,6 +62,8 @@ async def test_admin_api_guards_validates_and_publishes_product_changes(settings
         assert both.status_code == 422
         negative = await client.post(f"/v1/admin/products/{pid}/stock", json={"delta": -11}, headers=ADMIN)
         assert negative.status_code == 422
+        coerced = await client.patch(f"/v1/admin/products/{pid}", json={"active": 0}, headers=ADMIN)
+        assert coerced.status_code == 422, coerced.text  # strict: 0 is not a yes/no answer (nothing changed)
         off = await client.post(f"/v1/admin/products/{pid}/deactivate", headers=ADMIN)
         assert off.json()["active"] is False
         assert (await client.get(f"/v1/products/{pid}")).status_code == 404  # off sale: hidden from shoppers

@@ -98,6 +98,12 @@ async def test_the_slow_carrier_switch_is_guarded_validated_and_read_back() -> N
         assert (await client.get("/v1/admin/carrier", headers=admin)).json() == slow
         negative = {"dispatch_after_s": -1, "deliver_after_s": 1}
         assert (await client.put("/v1/admin/carrier", json=negative, headers=admin)).status_code == 422
+        # Strict types: a boolean or a numeric string is not a number of seconds.
+        for wrong in (False, "5"):
+            coerced = {"dispatch_after_s": wrong, "deliver_after_s": 1}
+            r = await client.put("/v1/admin/carrier", json=coerced, headers=admin)
+            assert r.status_code == 422, (wrong, r.text)
+        assert (await client.get("/v1/admin/carrier", headers=admin)).json() == slow  # nothing changed
 
 
 def test_new_timings_apply_to_the_scans_scheduled_after_the_change() -> None:

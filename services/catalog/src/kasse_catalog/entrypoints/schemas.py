@@ -77,7 +77,7 @@ class ProductIn(Strict):
     price: MoneyIn
     compare_at_price: MoneyIn | None = Field(None, description="The 'was' price of a sale; higher than price")
     stock_on_hand: Annotated[int, Field(ge=0, le=10_000_000, strict=True)] = 0
-    active: bool = True
+    active: Annotated[bool, Field(strict=True)] = True  # 0 or "no" is not a yes/no answer
     tax_class: TaxClass = Field(TaxClass.STANDARD, description="VAT class: standard, reduced (books) or zero")
 
     def to_details(self) -> ProductDetails:
@@ -108,7 +108,7 @@ class ProductPatch(Strict):
     attributes: Attributes | None = None
     price: MoneyIn | None = None
     compare_at_price: MoneyIn | None = None
-    active: bool | None = None
+    active: Annotated[bool | None, Field(strict=True)] = None
     tax_class: TaxClass | None = None
 
     def changes(self) -> dict[str, object]:

@@ -401,5 +401,10 @@ def build_router(
 
 
 class CarrierTimings(_In):
-    dispatch_after_s: Annotated[float, Field(ge=0, le=30 * 24 * 3600, description="Booking to pick-up scan")]
-    deliver_after_s: Annotated[float, Field(ge=0, le=30 * 24 * 3600, description="Pick-up to delivery scan")]
+    # Strict: `false` or "5" is not a number of seconds (lax pydantic would take them).
+    dispatch_after_s: Annotated[
+        float, Field(ge=0, le=30 * 24 * 3600, strict=True, description="Booking to pick-up scan")
+    ]
+    deliver_after_s: Annotated[
+        float, Field(ge=0, le=30 * 24 * 3600, strict=True, description="Pick-up to delivery scan")
+    ]
