@@ -44,7 +44,7 @@ from opentelemetry import propagate
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import TracerProvider
 
-from kasse_common.envelope import MalformedEvent, OutgoingRecord, decode, headers_to_dict
+from kasse_common.envelope import IncomingEvent, MalformedEvent, OutgoingRecord, decode, headers_to_dict
 from kasse_common.errors import AggregateNotYetKnown
 from kasse_common.parking import ParkedEvents
 from kasse_common.retry import backoff_delay, is_transient, retry_transient
@@ -72,6 +72,20 @@ class EventContext:
 
 
 Handler = Callable[[Any, EventContext], Awaitable[None]]
+
+
+def _context(incoming: IncomingEvent, raw: Any) -> EventContext:
+    """The handler's view of a record, live from Kafka or a parked copy of one (same fields)."""
+    return EventContext(
+        event_id=incoming.id,
+        event_type=incoming.type,
+        source=incoming.attributes.source,
+        time=incoming.attributes.time,
+        subject=incoming.attributes.subject,
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+    )
 
 
 def dead_letter_headers(
@@ -287,16 +301,7 @@ class EventConsumer:
         if incoming.event is None:
             return  # a type this service does not consume (or does not know yet): not an error
         _, handler = self._handlers[incoming.type]
-        ctx = EventContext(
-            event_id=incoming.id,
-            event_type=incoming.type,
-            source=incoming.attributes.source,
-            time=incoming.attributes.time,
-            subject=incoming.attributes.subject,
-            topic=raw.topic,
-            partition=raw.partition,
-            offset=raw.offset,
-        )
+        ctx = _context(incoming, raw)
         await self._handle(handler, incoming.event, ctx, message, headers)
 
     async def _handle(
@@ -423,16 +428,7 @@ class EventConsumer:
                 await self.parking.remove(doc["_id"])
                 continue
             _, handler = self._handlers[incoming.type]
-            ctx = EventContext(
-                event_id=incoming.id,
-                event_type=incoming.type,
-                source=incoming.attributes.source,
-                time=incoming.attributes.time,
-                subject=incoming.attributes.subject,
-                topic=raw.topic,
-                partition=raw.partition,
-                offset=raw.offset,
-            )
+            ctx = _context(incoming, raw)
             try:
                 await handler(incoming.event, ctx)
             except AggregateNotYetKnown as exc:

@@ -112,18 +112,16 @@ class DeliveryRecorder:
         endpoints = await self.cache.current()
         now = self.clock.now()
         queued = [
-            Delivery(
+            Delivery.pending(
                 # deterministic: a Kafka redelivery of the same record records nothing new
                 delivery_id=derived_event_id("delivery", endpoint.endpoint_id, event.event_id),
                 endpoint_id=endpoint.endpoint_id,
                 event_id=event.event_id,
                 event_type=event.event_type,
                 key=event.subject,
-                seq=self.sequencer.next(),
                 body=event.body,
-                status=DeliveryStatus.PENDING,
-                created_at=now,
-                next_attempt_at=now,
+                seq=self.sequencer.next(),
+                now=now,
             )
             for endpoint in endpoints.values()
             if endpoint.wants(event.event_type)

@@ -151,17 +151,15 @@ class EndpointService:
             raise Conflict(f"delivery {delivery_id} is still pending: it will be attempted anyway")
         await self.get(original.endpoint_id)
         now = self.clock.now()
-        copy = Delivery(
+        copy = Delivery.pending(
             delivery_id=f"dlv_{uuid.uuid4().hex[:24]}",
             endpoint_id=original.endpoint_id,
             event_id=original.event_id,
             event_type=original.event_type,
             key=original.key,
-            seq=self.sequencer.next(),
             body=original.body,
-            status=DeliveryStatus.PENDING,
-            created_at=now,
-            next_attempt_at=now,
+            seq=self.sequencer.next(),
+            now=now,
             origin="resend",
         )
         await self.deliveries.add_many([copy])
@@ -182,17 +180,15 @@ class EndpointService:
         replay_id = f"rpl_{uuid.uuid4().hex[:16]}"
         now = self.clock.now()
         queued = [
-            Delivery(
+            Delivery.pending(
                 delivery_id=derived_event_id(endpoint_id, event.event_id, replay_id),
                 endpoint_id=endpoint_id,
                 event_id=event.event_id,
                 event_type=event.event_type,
                 key=event.subject,
-                seq=self.sequencer.next(),
                 body=event.body,
-                status=DeliveryStatus.PENDING,
-                created_at=now,
-                next_attempt_at=now,
+                seq=self.sequencer.next(),
+                now=now,
                 origin="replay",
             )
             for event in events

@@ -50,6 +50,35 @@ class Delivery:
     lease_until: datetime | None = None
     delivered_at: datetime | None = None
 
+    @classmethod
+    def pending(
+        cls,
+        *,
+        delivery_id: str,
+        endpoint_id: str,
+        event_id: str,
+        event_type: str,
+        key: str,
+        body: str,
+        seq: int,
+        now: datetime,
+        origin: str = "event",
+    ) -> Delivery:
+        """A new message to an endpoint, due at once (recorded event, resend or replay)."""
+        return cls(
+            delivery_id=delivery_id,
+            endpoint_id=endpoint_id,
+            event_id=event_id,
+            event_type=event_type,
+            key=key,
+            seq=seq,
+            body=body,
+            status=DeliveryStatus.PENDING,
+            created_at=now,
+            next_attempt_at=now,
+            origin=origin,
+        )
+
 
 class EndpointRepository(Protocol):
     async def add(self, endpoint: Endpoint) -> None: ...
