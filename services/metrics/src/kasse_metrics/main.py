@@ -104,14 +104,16 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
     registry.register(ExperimentCollector(experiments))
+    # One cap over every SSE stream of this instance (KPIs and experiments): each holds a connection.
+    streams = ConnectionCap(settings.max_kpi_streams if settings.rate_limits_enabled else None)
     app: FastAPI = runtime.create_app(
         title="Kasse metrics",
         description=DESCRIPTION,
         routers=[
-            build_router(queries, ConnectionCap(settings.max_kpi_streams if settings.rate_limits_enabled else None)),
+            build_router(queries, streams),
             build_dashboard_router(),
             build_experiment_admin_router(definitions, settings.admin_token),
-            build_experiment_router(experiments),
+            build_experiment_router(experiments, streams),
             build_experiment_page_router(),
         ],
     )

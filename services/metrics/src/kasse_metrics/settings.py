@@ -17,7 +17,7 @@ class MetricsSettings(ServiceSettings):
 
     http_port: int = 8005
     max_kpi_streams: int | None = Field(
-        100, ge=1, description="Concurrent KPI SSE streams one instance serves; more get 429 (None: no cap)"
+        100, ge=1, description="SSE streams (KPIs + experiments) open at once per instance; more get 429"
     )
     admin_token: SecretStr | None = Field(None, description="Bearer token of /v1/admin/* (the consumer switch)")
 

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, Field, SecretStr
 
 from kasse_common.http import bearer_guard, problem_responses
+from kasse_common.ratelimit import ConnectionCap
 from kasse_contracts.events import ExperimentChanged, ExperimentMetric, ExperimentParameter, GuardrailMetric, Variant
 from kasse_metrics.application.experiments import ExperimentDefinitions, ExperimentReports
 from kasse_metrics.domain.experiment_definitions import ExperimentSpec
@@ -98,7 +99,10 @@ def build_experiment_admin_router(definitions: ExperimentDefinitions, admin_toke
     return router
 
 
-def build_experiment_router(reports: ExperimentReports) -> APIRouter:
+def build_experiment_router(reports: ExperimentReports, streams: ConnectionCap | None = None) -> APIRouter:
+    """`streams`: the cap on concurrent streams, the SAME object as the KPI stream's (one budget of long-lived
+    connections per instance; 429 + Retry-After beyond it); None: no cap."""
+    streams = streams or ConnectionCap(None)
     router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
     @router.get("", response_model=ReportList, summary="Every experiment's per-variant analysis and decision")
@@ -109,7 +113,7 @@ def build_experiment_router(reports: ExperimentReports) -> APIRouter:
         "/stream",
         summary="Server-sent events: an `experiments` event with every report whenever they change",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(429)},
     )
     async def stream(
         request: Request,
@@ -132,7 +136,8 @@ def build_experiment_router(reports: ExperimentReports) -> APIRouter:
                 sent += 1
                 await asyncio.sleep(reports.stream_min_interval_s)
 
-        return StreamingResponse(
+        # Beyond the cap: 429 before anything is sent; the slot is freed however the stream ends.
+        return streams.stream(
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
 
