@@ -57,6 +57,7 @@ class CartView:
     totals: Totals
     shipping: ShippingQuote | None
     basket: PricedBasket  # the totals per line (discount shares) and per VAT rate
+    offered_coupon: str | None = None  # the code the cart page offers this session (experiment on cart_coupon)
 
     @property
     def vat(self) -> Breakdown:
@@ -362,7 +363,8 @@ class CartService:
                 except Unprocessable:
                     quote = None  # the method was withdrawn since: checkout must be begun again
         totals = await self._totals(cart, shipping_price=shipping_price, rate_free_threshold=rate_free)
-        return CartView(cart, totals, quote, price_cart(cart, totals, self.clock().date()))
+        offered = await self._offered_coupon(cart)
+        return CartView(cart, totals, quote, price_cart(cart, totals, self.clock().date()), offered)
 
     # -- internals --------------------------------------------------------------------------------
     async def _authorised(self, cart_id: str, token: str | None) -> Cart:
@@ -413,6 +415,23 @@ class CartService:
         if not assignment.value:
             return None  # the variant offers no free shipping
         return FreeShippingPromotion(int(assignment.value), self.currency)
+
+    async def _offered_coupon(self, cart: Cart) -> str | None:
+        """The coupon the cart page offers: while an experiment on `cart_coupon` runs, the session's
+        variant value (`""`: none offered) — the first view records the exposure. A code no coupon
+        has (a typo in the definition) is not offered: the shopper would only get a refusal."""
+        if self.experiments is None:
+            return None
+        assignment = await self.experiments.assign(ExperimentParameter.CART_COUPON, cart.session_id, cart.customer_id)
+        if assignment is None or not assignment.value:
+            return None
+        try:
+            code = normalise_code(assignment.value)
+        except Unprocessable:
+            return None
+        if await self.coupons.get(code, None) is None:
+            return None
+        return code
 
     async def _totals(
         self, cart: Cart, *, shipping_price: int | None, rate_free_threshold: int | None, ignore_usage: bool = False

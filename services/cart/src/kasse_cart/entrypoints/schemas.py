@@ -143,6 +143,9 @@ class CartOut(BaseModel):
     item_count: int
     lines: list[CartLineOut]
     coupon_code: str | None
+    offered_coupon: str | None = Field(
+        None, description="A coupon code the cart page offers this session (an experiment on cart_coupon); null: none"
+    )
     totals: TotalsOut
     checkout_started: bool
     shipping: ShippingOut | None = Field(description="The chosen method, its price and delivery promise")
@@ -277,6 +280,7 @@ def cart_out(view: CartView) -> CartOut:
             for line, priced in zip(cart.lines, view.basket.lines, strict=True)
         ],
         coupon_code=cart.coupon_code,
+        offered_coupon=view.offered_coupon,
         totals=TotalsOut(
             subtotal=money(totals.subtotal, c),
             discounts=[
