@@ -2,8 +2,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
+# deploy/tools/bootstrap.sh puts the pinned uv here when the machine has none (or another version); helm too.
+export PATH := $(CURDIR)/.kasse/bin:$(PATH)
 UV ?= uv
 PYTHON ?= python3
+BOOTSTRAP := deploy/tools/bootstrap.sh
 STACK := $(PYTHON) deploy/local/stack.py
 SHOP := $(UV) run --frozen python deploy/local/shop.py
 
@@ -11,13 +14,18 @@ SHOP := $(UV) run --frozen python deploy/local/shop.py
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-.PHONY: sync
-sync: ## Install the workspace (all services, contracts, dev tools) from uv.lock
-	@command -v $(UV) >/dev/null || { echo "uv is missing: pip install uv  (or see README)"; exit 1; }
+.PHONY: bootstrap bootstrap-up bootstrap-uv sync
+bootstrap: ## Install what make test needs and is missing (pinned uv; JDK, Maven, Go, npm, Chromium from Debian), or print the command
+	@$(BOOTSTRAP) --for test
+bootstrap-up: ## The same for make up (pinned uv; JDK, Maven, Go)
+	@$(BOOTSTRAP) --for up
+bootstrap-uv:
+	@$(BOOTSTRAP) --for uv
+sync: bootstrap-uv ## Install the workspace (all services, contracts, dev tools) from uv.lock
 	$(UV) sync --frozen
 
 .PHONY: stack-up stack-down stack-status stack-logs
-stack-up: ## Provision (first time: downloads) and start Kafka, FerretDB and stripe-mock on 127.0.0.1
+stack-up: bootstrap-up ## Provision (first time: downloads) and start Kafka, FerretDB and stripe-mock on 127.0.0.1
 	$(STACK) start
 stack-down: ## Stop the local stack
 	$(STACK) stop
@@ -27,7 +35,7 @@ stack-logs: ## Tail the local stack's logs
 	$(STACK) logs
 
 .PHONY: up down status logs
-up: sync stack-up ## Run the shop: stack, the five services, sample catalogue; prints the URLs
+up: bootstrap-up sync stack-up ## Run the shop: stack, the five services, sample catalogue; prints the URLs
 	$(SHOP) start
 down: ## Stop everything `make up` started (services, then the stack)
 	-$(SHOP) stop
@@ -39,21 +47,20 @@ logs: ## Tail the services' logs
 	$(SHOP) logs
 
 .PHONY: tools
-tools: ## Offline checkers for deploy/ (helm from the Go module proxy, the Compose schema from npm); idempotent
+tools: bootstrap-up ## Offline checkers for deploy/ (helm from the Go module proxy, the Compose schema from npm); idempotent
 	deploy/tools/install-helm.sh
 	deploy/tools/install-compose-schema.sh
 
 .PHONY: browser-deps
-browser-deps: ## The pinned axe-core (npm ci) the storefront's browser tests inject; Chromium comes from Debian
-	@command -v npm >/dev/null || { echo "npm is missing: apt-get install npm"; exit 1; }
+browser-deps: bootstrap ## The pinned axe-core (npm ci) the storefront's browser tests inject; Chromium comes from Debian
 	npm ci --silent --no-audit --no-fund --prefix services/storefront/tests/browser
 
 .PHONY: test test-unit test-integration
-test: sync tools contracts-compat browser-deps ## Run every test tier (unit, integration, e2e) on real Kafka, FerretDB and stripe-mock
+test: bootstrap sync tools contracts-compat browser-deps ## Run every test tier (unit, integration, e2e) on real Kafka, FerretDB and stripe-mock
 	$(UV) run --frozen pytest
-test-unit: sync tools ## Only the unit tier (no infrastructure)
+test-unit: bootstrap-up sync tools ## Only the unit tier (no infrastructure)
 	$(UV) run --frozen pytest -m unit
-test-integration: sync browser-deps ## Only the integration and e2e tiers
+test-integration: bootstrap sync browser-deps ## Only the integration and e2e tiers
 	$(UV) run --frozen pytest -m "integration or e2e"
 
 .PHONY: contracts contracts-compat
@@ -67,14 +74,13 @@ BENCH_EVENTS ?= 5000000
 BENCH_RSS_EARLY_EVENTS ?= 1000000
 WEBHOOKS_BENCH_EVENTS ?= 1000
 STOREFRONT_BENCH_SECONDS ?= 10
-bench: sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, KPI freshness; webhooks deliveries/s and p99 vs plain Kafka; storefront pages vs a bare route (loopback only)
+bench: bootstrap-up sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, KPI freshness; webhooks deliveries/s and p99 vs plain Kafka; storefront pages vs a bare route (loopback only)
 	$(UV) run --frozen --with quixstreams --with orjson python services/metrics/bench/bench.py --events $(BENCH_EVENTS) --rss-early-events $(BENCH_RSS_EARLY_EVENTS)
 	$(UV) run --frozen python services/webhooks/bench/bench.py --events $(WEBHOOKS_BENCH_EVENTS)
 	$(UV) run --frozen python services/storefront/bench/bench.py --seconds $(STOREFRONT_BENCH_SECONDS)
 
 .PHONY: lighthouse
-lighthouse: sync stack-up ## Lighthouse 12.2.3 (mobile) on the storefront's home, search, product, cart, checkout; prints the scores
-	@command -v npm >/dev/null || { echo "npm is missing: apt-get install npm"; exit 1; }
+lighthouse: bootstrap sync stack-up ## Lighthouse 12.2.3 (mobile) on the storefront's home, search, product, cart, checkout; prints the scores
 	npm ci --silent --no-audit --no-fund --prefix services/storefront/bench/lighthouse
 	CHROME_PATH=/usr/bin/chromium $(UV) run --frozen python services/storefront/bench/lighthouse.py
 
@@ -86,7 +92,7 @@ dlq: ## A service's dead letters: make dlq SERVICE=cart ARGS="list" | ARGS="show
 
 .PHONY: chaos
 CHAOS_ORDERS ?= 300
-chaos: sync ## Chaos on an OWN Kafka/FerretDB/stripe-mock (ports 19412-19416): orders while every part is killed -9
+chaos: bootstrap-up sync ## Chaos on an OWN Kafka/FerretDB/stripe-mock (ports 19412-19416): orders while every part is killed -9
 	$(UV) run --frozen python -m kasse_testkit.chaos --orders $(CHAOS_ORDERS) --own-stack
 
 .PHONY: lint format
