@@ -2,10 +2,16 @@
 
 A shopper proves who they are with an OIDC token (a JWT signed by the identity provider) in
 `Authorization: Bearer <jwt>`; its `sub` is the customer id. The signature is checked with PyJWT
-against the provider's JWKS (`KASSE_IDENTITY_JWKS_URL`, keys cached) or a configured public key
+against the provider's JWKS (`KASSE_IDENTITY_JWKS_URL`) or a configured public key
 (`KASSE_IDENTITY_PUBLIC_KEY`, PEM), with `exp` required and the issuer and audience checked when they
 are configured. No token: a guest (None). A token that does not verify: 401, never a guest with a
 borrowed id. No header a client chooses (`X-Customer-Id`) names a customer any more.
+
+JWKS caching and key rotation (PyJWKClient): the key set is fetched once and kept for
+`JWKS_LIFESPAN_S`; a token whose `kid` is not in it makes one refetch (a key the provider just added),
+at most once per `JWKS_REFRESH_COOLDOWN_S` so tokens with made-up kids cannot turn each request into a
+fetch. No per-key cache: a key the provider withdrew is refused once the set is older than the lifespan.
+A provider that cannot be reached answers 503 (try again), not 401: the token may well be good.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from kasse_common.errors import Unauthorized
 from kasse_common.settings import ServiceSettings
 
 MAX_CUSTOMER_ID = 200
+JWKS_LIFESPAN_S = 300
+JWKS_REFRESH_COOLDOWN_S = 30
 
 
 class CustomerVerifier:
@@ -36,7 +44,17 @@ class CustomerVerifier:
         audience: str | None = None,
         algorithms: list[str] | None = None,
     ) -> None:
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5) if jwks_url else None
+        self._jwks = (
+            jwt.PyJWKClient(
+                jwks_url,
+                cache_keys=False,  # PyJWKClient's per-kid cache never expires: a withdrawn key would stay good
+                lifespan=JWKS_LIFESPAN_S,
+                cooldown_duration=JWKS_REFRESH_COOLDOWN_S,
+                timeout=5,
+            )
+            if jwks_url
+            else None
+        )
         self._key = public_key or None
         self.issuer = issuer or None
         self.audience = audience or None
@@ -77,6 +95,9 @@ class CustomerVerifier:
                 issuer=self.issuer,
                 options={"require": ["sub", "exp"], "verify_aud": self.audience is not None},
             )
+        except jwt.PyJWKClientConnectionError as exc:
+            # Transient (the kit answers 503 + Retry-After): the provider is away, the token may be good.
+            raise ConnectionError("the identity provider's JWKS cannot be fetched") from exc
         except jwt.PyJWKClientError:
             raise Unauthorized("the customer token's signing key is unknown to the identity provider") from None
         except jwt.PyJWTError as exc:
