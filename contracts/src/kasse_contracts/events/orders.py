@@ -45,6 +45,15 @@ class OrderPlaced(FunnelEvent):
     vat: VatBreakdown | None = Field(None, description="The VAT in `total` per rate (prices are gross)")
     channel: Channel | None = None
     client_ip: str | None = Field(None, description="For fraud screening; absent when not collected")
+    order_token_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description=(
+            "SHA-256 (hex) of the order token the shopper was given: lets a service check a token it is shown "
+            "(a verified-purchase review) without calling cart or ever holding the token; the token itself is "
+            "256 random-looking bits, so its hash gives nothing away"
+        ),
+    )
 
 
 class CancellationReason(OpenEnum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -235,6 +236,9 @@ async def test_place_order_is_idempotent_and_one_cart_makes_one_order(world: Wor
     (placed,) = world.events(world.orders, "OrderPlaced")
     assert placed["total"]["amount"] == 3998 + 495 and placed["client_ip"] == "203.0.113.9"
     assert placed["shipping"]["promised_from"] == "2026-11-20"
+    # The hash of the shopper's order token (catalog checks a verified-purchase review by it), not the token.
+    assert placed["order_token_sha256"] == hashlib.sha256(first.order_token.encode()).hexdigest()
+    assert first.order_token not in json.dumps(placed)
     with pytest.raises(Conflict, match="can no longer change"):
         await world.service.add_item(cart_id, token, "p1", 1)
     view = await world.life.view(first.order.order_id, first.order_token)

@@ -4,6 +4,7 @@ discovery events, reviews and recommendations."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,14 +26,14 @@ from kasse_catalog.application.discovery import Discovery, Shopper
 from kasse_catalog.application.learning import Learner
 from kasse_catalog.application.ports import RelationKind
 from kasse_catalog.application.products import ProductCatalog
-from kasse_catalog.application.reviews import ReviewDraft, Reviews
+from kasse_catalog.application.reviews import OrderProof, ReviewDraft, Reviews
 from kasse_catalog.application.stock import StockKeeper
 from kasse_catalog.domain.product import Product, ProductDetails
 from kasse_catalog.domain.reservation import ReservationStatus
 from kasse_catalog.domain.review import ReviewSort
 from kasse_catalog.domain.search import SearchCriteria, SortOrder
 from kasse_common.envelope import OutgoingRecord, encode
-from kasse_common.errors import Conflict, NotFound, Unprocessable
+from kasse_common.errors import Conflict, Forbidden, NotFound, Unprocessable
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import (
     ItemCondition,
@@ -317,6 +318,57 @@ async def test_reviews_update_the_rating_and_are_verified_after_delivery() -> No
         await w.reviews.submit(knife.product_id, ReviewDraft(9, "t", "x", "a"), customer_id=None, session_id=None)
     with pytest.raises(NotFound):
         await w.reviews.submit("nope", draft, customer_id=None, session_id=None)
+
+
+async def test_a_guest_review_is_verified_by_the_order_token_of_a_delivered_order_with_the_product() -> None:
+    w = World()
+    knife, pan = await w.add(details("KNIFE"), details("PAN"))
+    token = "order-token-of-the-shopper"
+    placed = order((knife, 1), order_token_sha256=hashlib.sha256(token.encode()).hexdigest())
+    await w.learner.order_placed(placed, "evt-o")
+    draft = ReviewDraft(rating=5, title="Sharp", text="Cuts cleanly.", author_name="Ana")
+
+    def submit(product: Product, proof: OrderProof) -> Any:
+        return w.reviews.submit(product.product_id, draft, customer_id=None, session_id="s", order=proof)
+
+    with pytest.raises(Conflict, match="not delivered yet"):
+        await submit(knife, OrderProof(placed.order_id, token))
+    await w.learner.shipment_delivered(
+        ShipmentDelivered(
+            occurred_at=clock(), session_id="s", order_id=placed.order_id, shipment_id="shp", delivered_at=clock()
+        )
+    )
+    with pytest.raises(Forbidden, match="does not prove"):
+        await submit(knife, OrderProof(placed.order_id, "a-guessed-token"))
+    with pytest.raises(Forbidden, match="does not prove"):
+        await submit(knife, OrderProof("ord_unknown", token))
+    with pytest.raises(Forbidden, match="does not contain this product"):
+        await submit(pan, OrderProof(placed.order_id, token))
+    assert w.reviews_repo.docs == {}, "a refused proof stores nothing"
+
+    review, product = await submit(knife, OrderProof(placed.order_id, token))
+    assert review.verified_purchase and review.customer_id is None
+    assert product.rating_count == 1
+
+
+async def test_an_order_placed_without_a_token_hash_proves_nothing() -> None:
+    w = World()
+    (knife,) = await w.add(details("KNIFE"))
+    placed = order((knife, 1))  # an OrderPlaced from before the field existed
+    await w.learner.order_placed(placed, "evt-o")
+    await w.learner.shipment_delivered(
+        ShipmentDelivered(
+            occurred_at=clock(), session_id="s", order_id=placed.order_id, shipment_id="shp", delivered_at=clock()
+        )
+    )
+    with pytest.raises(Forbidden):
+        await w.reviews.submit(
+            knife.product_id,
+            ReviewDraft(5, "t", "x", "a"),
+            customer_id=None,
+            session_id=None,
+            order=OrderProof(placed.order_id, "anything"),
+        )
 
 
 async def test_an_interrupted_review_is_counted_once_by_the_sweeper() -> None:

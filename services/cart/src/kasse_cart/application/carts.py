@@ -315,7 +315,10 @@ class CartService:
             if not await self.coupons.redeem(coupon, order_id, buyer):
                 raise Conflict(f"coupon {coupon.code} has been used up; remove it to continue")
         basket = price_cart(cart, totals, now.date())
-        event = self._order_placed(cart, checkout, quote, totals, basket, order_id, client_ip, now)
+        # The token's hash rides along (never the token): catalog checks a verified-purchase review by it.
+        event = self._order_placed(cart, checkout, quote, totals, basket, order_id, client_ip, now).model_copy(
+            update={"order_token_sha256": hash_token(order_token)}
+        )
         order = Order(
             order_id=order_id,
             placed_at=now,

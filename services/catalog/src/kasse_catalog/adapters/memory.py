@@ -14,7 +14,7 @@ from datetime import datetime
 from kasse_catalog.application.ports import AlreadyExists, RelationKind
 from kasse_catalog.domain.product import Product, popularity_score
 from kasse_catalog.domain.reservation import Reservation
-from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
+from kasse_catalog.domain.review import Purchase, Review, ReviewSort, ReviewStatus
 from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance, stem
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.errors import ConcurrencyError
@@ -253,10 +253,20 @@ class MemoryPurchaseLedger:
         self.orders: dict[str, dict[str, object]] = defaultdict(dict)
 
     async def record_order(
-        self, order_id: str, customer_id: str | None, session_id: str, product_ids: Sequence[str]
+        self,
+        order_id: str,
+        customer_id: str | None,
+        session_id: str,
+        product_ids: Sequence[str],
+        order_token_sha256: str | None = None,
     ) -> None:
         await _hop()
-        self.orders[order_id].update(customer_id=customer_id, session_id=session_id, product_ids=list(product_ids))
+        self.orders[order_id].update(
+            customer_id=customer_id,
+            session_id=session_id,
+            product_ids=list(product_ids),
+            order_token_sha256=order_token_sha256,
+        )
 
     async def mark_delivered(self, order_id: str, delivered_at: datetime) -> None:
         await _hop()
@@ -270,6 +280,18 @@ class MemoryPurchaseLedger:
             if o.get("customer_id") == customer_id:
                 return order_id
         return None
+
+    async def purchase(self, order_id: str) -> Purchase | None:
+        await _hop()
+        o = self.orders.get(order_id)
+        if o is None:
+            return None
+        return Purchase(
+            order_id=order_id,
+            product_ids=list(o.get("product_ids", [])),  # type: ignore[call-overload]
+            delivered=bool(o.get("delivered")),
+            order_token_sha256=o.get("order_token_sha256"),  # type: ignore[arg-type]
+        )
 
 
 class MemoryEvents:

@@ -22,7 +22,7 @@ from pymongo.errors import DuplicateKeyError
 from kasse_catalog.application.ports import AlreadyExists, RelationKind
 from kasse_catalog.domain.product import Image, Product, popularity_score
 from kasse_catalog.domain.reservation import Reservation, ReservationLine, ReservationStatus, Shortfall
-from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
+from kasse_catalog.domain.review import Purchase, Review, ReviewSort, ReviewStatus
 from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance, stem
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.errors import ConcurrencyError
@@ -467,13 +467,20 @@ class MongoPurchaseLedger:
         await self.collection.create_index([("product_ids", ASCENDING)], name="by_product")
 
     async def record_order(
-        self, order_id: str, customer_id: str | None, session_id: str, product_ids: Sequence[str]
+        self,
+        order_id: str,
+        customer_id: str | None,
+        session_id: str,
+        product_ids: Sequence[str],
+        order_token_sha256: str | None = None,
     ) -> None:
-        await self.collection.update_one(
-            {"_id": order_id},
-            {"$set": {"customer_id": customer_id, "session_id": session_id, "product_ids": list(product_ids)}},
-            upsert=True,
-        )
+        fields = {
+            "customer_id": customer_id,
+            "session_id": session_id,
+            "product_ids": list(product_ids),
+            "order_token_sha256": order_token_sha256,
+        }
+        await self.collection.update_one({"_id": order_id}, {"$set": fields}, upsert=True)
 
     async def mark_delivered(self, order_id: str, delivered_at: datetime) -> None:
         # May come before the order is known here (another topic): upsert, the order fills the rest.
@@ -486,3 +493,14 @@ class MongoPurchaseLedger:
             {"product_ids": product_id, "delivered": True, "customer_id": customer_id}, {"_id": 1}
         )
         return doc["_id"] if doc else None
+
+    async def purchase(self, order_id: str) -> Purchase | None:
+        doc = await self.collection.find_one({"_id": order_id})  # exactly {_id}: FerretDB's fast path
+        if doc is None:
+            return None
+        return Purchase(
+            order_id=order_id,
+            product_ids=list(doc.get("product_ids") or []),
+            delivered=bool(doc.get("delivered")),
+            order_token_sha256=doc.get("order_token_sha256"),
+        )

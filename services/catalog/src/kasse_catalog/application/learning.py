@@ -29,7 +29,9 @@ class Learner:
 
     async def order_placed(self, order: OrderPlaced, event_id: str) -> None:
         product_ids = list(dict.fromkeys(line.product_id for line in order.lines))
-        await self.ledger.record_order(order.order_id, order.customer_id, order.session_id, product_ids)
+        await self.ledger.record_order(
+            order.order_id, order.customer_id, order.session_id, product_ids, order.order_token_sha256
+        )
         for product_id in product_ids:
             await self.products.record_interest(product_id, views=0, purchases=1, event_id=event_id)
         for a, b in permutations(product_ids[:MAX_PAIR_PRODUCTS], 2):

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from kasse_catalog.domain.product import Product
 from kasse_catalog.domain.reservation import Reservation
-from kasse_catalog.domain.review import Review, ReviewSort
+from kasse_catalog.domain.review import Purchase, Review, ReviewSort
 from kasse_catalog.domain.search import SearchCriteria
 from kasse_common.envelope import OutgoingRecord
 from kasse_contracts.base import Event
@@ -102,10 +102,16 @@ class PurchaseLedger(Protocol):
     """Who bought what, and whether it was delivered: the verified-purchase check of reviews."""
 
     async def record_order(
-        self, order_id: str, customer_id: str | None, session_id: str, product_ids: Sequence[str]
+        self,
+        order_id: str,
+        customer_id: str | None,
+        session_id: str,
+        product_ids: Sequence[str],
+        order_token_sha256: str | None = None,
     ) -> None: ...
     async def mark_delivered(self, order_id: str, delivered_at: datetime) -> None: ...
     async def delivered_order_with(self, product_id: str, customer_id: str) -> str | None: ...
+    async def purchase(self, order_id: str) -> Purchase | None: ...
 
 
 class EventSink(Protocol):

@@ -1,5 +1,9 @@
 """Reviews: submit (verified when the reviewer's order with the product was delivered) and list.
 
+The order is proven either by a proven customer (a verified customer token: a delivered order of theirs
+holds the product) or by the order itself: its id and its order token, checked against the token's hash
+that OrderPlaced carried — no call to cart at request time.
+
 Two documents change without a transaction: the review is stored PENDING first, then the product's
 rating is updated with ReviewSubmitted in its outbox (marked with the review id, so it counts once),
 then the review is PUBLISHED. If the process dies in between, `finish_pending` completes it later.
@@ -13,7 +17,7 @@ from datetime import timedelta
 
 from kasse_catalog.application.ports import Clock, Encoder, ProductRepository, PurchaseLedger, ReviewRepository
 from kasse_catalog.domain.product import Product
-from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus
+from kasse_catalog.domain.review import Review, ReviewSort, ReviewStatus, check_order_proof
 from kasse_common.envelope import derived_event_id
 from kasse_common.errors import NotFound
 from kasse_common.retry import retry_on_conflict
@@ -26,6 +30,14 @@ class ReviewDraft:
     title: str
     text: str
     author_name: str
+
+
+@dataclass(frozen=True)
+class OrderProof:
+    """The order a guest's review claims: its id and the order token the shopper was given."""
+
+    order_id: str
+    order_token: str
 
 
 @dataclass(frozen=True)
@@ -56,13 +68,23 @@ class Reviews:
         return product
 
     async def submit(
-        self, id_or_slug: str, draft: ReviewDraft, *, customer_id: str | None, session_id: str | None
+        self,
+        id_or_slug: str,
+        draft: ReviewDraft,
+        *,
+        customer_id: str | None,
+        session_id: str | None,
+        order: OrderProof | None = None,
     ) -> tuple[Review, Product]:
         product = await self._product(id_or_slug)
-        # Verified only for a proven customer (a verified token): a session id is chosen by the client.
-        verified_order = (
-            await self.ledger.delivered_order_with(product.product_id, customer_id) if customer_id else None
-        )
+        # Verified only with proof: the order's own token, or a proven customer (a verified customer token).
+        # A session id is chosen by the client and proves nothing.
+        verified_order: str | None = None
+        if order is not None:
+            check_order_proof(await self.ledger.purchase(order.order_id), product.product_id, order.order_token)
+            verified_order = order.order_id
+        elif customer_id:
+            verified_order = await self.ledger.delivered_order_with(product.product_id, customer_id)
         review = Review(
             review_id="rev_" + uuid.uuid4().hex,
             product_id=product.product_id,

@@ -14,7 +14,7 @@ from pydantic import AfterValidator
 from kasse_catalog.application.discovery import Discovery, Shopper
 from kasse_catalog.application.ports import RelationKind
 from kasse_catalog.application.products import ProductCatalog
-from kasse_catalog.application.reviews import ReviewDraft, Reviews
+from kasse_catalog.application.reviews import OrderProof, ReviewDraft, Reviews
 from kasse_catalog.domain.channel import resolve_channel
 from kasse_catalog.domain.review import ReviewSort
 from kasse_catalog.domain.search import SearchCriteria, SortOrder
@@ -264,25 +264,45 @@ async def list_reviews(
     )
 
 
+OrderTokenHeader = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=200,
+        description="The order token cart gave when the order was placed; with `order_id` in the body: the proof",
+    ),
+]
+
+
 @storefront.post(
     "/products/{product_ref}/reviews",
     response_model=SubmittedReviewOut,
     status_code=status.HTTP_201_CREATED,
     summary="Submit a review",
     description=(
-        "Verified purchase when a delivered order with the product belongs to the customer proven by the "
-        "customer token (`Authorization: Bearer <OIDC JWT>`); a guest's review is never verified. "
+        "Verified purchase when the order is proven: either `order_id` in the body with its order token in "
+        "`X-Order-Token` (a guest's proof: the order must hold the product and be delivered, else 403 or 409 "
+        "and nothing is stored), or a delivered order with the product belongs to the customer proven by the "
+        "customer token (`Authorization: Bearer <OIDC JWT>`). Without either the review is not verified. "
         "Publishes ReviewSubmitted; the product's rating is updated."
     ),
-    responses=with_session(201, problems(401, 404, 413, 422, 429)),
+    responses=with_session(201, problems(401, 403, 404, 409, 413, 422, 429)),
     dependencies=[Depends(review_limit)],
 )
-async def submit_review(svc: Services, who: ShopperDep, product_ref: str, body: ReviewIn) -> SubmittedReviewOut:
+async def submit_review(
+    svc: Services, who: ShopperDep, product_ref: str, body: ReviewIn, x_order_token: OrderTokenHeader = None
+) -> SubmittedReviewOut:
+    if (body.order_id is None) != (x_order_token is None):
+        field = "header.x-order-token" if x_order_token is None else "order_id"
+        message = "an order is proven by its id and its order token together"
+        raise Unprocessable(f"{field}: {message}", errors=[{"field": field, "message": message, "type": "missing"}])
+    proof = OrderProof(body.order_id, x_order_token) if body.order_id and x_order_token else None
     review, product = await svc.reviews.submit(
         product_ref,
         ReviewDraft(rating=body.rating, title=body.title, text=body.text, author_name=body.author_name),
         customer_id=who.customer_id,
         session_id=who.session_id,
+        order=proof,
     )
     return SubmittedReviewOut(
         **ReviewOut.of(review).model_dump(),

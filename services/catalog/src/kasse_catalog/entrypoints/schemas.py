@@ -243,6 +243,15 @@ class ReviewIn(Strict):
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=150)]
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
     author_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+    order_id: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[\w.:-]+$",
+            description="The order the review is about; proven by its token in X-Order-Token (a verified purchase)",
+        ),
+    ] = None
 
     @field_validator("title", "text", "author_name")
     @classmethod
