@@ -3,6 +3,8 @@ events fed through Kafka, served from precomputed state through the HTTP API."""
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from typing import Any
 
 import pytest
@@ -183,3 +185,70 @@ async def test_review_submission_is_rate_limited_per_client(settings_for: Any) -
         assert limited.status_code == 429
         assert limited.headers["content-type"] == "application/problem+json"
         assert int(limited.headers["Retry-After"]) >= 1
+
+
+async def test_a_guests_review_is_verified_by_the_order_token_of_the_delivered_order(
+    settings_for: Any, test_publisher: Any, topic_reader: Any
+) -> None:
+    """Issue 13: verified purchase by the order's own token, checked against the hash OrderPlaced carried."""
+    settings = settings_for(CatalogSettings, admin_token="integration-admin")
+    token = "tok-" + uuid.uuid4().hex
+    async with (
+        topic_reader(topics.CATALOG, topics.STOCK) as catalog_topic,
+        running_app(create_app(settings)) as client,
+    ):
+        lamp, vase = [
+            (await client.post("/v1/admin/products", json=product(sku, "home"), headers=ADMIN)).json()["product_id"]
+            for sku in ("TLAMP", "TVASE")
+        ]
+        placed = samples.order_placed(
+            lines=[samples.line_item(lamp, sku="TLAMP")],
+            order_token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+        )
+        await test_publisher.publish(placed)
+        await catalog_topic.wait_for_events(StockReserved)
+        review = {
+            "rating": 4,
+            "title": "Good lamp",
+            "text": "Bright.",
+            "author_name": "Ola",
+            "order_id": placed.order_id,
+        }
+
+        async def learned(field: str) -> bool:
+            mongo: AsyncMongoClient[Any] = AsyncMongoClient(settings.mongo_uri.get_secret_value())
+            try:
+                doc = await mongo[settings.database_name]["purchases"].find_one({"_id": placed.order_id})
+                return bool(doc and doc.get(field))
+            finally:
+                await mongo.close()
+
+        await wait_until(lambda: learned("order_token_sha256"), timeout=20, message="the order learned from Kafka")
+        early = await client.post(f"/v1/products/{lamp}/reviews", json=review, headers={"X-Order-Token": token})
+        assert early.status_code == 409, early.text  # placed, not delivered
+
+        await test_publisher.publish(
+            ShipmentDelivered(
+                occurred_at=samples.now(),
+                session_id=placed.session_id,
+                order_id=placed.order_id,
+                shipment_id="shp_t",
+                delivered_at=samples.now(),
+            )
+        )
+        await wait_until(lambda: learned("delivered"), timeout=20, message="the delivery learned from Kafka")
+
+        guessed = await client.post(f"/v1/products/{lamp}/reviews", json=review, headers={"X-Order-Token": "guess"})
+        assert guessed.status_code == 403, guessed.text
+        assert guessed.headers["content-type"] == "application/problem+json"
+        other = await client.post(f"/v1/products/{vase}/reviews", json=review, headers={"X-Order-Token": token})
+        assert other.status_code == 403, other.text
+        half = await client.post(f"/v1/products/{lamp}/reviews", json=review)
+        assert half.status_code == 422 and half.json()["errors"][0]["field"] == "header.x-order-token"
+        assert (await client.get(f"/v1/products/{lamp}/reviews")).json()["total"] == 0, "refusals store nothing"
+
+        verified = await client.post(f"/v1/products/{lamp}/reviews", json=review, headers={"X-Order-Token": token})
+        assert verified.status_code == 201, verified.text
+        assert verified.json()["verified_purchase"] is True
+        (event,) = await catalog_topic.wait_for_events(ReviewSubmitted)
+        assert event.verified_purchase is True and event.customer_id is None
