@@ -23,6 +23,10 @@ MESSAGES: dict[str, tuple[str, str | None]] = {
     "%(n)s stars and more": ("ab %(n)s Sternen", None),
     "%(name)s is no longer available in this quantity.": ("%(name)s ist in dieser Menge nicht mehr verfügbar.", None),
     "%(pct)s percent": ("%(pct)s Prozent", None),
+    "About your order %(id)s: marked as a verified purchase.": (
+        "Zu Ihrer Bestellung %(id)s: wird als verifizierter Kauf markiert.",
+        None,
+    ),
     "Add to cart": ("In den Warenkorb", None),
     "Added to your cart.": ("In den Warenkorb gelegt.", None),
     "Address line 2": ("Adresszusatz", None),

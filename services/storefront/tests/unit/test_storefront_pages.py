@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import itsdangerous
 import pytest
 from pydantic import ValidationError
 
@@ -72,12 +75,15 @@ class FakeServices:
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
         self.fail: set[str] = set()
+        self.answers: dict[str, Any] = {}  # path -> JSON a test adds
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         path = request.url.path
         if any(path.startswith(p) for p in self.fail):
             return httpx.Response(500, json={"title": "boom"})
+        if path in self.answers:
+            return httpx.Response(200, json=self.answers[path])
         if path == "/v1/categories":
             return httpx.Response(200, json={"items": [{"category": "kitchen", "products": 1}]})
         if path == "/v1/products":
@@ -221,3 +227,61 @@ async def test_metrics_are_for_the_cluster_not_through_the_public_host(client: h
     assert scraped.status_code == 200
     assert 'kasse_storefront_responses_total{route="/",status="2xx"}' in scraped.text
     assert (await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})).status_code == 404
+
+
+def session_cookie(values: dict[str, Any]) -> str:
+    """The signed session cookie Starlette's SessionMiddleware would set for these values."""
+    signer = itsdangerous.TimestampSigner(settings().effective_session_secret)
+    return signer.sign(base64.b64encode(json.dumps(values).encode())).decode()
+
+
+async def test_a_review_from_the_order_page_is_sent_with_the_sessions_order_token(
+    client: httpx.AsyncClient, services: FakeServices
+) -> None:
+    """Issue 13: the shopper holds the order token in the session; the review goes with it, so the catalog
+    can mark it a verified purchase. An order the session did not place sends no proof."""
+    client.cookies.set(
+        "kasse_session", session_cookie({"sid": "s1", "csrf": "c1", "orders": {"ord_1": "order-token-1"}})
+    )
+    page = await client.get("/p/prd_1", params={"order": "ord_1"})
+    assert page.status_code == 200
+    assert '<input type="hidden" name="order_id" value="ord_1">' in page.text
+    assert "ord_1" in page.text and "order-token-1" not in page.text, "the token never reaches the page"
+    assert 'name="order_id"' not in (await client.get("/p/prd_1", params={"order": "ord_other"})).text
+
+    review = {"csrf": "c1", "rating": "5", "title": "Sharp", "text": "Cuts well.", "author_name": "Ana"}
+    sent = await client.post("/p/prd_1/reviews", data={**review, "order_id": "ord_1"})
+    assert sent.status_code == 303, sent.text
+    (posted,) = [r for r in services.requests if r.method == "POST" and r.url.path == "/v1/products/prd_1/reviews"]
+    assert posted.headers["X-Order-Token"] == "order-token-1"
+    assert json.loads(posted.content)["order_id"] == "ord_1"
+
+    services.requests.clear()
+    await client.post("/p/prd_1/reviews", data={**review, "order_id": "ord_someone_elses"})
+    (unproven,) = [r for r in services.requests if r.method == "POST"]
+    assert "X-Order-Token" not in unproven.headers and "order_id" not in json.loads(unproven.content)
+
+
+async def test_the_order_page_links_delivered_items_to_a_review_of_that_order(
+    client: httpx.AsyncClient, services: FakeServices
+) -> None:
+    order = {
+        "order_id": "ord_1",
+        "status": "delivered",
+        "email": "erika@example.com",
+        "lines": [{"product_id": "prd_1", "name": "Chef Knife", "quantity": 1}],
+        "total": {"amount": 8900, "currency": "EUR"},
+        "refunded": {"amount": 0, "currency": "EUR"},
+        "timeline": [],
+    }
+    tracking = {
+        "carrier": "SimPost",
+        "tracking_number": "T1",
+        "delivered_at": "2026-12-01T10:00:00+00:00",
+        "returns": [],
+    }
+    services.answers = {"/v1/orders/ord_1": order, "/v1/orders/ord_1/shipment": tracking}
+    client.cookies.set("kasse_session", session_cookie({"sid": "s1", "csrf": "c1", "orders": {"ord_1": "tok"}}))
+    page = await client.get("/orders/ord_1")
+    assert page.status_code == 200, page.text
+    assert 'href="/p/prd_1?order=ord_1#reviews"' in page.text

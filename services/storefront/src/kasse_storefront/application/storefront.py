@@ -135,8 +135,14 @@ class Storefront:
         }
         return await self.b.shipping.call("POST", "/v1/shipping/quotes", json=body, timeout=self.optional_timeout_s)  # type: ignore[no-any-return]
 
-    async def submit_review(self, shopper: Shopper, pid: str, review: dict[str, Any]) -> dict[str, Any]:
-        return await self.b.catalog.call("POST", f"/v1/products/{pid}/reviews", shopper, json=review)  # type: ignore[no-any-return]
+    async def submit_review(
+        self, shopper: Shopper, pid: str, review: dict[str, Any], order: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
+        """`order` (order id, order token from the session) proves the purchase: a verified review."""
+        body, headers = dict(review), None
+        if order is not None:
+            body["order_id"], headers = order[0], {"X-Order-Token": order[1]}
+        return await self.b.catalog.call("POST", f"/v1/products/{pid}/reviews", shopper, json=body, headers=headers)  # type: ignore[no-any-return]
 
     # -- cart -----------------------------------------------------------------------------------
     async def create_cart(self, shopper: Shopper) -> tuple[str, str]:

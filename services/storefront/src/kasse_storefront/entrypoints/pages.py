@@ -143,7 +143,14 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
         return await _search(v, query, title=category)
 
     @router.get("/p/{ref}", response_class=HTMLResponse)
-    async def product(v: V, ref: str) -> HTMLResponse:
+    async def product(
+        v: V,
+        ref: str,
+        order: Annotated[str | None, Query(max_length=200, description="review this order's item")] = None,
+    ) -> HTMLResponse:
+        # From the order page's "Write a review": the session holds that order's token, so the review
+        # is sent with it and the catalog marks it a verified purchase.
+        review_order = v.known_order(order)
         try:
             data = await shop.product(v.shopper, ref, v.channel(), v.request.headers.get("referer"))
         except BackendUnavailable as exc:
@@ -152,7 +159,9 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
             if exc.status in (404, 422):
                 return await page(v, "error.html", 404, reason="not_found")
             raise
-        return await page(v, "product.html", **data, review_errors=None, review_form={})
+        return await page(
+            v, "product.html", **data, review_errors=None, review_form={}, review_order=review_order and review_order[0]
+        )
 
     @router.post("/p/{ref}/reviews", response_class=HTMLResponse)
     async def write_review(v: V, ref: str, form: Form) -> Response:
@@ -166,6 +175,7 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
             "text": form.get("text", "").strip(),
             "author_name": form.get("author_name", "").strip(),
         }
+        order = v.known_order(form.get("order_id"))  # only an order this session placed: it holds the token
         errors: dict[str, str] = {}
         if not 1 <= rating <= 5:
             errors["rating"] = "Choose 1 to 5 stars."
@@ -174,7 +184,7 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
                 errors[name] = "Please fill in this field."
         if not errors:
             try:
-                await shop.submit_review(v.shopper, ref, review)
+                await shop.submit_review(v.shopper, ref, review, order)
             except BackendUnavailable as exc:
                 return await unavailable(v, exc)
             except BackendRefused as exc:
@@ -186,7 +196,15 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
             data = await shop.product(v.shopper, ref, v.channel(), None)
         except BackendUnavailable as exc:
             return await unavailable(v, exc)
-        return await page(v, "product.html", 422, **data, review_errors=errors, review_form=review)
+        return await page(
+            v,
+            "product.html",
+            422,
+            **data,
+            review_errors=errors,
+            review_form=review,
+            review_order=order and order[0],
+        )
 
     # -- cart -----------------------------------------------------------------------------------
     async def ensure_cart(v: Visit) -> tuple[str, str]:

@@ -104,6 +104,11 @@ class Visit:
             raise HTTPException(404, "unknown order")
         return str(token)
 
+    def known_order(self, order_id: str | None) -> tuple[str, str] | None:
+        """(order id, token) when this session placed that order (it holds the token), else None."""
+        token = (self.session.get("orders") or {}).get(order_id) if order_id else None
+        return (str(order_id), str(token)) if token else None
+
     def remember_order(self, order_id: str, token: str) -> None:
         orders = dict(self.session.get("orders") or {})
         orders[order_id] = token
