@@ -12,7 +12,7 @@ Each iteration of a simulated user is one visit of one visitor (a new session, m
       current decline rate, `payment_intent.payment_failed` (an occasional fraudster never gets that far)
 
 and, at the start of a later visit of the same simulated user, the follow-ups of earlier orders:
-delivered ones get reviews (verified purchases: same session) and sometimes a return, which the
+delivered ones get reviews (verified purchases: proven by the order token) and sometimes a return, which the
 warehouse books in a little later. The warehouse also restocks a product that ran out.
 
 A share of the visits (`p_storefront`) goes through the storefront's pages instead (forms with CSRF
@@ -782,15 +782,19 @@ class Shopper(HttpUser):
             product_id = random.choice(placed.lines)[0]
             rating = random.choices((5, 4, 3, 2, 1), (0.45, 0.3, 0.12, 0.08, 0.05))[0]
             title, text = REVIEWS[rating]
+            review = {"rating": rating, "title": title, "text": text, "author_name": placed.email.split("@")[0][:80]}
+            # The order token proves the purchase (a verified review); 409 while the catalog has not yet
+            # learned of the delivery that the cart already showed.
             r = self.call(
                 "POST",
                 "catalog",
                 f"/v1/products/{product_id}/reviews",
                 "/v1/products/[id]/reviews (write)",
-                json={"rating": rating, "title": title, "text": text, "author_name": placed.email.split("@")[0][:80]},
-                headers=headers,
+                expected=(409,),
+                json={**review, "order_id": placed.order_id},
+                headers={**headers, "X-Order-Token": placed.token},
             )
-            if r.ok:
+            if r.status_code == 201:
                 JOURNEYS["reviews"] += 1
         if roll(MIX.p_return):
             product_id, _ = random.choice(placed.lines)

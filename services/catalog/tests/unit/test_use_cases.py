@@ -342,6 +342,14 @@ async def test_a_guest_review_is_verified_by_the_order_token_of_a_delivered_orde
         await submit(knife, OrderProof(placed.order_id, "a-guessed-token"))
     with pytest.raises(Forbidden, match="does not prove"):
         await submit(knife, OrderProof("ord_unknown", token))
+    early = order((knife, 1), order_token_sha256=hashlib.sha256(token.encode()).hexdigest())
+    await w.learner.shipment_delivered(  # the delivery learned before the order (another topic)
+        ShipmentDelivered(
+            occurred_at=clock(), session_id="s", order_id=early.order_id, shipment_id="shp2", delivered_at=clock()
+        )
+    )
+    with pytest.raises(Conflict, match="not known here yet"):
+        await submit(knife, OrderProof(early.order_id, token))
     with pytest.raises(Forbidden, match="does not contain this product"):
         await submit(pan, OrderProof(placed.order_id, token))
     assert w.reviews_repo.docs == {}, "a refused proof stores nothing"

@@ -68,6 +68,9 @@ def check_order_proof(purchase: Purchase | None, product_id: str, order_token: s
     """A verified-purchase review by order token: the token must be the order's, the order must hold the
     product and be delivered. Forbidden (403) when the token proves nothing, Conflict (409) when the
     order is right but not delivered (yet, as far as the events told)."""
+    if purchase is not None and not purchase.product_ids:
+        # Only the delivery is known yet (another topic, it may come first): the order itself will follow.
+        raise Conflict("that order is not known here yet; try again in a moment")
     expected = purchase.order_token_sha256 if purchase else None
     given = hashlib.sha256(order_token.encode()).hexdigest()
     if purchase is None or expected is None or not hmac.compare_digest(expected, given):
