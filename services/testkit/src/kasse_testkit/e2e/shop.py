@@ -72,7 +72,8 @@ class Shop:
             f"{prefix}HTTP_PORT": str(self.ports[service]),
             "KASSE_PROFILE": "development",  # the harness chooses it explicitly (production fails closed)
             # As under `make up`: the journeys and shoppers stand in for the storefront, a proxy that
-            # forwards each visitor's IP (cart's test_client_ip covers the default: no proxy trusted).
+            # forwards each visitor's IP (the default, no proxy trusted, is covered by cart's test_client_ip
+            # and tests/e2e/test_blocked_client.py, which sets KASSE_CART_TRUSTED_PROXIES empty).
             "KASSE_TRUSTED_PROXIES": "127.0.0.1",
             f"{prefix}ADMIN_TOKEN": ADMIN[service],
             f"{prefix}OUTBOX_POLL_INTERVAL_S": "0.2",
