@@ -203,6 +203,53 @@ MESSAGES: dict[str, tuple[str, str | None]] = {
         "Einige Artikel sind in dieser Menge nicht mehr vorrätig. Bitte den Warenkorb anpassen.",
         None,
     ),
+    "VAT": ("MwSt.", None),
+    "no VAT (export)": ("keine MwSt. (Ausfuhr)", None),
+    "incl. %(rate)s VAT": ("inkl. %(rate)s MwSt.", None),
+    "Net": ("Netto", None),
+    "Export outside the EU: no VAT charged.": ("Ausfuhr außerhalb der EU: keine MwSt. berechnet.", None),
+    "incl. VAT": ("inkl. MwSt.", None),
+    "after discount %(amount)s": ("nach Rabatt %(amount)s", None),
+    "instead of %(amount)s": ("statt %(amount)s", None),
+    "We are waiting for the payment's confirmation …": ("Wir warten auf die Bestätigung der Zahlung …", None),
+    "Pay again": ("Erneut bezahlen", None),
+    (
+        "The payment did not go through, so this order was cancelled and nothing was charged. "
+        "You can order the same items again and pay with another payment method."
+    ): (
+        "Die Zahlung ist nicht durchgegangen. Diese Bestellung wurde deshalb storniert, abgebucht wurde nichts. "
+        "Sie können dieselben Artikel noch einmal bestellen und mit einer anderen Zahlungsart bezahlen.",
+        None,
+    ),
+    "Order the same items again": ("Dieselben Artikel erneut bestellen", None),
+    "Invoices": ("Rechnungen", None),
+    "Invoice %(number)s": ("Rechnung %(number)s", None),
+    "Credit note %(number)s": ("Gutschrift %(number)s", None),
+    "Invoices cannot be shown right now.": ("Die Rechnungen können gerade nicht angezeigt werden.", None),
+    "Some items could not be added again: they are not available in this quantity.": (
+        "Einige Artikel konnten nicht erneut in den Warenkorb gelegt werden: Sie sind in dieser Menge nicht verfügbar.",
+        None,
+    ),
+    "Thank you! Your payment was received; the order shows as paid as soon as it is confirmed.": (
+        "Vielen Dank! Ihre Zahlung ist eingegangen; die Bestellung erscheint als bezahlt, sobald sie bestätigt ist.",
+        None,
+    ),
+    "Your payment is being processed; the order shows as paid as soon as it is confirmed.": (
+        "Ihre Zahlung wird bearbeitet; die Bestellung erscheint als bezahlt, sobald sie bestätigt ist.",
+        None,
+    ),
+    "The payment did not go through. Please try again with another payment method.": (
+        "Die Zahlung ist nicht durchgegangen. Bitte mit einer anderen Zahlungsart erneut versuchen.",
+        None,
+    ),
+    "Step 1 of 2: your details. You check everything on the next page before you order.": (
+        "Schritt 1 von 2: Ihre Angaben. Auf der nächsten Seite prüfen Sie alles, bevor Sie bestellen.",
+        None,
+    ),
+    "Continue to review": ("Weiter zur Übersicht", None),
+    "Review your order": ("Bestellung prüfen", None),
+    "Step 2 of 2: check your order, then place it.": ("Schritt 2 von 2: Bestellung prüfen und abschicken.", None),
+    "Change": ("Ändern", None),
     # categories (the catalog's slugs, capitalised)
     "Kitchen": ("Küche", None),
     "Home": ("Wohnen", None),

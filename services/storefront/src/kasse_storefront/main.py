@@ -14,10 +14,13 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.middleware.sessions import SessionMiddleware
 
+from kasse_common.experiments import ExperimentBook
 from kasse_common.http import trust_proxies
 from kasse_common.logs import configure_logging
-from kasse_common.runtime import serve
+from kasse_common.runtime import ServiceRuntime, serve
+from kasse_contracts.events import ExperimentChanged, ExperimentExposed
 from kasse_storefront.adapters.backends import Backends
+from kasse_storefront.adapters.experiments import Assigner, Layouts
 from kasse_storefront.application.storefront import Storefront
 from kasse_storefront.entrypoints.pages import build_router
 from kasse_storefront.entrypoints.web import Renderer, Visit, build_environments
@@ -25,14 +28,13 @@ from kasse_storefront.settings import StorefrontSettings
 
 log = logging.getLogger(__name__)
 
-STRIPE_JS = "https://js.stripe.com"
 
-
-def content_security_policy(stripe: bool) -> str:
-    """No inline script anywhere; Stripe's script and frames only on the payment page that uses them."""
-    script = "'self'" + (f" {STRIPE_JS}" if stripe else "")
-    frames = f"{STRIPE_JS} https://hooks.stripe.com" if stripe else "'none'"
-    connect = "'self'" + (" https://api.stripe.com" if stripe else "")
+def content_security_policy(stripe_origin: str | None) -> str:
+    """No inline script anywhere; Stripe's script and frames (from `stripe_origin`, js.stripe.com unless a
+    stand-in is configured) only on the payment page that uses them."""
+    script = "'self'" + (f" {stripe_origin}" if stripe_origin else "")
+    frames = f"{stripe_origin} https://hooks.stripe.com" if stripe_origin else "'none'"
+    connect = "'self'" + (f" https://api.stripe.com {stripe_origin}" if stripe_origin else "")
     return (
         f"default-src 'self'; script-src {script}; style-src 'self'; img-src 'self' data:; font-src 'self'; "
         f"connect-src {connect}; frame-src {frames}; object-src 'none'; base-uri 'none'; form-action 'self'; "
@@ -41,8 +43,13 @@ def content_security_policy(stripe: bool) -> str:
 
 
 def create_app(
-    settings: StorefrontSettings | None = None, transport: httpx.AsyncBaseTransport | None = None
+    settings: StorefrontSettings | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    experiments: Assigner | None = None,
+    runtime: ServiceRuntime | None = None,
 ) -> FastAPI:
+    """`experiments` assigns layout variants (none: everyone sees the control layout); `runtime` is
+    started and stopped with the app (its broker and store serve the experiments)."""
     settings = settings or StorefrontSettings()
     backends = Backends(
         catalog=settings.catalog_url,
@@ -60,6 +67,7 @@ def create_app(
         page_size=settings.page_size,
     )
     render = Renderer(build_environments(), test_payments=settings.test_payments)
+    layouts = Layouts(experiments, settings.experiment_timeout_s)
     registry = CollectorRegistry()
 
     @asynccontextmanager
@@ -72,11 +80,17 @@ def create_app(
                     "session_secret_set": settings.session_secret is not None,
                 },
             )
-        yield
-        await backends.close()
+        if runtime is not None:
+            await runtime.start()
+        try:
+            yield
+        finally:
+            if runtime is not None:
+                await runtime.stop()
+            await backends.close()
 
     app = FastAPI(title="Kasse storefront", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(build_router(settings, shop, render))
+    app.include_router(build_router(settings, shop, render, layouts))
     trust_proxies(app, settings.trusted_proxy_list)  # the ingress in front of the shop (KASSE_TRUSTED_PROXIES)
     static = resources.files("kasse_storefront") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
@@ -126,7 +140,8 @@ def create_app(
         route = request.scope.get("route")
         pages_served.labels(getattr(route, "path", "unmatched"), f"{response.status_code // 100}xx").inc()
         h = response.headers
-        h["Content-Security-Policy"] = content_security_policy(bool(getattr(request.state, "stripe", False)))
+        stripe = getattr(request.state, "stripe", False)
+        h["Content-Security-Policy"] = content_security_policy(settings.stripe_js_origin if stripe else None)
         h["X-Content-Type-Options"] = "nosniff"
         h["Referrer-Policy"] = "strict-origin-when-cross-origin"
         h["X-Frame-Options"] = "DENY"
@@ -152,4 +167,13 @@ def create_app(
 def run() -> None:
     settings = StorefrontSettings()
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    serve(create_app(settings), settings)
+    if not settings.experiments_enabled:
+        serve(create_app(settings), settings)
+        return
+    # Experiments on the shop's layout, as the cart runs its own: definitions from ExperimentChanged
+    # into the storefront's `experiments` collection, exposures recorded once per session (outbox).
+    runtime = ServiceRuntime(settings, configure_logs=False)
+    book = ExperimentBook(runtime.db["experiments"], runtime.encode, runtime.standalone_events.add)
+    runtime.consumer.on(ExperimentChanged, book.apply)
+    runtime.produces(ExperimentExposed)
+    serve(create_app(settings, experiments=book, runtime=runtime), settings)

@@ -1,5 +1,5 @@
-"""The storefront's settings (env prefix KASSE_STOREFRONT_). It keeps no state of its own: it reads and
-writes through the other services' HTTP APIs, so it needs their URLs, not Kafka or Mongo."""
+"""The storefront's settings (env prefix KASSE_STOREFRONT_). It reads and writes through the other
+services' HTTP APIs, so it needs their URLs; Kafka and Mongo only for the layout experiments."""
 
 from __future__ import annotations
 
@@ -40,11 +40,22 @@ class StorefrontSettings(ServiceSettings):
     stripe_publishable_key: str | None = Field(
         None, description="pk_…: checkout confirms the PaymentIntent with Stripe's Payment Element"
     )
+    stripe_js_url: str = Field(
+        "https://js.stripe.com/v3/",
+        pattern=r"^https?://[^/?#]+/",
+        description="Stripe.js, loaded from Stripe (never bundled); tests point it at a local stand-in",
+    )
     # Development only: the test-payment page signs Stripe's webhook with payment's endpoint secret.
     test_payment_webhook_secret: SecretStr | None = None
     # …and asks payment's internal view for the order's PaymentIntent id (KASSE_PAYMENT_INTERNAL_TOKEN).
     test_payment_internal_token: SecretStr | None = None
 
+    experiments_enabled: bool = Field(
+        True,
+        description="Honour layout experiments (checkout layout, template variant): needs Kafka and Mongo "
+        "(KASSE_KAFKA_BOOTSTRAP, KASSE_MONGO_URI) for the experiments' read model and exposures",
+    )
+    experiment_timeout_s: float = Field(0.3, gt=0, description="A page waits this long for its variant")
     default_country: str = Field("DE", pattern=r"^[A-Z]{2}$")
     page_size: int = Field(12, ge=1, le=100)
 
@@ -56,6 +67,8 @@ class StorefrontSettings(ServiceSettings):
             raise ValueError(
                 "KASSE_STOREFRONT_SESSION_SECRET must be set (32+ characters) outside the development profile"
             )
+        if not self.stripe_js_url.startswith("https://"):
+            raise ValueError("KASSE_STOREFRONT_STRIPE_JS_URL must be https outside the development profile")
         if self.test_payment_webhook_secret is not None or self.test_payment_internal_token is not None:
             raise ValueError(
                 "KASSE_STOREFRONT_TEST_PAYMENT_* settings enable test payments: only in the development profile"
@@ -65,6 +78,12 @@ class StorefrontSettings(ServiceSettings):
     @property
     def behind_tls(self) -> bool:
         return (not self.is_development) if self.https is None else self.https
+
+    @property
+    def stripe_js_origin(self) -> str:
+        """scheme://host[:port] of Stripe.js, for the payment page's Content-Security-Policy."""
+        scheme, rest = self.stripe_js_url.split("://", 1)
+        return f"{scheme}://{rest.split('/', 1)[0]}"
 
     @property
     def test_payments(self) -> bool:

@@ -111,6 +111,8 @@ async def test_search_product_cart_coupon_checkout_pay_delivered_return(
     await page.get_by_role("button", name="Anwenden").click()
     await expect(page.get_by_text(f"Gutschein {COUPON} eingelöst.")).to_be_visible()
     await expect(page.get_by_text("Ihre Bestellung wird kostenlos versandt.")).to_be_visible()
+    await expect(page.locator(".summary dt", has_text="inkl. 19\xa0% MwSt.")).to_be_visible()
+    await expect(page.get_by_text("inkl. MwSt., zzgl. Versand")).to_be_visible()
     await check_a11y(page, "cart")
 
     await page.get_by_role("link", name="Zur Kasse").click()
@@ -126,6 +128,12 @@ async def test_search_product_cart_coupon_checkout_pay_delivered_return(
     await check_a11y(page, "payment")
     await pay(page, "Testzahlung: erfolgreich")
     await wait_for_text(page, 'data-status="delivered"')
+    await expect(page.locator(".summary dt", has_text="inkl. 19\xa0% MwSt.")).to_be_visible()
+    # The invoice payment issued on capture, downloaded through the shop (the order token stays in the cookie).
+    await wait_for_text(page, "Rechnung RE-")
+    invoice = page.get_by_role("link", name=re.compile(r"Rechnung RE-"))
+    pdf = await page.request.get(base + str(await invoice.get_attribute("href")))
+    assert pdf.status == 200 and (await pdf.body()).startswith(b"%PDF-")
     await check_a11y(page, "order")
 
     await page.get_by_label("Wie viele von Damascus Chef's Knife 20 cm zurücksenden?").select_option("1")
@@ -160,9 +168,27 @@ async def test_declined_payment_cancels_the_order(storefront: Shop, context: Bro
     await page.goto(base + "/checkout")
     await fill_checkout(page)
     await page.get_by_role("button", name="zahlungspflichtig bestellen").click()
-    await pay(page, "Testzahlung: ablehnen")
+    declined = await pay(page, "Testzahlung: ablehnen")
     await wait_for_text(page, 'data-status="cancelled"')
     await expect(page.get_by_text("Diese Bestellung wurde storniert. (Zahlung fehlgeschlagen)")).to_be_visible()
+    await check_a11y(page, "order cancelled, pay again")
+
+    # Pay again: the same items in a new order, the checkout filled in from the declined one.
+    await page.get_by_role("button", name="Dieselben Artikel erneut bestellen").click()
+    await expect(page).to_have_url(base + "/checkout")
+    await expect(page.get_by_label("E-Mail")).to_have_value("erika@example.com")
+    await expect(page.get_by_label("Straße und Hausnummer")).to_have_value(ADDRESS["line1"])
+    await page.get_by_role("button", name="zahlungspflichtig bestellen").click()
+    second = await pay(page, "Testzahlung: erfolgreich")
+    assert second != declined
+    paid = re.compile(r'data-status="(paid|shipped|delivered)"')
+
+    async def is_paid() -> bool:
+        await page.reload()
+        return bool(paid.search(await page.content()))
+
+    await wait_until(is_paid, timeout=60, interval=0.5, message="the second order paid")
+    await expect(page.locator("#items-h + ul li", has_text="Cast Iron Skillet 26 cm")).to_be_visible()
 
 
 async def test_out_of_stock_at_checkout_is_told_to_the_shopper(storefront: Shop, context: BrowserContext) -> None:

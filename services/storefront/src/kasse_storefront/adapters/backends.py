@@ -112,6 +112,21 @@ class Backend:
             return None
         return response.json()
 
+    async def download(
+        self, path: str, shopper: Shopper | None = None, *, headers: dict[str, str] | None = None
+    ) -> bytes:
+        """A file the service renders (an invoice PDF): its bytes, with the same errors as `call`."""
+        all_headers = {**(shopper.headers() if shopper else {}), **(headers or {})}
+        try:
+            response = await self.client.get(path, headers=all_headers)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(self.name, f"{type(exc).__name__} on GET {path}") from exc
+        if response.status_code >= 500:
+            raise BackendUnavailable(self.name, f"{response.status_code} on GET {path}")
+        if response.status_code >= 400:
+            raise BackendRefused(self.name, response.status_code, {"detail": response.text[:200]})
+        return response.content
+
     async def close(self) -> None:
         await self.client.aclose()
 

@@ -11,7 +11,7 @@ from babel import Locale
 from babel.dates import format_date, format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_currency, format_decimal, format_percent
 from babel.support import NullTranslations, Translations
 
 LOCALES = ("de", "en")
@@ -54,6 +54,12 @@ class Formats:
 
     def number(self, value: float, digits: int = 1) -> str:
         return format_decimal(round(value, digits), locale=self.locale)
+
+    def rate(self, basis_points: int) -> str:
+        """A VAT rate from basis points: '19 %', '5,5 %' / '19%', '5.5%' (CLDR's percent pattern)."""
+        return format_percent(
+            basis_points / 10000, "#,##0.##%" if self.lang == "en" else "#,##0.##\xa0%", locale=self.locale
+        )
 
 
 def negotiate(accept_language: str | None) -> str:

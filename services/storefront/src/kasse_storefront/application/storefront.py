@@ -230,7 +230,7 @@ class Storefront:
         return await self.b.cart.call("GET", f"/v1/orders/{order_id}", shopper, headers={"X-Order-Token": token})  # type: ignore[no-any-return]
 
     async def order_page(self, shopper: Shopper, order_id: str, token: str) -> dict[str, Any]:
-        order, tracking, policy = await asyncio.gather(
+        order, tracking, policy, documents = await asyncio.gather(
             self.order(shopper, order_id, token),
             self.optional(
                 self.b.shipping.call("GET", f"/v1/orders/{order_id}/shipment", timeout=self.optional_timeout_s),
@@ -239,8 +239,35 @@ class Storefront:
             self.optional(
                 self.b.shipping.call("GET", "/v1/returns/policy", timeout=self.optional_timeout_s), "return policy"
             ),
+            self.optional(self.documents(shopper, order_id, token), "invoices"),
         )
-        return {"order": order, "tracking": tracking, "policy": policy}
+        return {"order": order, "tracking": tracking, "policy": policy, "documents": documents}
+
+    async def documents(self, shopper: Shopper, order_id: str, token: str) -> list[dict[str, Any]]:
+        """The order's invoice and credit notes (payment issues them; the cart serves them to the customer)."""
+        return await self.b.cart.call(  # type: ignore[no-any-return]
+            "GET",
+            f"/v1/orders/{order_id}/invoices",
+            shopper,
+            headers={"X-Order-Token": token},
+            timeout=self.optional_timeout_s,
+        )
+
+    async def document_pdf(self, shopper: Shopper, order_id: str, token: str, number: str) -> bytes:
+        return await self.b.cart.download(
+            f"/v1/orders/{order_id}/invoices/{number}.pdf", shopper, headers={"X-Order-Token": token}
+        )
+
+    async def order_again(self, shopper: Shopper, order: dict[str, Any]) -> tuple[str, str, list[str]]:
+        """A new cart with the lines of an order that was not paid: (cart id, token, names not added)."""
+        cart_id, token = await self.create_cart(shopper)
+        missing = []
+        for line in order["lines"]:
+            try:
+                await self.add_item(shopper, cart_id, token, line["product_id"], line["quantity"])
+            except BackendRefused:
+                missing.append(str(line.get("name") or line["product_id"]))
+        return cart_id, token, missing
 
     async def cancel_order(self, shopper: Shopper, order_id: str, token: str) -> Any:
         return await self.b.cart.call(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,7 +14,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kasse_common.stripe_signing import intent_object, sign, stripe_event
+from kasse_contracts.events import ExperimentParameter
 from kasse_storefront.adapters.backends import BackendRefused, BackendUnavailable
+from kasse_storefront.adapters.experiments import Layouts
 from kasse_storefront.adapters.i18n import LOCALES
 from kasse_storefront.application.storefront import SearchQuery, Storefront
 from kasse_storefront.domain.images import KEY, WIDTHS, placeholder_svg
@@ -37,6 +40,18 @@ FIELD_MESSAGES = {
     "shipping_method_id": "Choose a delivery method.",
 }
 ADDRESS_FIELDS = ("name", "line1", "line2", "postal_code", "city", "country")
+AWAITING_PAYMENT = ("placed", "stock_reserved")
+# The checkout layouts an experiment on `checkout_layout` chooses between (any other value: one step).
+ONE_STEP, TWO_STEP = "one_step", "two_step"
+# A cancelled order the shopper may simply order again: the payment failed or came too late (not fraud).
+PAY_AGAIN_REASONS = ("payment_failed", "payment_timeout")
+DOCUMENT_NUMBER = re.compile(r"[A-Z0-9][A-Z0-9-]{2,40}")  # RE-2026-000001, GS-…
+# Stripe's redirect_status on the return URL → the message shown once.
+RETURN_MESSAGES = {
+    "succeeded": ("ok", "Thank you! Your payment was received; the order shows as paid as soon as it is confirmed."),
+    "processing": ("ok", "Your payment is being processed; the order shows as paid as soon as it is confirmed."),
+    "failed": ("error", "The payment did not go through. Please try again with another payment method."),
+}
 
 
 def _cents(value: str | None) -> int | None:
@@ -69,7 +84,7 @@ V = Annotated[Visit, Depends(visit)]
 Form = Annotated[dict[str, str], Depends(checked_form)]
 
 
-def build_router(settings: StorefrontSettings, shop: Storefront, render: Renderer) -> APIRouter:
+def build_router(settings: StorefrontSettings, shop: Storefront, render: Renderer, layouts: Layouts) -> APIRouter:
     router = APIRouter()
 
     async def categories() -> list[dict[str, Any]]:
@@ -320,13 +335,21 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
         cart = data["cart"]
         if not cart["lines"] or cart["status"] != "open":
             return redirect("/cart")
-        filled = form or {"country": settings.default_country}
+        filled = form or dict(v.session.get("prefill") or {}) or {"country": settings.default_country}
         if cart.get("shipping"):
             filled.setdefault("shipping_method_id", cart["shipping"]["method_id"])
         if data["options"] and "shipping_method_id" not in filled:
             filled["shipping_method_id"] = data["options"][0]["method_id"]
         return await page(
-            v, "checkout.html", status, **data, form=filled, errors=errors or {}, problem=problem, countries=COUNTRIES
+            v,
+            "checkout.html",
+            status,
+            **data,
+            form=filled,
+            errors=errors or {},
+            problem=problem,
+            countries=COUNTRIES,
+            two_step=await two_step(v),
         )
 
     @router.get("/checkout", response_class=HTMLResponse)
@@ -345,22 +368,68 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
             "shipping_address": address,
             "shipping_method_id": form.get("shipping_method_id", ""),
         }
+        # Two-step layout: this form only gives the details; the order is placed on the review page.
+        details_only = form.get("step") == "details" and await two_step(v)
         try:
             await shop.begin_checkout(v.shopper, *v.cart, body)
+            if details_only:
+                v.session["checkout_form"] = {"email": body["email"], **address}
+                return redirect("/checkout/review")
             placed = await shop.place_order(v.shopper, *v.cart, v.session.get("order_key") or v.csrf)
         except BackendUnavailable as exc:
             return await unavailable(v, exc)
         except BackendRefused as exc:
-            # The cart's 422 names the fields; the shopper reads what to do about each, in their language.
-            errors = {
-                field: FIELD_MESSAGES.get(field, "Please check this field.")
-                for field in (name.rsplit(".", 1)[-1] for name in exc.field_errors)
-            }
-            problem = "out_of_stock" if "available" in exc.problem else exc.detail
-            return await checkout_page(v, 422, form=form, errors=errors, problem=None if errors else problem)
+            return await refused_checkout(v, exc, form)
+        return placed_order(v, placed)
+
+    async def refused_checkout(v: Visit, exc: BackendRefused, form: dict[str, str] | None) -> Response:
+        # The cart's 422 names the fields; the shopper reads what to do about each, in their language.
+        errors = {
+            field: FIELD_MESSAGES.get(field, "Please check this field.")
+            for field in (name.rsplit(".", 1)[-1] for name in exc.field_errors)
+        }
+        problem = "out_of_stock" if "available" in exc.problem else exc.detail
+        return await checkout_page(v, 422, form=form, errors=errors, problem=None if errors else problem)
+
+    def placed_order(v: Visit, placed: dict[str, Any]) -> Response:
         v.remember_order(placed["order_id"], placed["order_token"])
         v.forget_cart()
+        v.session.pop("prefill", None)
+        v.session.pop("checkout_form", None)
         return redirect(f"/orders/{placed['order_id']}/pay")
+
+    async def two_step(v: Visit) -> bool:
+        """The checkout layout of this session's variant (experiment on `checkout_layout`; one step else)."""
+        return await layouts.value(ExperimentParameter.CHECKOUT_LAYOUT, v.session_id, ONE_STEP) == TWO_STEP
+
+    @router.get("/checkout/review", response_class=HTMLResponse)
+    async def review(v: V) -> Response:
+        """Step two of the two-step layout: everything at a glance, and the button that places the order."""
+        if v.cart is None:
+            return redirect("/cart")
+        try:
+            data = await shop.cart_page(v.shopper, *v.cart)
+        except BackendUnavailable as exc:
+            return await unavailable(v, exc)
+        except BackendRefused:
+            v.forget_cart()
+            return redirect("/cart")
+        cart = data["cart"]
+        if not cart["lines"] or cart["status"] != "open" or not cart["checkout_started"]:
+            return redirect("/checkout")
+        return await page(v, "checkout_review.html", **data, details=v.session.get("checkout_form") or {})
+
+    @router.post("/checkout/place", response_class=HTMLResponse)
+    async def place_reviewed(v: V, form: Form) -> Response:
+        if v.cart is None:
+            return redirect("/cart")
+        try:
+            placed = await shop.place_order(v.shopper, *v.cart, v.session.get("order_key") or v.csrf)
+        except BackendUnavailable as exc:
+            return await unavailable(v, exc)
+        except BackendRefused as exc:
+            return await refused_checkout(v, exc, dict(v.session.get("checkout_form") or {}) or None)
+        return placed_order(v, placed)
 
     # -- payment --------------------------------------------------------------------------------
     @router.get("/orders/{order_id}/pay", response_class=HTMLResponse)
@@ -370,17 +439,18 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
             order = await shop.order(v.shopper, order_id, token)
         except BackendUnavailable as exc:
             return await unavailable(v, exc)
-        if order["status"] not in ("placed", "stock_reserved"):
-            return redirect(f"/orders/{order_id}")
+        if order["status"] not in AWAITING_PAYMENT or v.session.get("confirming") == order_id:
+            return redirect(f"/orders/{order_id}")  # paid, cancelled, or paid in the browser and confirming
         stripe_key = settings.stripe_publishable_key
         if stripe_key and order.get("client_secret"):
-            v.request.state.stripe = True  # the CSP lets js.stripe.com in on this response only
+            v.request.state.stripe = True  # the CSP lets Stripe.js in on this response only
         return await page(
             v,
             "pay.html",
             order=order,
             ready=bool(order.get("client_secret")),
             stripe_key=stripe_key,
+            stripe_js=settings.stripe_js_url,
         )
 
     @router.post("/orders/{order_id}/test-payment")
@@ -418,13 +488,28 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
 
     # -- orders ---------------------------------------------------------------------------------
     @router.get("/orders/{order_id}", response_class=HTMLResponse)
-    async def order_page(v: V, order_id: str) -> Response:
+    async def order_page(v: V, order_id: str, redirect_status: Annotated[str, Query(max_length=40)] = "") -> Response:
         token = v.order_token(order_id)
+        if redirect_status:
+            # Stripe's return URL (…?payment_intent=…&payment_intent_client_secret=…&redirect_status=…).
+            # Only a message: the order's state comes from the services (the webhook), never from this
+            # URL, and the redirect drops the client secret from the address bar and history.
+            if redirect_status in ("succeeded", "processing"):
+                v.session["confirming"] = order_id
+            v.flash(*RETURN_MESSAGES.get(redirect_status, RETURN_MESSAGES["failed"]))
+            return redirect(f"/orders/{order_id}")
         try:
             data = await shop.order_page(v.shopper, order_id, token)
         except BackendUnavailable as exc:
             return await unavailable(v, exc)
         order, tracking = data["order"], data["tracking"]
+        awaiting = order["status"] in AWAITING_PAYMENT
+        if not awaiting and v.session.get("confirming") == order_id:
+            v.session.pop("confirming")
+        confirming = awaiting and v.session.get("confirming") == order_id
+        if confirming:
+            # Paid in the browser: no second "Pay now" while the webhook is on its way.
+            order = data["order"] = {**order, "client_secret": None}
         deadline = (
             datetime.fromisoformat(tracking["return_deadline"])
             if tracking and tracking.get("return_deadline")
@@ -446,6 +531,51 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
             deadline=deadline,
             returned=returned,
             reasons=RETURN_REASONS,
+            awaiting_payment=confirming or (awaiting and not order.get("client_secret")),
+            pay_again=order["status"] == "cancelled" and order.get("cancellation_reason") in PAY_AGAIN_REASONS,
+        )
+
+    @router.post("/orders/{order_id}/again")
+    async def order_again(v: V, order_id: str, form: Form) -> Response:
+        """Pay again after a failed payment: payment treats a decline as final (the cart cancels the order
+        and releases its stock), so a new attempt is a new order of the same items, checkout filled in."""
+        token = v.order_token(order_id)
+        try:
+            order = await shop.order(v.shopper, order_id, token)
+            if order["status"] != "cancelled" or order.get("cancellation_reason") not in PAY_AGAIN_REASONS:
+                return redirect(f"/orders/{order_id}")
+            cart_id, cart_token, missing = await shop.order_again(v.shopper, order)
+        except BackendUnavailable as exc:
+            return await unavailable(v, exc)
+        v.set_cart(cart_id, cart_token)
+        address = order.get("shipping_address") or {}
+        prefill = {name: str(address[name]) for name in ADDRESS_FIELDS if address.get(name)}
+        prefill["email"] = order.get("email", "")
+        if order.get("shipping"):
+            prefill["shipping_method_id"] = order["shipping"]["method_id"]
+        v.session["prefill"] = prefill
+        v.session["n"] = sum(line["quantity"] for line in order["lines"] if str(line.get("name")) not in missing)
+        if missing:
+            v.flash("error", "Some items could not be added again: they are not available in this quantity.")
+            return redirect("/cart")
+        return redirect("/checkout")
+
+    @router.get("/orders/{order_id}/documents/{number}.pdf")
+    async def document(v: V, order_id: str, number: str) -> Response:
+        """An invoice or credit note, fetched with the order token from the session (never in the page)."""
+        if not DOCUMENT_NUMBER.fullmatch(number):
+            raise HTTPException(404, "no such document")
+        token = v.order_token(order_id)
+        try:
+            pdf = await shop.document_pdf(v.shopper, order_id, token, number)
+        except BackendUnavailable as exc:
+            return await unavailable(v, exc)
+        except BackendRefused:
+            raise HTTPException(404, "no such document") from None
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{number}.pdf"', "Cache-Control": "no-store"},
         )
 
     @router.post("/orders/{order_id}/cancel")

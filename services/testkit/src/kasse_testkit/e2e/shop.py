@@ -60,6 +60,12 @@ class Shop:
             "KASSE_STOREFRONT_TEST_PAYMENT_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "KASSE_STOREFRONT_TEST_PAYMENT_INTERNAL_TOKEN": INTERNAL_TOKEN,
             "KASSE_STOREFRONT_LOG_JSON": "true",
+            # Layout experiments: the storefront keeps their read model and records exposures like the cart.
+            "KASSE_KAFKA_BOOTSTRAP": self.infra.kafka_bootstrap,
+            "KASSE_MONGO_URI": self.infra.mongo_uri,
+            "KASSE_STOREFRONT_TOPIC_PREFIX": self.namespace.topic_prefix,
+            "KASSE_STOREFRONT_MONGO_DATABASE": self.namespace.database("storefront"),
+            "KASSE_STOREFRONT_OUTBOX_POLL_INTERVAL_S": "0.2",
         }
 
     def env(self, service: str) -> dict[str, str]:
@@ -125,7 +131,7 @@ class Shop:
                 self.storefront_env(),
                 port=self.ports["storefront"],
                 log_path=self.log_dir / "storefront.log",
-            ).start(timeout=60)
+            ).start(timeout=120)
         return self
 
     async def stop(self) -> None:
