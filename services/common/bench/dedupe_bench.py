@@ -30,7 +30,7 @@ class BenchSettings(ServiceSettings):
 
 
 async def main(orders: int, window: int) -> dict[str, Any]:
-    settings = BenchSettings(mongo_database=f"kasse_bench_dedupe_{uuid.uuid4().hex[:8]}")
+    settings = BenchSettings(profile="development", mongo_database=f"kasse_bench_dedupe_{uuid.uuid4().hex[:8]}")
     mongo = create_mongo_client(settings)
     store = DocumentStore(mongo[settings.database_name]["products"], dedupe_window=window)
     product = "prod_hot"

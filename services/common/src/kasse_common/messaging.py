@@ -349,6 +349,12 @@ class EventConsumer:
                         "event parked until its aggregate exists",
                         extra={"event_id": ctx.event_id, "event_type": ctx.event_type, "aggregate": ctx.subject},
                     )
+                    # The aggregate may have been created between the handler's read and the parking
+                    # (its creator looked for parked events before this one was stored): look once more.
+                    try:
+                        await self.unpark(ctx.subject)
+                    except Exception as again:
+                        log.info("parked event not retried yet", extra={"error": repr(again)[:300]})
                     return
                 if isinstance(exc, PermanentError) or not is_transient(exc):
                     self._retrying.pop(_position(raw), None)

@@ -106,9 +106,12 @@ class DocumentStore:
         on_commit: Callable[[Sequence[Any]], None] | None = None,
         lease: Callable[[], Mapping[str, Any]] | None = None,
         dedupe_window: int = DEDUPE_WINDOW,
+        on_created: Callable[[Any], None] | None = None,
     ) -> None:
         self.collection = collection
         self._on_commit = on_commit  # tells the outbox relay which documents have events now
+        # A new aggregate exists: the runtime applies events parked for it at once (not a round later).
+        self._on_created = on_created
         self._lease = lease  # the relay's lease, taken in the same write (it need not claim the document)
         self.dedupe_window = dedupe_window
 
@@ -156,6 +159,8 @@ class DocumentStore:
                     return CommitOutcome.DUPLICATE
                 raise ConcurrencyError(f"{doc_id!r} exists already") from None
             self._committed(doc_id, events)
+            if self._on_created is not None:
+                self._on_created(doc_id)
             return CommitOutcome.APPLIED
 
         query: dict[str, Any] = {"_id": doc_id, VERSION: expected_version, **(extra_filter or {})}

@@ -88,6 +88,7 @@ class ServiceRuntime:
         )
         self.relay.watch(self.standalone_events.collection, delete_when_drained=True)
         self._stores: list[DocumentStore] = []
+        self._unparking: set[asyncio.Task[None]] = set()
         self._produced_topics: set[str] = set()
         self._on_startup: list[Hook] = []
         self._readiness_checks: list[tuple[str, Callable[[], str]]] = []
@@ -107,10 +108,36 @@ class ServiceRuntime:
         trace_per_document: every event of a document continues the trace the document was created in,
         also when written from outside it (a Stripe webhook, a carrier timer): one trace per order.
         """
-        store = DocumentStore(self.db[collection], on_commit=self._hint(collection), lease=self.relay.lease_fields)
+        store = DocumentStore(
+            self.db[collection],
+            on_commit=self._hint(collection),
+            lease=self.relay.lease_fields,
+            on_created=self.apply_parked_soon,
+        )
         self.relay.watch(store.collection, trace_per_document=trace_per_document)
         self._stores.append(store)
         return store
+
+    def apply_parked_soon(self, aggregate_id: Any) -> None:
+        """An aggregate was just created: apply the events parked for it now, not a retry round later.
+
+        Every `document_store` calls it after an insert; a service that creates aggregates some other
+        way calls it itself. It runs beside the caller (a request answers without waiting for it); a
+        failure is left to the periodic round.
+        """
+        if self.consumer.parking is None or not self.consumer.topics:
+            return  # this service consumes nothing, so nothing is parked
+        task = asyncio.create_task(self._apply_parked(str(aggregate_id)), name=f"unpark-{aggregate_id}")
+        self._unparking.add(task)
+        task.add_done_callback(self._unparking.discard)
+
+    async def _apply_parked(self, aggregate_id: str) -> None:
+        try:
+            await self.consumer.unpark(aggregate_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("parked events not applied yet; the next round tries", extra={"error": repr(exc)[:300]})
 
     def _hint(self, collection: str) -> Callable[[Sequence[Any]], None]:
         def hint(doc_ids: Sequence[Any]) -> None:
@@ -200,6 +227,8 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         log.info("service stopping", extra={"service": self.service})
+        for task in self._unparking:
+            task.cancel()
         for task in self._tasks:
             task.cancel()
         if self._tasks:

@@ -56,3 +56,31 @@ async def test_an_event_before_its_aggregate_is_parked_then_applied_once_when_it
         await wait_until(lambda: runtime.consumer.parked_waiting == 0, timeout=10)
         assert applied.count(early.order_id) == 1
         assert dlq.records == []
+
+
+async def test_creating_the_aggregate_applies_its_parked_events_at_once_not_a_round_later(
+    settings_for: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    # The periodic round is an hour away: only the creation itself can apply the parked event.
+    runtime = ServiceRuntime(settings_for(ParkingSettings, parking_retry_interval_s=3600), configure_logs=False)
+    orders = runtime.document_store("orders")
+    applied: list[str] = []
+
+    async def on_placed(event: OrderPlaced, ctx: EventContext) -> None:
+        if await orders.load(event.order_id) is None:
+            raise AggregateNotYetKnown(f"order {event.order_id} is not known")
+        applied.append(event.order_id)
+
+    runtime.consumer.on(OrderPlaced, on_placed)
+    app = runtime.create_app(title="parking")
+    early = order_placed()
+    async with running_app(app), topic_reader(topics.dead_letter_topic("parking")) as dlq:
+        await test_publisher.publish(early)
+        await wait_until(lambda: runtime.consumer.parked == 1, timeout=60)
+        assert applied == []
+        # The service stores the aggregate the usual way (the kit's document store): nothing else to call.
+        await orders.commit(early.order_id, expected_version=None, state={"status": "placed"})
+        await wait_until(lambda: applied == [early.order_id], timeout=10)
+        assert runtime.consumer.parking is not None and await runtime.consumer.parking.count() == 0
+        assert runtime.consumer.unparked == 1
+        assert dlq.records == []
