@@ -115,3 +115,26 @@ async def test_revision_bumps_only_when_the_table_changes() -> None:
     assert revisions == [1, 1, 2]
     # The repeat of revision 1 has the same event id: readers can drop it as a duplicate.
     assert repo.published[0].event_id == repo.published[1].event_id != repo.published[2].event_id
+
+
+async def test_two_instances_publishing_a_changed_table_at_once_make_one_new_revision() -> None:
+    """The second instance's write loses the race (stale version); the kit's retry looks again and
+    finds the table already published under revision 2, so it re-announces that, not a revision 3."""
+    repo = InMemoryRateTableRepository()
+    table = shipped_table()
+    await RateTableService(table, repo).publish()
+    changed = table.model_copy(update={"cutoff_local_time": "15:00"})
+    original_save = repo.save
+    raced = False
+
+    async def save_after_another_instance(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal raced
+        if not raced:
+            raced = True
+            assert await RateTableService(changed, repo).publish() == 2  # lands first
+        return await original_save(*args, **kwargs)
+
+    repo.save = save_after_another_instance  # type: ignore[method-assign]
+    assert await RateTableService(changed, repo).publish() == 2
+    assert raced
+    assert [p.event.revision for p in repo.published] == [1, 2, 2]  # type: ignore[attr-defined]

@@ -192,7 +192,8 @@ class FulfilmentService:
         idempotency_key: str | None = None,
     ) -> ReturnCase:
         """A retried request with the same `idempotency_key` gets the return it created before."""
-        for _ in range(ATTEMPTS):
+
+        async def attempt() -> ReturnCase:
             loaded = await self._repo.load(order_id)
             f = loaded.fulfilment
             if f.order is None or f.order.email.casefold() != email.strip().casefold():
@@ -217,14 +218,12 @@ class FulfilmentService:
                 now=now,
                 session_id=session_id,
             )
-            try:
-                await self._repo.save(loaded, self._pending(order_id, events))
-            except ConcurrencyError:
-                continue
+            await self._repo.save(loaded, self._pending(order_id, events))
             case = f.find_return(return_id)
             assert case is not None
             return case
-        raise ConcurrencyError(f"order {order_id}: gave up after {ATTEMPTS} concurrent changes")
+
+        return await retry_on_conflict(attempt, f"return for order {order_id}", attempts=ATTEMPTS)
 
     async def receive_return(
         self, return_id: str, conditions: dict[str, ItemCondition] | None = None

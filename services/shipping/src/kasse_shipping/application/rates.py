@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kasse_common.envelope import derived_event_id
-from kasse_common.errors import ConcurrencyError
+from kasse_common.retry import retry_on_conflict
 from kasse_contracts.events import ShippingMethodsPublished
 from kasse_shipping.application.ports import PendingEvent, RateTableRepository
 from kasse_shipping.domain.rates import Basket, MethodQuote, RateTable, quote
@@ -42,7 +42,8 @@ class RateTableService:
         topic; readers keep the highest revision, so a repeat changes nothing for them).
         """
         fingerprint = self.table.fingerprint()
-        for _ in range(attempts):
+
+        async def attempt() -> int:
             current = await self._repository.current(self.table.rate_table_id)
             if current is None:
                 revision, expected = 1, None
@@ -54,16 +55,14 @@ class RateTableService:
             event_id = derived_event_id(
                 "ShippingMethodsPublished", self.table.rate_table_id, str(revision), fingerprint
             )
-            try:
-                await self._repository.save(
-                    self.table, revision, fingerprint, expected, [PendingEvent(event, event_id)]
-                )
-            except ConcurrencyError:
-                continue  # another instance published at the same moment: look again
-            self.revision = revision
-            log.info("rate table published", extra={"rate_table_id": self.table.rate_table_id, "revision": revision})
+            # Another instance publishing at the same moment wins the write: the helper looks again.
+            await self._repository.save(self.table, revision, fingerprint, expected, [PendingEvent(event, event_id)])
             return revision
-        raise RuntimeError("could not publish the rate table: it kept changing underneath")
+
+        revision = await retry_on_conflict(attempt, f"publish rate table {self.table.rate_table_id}", attempts=attempts)
+        self.revision = revision
+        log.info("rate table published", extra={"rate_table_id": self.table.rate_table_id, "revision": revision})
+        return revision
 
     def published_event(self, revision: int) -> ShippingMethodsPublished:
         t = self.table
