@@ -17,10 +17,16 @@ a row it is reported (ERROR log, `kasse_outbox_refused_documents`) until it goes
 
 Writers call `hint(collection, ids)` after a commit: the relay wakes at once and reads exactly those
 documents by `_id`, so the usual latency from commit to broker is one produce round trip, whatever
-the collection's size. The scan of all pending documents runs every poll interval only, as a
-safety net (a crashed process's leases, other replicas).
-The backlog (pending documents) and the age of the oldest unpublished event are measured by the
-safety-net scan, for Prometheus.
+the collection's size. A document the broker refused, or a pass the store failed, stays in the
+relay's memory and is tried again by `_id` (with backoff), never left to the scan.
+
+The scan of all pending documents (`{_outbox_pending: true}`) is only the safety net for what no
+live process holds in memory: a crashed process's documents (its restart scans at once), another
+replica's. On FerretDB v1 that filter reads the whole collection, so an idle shop's cost grew with
+every order stored when it ran every 5 s (issue 12). It runs when the relay starts, every
+`poll_interval_s` (300 s in production), and once more when a lease it saw held by another relay
+has run out (that relay may have died). The backlog (pending documents) and the age of the oldest
+unpublished event are measured by the scan and kept current in between from what this relay holds.
 
 Before (issue 12, 100 concurrent orders): claim, publish each event, mark — one document after the
 other, so a burst queued behind the sum of all round trips (and on FerretDB every one of those
@@ -70,10 +76,13 @@ class _Watched:
     collection: AsyncCollection[Any]
     delete_when_drained: bool
     trace_per_document: bool
-    backlog: int = 0
     oldest_age_s: float = 0.0
     failures: dict[Any, int] = field(default_factory=dict)  # doc id -> failed passes in a row
     hinted: dict[Any, None] = field(default_factory=dict)  # ids committed with events here, oldest first
+    retry_at: dict[Any, float] = field(default_factory=dict)  # refused doc id -> when to try again (monotonic)
+    since: dict[Any, float] = field(default_factory=dict)  # refused doc id -> its oldest event (epoch s)
+    rescan_at: float | None = None  # a lease held by another relay runs out then: look whether it died
+    scanned_backlog: int = 0
 
 
 class OutboxRelay:
@@ -81,7 +90,7 @@ class OutboxRelay:
         self,
         publisher: EventPublisher,
         *,
-        poll_interval_s: float = 0.5,
+        poll_interval_s: float = 300.0,
         batch_size: int = 100,
         lease_s: float = 10.0,
         retry_max_s: float = 300.0,
@@ -110,13 +119,17 @@ class OutboxRelay:
     # -- what Prometheus shows ------------------------------------------------------------------------
     @property
     def backlog(self) -> dict[str, int]:
-        """Pending documents per collection (measured by the safety-net scan)."""
-        return {w.collection.name: w.backlog for w in self._watched}
+        """Pending documents per collection (the last scan's count, or what this relay retries if more)."""
+        return {w.collection.name: max(w.scanned_backlog, len(w.retry_at) + len(w.hinted)) for w in self._watched}
 
     @property
     def oldest_age_s(self) -> dict[str, float]:
         """Age of the oldest unpublished event per collection, seconds (0 when none)."""
-        return {w.collection.name: w.oldest_age_s for w in self._watched}
+        now = time.time()
+        return {
+            w.collection.name: max(w.oldest_age_s, max((now - t for t in w.since.values()), default=0.0))
+            for w in self._watched
+        }
 
     @property
     def refused(self) -> dict[str, int]:
@@ -176,25 +189,43 @@ class OutboxRelay:
                 sent += await self._relay_collection(watched, scan)
         return sent
 
+    def _scan_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._scanned_at >= self._poll_interval_s:
+            return True
+        return any(w.rescan_at is not None and w.rescan_at <= now for w in self._watched)
+
+    def _next_wake_s(self) -> float:
+        """Seconds until the next scan or retry is due."""
+        now = time.monotonic()
+        due = [self._scanned_at + self._poll_interval_s]
+        for w in self._watched:
+            due.extend(w.retry_at.values())
+            if w.rescan_at is not None:
+                due.append(w.rescan_at)
+        return max(0.01, min(due) - now)
+
     async def _run(self) -> None:
+        failures = 0
         while not self._stopping:
             try:
                 self._wake.clear()
-                scan = time.monotonic() - self._scanned_at >= self._poll_interval_s
+                scan = self._scan_due()
                 sent = await self.run_once(scan=scan)
                 if scan:
                     self._scanned_at = time.monotonic()
+                failures = 0
                 if sent or any(w.hinted for w in self._watched):
                     continue  # there may be more
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the store is away: the next pass tries again
+            except Exception as exc:  # the store is away: what was hinted stays hinted, the next pass tries
+                failures += 1
                 log.warning("outbox relay pass failed; retrying", extra={"error": repr(exc)[:300]})
-                await asyncio.sleep(min(self._poll_interval_s, 1.0))
+                await asyncio.sleep(backoff_delay(failures, initial_s=0.5, max_s=10.0))
                 continue
-            next_scan = self._scanned_at + self._poll_interval_s - time.monotonic()
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.01, next_scan))
+                await asyncio.wait_for(self._wake.wait(), self._next_wake_s())
             except TimeoutError:
                 pass
 
@@ -209,22 +240,39 @@ class OutboxRelay:
         The scan (`{_outbox_pending: true}`, a full read on FerretDB v1) runs only every poll interval,
         as the safety net for documents other processes left behind, and measures the backlog.
         """
-        collection = w.collection
         now = time.time()
-        wanted = list(w.hinted)[: self._batch_size]
+        due_retries = [i for i, at in w.retry_at.items() if at <= time.monotonic()]
+        wanted = [*list(w.hinted)[: self._batch_size], *due_retries[: self._batch_size]]
         for doc_id in wanted:
-            del w.hinted[doc_id]
-        known: dict[Any, None] = dict.fromkeys(wanted)
+            w.hinted.pop(doc_id, None)
+            w.retry_at.pop(doc_id, None)
+        try:
+            return await self._relay_documents(w, dict.fromkeys(wanted), scan, now)
+        except BaseException:
+            # The store (or broker) failed mid-pass: these documents stay this relay's to try again.
+            for doc_id in wanted:
+                w.hinted.setdefault(doc_id, None)
+            raise
+
+    async def _relay_documents(self, w: _Watched, known: dict[Any, None], scan: bool, now: float) -> int:
+        collection = w.collection
         if scan:
             pending = await collection.find({PENDING: True}, {"_id": 1, SINCE: 1, OWNER: 1, LEASE: 1}).to_list()
-            w.backlog = len(pending)
+            w.scanned_backlog = len(pending)
             since = [p[SINCE] for p in pending if isinstance(p.get(SINCE), int | float)]
             w.oldest_age_s = max(0.0, now - min(since)) if since else 0.0
+            w.rescan_at = None
             for p in pending:
-                if len(known) >= self._batch_size:
-                    break
-                if p.get(OWNER) == self._owner or (p.get(LEASE) or 0) < now:
-                    known.setdefault(p["_id"], None)
+                lease = p.get(LEASE) or 0
+                if p.get(OWNER) == self._owner or lease < now:
+                    if len(known) < self._batch_size:
+                        known.setdefault(p["_id"], None)
+                    else:
+                        w.rescan_at = time.monotonic()  # more than a batch: scan again at once
+                elif p["_id"] not in w.retry_at:
+                    # Another relay's lease: if that process died, the document is free at expiry.
+                    at = time.monotonic() + max(0.0, lease - now) + 0.5
+                    w.rescan_at = at if w.rescan_at is None else min(w.rescan_at, at)
         if not known:
             return 0
 
@@ -284,6 +332,7 @@ class OutboxRelay:
                 await self._refused(w, doc, records, exc)
                 return sent
             w.failures.pop(doc["_id"], None)
+            w.since.pop(doc["_id"], None)
             await self._mark_sent(w, doc["_id"], doc.get(REV), [r.event_id for r in records])
             sent += len(records)
         return sent
@@ -308,6 +357,10 @@ class OutboxRelay:
             log.error("the broker keeps refusing these outbox events", extra=extra)
         else:
             log.warning("outbox events not published; retrying later", extra=extra)
+        # This relay tries it again by `_id` (no scan), just after the lease below has run out.
+        w.retry_at[doc["_id"]] = time.monotonic() + delay + 0.1
+        if isinstance(doc.get(SINCE), int | float):
+            w.since[doc["_id"]] = doc[SINCE]
         try:  # not before the backoff: the lease says so to every relay
             await w.collection.update_one(
                 {"_id": doc["_id"]}, {"$set": {LEASE: time.time() + delay}, "$unset": {OWNER: ""}}

@@ -106,7 +106,10 @@ class ServiceSettings(BaseSettings):
 
     # Outbox relay
     outbox_poll_interval_s: float = Field(
-        5.0, gt=0, description="Safety-net scan for pending events (writes in this process wake the relay at once)"
+        300.0,
+        gt=0,
+        description="Safety-net scan for pending events no live process holds (a full read on FerretDB v1); "
+        "writes in this process wake the relay at once and refused events are retried from memory",
     )
     outbox_batch_size: int = Field(100, ge=1)
     outbox_lease_s: float = Field(10.0, gt=0)

@@ -28,6 +28,7 @@ from kasse_cart.domain.cart import Cart, CartStatus, ProductInfo
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon
 from kasse_cart.domain.shipping import RateTable
+from kasse_common.due import DueWork
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.errors import ConcurrencyError, Conflict
 from kasse_common.persistence import HEAVY_FIELDS_EXCLUDED, CommitOutcome, DocumentStore
@@ -35,11 +36,28 @@ from kasse_common.persistence import HEAVY_FIELDS_EXCLUDED, CommitOutcome, Docum
 _LISTED = HEAVY_FIELDS_EXCLUDED
 
 
+_ABANDONABLE = {"status": CartStatus.OPEN.value, "item_count": {"$gt": 0}, "abandoned_at": None}
+_UNPAID = {"status": {"$in": [OrderStatus.PLACED.value, OrderStatus.STOCK_RESERVED.value]}}
+
+
 class MongoCartRepository:
     def __init__(self, store: DocumentStore) -> None:
         self.store = store
+        # Open carts with items, apart from every cart ever made (the abandonment job's candidates).
+        self.abandonable = DueWork(
+            store.collection,
+            "abandon",
+            has_work=_ABANDONABLE,
+            at_field="last_activity_at",
+            pending=lambda s: (
+                s.get("status") == CartStatus.OPEN.value
+                and (s.get("item_count") or 0) > 0
+                and s.get("abandoned_at") is None
+            ),
+        )
 
     async def ensure_indexes(self) -> None:
+        await self.abandonable.ensure_indexes()
         await self.store.collection.create_index([("lines.product_id", ASCENDING)], name="by_product")
         await self.store.collection.create_index(
             [("status", ASCENDING), ("last_activity_at", ASCENDING)], name="by_activity"
@@ -50,14 +68,17 @@ class MongoCartRepository:
         return cart_from_doc(doc) if doc else None
 
     async def add(self, cart: Cart, events: Sequence[OutgoingRecord]) -> None:
-        await self.store.commit(cart.cart_id, expected_version=None, state=cart_to_doc(cart), events=events)
+        state = cart_to_doc(cart)
+        await self.store.commit(cart.cart_id, expected_version=None, state=state, events=events)
         cart.version = 1
+        await self.abandonable.track(cart.cart_id, state)
 
     async def save(self, cart: Cart, events: Sequence[OutgoingRecord], *, consumed_event_id: str | None = None) -> bool:
-        applied = await _commit_at_version(
-            self.store, cart.cart_id, cart.version, cart_to_doc(cart), events, consumed_event_id
-        )
+        state = cart_to_doc(cart)
+        applied = await _commit_at_version(self.store, cart.cart_id, cart.version, state, events, consumed_event_id)
         cart.version += int(applied)
+        if applied:
+            await self.abandonable.track(cart.cart_id, state)
         return applied
 
     async def ids_with_product(self, product_id: str) -> list[str]:
@@ -67,24 +88,26 @@ class MongoCartRepository:
         return [doc["_id"] async for doc in cursor]
 
     async def idle_since(self, cutoff: datetime, limit: int) -> list[Cart]:
-        cursor = self.store.collection.find(
-            {
-                "status": CartStatus.OPEN.value,
-                "item_count": {"$gt": 0},
-                "abandoned_at": None,
-                "last_activity_at": {"$lt": cutoff},
-            },
-            _LISTED,
-        ).limit(limit)
-        return [cart_from_doc(doc) async for doc in cursor]
+        ids = await self.abandonable.due(cutoff, limit, {**_ABANDONABLE, "last_activity_at": {"$lt": cutoff}})
+        carts = [await self.get(cart_id) for cart_id in ids]
+        return [c for c in carts if c is not None]
 
 
 class MongoOrderRepository:
     def __init__(self, store: DocumentStore) -> None:
         self.store = store
+        # Orders still waiting for payment, apart from every order ever placed (the deadline job's).
+        self.unpaid = DueWork(
+            store.collection,
+            "payment",
+            has_work=_UNPAID,
+            at_field="payment_due_at",
+            pending=lambda s: s.get("status") in _UNPAID["status"]["$in"],
+        )
 
     async def ensure_indexes(self) -> None:
         coll = self.store.collection
+        await self.unpaid.ensure_indexes()
         await coll.create_index([("status", ASCENDING), ("placed_at", DESCENDING)], name="by_status")
         await coll.create_index([("email", ASCENDING)], name="by_email")
         await coll.create_index([("placed_at", DESCENDING)], name="by_time")
@@ -95,20 +118,23 @@ class MongoOrderRepository:
         return order_from_doc(doc) if doc else None
 
     async def add(self, order: Order, events: Sequence[OutgoingRecord]) -> bool:
+        state = order_to_doc(order)
         try:
-            await self.store.commit(order.order_id, expected_version=None, state=order_to_doc(order), events=events)
+            await self.store.commit(order.order_id, expected_version=None, state=state, events=events)
         except ConcurrencyError:
             return False
         order.version = 1
+        await self.unpaid.track(order.order_id, state)
         return True
 
     async def save(
         self, order: Order, events: Sequence[OutgoingRecord], *, consumed_event_id: str | None = None
     ) -> bool:
-        applied = await _commit_at_version(
-            self.store, order.order_id, order.version, order_to_doc(order), events, consumed_event_id
-        )
+        state = order_to_doc(order)
+        applied = await _commit_at_version(self.store, order.order_id, order.version, state, events, consumed_event_id)
         order.version += int(applied)
+        if applied:
+            await self.unpaid.track(order.order_id, state)
         return applied
 
     async def search(
@@ -131,18 +157,9 @@ class MongoOrderRepository:
         return [order_from_doc(doc) async for doc in cursor]
 
     async def unpaid_past_deadline(self, now: datetime, limit: int) -> list[Order]:
-        cursor = (
-            self.store.collection.find(
-                {
-                    "status": {"$in": [OrderStatus.PLACED.value, OrderStatus.STOCK_RESERVED.value]},
-                    "payment_due_at": {"$lte": now},
-                },
-                _LISTED,
-            )
-            .sort([("payment_due_at", ASCENDING)])
-            .limit(limit)
-        )
-        return [order_from_doc(doc) async for doc in cursor]
+        ids = await self.unpaid.due(now, limit, {**_UNPAID, "payment_due_at": {"$lte": now}})
+        orders = [await self.get(order_id) for order_id in ids]
+        return [o for o in orders if o is not None]
 
 
 class MongoProductReadModel:

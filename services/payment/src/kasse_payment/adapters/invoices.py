@@ -19,13 +19,14 @@ a claimant that finds itself already numbered (helped, or a redelivery) stops: n
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from kasse_common.due import DueWork
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.money.vat import RateTotal
 from kasse_common.persistence import ConcurrencyError, DocumentStore
@@ -41,12 +42,21 @@ class InvoiceRepository:
     ) -> None:
         self.store = store
         self.sequences = sequences
+        # Documents still waiting for their number, apart from every invoice ever issued.
+        self.unnumbered_work = DueWork(
+            store.collection,
+            "number",
+            has_work={"number": None},
+            at_field="stored_at",
+            pending=lambda state: state.get("number") is None,
+        )
         self.orders = orders  # the OrderPlaced payloads invoices are made from
         self.event_for = event_for
 
     async def ensure_indexes(self) -> None:
         await self.store.collection.create_index([("order_id", ASCENDING)], name="by_order")
         await self.store.collection.create_index([("number", ASCENDING)], name="by_number")
+        await self.unnumbered_work.ensure_indexes()
 
     # -- the orders invoices are made from ---------------------------------------------------------
     async def record_order(self, order_id: str, payload: dict[str, Any]) -> None:
@@ -59,10 +69,12 @@ class InvoiceRepository:
     # -- documents ---------------------------------------------------------------------------------
     async def add(self, document: Document) -> bool:
         """Store a new, unnumbered document. False when it exists already (a redelivery)."""
+        state = {**to_doc(document), "stored_at": datetime.now(UTC)}
         try:
-            await self.store.commit(document.document_id, expected_version=None, state=to_doc(document))
+            await self.store.commit(document.document_id, expected_version=None, state=state)
         except ConcurrencyError:
             return False
+        await self.unnumbered_work.track(document.document_id, state)
         return True
 
     async def get(self, document_id: str) -> Document | None:
@@ -75,8 +87,7 @@ class InvoiceRepository:
         return sorted(docs, key=lambda d: (d.kind != "invoice", d.number or "~", d.document_id))
 
     async def unnumbered(self, limit: int = 100) -> list[str]:
-        cursor = self.store.collection.find({"number": None}, {"_id": 1}).limit(limit)
-        return [d["_id"] async for d in cursor]
+        return [str(i) for i in await self.unnumbered_work.due(datetime.now(UTC), limit, {"number": None})]
 
     # -- numbers -----------------------------------------------------------------------------------
     async def assign_number(self, document_id: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
+from kasse_common.due import DueWork
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.persistence import HEAVY_FIELDS_EXCLUDED, CommitOutcome, DocumentStore
 from kasse_contracts.base import Event
@@ -26,6 +27,22 @@ class MongoPayments:
         self.store = store
         self.collection = store.collection
         self._encode = encode
+        # The sweeper's and the review deadline's work, kept apart from the history (FerretDB v1
+        # would read every payment ever made for each round otherwise).
+        self.unfinished = DueWork(
+            self.collection,
+            "work",
+            has_work={"needs_work": True},
+            at_field="updated_at",
+            pending=lambda state: bool(state.get("needs_work")),
+        )
+        self.held = DueWork(
+            self.collection,
+            "review",
+            has_work={"status": "held_for_review"},
+            at_field="held_at",
+            pending=lambda state: state.get("status") == "held_for_review",
+        )
 
     async def ensure_indexes(self) -> None:
         c = self.collection
@@ -36,6 +53,8 @@ class MongoPayments:
         await c.create_index([("needs_work", ASCENDING), ("updated_at", ASCENDING)], name="needs_work")
         await c.create_index([("fraud.decided_at", DESCENDING)], name="fraud_decisions")
         await c.create_index([("status", ASCENDING), ("held_at", ASCENDING)], name="held_for_review")
+        await self.unfinished.ensure_indexes()
+        await self.held.ensure_indexes()
 
     async def load(self, order_id: str) -> Payment | None:
         doc = await self.store.load(order_id)
@@ -55,6 +74,8 @@ class MongoPayments:
         if outcome is CommitOutcome.DUPLICATE:
             return False
         payment.version = 1 if payment.version is None else payment.version + 1
+        await self.unfinished.track(payment.order_id, state)
+        await self.held.track(payment.order_id, state)
         return True
 
     def _record(self, event: Event, event_id: str) -> OutgoingRecord:
@@ -65,21 +86,16 @@ class MongoPayments:
         return None if doc is None else str(doc["_id"])
 
     async def due_for_work(self, now: datetime, idle_since: datetime, limit: int) -> list[str]:
-        cursor = self.collection.find(
-            {
-                "needs_work": True,
-                "updated_at": {"$lte": idle_since},
-                "$or": [{"retry_at": None}, {"retry_at": {"$lte": now}}],
-            },
-            {"_id": 1},
-        ).limit(limit)
-        return [str(d["_id"]) async for d in cursor]
+        job = {
+            "needs_work": True,
+            "updated_at": {"$lte": idle_since},
+            "$or": [{"retry_at": None}, {"retry_at": {"$lte": now}}],
+        }
+        return [str(i) for i in await self.unfinished.due(idle_since, limit, job)]
 
     async def held_since(self, before: datetime, limit: int) -> list[str]:
-        cursor = self.collection.find({"status": "held_for_review", "held_at": {"$lte": before}}, {"_id": 1}).limit(
-            limit
-        )
-        return [str(d["_id"]) async for d in cursor]
+        job = {"status": "held_for_review", "held_at": {"$lte": before}}
+        return [str(i) for i in await self.held.due(before, limit, job)]
 
     async def fraud_decisions(
         self, *, outcome: str | None, email: str | None, client_ip: str | None, limit: int

@@ -2,7 +2,8 @@
 
 A fulfilment document is `{_id: order_id, fulfilment: {...}, tracking_number, due_at, return_ids}`:
 the aggregate as JSON-mode data plus the few top-level fields the service queries by (indexed).
-`due_at` is a real BSON date (not a JSON string) so the carrier job can range-query it.
+`due_at` is a real BSON date (not a JSON string) so the carrier job can range-query it; the job reads
+the shipments with a scan ahead from a small companion collection (kit DueWork), not the history.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from pymongo import ASCENDING
 
+from kasse_common.due import DueWork
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.persistence import CommitOutcome, DocumentStore
 from kasse_contracts.base import Event
@@ -27,9 +29,17 @@ class MongoFulfilmentRepository:
     def __init__(self, store: DocumentStore, encode: Encoder) -> None:
         self._store = store
         self._encode = encode
+        self.scans = DueWork(
+            store.collection,
+            "scan",
+            has_work={"due_at": {"$ne": None}},
+            at_field="due_at",
+            pending=lambda state: state.get("due_at") is not None,
+        )
 
     async def ensure_indexes(self) -> None:
         c = self._store.collection
+        await self.scans.ensure_indexes()
         await c.create_index([("tracking_number", ASCENDING)], name="tracking_number")
         await c.create_index([("due_at", ASCENDING)], name="due_at")
         await c.create_index([("return_ids", ASCENDING)], name="return_ids")
@@ -55,6 +65,8 @@ class MongoFulfilmentRepository:
             events=[self._encode(p.event, p.event_id) for p in events],
             consumed_event_id=consumed_event_id,
         )
+        if outcome is CommitOutcome.APPLIED:
+            await self.scans.track(f.order_id, state)
         return outcome is CommitOutcome.APPLIED
 
     async def was_processed(self, order_id: str, event_id: str) -> bool:
@@ -69,8 +81,7 @@ class MongoFulfilmentRepository:
         return str(doc["_id"]) if doc else None
 
     async def due_for_scan(self, now: datetime, limit: int) -> list[str]:
-        cursor = self._store.collection.find({"due_at": {"$lte": now}}, {"_id": 1}).sort("due_at", ASCENDING)
-        return [str(d["_id"]) for d in await cursor.limit(limit).to_list()]
+        return [str(i) for i in await self.scans.due(now, limit, {"due_at": {"$lte": now}})]
 
 
 class MongoRateTableRepository:

@@ -1,0 +1,233 @@
+"""The store's CPU with no traffic: on a fresh shop, then after 10,000 orders' worth of data.
+
+Issue 12: "background jobs use indexed queries and cost the same when idle after 10,000 orders as
+on a fresh shop". FerretDB v1 uses no secondary index (only a filter on `_id` narrows a read), so a
+background loop that filters a collection reads all of it: its cost grows with the data.
+
+What it does, on its OWN Kafka, FerretDB and stripe-mock (deploy/local/stack.py with another
+KASSE_HOME and ports; never the shared stack):
+1. starts the five services with the production intervals of their background jobs (outbox
+   safety net, payment and invoice sweepers, carrier scans, unpaid orders, abandoned carts,
+   parked events) — only the carrier's simulated timings are short, so sample orders finish;
+2. places a few real orders through the HTTP APIs (cart, checkout, order with Idempotency-Key,
+   signed Stripe webhooks: most paid and delivered, some declined) and waits until each is terminal;
+3. measures the FerretDB process's CPU (utime + stime from /proc/<pid>/stat) over a window with no
+   traffic: the fresh shop;
+4. copies the documents those orders left in every service's database (carts, orders, payments,
+   invoices, shipments, ...) until there are `--orders` orders' worth, ids rewritten, in bulk
+   (`insert_many`): placing 10,000 orders through the APIs takes hours on this shared machine, and
+   idle cost depends on what is stored, not on how it got there. Catalog's product documents are
+   not copied (one per product; their per-order markers are bounded, see dedupe_bench.py);
+5. measures the same window again and prints both figures, the services' CPU and the load average.
+
+    uv run python services/common/bench/idle_bench.py --orders 10000 --window 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from kasse_testkit import ServiceProcess
+from kasse_testkit.chaos import Config, OwnStack, Placed, Report, pay_one, place_one, seed_products
+from kasse_testkit.e2e.shop import SERVICES, Shop, executable
+from kasse_testkit.infrastructure import Infrastructure
+from kasse_testkit.plugin import Namespace
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class PatientShop(Shop):
+    """The e2e shop, given longer to start: a fresh broker under a loaded machine takes minutes to
+    offer its group coordinator."""
+
+    async def start(self) -> Shop:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in SERVICES:
+            self.processes[name] = ServiceProcess(
+                [executable(name)], self.env(name), port=self.ports[name], log_path=self.log_dir / f"{name}.log"
+            )
+
+        async def start(process: ServiceProcess) -> None:
+            for attempt in range(4):  # a service may exit when a topic it reads is not created yet
+                try:
+                    await process.start(timeout=420)
+                    return
+                except AssertionError:
+                    if attempt == 3:
+                        raise
+                    await asyncio.sleep(5)
+
+        await asyncio.gather(*(start(process) for process in self.processes.values()))
+        return self
+
+
+NOT_COPIED = {("catalog", "products")}  # one document per product, not per order
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+async def measure(pids: dict[str, int], window_s: float) -> dict[str, Any]:
+    """CPU of each process over `window_s` seconds of no traffic, as % of one core."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    load_before = load_average()
+    started = time.monotonic()
+    await asyncio.sleep(window_s)
+    elapsed = time.monotonic() - started
+    used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    return {
+        "ferretdb_cpu_pct": round(100 * used["ferretdb"] / elapsed, 1),
+        "services_cpu_pct": {n: round(100 * s / elapsed, 1) for n, s in used.items() if n != "ferretdb"},
+        "window_s": round(elapsed, 1),
+        "load_average": f"{load_before} -> {load_average()}",
+    }
+
+
+def rewrite(value: Any, old: list[str], suffix: str) -> Any:
+    """The document again, every sample id in it made another order's."""
+    if isinstance(value, str):
+        for o in old:
+            if o in value:
+                value = value.replace(o, o + suffix)
+        return value
+    if isinstance(value, dict):
+        return {rewrite(k, old, suffix) if isinstance(k, str) else k: rewrite(v, old, suffix) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rewrite(v, old, suffix) for v in value]
+    return value
+
+
+async def fill(mongo: AsyncMongoClient[Any], namespace: Namespace, placed: list[Placed], orders: int) -> dict[str, int]:
+    """Copy the sample orders' documents until `orders` orders' worth are stored; docs per collection."""
+    sample_ids = [p.order_id for p in placed]
+    copies = max(0, orders // len(placed) - 1)
+    written: dict[str, int] = {}
+    for service in ("catalog", "cart", "payment", "shipping", "metrics"):
+        db = mongo[namespace.database(service)]
+        for name in await db.list_collection_names():
+            if (service, name) in NOT_COPIED:
+                continue
+            docs = await db[name].find({}).to_list()
+            mine = [d for d in docs if any(o in json.dumps(d, default=str) for o in sample_ids)]
+            if not mine:
+                continue
+            # Other ids a document holds (cart, payment intent, shipment) get the same suffix.
+            old = sorted({*sample_ids, *(str(d["_id"]) for d in mine if isinstance(d["_id"], str))}, key=len)[::-1]
+            batch: list[dict[str, Any]] = []
+            for n in range(copies):
+                suffix = f"-b{n}"
+                for d in mine:
+                    clone = rewrite(d, old, suffix)
+                    if not isinstance(d["_id"], str):
+                        clone["_id"] = ObjectId()
+                    batch.append(clone)
+                if len(batch) >= 1000:
+                    await db[name].insert_many(batch, ordered=False)
+                    batch = []
+            if batch:
+                await db[name].insert_many(batch, ordered=False)
+            written[f"{service}.{name}"] = len(mine) * (copies + 1)
+    return written
+
+
+async def sample_orders(client: httpx.AsyncClient, shop: Shop, count: int) -> list[Placed]:
+    cfg = Config(products=1, stock_per_product=1_000_000)
+    report = Report()
+    (product,) = await seed_products(client, shop, cfg)
+    fates = ["decline" if n % 5 == 4 else "pay" for n in range(count)]
+    placed = [await place_one(client, shop, report, product, 1, fate, n) for n, fate in enumerate(fates)]
+    if any(p is None for p in placed) or report.errors:
+        raise AssertionError(f"sample orders failed: {dict(report.errors)}")
+    orders = [p for p in placed if p is not None]
+    await asyncio.gather(*(pay_one(client, shop, report, o) for o in orders))
+    terminal = {"pay": "delivered", "decline": "cancelled"}
+    await asyncio.gather(
+        *(shop.wait_for_status(client, o.order_id, o.token, terminal[o.fate], timeout=300) for o in orders)
+    )
+    return orders
+
+
+async def main(orders: int, window_s: float, samples: int, port_base: int) -> dict[str, Any]:
+    stack = OwnStack(Config(own_stack=True, port_base=port_base))
+    print(f"idle-bench: own stack in {stack.home} (ports from {port_base})", flush=True)
+    log_dir = Path(tempfile.mkdtemp(prefix="kasse-idle-bench-"))
+    shop: Shop | None = None
+    try:
+        env = await asyncio.to_thread(stack.start)
+        infra = Infrastructure(
+            env["KASSE_KAFKA_BOOTSTRAP"], env["KASSE_MONGO_URI"], env["KASSE_STRIPE_API_BASE"], "idle"
+        )
+        namespace = Namespace("idle" + uuid.uuid4().hex[:8])
+        production_intervals = {
+            f"KASSE_{s.upper()}_OUTBOX_POLL_INTERVAL_S": "5"
+            for s in ("catalog", "cart", "payment", "shipping", "metrics")
+        }
+        production_intervals |= {
+            "KASSE_PAYMENT_SWEEP_INTERVAL_S": "5",
+            "KASSE_SHIPPING_CARRIER_SCAN_INTERVAL_S": "5",
+            "KASSE_SHIPPING_CARRIER_DISPATCH_AFTER_S": "2",
+            "KASSE_SHIPPING_CARRIER_DELIVER_AFTER_S": "2",
+        }
+        shop = PatientShop(infra, namespace, log_dir, settings=production_intervals)
+        print(f"idle-bench: logs in {log_dir}", flush=True)
+        await shop.start()
+        ferretdb_pid = int((stack.config.run_dir / "ferretdb.pid").read_text().strip())
+        pids = {"ferretdb": ferretdb_pid}
+        pids |= {name: p.process.pid for name, p in shop.processes.items() if p.process is not None}
+        async with httpx.AsyncClient(timeout=15) as client:
+            started = time.monotonic()
+            placed = await sample_orders(client, shop, samples)
+            print(f"idle-bench: {len(placed)} sample orders terminal in {time.monotonic() - started:.0f} s", flush=True)
+        await asyncio.sleep(10)  # the last relays and consumers settle before the quiet window
+        fresh = await measure(pids, window_s)
+        print(f"idle-bench: fresh shop: {fresh}", flush=True)
+        mongo: AsyncMongoClient[Any] = AsyncMongoClient(infra.mongo_uri)
+        started = time.monotonic()
+        written = await fill(mongo, namespace, placed, orders)
+        fill_s = time.monotonic() - started
+        await mongo.close()
+        print(f"idle-bench: {orders} orders' documents stored in {fill_s:.0f} s: {written}", flush=True)
+        await asyncio.sleep(10)
+        full = await measure(pids, window_s)
+        print(f"idle-bench: after {orders} orders: {full}", flush=True)
+        return {
+            "orders": orders,
+            "sample_orders_via_api": len(placed),
+            "documents": written,
+            "fresh": fresh,
+            f"after_{orders}_orders": full,
+            "ratio": round(full["ferretdb_cpu_pct"] / max(fresh["ferretdb_cpu_pct"], 0.1), 2),
+        }
+    finally:
+        if shop is not None:
+            await shop.stop()
+        await asyncio.to_thread(stack.stop)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=10_000)
+    parser.add_argument("--window", type=float, default=60.0, help="seconds of no traffic measured, each time")
+    parser.add_argument("--samples", type=int, default=10, help="real orders through the APIs, copied to --orders")
+    parser.add_argument("--port-base", type=int, default=19632)
+    args = parser.parse_args()
+    result = asyncio.run(main(args.orders, args.window, args.samples, args.port_base))
+    print("idle-bench: " + json.dumps(result))
