@@ -74,10 +74,22 @@ BENCH_EVENTS ?= 5000000
 BENCH_RSS_EARLY_EVENTS ?= 1000000
 WEBHOOKS_BENCH_EVENTS ?= 1000
 STOREFRONT_BENCH_SECONDS ?= 10
-bench: bootstrap-up sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, KPI freshness; webhooks deliveries/s and p99 vs plain Kafka; storefront pages vs a bare route (loopback only)
+bench: bootstrap-up sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, KPI freshness; webhooks deliveries/s and p99 vs plain Kafka; storefront pages vs a bare route; idle store CPU; the 20,000-order document bound (loopback only)
 	$(UV) run --frozen --with quixstreams --with orjson python services/metrics/bench/bench.py --events $(BENCH_EVENTS) --rss-early-events $(BENCH_RSS_EARLY_EVENTS)
 	$(UV) run --frozen python services/webhooks/bench/bench.py --events $(WEBHOOKS_BENCH_EVENTS)
 	$(UV) run --frozen python services/storefront/bench/bench.py --seconds $(STOREFRONT_BENCH_SECONDS)
+	$(MAKE) bench-idle bench-bound bench-outage
+
+.PHONY: bench-idle bench-bound bench-outage
+IDLE_BENCH_ORDERS ?= 10000
+IDLE_BENCH_WINDOW_S ?= 60
+BOUND_BENCH_ORDERS ?= 20000
+bench-idle: bootstrap-up sync ## The store's idle CPU on a fresh shop and after 10,000 orders' data (own Kafka/FerretDB/stripe-mock, ports 19632-19636)
+	$(UV) run --frozen python services/common/bench/idle_bench.py --orders $(IDLE_BENCH_ORDERS) --window $(IDLE_BENCH_WINDOW_S)
+bench-outage: bootstrap-up sync stack-up ## A store outage of 65 s (own FerretDB on port 37712) loses and dead-letters nothing; ~2 min, so not in make test
+	$(UV) run --frozen pytest services/common/bench/store_outage_check.py -q -p no:cacheprovider
+bench-bound: bootstrap-up sync stack-up ## 20,000 orders for one product: its document's size stays under the dedupe bound
+	$(UV) run --frozen python services/common/bench/dedupe_bench.py --orders $(BOUND_BENCH_ORDERS)
 
 .PHONY: lighthouse
 lighthouse: bootstrap sync stack-up ## Lighthouse 12.2.3 (mobile) on the storefront's home, search, product, cart, checkout; prints the scores

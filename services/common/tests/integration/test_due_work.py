@@ -1,0 +1,78 @@
+"""A periodic job's candidates come from a small DueWork collection, not from the whole history.
+
+On the real store: the job finds exactly the documents its filter matches; a document whose work is
+done loses its marker (the index holds what is pending, not the history); one with work later stays
+listed without holding up a round; a document committed without its marker (a crash between the two
+writes) is found by the rebuild every start runs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import pytest
+from pydantic_settings import SettingsConfigDict
+
+from kasse_common.due import DueWork
+from kasse_common.mongo import create_mongo_client
+from kasse_common.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+
+
+class DueSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="KASSE_DUE_TEST_", extra="ignore", frozen=True)
+    service_name: ClassVar[str] = "due"
+
+
+async def test_the_job_reads_pending_work_only_and_markers_go_when_the_work_is_done(settings_for: Any) -> None:
+    settings = settings_for(DueSettings)
+    mongo = create_mongo_client(settings)
+    payments = mongo[settings.database_name]["payments"]
+    work = DueWork(
+        payments,
+        "work",
+        has_work={"needs_work": True},
+        at_field="updated_at",
+        pending=lambda s: bool(s.get("needs_work")),
+    )
+    now = datetime.now(UTC)
+    old = now - timedelta(minutes=5)
+
+    def job(until: datetime) -> dict[str, Any]:
+        return {
+            "needs_work": True,
+            "updated_at": {"$lte": until},
+            "$or": [{"retry_at": None}, {"retry_at": {"$lte": until}}],
+        }
+
+    try:
+        # A month of finished payments: no marker, never read by the job.
+        await payments.insert_many([{"_id": f"done-{i}", "needs_work": False, "updated_at": old} for i in range(200)])
+        states = {
+            "stuck": {"needs_work": True, "updated_at": old, "retry_at": None},
+            "later": {"needs_work": True, "updated_at": old, "retry_at": now + timedelta(hours=1)},
+            "finishing": {"needs_work": True, "updated_at": old, "retry_at": None},
+        }
+        await work.rebuild()  # the start of the process: nothing pending yet
+        for doc_id, state in states.items():
+            await payments.insert_one({"_id": doc_id, **state})
+            await work.track(doc_id, state)
+        # Committed without its marker: the process died between the two writes.
+        await payments.insert_one({"_id": "crashed", "needs_work": True, "updated_at": old, "retry_at": None})
+        await payments.update_one({"_id": "finishing"}, {"$set": {"needs_work": False}})
+
+        assert sorted(await work.due(now, 50, job(now))) == ["stuck"]
+        markers = {d["_id"] for d in await work.index.find({}).to_list()}
+        assert markers == {"stuck", "later"}  # "finishing" is done: its marker went
+        assert await work.size() == 2
+
+        fresh = DueWork(
+            payments, "work", has_work={"needs_work": True}, at_field="updated_at", pending=lambda s: True
+        )  # the next start rebuilds: the crashed one is found
+        assert sorted(await fresh.due(now, 50, job(now))) == ["crashed", "stuck"]
+    finally:
+        await payments.delete_many({})
+        await work.index.delete_many({})
+        await mongo.close()
