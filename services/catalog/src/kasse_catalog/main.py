@@ -15,6 +15,8 @@ from kasse_common.identity import CustomerVerifier
 from kasse_common.ratelimit import RateLimiter
 from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import (
+    ExperimentChanged,
+    ExperimentExposed,
     ProductChanged,
     ProductSearched,
     ProductViewed,
@@ -37,7 +39,10 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     settings = settings or CatalogSettings()
     runtime = ServiceRuntime(settings)
     catalog = wiring.build(runtime, settings)
-    runtime.produces(ProductViewed, ProductSearched, ProductChanged, ReviewSubmitted, StockReserved, StockRejected)
+    runtime.produces(
+        ProductViewed, ProductSearched, ProductChanged, ReviewSubmitted, StockReserved, StockRejected, ExperimentExposed
+    )
+    runtime.consumer.on(ExperimentChanged, catalog.experiments.apply)
     runtime.on_startup(catalog.ensure_indexes)
     consumers.register(runtime.consumer, catalog.stock, catalog.learner)
 

@@ -18,6 +18,7 @@ from kasse_catalog.application.products import ProductCatalog
 from kasse_catalog.application.reviews import Reviews
 from kasse_catalog.application.stock import StockKeeper
 from kasse_catalog.settings import CatalogSettings
+from kasse_common.experiments import ExperimentBook
 from kasse_common.runtime import ServiceRuntime
 
 
@@ -37,6 +38,7 @@ class Catalog:
     reviews: Reviews
     stock: StockKeeper
     learner: Learner
+    experiments: ExperimentBook
 
     async def ensure_indexes(self) -> None:
         await self.products.ensure_indexes()
@@ -52,6 +54,8 @@ def build(runtime: ServiceRuntime, settings: CatalogSettings) -> Catalog:
     reviews_repo = MongoReviews(runtime.db["reviews"])
     signals = MongoSignals(runtime.db["relations"], runtime.db["sessions"])
     ledger = MongoPurchaseLedger(runtime.db["purchases"])
+    # Experiments on the recommendation strategy: definitions from ExperimentChanged, one exposure per session.
+    experiments = ExperimentBook(runtime.db["experiments"], encode, runtime.standalone_events.add)
     return Catalog(
         products=products,
         reservations=reservations,
@@ -59,7 +63,7 @@ def build(runtime: ServiceRuntime, settings: CatalogSettings) -> Catalog:
         signals=signals,
         ledger=ledger,
         catalog=ProductCatalog(products, encode, utc_now),
-        discovery=Discovery(products, signals, runtime.standalone_events, encode, utc_now),
+        discovery=Discovery(products, signals, runtime.standalone_events, encode, utc_now, experiments),
         reviews=Reviews(products, reviews_repo, ledger, encode, utc_now),
         stock=StockKeeper(products, reservations, encode, utc_now),
         learner=Learner(
@@ -69,4 +73,5 @@ def build(runtime: ServiceRuntime, settings: CatalogSettings) -> Catalog:
             recent_views=settings.session_recent_views,
             viewed_together_window=settings.viewed_together_window,
         ),
+        experiments=experiments,
     )

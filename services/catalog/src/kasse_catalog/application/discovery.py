@@ -7,10 +7,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from kasse_catalog.application.ports import (
+    STRATEGY_KINDS,
     Clock,
     Encoder,
     EventSink,
+    ExperimentAssigner,
     ProductRepository,
+    RecommendationStrategy,
     RelationKind,
     SignalStore,
 )
@@ -18,7 +21,7 @@ from kasse_catalog.domain.product import Product
 from kasse_catalog.domain.search import SearchCriteria
 from kasse_common.errors import NotFound
 from kasse_contracts.base import Channel
-from kasse_contracts.events import ProductSearched, ProductViewed, SearchFilters
+from kasse_contracts.events import ExperimentParameter, ProductSearched, ProductViewed, SearchFilters
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,9 @@ class Discovery:
         events: EventSink,
         encode: Encoder,
         clock: Clock,
+        experiments: ExperimentAssigner | None = None,
     ) -> None:
+        self.experiments = experiments
         self.products = products
         self.signals = signals
         self.events = events
@@ -108,9 +113,32 @@ class Discovery:
         await self.events.add(self.encode(event))
         return product
 
-    async def for_product(self, id_or_slug: str, kind: RelationKind | None, limit: int) -> list[Recommendation]:
+    async def strategy(self, shopper: Shopper | None) -> RecommendationStrategy:
+        """The session's variant while an experiment on `recommendation_strategy` runs (the first call
+        records the session's exposure), else blended. A value that names no strategy (a typo in the
+        definition) gives blended: the shopper still sees recommendations."""
+        if shopper is None or self.experiments is None:
+            return RecommendationStrategy.BLENDED
+        assignment = await self.experiments.assign(
+            ExperimentParameter.RECOMMENDATION_STRATEGY, shopper.session_id, shopper.customer_id
+        )
+        if assignment is None:
+            return RecommendationStrategy.BLENDED
+        try:
+            return RecommendationStrategy(assignment.value)
+        except ValueError:
+            return RecommendationStrategy.BLENDED
+
+    async def for_product(
+        self,
+        id_or_slug: str,
+        kind: RelationKind | None,
+        limit: int,
+        strategy: RecommendationStrategy = RecommendationStrategy.BLENDED,
+    ) -> list[Recommendation]:
+        """`kind` when asked for explicitly, else the relations of `strategy`."""
         product = await self.find(id_or_slug)
-        kinds = [kind] if kind else [RelationKind.BOUGHT_TOGETHER, RelationKind.VIEWED_TOGETHER]
+        kinds = [kind] if kind else list(STRATEGY_KINDS[strategy])
         scores: dict[str, int] = defaultdict(int)
         reasons: dict[str, str] = {}
         for k in kinds:
@@ -122,13 +150,17 @@ class Discovery:
         picked = await self._rank(scores, reasons, exclude={product.product_id}, limit=limit)
         return await self._fill_with_popular(picked, product.category, {product.product_id}, limit)
 
-    async def for_session(self, session_id: str, limit: int) -> list[Recommendation]:
+    async def for_session(
+        self, session_id: str, limit: int, strategy: RecommendationStrategy = RecommendationStrategy.BLENDED
+    ) -> list[Recommendation]:
         recent = await self.signals.recent_views(session_id)
+        kinds = STRATEGY_KINDS[strategy]
         scores: dict[str, int] = defaultdict(int)
         reasons: dict[str, str] = {}
         for rank, viewed_id in enumerate(recent[:5]):
             recency_weight = 5 - rank  # the latest view says most about what the shopper wants now
-            for kind, weight in ((RelationKind.BOUGHT_TOGETHER, 3), (RelationKind.VIEWED_TOGETHER, 1)):
+            for kind in kinds:
+                weight = 3 if kind is RelationKind.BOUGHT_TOGETHER else 1
                 for other_id, count in await self.signals.related(kind, viewed_id, limit * 2):
                     scores[other_id] += count * weight * recency_weight
                     reasons.setdefault(other_id, kind.value)

@@ -12,7 +12,9 @@ from kasse_catalog.domain.reservation import Reservation
 from kasse_catalog.domain.review import Purchase, Review, ReviewSort
 from kasse_catalog.domain.search import SearchCriteria
 from kasse_common.envelope import OutgoingRecord
+from kasse_common.experiments import Assignment
 from kasse_contracts.base import Event
+from kasse_contracts.events import ExperimentParameter
 
 
 class AlreadyExists(Exception):
@@ -83,6 +85,32 @@ class ReviewRepository(Protocol):
 class RelationKind(StrEnum):
     BOUGHT_TOGETHER = "bought_together"
     VIEWED_TOGETHER = "viewed_together"
+
+
+class RecommendationStrategy(StrEnum):
+    """Which relations a recommendation without an explicit `kind` uses (the values an experiment on
+    `recommendation_strategy` may give its variants); every strategy fills up with popular products."""
+
+    BLENDED = "blended"  # bought together (weight 3) and viewed together: the default
+    BOUGHT_TOGETHER = "bought_together"
+    VIEWED_TOGETHER = "viewed_together"
+    POPULAR = "popular"  # no relations, popular products only
+
+
+STRATEGY_KINDS: dict[RecommendationStrategy, tuple[RelationKind, ...]] = {
+    RecommendationStrategy.BLENDED: (RelationKind.BOUGHT_TOGETHER, RelationKind.VIEWED_TOGETHER),
+    RecommendationStrategy.BOUGHT_TOGETHER: (RelationKind.BOUGHT_TOGETHER,),
+    RecommendationStrategy.VIEWED_TOGETHER: (RelationKind.VIEWED_TOGETHER,),
+    RecommendationStrategy.POPULAR: (),
+}
+
+
+class ExperimentAssigner(Protocol):
+    """The session's variant of the running experiment on a parameter (kasse_common.experiments.ExperimentBook)."""
+
+    async def assign(
+        self, parameter: ExperimentParameter, session_id: str | None, customer_id: str | None = None
+    ) -> Assignment | None: ...
 
 
 class SignalStore(Protocol):

@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 
 from kasse_catalog.application.discovery import Discovery, Shopper
-from kasse_catalog.application.ports import RelationKind
+from kasse_catalog.application.ports import RecommendationStrategy, RelationKind
 from kasse_catalog.application.products import ProductCatalog
 from kasse_catalog.application.reviews import OrderProof, ReviewDraft, Reviews
 from kasse_catalog.domain.channel import resolve_channel
@@ -91,11 +91,14 @@ async def require_admin(
     await bearer_guard(svc.settings.admin_token, setting="KASSE_CATALOG_ADMIN_TOKEN")(credentials)
 
 
+SessionHeader = Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[\w.:-]+$")]
+
+
 async def shopper(
     response: Response,
     svc: Services,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(CUSTOMER_TOKEN)],
-    x_session_id: Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[\w.:-]+$")] = None,
+    x_session_id: SessionHeader = None,
 ) -> Shopper:
     """The shopper's session from `X-Session-Id` (minted and returned in the header when absent); the
     customer only when proven by a verified customer token (kasse_common.identity), else a guest."""
@@ -220,10 +223,17 @@ async def product_recommendations(
     product_ref: str,
     kind: RelationKind | None = None,
     limit: Annotated[int, Query(ge=1, le=50)] = 6,
+    x_session_id: SessionHeader = None,
 ) -> RecommendationsOut:
-    found = await svc.discovery.for_product(product_ref, kind, limit)
+    # Without an explicit kind the session's strategy decides (an experiment on recommendation_strategy);
+    # no session is minted here: a call without one gets the default strategy and no exposure.
+    strategy = RecommendationStrategy.BLENDED
+    if kind is None and x_session_id:
+        strategy = await svc.discovery.strategy(Shopper(session_id=x_session_id))
+    found = await svc.discovery.for_product(product_ref, kind, limit, strategy)
     low = svc.settings.low_stock_threshold
-    return RecommendationsOut(items=[RecommendationOut.of(r, low) for r in found])
+    used = kind.value if kind else strategy.value
+    return RecommendationsOut(strategy=used, items=[RecommendationOut.of(r, low) for r in found])
 
 
 @storefront.get(
@@ -235,9 +245,10 @@ async def product_recommendations(
 async def session_recommendations(
     svc: Services, who: ShopperDep, limit: Annotated[int, Query(ge=1, le=50)] = 6
 ) -> RecommendationsOut:
-    found = await svc.discovery.for_session(who.session_id, limit)
+    strategy = await svc.discovery.strategy(who)
+    found = await svc.discovery.for_session(who.session_id, limit, strategy)
     low = svc.settings.low_stock_threshold
-    return RecommendationsOut(items=[RecommendationOut.of(r, low) for r in found])
+    return RecommendationsOut(strategy=strategy.value, items=[RecommendationOut.of(r, low) for r in found])
 
 
 @storefront.get(

@@ -309,4 +309,9 @@ class RecommendationOut(BaseModel):
 
 
 class RecommendationsOut(BaseModel):
+    strategy: str = Field(
+        "blended",
+        description="The relations used: the asked kind, else the session's strategy (blended, bought_together, "
+        "viewed_together or popular; an experiment on recommendation_strategy decides it per session)",
+    )
     items: list[RecommendationOut]
