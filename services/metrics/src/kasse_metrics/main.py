@@ -52,7 +52,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     )
     # Experiments: definitions owned here (published as ExperimentChanged), analysis fed every fact.
     definitions = ExperimentDefinitions(runtime.document_store("experiments"), runtime.encode)
-    experiments = ExperimentReports(definitions, settings.stream_min_interval_s)
+    experiments = ExperimentReports(
+        definitions, settings.stream_min_interval_s, settings.funnel_rules().conversion_window
+    )
     definitions.changed.append(experiments.refresh_definitions)
     sync.fact_observers.append(experiments.observe)
     sync.snapshot_parts["experiments"] = (experiments.snapshot, experiments.restore)

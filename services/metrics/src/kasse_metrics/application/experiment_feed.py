@@ -31,14 +31,14 @@ def observations(facts: Iterable[Fact]) -> Iterator[Observation]:
         if isinstance(f, Exposed):
             yield Exposure(sid, f.experiment, f.variant, f.ms)
         elif isinstance(f, CartAdded):
-            yield SessionStep(sid, Step.ADDED_TO_CART)
+            yield SessionStep(sid, Step.ADDED_TO_CART, f.ms)
         elif isinstance(f, CheckoutBegan):
-            yield SessionStep(sid, Step.CHECKOUT_STARTED)
+            yield SessionStep(sid, Step.CHECKOUT_STARTED, f.ms)
         elif isinstance(f, Placed):
-            yield OrderPlacedObs(sid, f.order)
+            yield OrderPlacedObs(sid, f.order, f.ms)
         elif isinstance(f, Captured):
-            yield PaymentCapturedObs(sid, f.order, f.amount, f.currency)
+            yield PaymentCapturedObs(sid, f.order, f.amount, f.currency, f.ms)
         elif isinstance(f, PayFailed):
-            yield PaymentFailedObs(sid, f.order, f.fraud)
+            yield PaymentFailedObs(sid, f.order, f.fraud, f.ms)
         elif isinstance(f, Refunded):
-            yield RefundObs(sid, f.order)
+            yield RefundObs(sid, f.order, f.ms)

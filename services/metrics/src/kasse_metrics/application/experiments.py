@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -111,9 +111,15 @@ def _state(definition: ExperimentChanged) -> dict[str, Any]:
 class ExperimentReports:
     """The analysis every instance keeps: fed every fact the projection gets, definitions from the store."""
 
-    def __init__(self, definitions: ExperimentDefinitions, stream_min_interval_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        definitions: ExperimentDefinitions,
+        stream_min_interval_s: float = 0.25,
+        conversion_window: timedelta = timedelta(days=30),
+    ) -> None:
         self.definitions = definitions
-        self.analysis = ExperimentAnalysis()
+        # Sessions idle for the KPI engine's conversion window are folded into per-variant sums.
+        self.analysis = ExperimentAnalysis(conversion_window // timedelta(milliseconds=1))
         self.stream_min_interval_s = stream_min_interval_s
         self._changed = asyncio.Condition()
 

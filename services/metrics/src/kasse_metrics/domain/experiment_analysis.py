@@ -20,6 +20,14 @@ Rules:
   revenue in the experiment's currency / exposed sessions. Average order value: per captured order.
 - Guardrails: payment failure rate = orders whose payment failed (not for fraud) and was never
   captured / orders with a payment outcome; refund rate = captured orders with a refund / captured.
+
+Bounded state, like the KPI engine's conversion-window folding: a session idle (event time) for a
+whole conversion window is folded — its final contribution is added to per-experiment, per-variant
+aggregates (counts and the sums the statistics need) and it is forgotten; observations older than
+the window (watermark - window) are dropped, so a redelivered event of a folded session changes
+nothing. Memory is then the sessions active within one window plus the aggregates; the numbers are
+exactly those of keeping every session, as long as a session's outcomes come within a conversion
+window of its previous activity (the rule the funnel has too).
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ from kasse_metrics.domain.experiments import (
 )
 
 ALPHA = 0.05
+DAY_MS = 86_400_000
+FOLD_EVERY_MS = 10 * 60_000  # of event time, as the KPI engine (kpis.FOLD_EVERY_MINUTES)
 GUARDRAIL_TAU = 0.02  # guardrails: the mixture is tuned to a 2-point change in a failure/refund rate
 FUNNEL_STEPS = ("exposed", "added_to_cart", "checkout_started", "order_placed", "paid")
 
@@ -64,12 +74,14 @@ class Exposure:
 class SessionStep:
     session: str
     step: Step
+    at_ms: int | None = None  # event time; None: unknown (never dropped as late)
 
 
 @dataclass(frozen=True)
 class OrderPlacedObs:
     session: str
     order: str
+    at_ms: int | None = None  # event time; None: unknown (never dropped as late)
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class PaymentCapturedObs:
     order: str
     amount: int
     currency: str
+    at_ms: int | None = None  # event time; None: unknown (never dropped as late)
 
 
 @dataclass(frozen=True)
@@ -85,12 +98,14 @@ class PaymentFailedObs:
     session: str
     order: str
     fraud: bool
+    at_ms: int | None = None  # event time; None: unknown (never dropped as late)
 
 
 @dataclass(frozen=True)
 class RefundObs:
     session: str
     order: str
+    at_ms: int | None = None  # event time; None: unknown (never dropped as late)
 
 
 Observation = Exposure | SessionStep | OrderPlacedObs | PaymentCapturedObs | PaymentFailedObs | RefundObs
@@ -108,6 +123,7 @@ class _Order:
 class _Session:
     steps: set[str] = field(default_factory=set)
     orders: dict[str, _Order] = field(default_factory=dict)
+    last_ms: int = 0  # latest event time seen: idle for a whole conversion window → folded
 
     def order(self, order_id: str) -> _Order:
         o = self.orders.get(order_id)
@@ -116,14 +132,146 @@ class _Session:
         return o
 
 
-class ExperimentAnalysis:
-    """Exposures and the outcomes of sessions, and the per-variant report computed from them."""
+@dataclass
+class _Contribution:
+    """What one session adds to its variant's numbers (its outcomes are final once it is folded)."""
 
-    def __init__(self) -> None:
+    reached: dict[str, bool]
+    paid: bool
+    revenue: dict[str, int]  # by currency
+    captured: list[tuple[int, str, bool]]  # per captured order: amount, currency, refunded
+    failed: int  # orders whose payment failed (not for fraud) and were never captured
+
+
+def _contribution(s: _Session) -> _Contribution:
+    revenue: dict[str, int] = {}
+    captured = []
+    failed = 0
+    for o in s.orders.values():
+        if o.captured is not None:
+            amount, currency = o.captured
+            revenue[currency] = revenue.get(currency, 0) + amount
+            captured.append((amount, currency, o.refunded))
+        elif o.failed:
+            failed += 1
+    return _Contribution(
+        reached={
+            "added_to_cart": Step.ADDED_TO_CART.value in s.steps,
+            "checkout_started": Step.CHECKOUT_STARTED.value in s.steps,
+            "order_placed": any(o.placed for o in s.orders.values()),
+            "paid": bool(captured),
+        },
+        paid=bool(captured),
+        revenue=revenue,
+        captured=captured,
+        failed=failed,
+    )
+
+
+@dataclass
+class _Aggregate:
+    """Sessions of one variant summed: counts and integer sums (exact in any order, so folded and
+    open sessions add up to the same numbers), independent of the definition (currency chosen later)."""
+
+    funnel: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FUNNEL_STEPS, 0))
+    paid: int = 0
+    revenue: dict[str, list[int]] = field(default_factory=dict)  # currency -> [Σ session revenue, Σ its square]
+    aov: dict[str, list[int]] = field(default_factory=dict)  # currency -> [captured orders, Σ amount, Σ amount²]
+    refunded: list[int] = field(default_factory=lambda: [0, 0])  # [captured orders, refunded ones]
+    failed: list[int] = field(default_factory=lambda: [0, 0])  # [orders with a payment outcome, failed ones]
+
+    def add(self, c: _Contribution) -> None:
+        self.funnel["exposed"] += 1
+        for step, hit in c.reached.items():
+            self.funnel[step] += hit
+        self.paid += c.paid
+        for currency, amount in c.revenue.items():
+            sums = self.revenue.setdefault(currency, [0, 0])
+            sums[0] += amount
+            sums[1] += amount * amount
+        for amount, currency, refunded in c.captured:
+            stats = self.aov.setdefault(currency, [0, 0, 0])
+            stats[0] += 1
+            stats[1] += amount
+            stats[2] += amount * amount
+            self.refunded[0] += 1
+            self.refunded[1] += refunded
+            self.failed[0] += 1
+        self.failed[0] += c.failed
+        self.failed[1] += c.failed
+
+    def merged(self, other: _Aggregate) -> _Aggregate:
+        out = _Aggregate.of_state(self.state())
+        for step, n in other.funnel.items():
+            out.funnel[step] = out.funnel.get(step, 0) + n
+        out.paid += other.paid
+        for currency, sums in other.revenue.items():
+            mine = out.revenue.setdefault(currency, [0, 0])
+            out.revenue[currency] = [a + b for a, b in zip(mine, sums, strict=True)]
+        for currency, stats in other.aov.items():
+            mine = out.aov.setdefault(currency, [0, 0, 0])
+            out.aov[currency] = [a + b for a, b in zip(mine, stats, strict=True)]
+        out.refunded = [a + b for a, b in zip(out.refunded, other.refunded, strict=True)]
+        out.failed = [a + b for a, b in zip(out.failed, other.failed, strict=True)]
+        return out
+
+    def state(self) -> list[Any]:
+        return [
+            dict(self.funnel),
+            self.paid,
+            {c: list(v) for c, v in self.revenue.items()},
+            {c: list(v) for c, v in self.aov.items()},
+            list(self.refunded),
+            list(self.failed),
+        ]
+
+    @classmethod
+    def of_state(cls, state: list[Any]) -> _Aggregate:
+        funnel, paid, revenue, aov, refunded, failed = state
+        return cls(
+            dict(funnel),
+            paid,
+            {c: list(v) for c, v in revenue.items()},
+            {c: list(v) for c, v in aov.items()},
+            list(refunded),
+            list(failed),
+        )
+
+    def stats(self, currency: str) -> dict[str, Any]:
+        """The report's per-variant statistics, revenue in `currency`."""
+        n = self.funnel["exposed"]
+        revenue, revenue_sq = self.revenue.get(currency, [0, 0])
+        orders, aov_total, aov_sq = self.aov.get(currency, [0, 0, 0])
+        return {
+            "funnel": dict(self.funnel),
+            "conversion": MeanStats.proportion(self.paid, n),
+            "revenue_per_session": MeanStats(n, float(revenue), float(revenue_sq)),
+            "aov": MeanStats(orders, float(aov_total), float(aov_sq)),
+            "payment_failure": MeanStats.proportion(self.failed[1], self.failed[0]),
+            "refund": MeanStats.proportion(self.refunded[1], self.refunded[0]),
+            "revenue": revenue,
+        }
+
+
+class ExperimentAnalysis:
+    """Exposures and the outcomes of sessions, and the per-variant report computed from them.
+
+    `conversion_window_ms`: how long an idle session is kept before it is folded (the KPI engine's
+    conversion window); None keeps every session (the reference the tests compare with)."""
+
+    def __init__(self, conversion_window_ms: int | None = 30 * DAY_MS, fold_every_ms: int = FOLD_EVERY_MS) -> None:
         self.definitions: dict[str, ExperimentChanged] = {}
-        # experiment → session → (time, variant) of the earliest exposure
+        # experiment → session → (time, variant) of the earliest exposure, for sessions not folded yet
         self.exposures: dict[str, dict[str, tuple[int, str]]] = {}
         self.sessions: dict[str, _Session] = {}
+        # experiment → variant → the folded sessions' sums
+        self.folded: dict[str, dict[str, _Aggregate]] = {}
+        self.window_ms = conversion_window_ms
+        self.fold_every_ms = fold_every_ms
+        self.watermark_ms = 0  # latest event time observed
+        self.last_fold_ms = 0
+        self.sessions_folded = 0
+        self.late_dropped = 0  # observations older than the window: their session is (or will be) folded
         self.version = 0
         self._cache: dict[str, tuple[int, dict[str, Any]]] = {}
 
@@ -141,54 +289,120 @@ class ExperimentAnalysis:
             n += 1
         if n:
             self.version += 1
+            if self.window_ms is not None and self.watermark_ms >= self.last_fold_ms + self.fold_every_ms:
+                self.fold()
         return n
 
-    def _session(self, session_id: str) -> _Session:
+    def _session(self, session_id: str, at_ms: int | None) -> _Session:
         s = self.sessions.get(session_id)
         if s is None:
-            s = self.sessions[session_id] = _Session()
+            s = self.sessions[session_id] = _Session(last_ms=self.watermark_ms)
+        if at_ms is not None and at_ms > s.last_ms:
+            s.last_ms = at_ms
         return s
 
     def observe(self, o: Observation) -> None:
+        at_ms = o.at_ms
+        if at_ms is not None:
+            if self.window_ms is not None and at_ms < self.watermark_ms - self.window_ms:
+                self.late_dropped += 1
+                return
+            if at_ms > self.watermark_ms:
+                self.watermark_ms = at_ms
         if isinstance(o, Exposure):
+            self._session(o.session, at_ms)
             by_session = self.exposures.setdefault(o.experiment, {})
             current = by_session.get(o.session)
             if current is None or (o.at_ms, o.variant) < current:
                 by_session[o.session] = (o.at_ms, o.variant)
         elif isinstance(o, SessionStep):
-            self._session(o.session).steps.add(o.step.value)
+            self._session(o.session, at_ms).steps.add(o.step.value)
         elif isinstance(o, OrderPlacedObs):
-            self._session(o.session).order(o.order).placed = True
+            self._session(o.session, at_ms).order(o.order).placed = True
         elif isinstance(o, PaymentCapturedObs):
-            order = self._session(o.session).order(o.order)
+            order = self._session(o.session, at_ms).order(o.order)
             if order.captured is None:
                 order.captured = (o.amount, o.currency)
         elif isinstance(o, PaymentFailedObs):
+            session = self._session(o.session, at_ms)
             if not o.fraud:
-                self._session(o.session).order(o.order).failed = True
+                session.order(o.order).failed = True
         elif isinstance(o, RefundObs):
-            self._session(o.session).order(o.order).refunded = True
+            self._session(o.session, at_ms).order(o.order).refunded = True
+
+    def fold(self) -> int:
+        """Fold the sessions idle for a whole conversion window into their variants' aggregates and
+        forget them (sessions never exposed are only forgotten). Returns how many were folded."""
+        if self.window_ms is None:
+            return 0
+        self.last_fold_ms = self.watermark_ms
+        horizon = self.watermark_ms - self.window_ms
+        stale = [sid for sid, s in self.sessions.items() if s.last_ms < horizon]
+        for sid in stale:
+            self._fold_session(sid, self.sessions.pop(sid))
+        if stale:
+            self.version += 1
+        return len(stale)
+
+    def _fold_session(self, sid: str, session: _Session) -> None:
+        contribution: _Contribution | None = None
+        for experiment, by_session in self.exposures.items():
+            exposure = by_session.pop(sid, None)
+            if exposure is None:
+                continue
+            contribution = contribution or _contribution(session)
+            self._aggregate(experiment, exposure[1]).add(contribution)
+        self.sessions_folded += 1
+
+    def _aggregate(self, experiment: str, variant: str) -> _Aggregate:
+        by_variant = self.folded.setdefault(experiment, {})
+        agg = by_variant.get(variant)
+        if agg is None:
+            agg = by_variant[variant] = _Aggregate()
+        return agg
 
     # -- snapshot (plain data; the caller encodes it) --------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
+            "v": 2,
             "exposures": {e: {s: [ms, v] for s, (ms, v) in by.items()} for e, by in self.exposures.items()},
             "sessions": {
                 sid: [
                     sorted(s.steps),
                     {o: [x.placed, x.captured and list(x.captured), x.failed, x.refunded] for o, x in s.orders.items()},
+                    s.last_ms,
                 ]
                 for sid, s in self.sessions.items()
             },
+            "folded": {e: {v: agg.state() for v, agg in by.items()} for e, by in self.folded.items()},
+            "watermark_ms": self.watermark_ms,
+            "last_fold_ms": self.last_fold_ms,
+            "sessions_folded": self.sessions_folded,
+            "late_dropped": self.late_dropped,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.exposures = {e: {s: (ms, v) for s, (ms, v) in by.items()} for e, by in state["exposures"].items()}
+        # A first-version snapshot (every session, no times): its latest exposure stands for "now".
+        latest = max((ms for by in self.exposures.values() for ms, _ in by.values()), default=0)
+        self.watermark_ms = state.get("watermark_ms", latest)
+        self.last_fold_ms = state.get("last_fold_ms", latest)
+        self.sessions_folded = state.get("sessions_folded", 0)
+        self.late_dropped = state.get("late_dropped", 0)
+        self.folded = {
+            e: {v: _Aggregate.of_state(agg) for v, agg in by.items()} for e, by in state.get("folded", {}).items()
+        }
         self.sessions = {}
-        for sid, (steps, orders) in state["sessions"].items():
-            session = self.sessions[sid] = _Session(steps=set(steps))
+        for sid, saved in state["sessions"].items():
+            steps, orders = saved[0], saved[1]
+            last_ms = saved[2] if len(saved) > 2 else self.watermark_ms
+            session = self.sessions[sid] = _Session(steps=set(steps), last_ms=last_ms)
             for order_id, (placed, captured, failed, refunded) in orders.items():
                 session.orders[order_id] = _Order(placed, tuple(captured) if captured else None, failed, refunded)
+        for by in self.exposures.values():  # every exposed session has its entry (folding goes by it)
+            for sid in by:
+                if sid not in self.sessions:
+                    self.sessions[sid] = _Session(last_ms=self.watermark_ms)
         self.version += 1
 
     # -- read side ----------------------------------------------------------------------------
@@ -204,52 +418,19 @@ class ExperimentAnalysis:
         return report
 
     def _variant_stats(self, definition: ExperimentChanged) -> dict[str, dict[str, Any]]:
-        names = [v.name for v in definition.variants]
-        stats: dict[str, dict[str, Any]] = {
-            n: {
-                "funnel": dict.fromkeys(FUNNEL_STEPS, 0),
-                "conversion": MeanStats(),
-                "revenue_per_session": MeanStats(),
-                "aov": MeanStats(),
-                "payment_failure": MeanStats(),
-                "refund": MeanStats(),
-                "revenue": 0,
-            }
-            for n in names
-        }
+        """Per variant: the folded sessions' sums plus the open sessions' contributions."""
+        folded = self.folded.get(definition.experiment_id, {})
+        open_sessions: dict[str, _Aggregate] = {v.name: _Aggregate() for v in definition.variants}
         empty = _Session()
         for session_id, (_, variant) in self.exposures.get(definition.experiment_id, {}).items():
-            v = stats.get(variant)
-            if v is None:  # a variant the definition does not have (any more): not analysed
+            agg = open_sessions.get(variant)
+            if agg is None:  # a variant the definition does not have (any more): not analysed
                 continue
-            s = self.sessions.get(session_id, empty)
-            funnel = v["funnel"]
-            funnel["exposed"] += 1
-            placed = any(o.placed for o in s.orders.values())
-            revenue = 0
-            paid = False
-            for o in s.orders.values():
-                if o.captured is not None:
-                    paid = True
-                    if o.captured[1] == definition.currency:
-                        revenue += o.captured[0]
-                        v["aov"] = v["aov"].add(o.captured[0])
-                    v["refund"] = v["refund"].add(1.0 if o.refunded else 0.0)
-                    v["payment_failure"] = v["payment_failure"].add(0.0)
-                elif o.failed:
-                    v["payment_failure"] = v["payment_failure"].add(1.0)
-            reached = {
-                "added_to_cart": Step.ADDED_TO_CART.value in s.steps,
-                "checkout_started": Step.CHECKOUT_STARTED.value in s.steps,
-                "order_placed": placed,
-                "paid": paid,
-            }
-            for step, hit in reached.items():
-                funnel[step] += hit
-            v["conversion"] = v["conversion"].add(1.0 if paid else 0.0)
-            v["revenue_per_session"] = v["revenue_per_session"].add(float(revenue))
-            v["revenue"] += revenue
-        return stats
+            agg.add(_contribution(self.sessions.get(session_id, empty)))
+        return {
+            name: (folded[name].merged(agg) if name in folded else agg).stats(definition.currency)
+            for name, agg in open_sessions.items()
+        }
 
     def _compute(self, d: ExperimentChanged) -> dict[str, Any]:
         stats = self._variant_stats(d)
