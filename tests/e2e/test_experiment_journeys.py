@@ -143,12 +143,13 @@ async def test_per_variant_kpis_equal_the_journeys_through_redelivery_and_a_metr
                 return
             await shopper.checkout()
             placed = await shopper.place_order()
-            await shop.wait_for_status(client, placed["order_id"], placed["order_token"], "stock_reserved")
+            # Generous time-outs: a condition, not a sleep — on an idle machine they are met in seconds.
+            await shop.wait_for_status(client, placed["order_id"], placed["order_token"], "stock_reserved", 120)
             await pay(client, shop, placed["order_id"], succeed=outcome == "paid")
             if outcome == "paid":
                 paid_total[variant] += placed["total"]["amount"]
             else:
-                await shop.wait_for_status(client, placed["order_id"], placed["order_token"], "cancelled")
+                await shop.wait_for_status(client, placed["order_id"], placed["order_token"], "cancelled", 120)
 
         await asyncio.gather(*(journey(*p) for p in plan))
         assert paid_total["control"] > 2 * PRICE  # control paid shipping on both orders, `low` did not
@@ -177,7 +178,7 @@ async def test_per_variant_kpis_equal_the_journeys_through_redelivery_and_a_metr
         def mismatch() -> str:
             return f"per-variant KPIs {seen} != journeys {expected}"
 
-        await wait_until(kpis_equal_the_journeys, timeout=60, message=mismatch)
+        await wait_until(kpis_equal_the_journeys, timeout=120, message=mismatch)
 
         # Exactly one exposure per session reached Kafka (the cart showed each cart more than once).
         exposure_topic = shop.namespace.topic(topics.EXPOSURES)
@@ -207,7 +208,7 @@ async def test_per_variant_kpis_equal_the_journeys_through_redelivery_and_a_metr
                 applied = await counter(client, shop, "kasse_metrics_facts_applied")
                 return read >= read_before + 2 * n and applied >= applied_before + n
 
-            await wait_until(consumed, timeout=30, message="metrics consumed the redelivered records")
+            await wait_until(consumed, timeout=60, message="metrics consumed the redelivered records")
 
         await redeliver()
         assert await kpis_equal_the_journeys(), mismatch()
@@ -221,7 +222,7 @@ async def test_per_variant_kpis_equal_the_journeys_through_redelivery_and_a_metr
             port=shop.ports["metrics"],
             log_path=shop.log_dir / "metrics-restarted.log",
         ).start(timeout=60)
-        await wait_until(kpis_equal_the_journeys, timeout=30, message=mismatch)
+        await wait_until(kpis_equal_the_journeys, timeout=60, message=mismatch)
         await redeliver()
         assert await kpis_equal_the_journeys(), mismatch()
 
