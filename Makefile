@@ -69,18 +69,21 @@ contracts-compat: sync ## The contract models vs the last 2 committed versions o
 contracts: sync ## Regenerate the JSON Schemas and the AsyncAPI document from the contract models
 	$(UV) run --frozen python -m kasse_contracts.codegen
 
-.PHONY: bench
+.PHONY: bench bench-orders
+ORDERS_BENCH_ORDERS ?= 100
 BENCH_EVENTS ?= 5000000
 BENCH_RSS_EARLY_EVENTS ?= 1000000
 WEBHOOKS_BENCH_EVENTS ?= 1000
 STOREFRONT_BENCH_SECONDS ?= 10
-bench: bootstrap-up sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, KPI freshness; webhooks deliveries/s and p99 vs plain Kafka; storefront pages vs a bare route; idle store CPU; the 20,000-order document bound (loopback only)
+bench: bootstrap-up sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, KPI freshness; webhooks deliveries/s and p99 vs plain Kafka; storefront pages vs a bare route; idle store CPU; the 20,000-order document bound; a burst of orders to payment (loopback only)
 	$(UV) run --frozen --with quixstreams --with orjson python services/metrics/bench/bench.py --events $(BENCH_EVENTS) --rss-early-events $(BENCH_RSS_EARLY_EVENTS)
 	$(UV) run --frozen python services/webhooks/bench/bench.py --events $(WEBHOOKS_BENCH_EVENTS)
 	$(UV) run --frozen python services/storefront/bench/bench.py --seconds $(STOREFRONT_BENCH_SECONDS)
-	$(MAKE) bench-idle bench-bound bench-outage
+	$(MAKE) bench-idle bench-bound bench-outage bench-orders
 
 .PHONY: bench-idle bench-bound bench-outage
+bench-orders: bootstrap-up sync stack-up ## A burst of 100 orders through the HTTP APIs, no faults: time to payment, orders/min placed->paid->shipped, where the time goes
+	$(UV) run --frozen python -m kasse_testkit.orders_bench --orders $(ORDERS_BENCH_ORDERS)
 IDLE_BENCH_ORDERS ?= 10000
 IDLE_BENCH_WINDOW_S ?= 60
 BOUND_BENCH_ORDERS ?= 20000

@@ -17,6 +17,7 @@ from kasse_payment.adapters.mongo import MongoPayments
 from kasse_payment.adapters.stripe_gateway import StripeGateway, build_client
 from kasse_payment.application.invoicing import Invoicing, document_record
 from kasse_payment.application.service import PaymentConfig, PaymentService, utcnow
+from kasse_payment.application.steps import StepRunner
 from kasse_payment.domain.fraud import FraudPolicy
 from kasse_payment.domain.invoice import Seller
 from kasse_payment.entrypoints import consumers, http
@@ -73,6 +74,8 @@ def create_app(
             review_timeout_s=settings.review_timeout_s,
         ),
     )
+    payments.steps = StepRunner(payments.advance, settings.steps_concurrency)
+    runtime.on_shutdown(payments.steps.stop)
     documents = InvoiceRepository(
         runtime.document_store("invoices"),
         runtime.db["invoice_sequences"],

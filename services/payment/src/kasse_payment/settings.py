@@ -71,6 +71,9 @@ class PaymentSettings(ServiceSettings):
         description="A payment held for review (fraud, amount mismatch) is rejected when not decided by then",
     )
     sweep_interval_s: float = Field(5.0, gt=0, description="How often unfinished Stripe work is resumed")
+    steps_concurrency: int = Field(
+        16, ge=1, description="Orders whose screening and Stripe calls run at the same time, beside the consumer"
+    )
 
     # The seller on invoices and credit notes (§14 UStG: name, address, VAT id)
     seller_name: str = Field("Kasse Demo GmbH", description="The seller's name on invoices")

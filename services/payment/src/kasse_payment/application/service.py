@@ -39,6 +39,7 @@ from kasse_payment.application.ports import (
     PaymentGateway,
     PaymentRepository,
 )
+from kasse_payment.application.steps import StepRunner
 from kasse_payment.domain.fraud import FraudPolicy, FraudSignals, assess
 from kasse_payment.domain.payment import (
     Captured,
@@ -92,6 +93,9 @@ class PaymentService:
         self.config = config
         self.clock = clock
         self.held_for_review: dict[str, int] = {}  # per reason, since start (a Prometheus counter)
+        # Set by the app: the events' Stripe work then runs beside the consumer (steps.py); without it
+        # (tests of the use cases) a handler advances the order itself before it returns.
+        self.steps: StepRunner | None = None
 
     # -- events in ---------------------------------------------------------------------------
     async def order_placed(self, event: OrderPlaced, event_id: str) -> None:
@@ -116,19 +120,19 @@ class PaymentService:
             ),
         )
         await self._change(event.order_id, lambda p, now: p.record_order(facts, now), consumed_id=event_id)
-        await self.advance(event.order_id)
+        await self._advance_soon(event.order_id)
 
     async def stock_reserved(self, event: StockReserved, event_id: str) -> None:
         await self._change(event.order_id, lambda p, now: p.record_stock_reserved(now), consumed_id=event_id)
-        await self.advance(event.order_id)
+        await self._advance_soon(event.order_id)
 
     async def order_cancelled(self, event: OrderCancelled, event_id: str) -> None:
         await self._change(event.order_id, lambda p, now: p.cancel_order(now), consumed_id=event_id)
-        await self.advance(event.order_id)
+        await self._advance_soon(event.order_id)
 
     async def shipment_cancelled(self, event: ShipmentCancelled, event_id: str) -> None:
         await self._change(event.order_id, lambda p, now: p.shipment_cancelled(now), consumed_id=event_id)
-        await self.advance(event.order_id)
+        await self._advance_soon(event.order_id)
 
     async def cancellation_refused(self, event: CancellationRefused, event_id: str) -> None:
         await self._change(event.order_id, lambda p, now: p.cancellation_refused(now), consumed_id=event_id)
@@ -144,7 +148,7 @@ class PaymentService:
             p.request_return_refund(event.return_id, amount.amount, amount.currency, now, lines, shipping)
 
         await self._change(event.order_id, request, consumed_id=event_id)
-        await self.advance(event.order_id)
+        await self._advance_soon(event.order_id)
 
     async def stripe_notice(self, notice: StripeNotice) -> bool | None:
         """A verified webhook event; False when this Stripe event id was applied before, None when it was
@@ -187,6 +191,12 @@ class PaymentService:
         return payment
 
     # -- progress ------------------------------------------------------------------------------
+    async def _advance_soon(self, order_id: str) -> None:
+        if self.steps is None:
+            await self.advance(order_id)
+        else:
+            self.steps.schedule(order_id)
+
     async def advance(self, order_id: str) -> None:
         """Do whatever Stripe work the stored state still owes, one step at a time."""
         for _ in range(12):  # every step changes the state; the bound only guards against a bug
@@ -243,6 +253,8 @@ class PaymentService:
                 log.exception("expiring a review failed", extra={"order_id": order_id})
         order_ids = await self.repository.due_for_work(now, now - timedelta(seconds=idle_s), limit)
         for order_id in order_ids:
+            if self.steps is not None and order_id in self.steps:
+                continue  # waiting for its turn here already: not interrupted
             try:
                 await self.advance(order_id)
             except Exception:

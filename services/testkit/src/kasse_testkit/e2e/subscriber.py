@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -21,6 +22,7 @@ class Seen:
     partition: int
     offset: int
     key: str
+    received: float = field(default_factory=time.monotonic)  # when this subscriber got it (benches time by it)
 
 
 class OrderEventsSubscriber:
