@@ -238,6 +238,8 @@ class EventConsumer:
         self.dead_lettered = 0
         self.processed = 0
         self.transient_failures = 0
+        # Per Kafka client (id): when it last handed over a record (the watchdog's stall check).
+        self.last_record_at: dict[int, float] = {}
         self.parking: ParkedEvents | None = None  # the runtime sets it: records that must wait
         self.parked = 0  # records parked by this instance
         self.parked_waiting = 0  # records waiting, as of the last retry round
@@ -291,6 +293,9 @@ class EventConsumer:
             )(handler)
 
     async def _dispatch(self, message: Any, wanted: Mapping[str, type[Event]]) -> None:
+        client = getattr(message, "consumer", None)
+        if client is not None:
+            self.last_record_at[id(client)] = time.monotonic()
         raw = message.raw_message
         headers = headers_to_dict(raw.headers or ())
         try:

@@ -96,6 +96,12 @@ class ServiceSettings(BaseSettings):
         86_400.0, gt=0, description="A parked event whose aggregate never arrived is dead-lettered after this"
     )
     consumer_watchdog_interval_s: float = Field(5.0, gt=0, description="How often a stopped consumer is looked for")
+    consumer_stall_s: float = Field(
+        60.0,
+        gt=0,
+        description="A consumer handing over no record this long while its unpaused partitions have records "
+        "waiting is stalled and restarted",
+    )
     consumer_dead_grace_s: float = Field(
         60.0, gt=0, description="A consumer stopped this long despite restarts fails /healthz (liveness)"
     )
