@@ -398,7 +398,11 @@ class Service:
 
 
 async def ingest_rate(
-    args: argparse.Namespace, database: str, target: float, marks: dict[float, Any] | None = None
+    args: argparse.Namespace,
+    database: str,
+    target: float,
+    marks: dict[float, Any] | None = None,
+    services: list[Service] | None = None,
 ) -> tuple[float, float]:
     """(records, records/s) from the first stored offset to `target` records, read from the offsets
     the service persists with its checkpoints. `marks`: {records: callback} called once when passed."""
@@ -418,17 +422,63 @@ async def ingest_rate(
                 pending.pop(mark)()
             if ingested >= target:
                 break
+            for s in services or ():
+                if s.proc.poll() is not None:
+                    raise RuntimeError(f"the metrics service exited ({s.proc.returncode}); see {s.log.name}")
             await asyncio.sleep(0.05)
+        else:
+            print(
+                f"  ingest stopped at {ingested:.0f} of {target:.0f} records after {args.phase_timeout} s", flush=True
+            )
     finally:
         await mongo.close()
     elapsed = time.perf_counter() - (t_first or time.perf_counter())
     return ingested, (ingested / elapsed if elapsed else 0.0)
 
 
+async def wait_for_snapshot(args: argparse.Namespace, database: str, timeout: float) -> float:
+    """Records covered by the latest snapshot once it covers every stored offset (or at `timeout`)."""
+    mongo: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
+    db = mongo[database]
+    deadline = time.monotonic() + timeout
+    covered = 0.0
+    try:
+        while True:
+            offsets = await db["partition_offsets"].find_one({"_id": "next_offsets"}) or {}
+            stored = float(sum(v for k, v in offsets.items() if k != "_id"))
+            header = await db["projection_snapshots"].find_one({"_id": "latest"}) or {}
+            covered = float(sum((header.get("seen") or {}).values()))
+            if (covered and covered >= stored) or time.monotonic() > deadline:
+                return covered
+            await asyncio.sleep(0.5)
+    finally:
+        await mongo.close()
+
+
 async def service_phases(args: argparse.Namespace, prefix: str, token: str) -> dict[str, Any]:
     """(c) rate, (e) RSS, (d) freshness, (f) restart to ready; (g) two instances on a fresh database."""
-    result: dict[str, Any] = {}
+    nan = float("nan")
+    result: dict[str, Any] = {
+        "ingested": nan, "rate": nan, "rss_early_mb": nan, "rss_end_mb": nan, "freshness_rate": nan,
+        "freshness_ms": [], "restart_s": nan, "restart_rss_mb": nan, "two_ingested": nan, "two_rate": nan,
+        "two_rss_mb": [], "failed": [],
+    }  # fmt: skip
     database = f"bench_{token}_metrics"
+    database2 = f"bench_{token}_metrics2"
+    try:
+        await _one_instance(args, prefix, database, result)
+        await _restart(args, prefix, database, result)
+        await _two_instances(args, prefix, database2, result)
+    finally:
+        client: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
+        await client.drop_database(database)
+        await client.drop_database(database2)
+        await client.close()
+    return result
+
+
+async def _one_instance(args: argparse.Namespace, prefix: str, database: str, result: dict[str, Any]) -> None:
+    """(c), (e), (d); a failure is reported and the later phases still run."""
     service = Service(args, prefix, database, args.port, "one")
     try:
         # Alive, not ready: /readyz waits until the pre-filled topic is consumed, which would leave
@@ -437,15 +487,18 @@ async def service_phases(args: argparse.Namespace, prefix: str, token: str) -> d
         rss: dict[str, float] = {}
         early = min(args.rss_early_events, args.events)
         result["ingested"], result["rate"] = await ingest_rate(
-            args, database, args.events, {early: lambda: rss.setdefault("early", service.rss_mb())}
+            args, database, args.events, {early: lambda: rss.setdefault("early", service.rss_mb())}, [service]
         )
         # Wait until the projection shows the pre-filled events (the API is the point).
         deadline = time.monotonic() + args.phase_timeout
+        total = 0
         while time.monotonic() < deadline:
             total = (await service.http.get("/v1/kpis/events", params={"window": "all"})).json()["total"]
             if total >= args.events:
                 break
             await asyncio.sleep(0.2)
+        else:
+            print(f"  the API counted only {total} of {args.events} events after {args.phase_timeout} s", flush=True)
         rss["end"] = service.rss_mb()
         result["rss_early_mb"], result["rss_end_mb"] = rss.get("early", float("nan")), rss["end"]
         print(
@@ -453,36 +506,61 @@ async def service_phases(args: argparse.Namespace, prefix: str, token: str) -> d
             flush=True,
         )
         result["freshness_rate"] = args.freshness_rate or result["rate"] / 2
-        result["freshness_ms"] = await freshness(args, prefix, service.http, rate=result["freshness_rate"])
-        # A snapshot is taken every 30 s by default; the restart loads the latest one.
-        await asyncio.sleep(args.snapshot_wait_s)
+        try:
+            # Bounded: the probes stop after --freshness-seconds; the margin covers the last probe.
+            result["freshness_ms"] = await asyncio.wait_for(
+                freshness(args, prefix, service.http, rate=result["freshness_rate"]), args.freshness_seconds + 60
+            )
+        except TimeoutError:
+            print("(d) FAILED: freshness did not finish in time", flush=True)
+            result["freshness_ms"] = []
+        # A snapshot is taken every 30 s by default; the restart loads the latest one. Wait until one
+        # covers everything stored (bounded), so (f) measures a restart from a current snapshot.
+        covered = await wait_for_snapshot(args, database, args.snapshot_wait_s)
+        print(f"  snapshot covers {covered:.0f} records before the kill", flush=True)
+    except Exception as exc:
+        result["failed"].append(f"c-e: {exc!r}")
+        print(f"(c)-(e) FAILED: {exc!r}", flush=True)
     finally:
         await service.stop(kill=True)
+
+
+async def _restart(args: argparse.Namespace, prefix: str, database: str, result: dict[str, Any]) -> None:
+    """(f): SIGKILLed above; seconds from the new process's start until /readyz is 200."""
     restarted = Service(args, prefix, database, args.port, "restart")
     try:
         result["restart_s"] = await restarted.wait_ready(args.phase_timeout)
         result["restart_rss_mb"] = restarted.rss_mb()
         print(f"(f) ready after {result['restart_s']:.1f} s", flush=True)
+    except Exception as exc:
+        result["failed"].append(f"f: {exc!r}")
+        print(f"(f) FAILED: {exc!r}", flush=True)
     finally:
         await restarted.stop()
-    # (g) two instances, one consumer group, a fresh database: each reads its share from the start.
-    database2 = f"bench_{token}_metrics2"
-    pair = [Service(args, prefix, database2, args.port + 1 + i, f"pair{i}") for i in range(2)]
+
+
+async def _two_instances(args: argparse.Namespace, prefix: str, database: str, result: dict[str, Any]) -> None:
+    """(g) two instances, one consumer group, a fresh database: each reads its share from the start."""
+    pair = [Service(args, prefix, database, args.port + 1 + i, f"pair{i}") for i in range(2)]
     try:
         for s in pair:
-            await s.wait_ready(120)
+            # Alive, not ready (ready means caught up: nothing left to time), as in (c).
+            await s.wait_ready(120, path="/healthz")
         # Everything on the topic now (the pre-fill and the freshness load and probes).
-        target = result["ingested"] + args.freshness_sent
-        result["two_ingested"], result["two_rate"] = await ingest_rate(args, database2, target)
+        target = args.events + args.freshness_sent
+        result["two_ingested"], result["two_rate"] = await ingest_rate(args, database, target, services=pair)
         result["two_rss_mb"] = [s.rss_mb() for s in pair]
+        print(
+            f"(g) two instances: {result['two_rate']:,.0f} events/s together, RSS "
+            + ", ".join(f"{m:.0f} MB" for m in result["two_rss_mb"]),
+            flush=True,
+        )
+    except Exception as exc:
+        result["failed"].append(f"g: {exc!r}")
+        print(f"(g) FAILED: {exc!r}", flush=True)
     finally:
         for s in pair:
             await s.stop()
-        client: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
-        await client.drop_database(database)
-        await client.drop_database(database2)
-        await client.close()
-    return result
 
 
 async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClient, rate: float) -> list[float]:
@@ -504,9 +582,8 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
                 await producer.send(prefix + STOREFRONT, value, key=key, headers=headers)
                 args.freshness_sent += 1
                 next_at += interval
-                delay = next_at - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                # Always yield: a rate the producer cannot keep up with must not starve the probes.
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
 
     async def reviews() -> int:
         r = await http.get("/v1/kpis/events", params={"window": "5m"})
@@ -580,8 +657,11 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"(a) raw aiokafka poll + orjson.loads loop (no validation): {raw:,.0f} events/s", flush=True)
         quix: dict[str, Any] = {"rate": float("nan"), "funnel": {}}
         if not args.skip_quix:
-            quix = await asyncio.to_thread(quix_rate, args.bootstrap, topic, n, args.phase_timeout)
-            print(f"(b) Quix Streams funnel app: {quix['rate']:,.0f} events/s; funnel {quix['funnel']}", flush=True)
+            try:
+                quix = await asyncio.to_thread(quix_rate, args.bootstrap, topic, n, args.phase_timeout)
+                print(f"(b) Quix Streams funnel app: {quix['rate']:,.0f} events/s; funnel {quix['funnel']}", flush=True)
+            except Exception as exc:  # the queue's Empty after the time limit, a crashed process
+                print(f"(b) FAILED: {exc!r}", flush=True)
         r = await service_phases(args, prefix, token)
         samples = r["freshness_ms"]
         print(
@@ -604,7 +684,10 @@ async def main_async(args: argparse.Namespace) -> None:
             f"(g) two instances: {r['two_rate']:,.0f} events/s together ({r['two_ingested']:.0f} records), RSS "
             + ", ".join(f"{m:.0f} MB" for m in r["two_rss_mb"])
         )
-        vs_raw, vs_quix = r["rate"] / raw, r["rate"] / quix["rate"]
+        vs_raw = r["rate"] / raw if raw else float("nan")
+        vs_quix = r["rate"] / quix["rate"] if quix["rate"] else float("nan")
+        if r["failed"]:
+            print("FAILED phases (nan in the summary): " + "; ".join(r["failed"]), flush=True)
         print(f"counts: events={n}, rss_1m_mb measured after {early} events, rss_5m_mb after {n}")
         print(
             f"goals: vs_quix {vs_quix:.2f} (>= 1.5), vs_raw {vs_raw:.2f} (>= 0.3), fresh_p99 {p99:.0f} ms (< 100), "
@@ -644,7 +727,9 @@ def main() -> None:
     p.add_argument("--rss-early-events", type=int, default=1_000_000, help="(e): the first RSS sample")
     p.add_argument("--event-seconds", type=float, default=0.2, help="Event time between two pre-filled events")
     p.add_argument("--conversion-window-s", type=float, default=86400.0, help="The service's conversion window")
-    p.add_argument("--snapshot-wait-s", type=float, default=35.0, help="Wait for a snapshot before the restart")
+    p.add_argument(
+        "--snapshot-wait-s", type=float, default=90.0, help="At most this long for a current snapshot before (f)"
+    )
     p.add_argument("--keep-topic", action="store_true")
     args = p.parse_args()
     args.freshness_sent = 0

@@ -13,10 +13,11 @@ from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.errors import Unprocessable
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import PaymentCaptured, ProductViewed
-from kasse_metrics.adapters.memory import InMemoryCheckpointStore, RecordingDeadLetters
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord
 from kasse_metrics.domain.facts import Captured, Fact, Viewed, to_ms
 from kasse_metrics.domain.kpis import FunnelRules, Projection, Window, minute_of
+
+from .fakes import InMemoryCheckpointStore, RecordingDeadLetters
 
 pytestmark = pytest.mark.unit
 

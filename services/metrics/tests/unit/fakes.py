@@ -1,4 +1,4 @@
-"""In-memory fakes of the ports, for unit tests."""
+"""In-memory fakes of the metrics ports, for the unit tests (test fakes live in tests, never in src/)."""
 
 from __future__ import annotations
 
