@@ -12,7 +12,7 @@ from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import ExperimentChanged
 from kasse_contracts.topics import TOPICS, dead_letter_topic
 from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
-from kasse_metrics.adapters.mongo_checkpoints import MongoCheckpointStore, MongoSnapshotStore
+from kasse_metrics.adapters.mongo_checkpoints import MongoCheckpointStore, MongoReaderRegistry, MongoSnapshotStore
 from kasse_metrics.application.experiments import ExperimentDefinitions, ExperimentReports
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync
 from kasse_metrics.application.queries import KpiQueries
@@ -44,7 +44,13 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     store = MongoCheckpointStore(runtime.db)
     snapshots = MongoSnapshotStore(runtime.db)
     projection = Projection(settings.funnel_rules(), settings.dedupe_window_ids, settings.minute_resolution_minutes)
-    sync = ProjectionSync(store, projection, snapshots=snapshots)
+    sync = ProjectionSync(
+        store,
+        projection,
+        snapshots=snapshots,
+        readers=MongoReaderRegistry(runtime.db),
+        reader_ttl_s=settings.reader_ttl_s,
+    )
     queries = KpiQueries(projection, settings.stream_min_interval_s, lag=lambda: sync.lag_records)
     sync.listeners.append(queries.notify_changed)
     dead_letters = KafkaDeadLetters(
@@ -88,7 +94,17 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
             return f"catching up: {sync.lag_records} checkpointed records not read yet"
         return consumer.caught_up()
 
+    async def leave_readers() -> None:
+        # Best effort: a reader that does not say goodbye is dropped after its time-to-live.
+        try:
+            await sync.close()
+        except Exception:
+            log.warning("could not unregister as a segment reader", exc_info=True)
+
     runtime.on_startup(create_topics_and_indexes)
+    runtime.on_shutdown(leave_readers)
+    # How far this instance has read: segments are deleted only below every live reader's progress.
+    runtime.every(settings.reader_heartbeat_interval_s, sync.heartbeat, name="segment-reader-heartbeat")
     # Another instance may have changed a definition: re-read the (small) collection every second.
     runtime.every(
         settings.experiments_refresh_interval_s, experiments.refresh_definitions, name="experiment-definitions"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from kasse_common.settings import ServiceSettings
@@ -34,6 +34,15 @@ class MetricsSettings(ServiceSettings):
         2880, ge=1440, description="Minutes kept at minute resolution; older ones are merged into days"
     )
     snapshot_interval_s: float = Field(30.0, gt=0, description="How often the projection is snapshotted")
+    reader_heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="How often an instance records how far it has read the segments"
+    )
+    reader_ttl_s: float = Field(
+        120.0,
+        gt=0,
+        description="An instance silent this long no longer holds back the deletion of segments below the"
+        " snapshot (it reloads from the snapshot when it comes back)",
+    )
     snapshot_min_new_facts: int = Field(
         1, ge=1, description="Skip a snapshot when fewer facts than this were applied since the last one"
     )
@@ -57,6 +66,12 @@ class MetricsSettings(ServiceSettings):
         1.0, gt=0, description="How often an instance re-reads the experiment definitions (another may change them)"
     )
     stream_min_interval_s: float = Field(0.25, gt=0, description="At most one SSE update per this interval")
+
+    @model_validator(mode="after")
+    def _ttl_above_heartbeat(self) -> MetricsSettings:
+        if self.reader_ttl_s <= 2 * self.reader_heartbeat_interval_s:
+            raise ValueError("reader_ttl_s must be more than twice reader_heartbeat_interval_s")
+        return self
 
     def funnel_rules(self) -> FunnelRules:
         from datetime import timedelta

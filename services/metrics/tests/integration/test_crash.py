@@ -14,7 +14,10 @@ from pymongo import AsyncMongoClient
 
 from kasse_common.envelope import encode
 from kasse_contracts.events import ProductSearched
+from kasse_metrics.adapters.mongo_checkpoints import MongoSnapshotStore
+from kasse_metrics.application.ingest import projection_blob
 from kasse_metrics.domain.facts import decode_facts
+from kasse_metrics.domain.kpis import Projection
 from kasse_testkit import Namespace, ServiceProcess, TestPublisher, free_port, wait_until
 from kasse_testkit.infrastructure import Infrastructure
 
@@ -64,10 +67,18 @@ async def test_a_kill_in_the_middle_of_ingesting_loses_and_doubles_nothing(
     total = len(records)
     mongo: AsyncMongoClient[Any] = AsyncMongoClient(kasse_infra.mongo_uri)
     segments = mongo[namespace.database("metrics")]["segments"]
+    snapshot_store = MongoSnapshotStore(mongo[namespace.database("metrics")])
 
     async def stored_events() -> int:
-        """Distinct event ids in the checkpoints (a segment may repeat one: readers skip it)."""
-        return len({f.event_id async for s in segments.find({}) for f in decode_facts(s["b"])})
+        """Distinct event ids stored: in the segments (one may repeat an id: readers skip it) and in the
+        latest snapshot (the segments below it are deleted once every live reader has read them)."""
+        ids = {f.event_id async for s in segments.find({}) for f in decode_facts(s["b"])}
+        latest = await snapshot_store.load()
+        if latest is not None:
+            held = Projection()
+            held.restore(projection_blob(latest[1]))
+            ids.update(held.ids.ids)
+        return len(ids)
 
     crashing = metrics_process(
         kasse_infra,
@@ -111,7 +122,15 @@ async def test_a_kill_in_the_middle_of_ingesting_loses_and_doubles_nothing(
 
         for record in scenario.duplicates():
             await test_publisher.publish_record(record)
-        restarted = metrics_process(kasse_infra, namespace, tmp_path)
+        restarted = metrics_process(
+            kasse_infra,
+            namespace,
+            tmp_path,
+            KASSE_METRICS_SNAPSHOT_INTERVAL_S="0.2",
+            # The killed instance stops holding back the deletion of segments soon (default 2 min).
+            KASSE_METRICS_READER_HEARTBEAT_INTERVAL_S="0.5",
+            KASSE_METRICS_READER_TTL_S="2",
+        )
         await restarted.start()
         try:
             async with httpx.AsyncClient(base_url=restarted.base_url, timeout=10) as client:
@@ -141,6 +160,13 @@ async def test_a_kill_in_the_middle_of_ingesting_loses_and_doubles_nothing(
                     return stored == total
 
                 await wait_until(all_stored, timeout=10, message="every event checkpointed once")
+
+                async def pruned() -> bool:
+                    # Below the snapshot, which every live reader has read: the segments are deleted.
+                    held = {f.event_id async for s in segments.find({}) for f in decode_facts(s["b"])}
+                    return len(held) < total // 2
+
+                await wait_until(pruned, timeout=30, message="the segments below the snapshot deleted")
         finally:
             await restarted.stop()
     finally:

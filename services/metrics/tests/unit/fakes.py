@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 
 from kasse_metrics.application.ingest import RawRecord, Segment, TopicPartition
 from kasse_metrics.domain.facts import Fact
@@ -33,6 +34,35 @@ class InMemoryCheckpointStore:
         found = [s for s in self.segments if s.tp == tp and s.end > start and s.start < end]
         found.sort(key=lambda s: s.start)
         return [f for s in found for f in s.facts]
+
+    async def prune(self, below: Mapping[TopicPartition, int]) -> int:
+        kept = [s for s in self.segments if s.end > below.get(s.tp, 0)]
+        deleted = len(self.segments) - len(kept)
+        self.segments = kept
+        return deleted
+
+
+class InMemoryReaderRegistry:
+    def __init__(self) -> None:
+        self.readers: dict[str, tuple[float, dict[TopicPartition, int]]] = {}
+        self.clock = time.monotonic  # a test moves it to make a reader fall silent
+
+    async def register(self, reader_id: str, seen: Mapping[TopicPartition, int]) -> None:
+        self.readers[reader_id] = (self.clock(), dict(seen))
+
+    async def heartbeat(self, reader_id: str, seen: Mapping[TopicPartition, int]) -> bool:
+        if reader_id not in self.readers:
+            return False
+        self.readers[reader_id] = (self.clock(), dict(seen))
+        return True
+
+    async def unregister(self, reader_id: str) -> None:
+        self.readers.pop(reader_id, None)
+
+    async def live_seen(self, ttl_s: float) -> list[dict[TopicPartition, int]]:
+        horizon = self.clock() - ttl_s
+        self.readers = {r: (at, seen) for r, (at, seen) in self.readers.items() if at >= horizon}
+        return [seen for _, seen in self.readers.values()]
 
 
 class RecordingDeadLetters:

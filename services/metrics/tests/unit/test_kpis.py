@@ -17,7 +17,7 @@ from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync
 from kasse_metrics.domain.facts import Captured, Fact, Viewed, to_ms
 from kasse_metrics.domain.kpis import FunnelRules, Projection, Window, minute_of
 
-from .fakes import InMemoryCheckpointStore, RecordingDeadLetters
+from .fakes import InMemoryCheckpointStore, InMemoryReaderRegistry, RecordingDeadLetters
 
 pytestmark = pytest.mark.unit
 
@@ -471,3 +471,61 @@ async def test_a_restart_loads_the_snapshot_and_reads_only_the_segments_above_it
     await restarted.sync.catch_up()
     assert counting.read_from == [6]  # the history below the snapshot is not read again
     assert restarted.sync.caught_up and _viewers(restarted.projection) == 10
+
+
+async def test_segments_below_the_snapshot_are_deleted_once_every_live_reader_has_read_them() -> None:
+    store, snapshots, readers = InMemoryCheckpointStore(), InMemorySnapshotStore(), InMemoryReaderRegistry()
+    now = [0.0]
+    readers.clock = lambda: now[0]
+    writer, lagging = Instance(store), Instance(store)
+    for instance in (writer, lagging):
+        instance.sync.snapshots, instance.sync.readers, instance.sync.reader_ttl_s = snapshots, readers, 60
+        await instance.sync.restore()  # nothing to load yet; registered as readers
+    raw = _views(10)
+    await writer.ingest(raw[:4])
+    await writer.ingest.checkpoint()
+    await writer.ingest(raw[4:8])
+    await writer.ingest.checkpoint()
+    await lagging.sync.catch_up()
+    await lagging.sync.heartbeat()  # has read offsets [0, 8)
+    await writer.ingest(raw[8:])
+    await writer.ingest.checkpoint()
+    await writer.sync.heartbeat()
+
+    # The snapshot holds all 10; the lagging reader has read 8: only the segments it has read go.
+    assert await writer.sync.snapshot()
+    assert [(s.start, s.end) for s in store.segments] == [(8, 10)]
+    assert writer.sync.segments_pruned == 2
+    await lagging.sync.catch_up()
+    assert _viewers(lagging.projection) == 10
+
+    # A restart loads the snapshot and reads only what is left above it: the same numbers.
+    restarted = Instance(store)
+    restarted.sync.snapshots, restarted.sync.readers = snapshots, readers
+    await restarted.sync.restore()
+    await restarted.sync.catch_up()
+    assert _viewers(restarted.projection) == 10
+
+    # A reader silent beyond the time-to-live no longer holds segments back; when it comes back it
+    # finds itself dropped and reloads from the snapshot, so it misses nothing that was deleted.
+    silent = Instance(store)
+    silent.sync.snapshots, silent.sync.readers = snapshots, readers
+    await silent.sync.restore()
+    await silent.sync.catch_up()
+    await lagging.sync.heartbeat()
+    await restarted.sync.heartbeat()
+    await silent.sync.heartbeat()
+    now[0] = 61.0  # `restarted` and `silent` last heard of at 0: beyond the time-to-live
+    more = _views(13)[10:]
+    await writer.ingest(more)
+    await writer.ingest.checkpoint()
+    await writer.sync.heartbeat()
+    await lagging.sync.catch_up()
+    await lagging.sync.heartbeat()
+    assert await writer.sync.snapshot()
+    assert store.segments == []  # the silent readers held nothing back
+    assert set(readers.readers) == {writer.sync.reader_id, lagging.sync.reader_id}
+    await silent.sync.heartbeat()  # dropped meanwhile: reloads from the snapshot
+    assert silent.sync.reader_id in readers.readers
+    await silent.sync.catch_up()
+    assert _viewers(silent.projection) == 13

@@ -8,7 +8,8 @@ document with every partition's next offset, raised with `$max` after the segmen
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING
@@ -69,6 +70,53 @@ class MongoCheckpointStore:
             "s", ASCENDING
         )
         return [f async for seg in cursor for f in decode_facts(seg["b"])]
+
+    async def prune(self, below: Mapping[TopicPartition, int]) -> int:
+        """Delete the segments that end at or below `below[tp]` (held by the latest snapshot and every live reader)."""
+        deleted = 0
+        for (topic, partition), offset in sorted(below.items()):
+            if offset > 0:
+                result = await self.segments.delete_many({"t": topic, "p": partition, "e": {"$lte": offset}})
+                deleted += result.deleted_count
+        return deleted
+
+
+class MongoReaderRegistry:
+    """Which instances read the segments, and how far each has read (`seen` per partition).
+
+    Segments are deleted only below what every live reader holds, so a reader behind the latest snapshot
+    never finds a hole. A reader silent for longer than the time-to-live is dropped; its next heartbeat
+    finds its document gone and it starts again from the latest snapshot.
+    """
+
+    READERS = "projection_readers"
+
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self.readers = db[self.READERS]
+
+    async def register(self, reader_id: str, seen: Mapping[TopicPartition, int]) -> None:
+        await self.readers.replace_one({"_id": reader_id}, self._doc(reader_id, seen), upsert=True)
+
+    async def heartbeat(self, reader_id: str, seen: Mapping[TopicPartition, int]) -> bool:
+        """Record progress; False when this reader was dropped as dead (it must start again)."""
+        result = await self.readers.replace_one({"_id": reader_id}, self._doc(reader_id, seen))
+        return result.matched_count == 1
+
+    async def unregister(self, reader_id: str) -> None:
+        await self.readers.delete_one({"_id": reader_id})
+
+    async def live_seen(self, ttl_s: float) -> list[dict[TopicPartition, int]]:
+        """Every live reader's progress, after dropping the readers silent for longer than `ttl_s`."""
+        horizon = datetime.now(UTC) - timedelta(seconds=ttl_s)
+        await self.readers.delete_many({"at": {"$lt": horizon}})
+        return [
+            {_offset_key(k): v for k, v in doc["seen"].items()}
+            async for doc in self.readers.find({"at": {"$gte": horizon}})
+        ]
+
+    @staticmethod
+    def _doc(reader_id: str, seen: Mapping[TopicPartition, int]) -> dict[str, Any]:
+        return {"_id": reader_id, "at": datetime.now(UTC), "seen": {_offset_field(tp): o for tp, o in seen.items()}}
 
 
 class MongoSnapshotStore:

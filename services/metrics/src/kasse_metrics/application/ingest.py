@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,6 +77,23 @@ class CheckpointStore(Protocol):
         """The facts of the segments of `tp` that overlap offsets [start, end). May hold facts
         outside the range and the same event twice (overlapping segments): the projection skips
         event ids it has."""
+
+    async def prune(self, below: Mapping[TopicPartition, int]) -> int:
+        """Delete the segments of each partition that end at or below `below[tp]`; returns how many."""
+
+
+class ReaderRegistry(Protocol):
+    """The instances reading the segments and how far each has read, so nobody's unread segments are deleted."""
+
+    async def register(self, reader_id: str, seen: Mapping[TopicPartition, int]) -> None: ...
+
+    async def heartbeat(self, reader_id: str, seen: Mapping[TopicPartition, int]) -> bool:
+        """Record progress; False when the reader was dropped as dead in the meantime."""
+
+    async def unregister(self, reader_id: str) -> None: ...
+
+    async def live_seen(self, ttl_s: float) -> list[dict[TopicPartition, int]]:
+        """The progress of every reader heard from within `ttl_s` (the others are dropped)."""
 
 
 class SnapshotStore(Protocol):
@@ -226,6 +244,11 @@ def _bundle(projection: bytes, parts: dict[str, bytes]) -> bytes:
     return _BUNDLE + msgspec.msgpack.encode({"projection": projection, "parts": parts})
 
 
+def projection_blob(snapshot: bytes) -> bytes:
+    """The projection's part of a stored snapshot (for `Projection.restore`)."""
+    return _unbundle(snapshot)[0]
+
+
 def _unbundle(blob: bytes) -> tuple[bytes, dict[str, bytes]]:
     if not blob.startswith(_BUNDLE):
         return blob, {}
@@ -251,11 +274,25 @@ class ProjectionSync:
     # both cover exactly the same facts. name -> (take, restore).
     snapshot_parts: dict[str, tuple[Callable[[], bytes], Callable[[bytes], None]]] = field(default_factory=dict)
     caught_up: bool = False  # set once the projection held everything checkpointed when it started
+    # Segments below the latest snapshot and below every live reader's progress are deleted, so the
+    # store does not grow with all history. A reader silent for `reader_ttl_s` no longer holds them back.
+    readers: ReaderRegistry | None = None
+    reader_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    reader_ttl_s: float = 120.0
+    segments_pruned: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _snapshot_facts: int = 0
 
     async def restore(self) -> bool:
-        """Start from the latest snapshot (if any): the history below it is not read again."""
+        """Start from the latest snapshot (if any): the history below it is not read again.
+
+        Registered as a reader first, holding nothing: while it loads, no segment it may need is deleted.
+        """
+        if self.readers is not None:
+            await self.readers.register(self.reader_id, {})
+        return await self._load_snapshot(replace=False)
+
+    async def _load_snapshot(self, replace: bool) -> bool:
         if self.snapshots is None:
             return False
         loaded = await self.snapshots.load()
@@ -268,10 +305,39 @@ class ProjectionSync:
             for name, part in parts.items():
                 if name in self.snapshot_parts:
                     self.snapshot_parts[name][1](part)
-            for tp, offset in seen.items():
-                self.seen[tp] = max(self.seen.get(tp, 0), offset)
+            if replace:
+                self.seen = dict(seen)
+            else:
+                for tp, offset in seen.items():
+                    self.seen[tp] = max(self.seen.get(tp, 0), offset)
         log.info("projection restored from a snapshot", extra={"bytes": len(blob)})
         return True
+
+    async def heartbeat(self) -> None:
+        """Tell the registry how far this projection has read. Dropped as dead meanwhile (silent for
+        longer than the time-to-live), segments it had not read may be gone: it starts again from the
+        latest snapshot, which covers them."""
+        if self.readers is None:
+            return
+        if not await self.readers.heartbeat(self.reader_id, dict(self.seen)):
+            log.warning("this reader was dropped as silent; reloading the projection from the latest snapshot")
+            await self.readers.register(self.reader_id, {})
+            await self._load_snapshot(replace=True)
+            await self.readers.register(self.reader_id, dict(self.seen))
+
+    async def prune(self, snapshot_seen: Mapping[TopicPartition, int]) -> int:
+        """Delete the segments below the snapshot that every live reader has read too."""
+        if self.readers is None:
+            return 0
+        live = await self.readers.live_seen(self.reader_ttl_s)
+        below = {tp: min([offset] + [r.get(tp, 0) for r in live]) for tp, offset in snapshot_seen.items()}
+        deleted = await self.store.prune(below)
+        self.segments_pruned += deleted
+        return deleted
+
+    async def close(self) -> None:
+        if self.readers is not None:
+            await self.readers.unregister(self.reader_id)
 
     async def snapshot(self, min_new_facts: int = 1) -> bool:
         """Store a snapshot when at least `min_new_facts` were applied since the last one."""
@@ -287,6 +353,11 @@ class ProjectionSync:
             blob = _bundle(blob, {name: take() for name, (take, _) in self.snapshot_parts.items()})
         await self.snapshots.save(seen, blob)
         self._snapshot_facts = applied
+        try:
+            await self.heartbeat()  # this instance's own progress, current: it holds nothing back
+            await self.prune(seen)
+        except Exception:  # the next snapshot tries again; nothing depends on it having worked
+            log.warning("deleting the segments below the snapshot failed", exc_info=True)
         return True
 
     async def catch_up(self) -> int:
