@@ -124,6 +124,7 @@ async def test_breakdowns_by_product_category_and_channel(scenario_for: Any) -> 
     # prod_a: s1 s2 s3 s6 s8 s11 view; s1 s2 s3 s6 s8 s11 add; s1 s2 s3 s6 s11 order.
     assert products["prod_a"] == {
         "product": "prod_a",
+        "name": "Product prod_a",  # from its cart and order lines (no ProductChanged in the scenario)
         "views": 6,
         "add_to_carts": 6,
         "purchases": 5,
@@ -133,6 +134,7 @@ async def test_breakdowns_by_product_category_and_channel(scenario_for: Any) -> 
     # prod_c: s9 views once, adds; s10 views twice.
     assert products["prod_c"] == {
         "product": "prod_c",
+        "name": "Product prod_c",
         "views": 3,
         "add_to_carts": 1,
         "purchases": 0,
@@ -529,3 +531,24 @@ async def test_segments_below_the_snapshot_are_deleted_once_every_live_reader_ha
     assert silent.sync.reader_id in readers.readers
     await silent.sync.catch_up()
     assert _viewers(silent.projection) == 13
+
+
+def test_the_catalogs_product_name_wins_over_line_names_whatever_the_order() -> None:
+    from kasse_metrics.domain.facts import CartAdded, Named
+
+    facts: list[Fact] = [
+        CartAdded("e1", 1_000, 0, "s1", "c1", "p1", "kitchen", "Lamp (cart line)"),
+        Named("e2", 500, 1, None, "p1", "Lamp"),
+        Named("e3", 400, 2, None, "p1", "Old lamp"),
+        Viewed("e4", 2_000, 3, "s1", "p1", "kitchen", "search"),
+        Viewed("e5", 2_000, 4, "s2", "p2", "kitchen", "search"),
+    ]
+    rows = []
+    for order in (facts, list(reversed(facts))):
+        projection = Projection()
+        projection.apply_all(order)
+        restored = Projection()
+        restored.restore(projection.snapshot())
+        by_id = {r["product"]: r["name"] for r in restored.breakdown("product", Window.named("all", None))}
+        rows.append(by_id)
+    assert rows[0] == rows[1] == {"p1": "Lamp", "p2": None}

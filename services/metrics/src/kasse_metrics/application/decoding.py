@@ -137,9 +137,9 @@ def _cart_updated(e: Any, i: str, ms: int, o: int) -> F.Fact:
     if not add:
         return F.CartChanged(i, ms, o, e.session_id, e.cart_id)
     line = e.line
-    return F.CartAdded(
-        i, ms, o, e.session_id, e.cart_id, line.product_id if line else None, line.category if line else None
-    )
+    if line is None:
+        return F.CartAdded(i, ms, o, e.session_id, e.cart_id)
+    return F.CartAdded(i, ms, o, e.session_id, e.cart_id, line.product_id, line.category, line.name)
 
 
 def _cart_abandoned(e: Any, i: str, ms: int, o: int) -> F.Fact:
@@ -151,7 +151,7 @@ def _checkout(e: Any, i: str, ms: int, o: int) -> F.Fact:
 
 
 def _placed(e: Any, i: str, ms: int, o: int) -> F.Fact:
-    lines = tuple(F.Line(li.product_id, li.category, li.quantity) for li in e.lines)
+    lines = tuple(F.Line(li.product_id, li.category, li.quantity, li.name) for li in e.lines)
     return F.Placed(i, ms, o, e.session_id, e.order_id, e.cart_id, e.total.amount, e.total.currency, lines)
 
 
@@ -183,6 +183,10 @@ def _reviewed(e: Any, i: str, ms: int, o: int) -> F.Fact:
     return F.Reviewed(i, ms, o, getattr(e, "session_id", None), e.product_id, e.rating)
 
 
+def _product_changed(e: Any, i: str, ms: int, o: int) -> F.Fact:
+    return F.Named(i, ms, o, None, e.product_id, e.name)
+
+
 def _exposed(e: Any, i: str, ms: int, o: int) -> F.Fact:
     return F.Exposed(i, ms, o, e.session_id, e.experiment_id, e.variant)
 
@@ -190,6 +194,7 @@ def _exposed(e: Any, i: str, ms: int, o: int) -> F.Fact:
 FACT_BUILDERS: dict[str, Callable[[Any, str, int, int], F.Fact]] = {
     "ProductViewed": _viewed,
     "ProductSearched": _searched,
+    "ProductChanged": _product_changed,
     "CartUpdated": _cart_updated,
     "CartAbandoned": _cart_abandoned,
     "CheckoutStarted": _checkout,

@@ -60,6 +60,7 @@ class CartAdded(Fact, frozen=True, tag="a"):
     cart: str = ""
     product: str | None = None
     category: str | None = None
+    name: str | None = None  # the product's name on the cart line (the dashboard shows names)
 
 
 class CartChanged(Fact, frozen=True, tag="c"):
@@ -83,6 +84,7 @@ class Line(msgspec.Struct, frozen=True, array_like=True):
     product: str
     category: str
     quantity: int
+    name: str = ""  # last, with a default: segments stored before it still decode
 
 
 class Placed(Fact, frozen=True, tag="o"):
@@ -130,6 +132,14 @@ class Delivered(Fact, frozen=True, tag="l"):
     order: str = ""
 
 
+class Named(Fact, frozen=True, tag="m"):
+    """ProductChanged: the catalog's name of a product (the dashboard names products, not ids)."""
+
+    event: ClassVar[str] = "ProductChanged"
+    product: str = ""
+    name: str = ""
+
+
 class Reviewed(Fact, frozen=True, tag="w"):
     event: ClassVar[str] = "ReviewSubmitted"
     product: str = ""
@@ -165,6 +175,7 @@ AnyFact = (
     | Dispatched
     | Delivered
     | Reviewed
+    | Named
     | Exposed
     | Other
 )

@@ -59,6 +59,7 @@ from kasse_metrics.domain.facts import (
     Dispatched,
     Exposed,
     Fact,
+    Named,
     Other,
     PayFailed,
     Placed,
@@ -338,6 +339,8 @@ class Projection:
         self.facts_applied = 0
         self.ids = IdWindow(dedupe_window_ids)
         self.watermark_ms = 0  # the latest event time seen
+        # product id -> (rank, event ms, name): what the breakdowns show beside the id
+        self.product_names: dict[str, tuple[int, int, str]] = {}
         self.sessions_folded = 0
         self._last_fold_minute = 0
         self.version = 0  # grows with every applied batch; caches key on it
@@ -360,6 +363,7 @@ class Projection:
             Dispatched: self._dispatched,
             Delivered: self._delivered,
             Reviewed: self._reviewed,
+            Named: self._named,
             Exposed: _nothing,  # counted as traffic; the experiment analysis reads it
             Other: _nothing,
         }
@@ -540,6 +544,17 @@ class Projection:
         self._count(b, ByItem(Measure.VIEWS, "product", f.product))
         self._count(b, ByItem(Measure.VIEWS, "category", f.category))
 
+    def _name(self, product: str, rank: int, ms: int, name: str) -> None:
+        """The catalog's name (ProductChanged, rank 1) beats a cart or order line's; then the latest wins.
+        Order-free, like every other update: the same facts give the same names in any order."""
+        new = (rank, ms, name)
+        current = self.product_names.get(product)
+        if current is None or new > current:
+            self.product_names[product] = new
+
+    def _named(self, f: Named, b: Bucket) -> None:
+        self._name(f.product, 1, f.ms, f.name)
+
     def _searched(self, f: Searched, b: Bucket) -> None:
         self._count(b, Count.SEARCHES)
 
@@ -548,6 +563,8 @@ class Projection:
         if f.product is not None:
             self._count(b, ByItem(Measure.ADD_TO_CARTS, "product", f.product))
             self._count(b, ByItem(Measure.ADD_TO_CARTS, "category", f.category or ""))
+            if f.name:
+                self._name(f.product, 0, f.ms, f.name)
 
     def _cart_left(self, f: CartLeft, b: Bucket) -> None:
         self._count(b, Count.CARTS_ABANDONED)
@@ -559,6 +576,8 @@ class Projection:
             self._count(b, ByItem(Measure.UNITS, "product", line.product), line.quantity)
             self._count(b, ByItem(Measure.PURCHASES, "category", line.category))
             self._count(b, ByItem(Measure.UNITS, "category", line.category), line.quantity)
+            if line.name:
+                self._name(line.product, 0, f.ms, line.name)
 
     def _cancelled(self, f: Cancelled, b: Bucket) -> None:
         self._count(b, Count.ORDERS_CANCELLED)
@@ -597,6 +616,7 @@ class Projection:
                 facts_applied=self.facts_applied,
                 sessions_folded=self.sessions_folded,
                 last_fold_minute=self._last_fold_minute,
+                product_names=self.product_names,
             )
         )
 
@@ -616,6 +636,7 @@ class Projection:
         self.facts_applied = snap.facts_applied
         self.sessions_folded = snap.sessions_folded
         self._last_fold_minute = snap.last_fold_minute
+        self.product_names = snap.product_names
         self.version += 1
         self._cache.clear()
 
@@ -654,7 +675,7 @@ class Projection:
         return event_counts_from(self.counters(window))
 
     def breakdown(self, dimension: str, window: Window, limit: int = 50) -> list[dict[str, Any]]:
-        return breakdown_from(self.counters(window), self.rules, dimension, limit)
+        return breakdown_from(self.counters(window), self.rules, dimension, limit, self.product_names)
 
     def timeseries(self, last_minute: int, minutes: int) -> list[dict[str, Any]]:
         return timeseries_from(self.buckets, self.rules, last_minute, minutes)
@@ -671,6 +692,7 @@ class ProjectionSnapshot(msgspec.Struct, gc=False):
     facts_applied: int
     sessions_folded: int
     last_fold_minute: int
+    product_names: dict[str, tuple[int, int, str]] = msgspec.field(default_factory=dict)
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -754,7 +776,13 @@ def report_from(c: Bucket, rules: FunnelRules, window_name: str) -> dict[str, An
     }
 
 
-def breakdown_from(c: Bucket, rules: FunnelRules, dimension: str, limit: int = 50) -> list[dict[str, Any]]:
+def breakdown_from(
+    c: Bucket,
+    rules: FunnelRules,
+    dimension: str,
+    limit: int = 50,
+    product_names: Mapping[str, tuple[int, int, str]] | None = None,
+) -> list[dict[str, Any]]:
     if dimension == "channel":
         return _channel_breakdown(c, rules)
     if dimension not in ("product", "category"):
@@ -768,7 +796,13 @@ def breakdown_from(c: Bucket, rules: FunnelRules, dimension: str, limit: int = 5
         for name, vals in rows.items()
     ]
     out.sort(key=lambda r: (-r["purchases"], -r["views"], r[dimension]))
-    return out[:limit]
+    out = out[:limit]
+    if dimension == "product":
+        names = product_names or {}
+        for row in out:
+            named = names.get(row["product"])
+            row["name"] = named[2] if named else None  # None: no event named it yet
+    return out
 
 
 def _channel_breakdown(c: Bucket, rules: FunnelRules) -> list[dict[str, Any]]:
