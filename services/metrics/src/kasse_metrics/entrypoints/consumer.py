@@ -242,14 +242,26 @@ class IngestConsumer:
                 await asyncio.sleep(1.0)
 
     async def _ingest(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        # Records below the offset a partition was sought to are already stored (in a segment or the
+        # snapshot): aiokafka may hand out records fetched from the reset position (the beginning)
+        # while the assignment listener was still reading the stored offsets. Counting them again would
+        # be harmless (dedupe), but moving `next_offsets` back would leave /readyz "behind" forever.
+        kept: dict[TopicPartition, list[Any]] = {}
+        for tp, msgs in batch.items():
+            floor = self.next_offsets.get((tp.topic, tp.partition), 0)
+            fresh = [m for m in msgs if m.offset >= floor]
+            if fresh:
+                kept[tp] = fresh
         records = [
             RawRecord(m.topic, m.partition, m.offset, m.key, m.value, headers_to_dict(m.headers or ()))
-            for msgs in batch.values()
+            for msgs in kept.values()
             for m in msgs
         ]
+        if not records:
+            return
         result = await self.ingest(records)
         self._trace_consumed(records)
-        for tp, msgs in batch.items():
+        for tp, msgs in kept.items():
             self.next_offsets[(tp.topic, tp.partition)] = msgs[-1].offset + 1
         self.records_total += result.records
         self.facts_total += result.new_facts
