@@ -133,6 +133,8 @@ class FakeShop:
         self.sold_out: set[str] = set()
         self.checkout_started: set[str] = set()
         self.order: dict[str, Any] = self.new_order("stock_reserved")
+        self.offered_coupon: str | None = None  # the cart's coupon offer (an experiment on cart_coupon)
+        self.recommendations: list[dict[str, Any]] = []  # the catalog's answer for prd_1
 
     @staticmethod
     def new_order(status: str, **changes: Any) -> dict[str, Any]:
@@ -174,6 +176,7 @@ class FakeShop:
                 {**line, "price_changed": False, "previous_unit_price": None, "available": True} for line in lines
             ],
             "coupon_code": None,
+            "offered_coupon": self.offered_coupon,
             "totals": {
                 "subtotal": money(total),
                 "discounts": [],
@@ -202,6 +205,8 @@ class FakeShop:
             return httpx.Response(200, json={"items": [{"category": "kitchen", "products": 1}]})
         if path == "/v1/products/prd_1":
             return httpx.Response(200, json=PRODUCT)
+        if path == "/v1/products/prd_1/recommendations":
+            return httpx.Response(200, json={"strategy": "blended", "items": self.recommendations})
         if path.startswith("/v1/products/prd_1/"):
             return httpx.Response(200, json={"items": [], "total": 0, "rating": {"average": 0, "count": 0}})
         if path == "/v1/shipping/quotes":

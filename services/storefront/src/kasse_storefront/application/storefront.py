@@ -19,6 +19,7 @@ T = TypeVar("T")
 # A single parcel of an average product, for the product page's promise (the cart quotes its real basket).
 DEFAULT_WEIGHT_GRAMS = 500
 REVIEWS_FOR_DISTRIBUTION = 100
+RECOMMENDED_PER_BLOCK = 4  # products in each of the product page's two recommendation blocks
 
 
 async def optional(call: Awaitable[T], block: str, on_degraded: Callable[[], None] | None = None) -> T | None:
@@ -98,12 +99,15 @@ class Storefront:
         headers = {"Referer": referrer} if referrer else None
         product = await self.b.catalog.call("GET", f"/v1/products/{ref}", shopper, params=channel, headers=headers)
         pid = product["product_id"]
-        reviews, bought, viewed, promise = await asyncio.gather(
+        reviews, recommended, promise = await asyncio.gather(
             self.optional(self._reviews(pid), "reviews"),
-            self.optional(self._recommendations(pid, "bought_together"), "recommendations"),
-            self.optional(self._recommendations(pid, "viewed_together"), "recommendations"),
+            self.optional(self._recommendations(shopper, pid), "recommendations"),
             self.optional(self._promise(product), "delivery promise"),
         )
+        bought = viewed = None
+        if recommended is not None:
+            bought = [r["product"] for r in recommended if r["reason"] == "bought_together"][:RECOMMENDED_PER_BLOCK]
+            viewed = [r["product"] for r in recommended if r["reason"] != "bought_together"][:RECOMMENDED_PER_BLOCK]
         return {"product": product, "reviews": reviews, "bought": bought, "viewed": viewed, "promise": promise}
 
     async def _reviews(self, pid: str) -> dict[str, Any]:
@@ -115,14 +119,18 @@ class Storefront:
         )
         return {**page, "distribution": rating_distribution(r["rating"] for r in page["items"])}
 
-    async def _recommendations(self, pid: str, kind: str) -> list[dict[str, Any]]:
+    async def _recommendations(self, shopper: Shopper, pid: str) -> list[dict[str, Any]]:
+        """One call with the shopper's session and no `kind`: the catalog picks the relations by the
+        session's recommendation strategy (an experiment on it assigns and exposes the session there).
+        Co-purchases fill the "bought together" block, the rest (viewed together, popular) the other."""
         found = await self.b.catalog.call(
             "GET",
             f"/v1/products/{pid}/recommendations",
-            params={"kind": kind, "limit": 4},
+            shopper,
+            params={"limit": 2 * RECOMMENDED_PER_BLOCK},
             timeout=self.optional_timeout_s,
         )
-        return [r["product"] for r in found["items"]]
+        return list(found["items"])
 
     async def _promise(self, product: dict[str, Any]) -> dict[str, Any] | None:
         quote = await self.quote(product["price"], DEFAULT_WEIGHT_GRAMS, 1)
