@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 import httpx
+import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 
 from kasse_common.experiments import ExperimentBook
@@ -23,20 +25,22 @@ from kasse_storefront.adapters.backends import Backends
 from kasse_storefront.adapters.experiments import Assigner, Layouts
 from kasse_storefront.application.storefront import Storefront
 from kasse_storefront.entrypoints.pages import build_router
-from kasse_storefront.entrypoints.web import Renderer, Visit, build_environments
+from kasse_storefront.entrypoints.web import Assets, Renderer, Visit, build_environments
 from kasse_storefront.settings import StorefrontSettings
 
 log = logging.getLogger(__name__)
 
 
-def content_security_policy(stripe_origin: str | None) -> str:
-    """No inline script anywhere; Stripe's script and frames (from `stripe_origin`, js.stripe.com unless a
-    stand-in is configured) only on the payment page that uses them."""
+def content_security_policy(stripe_origin: str | None, style_hash: str = "") -> str:
+    """No inline script anywhere; the one inline style sheet only by its hash; Stripe's script and frames
+    (from `stripe_origin`, js.stripe.com unless a stand-in is configured) only on the payment page that
+    uses them."""
     script = "'self'" + (f" {stripe_origin}" if stripe_origin else "")
     frames = f"{stripe_origin} https://hooks.stripe.com" if stripe_origin else "'none'"
     connect = "'self'" + (f" https://api.stripe.com {stripe_origin}" if stripe_origin else "")
+    style = f"'self' {style_hash}".strip()
     return (
-        f"default-src 'self'; script-src {script}; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+        f"default-src 'self'; script-src {script}; style-src {style}; img-src 'self' data:; font-src 'self'; "
         f"connect-src {connect}; frame-src {frames}; object-src 'none'; base-uri 'none'; form-action 'self'; "
         "frame-ancestors 'none'"
     )
@@ -65,8 +69,11 @@ def create_app(
         optional_timeout_s=settings.optional_timeout_s,
         country=settings.default_country,
         page_size=settings.page_size,
+        cache_ttl_s=settings.cache_ttl_s,
+        cache_max_entries=settings.cache_max_entries,
     )
-    render = Renderer(build_environments(), test_payments=settings.test_payments)
+    assets = Assets()
+    render = Renderer(build_environments(assets), test_payments=settings.test_payments)
     layouts = Layouts(experiments, settings.experiment_timeout_s)
     registry = CollectorRegistry()
 
@@ -104,7 +111,7 @@ def create_app(
             Visit(request),
             "error.html",
             exc.status_code,
-            categories=render.cached_categories() or [],
+            categories=shop.nav.peek("categories") or [],
             reason=reason,
             detail=exc.detail,
         )
@@ -141,7 +148,9 @@ def create_app(
         pages_served.labels(getattr(route, "path", "unmatched"), f"{response.status_code // 100}xx").inc()
         h = response.headers
         stripe = getattr(request.state, "stripe", False)
-        h["Content-Security-Policy"] = content_security_policy(settings.stripe_js_origin if stripe else None)
+        h["Content-Security-Policy"] = content_security_policy(
+            settings.stripe_js_origin if stripe else None, assets.style_hash
+        )
         h["X-Content-Type-Options"] = "nosniff"
         h["Referrer-Policy"] = "strict-origin-when-cross-origin"
         h["X-Frame-Options"] = "DENY"
@@ -150,7 +159,15 @@ def create_app(
             h["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
         if response.headers.get("content-type", "").startswith("text/html"):
             h["Cache-Control"] = "no-store"  # pages carry the shopper's cart and CSRF token
+        elif request.url.path.startswith("/static/") and response.status_code == 200:
+            # Pages link fingerprinted URLs (?v=<content hash>): those never change. Others briefly.
+            current = assets.is_current(request.url.path.removeprefix("/static/"), request.query_params.get("v"))
+            h["Cache-Control"] = "public, max-age=31536000, immutable" if current else "public, max-age=300"
         return response
+
+    # Pages, style and script compressed for the shopper's (often mobile) connection; images are SVG
+    # text too. Level 6: most of the gain for a fraction of level 9's CPU.
+    app.add_middleware(GZipMiddleware, minimum_size=800, compresslevel=6)
 
     # Outermost: the signed, HttpOnly, SameSite=Lax cookie (Secure behind TLS) the handlers read.
     app.add_middleware(
@@ -164,16 +181,41 @@ def create_app(
     return app
 
 
-def run() -> None:
-    settings = StorefrontSettings()
-    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+def app_with_experiments(settings: StorefrontSettings) -> FastAPI:
     if not settings.experiments_enabled:
-        serve(create_app(settings), settings)
-        return
+        return create_app(settings)
     # Experiments on the shop's layout, as the cart runs its own: definitions from ExperimentChanged
     # into the storefront's `experiments` collection, exposures recorded once per session (outbox).
     runtime = ServiceRuntime(settings, configure_logs=False)
     book = ExperimentBook(runtime.db["experiments"], runtime.encode, runtime.standalone_events.add)
     runtime.consumer.on(ExperimentChanged, book.apply)
     runtime.produces(ExperimentExposed)
-    serve(create_app(settings, experiments=book, runtime=runtime), settings)
+    return create_app(settings, experiments=book, runtime=runtime)
+
+
+def worker_app() -> FastAPI:
+    """Each uvicorn worker process's app (KASSE_STOREFRONT_WORKERS > 1): settings, logging and runtime of
+    its own — to the experiments it is one more replica (the book is read from the store)."""
+    settings = StorefrontSettings()
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    return app_with_experiments(settings)
+
+
+def run() -> None:
+    settings = StorefrontSettings()
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    if settings.workers == 1:
+        serve(app_with_experiments(settings), settings)
+        return
+    # Rendering is CPU work: several processes share the port where there are cores for them. As the
+    # kit's serve(): uvicorn's proxy-header handling off (the app applies KASSE_TRUSTED_PROXIES).
+    uvicorn.run(
+        "kasse_storefront.main:worker_app",
+        factory=True,
+        workers=settings.workers,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        proxy_headers=False,
+        forwarded_allow_ips="",
+    )

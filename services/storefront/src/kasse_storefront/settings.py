@@ -26,6 +26,14 @@ class StorefrontSettings(ServiceSettings):
         0.8, gt=0, description="Calls for blocks that degrade (reviews, recommendations, delivery promise)"
     )
     backend_max_connections: int = Field(50, ge=1, description="Per backend service, pooled")
+    cache_ttl_s: float = Field(
+        20.0,
+        ge=0,
+        description="How long answers the same for every shopper are kept: the home listing, reviews, "
+        "recommendations, shipping quotes (0: not kept). Searches and product views are never cached.",
+    )
+    cache_max_entries: int = Field(2048, ge=16, description="Entries per cache (bounded memory)")
+    workers: int = Field(1, ge=1, le=32, description="uvicorn worker processes (each with its own caches)")
 
     # No admin API here (the kit's fail-closed rule would require KASSE_STOREFRONT_ADMIN_TOKEN otherwise);
     # the session secret has its own rule below.

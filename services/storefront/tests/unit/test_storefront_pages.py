@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -285,3 +286,45 @@ async def test_the_order_page_links_delivered_items_to_a_review_of_that_order(
     page = await client.get("/orders/ord_1")
     assert page.status_code == 200, page.text
     assert 'href="/p/prd_1?order=ord_1#reviews"' in page.text
+
+
+async def test_a_product_seen_before_is_viewed_by_id_with_its_blocks_from_the_cache(
+    client: httpx.AsyncClient, services: FakeServices
+) -> None:
+    first = await client.get("/p/chef-knife")
+    services.requests.clear()
+    again = await client.get("/p/chef-knife")
+    assert again.status_code == 200 and "Geliefert bis" in again.text and "Verifizierter Kauf" in again.text
+    # Every view still reaches the catalog (it records ProductViewed), by id: its one-document lookup.
+    assert [r.url.path for r in services.requests] == ["/v1/products/prd_1"]
+    assert first.text.count("Verifizierter Kauf") == again.text.count("Verifizierter Kauf")
+
+
+async def test_a_failed_block_is_not_kept_it_comes_back_with_its_service(
+    client: httpx.AsyncClient, services: FakeServices
+) -> None:
+    services.fail = {"/v1/products/prd_1/reviews"}
+    assert "Die Bewertungen können gerade nicht angezeigt werden." in (await client.get("/p/chef-knife")).text
+    services.fail = set()
+    assert "Verifizierter Kauf" in (await client.get("/p/chef-knife")).text
+
+
+async def test_searches_are_never_cached_the_home_listing_is(client: httpx.AsyncClient, services: FakeServices) -> None:
+    for _ in range(2):
+        await client.get("/")
+        await client.get("/search?q=knife")
+    listed = [r for r in services.requests if r.url.path == "/v1/products"]
+    assert [r.url.params.get("q") for r in listed] == [None, "knife", "knife"]
+
+
+async def test_style_inline_by_hash_static_fingerprinted_pages_compressed(client: httpx.AsyncClient) -> None:
+    r = await client.get("/", headers={"accept-encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip"
+    css = re.search(r"<style>(.*?)</style>", r.text, re.S)
+    assert css
+    digest = base64.b64encode(hashlib.sha256(css[1].encode()).digest()).decode()
+    assert f"style-src 'self' 'sha256-{digest}';" in r.headers["content-security-policy"]
+    script = re.search(r'<script src="(/static/shop\.js\?v=[0-9a-f]{12})" defer>', r.text)
+    assert script
+    assert (await client.get(script[1])).headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert (await client.get("/static/shop.js?v=old")).headers["cache-control"] == "public, max-age=300"

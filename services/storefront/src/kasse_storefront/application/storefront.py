@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kasse_storefront.adapters.backends import BackendRefused, Backends, BackendUnavailable, Shopper
+from kasse_storefront.adapters.cache import ReadThrough
 from kasse_storefront.domain.shop import free_shipping_progress, rating_distribution
 
 log = logging.getLogger(__name__)
@@ -59,28 +60,52 @@ class SearchQuery:
 
 
 class Storefront:
-    def __init__(self, backends: Backends, *, optional_timeout_s: float, country: str, page_size: int) -> None:
+    def __init__(
+        self,
+        backends: Backends,
+        *,
+        optional_timeout_s: float,
+        country: str,
+        page_size: int,
+        cache_ttl_s: float = 0.0,
+        cache_max_entries: int = 1024,
+    ) -> None:
         self.b = backends
         self.optional_timeout_s = optional_timeout_s
         self.country = country
         self.page_size = page_size
         self.on_degraded: Callable[[], None] | None = None
+        # Answers the same for every shopper, kept briefly (bounded): what most page views repeat.
+        # Searches and product views are never cached — each one is the shopper's event (ProductSearched,
+        # ProductViewed) that the catalog records — nor recommendations, which follow the session's
+        # experiment variant. The home page's listing is not a search of the shopper's.
+        ttl, size = cache_ttl_s, cache_max_entries
+        self.listings: ReadThrough[dict[str, Any]] = ReadThrough(64, ttl)
+        self.nav: ReadThrough[list[dict[str, Any]]] = ReadThrough(1, max(ttl, 60.0))
+        self.reviews: ReadThrough[dict[str, Any]] = ReadThrough(size, ttl)
+        self.quotes: ReadThrough[dict[str, Any]] = ReadThrough(size, ttl)
+        # A product's slug never names another product: its id is kept longer, so a view asks the
+        # catalog by id (its one-document lookup) instead of by slug (a scan on FerretDB).
+        self.product_ids: ReadThrough[str] = ReadThrough(4 * size, 600.0)
 
     async def optional(self, call: Awaitable[T], block: str) -> T | None:
         return await optional(call, block, self.on_degraded)
 
     # -- browsing -------------------------------------------------------------------------------
     async def categories(self) -> list[dict[str, Any]]:
-        found = await self.optional(
-            self.b.catalog.call("GET", "/v1/categories", timeout=self.optional_timeout_s), "nav"
-        )
-        return list(found["items"]) if found else []
+        async def load() -> list[dict[str, Any]]:
+            found = await self.b.catalog.call("GET", "/v1/categories", timeout=self.optional_timeout_s)
+            return list(found["items"])
+
+        return await self.optional(self.nav.get("categories", load), "nav") or []
 
     async def home(self, shopper: Shopper, channel: dict[str, str]) -> dict[str, Any]:
-        popular = await self.b.catalog.call(
-            "GET", "/v1/products", shopper, params={"sort": "popularity", "page_size": 24, **channel}
-        )
-        items = popular["items"]
+        async def load() -> dict[str, Any]:
+            return await self.b.catalog.call(  # type: ignore[no-any-return]
+                "GET", "/v1/products", shopper, params={"sort": "popularity", "page_size": 24, **channel}
+            )
+
+        items = (await self.listings.get("popular", load))["items"]
         return {
             "campaigns": [p for p in items if p.get("compare_at_price")][:4],
             "top_sellers": items[:8],
@@ -97,13 +122,38 @@ class Storefront:
         self, shopper: Shopper, ref: str, channel: dict[str, str], referrer: str | None
     ) -> dict[str, Any]:
         headers = {"Referer": referrer} if referrer else None
-        product = await self.b.catalog.call("GET", f"/v1/products/{ref}", shopper, params=channel, headers=headers)
-        pid = product["product_id"]
-        reviews, recommended, promise = await asyncio.gather(
-            self.optional(self._reviews(pid), "reviews"),
-            self.optional(self._recommendations(shopper, pid), "recommendations"),
-            self.optional(self._promise(product), "delivery promise"),
-        )
+        known_id = self.product_ids.peek(ref)
+
+        async def view() -> dict[str, Any]:
+            product = await self.b.catalog.call(
+                "GET", f"/v1/products/{known_id or ref}", shopper, params=channel, headers=headers
+            )
+            self.product_ids.put(ref, product["product_id"])
+            return product  # type: ignore[no-any-return]
+
+        if known_id is None:
+            # The first view of this slug: its id comes with the product, the blocks follow.
+            product = await view()
+            pid = product["product_id"]
+            reviews, recommended, promise = await asyncio.gather(
+                self.optional(self._reviews(pid), "reviews"),
+                self.optional(self._recommendations(shopper, pid), "recommendations"),
+                self.optional(self._promise(product), "delivery promise"),
+            )
+        else:
+            # All at once: the view (recorded by the catalog, never cached) and the blocks. The promise
+            # needs the price, which the view brings: it waits for the view, not for the other blocks.
+            viewing = asyncio.ensure_future(view())
+            try:
+                reviews, recommended = await asyncio.gather(
+                    self.optional(self._reviews(known_id), "reviews"),
+                    self.optional(self._recommendations(shopper, known_id), "recommendations"),
+                )
+                product = await viewing
+            finally:
+                if not viewing.done():
+                    viewing.cancel()
+            promise = await self.optional(self._promise(product), "delivery promise")
         bought = viewed = None
         if recommended is not None:
             bought = [r["product"] for r in recommended if r["reason"] == "bought_together"][:RECOMMENDED_PER_BLOCK]
@@ -111,18 +161,22 @@ class Storefront:
         return {"product": product, "reviews": reviews, "bought": bought, "viewed": viewed, "promise": promise}
 
     async def _reviews(self, pid: str) -> dict[str, Any]:
-        page = await self.b.catalog.call(
-            "GET",
-            f"/v1/products/{pid}/reviews",
-            params={"page_size": REVIEWS_FOR_DISTRIBUTION},
-            timeout=self.optional_timeout_s,
-        )
-        return {**page, "distribution": rating_distribution(r["rating"] for r in page["items"])}
+        async def load() -> dict[str, Any]:
+            page = await self.b.catalog.call(
+                "GET",
+                f"/v1/products/{pid}/reviews",
+                params={"page_size": REVIEWS_FOR_DISTRIBUTION},
+                timeout=self.optional_timeout_s,
+            )
+            return {**page, "distribution": rating_distribution(r["rating"] for r in page["items"])}
+
+        return await self.reviews.get(pid, load)
 
     async def _recommendations(self, shopper: Shopper, pid: str) -> list[dict[str, Any]]:
         """One call with the shopper's session and no `kind`: the catalog picks the relations by the
         session's recommendation strategy (an experiment on it assigns and exposes the session there).
-        Co-purchases fill the "bought together" block, the rest (viewed together, popular) the other."""
+        Co-purchases fill the "bought together" block, the rest (viewed together, popular) the other.
+        Not cached: the answer (and the exposure the catalog records) belongs to the shopper's session."""
         found = await self.b.catalog.call(
             "GET",
             f"/v1/products/{pid}/recommendations",
@@ -141,7 +195,14 @@ class Storefront:
             "country": self.country,
             "basket": {"subtotal": subtotal, "weight_grams": weight, "item_count": items},
         }
-        return await self.b.shipping.call("POST", "/v1/shipping/quotes", json=body, timeout=self.optional_timeout_s)  # type: ignore[no-any-return]
+
+        async def load() -> dict[str, Any]:
+            return await self.b.shipping.call(  # type: ignore[no-any-return]
+                "POST", "/v1/shipping/quotes", json=body, timeout=self.optional_timeout_s
+            )
+
+        key = (self.country, subtotal["amount"], subtotal["currency"], weight, items)
+        return await self.quotes.get(key, load)
 
     async def submit_review(
         self, shopper: Shopper, pid: str, review: dict[str, Any], order: tuple[str, str] | None = None
@@ -150,7 +211,13 @@ class Storefront:
         body, headers = dict(review), None
         if order is not None:
             body["order_id"], headers = order[0], {"X-Order-Token": order[1]}
-        return await self.b.catalog.call("POST", f"/v1/products/{pid}/reviews", shopper, json=body, headers=headers)  # type: ignore[no-any-return]
+        submitted = await self.b.catalog.call(
+            "POST", f"/v1/products/{pid}/reviews", shopper, json=body, headers=headers
+        )
+        # The shopper sees their own review at once (by whichever reference the page used).
+        self.reviews.forget(pid)
+        self.reviews.forget(self.product_ids.peek(pid))
+        return submitted  # type: ignore[no-any-return]
 
     # -- cart -----------------------------------------------------------------------------------
     async def create_cart(self, shopper: Shopper) -> tuple[str, str]:
@@ -164,13 +231,14 @@ class Storefront:
         return await self.b.cart.call("GET", f"/v1/carts/{cart_id}", shopper, headers=self._cart_headers(token))  # type: ignore[no-any-return]
 
     async def cart_page(self, shopper: Shopper, cart_id: str, token: str) -> dict[str, Any]:
-        cart = await self.cart(shopper, cart_id, token)
-        options, quote = await asyncio.gather(
+        # The cart and its delivery options at once; the free-shipping quote needs the subtotal.
+        cart, options = await asyncio.gather(
+            self.cart(shopper, cart_id, token),
             self.optional(self.shipping_options(shopper, cart_id, token), "delivery options"),
-            self.optional(
-                self.quote(cart["totals"]["subtotal"], DEFAULT_WEIGHT_GRAMS, max(1, cart["item_count"])),
-                "free shipping",
-            ),
+        )
+        quote = await self.optional(
+            self.quote(cart["totals"]["subtotal"], DEFAULT_WEIGHT_GRAMS, max(1, cart["item_count"])),
+            "free shipping",
         )
         threshold = None
         if quote and quote["methods"] and quote["methods"][0].get("free_shipping_threshold"):

@@ -87,16 +87,8 @@ Form = Annotated[dict[str, str], Depends(checked_form)]
 def build_router(settings: StorefrontSettings, shop: Storefront, render: Renderer, layouts: Layouts) -> APIRouter:
     router = APIRouter()
 
-    async def categories() -> list[dict[str, Any]]:
-        cached = render.cached_categories()
-        if cached is not None:
-            return cached
-        items = await shop.categories()
-        render.keep_categories(items)
-        return items
-
     async def page(v: Visit, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return render.page(v, template, status, categories=await categories(), **context)
+        return render.page(v, template, status, categories=await shop.categories(), **context)
 
     async def unavailable(v: Visit, exc: BackendUnavailable) -> HTMLResponse:
         log.warning("page unavailable", extra={"reason": str(exc)})

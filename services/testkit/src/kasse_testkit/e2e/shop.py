@@ -66,6 +66,7 @@ class Shop:
             "KASSE_STOREFRONT_TOPIC_PREFIX": self.namespace.topic_prefix,
             "KASSE_STOREFRONT_MONGO_DATABASE": self.namespace.database("storefront"),
             "KASSE_STOREFRONT_OUTBOX_POLL_INTERVAL_S": "0.2",
+            **{k: v for k, v in self.settings.items() if k.startswith("KASSE_STOREFRONT_")},
         }
 
     def env(self, service: str) -> dict[str, str]:
