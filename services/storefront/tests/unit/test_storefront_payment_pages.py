@@ -85,7 +85,7 @@ async def test_the_payment_element_page_has_the_client_secret_only_for_the_sessi
     assert r.status_code == 200
     html = r.text
     assert f'data-client-secret="{CLIENT_SECRET}"' in html and 'data-stripe-key="pk_test_123"' in html
-    assert f'<script src="{STAND_IN}"></script>' in html and 'src="/static/payment.js"' in html
+    assert f'<script src="{STAND_IN}"></script>' in html and 'src="/static/payment.js?v=' in html
     # Card data is typed into Stripe's frame: the shop's page has no field for it, and no token of ours.
     assert not re.search(r"<input[^>]+name=\"(card|number|cvc|exp)", html)
     assert ORDER_TOKEN not in html
