@@ -30,7 +30,7 @@ class StorefrontSettings(ServiceSettings):
         20.0,
         ge=0,
         description="How long answers the same for every shopper are kept: the home listing, reviews, "
-        "recommendations, shipping quotes (0: not kept). Searches and product views are never cached.",
+        "shipping quotes (0: not kept). Searches, product views and recommendations are never cached.",
     )
     cache_max_entries: int = Field(2048, ge=16, description="Entries per cache (bounded memory)")
     workers: int = Field(1, ge=1, le=32, description="uvicorn worker processes (each with its own caches)")
