@@ -9,12 +9,17 @@ from datetime import datetime
 from typing import Any
 
 from kasse_common.errors import ConcurrencyError
+from kasse_payment.adapters import fraud_history
 from kasse_payment.adapters.codec import from_document, to_document
-from kasse_payment.application.ports import GatewayDeclined, GatewayUnavailable, IntentState, OutgoingEvent
-from kasse_payment.domain.fraud import DECLINE_REASONS
+from kasse_payment.application.ports import (
+    FraudCounts,
+    GatewayDeclined,
+    GatewayUnavailable,
+    HistoryQuestion,
+    IntentState,
+    OutgoingEvent,
+)
 from kasse_payment.domain.payment import Payment, PaymentStatus
-
-PAID = {"captured", "partially_refunded", "refunded"}
 
 
 class InMemoryPayments:
@@ -73,31 +78,8 @@ class InMemoryPayments:
         found.sort(key=lambda d: d["fraud"]["decided_at"], reverse=True)
         return [from_document(copy.deepcopy(d)) for d in found[:limit]]
 
-    async def screened_since(self, field: str, value: str, since: datetime, exclude_order: str) -> int:
-        return sum(
-            1
-            for k, d in self.docs.items()
-            if k != exclude_order and d.get(field) == value and d["fraud"] and d["fraud"]["decided_at"] >= since
-        )
-
-    async def declined_since(self, field: str, value: str, since: datetime) -> int:
-        return sum(
-            1
-            for d in self.docs.values()
-            if d.get(field) == value
-            and d["fraud"]
-            and d["fraud"]["decided_at"] >= since
-            and d["status"] == "failed"
-            and d["failure"]["reason"] in DECLINE_REASONS
-        )
-
-    async def captured_amounts(self, email: str, customer_id: str | None, currency: str, limit: int) -> list[int]:
-        key, value = ("customer_id", customer_id) if customer_id else ("email", email)
-        return [
-            d["amount"]
-            for d in self.docs.values()
-            if d[key] == value and d["currency"] == currency and d["status"] in PAID
-        ][:limit]
+    async def fraud_counts(self, question: HistoryQuestion) -> FraudCounts:
+        return fraud_history.count(({**d, "_id": k} for k, d in self.docs.items()), question)
 
     def status(self, order_id: str) -> PaymentStatus:
         return PaymentStatus(self.docs[order_id]["status"])

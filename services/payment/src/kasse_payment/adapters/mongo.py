@@ -12,9 +12,9 @@ from kasse_common.due import DueWork
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.persistence import HEAVY_FIELDS_EXCLUDED, CommitOutcome, DocumentStore
 from kasse_contracts.base import Event
+from kasse_payment.adapters import fraud_history
 from kasse_payment.adapters.codec import from_document, to_document
-from kasse_payment.application.ports import OutgoingEvent
-from kasse_payment.domain.fraud import DECLINE_REASONS
+from kasse_payment.application.ports import FraudCounts, HistoryQuestion, OutgoingEvent
 from kasse_payment.domain.payment import Payment
 
 Encoder = Callable[..., OutgoingRecord]  # runtime.encode(event, event_id=…)
@@ -111,27 +111,6 @@ class MongoPayments:
         return [from_document(d) async for d in cursor.limit(limit)]
 
     # -- FraudHistory ----------------------------------------------------------------------------
-    async def screened_since(self, field: str, value: str, since: datetime, exclude_order: str) -> int:
-        if field not in ("email", "client_ip", "card_fingerprint"):
-            raise ValueError(f"no velocity on {field!r}")
-        query = {field: value, "fraud.decided_at": {"$gte": since}, "_id": {"$ne": exclude_order}}
-        return int(await self.collection.count_documents(query))
-
-    async def declined_since(self, field: str, value: str, since: datetime) -> int:
-        if field not in ("email", "client_ip"):
-            raise ValueError(f"no decline count on {field!r}")
-        query = {
-            field: value,
-            "fraud.decided_at": {"$gte": since},
-            "status": "failed",
-            "failure.reason": {"$in": list(DECLINE_REASONS)},
-        }
-        return int(await self.collection.count_documents(query))
-
-    async def captured_amounts(self, email: str, customer_id: str | None, currency: str, limit: int) -> list[int]:
-        who: dict[str, Any] = {"customer_id": customer_id} if customer_id else {"email": email}
-        cursor = self.collection.find(
-            {**who, "currency": currency, "status": {"$in": ["captured", "partially_refunded", "refunded"]}},
-            {"amount": 1},
-        ).limit(limit)
-        return [int(d["amount"]) async for d in cursor]
+    async def fraud_counts(self, question: HistoryQuestion) -> FraudCounts:
+        cursor = self.collection.find(fraud_history.candidates_query(question), fraud_history.PROJECTION)
+        return fraud_history.count([d async for d in cursor], question)

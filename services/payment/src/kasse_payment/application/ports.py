@@ -42,16 +42,34 @@ class PaymentRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class HistoryQuestion:
+    """What screening an order needs to know about earlier payments (see FraudSignals)."""
+
+    order_id: str
+    email: str
+    client_ip: str | None
+    card_fingerprint: str | None
+    customer_id: str | None
+    currency: str
+    since: datetime  # the velocity window's start
+    amounts_limit: int = 50
+
+
+@dataclass(frozen=True)
+class FraudCounts:
+    orders_by_email: int = 0  # screened within the window, this order excluded
+    orders_by_ip: int = 0
+    orders_by_card: int = 0
+    declines_by_email: int = 0  # declined by Stripe within the window
+    declines_by_ip: int = 0
+    captured_amounts: tuple[int, ...] = ()  # the customer's captured payments in the currency
+
+
 class FraudHistory(Protocol):
-    async def screened_since(self, field: str, value: str, since: datetime, exclude_order: str) -> int:
-        """Orders screened since `since` whose `field` (email, client_ip, card_fingerprint) is `value`."""
+    async def fraud_counts(self, question: HistoryQuestion) -> FraudCounts:
+        """Every count screening needs, in one read of the store."""
         ...
-
-    async def declined_since(self, field: str, value: str, since: datetime) -> int:
-        """Payments screened since `since` with this `field` value that Stripe declined."""
-        ...
-
-    async def captured_amounts(self, email: str, customer_id: str | None, currency: str, limit: int) -> list[int]: ...
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from kasse_payment.application.ports import (
     FraudHistory,
     GatewayDeclined,
     GatewayUnavailable,
+    HistoryQuestion,
     IntentState,
     OutgoingEvent,
     PaymentGateway,
@@ -271,6 +272,17 @@ class PaymentService:
         card = payment.card_fingerprint
         since = self.clock() - timedelta(seconds=policy.window_s)
         oid = payment.order_id
+        counts = await self.history.fraud_counts(
+            HistoryQuestion(
+                order_id=oid,
+                email=order.email,
+                client_ip=order.client_ip,
+                card_fingerprint=card,
+                customer_id=order.customer_id,
+                currency=order.currency,
+                since=since,
+            )
+        )
         signals = FraudSignals(
             email=order.email,
             amount=order.amount,
@@ -279,18 +291,12 @@ class PaymentService:
             card_fingerprint=card,
             billing_country=order.billing_country,
             shipping_country=order.shipping_country,
-            orders_by_email=await self.history.screened_since("email", order.email, since, oid),
-            orders_by_ip=await self.history.screened_since("client_ip", order.client_ip, since, oid)
-            if order.client_ip
-            else 0,
-            orders_by_card=await self.history.screened_since("card_fingerprint", card, since, oid) if card else 0,
-            declines_by_email=await self.history.declined_since("email", order.email, since),
-            declines_by_ip=await self.history.declined_since("client_ip", order.client_ip, since)
-            if order.client_ip
-            else 0,
-            history_amounts=tuple(
-                await self.history.captured_amounts(order.email, order.customer_id, order.currency, limit=50)
-            ),
+            orders_by_email=counts.orders_by_email,
+            orders_by_ip=counts.orders_by_ip,
+            orders_by_card=counts.orders_by_card,
+            declines_by_email=counts.declines_by_email,
+            declines_by_ip=counts.declines_by_ip,
+            history_amounts=counts.captured_amounts,
         )
         decision = assess(signals, policy, self.clock())
         log.info(
