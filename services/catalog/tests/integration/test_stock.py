@@ -17,6 +17,7 @@ from kasse_contracts.events import (
     OrderCancelled,
     PaymentFailed,
     ProductChanged,
+    ShipmentCancelled,
     StockRejected,
     StockReserved,
 )
@@ -98,7 +99,7 @@ async def test_a_duplicate_order_placed_reserves_once_and_cancel_or_failed_payme
         await reader.wait_for(lambda r: r.event_type == StockReserved.event_type and r.key == placed.order_id.encode())
         assert await available() == 5 - 2 - 1
 
-        # Cancellation releases; a second cancellation changes nothing.
+        # Cancellation releases once shipping stopped the parcel; a second one changes nothing.
         cancel = OrderCancelled(
             occurred_at=samples.now(),
             session_id=placed.session_id,
@@ -108,6 +109,12 @@ async def test_a_duplicate_order_placed_reserves_once_and_cancel_or_failed_payme
         )
         await test_publisher.publish(cancel)
         await test_publisher.publish(cancel)
+        # The units wait for shipping's verdict (no oversell window if the parcel had left): it stopped it.
+        stopped = ShipmentCancelled(
+            occurred_at=samples.now(), session_id=placed.session_id, order_id=placed.order_id, reason="customer"
+        )
+        await test_publisher.publish(stopped)
+        await test_publisher.publish(stopped)
         await wait_until(lambda: _equals(available, 4), timeout=20, message="stock released on cancel")
         # The cancellation has the order's key, so it came after both duplicates on the partition:
         # by now they were handled, and they reserved nothing more (4 = 5 - the other order's 1).

@@ -36,11 +36,14 @@ from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.errors import Conflict, Forbidden, NotFound, Unprocessable
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import (
+    CancellationReason,
     ItemCondition,
+    OrderCancelled,
     ProductChangeKind,
     ProductViewed,
     ReturnLine,
     ReturnReceived,
+    ShipmentCancelled,
     ShipmentDelivered,
 )
 from kasse_contracts.events.common import TaxClass
@@ -520,3 +523,48 @@ async def test_a_refused_cancellation_takes_the_shipped_units_out_whether_the_re
     assert (stored.stock_on_hand, stored.stock_reserved, stored.stock_available) == (5, 0, 5)
     for placed in (released_first, refused_first):
         assert w.reservations.docs[placed.order_id].status is ReservationStatus.FULFILLED
+
+
+async def test_a_cancellation_keeps_the_units_reserved_until_shipping_decides() -> None:
+    """No oversell window: a cancelled order's units never look available while its parcel may be on its
+    way. Shipping stops one parcel (its units go back), refuses another (its units leave stock), and
+    answers an unpaid order's cancellation with nothing booked (its unit goes back)."""
+    w = World()
+    (knife,) = await w.add(details("KNIFE", stock=10))
+    stopped, refused, unpaid = order((knife, 2)), order((knife, 3)), order((knife, 1))
+    for placed in (stopped, refused, unpaid):
+        await w.stock.reserve(placed, "e-" + placed.order_id)
+
+    def cancelled(placed: Any, *, was_paid: bool) -> OrderCancelled:
+        return OrderCancelled(
+            occurred_at=samples.now(),
+            session_id=placed.session_id,
+            order_id=placed.order_id,
+            reason=CancellationReason.CUSTOMER_REQUEST,
+            was_paid=was_paid,
+            total=placed.total,
+        )
+
+    def available() -> int:
+        return w.products.docs[knife.product_id].stock_available
+
+    def stopped_by_shipping(placed: Any) -> ShipmentCancelled:
+        return ShipmentCancelled(
+            occurred_at=samples.now(), session_id=placed.session_id, order_id=placed.order_id, reason="customer"
+        )
+
+    # The cart had not heard of the refused order's payment yet: it says unpaid. No matter.
+    await w.stock.order_cancelled(cancelled(refused, was_paid=False))
+    await w.stock.order_cancelled(cancelled(stopped, was_paid=True))
+    await w.stock.order_cancelled(cancelled(unpaid, was_paid=False))
+    assert available() == 4  # every unit still held: shipping has not answered
+    await w.stock.cancellation_refused(refused.order_id)  # the parcel had left
+    assert available() == 4
+    await w.stock.shipment_cancelled(stopped_by_shipping(unpaid))  # nothing was booked
+    assert available() == 5
+    await w.stock.shipment_cancelled(stopped_by_shipping(stopped))
+    await w.stock.shipment_cancelled(stopped_by_shipping(stopped))  # redelivered
+    stored = w.products.docs[knife.product_id]
+    assert (stored.stock_on_hand, stored.stock_reserved, stored.stock_available) == (7, 0, 7)
+    assert w.reservations.docs[refused.order_id].status is ReservationStatus.FULFILLED
+    assert w.reservations.docs[stopped.order_id].status is ReservationStatus.RELEASED

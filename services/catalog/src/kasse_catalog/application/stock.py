@@ -28,11 +28,13 @@ from kasse_common.envelope import derived_event_id
 from kasse_common.retry import retry_on_conflict
 from kasse_contracts.events import (
     ItemCondition,
+    OrderCancelled,
     OrderPlaced,
     ProductChangeKind,
     RejectedLine,
     ReturnLine,
     ReturnReceived,
+    ShipmentCancelled,
     StockLine,
     StockRejected,
     StockReserved,
@@ -168,6 +170,19 @@ class StockKeeper:
         await self.reservations.save(reservation)
         reservation.version = (reservation.version or 0) + 1
         return reservation
+
+    async def order_cancelled(self, event: OrderCancelled) -> Reservation | None:
+        """The units wait for shipping's verdict, which it gives for every cancellation: its
+        ShipmentCancelled gives them back (`shipment_cancelled`), its CancellationRefused takes them out
+        of stock (`cancellation_refused`). Releasing here showed a shipped order's units as available
+        until the refusal arrived — sold twice in that window. The cart's `was_paid` cannot decide it:
+        a cart that has not heard of the payment yet cancels a paid order as unpaid."""
+        log.info("order cancelled: its stock waits for shipping's verdict", extra={"order_id": event.order_id})
+        return None
+
+    async def shipment_cancelled(self, event: ShipmentCancelled) -> Reservation:
+        """Shipping stopped the parcel (or none was booked): the order's units go back (idempotent)."""
+        return await self.release(event.order_id, event.session_id, f"shipment_cancelled:{event.reason}")
 
     async def fulfil(self, order_id: str) -> Reservation | None:
         """The order was delivered: its reserved units leave stock on hand (available is unchanged).

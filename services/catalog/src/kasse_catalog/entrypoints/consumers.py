@@ -12,6 +12,7 @@ from kasse_contracts.events import (
     PaymentFailed,
     ProductViewed,
     ReturnReceived,
+    ShipmentCancelled,
     ShipmentDelivered,
 )
 
@@ -22,7 +23,7 @@ def register(consumer: EventConsumer, stock: StockKeeper, learner: Learner) -> N
         await learner.order_placed(event, ctx.event_id)
 
     async def on_order_cancelled(event: OrderCancelled, ctx: EventContext) -> None:
-        await stock.release(event.order_id, event.session_id, f"order_cancelled:{event.reason.value}")
+        await stock.order_cancelled(event)
 
     async def on_payment_failed(event: PaymentFailed, ctx: EventContext) -> None:
         await stock.release(event.order_id, event.session_id, f"payment_failed:{event.reason}")
@@ -33,6 +34,9 @@ def register(consumer: EventConsumer, stock: StockKeeper, learner: Learner) -> N
 
     async def on_return_received(event: ReturnReceived, ctx: EventContext) -> None:
         await stock.restock_return(event)
+
+    async def on_shipment_cancelled(event: ShipmentCancelled, ctx: EventContext) -> None:
+        await stock.shipment_cancelled(event)
 
     async def on_cancellation_refused(event: CancellationRefused, ctx: EventContext) -> None:
         await stock.cancellation_refused(event.order_id)
@@ -46,5 +50,6 @@ def register(consumer: EventConsumer, stock: StockKeeper, learner: Learner) -> N
     consumer.on(ShipmentDelivered, on_shipment_delivered)
     consumer.on(ReturnReceived, on_return_received)
     consumer.on(CancellationRefused, on_cancellation_refused)
+    consumer.on(ShipmentCancelled, on_shipment_cancelled)
     # Views are the bulk of the traffic: their own lane, so stock reservations never queue behind them.
     consumer.on(ProductViewed, on_product_viewed, lane="storefront")
