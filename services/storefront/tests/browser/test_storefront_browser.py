@@ -136,6 +136,17 @@ async def test_search_product_cart_coupon_checkout_pay_delivered_return(
     assert pdf.status == 200 and (await pdf.body()).startswith(b"%PDF-")
     await check_a11y(page, "order")
 
+    # The visit shows in metrics' funnel for its channel (it landed with utm_medium=email): every step
+    # from the product view to the delivery, once (no other session of this shop came by e-mail).
+    async def email_funnel() -> dict[str, Any] | None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.get(storefront.url("metrics") + "/v1/kpis/funnel", params={"channel": "email"})
+        found: dict[str, Any] = r.json() if r.status_code == 200 else {}
+        return found if found.get("steps") and all(s["sessions"] == 1 for s in found["steps"]) else None
+
+    funnel = await wait_until(email_funnel, timeout=60, interval=0.5, message="the visit in the email funnel")
+    assert [s["step"] for s in funnel["steps"]][-1] == "delivered"
+
     await page.get_by_label("Wie viele von Damascus Chef's Knife 20 cm zurücksenden?").select_option("1")
     await page.get_by_label("Grund").select_option("damaged")
     await page.get_by_role("button", name="Rücksendung anmelden").click()
@@ -145,7 +156,8 @@ async def test_search_product_cart_coupon_checkout_pay_delivered_return(
     # Writing a review after delivery. (The verified-purchase badge needs a verified customer token
     # since issue 13; an anonymous session's review is shown without it.)
     await page.get_by_role("link", name="Bewertung schreiben").first.click()
-    await page.get_by_text("Bewertung schreiben").click()
+    # The order's link opens the review form already (clicking its summary would close it again).
+    await expect(page.locator("details:has(> summary)", has_text="Bewertung schreiben")).to_have_attribute("open", "")
     await page.get_by_label("5 Sterne").check()
     await page.get_by_label("Titel").fill("Scharf")
     await page.get_by_label("Ihre Bewertung").fill("Schneidet wie am ersten Tag.")
@@ -284,3 +296,65 @@ async def test_keyboard_only_checkout_in_english_on_a_phone(storefront: Shop, br
         await expect(page.get_by_text("Status: Delivered")).to_be_visible()
     finally:
         await context.close()
+
+
+async def test_a_checkout_layout_experiment_shows_the_sessions_variant_and_counts_one_exposure(
+    storefront: Shop, context: BrowserContext
+) -> None:
+    """Issue 17 on the real stack: metrics defines and starts an experiment on the checkout layout; the
+    storefront learns it from Kafka, shows this session the two-step checkout and records one exposure,
+    however often the page is shown; metrics counts that session, and its payment, for the variant.
+    (Last in this module: the other journeys expect the one-step checkout.)"""
+    metrics, admin = storefront.url("metrics"), {"Authorization": f"Bearer {ADMIN['metrics']}"}
+    experiment_id = "checkout-layout-e2e"
+    definition = {
+        "experiment_id": experiment_id,
+        "name": "Two-step checkout",
+        "hypothesis": "A review page before the order button converts better",
+        "parameter": "checkout_layout",
+        # Everyone in one variant, so the outcome does not depend on the session id (metrics wants the
+        # first variant, the control, above 0: here the control is the two-step layout).
+        "variants": [
+            {"name": "two_step", "weight": 1, "value": "two_step"},
+            {"name": "one_step", "weight": 0, "value": "one_step"},
+        ],
+        "baseline": 0.3,
+    }
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.post(metrics + "/v1/admin/experiments", json=definition, headers=admin)
+        assert r.status_code == 201, r.text
+        r = await client.post(metrics + f"/v1/admin/experiments/{experiment_id}/start", headers=admin)
+        assert r.status_code == 200, r.text
+    try:
+        page = await context.new_page()
+        base = storefront.url("storefront")
+        await add_to_cart(page, base, "cast-iron-skillet-26-cm")
+        details = page.get_by_role("button", name="Weiter zur Übersicht")
+
+        async def two_step_shown() -> bool:
+            await page.goto(base + "/checkout")
+            return bool(await details.count())
+
+        await wait_until(two_step_shown, timeout=60, interval=0.5, message="the storefront to run the experiment")
+        await page.reload()  # shown again: still one exposure
+        await fill_checkout(page, email="lena@example.com")
+        await details.click()
+        await expect(page).to_have_url(base + "/checkout/review")
+        await expect(page.get_by_text(ADDRESS["line1"])).to_be_visible()
+        await check_a11y(page, "checkout review (two-step variant)")
+        await page.get_by_role("button", name="zahlungspflichtig bestellen").click()
+        await pay(page, "Testzahlung: erfolgreich")
+
+        async def counted() -> dict[str, Any] | None:
+            async with httpx.AsyncClient(timeout=10) as client:
+                r = await client.get(metrics + f"/v1/experiments/{experiment_id}")
+            rows = {v["variant"]: v for v in r.json().get("variants", [])} if r.status_code == 200 else {}
+            row = rows.get("two_step")
+            paid = {f["step"]: f["sessions"] for f in row["funnel"]}.get("paid") if row else None
+            return row if row and row["sessions"] == 1 and paid == 1 else None
+
+        row = await wait_until(counted, timeout=60, interval=0.5, message="one exposed, paying session in metrics")
+        assert row["value"] == "two_step"
+    finally:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await client.post(metrics + f"/v1/admin/experiments/{experiment_id}/stop", headers=admin)
