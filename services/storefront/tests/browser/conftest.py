@@ -49,7 +49,7 @@ async def storefront(kasse_infra: Infrastructure, tmp_path_factory: pytest.TempP
     )
     try:
         await shop.start()
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=120) as client:  # the catalogue import is slow on a loaded machine
             r = await client.post(
                 shop.url("catalog") + "/v1/admin/products/import",
                 json=sample_catalog(),
