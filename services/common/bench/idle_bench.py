@@ -16,9 +16,12 @@ KASSE_HOME and ports; never the shared stack):
 4. copies the documents those orders left in every service's database (carts, orders, payments,
    invoices, shipments, ...) until there are `--orders` orders' worth, ids rewritten, in bulk
    (`insert_many`): placing 10,000 orders through the APIs takes hours on this shared machine, and
-   idle cost depends on what is stored, not on how it got there. Catalog's product documents are
-   not copied (one per product; their per-order markers are bounded, see dedupe_bench.py);
+   idle cost depends on what is stored, not on how it got there. Not copied: catalog's product
+   documents (one per product; their per-order markers are bounded, see dedupe_bench.py), waiting
+   work (due markers, parked and standalone events) and the metrics service's KPI snapshots;
 5. measures the same window again and prints both figures, the services' CPU and the load average.
+   Each measurement ends with a control: the store's CPU while every service is stopped (SIGSTOP),
+   so the services' background queries are told apart from the store's own idle work.
 
     uv run python services/common/bench/idle_bench.py --orders 10000 --window 60
 """
