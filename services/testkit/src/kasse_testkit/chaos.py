@@ -98,13 +98,14 @@ class Report:
     orders_per_minute: float = 0.0
     elapsed_s: float = 0.0
     terminal_after_last_restart_s: float | None = None  # None: not every order became terminal
+    fault_failures: list[str] = field(default_factory=list)  # a killed part that did not come back
     errors: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.stuck or any(self.duplicated.values()) or self.stock_mismatches) and not sum(
-            self.dead_letters.values()
-        )
+        return not (
+            self.lost or self.stuck or any(self.duplicated.values()) or self.stock_mismatches or self.fault_failures
+        ) and not sum(self.dead_letters.values())
 
     def text(self) -> str:
         dup = {k: len(v) for k, v in self.duplicated.items()}
@@ -121,6 +122,7 @@ class Report:
             f"dead letters             {self.dead_letters}",
             "back to ready (s)        " + ", ".join(f"{k} {v:.1f}" for k, v in self.back_to_ready_s.items()),
             f"client retries           {dict(self.errors)}",
+            f"faults that failed       {self.fault_failures}",
             "RESULT                   " + ("OK" if self.ok else "FAILED"),
         ]
         return "\n".join(lines)
@@ -221,6 +223,9 @@ class OwnStack:
             stripe_port=b + 3,
             stripe_https_port=b + 4,
             kafka_heap="512m",
+            # A supervisor waits: the broker's restart took 111 s on a loaded machine (load 30 on 2 cores),
+            # beyond the stack's default 90 s, and the run ended without its verdict.
+            start_timeout=300.0,
         )
 
     def start(self, parts: list[str] | None = None) -> dict[str, str]:
@@ -592,7 +597,11 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
             killable = stack if cfg.infra_kills else None
             chaos = asyncio.create_task(faults(client, shop, killable, report, pause=cfg.fault_pause_s))
             await asyncio.gather(*(journey(n) for n in range(cfg.orders)))
-            await chaos
+            try:
+                await chaos
+            except Exception as exc:  # a part that did not come back: say so, and still judge every order
+                report.fault_failures.append(repr(exc)[:300])
+                print(f"chaos: fault injection failed: {exc!r}"[:500], flush=True)
             last_restart = time.monotonic()
             report.accepted = len(placed)
             print(f"chaos: {len(placed)} orders accepted; waiting for every one to be terminal", flush=True)
