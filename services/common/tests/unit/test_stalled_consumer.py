@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from kasse_common.runtime import stalled_subscribers
+from kasse_common.runtime import force_stop, stalled_subscribers
 
 pytestmark = pytest.mark.unit
 
@@ -84,3 +85,23 @@ async def test_a_client_never_seen_gets_the_whole_window_from_the_first_look() -
 
     assert await stalled_subscribers([FakeSubscriber(client)], seen, stall_s=60, broker_reachable=reachable) == []
     assert id(client) in seen
+
+
+async def test_a_subscriber_whose_stop_hangs_on_a_handler_is_stopped_anyway() -> None:
+    class Client:
+        stopped = False
+
+        async def stop(self) -> None:
+            self.stopped = True
+
+    class HangingSubscriber:
+        def __init__(self) -> None:
+            self.consumer = Client()
+            self.tasks = [asyncio.create_task(asyncio.Event().wait())]  # a handler that never returns
+
+        async def stop(self) -> None:
+            await asyncio.Event().wait()  # FastStream waits for the message in flight
+
+    sub = HangingSubscriber()
+    await force_stop(sub, timeout_s=0.2)
+    assert sub.tasks[0].cancelled() and sub.consumer.stopped
