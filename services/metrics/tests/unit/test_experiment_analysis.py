@@ -119,6 +119,30 @@ def test_per_variant_numbers_equal_the_script_whatever_the_order_and_however_oft
         assert r["sample_ratio"]["mismatch"] is False
 
 
+def test_a_variant_weighted_zero_reports_instead_of_failing() -> None:
+    """Weights 100/0 are a valid definition (a variant switched off); the report must still compute."""
+    d = rules.new_definition(
+        "exp_fs",
+        spec(variants=(Variant(name="control", weight=100, value="5000"), Variant(name="low", weight=0, value="3500"))),
+        T0,
+    )
+    started = rules.start(d, T0)
+    assert started is not None
+    s = Script()
+    s.session("a1", "control", pay=4000)
+    s.session("a2", "control", cart=True)
+    a = ExperimentAnalysis()
+    a.set_definitions([started])
+    a.observe_all(observations(s.facts))
+    r = a.report("exp_fs")
+    assert [v["sessions"] for v in r["variants"]] == [2, 0]
+    assert r["sample_ratio"]["mismatch"] is False
+
+    s.session("b1", "low", cart=True)  # nobody can be assigned a variant weighted 0
+    a.observe_all(observations(s.facts))
+    assert a.report("exp_fs")["sample_ratio"]["mismatch"] is True
+
+
 def test_a_big_true_lift_is_decided_and_a_lopsided_split_raises_the_alarm_instead() -> None:
     rng = random.Random(11)
     s = Script()

@@ -285,10 +285,14 @@ def sample_ratio_check(observed: Mapping[str, int], weights: Mapping[str, float]
     share = {v: w / total_weight for v, w in weights.items()}
     counts = {v: int(observed.get(v, 0)) for v in weights}
     n = sum(counts.values())
-    if n == 0 or len(share) < 2:
+    if any(counts[v] for v, s in share.items() if s == 0):
+        # A session in a variant weighted 0 cannot come from the assignment: certain mismatch.
+        return SampleRatio(counts, share, 0.0, 0.0, True)
+    weighted = [s for s in share.values() if s > 0]
+    if n == 0 or len(weighted) < 2:  # one variant takes everyone: nothing to compare the split with
         return SampleRatio(counts, share, 0.0, 1.0, False)
     stat = sum((counts[v] - n * s) ** 2 / (n * s) for v, s in share.items() if s > 0)
-    p = chi_square_sf(stat, len([s for s in share.values() if s > 0]) - 1)
+    p = chi_square_sf(stat, len(weighted) - 1)
     return SampleRatio(counts, share, stat, p, n >= SRM_MIN_SESSIONS and p < SRM_P_THRESHOLD)
 
 
