@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -35,13 +32,14 @@ from kasse_common.settings import ServiceSettings
 from kasse_contracts import topics
 from kasse_contracts.events import OrderPlaced
 from kasse_testkit import TestPublisher, running_app, wait_until
-from kasse_testkit.chaos import load_stack, seed_home
+from kasse_testkit.chaos import Config, OwnStack
 from kasse_testkit.samples import order_placed
 
 pytestmark = pytest.mark.integration
 
 OUTAGE_S = 65.0
-FERRETDB_PORT = int(os.environ.get("KASSE_OUTAGE_FERRETDB_PORT", "37712"))
+PORT_BASE = int(os.environ.get("KASSE_OUTAGE_PORT_BASE", "37710"))
+FERRETDB_PORT = PORT_BASE + 2
 
 
 class OutageSettings(ServiceSettings):
@@ -51,41 +49,20 @@ class OutageSettings(ServiceSettings):
 
 @pytest.fixture
 def own_store() -> Any:
-    """A FerretDB of this test's own: started, and stopped and purged at the end."""
-    stack = load_stack()
-    home = Path(tempfile.mkdtemp(prefix="kasse-outage-"))
-    repo_home = Path(__file__).resolve().parents[3] / ".kasse"
-    seed_home(home, Path(os.environ.get("KASSE_REPO_HOME") or repo_home))
-    config = stack.Config(
-        home=home,
-        kafka_port=FERRETDB_PORT + 10,
-        kafka_controller_port=FERRETDB_PORT + 11,
-        ferretdb_port=FERRETDB_PORT,
-        stripe_port=FERRETDB_PORT + 12,
-        stripe_https_port=FERRETDB_PORT + 13,
-    )
-    stack.start(["ferretdb"], quiet=True, config=config)
+    """A FerretDB of this test's own (the chaos driver's OwnStack: ferretdb on port base + 2),
+    stopped and purged at the end."""
+    stack = OwnStack(Config(own_stack=True, port_base=PORT_BASE))
+    stack.start(["ferretdb"])
     try:
-        yield stack, config
+        yield stack
     finally:
-        stack.stop(None, purge=True, quiet=True, config=config)
-
-
-def kill_store(config: Any) -> None:
-    pid = int((config.run_dir / "ferretdb.pid").read_text().strip())
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
+        stack.stop()
 
 
 async def test_a_store_outage_longer_than_a_minute_loses_and_dead_letters_nothing(
     own_store: Any, settings_for: Any, test_publisher: TestPublisher, topic_reader: Any
 ) -> None:
-    stack, config = own_store
+    stack = own_store
     settings = settings_for(
         OutageSettings,
         mongo_uri=f"mongodb://127.0.0.1:{FERRETDB_PORT}/",
@@ -129,7 +106,7 @@ async def test_a_store_outage_longer_than_a_minute_loses_and_dead_letters_nothin
         await test_publisher.publish(before_event)
         await wait_until(lambda: {before_http, before_event.order_id} <= set(applied), timeout=120)
 
-        kill_store(config)
+        await asyncio.to_thread(stack.kill, "ferretdb")
         outage_started = time.monotonic()
         during = [order_placed() for _ in range(3)]
         for event in during:
@@ -144,7 +121,7 @@ async def test_a_store_outage_longer_than_a_minute_loses_and_dead_letters_nothin
         assert runtime.consumer.dead_lettered == 0
         assert (await client.post("/orders")).status_code == 503
 
-        await asyncio.to_thread(stack.start, ["ferretdb"], True, config)  # the same data, back
+        await asyncio.to_thread(stack.start, ["ferretdb"])  # the same data, back
         outage_s = time.monotonic() - outage_started
         expected = {before_http, before_event.order_id, *(e.order_id for e in during)}
         await wait_until(lambda: expected <= set(applied), timeout=180)
