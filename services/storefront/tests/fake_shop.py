@@ -203,6 +203,9 @@ class FakeShop:
             return httpx.Response(500, json={"title": "boom"})
         if path == "/v1/categories":
             return httpx.Response(200, json={"items": [{"category": "kitchen", "products": 1}]})
+        if path == "/v1/products" and method == "GET":  # the listing: one product on sale, one not
+            on_sale = {**PRODUCT, "product_id": "prd_2", "slug": "pan", "name": "Pan", "compare_at_price": money(9900)}
+            return httpx.Response(200, json={"items": [on_sale, PRODUCT], "total": 2})
         if path == "/v1/products/prd_1":
             return httpx.Response(200, json=PRODUCT)
         if path == "/v1/products/prd_1/recommendations":

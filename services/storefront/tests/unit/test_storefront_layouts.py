@@ -67,17 +67,22 @@ class Experiments:
         return found()
 
 
-def experiment(weights: tuple[int, int], experiment_id: str = "exp_checkout") -> ExperimentChanged:
+def experiment(
+    weights: tuple[int, int],
+    experiment_id: str = "exp_checkout",
+    parameter: ExperimentParameter = ExperimentParameter.CHECKOUT_LAYOUT,
+    values: tuple[str, str] = ("one_step", "two_step"),
+) -> ExperimentChanged:
     return ExperimentChanged(
         occurred_at=datetime(2026, 12, 6, tzinfo=UTC),
         experiment_id=experiment_id,
         revision=1,
         name="two-step checkout",
         hypothesis="A review page before the order button converts better",
-        parameter=ExperimentParameter.CHECKOUT_LAYOUT,
+        parameter=parameter,
         variants=[
-            Variant(name="control", weight=weights[0], value="one_step"),
-            Variant(name="review", weight=weights[1], value="two_step"),
+            Variant(name="control", weight=weights[0], value=values[0]),
+            Variant(name="review", weight=weights[1], value=values[1]),
         ],
         primary_metric=ExperimentMetric.CONVERSION_RATE,
         baseline=0.3,
@@ -218,3 +223,37 @@ async def test_without_a_running_experiment_or_with_the_store_down_the_checkout_
     async for client in visitor(services, None):  # experiments switched off
         html, _, _ = await to_checkout(client, services)
         assert "zahlungspflichtig bestellen" in html
+
+
+async def test_the_home_template_variant_puts_top_sellers_first_and_is_exposed_once(
+    services: FakeShop, book: ExperimentBook, recorded: Recorded
+) -> None:
+    """An experiment on `storefront_template`: the session's variant decides the home page's sections."""
+    await book.apply(
+        experiment(
+            (1, 1),
+            "exp_home",
+            ExperimentParameter.STOREFRONT_TEMPLATE,
+            ("standard", "top_sellers_first"),
+        )
+    )
+    orders: dict[str, bool] = {}
+    for _ in range(12):  # new visitors until both variants were seen
+        async for client in visitor(services, book):
+            html = ""
+            for _ in range(3):  # the same session, three visits of the home page
+                html = (await client.get("/")).text
+            assert 'id="campaigns"' in html and 'id="top"' in html
+            top_first = html.index('id="top"') < html.index('id="campaigns"')
+            session_id = next(
+                r.headers["X-Session-Id"] for r in reversed(services.requests) if "X-Session-Id" in r.headers
+            )
+            expected = assign_variant("exp_home", session_id, [("control", 1), ("review", 1)])
+            assert top_first == (expected == "review"), "the section order follows the session's variant"
+            orders[session_id] = top_first
+        if set(orders.values()) == {True, False}:
+            break
+    assert set(orders.values()) == {True, False}, "both layouts were served"
+    exposures = recorded.exposures()
+    assert sorted(e["session_id"] for e in exposures) == sorted(orders), "one exposure per session"
+    assert {e["parameter"] for e in exposures} == {"storefront_template"}

@@ -46,6 +46,9 @@ ADDRESS_FIELDS = ("name", "line1", "line2", "postal_code", "city", "country")
 AWAITING_PAYMENT = ("placed", "stock_reserved")
 # The checkout layouts an experiment on `checkout_layout` chooses between (any other value: one step).
 ONE_STEP, TWO_STEP = "one_step", "two_step"
+# The home page templates an experiment on `storefront_template` chooses between (any other value:
+# standard — campaigns first, then top sellers).
+STANDARD_HOME, TOP_SELLERS_FIRST = "standard", "top_sellers_first"
 # A cancelled order the shopper may simply order again: the payment failed or came too late (not fraud).
 PAY_AGAIN_REASONS = ("payment_failed", "payment_timeout")
 DOCUMENT_NUMBER = re.compile(r"[A-Z0-9][A-Z0-9-]{2,40}")  # RE-2026-000001, GS-…
@@ -104,7 +107,8 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
             data = await shop.home(v.shopper, v.channel())
         except BackendUnavailable as exc:
             return await unavailable(v, exc)
-        return await page(v, "home.html", **data)
+        template = await layouts.value(ExperimentParameter.STOREFRONT_TEMPLATE, v.session_id, STANDARD_HOME)
+        return await page(v, "home.html", top_sellers_first=template == TOP_SELLERS_FIRST, **data)
 
     async def _search(v: Visit, query: SearchQuery, title: str | None = None) -> HTMLResponse:
         try:
