@@ -9,7 +9,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, ClassVar, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    WithJsonSchema,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -86,6 +94,13 @@ def known_value(value: _E) -> _E:
     if not value.is_known:
         raise ValueError(f"unknown value {str(value)!r}; expected one of: {', '.join(m.value for m in type(value))}")
     return value
+
+
+def closed_enum(enum: type[OpenEnum]) -> WithJsonSchema:
+    """JSON Schema of an API input that takes only this release's values of an open enum:
+    `Annotated[Channel, AfterValidator(known_value), closed_enum(Channel)]`, so the OpenAPI document says
+    exactly what is accepted (the open enum's schema says any string)."""
+    return WithJsonSchema({"type": "string", "enum": [member.value for member in enum]})
 
 
 class Money(ContractModel):

@@ -5,17 +5,20 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, SecretStr, Strict
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -23,6 +26,33 @@ from kasse_common.errors import ConcurrencyError, Forbidden, KasseError, Unautho
 from kasse_common.retry import is_transient
 
 PROBLEM_JSON = "application/problem+json"
+
+# -- Input types exact to their OpenAPI description (lax pydantic accepts more than the schema says) ----
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("expected an RFC 3339 date-time with its offset, e.g. 2026-12-24T18:00:00Z")
+    return value
+
+
+DateTimeIn = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+"""A date-time input (body or query) as `format: date-time` says: an RFC 3339 string with offset. Pydantic
+alone reads a number (or a string of digits) as Unix seconds and 'false' as nothing at all."""
+
+
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON Schema: 91.0 is an integer
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer), Strict()]
+"""A JSON body integer: what JSON Schema calls one (91 and 91.0), never a boolean or a string ("5", true),
+which lax pydantic would turn into a number."""
 
 
 class BodySizeLimit:
@@ -185,7 +215,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed", 413: "Request too large"}.get(exc.status_code, "Error")
         # Keep what the exception says in headers: Allow on a 405 (RFC 9110), WWW-Authenticate, …
-        return problem(exc.status_code, title, str(exc.detail), request.url.path, extra_headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return problem(exc.status_code, title, str(exc.detail), request.url.path, extra_headers=headers)
 
     async def _dependency_error(request: Request, exc: Exception) -> JSONResponse:
         if is_transient(exc):
@@ -203,6 +236,17 @@ def install_problem_handlers(app: FastAPI) -> None:
         # Logged with its trace id; the client learns nothing internal.
         logging.getLogger("kasse.http").exception("unhandled error", extra={"path": request.url.path})
         return problem(500, "Internal error", "The server failed; the error was logged.", request.url.path)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves on this path. Starlette's 405 names only the first route whose path
+    matched; two routes on one path (GET and PUT as separate handlers) must both be named (RFC 9110)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:  # PARTIAL: path only
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods))
 
 
 def bearer_guard(expected: SecretStr | None, *, setting: str, purpose: str = "the admin API") -> Any:
@@ -262,3 +306,81 @@ def problem_responses(*statuses: int, descriptions: dict[int, str] | None = None
     return {
         status: {"model": Problem, "description": texts[status], "content": {PROBLEM_JSON: {}}} for status in statuses
     }
+
+
+# What the kit itself can answer on a route, whatever the route declares (install_problem_handlers,
+# BodySizeLimit, bearer_guard, the identity check): the contract has to say so.
+KIT_PROBLEM_DESCRIPTIONS = {
+    400: "The body cannot be read (not UTF-8, not parseable)",
+    401: "No or an invalid bearer token",
+    403: "The token does not grant this",
+    413: "Body too large",
+    422: "Invalid request: one entry per invalid field in `errors`",
+    503: "A dependency is unavailable for a moment; Retry-After says when to try again",
+}
+OPTIONAL_BEARER = "CustomerToken"  # kasse_common.identity's scheme: a customer's token, none for a guest
+OWN_ERROR_BODY = "x-kasse-own-error-body"  # on a `responses=` entry: keep its content, it is no problem+json
+_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+
+def problem_contract(doc: dict[str, Any]) -> dict[str, Any]:
+    """Make an OpenAPI document say what the kit answers: every error response is
+    `application/problem+json` with the Problem schema (FastAPI documents `application/json` and its own
+    422 model), a body-taking route can answer 400, 413 and 422, a route with parameters 422, a guarded
+    route 401 (and 403 for the admin/internal bearer guard), and every route 503. Changes `doc` in place."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, schema in problem_schema.pop("$defs", {}).items():
+        schemas[name] = schema
+    schemas["Problem"] = problem_schema
+    problem_content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    bearer_schemes = {
+        name
+        for name, scheme in doc["components"].get("securitySchemes", {}).items()
+        if scheme.get("type") == "http" and scheme.get("scheme", "").lower() == "bearer" and name != OPTIONAL_BEARER
+    }
+    for item in doc.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in _METHODS:
+                continue
+            if any(OPTIONAL_BEARER in requirement for requirement in operation.get("security", [])):
+                # No token is a guest, not a refusal: say so with the empty requirement (OpenAPI 3).
+                if {} not in operation["security"]:
+                    operation["security"].append({})
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            kit_statuses = [503]
+            if "requestBody" in operation:
+                kit_statuses += [400, 413, 422]
+            if operation.get("parameters"):
+                kit_statuses.append(422)
+            schemes = {name for requirement in operation.get("security", []) for name in requirement}
+            if schemes:
+                kit_statuses.append(401)
+            if schemes & bearer_schemes:
+                kit_statuses.append(403)
+            for code in kit_statuses:
+                responses.setdefault(str(code), {"description": KIT_PROBLEM_DESCRIPTIONS[code]})
+            for key, response in responses.items():
+                if response.pop(OWN_ERROR_BODY, False):
+                    continue  # e.g. /readyz: its 503 is the readiness report, not a problem
+                if key == "default" or int(key) >= 400:
+                    response["content"] = dict(problem_content)
+                    if key == "422":
+                        response["description"] = KIT_PROBLEM_DESCRIPTIONS[422]
+    # FastAPI's own 422 models are replaced by Problem everywhere.
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return doc
+
+
+def document_problems(app: FastAPI) -> None:
+    """Serve the app's OpenAPI document through problem_contract (computed once, like FastAPI's)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if not getattr(app.state, "problem_contract", False):
+            problem_contract(generate())
+            app.state.problem_contract = True
+        return generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -25,6 +25,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kasse_common.errors import Unauthorized
+from kasse_common.http import OPTIONAL_BEARER
 from kasse_common.settings import ServiceSettings
 
 MAX_CUSTOMER_ID = 200
@@ -111,7 +112,7 @@ class CustomerVerifier:
 # The storefront routes' bearer scheme (admin routes have their own, kasse_common.http.bearer_guard).
 CUSTOMER_TOKEN = HTTPBearer(
     auto_error=False,
-    scheme_name="CustomerToken",
+    scheme_name=OPTIONAL_BEARER,  # the kit's OpenAPI marks it optional (a guest sends none)
     description="A customer's OIDC token (JWT, signed by the identity provider); none: a guest",
 )
 

@@ -30,7 +30,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from kasse_common.dead_letters import DeadLetters
 from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.errors import NotFound
-from kasse_common.http import BodySizeLimit, bearer_guard, install_problem_handlers, readiness_body, trust_proxies
+from kasse_common.http import (
+    OWN_ERROR_BODY,
+    BodySizeLimit,
+    bearer_guard,
+    document_problems,
+    install_problem_handlers,
+    problem_responses,
+    readiness_body,
+    trust_proxies,
+)
 from kasse_common.logs import configure_logging
 from kasse_common.messaging import EventConsumer, EventPublisher, create_broker
 from kasse_common.mongo import create_mongo_client
@@ -418,15 +427,29 @@ class ServiceRuntime:
         app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
         app.state.runtime = self
         install_problem_handlers(app)
+        document_problems(app)
         app.add_middleware(BodySizeLimit, max_bytes=self.settings.max_body_bytes)
         trust_proxies(app, self.settings.trusted_proxy_list)
 
-        @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers and consumes")
+        not_ready: dict[int | str, dict[str, Any]] = {
+            503: {
+                "description": "Not alive or not ready: the body says which check fails",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+                OWN_ERROR_BODY: True,
+            }
+        }
+
+        @app.get(
+            "/healthz",
+            tags=["operations"],
+            summary="Liveness: the process answers and consumes",
+            responses=not_ready,
+        )
         async def healthz() -> JSONResponse:
             body = runtime.liveness()
             return JSONResponse(body, status_code=200 if body["status"] == "alive" else 503)
 
-        @app.get("/readyz", tags=["operations"], summary="Readiness: Kafka and Mongo reachable")
+        @app.get("/readyz", tags=["operations"], summary="Readiness: Kafka and Mongo reachable", responses=not_ready)
         async def readyz() -> JSONResponse:
             checks = await runtime.readiness()
             body = readiness_body(checks)
@@ -462,14 +485,20 @@ class ServiceRuntime:
         async def list_dead_letters() -> list[dict[str, Any]]:
             return await runtime.dead_letters.list()
 
-        @dead_letters.get("/{ref}", summary="One dead letter with its record and why it was set aside")
+        unknown_ref = problem_responses(404, descriptions={404: "No dead letter with this ref"})
+
+        @dead_letters.get(
+            "/{ref}", summary="One dead letter with its record and why it was set aside", responses=unknown_ref
+        )
         async def show_dead_letter(ref: str) -> dict[str, Any]:
             found = await runtime.dead_letters.show(ref)
             if found is None:
                 raise NotFound(f"no dead letter {ref} (refs are partition:offset, see the list)")
             return found
 
-        @dead_letters.post("/{ref}/redrive", summary="Publish it again to its topic, once (idempotent)")
+        @dead_letters.post(
+            "/{ref}/redrive", summary="Publish it again to its topic, once (idempotent)", responses=unknown_ref
+        )
         async def redrive_dead_letter(ref: str) -> dict[str, Any]:
             outcome = await runtime.dead_letters.redrive(ref)
             if outcome["outcome"] == "not_found":

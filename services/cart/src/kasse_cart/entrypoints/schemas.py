@@ -12,7 +12,7 @@ from kasse_cart.application.orders import OrderView
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon, CouponKind
 from kasse_cart.domain.shipping import ShippingQuote
-from kasse_common.http import problem_responses
+from kasse_common.http import DateTimeIn, JsonInt, problem_responses
 from kasse_contracts.events import Address, DiscountLine, LineItem, ShippingSelection
 from kasse_contracts.events.common import TaxClass, VatBreakdown
 
@@ -59,20 +59,32 @@ class CreateCart(Strict):
 
 class AddItem(Strict):
     product_id: Identifier
-    quantity: Annotated[int, Field(strict=True, ge=1, le=1000)] = 1
+    quantity: Annotated[JsonInt, Field(ge=1, le=1000)] = 1
 
 
 class SetQuantity(Strict):
-    quantity: Annotated[int, Field(strict=True, ge=1, le=1000)]
+    quantity: Annotated[JsonInt, Field(ge=1, le=1000)]
+
+
+NOT_BLANK = r"\S"  # at least one character that is not white space
 
 
 class ApplyCoupon(Strict):
     code: Annotated[str, Field(min_length=1, max_length=40)]
 
 
+class AddressIn(Address):
+    """The contract's Address as an input: the fields that must not be blank say so in the OpenAPI."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
+    line1: Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
+    postal_code: Annotated[str, Field(min_length=1, max_length=20, pattern=NOT_BLANK)]
+    city: Annotated[str, Field(min_length=1, max_length=100, pattern=NOT_BLANK)]
+
+
 class BeginCheckout(Strict):
     email: Annotated[str, Field(pattern=EMAIL_PATTERN, max_length=254)]
-    shipping_address: Address
+    shipping_address: AddressIn
     shipping_method_id: Identifier
     billing_country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
 
@@ -80,13 +92,13 @@ class BeginCheckout(Strict):
 class NewCoupon(Strict):
     code: Annotated[str, Field(min_length=1, max_length=40)]
     kind: CouponKind
-    value: Annotated[int, Field(strict=True, ge=1, description="Percent (1-100) or minor units")]
+    value: Annotated[JsonInt, Field(ge=1, description="Percent (1-100) or minor units")]
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
-    min_subtotal: Annotated[int, Field(strict=True, ge=0)] = 0
-    valid_from: datetime | None = None
-    valid_until: datetime | None = None
-    usage_limit: Annotated[int, Field(strict=True, ge=1)] | None = None
-    per_customer_limit: Annotated[int, Field(strict=True, ge=1)] | None = None
+    min_subtotal: Annotated[JsonInt, Field(ge=0)] = 0
+    valid_from: DateTimeIn | None = None
+    valid_until: DateTimeIn | None = None
+    usage_limit: Annotated[JsonInt, Field(ge=1)] | None = None
+    per_customer_limit: Annotated[JsonInt, Field(ge=1)] | None = None
 
 
 # -- responses ------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from kasse_catalog.settings import CatalogSettings
 from kasse_common.errors import Unprocessable
 from kasse_common.http import bearer_guard, problem_responses
 from kasse_common.identity import CUSTOMER_TOKEN, CustomerVerifier, customer_of
-from kasse_contracts.base import Channel, known_value
+from kasse_contracts.base import Channel, closed_enum, known_value
 
 SESSION_HEADER = "X-Session-Id"
 MAX_AMOUNT = 10**12  # minor units; larger numbers cannot be stored (BSON int64) and mean nothing here
@@ -108,8 +108,10 @@ async def shopper(
 
 
 ShopperDep = Annotated[Shopper, Depends(shopper)]
+# Readers keep unknown channels; we publish known ones (and the OpenAPI lists them).
+KnownChannel = Annotated[Channel, AfterValidator(known_value), closed_enum(Channel)]
 ChannelQuery = Annotated[
-    Annotated[Channel, AfterValidator(known_value)] | None,  # readers keep unknown channels; we publish known ones
+    KnownChannel | None,
     Query(description="How the shopper arrived; when omitted it is derived from the utm_* fields"),
 ]
 Utm = Annotated[str | None, Query(max_length=200)]

@@ -10,10 +10,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, Field, SecretStr
 
 from kasse_common.http import bearer_guard, problem_responses
 from kasse_common.ratelimit import ConnectionCap
+from kasse_contracts.base import closed_enum, known_value
 from kasse_contracts.events import ExperimentChanged, ExperimentMetric, ExperimentParameter, GuardrailMetric, Variant
 from kasse_metrics.application.experiments import ExperimentDefinitions, ExperimentReports
 from kasse_metrics.domain.experiment_definitions import ExperimentSpec
@@ -25,12 +26,14 @@ class ExperimentInput(BaseModel):
     experiment_id: str | None = Field(
         None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Chosen id (create only); default: generated"
     )
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S")
     hypothesis: str = Field("", max_length=2000)
-    parameter: ExperimentParameter
+    parameter: Annotated[ExperimentParameter, AfterValidator(known_value), closed_enum(ExperimentParameter)]
     variants: list[Variant] = Field(min_length=2, max_length=10, description="The first one is the control")
-    primary_metric: ExperimentMetric = ExperimentMetric.CONVERSION_RATE
-    guardrails: list[GuardrailMetric] = Field(
+    primary_metric: Annotated[ExperimentMetric, AfterValidator(known_value), closed_enum(ExperimentMetric)] = (
+        ExperimentMetric.CONVERSION_RATE
+    )
+    guardrails: list[Annotated[GuardrailMetric, AfterValidator(known_value), closed_enum(GuardrailMetric)]] = Field(
         default_factory=lambda: [GuardrailMetric.PAYMENT_FAILURE_RATE, GuardrailMetric.REFUND_RATE]
     )
     currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")

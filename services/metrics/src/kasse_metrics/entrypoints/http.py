@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from kasse_common.http import problem_responses
+from kasse_common.http import DateTimeIn, problem_responses
 from kasse_common.ratelimit import ConnectionCap
 from kasse_metrics.application.queries import KpiQueries
 
@@ -121,7 +121,7 @@ class ChannelName(StrEnum):
 
 WindowQ = Annotated[WindowName, Query(description="all, or a sliding window of whole event-time minutes")]
 AtQ = Annotated[
-    AwareDatetime | None,
+    DateTimeIn | None,
     Query(description="End of the window (RFC 3339); default now. Lets a caller ask about the past exactly"),
 ]
 

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Response
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from kasse_common.http import bearer_guard, problem_responses
-from kasse_contracts.base import CountryCode, Money, known_value
+from kasse_common.http import JsonInt, bearer_guard, problem_responses
+from kasse_contracts.base import CountryCode, Money, closed_enum, known_value
 from kasse_contracts.events import ItemCondition, ReturnReason
 from kasse_contracts.events.shipping import MethodKind, ShippingMethod
 from kasse_shipping.adapters.carrier import SimulatedCarrier
@@ -34,8 +34,8 @@ class _In(BaseModel):
 # -- quotes -------------------------------------------------------------------------------------
 class BasketIn(_In):
     subtotal: Money = Field(description="Value of the goods, in minor units")
-    weight_grams: Annotated[int, Field(ge=0, le=1_000_000, strict=True)]
-    item_count: Annotated[int, Field(ge=0, le=10_000, strict=True)]
+    weight_grams: Annotated[JsonInt, Field(ge=0, le=1_000_000)]
+    item_count: Annotated[JsonInt, Field(ge=1, le=10_000)]  # an empty basket has no quote
 
 
 class QuoteRequest(_In):
@@ -95,9 +95,15 @@ class ReturnLineOut(BaseModel):
     condition: ItemCondition | None = Field(None, description="As the warehouse found it (once received)")
 
 
+# We publish only values of this release (readers keep unknown ones); the OpenAPI lists them.
+KnownCondition = Annotated[ItemCondition, AfterValidator(known_value), closed_enum(ItemCondition)]
+KnownReason = Annotated[ReturnReason, AfterValidator(known_value), closed_enum(ReturnReason)]
+
+
 class ReturnArrival(_In):
     conditions: dict[
-        Annotated[str, Field(min_length=1, max_length=200)], Annotated[ItemCondition, AfterValidator(known_value)]
+        Annotated[str, Field(min_length=1, max_length=200)],
+        KnownCondition,
     ] = Field(
         default_factory=dict,
         description="Per product id: resellable (back to stock) or damaged; a product not listed is resellable",
@@ -155,13 +161,15 @@ class TrackingOut(BaseModel):
 
 class ReturnLineIn(_In):
     product_id: Annotated[str, Field(min_length=1, max_length=200)]
-    quantity: Annotated[int, Field(ge=1, le=10_000, strict=True)]
+    quantity: Annotated[JsonInt, Field(ge=1, le=10_000)]
 
 
 class ReturnRequestIn(_In):
     email: Annotated[str, Field(min_length=3, max_length=254, description="The order's email: proves it is yours")]
     lines: Annotated[list[ReturnLineIn], Field(min_length=1, max_length=100)]
-    reason: Annotated[ReturnReason, AfterValidator(known_value)]  # we publish only values of this release
+    reason: Annotated[
+        ReturnReason, AfterValidator(known_value), closed_enum(ReturnReason)
+    ]  # we publish only values of this release
     comment: Annotated[str, Field(max_length=2000)] = ""
 
 

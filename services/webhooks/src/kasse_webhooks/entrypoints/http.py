@@ -6,9 +6,9 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from kasse_common.http import bearer_guard, problem_responses
+from kasse_common.http import DateTimeIn, bearer_guard, problem_responses
 from kasse_webhooks.application.endpoints import EndpointService
 from kasse_webhooks.application.ports import Delivery
 from kasse_webhooks.domain.deliveries import DeliveryStatus
@@ -20,7 +20,15 @@ class _In(BaseModel):
 
 
 class EndpointIn(_In):
-    url: Annotated[str, Field(min_length=8, max_length=2000, description="https://… (http only in development)")]
+    url: Annotated[
+        str,
+        Field(
+            min_length=8,
+            max_length=2000,
+            pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://",
+            description="https://… (http only in development)",
+        ),
+    ]
     event_types: Annotated[
         list[Annotated[str, Field(max_length=200)]],
         Field(
@@ -46,7 +54,7 @@ class OffsetIn(_In):
 
 
 class ReplayIn(_In):
-    since: AwareDatetime | None = Field(None, description="Every event whose ce time is at or after this")
+    since: DateTimeIn | None = Field(None, description="Every event whose ce time is at or after this")
     from_offsets: Annotated[list[OffsetIn], Field(min_length=1, max_length=1000)] | None = Field(
         None, description="Or: per topic partition, every event from this Kafka offset on"
     )
