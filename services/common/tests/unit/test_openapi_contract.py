@@ -78,7 +78,6 @@ async def test_a_body_that_is_not_utf8_is_a_documented_400_problem(client: httpx
     assert "400" in app().openapi()["paths"]["/settings"]["put"]["responses"]
 
 
-
 def test_every_error_response_is_documented_as_problem_json_with_what_the_kit_can_answer() -> None:
     doc = app().openapi()
     put = doc["paths"]["/settings"]["put"]["responses"]
