@@ -24,6 +24,7 @@ MAX_EXAMPLES = 4
 # request may be refused there with 422 (400 for the signature). Only the check that schema-valid data is
 # accepted is off, only on these operations; every other check runs on them as everywhere.
 RULES_BEYOND_THE_SCHEMA = {
+    ("catalog", "GET /v1/products"): "min_price must not be above max_price",
     ("catalog", "POST /v1/admin/products"): "compare_at_price must be higher than price",
     ("catalog", "POST /v1/admin/products/import"): "compare_at_price must be higher than price",
     ("catalog", "PATCH /v1/admin/products/{product_id}"): "compare_at_price must be higher than price",

@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, SecretStr, Strict
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, SecretStr
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -45,14 +45,19 @@ alone reads a number (or a string of digits) as Unix seconds and 'false' as noth
 
 
 def _json_integer(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected an integer (a JSON number, not a string or a boolean)")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("expected a whole number")
         return int(value)  # JSON Schema: 91.0 is an integer
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_json_integer), Strict()]
-"""A JSON body integer: what JSON Schema calls one (91 and 91.0), never a boolean or a string ("5", true),
-which lax pydantic would turn into a number."""
+JSON_INTEGER = BeforeValidator(_json_integer)
+"""Last in a JSON body integer's metadata, after its constraints (so the schema keeps minimum/maximum):
+`Annotated[int, Field(ge=1), JSON_INTEGER]` takes what JSON Schema calls an integer (91 and 91.0), never
+`true` or "5", which lax pydantic would turn into a number."""
 
 
 class BodySizeLimit:

@@ -11,10 +11,10 @@ from fastapi import Depends, FastAPI, Query
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from kasse_common.http import (
+    JSON_INTEGER,
     PROBLEM_JSON,
     BodySizeLimit,
     DateTimeIn,
-    JsonInt,
     bearer_guard,
     document_problems,
     install_problem_handlers,
@@ -27,7 +27,7 @@ ADMIN = {"Authorization": "Bearer s3cret"}
 
 
 class Note(BaseModel):
-    count: Annotated[JsonInt, Field(ge=0)]
+    count: Annotated[int, Field(ge=0), JSON_INTEGER]
     at: DateTimeIn | None = None
 
 
@@ -120,7 +120,8 @@ def test_a_body_date_time_is_never_a_number_or_a_bool(value: object) -> None:
 
 def test_a_json_integer_is_what_json_schema_calls_one() -> None:
     assert Note.model_validate({"count": 91.0}).count == 91  # 91.0 is an integer in JSON Schema
-    for wrong in (True, "5", 1.5):
+    for wrong in (True, "5", 1.5, -1):
         with pytest.raises(ValidationError):
             Note.model_validate({"count": wrong})
+    assert Note.model_json_schema()["properties"]["count"] == {"minimum": 0, "title": "Count", "type": "integer"}
     assert Note.model_validate({"count": 1, "at": "2026-12-24T17:00:00Z"}).at == datetime(2026, 12, 24, 17, tzinfo=UTC)

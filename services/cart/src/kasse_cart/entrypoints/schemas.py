@@ -12,7 +12,7 @@ from kasse_cart.application.orders import OrderView
 from kasse_cart.domain.order import Order, OrderStatus
 from kasse_cart.domain.promotions import Coupon, CouponKind
 from kasse_cart.domain.shipping import ShippingQuote
-from kasse_common.http import DateTimeIn, JsonInt, problem_responses
+from kasse_common.http import JSON_INTEGER, DateTimeIn, problem_responses
 from kasse_contracts.events import Address, DiscountLine, LineItem, ShippingSelection
 from kasse_contracts.events.common import TaxClass, VatBreakdown
 
@@ -59,18 +59,22 @@ class CreateCart(Strict):
 
 class AddItem(Strict):
     product_id: Identifier
-    quantity: Annotated[JsonInt, Field(ge=1, le=1000)] = 1
+    quantity: Annotated[int, Field(ge=1, le=1000), JSON_INTEGER] = 1
 
 
 class SetQuantity(Strict):
-    quantity: Annotated[JsonInt, Field(ge=1, le=1000)]
+    quantity: Annotated[int, Field(ge=1, le=1000), JSON_INTEGER]
 
 
 NOT_BLANK = r"\S"  # at least one character that is not white space
 
 
+# A coupon code as the cart normalises it (domain.promotions.normalise_code), ASCII only in the API.
+COUPON_CODE = r"^ *[A-Za-z0-9_-]{1,40} *$"
+
+
 class ApplyCoupon(Strict):
-    code: Annotated[str, Field(min_length=1, max_length=40)]
+    code: Annotated[str, Field(min_length=1, max_length=42, pattern=COUPON_CODE)]
 
 
 class AddressIn(Address):
@@ -90,15 +94,15 @@ class BeginCheckout(Strict):
 
 
 class NewCoupon(Strict):
-    code: Annotated[str, Field(min_length=1, max_length=40)]
+    code: Annotated[str, Field(min_length=1, max_length=42, pattern=COUPON_CODE)]
     kind: CouponKind
-    value: Annotated[JsonInt, Field(ge=1, description="Percent (1-100) or minor units")]
+    value: Annotated[int, Field(ge=1, description="Percent (1-100) or minor units"), JSON_INTEGER]
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
-    min_subtotal: Annotated[JsonInt, Field(ge=0)] = 0
+    min_subtotal: Annotated[int, Field(ge=0), JSON_INTEGER] = 0
     valid_from: DateTimeIn | None = None
     valid_until: DateTimeIn | None = None
-    usage_limit: Annotated[JsonInt, Field(ge=1)] | None = None
-    per_customer_limit: Annotated[JsonInt, Field(ge=1)] | None = None
+    usage_limit: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
+    per_customer_limit: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
 
 
 # -- responses ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from kasse_catalog.application.discovery import Recommendation
 from kasse_catalog.domain.product import Image, Product, ProductDetails
 from kasse_catalog.domain.review import Review
-from kasse_common.http import JsonInt
+from kasse_common.http import JSON_INTEGER
 from kasse_contracts.base import Money
 from kasse_contracts.events.common import TaxClass
 
@@ -28,7 +28,7 @@ class Strict(BaseModel):
 
 
 class MoneyIn(Strict):
-    amount: Annotated[JsonInt, Field(ge=0, le=100_000_000, description="Minor units (cents for EUR)")]
+    amount: Annotated[int, Field(ge=0, le=100_000_000, description="Minor units (cents for EUR)"), JSON_INTEGER]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "EUR"
 
     def to_money(self) -> Money:
@@ -77,7 +77,7 @@ class ProductIn(Strict):
     attributes: Attributes = {}
     price: MoneyIn
     compare_at_price: MoneyIn | None = Field(None, description="The 'was' price of a sale; higher than price")
-    stock_on_hand: Annotated[JsonInt, Field(ge=0, le=10_000_000)] = 0
+    stock_on_hand: Annotated[int, Field(ge=0, le=10_000_000), JSON_INTEGER] = 0
     active: Annotated[bool, Field(strict=True)] = True  # 0 or "no" is not a yes/no answer
     tax_class: TaxClass = Field(TaxClass.STANDARD, description="VAT class: standard, reduced (books) or zero")
 
@@ -128,10 +128,10 @@ class ProductPatch(Strict):
 
 
 class StockAdjustment(Strict):
-    delta: Annotated[JsonInt, Field(ge=-10_000_000, le=10_000_000)] | None = Field(
+    delta: Annotated[int, Field(ge=-10_000_000, le=10_000_000), JSON_INTEGER] | None = Field(
         None, description="Units received (+) or written off (-)"
     )
-    on_hand: Annotated[JsonInt, Field(ge=0, le=10_000_000)] | None = Field(
+    on_hand: Annotated[int, Field(ge=0, le=10_000_000), JSON_INTEGER] | None = Field(
         None, description="The counted stock on hand"
     )
 
@@ -240,7 +240,7 @@ class CategoriesOut(BaseModel):
 
 
 class ReviewIn(Strict):
-    rating: Annotated[JsonInt, Field(ge=1, le=5, description="1 (poor) to 5 (excellent)")]
+    rating: Annotated[int, Field(ge=1, le=5, description="1 (poor) to 5 (excellent)"), JSON_INTEGER]
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=150)]
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
     author_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]

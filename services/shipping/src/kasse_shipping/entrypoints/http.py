@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Response
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from kasse_common.http import JsonInt, bearer_guard, problem_responses
+from kasse_common.http import JSON_INTEGER, bearer_guard, problem_responses
 from kasse_contracts.base import CountryCode, Money, closed_enum, known_value
 from kasse_contracts.events import ItemCondition, ReturnReason
 from kasse_contracts.events.shipping import MethodKind, ShippingMethod
@@ -34,8 +34,8 @@ class _In(BaseModel):
 # -- quotes -------------------------------------------------------------------------------------
 class BasketIn(_In):
     subtotal: Money = Field(description="Value of the goods, in minor units")
-    weight_grams: Annotated[JsonInt, Field(ge=0, le=1_000_000)]
-    item_count: Annotated[JsonInt, Field(ge=1, le=10_000)]  # an empty basket has no quote
+    weight_grams: Annotated[int, Field(ge=0, le=1_000_000), JSON_INTEGER]
+    item_count: Annotated[int, Field(ge=1, le=10_000), JSON_INTEGER]  # an empty basket has no quote
 
 
 class QuoteRequest(_In):
@@ -161,7 +161,7 @@ class TrackingOut(BaseModel):
 
 class ReturnLineIn(_In):
     product_id: Annotated[str, Field(min_length=1, max_length=200)]
-    quantity: Annotated[JsonInt, Field(ge=1, le=10_000)]
+    quantity: Annotated[int, Field(ge=1, le=10_000), JSON_INTEGER]
 
 
 class ReturnRequestIn(_In):

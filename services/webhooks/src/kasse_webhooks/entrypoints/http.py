@@ -12,7 +12,7 @@ from kasse_common.http import DateTimeIn, bearer_guard, problem_responses
 from kasse_webhooks.application.endpoints import EndpointService
 from kasse_webhooks.application.ports import Delivery
 from kasse_webhooks.domain.deliveries import DeliveryStatus
-from kasse_webhooks.domain.endpoints import Endpoint
+from kasse_webhooks.domain.endpoints import EVENT_PATTERN, Endpoint
 
 
 class _In(BaseModel):
@@ -30,7 +30,7 @@ class EndpointIn(_In):
         ),
     ]
     event_types: Annotated[
-        list[Annotated[str, Field(max_length=200)]],
+        list[Annotated[str, Field(max_length=200, pattern=EVENT_PATTERN.pattern)]],
         Field(
             min_length=1,
             max_length=100,
