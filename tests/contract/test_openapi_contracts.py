@@ -68,6 +68,8 @@ def api_schema(request: pytest.FixtureRequest, contract_services: Services) -> A
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+# One test per service, its operations as subtests: the catalog's 21 took up to ~9 minutes at load 30.
+@pytest.mark.timeout(900)
 @schema.parametrize()
 def test_every_operation_keeps_its_published_contract(case: schemathesis.Case, fuzz_tally: Tally, request: Any) -> None:
     service = request.node.callspec.params["api_schema"]
@@ -78,10 +80,4 @@ def test_every_operation_keeps_its_published_contract(case: schemathesis.Case, f
         excluded.append(schemathesis.checks.positive_data_acceptance)
     if case.operation.label in STATE_REPORTS:
         excluded.append(schemathesis.checks.not_a_server_error)
-    try:
-        case.call_and_validate(excluded_checks=excluded)
-    except Exception:
-        failing = fuzz_tally.failures.setdefault(service, [])
-        if case.operation.label not in failing:
-            failing.append(case.operation.label)
-        raise
+    case.call_and_validate(excluded_checks=excluded)
