@@ -54,6 +54,8 @@ def build_environments(assets: Assets | None = None) -> dict[str, Environment]:
             extensions=["jinja2.ext.i18n"],
             trim_blocks=True,
             lstrip_blocks=True,
+            # Templates ship with the package and never change while it runs: no file checks per render.
+            auto_reload=False,
         )
         env.install_gettext_translations(load_translations(lang), newstyle=True)  # type: ignore[attr-defined]
         fmt = Formats(lang)
