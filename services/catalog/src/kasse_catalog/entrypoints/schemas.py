@@ -128,6 +128,17 @@ class ProductPatch(Strict):
 
 
 class StockAdjustment(Strict):
+    # Exactly one of the two, as the OpenAPI says (checked in the domain).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["delta"], "properties": {"delta": {"type": "integer"}}},
+                {"required": ["on_hand"], "properties": {"on_hand": {"type": "integer"}}},
+            ]
+        },
+    )
+
     delta: Annotated[int, Field(ge=-10_000_000, le=10_000_000), JSON_INTEGER] | None = Field(
         None, description="Units received (+) or written off (-)"
     )

@@ -54,6 +54,17 @@ class OffsetIn(_In):
 
 
 class ReplayIn(_In):
+    # Exactly one of the two, as the OpenAPI says (checked by the service).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["since"], "properties": {"since": {"type": "string"}}},
+                {"required": ["from_offsets"], "properties": {"from_offsets": {"type": "array"}}},
+            ]
+        },
+    )
+
     since: DateTimeIn | None = Field(None, description="Every event whose ce time is at or after this")
     from_offsets: Annotated[list[OffsetIn], Field(min_length=1, max_length=1000)] | None = Field(
         None, description="Or: per topic partition, every event from this Kafka offset on"
