@@ -8,9 +8,18 @@ collection), then each document by `_id` with the job's own filter, which every 
 one row. What the index holds is what is pending, not the history.
 
 How it stays complete, without a multi-document transaction:
-- a writer marks a document *after* committing a state that has work (`track`): a marker is never
-  missing for a committed state, except when the process dies between the two writes — and every
-  start rebuilds the markers from the collection once (`rebuild`, the only full read);
+- built on the service's `DocumentStore` (`DueWork(store, ...)`), the store marks a document
+  *after* every commit of a state that has work (`track`). A marker is never missing for a
+  committed state:
+  - a marker write that fails (the store went away right after the commit) is owed: kept in
+    memory and written by the job's next round, not raised to the writer (whose commit stands);
+  - a commit that raised may still have landed (the store died before it answered): its marker
+    is owed the same way, and the job's read by `_id` decides whether there is work;
+  - a redelivery the store recognises as done writes nothing, so neither of the above may rely
+    on a retry of the writer (the chaos run's stuck parcel, issue 12);
+  - the process dies between the two writes: every start rebuilds the markers from the
+    collection (`rebuild`, the only full read), and so does every `rebuild_every_s` (an hour by
+    default) and a round after owed markers overflowed — a safety net, cheap when amortised;
 - writers never delete markers. The job drops a marker only when the document it points to has no
   work any more (the marker's `token` must be unchanged: a writer that marked it again meanwhile
   wins), so a marker is removed at most one round after its work is done.
@@ -20,6 +29,8 @@ commit that leaves work, and keep the job's reads by `_id` on every store.
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -28,26 +39,43 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
+from kasse_common.persistence import DocumentStore
+
+log = logging.getLogger(__name__)
+
+# Owed markers beyond this many (a long outage under traffic) are dropped for one full rebuild.
+MAX_OWED = 10_000
+
 
 class DueWork:
     def __init__(
         self,
-        source: AsyncCollection[Any],
+        source: DocumentStore | AsyncCollection[Any],
         name: str,
         *,
         has_work: Mapping[str, Any],
         at_field: str,
         pending: Callable[[Mapping[str, Any]], bool],
+        rebuild_every_s: float = 3600.0,
     ) -> None:
         """`has_work`: the filter of documents with work now or later (the job's filter without its
         time condition); `pending(state)`: the same predicate on a state being written; `at_field`:
-        the document's time the job compares with its threshold (the marker's `at`)."""
+        the document's time the job compares with its threshold (the marker's `at`).
+
+        Given the `DocumentStore`, the store tracks every commit itself (writers call nothing);
+        given a bare collection, writers `track` after their commits.
+        """
+        if isinstance(source, DocumentStore):
+            source.watch(self)
+            source = source.collection
         self.source = source
         self.index: AsyncCollection[Any] = source.database[f"{source.name}_due_{name}"]
         self.has_work = dict(has_work)
         self.at_field = at_field
         self.pending = pending
-        self._rebuilt = False
+        self.rebuild_every_s = rebuild_every_s
+        self._rebuilt_at: float | None = None  # monotonic time of the last complete rebuild
+        self._owed: dict[Any, datetime] = {}  # markers a failed write left to the next round
 
     async def ensure_indexes(self) -> None:
         await self.index.create_index([("at", ASCENDING)], name="by_time")
@@ -55,21 +83,56 @@ class DueWork:
     async def mark(self, doc_id: Any, at: datetime) -> None:
         await self.index.update_one({"_id": doc_id}, {"$set": {"at": at, "token": uuid.uuid4().hex}}, upsert=True)
 
-    async def track(self, doc_id: Any, state: Mapping[str, Any]) -> None:
-        """After a commit of `state`: mark the document when that state leaves work to do."""
+    def _due_at(self, state: Mapping[str, Any]) -> datetime | None:
         at = state.get(self.at_field)
-        if self.pending(state) and isinstance(at, datetime):
+        return at if self.pending(state) and isinstance(at, datetime) else None
+
+    async def track(self, doc_id: Any, state: Mapping[str, Any]) -> None:
+        """After a commit of `state`: mark the document when that state leaves work to do.
+
+        Never raises for the store: the commit stands, and a marker that cannot be written now is
+        owed to the next round.
+        """
+        at = self._due_at(state)
+        if at is None:
+            return
+        try:
             await self.mark(doc_id, at)
+        except Exception as exc:
+            log.warning(
+                "due marker not written; the next round writes it",
+                extra={"collection": self.index.name, "doc_id": str(doc_id), "error": repr(exc)[:300]},
+            )
+            self.owe(doc_id, state)
+
+    def owe(self, doc_id: Any, state: Mapping[str, Any]) -> None:
+        """Remember a marker for `state` that may be missing (a failed marker write, or a commit
+        that raised but may have landed); the job's next round writes it."""
+        at = self._due_at(state)
+        if at is None:
+            return
+        earlier = self._owed.get(doc_id)
+        self._owed[doc_id] = at if earlier is None else min(at, earlier)
+        if len(self._owed) > MAX_OWED:
+            self._owed.clear()
+            self._rebuilt_at = None  # too many to keep: the next round reads them all instead
+
+    async def _write_owed(self) -> None:
+        for doc_id, at in list(self._owed.items()):
+            await self.mark(doc_id, at)
+            if self._owed.get(doc_id) == at:  # not owed again meanwhile
+                del self._owed[doc_id]
 
     async def rebuild(self) -> int:
-        """Mark every document with work (a full read: at start only, covering a crash between a
-        commit and its marker)."""
+        """Mark every document with work (a full read: at start, then every `rebuild_every_s`,
+        covering a crash between a commit and its marker)."""
+        started = time.monotonic()
         marked = 0
         async for doc in self.source.find(self.has_work, {"_id": 1, self.at_field: 1}):
             at = doc.get(self.at_field)
             await self.mark(doc["_id"], at if isinstance(at, datetime) else datetime.now(UTC))
             marked += 1
-        self._rebuilt = True
+        self._rebuilt_at = started
         return marked
 
     async def due(self, until: datetime, limit: int, job_filter: Mapping[str, Any]) -> list[Any]:
@@ -78,8 +141,9 @@ class DueWork:
         Each candidate is read by `_id` with the job's filter; a document without work any more
         loses its marker.
         """
-        if not self._rebuilt:
+        if self._rebuilt_at is None or time.monotonic() - self._rebuilt_at >= self.rebuild_every_s:
             await self.rebuild()
+        await self._write_owed()
         markers = await self.index.find({"at": {"$lte": until}}).sort("at", ASCENDING).limit(limit).to_list()
         found: list[Any] = []
         for marker in markers:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
@@ -94,6 +94,14 @@ async def ensure_outbox_indexes(collection: AsyncCollection[Any]) -> None:
     await collection.create_index([(PENDING, ASCENDING)], name="outbox_pending")
 
 
+class CommitWatcher(Protocol):
+    """Follows a store's commits (the kit's DueWork)."""
+
+    async def track(self, doc_id: Any, state: Mapping[str, Any]) -> None: ...
+
+    def owe(self, doc_id: Any, state: Mapping[str, Any]) -> None: ...
+
+
 class DocumentStore:
     """Commits aggregates to one collection with their events and the consumed event's id.
 
@@ -114,6 +122,12 @@ class DocumentStore:
         self._on_created = on_created
         self._lease = lease  # the relay's lease, taken in the same write (it need not claim the document)
         self.dedupe_window = dedupe_window
+        self._watchers: list[CommitWatcher] = []
+
+    def watch(self, watcher: CommitWatcher) -> None:
+        """Tell `watcher` (a kit DueWork) of every commit: applied states, and states whose write
+        raised but may have landed."""
+        self._watchers.append(watcher)
 
     async def load(self, doc_id: Any) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": doc_id}, HEAVY_FIELDS_EXCLUDED)
@@ -135,6 +149,40 @@ class DocumentStore:
         that version. `extra_filter` adds a guard (a conditional update, e.g. enough stock); `inc`
         adds atomic increments. Raises ConcurrencyError when the guard or version does not hold.
         """
+        try:
+            outcome = await self._commit(
+                doc_id,
+                expected_version=expected_version,
+                state=state,
+                events=events,
+                consumed_event_id=consumed_event_id,
+                extra_filter=extra_filter,
+                inc=inc,
+            )
+        except ConcurrencyError:
+            raise
+        except BaseException:
+            # The store may have applied the write before the failure (it died before answering);
+            # a redelivery would then be recognised as done and write nothing more.
+            for watcher in self._watchers:
+                watcher.owe(doc_id, state)
+            raise
+        if outcome is CommitOutcome.APPLIED:
+            for watcher in self._watchers:
+                await watcher.track(doc_id, state)
+        return outcome
+
+    async def _commit(
+        self,
+        doc_id: Any,
+        *,
+        expected_version: int | None,
+        state: Mapping[str, Any],
+        events: Sequence[OutgoingRecord],
+        consumed_event_id: str | None,
+        extra_filter: Mapping[str, Any] | None,
+        inc: Mapping[str, int] | None,
+    ) -> CommitOutcome:
         now = datetime.now(UTC)
         new_version = 1 if expected_version is None else expected_version + 1
         if expected_version is None:

@@ -13,9 +13,11 @@ from typing import Any, ClassVar
 
 import pytest
 from pydantic_settings import SettingsConfigDict
+from pymongo.errors import AutoReconnect
 
 from kasse_common.due import DueWork
 from kasse_common.mongo import create_mongo_client
+from kasse_common.persistence import CommitOutcome, DocumentStore
 from kasse_common.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
@@ -75,4 +77,60 @@ async def test_the_job_reads_pending_work_only_and_markers_go_when_the_work_is_d
     finally:
         await payments.delete_many({})
         await work.index.delete_many({})
+        await mongo.close()
+
+
+async def test_on_the_store_a_marker_a_failed_write_left_out_comes_with_the_next_round(settings_for: Any) -> None:
+    """Built on the DocumentStore, every commit is tracked; a marker the store's death left
+    unwritten, or the marker of a commit that raised although it landed, is written by the job's
+    next round — without a restart; a rebuild every `rebuild_every_s` catches what nothing saw."""
+    settings = settings_for(DueSettings)
+    mongo = create_mongo_client(settings)
+    payments = mongo[settings.database_name]["payments"]
+    store = DocumentStore(payments)
+    work = DueWork(
+        store,
+        "work",
+        has_work={"needs_work": True},
+        at_field="updated_at",
+        pending=lambda s: bool(s.get("needs_work")),
+        rebuild_every_s=3600,
+    )
+    real_index = work.index
+    now = datetime.now(UTC)
+    old = now - timedelta(minutes=5)
+    job = {"needs_work": True, "updated_at": {"$lte": now}}
+    state = {"needs_work": True, "updated_at": old}
+
+    class Dead:  # the store, killed -9: every call fails
+        def __getattr__(self, name: str) -> Any:
+            async def fail(*args: Any, **kwargs: Any) -> Any:
+                raise AutoReconnect("connection closed")
+
+            return fail
+
+    try:
+        assert await work.due(now, 50, job) == []  # started: markers built
+        assert await store.commit("tracked", expected_version=None, state=state) is CommitOutcome.APPLIED
+        work.index = Dead()  # type: ignore[assignment]
+        # Committed, then the store died before the marker: the commit stands, the marker is owed.
+        assert await store.commit("owed", expected_version=None, state=state) is CommitOutcome.APPLIED
+        # The store applied the write but died before answering: the writer sees the failure.
+        store.collection = Dead()  # type: ignore[assignment]
+        with pytest.raises(AutoReconnect):
+            await store.commit("ambiguous", expected_version=None, state=state)
+        await payments.insert_one({"_id": "ambiguous", **state})  # ... what the store had applied
+        with pytest.raises(AutoReconnect):
+            await work.due(now, 50, job)  # a round while the store is away fails, owing still
+        store.collection = payments
+        work.index = real_index
+        assert sorted(await work.due(now, 50, job)) == ["ambiguous", "owed", "tracked"]
+
+        await payments.insert_one({"_id": "unseen", **state})  # committed past every hook
+        assert "unseen" not in await work.due(now, 50, job)
+        work.rebuild_every_s = 0  # an hour has passed: the safety-net rebuild runs
+        assert "unseen" in await work.due(now, 50, job)
+    finally:
+        await payments.delete_many({})
+        await real_index.delete_many({})
         await mongo.close()

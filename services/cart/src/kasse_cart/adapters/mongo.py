@@ -44,8 +44,8 @@ class MongoCartRepository:
     def __init__(self, store: DocumentStore) -> None:
         self.store = store
         # Open carts with items, apart from every cart ever made (the abandonment job's candidates).
-        self.abandonable = DueWork(
-            store.collection,
+        self.abandonable = DueWork(  # the store marks each commit that leaves work
+            store,
             "abandon",
             has_work=_ABANDONABLE,
             at_field="last_activity_at",
@@ -71,14 +71,11 @@ class MongoCartRepository:
         state = cart_to_doc(cart)
         await self.store.commit(cart.cart_id, expected_version=None, state=state, events=events)
         cart.version = 1
-        await self.abandonable.track(cart.cart_id, state)
 
     async def save(self, cart: Cart, events: Sequence[OutgoingRecord], *, consumed_event_id: str | None = None) -> bool:
         state = cart_to_doc(cart)
         applied = await _commit_at_version(self.store, cart.cart_id, cart.version, state, events, consumed_event_id)
         cart.version += int(applied)
-        if applied:
-            await self.abandonable.track(cart.cart_id, state)
         return applied
 
     async def ids_with_product(self, product_id: str) -> list[str]:
@@ -97,8 +94,8 @@ class MongoOrderRepository:
     def __init__(self, store: DocumentStore) -> None:
         self.store = store
         # Orders still waiting for payment, apart from every order ever placed (the deadline job's).
-        self.unpaid = DueWork(
-            store.collection,
+        self.unpaid = DueWork(  # the store marks each commit that leaves work
+            store,
             "payment",
             has_work=_UNPAID,
             at_field="payment_due_at",
@@ -124,7 +121,6 @@ class MongoOrderRepository:
         except ConcurrencyError:
             return False
         order.version = 1
-        await self.unpaid.track(order.order_id, state)
         return True
 
     async def save(
@@ -133,8 +129,6 @@ class MongoOrderRepository:
         state = order_to_doc(order)
         applied = await _commit_at_version(self.store, order.order_id, order.version, state, events, consumed_event_id)
         order.version += int(applied)
-        if applied:
-            await self.unpaid.track(order.order_id, state)
         return applied
 
     async def search(

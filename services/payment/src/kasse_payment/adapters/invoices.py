@@ -43,8 +43,8 @@ class InvoiceRepository:
         self.store = store
         self.sequences = sequences
         # Documents still waiting for their number, apart from every invoice ever issued.
-        self.unnumbered_work = DueWork(
-            store.collection,
+        self.unnumbered_work = DueWork(  # marked by the store at each commit
+            store,
             "number",
             has_work={"number": None},
             at_field="stored_at",
@@ -74,7 +74,6 @@ class InvoiceRepository:
             await self.store.commit(document.document_id, expected_version=None, state=state)
         except ConcurrencyError:
             return False
-        await self.unnumbered_work.track(document.document_id, state)
         return True
 
     async def get(self, document_id: str) -> Document | None:

@@ -29,15 +29,15 @@ class MongoPayments:
         self._encode = encode
         # The sweeper's and the review deadline's work, kept apart from the history (FerretDB v1
         # would read every payment ever made for each round otherwise).
-        self.unfinished = DueWork(
-            self.collection,
+        self.unfinished = DueWork(  # the store marks each commit that leaves work
+            store,
             "work",
             has_work={"needs_work": True},
             at_field="updated_at",
             pending=lambda state: bool(state.get("needs_work")),
         )
         self.held = DueWork(
-            self.collection,
+            store,
             "review",
             has_work={"status": "held_for_review"},
             at_field="held_at",
@@ -74,8 +74,6 @@ class MongoPayments:
         if outcome is CommitOutcome.DUPLICATE:
             return False
         payment.version = 1 if payment.version is None else payment.version + 1
-        await self.unfinished.track(payment.order_id, state)
-        await self.held.track(payment.order_id, state)
         return True
 
     def _record(self, event: Event, event_id: str) -> OutgoingRecord:

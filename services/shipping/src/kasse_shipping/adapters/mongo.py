@@ -29,8 +29,8 @@ class MongoFulfilmentRepository:
     def __init__(self, store: DocumentStore, encode: Encoder) -> None:
         self._store = store
         self._encode = encode
-        self.scans = DueWork(
-            store.collection,
+        self.scans = DueWork(  # the store marks each committed shipment with a scan ahead
+            store,
             "scan",
             has_work={"due_at": {"$ne": None}},
             at_field="due_at",
@@ -65,8 +65,6 @@ class MongoFulfilmentRepository:
             events=[self._encode(p.event, p.event_id) for p in events],
             consumed_event_id=consumed_event_id,
         )
-        if outcome is CommitOutcome.APPLIED:
-            await self.scans.track(f.order_id, state)
         return outcome is CommitOutcome.APPLIED
 
     async def was_processed(self, order_id: str, event_id: str) -> bool:
