@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# deploy/tools/bootstrap.sh puts the pinned uv here when the machine has none (or another version); helm too.
+# deploy/tools/bootstrap.sh puts the pinned uv and Go here when the machine has none (or another version); helm too.
 export PATH := $(CURDIR)/.kasse/bin:$(PATH)
 UV ?= uv
 PYTHON ?= python3
@@ -15,9 +15,9 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: bootstrap bootstrap-up bootstrap-uv sync
-bootstrap: ## Install what make test needs and is missing (pinned uv; JDK, Maven, Go, npm, Chromium from Debian), or print the command
+bootstrap: ## Install what make test needs and is missing (pinned uv and Go; JDK, Maven, npm, Chromium from Debian), or print the command
 	@$(BOOTSTRAP) --for test
-bootstrap-up: ## The same for make up (pinned uv; JDK, Maven, Go)
+bootstrap-up: ## The same for make up (pinned uv and Go; JDK, Maven)
 	@$(BOOTSTRAP) --for up
 bootstrap-uv:
 	@$(BOOTSTRAP) --for uv

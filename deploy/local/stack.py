@@ -134,8 +134,8 @@ INSTALL_HINTS = {
     "java": "install a Java 17+ runtime, e.g. `apt-get install openjdk-17-jre-headless`",
     "mvn": "install Maven, e.g. `apt-get install maven` (it also needs a JDK/JRE)",
     "go": (
-        "install Go >= 1.21, e.g. `apt-get install golang` or a release from go.dev/dl; FerretDB asks for "
-        "Go 1.24, which Go >= 1.21 fetches by itself (GOTOOLCHAIN=auto); Debian 12's golang (1.19) is too old"
+        "install Go >= 1.21: `deploy/tools/bootstrap.sh --for up` puts the pinned one in .kasse/bin (add it to "
+        "PATH; make does); FerretDB asks for Go 1.24, which Go >= 1.21 fetches by itself (GOTOOLCHAIN=auto)"
     ),
 }
 ALL_TOOLS_HINT = "`apt-get install openjdk-17-jre-headless maven golang`"

@@ -7,10 +7,13 @@ how they were called. Nothing is installed: either --dry-run, or the stand-in ap
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import shutil
 import stat
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,11 @@ import pytest
 pytestmark = pytest.mark.unit
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "tools" / "bootstrap.sh"
-SYSTEM_COMMANDS = ("bash", "env", "dirname", "awk", "sed", "cat", "rm", "mkdir", "ln")
+SYSTEM_COMMANDS = ("bash", "env", "dirname", "awk", "sed", "cat", "rm", "mkdir", "ln", "uname")
 ALL_TOOLS = ("java", "mvn", "go", "npm", "chromium")
+GO_PINNED = "1.24.13"
+GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+GO_ZIP = f"golang.org/toolchain/@v/v0.0.1-go{GO_PINNED}.linux-{GO_ARCH}.zip"
 
 
 def _stand_in(bin_dir: Path, name: str, body: str) -> None:
@@ -153,13 +159,90 @@ def test_a_python_that_cannot_make_a_virtualenv_gets_debians_python3_venv(machin
     assert "would install uv 0.13.9" in out.stdout
 
 
-def test_a_go_too_old_to_fetch_its_toolchain_is_refused_with_the_way_out(machine: Machine) -> None:
-    machine.tools(*ALL_TOOLS, go_version="go1.19.8")
+def _go_stand_in(path: Path, version: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/bash\n[ "$1" = env ] && echo {version}; exit 0\n')
+    path.chmod(0o755)
+
+
+@pytest.mark.skipif(GO_ARCH not in ("amd64", "arm64"), reason="checksums are pinned for linux-amd64/arm64")
+def test_go_decision_debians_too_old_go_is_replaced_by_the_pinned_toolchain_from_the_module_proxy(
+    machine: Machine,
+) -> None:
+    machine.tools("java", "mvn", "npm", "chromium")
     machine.uv("0.13.9")
-    out = machine.run("--for", "up")
+    plan = f"would install Go {GO_PINNED} from https://proxy.golang.org/{GO_ZIP}"
+    # No Go at all, or Debian 12's 1.19: the pinned one; never Debian's golang-go.
+    out = machine.run("--for", "up", "--dry-run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert plan in out.stdout
+    assert "golang-go" not in out.stdout and "apt-get" not in out.stdout
+    machine.tools("go", go_version="go1.19.8")
+    assert plan in machine.run("--for", "up", "--dry-run").stdout
+    # A Go >= 1.21 on PATH fetches FerretDB's toolchain itself: kept.
+    machine.tools("go", go_version="go1.22.2")
+    assert machine.run("--for", "up", "--dry-run").stdout.strip() == "bootstrap: nothing to install for 'up'"
+    # The repo-local one decides when present: the pinned version is kept, another one is replaced.
+    machine.tools("go", go_version="go1.19.8")
+    _go_stand_in(machine.root / "kasse-bin" / "go", f"go{GO_PINNED}")
+    assert machine.run("--for", "up", "--dry-run").stdout.strip() == "bootstrap: nothing to install for 'up'"
+    _go_stand_in(machine.root / "kasse-bin" / "go", "go1.23.0")
+    assert plan in machine.run("--for", "up", "--dry-run").stdout
+    # The first URL of GOPROXY is the proxy; uv only needs no Go.
+    (machine.root / "kasse-bin" / "go").unlink()
+    mirror = machine.run("--for", "up", "--dry-run", GOPROXY="https://mirror.example/go/,direct").stdout
+    assert f"from https://mirror.example/go/{GO_ZIP}" in mirror
+    assert "Go" not in machine.run("--for", "uv", "--dry-run").stdout
+
+
+def test_go_install_checks_the_pinned_sha256_and_unpacks_the_toolchain(machine: Machine) -> None:
+    machine.tools("java", "mvn", "npm", "chromium", "go", go_version="go1.19.8")
+    machine.uv("0.13.9")
+    proxy = machine.root / "proxy"
+    archive = proxy / GO_ZIP
+    archive.parent.mkdir(parents=True)
+    prefix = f"golang.org/toolchain@v0.0.1-go{GO_PINNED}.linux-{GO_ARCH}/"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("bin/go", "bin/gofmt"):
+            info = zipfile.ZipInfo(prefix + name)
+            info.external_attr = 0o100755 << 16
+            zf.writestr(info, f'#!/bin/bash\n[ "$1" = env ] && echo go{GO_PINNED}; exit 0\n')
+        zf.writestr(prefix + "VERSION", f"go{GO_PINNED}\n")
+    tools, bin_ = machine.root / "kasse-tools", machine.root / "kasse-bin"
+
+    # The pinned checksum is the real toolchain's: this zip is refused and nothing is installed.
+    out = machine.run("--for", "up", GOPROXY=f"file://{proxy}", GO_SHA256=hashlib.sha256(b"other").hexdigest())
     assert out.returncode == 1
-    assert "Go >= 1.21 is needed, found go1.19.8" in out.stdout
-    assert "bookworm-backports" in out.stdout
+    assert "expected" in out.stderr and "not installed" in out.stderr
+    assert not (tools / "go").exists() and not (bin_ / "go").exists()
+    if GO_ARCH in ("amd64", "arm64"):
+        out = machine.run("--for", "up", GOPROXY=f"file://{proxy}")
+        assert out.returncode == 1 and "not installed" in out.stderr
+
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    out = machine.run("--for", "up", GOPROXY=f"file://{proxy}", GO_SHA256=sha)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (bin_ / "go").resolve() == tools / "go" / "bin" / "go"
+    assert os.access(bin_ / "go", os.X_OK) and os.access(bin_ / "gofmt", os.X_OK)
+    assert (tools / "go" / "VERSION").read_text() == f"go{GO_PINNED}\n"
+    assert machine.apt_calls() == []
+    # Installed once: the next run has nothing to do.
+    assert machine.run("--for", "up", "--dry-run").stdout.strip() == "bootstrap: nothing to install for 'up'"
+
+
+def test_a_go_version_without_a_pinned_checksum_is_refused(machine: Machine) -> None:
+    machine.tools("java", "mvn", "npm", "chromium")
+    machine.uv("0.13.9")
+    out = machine.run("--for", "up", "--dry-run", GO_VERSION="1.99.0")
+    assert out.returncode == 1
+    assert "no checksum is pinned for go1.99.0" in out.stdout
+
+
+def test_a_machine_without_the_ca_bundle_gets_debians_ca_certificates(machine: Machine) -> None:
+    machine.tools(*ALL_TOOLS)
+    machine.uv("0.13.9")
+    out = machine.run("--for", "uv", "--dry-run", KASSE_CA_BUNDLE=str(machine.root / "no-such-bundle.crt"))
+    assert "would run: apt-get update && apt-get install -y ca-certificates" in out.stdout
 
 
 def test_not_on_debian_it_names_what_is_missing(machine: Machine) -> None:
