@@ -342,7 +342,9 @@ def rss_mb(pid: int) -> float:
 class Service:
     """One metrics process of the benchmark."""
 
-    def __init__(self, args: argparse.Namespace, prefix: str, database: str, port: int, name: str) -> None:
+    def __init__(
+        self, args: argparse.Namespace, prefix: str, database: str, port: int, name: str, instance: str = ""
+    ) -> None:
         self.args, self.port, self.database = args, port, database
         env = {
             **os.environ,
@@ -351,12 +353,21 @@ class Service:
             "KASSE_METRICS_MONGO_DATABASE": database,
             "KASSE_METRICS_TOPIC_PREFIX": prefix,
             "KASSE_METRICS_HTTP_PORT": str(port),
-            "KASSE_METRICS_LOG_LEVEL": "WARNING",
+            "KASSE_METRICS_LOG_LEVEL": args.service_log_level,
             "KASSE_PROFILE": "development",
             # A day: sessions idle that long are folded (the default 30 days would keep the whole
             # pre-filled history of a few days of event time).
             "KASSE_METRICS_FUNNEL_CONVERSION_WINDOW_S": str(args.conversion_window_s),
         }
+        # A deployed image holds its modules compiled (the Dockerfile's UV_COMPILE_BYTECODE=1); a dev
+        # shell may forbid writing bytecode, and then every start compiles every module from source again
+        # (~2.3x the import CPU). Let the first start write the cache, so (f) times a start like a
+        # deployed one.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        if args.static_membership:
+            # As the chart does (the pod name): the restarted process is the same group member as the
+            # one killed, so it takes its partitions back without waiting for the old session to expire.
+            env["KASSE_METRICS_GROUP_INSTANCE_ID"] = f"{prefix}{instance or name}"
         self.log = open(Path(tempfile.gettempdir()) / f"bench-metrics-{prefix.strip('.')}-{name}.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from kasse_metrics.main import run; run()"],
@@ -467,8 +478,10 @@ async def service_phases(args: argparse.Namespace, prefix: str, token: str) -> d
     database2 = f"bench_{token}_metrics2"
     try:
         await _one_instance(args, prefix, database, result)
-        await _restart(args, prefix, database, result)
-        await _two_instances(args, prefix, database2, result)
+        if "f" in args.phases:
+            await _restart(args, prefix, database, result)
+        if "g" in args.phases:
+            await _two_instances(args, prefix, database2, result)
     finally:
         client: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
         await client.drop_database(database)
@@ -506,14 +519,15 @@ async def _one_instance(args: argparse.Namespace, prefix: str, database: str, re
             flush=True,
         )
         result["freshness_rate"] = args.freshness_rate or result["rate"] / 2
-        try:
-            # Bounded: the probes stop after --freshness-seconds; the margin covers the last probe.
-            result["freshness_ms"] = await asyncio.wait_for(
-                freshness(args, prefix, service.http, rate=result["freshness_rate"]), args.freshness_seconds + 60
-            )
-        except TimeoutError:
-            print("(d) FAILED: freshness did not finish in time", flush=True)
-            result["freshness_ms"] = []
+        if "d" in args.phases:
+            try:
+                # Bounded: the probes stop after --freshness-seconds; the margin covers the last probe.
+                result["freshness_ms"] = await asyncio.wait_for(
+                    freshness(args, prefix, service.http, rate=result["freshness_rate"]), args.freshness_seconds + 60
+                )
+            except TimeoutError:
+                print("(d) FAILED: freshness did not finish in time", flush=True)
+                result["freshness_ms"] = []
         # A snapshot is taken every 30 s by default; the restart loads the latest one. Wait until one
         # covers everything stored (bounded), so (f) measures a restart from a current snapshot.
         covered = await wait_for_snapshot(args, database, args.snapshot_wait_s)
@@ -527,7 +541,7 @@ async def _one_instance(args: argparse.Namespace, prefix: str, database: str, re
 
 async def _restart(args: argparse.Namespace, prefix: str, database: str, result: dict[str, Any]) -> None:
     """(f): SIGKILLed above; seconds from the new process's start until /readyz is 200."""
-    restarted = Service(args, prefix, database, args.port, "restart")
+    restarted = Service(args, prefix, database, args.port, "restart", instance="one")
     try:
         result["restart_s"] = await restarted.wait_ready(args.phase_timeout)
         result["restart_rss_mb"] = restarted.rss_mb()
@@ -653,10 +667,12 @@ async def main_async(args: argparse.Namespace) -> None:
         flush=True,
     )
     try:
-        raw = await raw_loop(args.bootstrap, topic, n, args.phase_timeout)
-        print(f"(a) raw aiokafka poll + orjson.loads loop (no validation): {raw:,.0f} events/s", flush=True)
+        raw = float("nan")
+        if "a" in args.phases:
+            raw = await raw_loop(args.bootstrap, topic, n, args.phase_timeout)
+            print(f"(a) raw aiokafka poll + orjson.loads loop (no validation): {raw:,.0f} events/s", flush=True)
         quix: dict[str, Any] = {"rate": float("nan"), "funnel": {}}
-        if not args.skip_quix:
+        if not args.skip_quix and "b" in args.phases:
             try:
                 quix = await asyncio.to_thread(quix_rate, args.bootstrap, topic, n, args.phase_timeout)
                 print(f"(b) Quix Streams funnel app: {quix['rate']:,.0f} events/s; funnel {quix['funnel']}", flush=True)
@@ -731,6 +747,22 @@ def main() -> None:
         "--snapshot-wait-s", type=float, default=90.0, help="At most this long for a current snapshot before (f)"
     )
     p.add_argument("--keep-topic", action="store_true")
+    p.add_argument(
+        "--no-static-membership",
+        dest="static_membership",
+        action="store_false",
+        help="Run the services as dynamic group members (no KASSE_METRICS_GROUP_INSTANCE_ID): the restart"
+        " in (f) then waits for the killed member's session to time out",
+    )
+    p.add_argument(
+        "--phases",
+        default="abcdefg",
+        help="Phases to run, e.g. 'cef' for the restart alone: (c) and (e) always run with the service"
+        " (they build the state (f) restarts from); the others are skipped (nan) when left out",
+    )
+    p.add_argument(
+        "--service-log-level", default="WARNING", help="The metrics processes' log level (logs in the temp dir)"
+    )
     args = p.parse_args()
     args.freshness_sent = 0
     for endpoint in (args.bootstrap, args.mongo_uri):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import FastAPI
 from prometheus_client import GCCollector, ProcessCollector
 
 from kasse_common.ratelimit import ConnectionCap
+from kasse_common.retry import retry_transient
 from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import ExperimentChanged
 from kasse_contracts.topics import TOPICS, dead_letter_topic
@@ -67,29 +69,47 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     sync.listeners.append(experiments.notify_changed)
     runtime.produces(ExperimentChanged)
     ingest = Ingest(dead_letters, sync, Checkpoints(store, settings.segment_max_facts))
-    consumer = IngestConsumer(settings, store, ingest, tracer=runtime.telemetry.tracer("kasse.metrics"))
+    # Set once the snapshot is loaded. Until then nothing is folded into the projection (loading replaces
+    # it) and nothing is stored from it; the consumer joins its group meanwhile, so a restart spends the
+    # snapshot's load and the group's rebalance at the same time, not one after the other.
+    restored = asyncio.Event()
+    consumer = IngestConsumer(
+        settings, store, ingest, tracer=runtime.telemetry.tracer("kasse.metrics"), may_apply=restored
+    )
 
     async def create_topics_and_indexes() -> None:
         from kasse_common.topics_admin import ensure_topics
 
         await store.ensure_indexes()
-        # Before the consumer starts: the snapshot replaces the projection's state.
-        await sync.restore()
         await ensure_topics(
             settings, [settings.topic(t) for t in TOPICS] + [settings.topic(dead_letter_topic(settings.service_name))]
         )
 
+    async def restore_projection() -> None:
+        # Beside the consumer (a background task), not before it: see `restored`. Not ready meanwhile.
+        await retry_transient(sync.restore, what="loading the projection snapshot")
+        restored.set()
+
     async def keep_projection_current() -> None:
         # Own batches are folded in by the consumer as it reads them; this reads the others' checkpoints.
-        await sync.catch_up()
+        if restored.is_set():
+            await sync.catch_up()
 
     async def take_snapshot() -> None:
         # A restart loads the latest snapshot and reads only the segments above it.
-        await sync.snapshot(settings.snapshot_min_new_facts)
+        if restored.is_set():
+            await sync.snapshot(settings.snapshot_min_new_facts)
+
+    async def heartbeat() -> None:
+        # `restore` registers this reader; before it, a heartbeat would find it unknown and reload.
+        if restored.is_set():
+            await sync.heartbeat()
 
     def caught_up() -> str:
         """Ready once the projection holds every record checkpointed when it started and the
         consumer has read its partitions up to their end as of then (sticky)."""
+        if not restored.is_set():
+            return "loading the projection snapshot"
         if not sync.caught_up:
             return f"catching up: {sync.lag_records} checkpointed records not read yet"
         return consumer.caught_up()
@@ -104,13 +124,14 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     runtime.on_startup(create_topics_and_indexes)
     runtime.on_shutdown(leave_readers)
     # How far this instance has read: segments are deleted only below every live reader's progress.
-    runtime.every(settings.reader_heartbeat_interval_s, sync.heartbeat, name="segment-reader-heartbeat")
+    runtime.every(settings.reader_heartbeat_interval_s, heartbeat, name="segment-reader-heartbeat")
     # Another instance may have changed a definition: re-read the (small) collection every second.
     runtime.every(
         settings.experiments_refresh_interval_s, experiments.refresh_definitions, name="experiment-definitions"
     )
     runtime.readiness_check("projection", caught_up)
     runtime.every(settings.snapshot_interval_s, take_snapshot, name="projection-snapshot", wait_first=True)
+    runtime.background(restore_projection)
     runtime.background(consumer.run)
     runtime.pausable(consumer.pause, consumer.resume)
     runtime.every(

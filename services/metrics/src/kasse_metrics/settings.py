@@ -46,6 +46,19 @@ class MetricsSettings(ServiceSettings):
     snapshot_min_new_facts: int = Field(
         1, ge=1, description="Skip a snapshot when fewer facts than this were applied since the last one"
     )
+    group_instance_id: str | None = Field(
+        None,
+        description="Static membership of the consumer group (Kafka's group.instance.id), unique per instance and"
+        " stable across its restarts (the chart uses the pod name): a restarted instance takes its partitions"
+        " back at once instead of waiting for the session of its killed predecessor to time out. Unset: a"
+        " dynamic member (an instance that stops leaves the group at once, a killed one after the timeout)",
+    )
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=6000,
+        description="Consumer group session timeout: how long a silent member keeps its partitions (the broker's"
+        " minimum is 6 s; a static member that stops is replaced after this long, unless it restarts first)",
+    )
     ingest_max_records: int = Field(5000, ge=1, description="Records per poll")
     ingest_poll_timeout_ms: int = Field(50, ge=1)
     checkpoint_interval_s: float = Field(0.2, gt=0, description="How often consumed records are stored")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -295,9 +296,11 @@ class ProjectionSync:
     async def _load_snapshot(self, replace: bool) -> bool:
         if self.snapshots is None:
             return False
+        started = time.perf_counter()
         loaded = await self.snapshots.load()
         if loaded is None:
             return False
+        read_s = time.perf_counter() - started
         seen, blob = loaded
         blob, parts = _unbundle(blob)
         async with self._lock:
@@ -310,7 +313,10 @@ class ProjectionSync:
             else:
                 for tp, offset in seen.items():
                     self.seen[tp] = max(self.seen.get(tp, 0), offset)
-        log.info("projection restored from a snapshot", extra={"bytes": len(blob)})
+        log.info(
+            "projection restored from a snapshot",
+            extra={"bytes": len(blob), "read_s": round(read_s, 3), "total_s": round(time.perf_counter() - started, 3)},
+        )
         return True
 
     async def heartbeat(self) -> None:

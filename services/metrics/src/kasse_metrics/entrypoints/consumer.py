@@ -76,8 +76,11 @@ class IngestConsumer:
         store: CheckpointStore,
         ingest: Ingest,
         tracer: trace.Tracer | None = None,
+        may_apply: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
+        # Polling starts once this is set (the projection's snapshot loaded); the group is joined before.
+        self.may_apply = may_apply
         self.tracer = tracer or trace.get_tracer("kasse.metrics")
         self.store = store
         self.ingest = ingest
@@ -154,6 +157,7 @@ class IngestConsumer:
         if behind:
             return f"catching up: {behind} records behind"
         self._caught_up = True
+        log.info("consumer caught up with its partitions")
         return "ok"
 
     def lag(self) -> dict[tuple[str, int], int]:
@@ -186,6 +190,9 @@ class IngestConsumer:
             **aiokafka_security(s),
             bootstrap_servers=s.kafka_bootstrap,
             group_id=s.consumer_group,
+            group_instance_id=s.group_instance_id,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.session_timeout_ms // 3,
             client_id=f"kasse-{s.service_name}-ingest",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -197,6 +204,9 @@ class IngestConsumer:
         self.consumer.subscribe(self.topics, listener=_SeekToStoredOffsets(self))
         checkpointer = asyncio.create_task(self._checkpoint_loop())
         try:
+            if self.may_apply is not None:
+                # aiokafka joins the group and the listener seeks in the background meanwhile.
+                await self.may_apply.wait()
             while True:
                 if not self._unpaused.is_set():
                     self._parked.set()
