@@ -58,6 +58,40 @@ log = logging.getLogger(__name__)
 Hook = Callable[[], Awaitable[None]]
 
 
+# A periodic job's round longer than this hangs (no job of ours takes minutes): cancelled, retried.
+ROUND_TIMEOUT_S = 600.0
+
+
+async def run_every(
+    interval_s: float, job: Hook, *, name: str, wait_first: bool = False, round_timeout_s: float = ROUND_TIMEOUT_S
+) -> None:
+    """The loop of `ServiceRuntime.every` (see there)."""
+    me = asyncio.current_task()
+    failures = 0
+    if wait_first:
+        await asyncio.sleep(interval_s)
+    while True:
+        extra = 0.0
+        try:
+            await asyncio.wait_for(job(), round_timeout_s)
+            failures = 0
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            failures += 1
+            log.error("%s: round still running after %.0f s; cancelled, the next round retries", name, round_timeout_s)
+        except Exception as exc:
+            failures += 1
+            if is_transient(exc):
+                extra = backoff_delay(failures, initial_s=max(interval_s, 0.5), max_s=60.0)
+                log.warning("%s: round failed (transient), retrying", name, extra={"error": repr(exc)[:300]})
+            else:
+                log.exception("%s: round failed; the next round retries", name)
+        if me is not None and me.cancelling():
+            raise asyncio.CancelledError
+        await asyncio.sleep(interval_s + extra)
+
+
 class ServiceRuntime:
     def __init__(
         self,
@@ -175,37 +209,27 @@ class ServiceRuntime:
         """A coroutine run for the app's lifetime (cancelled at shutdown); periodic jobs use `every`."""
         self._background.append(loop)
 
-    def every(self, interval_s: float, job: Hook, *, name: str, wait_first: bool = False) -> None:
+    def every(
+        self,
+        interval_s: float,
+        job: Hook,
+        *,
+        name: str,
+        wait_first: bool = False,
+        round_timeout_s: float = ROUND_TIMEOUT_S,
+    ) -> None:
         """Run `job` every `interval_s` for the app's lifetime, the one shape of every periodic job.
 
         A failed round is logged and the loop lives on; while the store or broker is away
         (`is_transient`) the pause grows with jittered backoff (up to a minute more) so a dozen
-        jobs do not hammer a recovering store. Cancelled at shutdown, also when PyMongo swallowed
-        the cancellation inside one of its calls (observed: a stop that hung).
+        jobs do not hammer a recovering store. A round still running after `round_timeout_s` (a
+        store call that never answers) is cancelled and the next round retries. Cancelled at
+        shutdown, also when PyMongo swallowed the cancellation inside one of its calls (observed: a
+        stop that hung). A loop that ends anyway fails liveness (`liveness`).
         """
 
         async def periodic() -> None:
-            me = asyncio.current_task()
-            failures = 0
-            if wait_first:
-                await asyncio.sleep(interval_s)
-            while True:
-                extra = 0.0
-                try:
-                    await job()
-                    failures = 0
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    if is_transient(exc):
-                        extra = backoff_delay(failures, initial_s=max(interval_s, 0.5), max_s=60.0)
-                        log.warning("%s: round failed (transient), retrying", name, extra={"error": repr(exc)[:300]})
-                    else:
-                        log.exception("%s: round failed; the next round retries", name)
-                if me is not None and me.cancelling():
-                    raise asyncio.CancelledError
-                await asyncio.sleep(interval_s + extra)
+            await run_every(interval_s, job, name=name, wait_first=wait_first, round_timeout_s=round_timeout_s)
 
         periodic.__name__ = periodic.__qualname__ = name
         self.background(periodic)
@@ -377,8 +401,16 @@ class ServiceRuntime:
                 log.warning("measuring dead letters failed", extra={"error": repr(exc)[:300]})
             await asyncio.sleep(60)
 
+    def ended_background(self) -> list[str]:
+        """Background loops that ended while the service runs (they should run until `stop`)."""
+        return [task.get_name() for task in self._tasks if task.done()]
+
     def liveness(self) -> dict[str, str]:
-        """Alive unless a consumer stayed stopped for `consumer_dead_grace_s` despite restarts."""
+        """Alive unless a consumer stayed stopped for `consumer_dead_grace_s` despite restarts, or a
+        background loop (a periodic job, the watchdog) ended: nothing restarts it but a new process."""
+        ended = self.ended_background()
+        if ended:
+            return {"status": "dead", "background": f"ended: {', '.join(ended)}"}
         since = self._consumer_dead_since
         if since is not None and not self.stopped_consumers():
             self._consumer_dead_since = since = None  # a restart worked since the watchdog looked
