@@ -7,6 +7,7 @@ document with every partition's next offset, raised with `$max` after the segmen
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -159,7 +160,12 @@ class MongoSnapshotStore:
             header = await self.headers.find_one({"_id": "latest"})
             if header is None:
                 return None
-            parts = [c["b"] async for c in self.chunks.find({"s": header["s"]}).sort("i", ASCENDING)]
-            if len(parts) == header["n"]:
-                return {_offset_key(k): v for k, v in header["seen"].items()}, b"".join(parts)
+            # One `_id` lookup per chunk, all at once: FerretDB serves exactly `{_id: v}` without a scan
+            # (a filter on `s` scans and sorts the collection), and the chunks come in concurrently.
+            chunks = await asyncio.gather(
+                *(self.chunks.find_one({"_id": f"{header['s']}:{i}"}) for i in range(header["n"]))
+            )
+            if all(c is not None for c in chunks):
+                blob = b"".join(c["b"] for c in chunks if c is not None)
+                return {_offset_key(k): v for k, v in header["seen"].items()}, blob
         raise RuntimeError("the latest snapshot kept changing while it was read")
