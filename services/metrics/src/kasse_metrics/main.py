@@ -86,9 +86,23 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         )
 
     async def restore_projection() -> None:
-        # Beside the consumer (a background task), not before it: see `restored`. Not ready meanwhile.
-        await retry_transient(sync.restore, what="loading the projection snapshot")
+        try:
+            await retry_transient(sync.restore, what="loading the projection snapshot")
+        except Exception:
+            log.exception("loading the projection snapshot failed; this instance stays not ready")
+            raise
         restored.set()
+
+    loading: list[asyncio.Task[None]] = []
+
+    async def start_restoring() -> None:
+        # Beside the consumer, not before it (see `restored`); not ready meanwhile. A task of its own, not
+        # a runtime background loop: it ends when loaded, and an ended background loop fails liveness.
+        loading.append(asyncio.create_task(restore_projection(), name="projection-restore"))
+
+    async def stop_restoring() -> None:
+        for task in loading:
+            task.cancel()
 
     async def keep_projection_current() -> None:
         # Own batches are folded in by the consumer as it reads them; this reads the others' checkpoints.
@@ -122,6 +136,8 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
             log.warning("could not unregister as a segment reader", exc_info=True)
 
     runtime.on_startup(create_topics_and_indexes)
+    runtime.on_startup(start_restoring)
+    runtime.on_shutdown(stop_restoring)
     runtime.on_shutdown(leave_readers)
     # How far this instance has read: segments are deleted only below every live reader's progress.
     runtime.every(settings.reader_heartbeat_interval_s, heartbeat, name="segment-reader-heartbeat")
@@ -131,7 +147,6 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     )
     runtime.readiness_check("projection", caught_up)
     runtime.every(settings.snapshot_interval_s, take_snapshot, name="projection-snapshot", wait_first=True)
-    runtime.background(restore_projection)
     runtime.background(consumer.run)
     runtime.pausable(consumer.pause, consumer.resume)
     runtime.every(

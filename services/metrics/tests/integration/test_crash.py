@@ -140,6 +140,9 @@ async def test_a_kill_in_the_middle_of_ingesting_loses_and_doubles_nothing(
                 # every event published before the restart is counted already, not eventually.
                 ready = (await client.get("/v1/kpis", params={"window": "all", "at": at})).json()
                 assert ready["events"] == total and ready["projection_lag_records"] == 0, ready
+                # Loading the snapshot (a task that ends) must not count as a background loop that died.
+                alive = await client.get("/healthz")
+                assert alive.status_code == 200, alive.text
 
                 async def all_counted() -> dict[str, Any] | None:
                     r = (await client.get("/v1/kpis", params={"window": "all", "at": at})).json()
