@@ -47,7 +47,7 @@ logs: ## Tail the services' logs
 	$(SHOP) logs
 
 .PHONY: tools
-tools: bootstrap-up ## Offline checkers for deploy/ (helm from the Go module proxy, the Compose schema from npm); idempotent
+tools: bootstrap ## Offline checkers for deploy/ (helm from the Go module proxy, the Compose schema from npm); idempotent
 	deploy/tools/install-helm.sh
 	deploy/tools/install-compose-schema.sh
 
