@@ -183,7 +183,6 @@ async def test_shoppers_run_whole_journeys_and_the_decline_switch_fails_new_orde
         assert funnel["viewed"] > 0 and funnel["added_to_cart"] > 0 and funnel["checkout_started"] > 0, funnel
 
         # Flip the decline rate to 100% through the operator's CLI; new payments fail from now on.
-        flipped_at = datetime.now(UTC)
         cli = await asyncio.create_subprocess_exec(
             *(sys.executable, str(SHOPPERS / "faults.py"), "--url", locust, "decline-rate", "1.0"),
             stdout=asyncio.subprocess.PIPE,
@@ -193,6 +192,9 @@ async def test_shoppers_run_whole_journeys_and_the_decline_switch_fails_new_orde
         assert cli.returncode == 0, output.decode()
         switches = (await client.get(locust + "/kasse/faults")).json()
         assert switches["decline_rate"] == 1.0
+        # Only now do new payments roll against 1.0: orders placed while the CLI was starting still
+        # rolled against the old rate (under load that window is seconds long).
+        flipped_at = datetime.now(UTC)
 
         # The rate was 0 before the flip (and no fraudsters): a payment_failed cancellation is the switch's.
         # Stock is reserved through Kafka first, which can take a while on a busy machine.

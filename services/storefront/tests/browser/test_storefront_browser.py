@@ -127,7 +127,7 @@ async def test_search_product_cart_coupon_checkout_pay_delivered_return(
     await page.get_by_label("E-Mail").fill("erika@example.com")
     await page.get_by_role("button", name="zahlungspflichtig bestellen").click()
 
-    await expect(page.get_by_role("heading", name="Zahlung")).to_be_visible()
+    await expect(page.get_by_role("heading", name="Zahlung", exact=True)).to_be_visible()
     await check_a11y(page, "payment")
     await pay(page, "Testzahlung: erfolgreich")
     await wait_for_text(page, 'data-status="delivered"')

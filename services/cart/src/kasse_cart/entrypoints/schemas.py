@@ -93,16 +93,21 @@ class BeginCheckout(Strict):
     billing_country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
 
 
+# Upper bounds a store can hold (BSON int64) and a shop can mean; larger numbers were a 500.
+MAX_AMOUNT = 10**12  # minor units
+MAX_COUNT = 10**9
+
+
 class NewCoupon(Strict):
     code: Annotated[str, Field(min_length=1, max_length=42, pattern=COUPON_CODE)]
     kind: CouponKind
-    value: Annotated[int, Field(ge=1, description="Percent (1-100) or minor units"), JSON_INTEGER]
+    value: Annotated[int, Field(ge=1, le=MAX_AMOUNT, description="Percent (1-100) or minor units"), JSON_INTEGER]
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
-    min_subtotal: Annotated[int, Field(ge=0), JSON_INTEGER] = 0
+    min_subtotal: Annotated[int, Field(ge=0, le=MAX_AMOUNT), JSON_INTEGER] = 0
     valid_from: DateTimeIn | None = None
     valid_until: DateTimeIn | None = None
-    usage_limit: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
-    per_customer_limit: Annotated[int, Field(ge=1), JSON_INTEGER] | None = None
+    usage_limit: Annotated[int, Field(ge=1, le=MAX_COUNT), JSON_INTEGER] | None = None
+    per_customer_limit: Annotated[int, Field(ge=1, le=MAX_COUNT), JSON_INTEGER] | None = None
 
 
 # -- responses ------------------------------------------------------------------------------------

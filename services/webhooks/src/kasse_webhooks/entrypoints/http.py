@@ -49,8 +49,8 @@ class RotateIn(_In):
 
 class OffsetIn(_In):
     topic: Annotated[str, Field(min_length=1, max_length=200, description="Contract topic, e.g. kasse.orders.v1")]
-    partition: Annotated[int, Field(ge=0)]
-    offset: Annotated[int, Field(ge=0)]
+    partition: Annotated[int, Field(ge=0, le=2**31 - 1)]  # Kafka's partition and offset types
+    offset: Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class ReplayIn(_In):
