@@ -85,7 +85,7 @@ bench: bootstrap-up sync stack-up ## Metrics ingest vs a raw loop and Quix Strea
 bench-orders: bootstrap-up sync stack-up ## A burst of 100 orders through the HTTP APIs, no faults: time to payment, orders/min placed->paid->shipped, where the time goes
 	$(UV) run --frozen python -m kasse_testkit.orders_bench --orders $(ORDERS_BENCH_ORDERS)
 IDLE_BENCH_ORDERS ?= 10000
-IDLE_BENCH_WINDOW_S ?= 60
+IDLE_BENCH_WINDOW_S ?= 300
 BOUND_BENCH_ORDERS ?= 20000
 bench-idle: bootstrap-up sync ## The store's idle CPU on a fresh shop and after 10,000 orders' data (own Kafka/FerretDB/stripe-mock, ports 19632-19636)
 	$(UV) run --frozen python services/common/bench/idle_bench.py --orders $(IDLE_BENCH_ORDERS) --window $(IDLE_BENCH_WINDOW_S)

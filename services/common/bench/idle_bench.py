@@ -6,9 +6,10 @@ background loop that filters a collection reads all of it: its cost grows with t
 
 What it does, on its OWN Kafka, FerretDB and stripe-mock (deploy/local/stack.py with another
 KASSE_HOME and ports; never the shared stack):
-1. starts the five services with the production intervals of their background jobs (outbox
-   safety net, payment and invoice sweepers, carrier scans, unpaid orders, abandoned carts,
-   parked events) — only the carrier's simulated timings are short, so sample orders finish;
+1. starts the five services with the production intervals of their background jobs (their
+   defaults: outbox safety-net scan 300 s, payment sweep 5 s, invoices 30 s, carrier scans 5 s,
+   unpaid orders, abandoned carts, parked events) — only the carrier's simulated timings are short,
+   so sample orders finish. The window (default 300 s) holds one whole period of every job;
 2. places a few real orders through the HTTP APIs (cart, checkout, order with Idempotency-Key,
    signed Stripe webhooks: most paid and delivered, some declined) and waits until each is terminal;
 3. measures the FerretDB process's CPU (utime + stime from /proc/<pid>/stat) over a window with no
@@ -19,17 +20,21 @@ KASSE_HOME and ports; never the shared stack):
    idle cost depends on what is stored, not on how it got there. Not copied: catalog's product
    documents (one per product; their per-order markers are bounded, see dedupe_bench.py), waiting
    work (due markers, parked and standalone events) and the metrics service's KPI snapshots;
-5. measures the same window again and prints both figures, the services' CPU and the load average.
+5. measures the same window again (with FerretDB's Go CPU profile of it, `go tool pprof -top`) and
+   prints both figures, the services' CPU and the load average.
    Each measurement ends with a control: the store's CPU while every service is stopped (SIGSTOP),
-   so the services' background queries are told apart from the store's own idle work.
+   so the services' background queries are told apart from the store's own idle work. The control
+   first lets the store finish the requests the stopped services had already sent (reported as
+   `drain_s`/`drain_cpu_s`): they are the services' work, not the store's.
 
-    uv run python services/common/bench/idle_bench.py --orders 10000 --window 60
+    uv run python services/common/bench/idle_bench.py --orders 10000 --window 300
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -50,6 +55,7 @@ from kasse_testkit.infrastructure import Infrastructure
 from kasse_testkit.plugin import Namespace
 
 TICKS = os.sysconf("SC_CLK_TCK")
+DRAIN_MAX_S = 180.0
 
 
 class PatientShop(Shop):
@@ -94,33 +100,66 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-async def store_alone(pids: dict[str, int], window_s: float) -> float:
-    """The store's own CPU with every service stopped (SIGSTOP), % of one core: the control. What the
-    services' background queries cost is the difference to `measure`'s figure."""
+async def cpu_pct(pid: int, seconds: float) -> float:
+    before, started = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    return 100 * (cpu_seconds(pid) - before) / (time.monotonic() - started)
+
+
+async def store_alone(pids: dict[str, int], window_s: float) -> dict[str, Any]:
+    """The store's own CPU with every service stopped (SIGSTOP), % of one core: the control.
+
+    A stopped client's requests already sent are still answered: FerretDB v1 finishes every full
+    collection read in flight (seconds of CPU each after 10,000 orders, longer under load). So the
+    control first waits until the store is quiet (two 2-second slices under 1 % of a core, at most
+    `DRAIN_MAX_S`), reports that drain apart, then measures. Without the drain the services' own
+    queries were counted as "the store's own work" (23.8 % with every service stopped, 0.0 % here).
+    """
     services = [pid for name, pid in pids.items() if name != "ferretdb"]
     for pid in services:
         os.kill(pid, signal.SIGSTOP)
     try:
-        before, started = cpu_seconds(pids["ferretdb"]), time.monotonic()
-        await asyncio.sleep(window_s)
-        return round(100 * (cpu_seconds(pids["ferretdb"]) - before) / (time.monotonic() - started), 1)
+        drain_cpu, started, quiet = cpu_seconds(pids["ferretdb"]), time.monotonic(), 0
+        while quiet < 2 and time.monotonic() - started < DRAIN_MAX_S:
+            quiet = quiet + 1 if await cpu_pct(pids["ferretdb"], 2.0) < 1.0 else 0
+        drained_s = time.monotonic() - started
+        drain_cpu = cpu_seconds(pids["ferretdb"]) - drain_cpu
+        return {
+            "ferretdb_cpu_pct_services_stopped": round(await cpu_pct(pids["ferretdb"], window_s), 1),
+            "drain_s": round(drained_s, 1),
+            "drain_cpu_s": round(drain_cpu, 1),
+        }
     finally:
         for pid in services:
             os.kill(pid, signal.SIGCONT)
 
 
-async def measure(pids: dict[str, int], window_s: float) -> dict[str, Any]:
-    """CPU of each process over `window_s` seconds of no traffic, as % of one core."""
+async def cpu_profile(debug_port: int | None, seconds: float, path: Path) -> None:
+    """FerretDB's Go CPU profile over `seconds` (its debug listener's /debug/pprof), for `go tool pprof`."""
+    if debug_port is None:
+        return
+    async with httpx.AsyncClient(timeout=seconds + 60) as client:
+        r = await client.get(f"http://127.0.0.1:{debug_port}/debug/pprof/profile", params={"seconds": int(seconds)})
+    await asyncio.to_thread(path.write_bytes, r.content)
+
+
+async def measure(
+    pids: dict[str, int], window_s: float, *, debug_port: int | None = None, profile: Path | None = None
+) -> dict[str, Any]:
+    """CPU of each process over `window_s` seconds of no traffic, as % of one core, then the control."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     load_before = load_average()
     started = time.monotonic()
-    await asyncio.sleep(window_s)
+    if profile is not None:
+        await asyncio.gather(asyncio.sleep(window_s), cpu_profile(debug_port, window_s, profile))
+    else:
+        await asyncio.sleep(window_s)
     elapsed = time.monotonic() - started
     used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-    alone = await store_alone(pids, window_s / 2)
+    alone = await store_alone(pids, min(window_s / 2, 60.0))
     return {
         "ferretdb_cpu_pct": round(100 * used["ferretdb"] / elapsed, 1),
-        "ferretdb_cpu_pct_services_stopped": alone,
+        **alone,
         "services_cpu_pct": {n: round(100 * s / elapsed, 1) for n, s in used.items() if n != "ferretdb"},
         "window_s": round(elapsed, 1),
         "load_average": f"{load_before} -> {load_average()}",
@@ -195,6 +234,8 @@ async def sample_orders(client: httpx.AsyncClient, shop: Shop, count: int) -> li
 
 async def main(orders: int, window_s: float, samples: int, port_base: int) -> dict[str, Any]:
     stack = OwnStack(Config(own_stack=True, port_base=port_base))
+    debug_port = port_base + 5  # FerretDB's debug listener (pprof), for the profile of the second window
+    stack.config = dataclasses.replace(stack.config, ferretdb_debug_port=debug_port)
     print(f"idle-bench: own stack in {stack.home} (ports from {port_base})", flush=True)
     log_dir = Path(tempfile.mkdtemp(prefix="kasse-idle-bench-"))
     shop: Shop | None = None
@@ -204,13 +245,11 @@ async def main(orders: int, window_s: float, samples: int, port_base: int) -> di
             env["KASSE_KAFKA_BOOTSTRAP"], env["KASSE_MONGO_URI"], env["KASSE_STRIPE_API_BASE"], "idle"
         )
         namespace = Namespace("idle" + uuid.uuid4().hex[:8])
+        # Every background job at its production interval (the services' defaults), among them the
+        # outbox's safety-net scan (300 s, a full read of each outbox collection on FerretDB v1): the
+        # window (default 300 s) holds one whole period of each. Only the carrier's simulated timings
+        # are short, so the sample orders finish.
         production_intervals = {
-            f"KASSE_{s.upper()}_OUTBOX_POLL_INTERVAL_S": "5"
-            for s in ("catalog", "cart", "payment", "shipping", "metrics")
-        }
-        production_intervals |= {
-            "KASSE_PAYMENT_SWEEP_INTERVAL_S": "5",
-            "KASSE_SHIPPING_CARRIER_SCAN_INTERVAL_S": "5",
             "KASSE_SHIPPING_CARRIER_DISPATCH_AFTER_S": "2",
             "KASSE_SHIPPING_CARRIER_DELIVER_AFTER_S": "2",
         }
@@ -234,7 +273,9 @@ async def main(orders: int, window_s: float, samples: int, port_base: int) -> di
         await mongo.close()
         print(f"idle-bench: {orders} orders' documents stored in {fill_s:.0f} s: {written}", flush=True)
         await asyncio.sleep(10)
-        full = await measure(pids, window_s)
+        profile = log_dir / "ferretdb-after-fill.pprof"
+        full = await measure(pids, window_s, debug_port=debug_port, profile=profile)
+        print(f"idle-bench: FerretDB's CPU profile of that window: go tool pprof -top {profile}", flush=True)
         print(f"idle-bench: after {orders} orders: {full}", flush=True)
         return {
             "orders": orders,
@@ -253,7 +294,7 @@ async def main(orders: int, window_s: float, samples: int, port_base: int) -> di
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=10_000)
-    parser.add_argument("--window", type=float, default=60.0, help="seconds of no traffic measured, each time")
+    parser.add_argument("--window", type=float, default=300.0, help="seconds of no traffic measured, each time")
     parser.add_argument("--samples", type=int, default=10, help="real orders through the APIs, copied to --orders")
     parser.add_argument("--port-base", type=int, default=19632)
     args = parser.parse_args()
