@@ -22,7 +22,9 @@ bootstrap-up: ## The same for make up (pinned uv and Go; JDK, Maven)
 bootstrap-uv:
 	@$(BOOTSTRAP) --for uv
 sync: bootstrap-uv ## Install the workspace (all services, contracts, dev tools) from uv.lock
-	$(UV) sync --frozen
+	# Bytecode compiled once here (~10 s): every service and test subprocess then starts without
+	# compiling its dependencies again (2.5 s of CPU each where PYTHONDONTWRITEBYTECODE is set).
+	$(UV) sync --frozen --compile-bytecode
 
 .PHONY: stack-up stack-down stack-status stack-logs
 stack-up: bootstrap-up ## Provision (first time: downloads) and start Kafka, FerretDB and stripe-mock on 127.0.0.1
