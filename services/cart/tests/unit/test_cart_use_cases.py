@@ -11,14 +11,6 @@ from typing import Any
 
 import pytest
 
-from kasse_cart.adapters.memory import (
-    FixedPaymentLookup,
-    InMemoryCarts,
-    InMemoryCoupons,
-    InMemoryOrders,
-    InMemoryProducts,
-    InMemoryRateTables,
-)
 from kasse_cart.application.abandonment import AbandonmentJob
 from kasse_cart.application.admin import Admin
 from kasse_cart.application.carts import CartService
@@ -33,6 +25,15 @@ from kasse_common.envelope import encode
 from kasse_common.errors import Conflict, NotFound, Unprocessable
 from kasse_contracts.events import OrderPlaced
 from kasse_contracts.events.common import TaxClass
+
+from .fakes import (
+    FixedPaymentLookup,
+    InMemoryCarts,
+    InMemoryCoupons,
+    InMemoryOrders,
+    InMemoryProducts,
+    InMemoryRateTables,
+)
 
 pytestmark = pytest.mark.unit
 

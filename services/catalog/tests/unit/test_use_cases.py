@@ -14,14 +14,6 @@ from typing import Any
 
 import pytest
 
-from kasse_catalog.adapters.memory import (
-    MemoryEvents,
-    MemoryProducts,
-    MemoryPurchaseLedger,
-    MemoryReservations,
-    MemoryReviews,
-    MemorySignals,
-)
 from kasse_catalog.application.discovery import Discovery, Shopper
 from kasse_catalog.application.learning import Learner
 from kasse_catalog.application.ports import RelationKind
@@ -48,6 +40,15 @@ from kasse_contracts.events import (
 )
 from kasse_contracts.events.common import TaxClass
 from kasse_testkit import samples
+
+from .fakes import (
+    MemoryEvents,
+    MemoryProducts,
+    MemoryPurchaseLedger,
+    MemoryReservations,
+    MemoryReviews,
+    MemorySignals,
+)
 
 pytestmark = pytest.mark.unit
 

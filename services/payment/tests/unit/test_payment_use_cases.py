@@ -18,12 +18,13 @@ from kasse_contracts.events import (
 )
 from kasse_contracts.events.common import StockLine
 from kasse_contracts.events.orders import CancellationReason
-from kasse_payment.adapters.memory import FakeGateway, InMemoryPayments
 from kasse_payment.application.ports import GatewayDeclined, GatewayUnavailable
 from kasse_payment.application.service import PaymentConfig, PaymentService
 from kasse_payment.domain.fraud import FraudPolicy
 from kasse_payment.domain.payment import PaymentStatus, StripeNotice
 from kasse_testkit import samples
+
+from .fakes import FakeGateway, InMemoryPayments
 
 pytestmark = pytest.mark.unit
 

@@ -25,7 +25,6 @@ from kasse_common.persistence import DocumentStore
 from kasse_contracts.base import Event
 from kasse_contracts.events import PaymentCaptured
 from kasse_shipping.adapters.carrier import SimulatedCarrier
-from kasse_shipping.adapters.memory import InMemoryRateTableRepository
 from kasse_shipping.adapters.mongo import MongoFulfilmentRepository
 from kasse_shipping.application.fulfilment import FulfilmentService
 from kasse_shipping.application.rates import RateTableService
@@ -33,6 +32,8 @@ from kasse_shipping.domain.fulfilment import ReturnPolicy, ShipmentStatus
 from kasse_shipping.main import load_rate_table
 from kasse_shipping.settings import ShippingSettings
 from kasse_testkit.samples import order_placed
+
+from ..fakes import InMemoryRateTableRepository
 
 pytestmark = pytest.mark.integration
 

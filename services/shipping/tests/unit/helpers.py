@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 from kasse_shipping.adapters.carrier import SimulatedCarrier
-from kasse_shipping.adapters.memory import InMemoryFulfilmentRepository, InMemoryRateTableRepository
 from kasse_shipping.application.fulfilment import FulfilmentService
 from kasse_shipping.application.rates import RateTableService
 from kasse_shipping.domain.fulfilment import ReturnPolicy
 from kasse_shipping.domain.rates import RateTable
+
+from ..fakes import InMemoryFulfilmentRepository, InMemoryRateTableRepository
 
 
 def shipped_table() -> RateTable:

@@ -8,10 +8,10 @@ from pydantic import ValidationError
 from kasse_common.errors import Unprocessable
 from kasse_contracts.base import Money
 from kasse_contracts.events.shipping import PriceBand, ShippingRate
-from kasse_shipping.adapters.memory import InMemoryRateTableRepository
 from kasse_shipping.application.rates import RateTableService
 from kasse_shipping.domain.rates import Basket, RateTable, price_for, quote
 
+from ..fakes import InMemoryRateTableRepository
 from .helpers import shipped_table
 
 pytestmark = pytest.mark.unit
