@@ -82,7 +82,7 @@ class _Watched:
     retry_at: dict[Any, float] = field(default_factory=dict)  # refused doc id -> when to try again (monotonic)
     since: dict[Any, float] = field(default_factory=dict)  # refused doc id -> its oldest event (epoch s)
     rescan_at: float | None = None  # a lease held by another relay runs out then: look whether it died
-    scanned_backlog: int = 0
+    scanned_pending: set[Any] = field(default_factory=set)  # pending at the last scan, not sent since
 
 
 class OutboxRelay:
@@ -120,7 +120,7 @@ class OutboxRelay:
     @property
     def backlog(self) -> dict[str, int]:
         """Pending documents per collection (the last scan's count, or what this relay retries if more)."""
-        return {w.collection.name: max(w.scanned_backlog, len(w.retry_at) + len(w.hinted)) for w in self._watched}
+        return {w.collection.name: len(w.scanned_pending | w.retry_at.keys() | w.hinted.keys()) for w in self._watched}
 
     @property
     def oldest_age_s(self) -> dict[str, float]:
@@ -258,7 +258,7 @@ class OutboxRelay:
         collection = w.collection
         if scan:
             pending = await collection.find({PENDING: True}, {"_id": 1, SINCE: 1, OWNER: 1, LEASE: 1}).to_list()
-            w.scanned_backlog = len(pending)
+            w.scanned_pending = {p["_id"] for p in pending}
             since = [p[SINCE] for p in pending if isinstance(p.get(SINCE), int | float)]
             w.oldest_age_s = max(0.0, now - min(since)) if since else 0.0
             w.rescan_at = None
@@ -288,7 +288,13 @@ class OutboxRelay:
                 {"$set": {LEASE: now + self._lease_s, OWNER: self._owner}},
                 return_document=ReturnDocument.AFTER,
             )
-            return claimed  # None: another relay holds it
+            lease = doc.get(LEASE) or 0
+            if claimed is None and lease >= now:
+                # Still leased (another relay, or our own refusal's backoff whose lease outlived the
+                # retry time on a descheduled process): try again by `_id` when that lease runs out,
+                # rather than leaving it to the next full scan minutes away.
+                w.retry_at[doc_id] = time.monotonic() + max(0.0, lease - time.time()) + 0.1
+            return claimed
 
         docs = [d for d in await asyncio.gather(*(take(i) for i in known)) if d is not None]
         if not docs:
@@ -333,6 +339,8 @@ class OutboxRelay:
                 return sent
             w.failures.pop(doc["_id"], None)
             w.since.pop(doc["_id"], None)
+            w.retry_at.pop(doc["_id"], None)  # a retry scheduled while it was leased is moot now
+            w.scanned_pending.discard(doc["_id"])
             await self._mark_sent(w, doc["_id"], doc.get(REV), [r.event_id for r in records])
             sent += len(records)
         return sent
