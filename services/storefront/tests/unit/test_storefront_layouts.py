@@ -192,6 +192,23 @@ async def test_the_review_page_needs_the_details_first(services: FakeShop, book:
         assert r.status_code == 303 and r.headers["location"] == "/checkout"
 
 
+async def test_an_emptied_cart_sends_checkout_and_review_back_to_the_cart(
+    services: FakeShop, book: ExperimentBook
+) -> None:
+    """A cart emptied after the details step (in another tab, say) has nothing to check out or review:
+    both pages send the shopper to the cart, not from the review to the checkout and on from there."""
+    await book.apply(experiment((0, 1)))
+    async for client in visitor(services, book):
+        _, csrf, _ = await to_checkout(client, services)
+        form = {"csrf": csrf, "step": "details", "email": "erika@example.com", "shipping_method_id": "standard"}
+        assert (await client.post("/checkout", data={**form, **ADDRESS})).headers["location"] == "/checkout/review"
+        assert (await client.get("/checkout/review")).status_code == 200
+        services.carts["cart_1"].clear()
+        for path in ("/checkout/review", "/checkout"):
+            r = await client.get(path)
+            assert r.status_code == 303 and r.headers["location"] == "/cart", path
+
+
 async def test_each_session_sees_the_kits_variant_for_its_session_id(
     services: FakeShop, book: ExperimentBook, recorded: Recorded
 ) -> None:

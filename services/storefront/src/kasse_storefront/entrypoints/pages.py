@@ -315,13 +315,9 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
         return await cart_change(v, shop.remove_coupon(v.shopper, *v.cart), "Coupon removed.")
 
     # -- checkout -------------------------------------------------------------------------------
-    async def checkout_page(
-        v: Visit,
-        status: int = 200,
-        form: dict[str, str] | None = None,
-        errors: dict[str, str] | None = None,
-        problem: str | None = None,
-    ) -> Response:
+    async def open_cart(v: Visit) -> dict[str, Any] | Response:
+        """The cart page's data when the session has an open cart with lines; else the answer to give:
+        back to the cart (none, gone, ordered or empty) or the unavailable page."""
         if v.cart is None:
             return redirect("/cart")
         try:
@@ -331,9 +327,21 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
         except BackendRefused:
             v.forget_cart()
             return redirect("/cart")
-        cart = data["cart"]
-        if not cart["lines"] or cart["status"] != "open":
+        if not data["cart"]["lines"] or data["cart"]["status"] != "open":
             return redirect("/cart")
+        return data
+
+    async def checkout_page(
+        v: Visit,
+        status: int = 200,
+        form: dict[str, str] | None = None,
+        errors: dict[str, str] | None = None,
+        problem: str | None = None,
+    ) -> Response:
+        data = await open_cart(v)
+        if isinstance(data, Response):
+            return data
+        cart = data["cart"]
         filled = form or dict(v.session.get("prefill") or {}) or {"country": settings.default_country}
         if cart.get("shipping"):
             filled.setdefault("shipping_method_id", cart["shipping"]["method_id"])
@@ -404,18 +412,11 @@ def build_router(settings: StorefrontSettings, shop: Storefront, render: Rendere
     @router.get("/checkout/review", response_class=HTMLResponse)
     async def review(v: V) -> Response:
         """Step two of the two-step layout: everything at a glance, and the button that places the order."""
-        if v.cart is None:
-            return redirect("/cart")
-        try:
-            data = await shop.cart_page(v.shopper, *v.cart)
-        except BackendUnavailable as exc:
-            return await unavailable(v, exc)
-        except BackendRefused:
-            v.forget_cart()
-            return redirect("/cart")
-        cart = data["cart"]
-        if not cart["lines"] or cart["status"] != "open" or not cart["checkout_started"]:
-            return redirect("/checkout")
+        data = await open_cart(v)
+        if isinstance(data, Response):
+            return data
+        if not data["cart"]["checkout_started"]:
+            return redirect("/checkout")  # the details step comes first
         return await page(v, "checkout_review.html", **data, details=v.session.get("checkout_form") or {})
 
     @router.post("/checkout/place", response_class=HTMLResponse)
