@@ -4,23 +4,14 @@ is recorded once."""
 
 from __future__ import annotations
 
-from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from kasse_common.experiments import assign_variant, exposure_event_id
 from kasse_contracts import topics
-from kasse_contracts.events import (
-    ExperimentChanged,
-    ExperimentExposed,
-    ExperimentMetric,
-    ExperimentParameter,
-    ExperimentStatus,
-    Variant,
-)
+from kasse_contracts.events import ExperimentChanged, ExperimentParameter, ExperimentStatus
 from kasse_testkit import TestPublisher, wait_until
+from kasse_testkit.experiments import experiment_changed, exposed_once_each, sessions_by_variant
 
 from .conftest import ADMIN, new_cart, product, rate_table
 
@@ -30,18 +21,13 @@ WEIGHTS = [("control", 50), ("low", 50)]
 
 
 def experiment(revision: int, status: ExperimentStatus) -> ExperimentChanged:
-    return ExperimentChanged(
-        occurred_at=datetime.now(UTC),
-        experiment_id="exp_fs_cart",
+    return experiment_changed(
+        "exp_fs_cart",
+        ExperimentParameter.FREE_SHIPPING_THRESHOLD,
+        [(n, w, "5000" if n == "control" else "2000") for n, w in WEIGHTS],
         revision=revision,
         name="free shipping from 20 EUR",
-        parameter=ExperimentParameter.FREE_SHIPPING_THRESHOLD,
-        variants=[Variant(name=n, weight=w, value="5000" if n == "control" else "2000") for n, w in WEIGHTS],
-        primary_metric=ExperimentMetric.CONVERSION_RATE,
         status=status,
-        baseline=0.1,
-        minimum_detectable_effect=0.2,
-        started_at=datetime.now(UTC),
     )
 
 
@@ -60,11 +46,9 @@ async def test_each_session_gets_its_variants_threshold_and_one_exposure(
 
         await wait_until(running, message="the cart folded the running experiment")
 
-        sessions = [f"sess-exp-{i}" for i in range(12)]
-        variant_of = {s: assign_variant("exp_fs_cart", s, WEIGHTS) for s in sessions}
-        assert set(variant_of.values()) == {"control", "low"}
+        variant_of = sessions_by_variant("exp_fs_cart", WEIGHTS, "sess-exp", 12)
         # 25.00 EUR of items: free shipping exactly in the `low` variant (from 20 EUR; control from 50 EUR).
-        for s in sessions:
+        for s in variant_of:
             cart_id, token = await new_cart(client, session=s)
             r = await client.post(
                 f"/v1/carts/{cart_id}/items", json={"product_id": "p-exp", "quantity": 1}, headers=token
@@ -74,11 +58,7 @@ async def test_each_session_gets_its_variants_threshold_and_one_exposure(
             again = await client.get(f"/v1/carts/{cart_id}", headers=token)  # another view: no second exposure
             assert again.json()["totals"]["free_shipping"] is (variant_of[s] == "low")
 
-        records = await exposures.wait_for(lambda r: r.event_type == ExperimentExposed.event_type, count=len(sessions))
-        ids = Counter(r.headers["ce_id"] for r in records)
-        assert ids == Counter({exposure_event_id("exp_fs_cart", s): 1 for s in sessions})
-        for event in exposures.events(ExperimentExposed):
-            assert event.variant == variant_of[event.session_id]
+        await exposed_once_each(exposures, "exp_fs_cart", variant_of)
 
 
 COUPON_WEIGHTS = [("none", 1), ("offer", 1), ("typo", 1)]
@@ -86,18 +66,11 @@ COUPON_VALUES = {"none": "", "offer": "welcome10", "typo": "NO-SUCH-CODE"}
 
 
 def coupon_experiment() -> ExperimentChanged:
-    return ExperimentChanged(
-        occurred_at=datetime.now(UTC),
-        experiment_id="exp_coupon_cart",
-        revision=1,
+    return experiment_changed(
+        "exp_coupon_cart",
+        ExperimentParameter.CART_COUPON,
+        [(n, w, COUPON_VALUES[n]) for n, w in COUPON_WEIGHTS],
         name="offer 10 % on the cart page",
-        parameter=ExperimentParameter.CART_COUPON,
-        variants=[Variant(name=n, weight=w, value=COUPON_VALUES[n]) for n, w in COUPON_WEIGHTS],
-        primary_metric=ExperimentMetric.CONVERSION_RATE,
-        status=ExperimentStatus.RUNNING,
-        baseline=0.1,
-        minimum_detectable_effect=0.2,
-        started_at=datetime.now(UTC),
     )
 
 
@@ -120,10 +93,8 @@ async def test_the_cart_page_offers_the_coupon_of_the_sessions_variant_with_one_
             return await cart_db["experiments"].find_one({"_id": "exp_coupon_cart"}) is not None
 
         await wait_until(running, message="the cart folded the running coupon experiment")
-        sessions = [f"sess-cpn-{i}" for i in range(12)]
-        variant_of = {s: assign_variant("exp_coupon_cart", s, COUPON_WEIGHTS) for s in sessions}
-        assert set(variant_of.values()) == {"none", "offer", "typo"}
-        for s in sessions:
+        variant_of = sessions_by_variant("exp_coupon_cart", COUPON_WEIGHTS, "sess-cpn", 12)
+        for s in variant_of:
             offered = "WELCOME10" if variant_of[s] == "offer" else None  # a code no coupon has is not offered
             cart_id, token = await new_cart(client, session=s)
             r = await client.post(
@@ -138,8 +109,4 @@ async def test_the_cart_page_offers_the_coupon_of_the_sessions_variant_with_one_
                 assert applied.status_code == 200, applied.text
                 assert applied.json()["totals"]["discount_total"]["amount"] == 250
 
-        records = await exposures.wait_for(lambda r: r.event_type == ExperimentExposed.event_type, count=len(sessions))
-        ids = Counter(r.headers["ce_id"] for r in records)
-        assert ids == Counter({exposure_event_id("exp_coupon_cart", s): 1 for s in sessions})
-        for event in exposures.events(ExperimentExposed):
-            assert event.experiment_id == "exp_coupon_cart" and event.variant == variant_of[event.session_id]
+        await exposed_once_each(exposures, "exp_coupon_cart", variant_of)

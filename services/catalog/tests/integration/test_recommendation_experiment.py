@@ -4,25 +4,16 @@ is recorded once per session, however many recommendation calls it makes."""
 
 from __future__ import annotations
 
-from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from kasse_catalog.main import create_app
 from kasse_catalog.settings import CatalogSettings
-from kasse_common.experiments import assign_variant, exposure_event_id
 from kasse_contracts import topics
-from kasse_contracts.events import (
-    ExperimentChanged,
-    ExperimentExposed,
-    ExperimentMetric,
-    ExperimentParameter,
-    ExperimentStatus,
-    Variant,
-)
+from kasse_contracts.events import ExperimentParameter
 from kasse_testkit import running_app, samples, wait_until
+from kasse_testkit.experiments import experiment_changed, exposed_once_each, sessions_by_variant
 
 pytestmark = pytest.mark.integration
 
@@ -30,22 +21,6 @@ ADMIN = {"Authorization": "Bearer integration-admin"}
 EXPERIMENT = "exp_reco_catalog"
 WEIGHTS = [("bought", 1), ("popular", 1)]
 STRATEGY = {"bought": "bought_together", "popular": "popular"}
-
-
-def experiment() -> ExperimentChanged:
-    return ExperimentChanged(
-        occurred_at=datetime.now(UTC),
-        experiment_id=EXPERIMENT,
-        revision=1,
-        name="bought together vs popular",
-        parameter=ExperimentParameter.RECOMMENDATION_STRATEGY,
-        variants=[Variant(name=n, weight=w, value=STRATEGY[n]) for n, w in WEIGHTS],
-        primary_metric=ExperimentMetric.CONVERSION_RATE,
-        status=ExperimentStatus.RUNNING,
-        baseline=0.1,
-        minimum_detectable_effect=0.2,
-        started_at=datetime.now(UTC),
-    )
 
 
 def product(sku: str) -> dict[str, Any]:
@@ -81,10 +56,16 @@ async def test_each_session_gets_its_variants_strategy_and_one_exposure(
         before = (await client.get(pan, headers={"X-Session-Id": "sess-reco-before"})).json()
         assert before["strategy"] == "blended"
 
-        await test_publisher.publish(experiment())
-        sessions = [f"sess-reco-{i}" for i in range(10)]
-        variant_of = {s: assign_variant(EXPERIMENT, s, WEIGHTS) for s in sessions}
-        assert set(variant_of.values()) == {"bought", "popular"}
+        await test_publisher.publish(
+            experiment_changed(
+                EXPERIMENT,
+                ExperimentParameter.RECOMMENDATION_STRATEGY,
+                [(n, w, STRATEGY[n]) for n, w in WEIGHTS],
+                name="bought together vs popular",
+            )
+        )
+        variant_of = sessions_by_variant(EXPERIMENT, WEIGHTS, "sess-reco", 10)
+        sessions = list(variant_of)
 
         async def folded() -> bool:
             r = await client.get(pan, params={"limit": 2}, headers={"X-Session-Id": sessions[0]})
@@ -108,10 +89,5 @@ async def test_each_session_gets_its_variants_strategy_and_one_exposure(
         assert explicit.json()["strategy"] == "viewed_together"
         assert (await client.get(pan)).json()["strategy"] == "blended"
 
-        records = await exposures.wait_for(lambda r: r.event_type == ExperimentExposed.event_type, count=len(sessions))
-        assert Counter(r.headers["ce_id"] for r in records) == Counter(
-            {exposure_event_id(EXPERIMENT, s): 1 for s in sessions}
-        )
-        for event in exposures.events(ExperimentExposed):
-            assert event.variant == variant_of[event.session_id]
+        for event in await exposed_once_each(exposures, EXPERIMENT, variant_of):
             assert event.parameter == ExperimentParameter.RECOMMENDATION_STRATEGY
