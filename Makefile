@@ -78,7 +78,7 @@ BENCH_RSS_EARLY_EVENTS ?= 1000000
 WEBHOOKS_BENCH_EVENTS ?= 1000
 STOREFRONT_BENCH_SECONDS ?= 10
 bench: bootstrap-up sync stack-up ## Metrics ingest vs a raw loop and Quix Streams, KPI freshness; webhooks deliveries/s and p99 vs plain Kafka; storefront pages vs a bare route; idle store CPU; the 20,000-order document bound; a burst of orders to payment (loopback only)
-	$(UV) run --frozen --with quixstreams --with orjson python services/metrics/bench/bench.py --events $(BENCH_EVENTS) --rss-early-events $(BENCH_RSS_EARLY_EVENTS)
+	$(UV) run --frozen --with quixstreams --with orjson --with confluent-kafka python services/metrics/bench/bench.py --events $(BENCH_EVENTS) --rss-early-events $(BENCH_RSS_EARLY_EVENTS)
 	$(UV) run --frozen python services/webhooks/bench/bench.py --events $(WEBHOOKS_BENCH_EVENTS)
 	$(UV) run --frozen python services/storefront/bench/bench.py --seconds $(STOREFRONT_BENCH_SECONDS)
 	$(MAKE) bench-idle bench-bound bench-outage bench-orders

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,49 @@ def test_otel_collector_config_is_consistent() -> None:
             for component in pipeline.get(kind, []):
                 assert component in config[kind], f"{component} is used but not defined"
     assert config["exporters"]["otlp/jaeger"]["endpoint"] == "jaeger:4317"
+
+
+def _start_metrics_container(compose: dict[str, Any], tmp_path: Path, hostname: str) -> str:
+    """What a metrics container runs at start, without Docker: the image's ENTRYPOINT (the real
+    deploy/docker/entrypoint.sh) with the service's compose `command` (after compose's `$$` -> `$`), Docker's
+    HOSTNAME, and a stand-in `kasse-metrics` that prints the group instance id it was started with."""
+    svc = compose["services"]["metrics"]
+    command = svc["command"]
+    # Nothing left for the compose host's shell to interpolate (its HOSTNAME would be one id for all).
+    assert not any(re.search(r"(?<!\$)\$(?!\$)", part) for part in command), command
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    entrypoint = bin_dir / "kasse-entrypoint"
+    entrypoint.write_text((REPO / "deploy" / "docker" / "entrypoint.sh").read_text())
+    service = bin_dir / "kasse-metrics"
+    service.write_text('#!/bin/sh\necho "id=${KASSE_METRICS_GROUP_INSTANCE_ID:-} args=$*"\n')
+    for f in (entrypoint, service):
+        f.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOSTNAME": hostname, "KASSE_IMAGE_SERVICE": "metrics"}
+    env.update({k: str(v) for k, v in svc["environment"].items() if "$" not in str(v)})
+    out = subprocess.run(
+        [str(entrypoint), *(part.replace("$$", "$") for part in command)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def test_each_metrics_replica_is_its_own_static_group_member(compose: dict[str, Any], tmp_path: Path) -> None:
+    """`docker compose up --scale metrics=2` must not give two replicas one group.instance.id (Kafka fences
+    the older member), and a container the restart policy restarts keeps its id (it takes its partitions
+    back at once). Docker gives every container its own hostname and keeps it across restarts."""
+    svc = compose["services"]["metrics"]
+    assert "hostname" not in svc and "container_name" not in svc  # one name for every replica
+    assert "KASSE_METRICS_GROUP_INSTANCE_ID" not in svc["environment"]  # a fixed value would be shared
+    first = _start_metrics_container(compose, tmp_path, "3f2a9c1b7d4e")
+    second = _start_metrics_container(compose, tmp_path, "8b1c0d5e6f7a")
+    again = _start_metrics_container(compose, tmp_path, "3f2a9c1b7d4e")
+    assert first == "id=kasse-metrics-3f2a9c1b7d4e args=", first
+    assert second == "id=kasse-metrics-8b1c0d5e6f7a args="
+    assert again == first
+    for name in set(SERVICES) - {"metrics"}:
+        assert "KASSE_METRICS_GROUP_INSTANCE_ID" not in compose["services"][name].get("environment", {})

@@ -5,15 +5,17 @@
 It needs the local Kafka and Mongo-protocol store (KASSE_KAFKA_BOOTSTRAP, KASSE_MONGO_URI; defaults
 127.0.0.1:19092 and mongodb://127.0.0.1:37017/) and only talks to 127.0.0.1. In one run it:
 1. pre-fills one topic (6 partitions, keyed by session) with N realistic events: every funnel step,
-   searches, abandonments, failed payments and fraud blocks, refunds, reviews;
-2. measures ingest throughput of (a) a raw aiokafka poll + `kasse_common.envelope.decode` loop,
-   (b) a Quix Streams application computing the same per-session funnel counts with its RocksDB state,
-   and (c) the metrics service itself as its own process (`kasse-metrics`, checkpoints and offsets
-   persisted in the Mongo-protocol store, projection on);
-3. measures KPI freshness with the service running: background load at half of (c)'s rate plus one
-   probe event at a time, from the producer's acknowledgement to the probe being counted by
-   `GET /v1/kpis/events`; p50 and p99.
-Every phase has a time limit; the topics and the database are namespaced and the database is dropped.
+   searches, abandonments, failed payments and fraud blocks, refunds, reviews. Sessions come from a pool
+   generated through the contract models and the kit's `encode`, re-emitted with fresh session ids and
+   event times (`SessionPool`), produced with confluent-kafka: 5M events take minutes, not hours;
+2. measures ingest throughput over the first `--compare-events` of them: (a) a raw poll + `orjson.loads`
+   loop with aiokafka (the service's client) and with confluent-kafka, (b) a Quix Streams application
+   computing the same per-session funnel counts with its RocksDB state; and over all N: (c) the metrics
+   service itself as its own process (checkpoints, offsets and snapshots persisted);
+3. (d) KPI freshness with the service running: background load at half of (c)'s rate plus one probe
+   event at a time, from the producer's acknowledgement to the probe being counted by
+   `GET /v1/kpis/events`; p50 and p99; (e) RSS; (f) SIGKILL and restart to ready; (g) two instances.
+Every phase has a time limit; the topics and the database are namespaced and dropped at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import multiprocessing
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -226,36 +229,152 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
         await admin.close()
 
 
-async def prefill(bootstrap: str, topic: str, n: int, seed: int, event_seconds: float) -> int:
+_ISO = re.compile(rb'"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"')
+_TEMPLATE_BASE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+_SID = -1  # the slot of the session id in a template (timestamps are slots >= 0: seconds after the start)
+
+
+class SessionPool:
+    """Sessions generated through the contract models (so every record is a valid contract event, encoded
+    by the kit's `encode`), re-emitted with a fresh session id and a new event time.
+
+    Building a pydantic model per event made a 200k pre-fill take minutes on a loaded machine; a 5M one
+    would take hours. Each pooled record is kept as a `bytes % (...)` template with a slot for the session
+    id and for every timestamp, so emitting it writes the same bytes `encode` would write for that session
+    at that time (timestamps are whole seconds, as the template's are)."""
+
+    def __init__(self, rng: random.Random, size: int) -> None:
+        # per session: (its slots, [(value template, value slots, subject template, subject slots, headers)])
+        self.sessions: list[
+            tuple[list[int], list[tuple[bytes, tuple[int, ...], bytes, tuple[int, ...], list[Any]]]]
+        ] = []
+        for _ in range(size):
+            events = session_events(rng, _TEMPLATE_BASE)
+            sid = events[0].session_id.encode()
+            records = []
+            used: set[int] = set()
+            for ev in events:
+                record = encode(ev, service="bench", trace_headers={})
+                value, value_slots = self._template(record.value, sid)
+                subject, subject_slots = self._template(record.headers["ce_subject"].encode(), sid)
+                used |= {*value_slots, *subject_slots}
+                static = [
+                    (k, v.encode()) for k, v in record.headers.items() if k not in ("ce_id", "ce_time", "ce_subject")
+                ]
+                records.append((value, value_slots, subject, subject_slots, static))
+            self.sessions.append((sorted(used - {_SID}), records))
+
+    @staticmethod
+    def _template(value: bytes, sid: bytes) -> tuple[bytes, tuple[int, ...]]:
+        out: list[bytes] = []
+        slots: list[int] = []
+        for i, piece in enumerate(value.split(sid)):
+            if i:
+                out.append(b"%s")
+                slots.append(_SID)
+            pos = 0
+            for m in _ISO.finditer(piece):
+                at = datetime.fromisoformat(m.group(1).decode().replace("Z", "+00:00"))
+                out += [piece[pos : m.start(1)].replace(b"%", b"%%"), b"%s"]
+                slots.append(int((at - _TEMPLATE_BASE).total_seconds()))
+                pos = m.end(1)
+            out.append(piece[pos:].replace(b"%", b"%%"))
+        return b"".join(out), tuple(slots)
+
+
+class _Timestamps:
+    """ISO-8601 `...Z` strings of whole seconds, as pydantic writes them, cached (times move forward)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[int, bytes] = {}
+
+    def __call__(self, second: int) -> bytes:
+        text = self.cache.get(second)
+        if text is None:
+            if len(self.cache) > 200_000:
+                self.cache.clear()
+            text = self.cache[second] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)).encode()
+        return text
+
+
+def prefill_records(n: int, seed: int, event_seconds: float, start: datetime, pool_size: int = 4000) -> Any:
+    """(key, value, headers) of `n` events: sessions drawn from a pool of generated ones, each with a new
+    session id, starting `event_seconds` per event apart plus up to ~2 h (sessions overlap), so the history
+    spans n x event_seconds of event time and sessions fold out of the service's conversion window."""
     rng = random.Random(seed)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1)
-    await producer.start()
+    pool = SessionPool(rng, pool_size)
+    stamp = _Timestamps()
+    run = uuid.uuid4().hex
+    id_prefix = f"{run[:8]}-{run[8:12]}-4{run[13:16]}-8{run[17:20]}-"
+    sent_at = ("ce_time", datetime.now(UTC).isoformat().encode())
+    base = int(start.timestamp())
     sent = 0
+    session_no = 0
+    while sent < n:
+        t0 = base + int(sent * event_seconds) + rng.randrange(7000)
+        session_no += 1
+        sid = f"{run[:8]}{session_no:024x}".encode()
+        used, records = pool.sessions[rng.randrange(len(pool.sessions))]
+        fill = {rel: stamp(t0 + rel) for rel in used}
+        fill[_SID] = sid
+        for value, value_slots, subject, subject_slots, static in records[: n - sent]:
+            headers = [
+                ("ce_id", f"{id_prefix}{sent:012x}".encode()),
+                sent_at,
+                ("ce_subject", subject % tuple(map(fill.__getitem__, subject_slots))),
+                *static,
+            ]
+            yield sid, value % tuple(map(fill.__getitem__, value_slots)), headers
+            sent += 1
+
+
+def prefill(bootstrap: str, topic: str, n: int, seed: int, event_seconds: float) -> int:
+    """Pre-fill with confluent-kafka (librdkafka batches in its own threads: ~10x aiokafka's send rate).
+    Every record is acknowledged (acks=1) or the pre-fill fails."""
+    from confluent_kafka import KafkaException, Producer
+
     # All pre-filled events happened more than 30 minutes ago: the freshness probes (reviews in the
     # last 5 minutes) are then the only events the probe counter sees.
-    # Event time advances with the stream (`event_seconds` per event, sessions overlapping by up to
-    # two hours), like a shop's history: sessions and minutes age out of the service's state.
     start = datetime.now(UTC) - timedelta(hours=3) - timedelta(seconds=n * event_seconds)
-    try:
-        pending = []
-        while sent < n:
-            at = start + timedelta(seconds=sent * event_seconds + rng.randrange(7000))
-            events = session_events(rng, at)
-            sid = events[0].session_id
-            for ev in events[: n - sent]:
-                key, value, headers = encoded(ev, sid)
-                pending.append(await producer.send(topic, value, key=key, headers=headers))
-                sent += 1
-            if len(pending) >= 20000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": 1,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 500_000,
+            "queue.buffering.max.kbytes": 512 * 1024,
+            "enable.idempotence": False,
+        }
+    )
+    errors: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
+    sent = 0
+    for key, value, headers in prefill_records(n, seed, event_seconds, start):
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent += 1
+        if sent % 10_000 == 0:
+            producer.poll(0)
+            if errors:
+                raise KafkaException(errors[0])
+    if producer.flush(300) or errors:
+        raise RuntimeError(f"pre-fill: {len(errors)} records refused, first {errors[:1]}; or not flushed in 300 s")
     return sent
 
 
-async def raw_loop(bootstrap: str, topic: str, n: int, timeout: float) -> float:
+async def raw_loop(bootstrap: str, topic: str, n: int, timeout: float) -> tuple[int, float]:
+    """aiokafka (the service's client): (events read, events/s) over the first `n` or `timeout` s."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -279,7 +398,40 @@ async def raw_loop(bootstrap: str, topic: str, n: int, timeout: float) -> float:
                     count += 1
     finally:
         await consumer.stop()
-    return count / (time.perf_counter() - (t0 or time.perf_counter()))
+    elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    return count, (count / elapsed if elapsed else 0.0)
+
+
+def raw_loop_confluent(bootstrap: str, topic: str, n: int, timeout: float) -> tuple[int, float]:
+    """The same loop with confluent-kafka (librdkafka fetches in its own threads; `consume` hands out
+    batches): poll + `orjson.loads` of the value, no validation. (events read, events/s)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-raw-ck-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    count = 0
+    t0 = None
+    deadline = time.monotonic() + timeout
+    try:
+        while count < n and time.monotonic() < deadline:
+            msgs = consumer.consume(num_messages=5000, timeout=0.2)
+            if msgs and t0 is None:
+                t0 = time.perf_counter()
+            for m in msgs:
+                if m.error() is None:
+                    orjson.loads(m.value())
+                    count += 1
+    finally:
+        consumer.close()
+    elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    return count, (count / elapsed if elapsed else 0.0)
 
 
 def _quix_process(bootstrap: str, topic: str, n: int, timeout: float, out: Any) -> None:
@@ -297,12 +449,16 @@ def _quix_process(bootstrap: str, topic: str, n: int, timeout: float, out: Any) 
     sdf = app.dataframe(source)
     funnel: dict[str, int] = {}
     first: list[float] = []
+    seen = [0]
 
     def count_step(value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> None:
         # The same work per event: the envelope's id and type from the headers, dedupe by id in the
         # session's state, the session's first time at each step, a count per step.
         if not first:
             first.append(time.perf_counter())
+        seen[0] += 1
+        if seen[0] == n or time.perf_counter() - first[0] > timeout:
+            app.stop()  # bounded: the rate over what it read when the time is up
         h = {k: v.decode() for k, v in (headers or ())}
         if state.get("id:" + h["ce_id"]):
             return
@@ -315,7 +471,7 @@ def _quix_process(bootstrap: str, topic: str, n: int, timeout: float, out: Any) 
     sdf.update(count_step, stateful=True, metadata=True)
     app.run(count=n, timeout=timeout, collect=False)
     elapsed = time.perf_counter() - (first[0] if first else time.perf_counter())
-    out.put({"rate": n / elapsed if elapsed else 0.0, "funnel": funnel})
+    out.put({"rate": seen[0] / elapsed if elapsed else 0.0, "events": seen[0], "funnel": funnel})
 
 
 def quix_rate(bootstrap: str, topic: str, n: int, timeout: float) -> dict[str, Any]:
@@ -324,7 +480,7 @@ def quix_rate(bootstrap: str, topic: str, n: int, timeout: float) -> dict[str, A
     proc = ctx.Process(target=_quix_process, args=(bootstrap, topic, n, timeout, queue))
     proc.start()
     try:
-        return queue.get(timeout=timeout + 60)  # type: ignore[no-any-return]
+        return queue.get(timeout=timeout + 120)  # type: ignore[no-any-return]
     finally:
         proc.join(30)
         if proc.is_alive():
@@ -414,12 +570,16 @@ async def ingest_rate(
     target: float,
     marks: dict[float, Any] | None = None,
     services: list[Service] | None = None,
+    rates: dict[float, float] | None = None,
 ) -> tuple[float, float]:
-    """(records, records/s) from the first stored offset to `target` records, read from the offsets
-    the service persists with its checkpoints. `marks`: {records: callback} called once when passed."""
+    """(records, records/s) from the first stored checkpoint to `target` records, read from the offsets
+    the service persists with its checkpoints (the records of that first checkpoint are not counted:
+    their time is not known). `marks`: {records: callback} called once when passed; `rates` gets, for
+    each mark, the rate up to it."""
     mongo: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
     offsets = mongo[database]["partition_offsets"]
     t_first = None
+    first_count = 0.0
     ingested = 0.0
     pending = dict(sorted((marks or {}).items()))
     deadline = time.monotonic() + args.phase_timeout
@@ -428,9 +588,12 @@ async def ingest_rate(
             doc = await offsets.find_one({"_id": "next_offsets"}) or {}
             ingested = float(sum(v for k, v in doc.items() if k != "_id"))
             if ingested and t_first is None:
-                t_first = time.perf_counter()
+                t_first, first_count = time.perf_counter(), ingested
             for mark in [m for m in pending if ingested >= m]:
                 pending.pop(mark)()
+                if rates is not None and t_first is not None:
+                    elapsed = time.perf_counter() - t_first
+                    rates[mark] = (ingested - first_count) / elapsed if elapsed else float("nan")
             if ingested >= target:
                 break
             for s in services or ():
@@ -444,7 +607,7 @@ async def ingest_rate(
     finally:
         await mongo.close()
     elapsed = time.perf_counter() - (t_first or time.perf_counter())
-    return ingested, (ingested / elapsed if elapsed else 0.0)
+    return ingested, ((ingested - first_count) / elapsed if elapsed else 0.0)
 
 
 async def wait_for_snapshot(args: argparse.Namespace, database: str, timeout: float) -> float:
@@ -472,7 +635,7 @@ async def service_phases(args: argparse.Namespace, prefix: str, token: str) -> d
     result: dict[str, Any] = {
         "ingested": nan, "rate": nan, "rss_early_mb": nan, "rss_end_mb": nan, "freshness_rate": nan,
         "freshness_ms": [], "restart_s": nan, "restart_rss_mb": nan, "two_ingested": nan, "two_rate": nan,
-        "two_rss_mb": [], "failed": [],
+        "two_rss_mb": [], "failed": [], "rate_compare": nan,
     }  # fmt: skip
     database = f"bench_{token}_metrics"
     database2 = f"bench_{token}_metrics2"
@@ -499,9 +662,10 @@ async def _one_instance(args: argparse.Namespace, prefix: str, database: str, re
         await service.wait_ready(120, path="/healthz")
         rss: dict[str, float] = {}
         early = min(args.rss_early_events, args.events)
-        result["ingested"], result["rate"] = await ingest_rate(
-            args, database, args.events, {early: lambda: rss.setdefault("early", service.rss_mb())}, [service]
-        )
+        rates: dict[float, float] = {}
+        marks = {early: lambda: rss.setdefault("early", service.rss_mb()), args.compare: lambda: None}
+        result["ingested"], result["rate"] = await ingest_rate(args, database, args.events, marks, [service], rates)
+        result["rate_compare"] = rates.get(args.compare, float("nan"))
         # Wait until the projection shows the pre-filled events (the API is the point).
         deadline = time.monotonic() + args.phase_timeout
         total = 0
@@ -515,7 +679,8 @@ async def _one_instance(args: argparse.Namespace, prefix: str, database: str, re
         rss["end"] = service.rss_mb()
         result["rss_early_mb"], result["rss_end_mb"] = rss.get("early", float("nan")), rss["end"]
         print(
-            f"(c) {result['rate']:,.0f} events/s; (e) RSS {result['rss_early_mb']:.0f} / {rss['end']:.0f} MB",
+            f"(c) {result['rate']:,.0f} events/s; (e) RSS {result['rss_early_mb']:.0f} / {rss['end']:.0f} MB "
+            f"(load {loadavg()})",
             flush=True,
         )
         result["freshness_rate"] = args.freshness_rate or result["rate"] / 2
@@ -545,7 +710,7 @@ async def _restart(args: argparse.Namespace, prefix: str, database: str, result:
     try:
         result["restart_s"] = await restarted.wait_ready(args.phase_timeout)
         result["restart_rss_mb"] = restarted.rss_mb()
-        print(f"(f) ready after {result['restart_s']:.1f} s", flush=True)
+        print(f"(f) ready after {result['restart_s']:.1f} s (load {loadavg()})", flush=True)
     except Exception as exc:
         result["failed"].append(f"f: {exc!r}")
         print(f"(f) FAILED: {exc!r}", flush=True)
@@ -560,13 +725,14 @@ async def _two_instances(args: argparse.Namespace, prefix: str, database: str, r
         for s in pair:
             # Alive, not ready (ready means caught up: nothing left to time), as in (c).
             await s.wait_ready(120, path="/healthz")
-        # Everything on the topic now (the pre-fill and the freshness load and probes).
-        target = args.events + args.freshness_sent
+        # The first `compare` records (all of them: the pre-fill, the freshness load and probes, when fewer).
+        target = min(args.compare, args.events + args.freshness_sent)
         result["two_ingested"], result["two_rate"] = await ingest_rate(args, database, target, services=pair)
         result["two_rss_mb"] = [s.rss_mb() for s in pair]
         print(
             f"(g) two instances: {result['two_rate']:,.0f} events/s together, RSS "
-            + ", ".join(f"{m:.0f} MB" for m in result["two_rss_mb"]),
+            + ", ".join(f"{m:.0f} MB" for m in result["two_rss_mb"])
+            + f" (load {loadavg()})",
             flush=True,
         )
     except Exception as exc:
@@ -650,39 +816,67 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
     return samples
 
 
+def loadavg() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    load_start = loadavg()
+    print(f"load average (1/5/15 min) {load_start}", flush=True)
     token = uuid.uuid4().hex[:8]
     prefix = f"bench-{token}."
     topic = prefix + STOREFRONT
     await create_topic(args.bootstrap, topic, args.partitions)
     t = time.perf_counter()
-    n = await prefill(args.bootstrap, topic, args.events, seed=args.seed, event_seconds=args.event_seconds)
+    n = await asyncio.to_thread(prefill, args.bootstrap, topic, args.events, args.seed, args.event_seconds)
     print(
-        f"pre-filled {n} events into {topic} ({args.partitions} partitions) in {time.perf_counter() - t:.1f}s",
+        f"pre-filled {n} events into {topic} ({args.partitions} partitions) in {time.perf_counter() - t:.1f}s "
+        f"(load {loadavg()})",
         flush=True,
     )
+    # (a), (b) and (g) read the first `compare` events (rates need no 5M: a Quix app at ~2k events/s would
+    # take 40 min); (c) runs through all of them (RSS, restart), and its rate over the same first
+    # `compare` events is what (g) is compared with.
+    compare = min(args.compare_events or n, n)
+    args.compare = compare
     try:
         raw = float("nan")
         if "a" in args.phases:
-            raw = await raw_loop(args.bootstrap, topic, n, args.phase_timeout)
-            print(f"(a) raw aiokafka poll + orjson.loads loop (no validation): {raw:,.0f} events/s", flush=True)
+            read, raw = await raw_loop(args.bootstrap, topic, compare, args.phase_timeout)
+            print(
+                f"(a) raw aiokafka poll + orjson.loads loop (no validation): {raw:,.0f} events/s ({read} events; "
+                f"load {loadavg()})",
+                flush=True,
+            )
+            read, raw_ck = await asyncio.to_thread(
+                raw_loop_confluent, args.bootstrap, topic, compare, args.phase_timeout
+            )
+            print(
+                f"(a') the same loop with confluent-kafka: {raw_ck:,.0f} events/s ({read} events; "
+                f"{raw_ck / raw if raw else float('nan'):.2f}x aiokafka; load {loadavg()})",
+                flush=True,
+            )
         quix: dict[str, Any] = {"rate": float("nan"), "funnel": {}}
         if not args.skip_quix and "b" in args.phases:
             try:
-                quix = await asyncio.to_thread(quix_rate, args.bootstrap, topic, n, args.phase_timeout)
-                print(f"(b) Quix Streams funnel app: {quix['rate']:,.0f} events/s; funnel {quix['funnel']}", flush=True)
+                quix = await asyncio.to_thread(quix_rate, args.bootstrap, topic, compare, args.phase_timeout)
+                print(
+                    f"(b) Quix Streams funnel app: {quix['rate']:,.0f} events/s ({quix['events']} events); "
+                    f"funnel {quix['funnel']} (load {loadavg()})",
+                    flush=True,
+                )
             except Exception as exc:  # the queue's Empty after the time limit, a crashed process
                 print(f"(b) FAILED: {exc!r}", flush=True)
         r = await service_phases(args, prefix, token)
         samples = r["freshness_ms"]
         print(
             f"(c) metrics service (checkpoints, offsets and snapshots persisted): {r['rate']:,.0f} events/s "
-            f"({r['ingested']:.0f} records)",
+            f"({r['ingested']:.0f} records; {r['rate_compare']:,.0f} events/s over the first {compare:,})",
             flush=True,
         )
         p50 = statistics.median(samples) if samples else float("nan")
@@ -708,8 +902,9 @@ async def main_async(args: argparse.Namespace) -> None:
         print(
             f"goals: vs_quix {vs_quix:.2f} (>= 1.5), vs_raw {vs_raw:.2f} (>= 0.3), fresh_p99 {p99:.0f} ms (< 100), "
             f"rss_end/rss_early {r['rss_end_mb'] / r['rss_early_mb']:.2f} (<= 1.3), restart {r['restart_s']:.1f} s "
-            f"(<= 10), two/one {r['two_rate'] / r['rate']:.2f} (>= 1.6)"
+            f"(<= 10), two/one {r['two_rate'] / r['rate_compare']:.2f} (>= 1.6; both over the first {compare:,} events)"
         )
+        print(f"load average (1/5/15 min) at the start {load_start}, at the end {loadavg()}")
         print(
             f"kpi-bench: service={r['rate']:.0f} raw={raw:.0f} quix={quix['rate']:.0f} vs_raw={vs_raw:.2f} "
             f"vs_quix={vs_quix:.2f} fresh_p99_ms={p99:.0f} rss_1m_mb={r['rss_early_mb']:.0f} "
@@ -734,13 +929,20 @@ def main() -> None:
     p.add_argument("--bootstrap", default=os.environ.get("KASSE_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
     p.add_argument("--mongo-uri", default=os.environ.get("KASSE_MONGO_URI", "mongodb://127.0.0.1:37017/"))
     p.add_argument("--port", type=int, default=18005)
-    p.add_argument("--phase-timeout", type=float, default=900.0, help="Seconds each phase may take at most")
+    p.add_argument("--phase-timeout", type=float, default=1800.0, help="Seconds each phase may take at most")
     p.add_argument("--freshness-seconds", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--freshness-rate", type=float, default=0.0, help="Background events/s (default: half of (c))")
     p.add_argument("--poll-ms", type=float, default=10.0, help="KPI API poll interval while waiting for a probe")
     p.add_argument("--skip-quix", action="store_true")
     p.add_argument("--rss-early-events", type=int, default=1_000_000, help="(e): the first RSS sample")
+    p.add_argument(
+        "--compare-events",
+        type=int,
+        default=1_000_000,
+        help="(a), (b) and (g) read the first this many events (0: all); (c) reads all and reports its rate"
+        " over the same first ones too, which (g) is compared with",
+    )
     p.add_argument("--event-seconds", type=float, default=0.2, help="Event time between two pre-filled events")
     p.add_argument("--conversion-window-s", type=float, default=86400.0, help="The service's conversion window")
     p.add_argument(
