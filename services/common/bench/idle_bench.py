@@ -46,6 +46,7 @@ from typing import Any
 
 import httpx
 from bson import ObjectId
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 
 from kasse_testkit import ServiceProcess
@@ -143,10 +144,66 @@ async def cpu_profile(debug_port: int | None, seconds: float, path: Path) -> Non
     await asyncio.to_thread(path.write_bytes, r.content)
 
 
+Query = tuple[str, str, str, str]  # service, command, collection, filter shape
+
+
+async def store_commands(ports: dict[str, int]) -> dict[Query, tuple[float, float]]:
+    """Each service's commands to the store so far (count, seconds), from its /metrics
+    (`kasse_store_commands`, `kasse_store_command_seconds`, see kasse_common.mongo)."""
+    totals: dict[Query, list[float]] = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for service, port in ports.items():
+            try:
+                text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            except httpx.HTTPError:
+                continue
+            for family in text_string_to_metric_families(text):
+                if family.name not in ("kasse_store_commands", "kasse_store_command_seconds"):
+                    continue
+                for sample in family.samples:
+                    if not sample.name.endswith("_total"):
+                        continue
+                    labels = sample.labels
+                    key = (service, labels["command"], labels["collection"], labels["filter"])
+                    slot = 0 if family.name == "kasse_store_commands" else 1
+                    totals.setdefault(key, [0.0, 0.0])[slot] = sample.value
+    return {k: (v[0], v[1]) for k, v in totals.items()}
+
+
+def busiest(
+    before: dict[Query, tuple[float, float]], after: dict[Query, tuple[float, float]], elapsed: float, top: int = 15
+) -> list[dict[str, Any]]:
+    """The queries that cost the store most in the window: per query, runs/min and store seconds per minute."""
+    rows: list[dict[str, Any]] = []
+    for key, (count, seconds) in after.items():
+        count0, seconds0 = before.get(key, (0.0, 0.0))
+        if count - count0 <= 0:
+            continue
+        service, command, collection, shape = key
+        rows.append(
+            {
+                "query": f"{service} {command} {collection} {shape}",
+                "per_min": round(60 * (count - count0) / elapsed, 1),
+                "store_s_per_min": round(60 * (seconds - seconds0) / elapsed, 3),
+                "ms_each": round(1000 * (seconds - seconds0) / (count - count0), 1),
+            }
+        )
+    return sorted(rows, key=lambda r: -float(r["store_s_per_min"]))[:top]
+
+
 async def measure(
-    pids: dict[str, int], window_s: float, *, debug_port: int | None = None, profile: Path | None = None
+    pids: dict[str, int],
+    window_s: float,
+    *,
+    ports: dict[str, int] | None = None,
+    debug_port: int | None = None,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
-    """CPU of each process over `window_s` seconds of no traffic, as % of one core, then the control."""
+    """CPU of each process over `window_s` seconds of no traffic, as % of one core, then the control.
+
+    With the services' `ports`, also the queries that cost the store most in the window (the
+    services' own count of their commands and of the store's time for them)."""
+    commands_before = await store_commands(ports or {})
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     load_before = load_average()
     started = time.monotonic()
@@ -156,10 +213,12 @@ async def measure(
         await asyncio.sleep(window_s)
     elapsed = time.monotonic() - started
     used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    queries = busiest(commands_before, await store_commands(ports or {}), elapsed)
     alone = await store_alone(pids, min(window_s / 2, 60.0))
     return {
         "ferretdb_cpu_pct": round(100 * used["ferretdb"] / elapsed, 1),
         **alone,
+        "costliest_queries": queries,
         "services_cpu_pct": {n: round(100 * s / elapsed, 1) for n, s in used.items() if n != "ferretdb"},
         "window_s": round(elapsed, 1),
         "load_average": f"{load_before} -> {load_average()}",
@@ -264,7 +323,7 @@ async def main(orders: int, window_s: float, samples: int, port_base: int) -> di
             placed = await sample_orders(client, shop, samples)
             print(f"idle-bench: {len(placed)} sample orders terminal in {time.monotonic() - started:.0f} s", flush=True)
         await asyncio.sleep(10)  # the last relays and consumers settle before the quiet window
-        fresh = await measure(pids, window_s)
+        fresh = await measure(pids, window_s, ports={n: shop.ports[n] for n in shop.processes})
         print(f"idle-bench: fresh shop: {fresh}", flush=True)
         mongo: AsyncMongoClient[Any] = AsyncMongoClient(infra.mongo_uri)
         started = time.monotonic()
@@ -274,7 +333,9 @@ async def main(orders: int, window_s: float, samples: int, port_base: int) -> di
         print(f"idle-bench: {orders} orders' documents stored in {fill_s:.0f} s: {written}", flush=True)
         await asyncio.sleep(10)
         profile = log_dir / "ferretdb-after-fill.pprof"
-        full = await measure(pids, window_s, debug_port=debug_port, profile=profile)
+        full = await measure(
+            pids, window_s, ports={n: shop.ports[n] for n in shop.processes}, debug_port=debug_port, profile=profile
+        )
         print(f"idle-bench: FerretDB's CPU profile of that window: go tool pprof -top {profile}", flush=True)
         print(f"idle-bench: after {orders} orders: {full}", flush=True)
         return {

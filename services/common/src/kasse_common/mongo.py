@@ -1,20 +1,101 @@
 """MongoDB through PyMongo's async API. Only features FerretDB v1 has too (no transactions,
-change streams, TTL indexes, $lookup/$facet)."""
+change streams, TTL indexes, $lookup/$facet).
+
+Every client counts the commands it sends and the time the store took for them, per command,
+collection and filter shape (`StoreCommands`, exported on `/metrics` as `kasse_store_commands` and
+`kasse_store_command_seconds`): which of a service's queries cost the store what, e.g. a filter
+FerretDB v1 cannot narrow (anything but `{_id: v}`) reading a whole collection at idle (issue 12,
+`make bench-idle` prints them per window).
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from kasse_common.settings import ServiceSettings
 
+# Where each command keeps its filter (the first statement's, for writes).
+_FILTER_OF: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "find": lambda c: c.get("filter"),
+    "count": lambda c: c.get("query"),
+    "findAndModify": lambda c: c.get("query"),
+    "update": lambda c: (c.get("updates") or [{}])[0].get("q"),
+    "delete": lambda c: (c.get("deletes") or [{}])[0].get("q"),
+    "aggregate": lambda c: next((s["$match"] for s in c.get("pipeline") or [] if "$match" in s), None),
+}
 
-def create_mongo_client(settings: ServiceSettings) -> AsyncMongoClient[Any]:
+
+def filter_shape(filter_: Any) -> str:
+    """The filter's field names, values left out: `{_id}` is a read of one document on every store."""
+    if not isinstance(filter_, Mapping) or not filter_:
+        return "{}"
+    return "{" + ",".join(sorted(str(k) for k in filter_)) + "}"
+
+
+@dataclass
+class CommandTotals:
+    count: int = 0
+    seconds: float = 0.0
+
+
+class StoreCommands(monitoring.CommandListener):
+    """Commands sent and the store's time for them, by (command, collection, filter shape)."""
+
+    # Beyond this many distinct keys (a bug making shapes from data) new ones are counted as "other".
+    MAX_KEYS = 500
+
+    def __init__(self) -> None:
+        self.totals: dict[tuple[str, str, str], CommandTotals] = {}
+        self._started: dict[tuple[Any, int], tuple[str, str, str]] = {}
+        self._lock = threading.Lock()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        command = event.command
+        if name in _FILTER_OF:
+            collection, shape = str(command.get(name, "")), filter_shape(_FILTER_OF[name](command))
+        elif name == "insert":
+            collection, shape = str(command.get(name, "")), "-"
+        elif name == "getMore":  # the next batch of a cursor
+            collection, shape = str(command.get("collection", "")), "cursor"
+        else:
+            return  # handshakes, index creation, ...
+        with self._lock:
+            self._started[(event.connection_id, event.request_id)] = (name, collection, shape)
+
+    def _ended(self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent) -> None:
+        with self._lock:
+            key = self._started.pop((event.connection_id, event.request_id), None)
+            if key is None:
+                return
+            if key not in self.totals and len(self.totals) >= self.MAX_KEYS:
+                key = (key[0], key[1], "other")
+            totals = self.totals.setdefault(key, CommandTotals())
+            totals.count += 1
+            totals.seconds += event.duration_micros / 1e6
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._ended(event)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._ended(event)
+
+    def snapshot(self) -> dict[tuple[str, str, str], CommandTotals]:
+        with self._lock:
+            return {k: CommandTotals(v.count, v.seconds) for k, v in self.totals.items()}
+
+
+def create_mongo_client(settings: ServiceSettings, commands: StoreCommands | None = None) -> AsyncMongoClient[Any]:
     # No I/O here: the client connects on first use.
     return AsyncMongoClient(
         settings.mongo_uri.get_secret_value(),
         tz_aware=True,
         serverSelectionTimeoutMS=5000,
         appname=f"kasse-{settings.service_name}",
+        event_listeners=[commands] if commands is not None else None,
     )

@@ -42,7 +42,7 @@ from kasse_common.http import (
 )
 from kasse_common.logs import configure_logging
 from kasse_common.messaging import EventConsumer, EventPublisher, create_broker
-from kasse_common.mongo import create_mongo_client
+from kasse_common.mongo import StoreCommands, create_mongo_client
 from kasse_common.outbox import OutboxRelay
 from kasse_common.parking import COLLECTION as PARKED_EVENTS
 from kasse_common.parking import ParkedEvents
@@ -111,7 +111,8 @@ class ServiceRuntime:
                 extra={"service": self.service, "dev_secrets": settings.dev_secrets_in_use()},
             )
         self.telemetry = telemetry or setup_telemetry(self.service, span_exporter=span_exporter)
-        self.mongo = create_mongo_client(settings)
+        self.store_commands = StoreCommands()
+        self.mongo = create_mongo_client(settings, self.store_commands)
         self.db = self.mongo[settings.database_name]
         self.broker = create_broker(
             settings, self.telemetry.tracer_provider, self.telemetry.meter(f"kasse.{self.service}")
@@ -634,6 +635,20 @@ class _RuntimeCollector:
             for collection, measured in values.items():
                 gauge.add_metric([self.runtime.service, collection], float(measured))
             yield gauge
+        by_query = ["service", "command", "collection", "filter"]
+        commands = CounterMetricFamily(
+            "kasse_store_commands", "Commands sent to the store, by collection and filter shape", labels=by_query
+        )
+        seconds = CounterMetricFamily(
+            "kasse_store_command_seconds",
+            "Time the store took for them (a filter FerretDB v1 cannot narrow reads the whole collection)",
+            labels=by_query,
+        )
+        for (command, collection, shape), totals in sorted(self.runtime.store_commands.snapshot().items()):
+            commands.add_metric([self.runtime.service, command, collection, shape], totals.count)
+            seconds.add_metric([self.runtime.service, command, collection, shape], totals.seconds)
+        yield commands
+        yield seconds
 
 
 async def stalled_subscribers(
