@@ -24,6 +24,7 @@ from kasse_catalog.domain.product import Image, Product, popularity_score
 from kasse_catalog.domain.reservation import Reservation, ReservationLine, ReservationStatus, Shortfall
 from kasse_catalog.domain.review import Purchase, Review, ReviewSort, ReviewStatus
 from kasse_catalog.domain.search import SearchCriteria, SortOrder, relevance, stem
+from kasse_common.due import DueWork
 from kasse_common.envelope import OutgoingRecord
 from kasse_common.errors import ConcurrencyError
 from kasse_common.persistence import HEAVY_FIELDS_EXCLUDED, CommitOutcome, DocumentStore
@@ -353,28 +354,42 @@ def _review_from_doc(doc: dict[str, Any]) -> Review:
 class MongoReviews:
     def __init__(self, collection: AsyncCollection[Any]) -> None:
         self.collection = collection
+        # The interrupted-reviews job reads the pending reviews' markers (`reviews_due_pending`), then
+        # each review by `_id`: never the whole review history (FerretDB v1 would scan it every round).
+        self.pending = DueWork(
+            collection,
+            "pending",
+            has_work={"status": ReviewStatus.PENDING.value},
+            at_field="created_at",
+            pending=lambda state: state.get("status") == ReviewStatus.PENDING.value,
+        )
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index(
             [("product_id", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)], name="by_product"
         )
+        await self.pending.ensure_indexes()
 
     async def add(self, review: Review) -> None:
-        await self.collection.insert_one(
-            {
-                "_id": review.review_id,
-                "product_id": review.product_id,
-                "rating": review.rating,
-                "title": review.title,
-                "text": review.text,
-                "author_name": review.author_name,
-                "verified_purchase": review.verified_purchase,
-                "created_at": review.created_at,
-                "customer_id": review.customer_id,
-                "session_id": review.session_id,
-                "status": review.status.value,
-            }
-        )
+        doc = {
+            "_id": review.review_id,
+            "product_id": review.product_id,
+            "rating": review.rating,
+            "title": review.title,
+            "text": review.text,
+            "author_name": review.author_name,
+            "verified_purchase": review.verified_purchase,
+            "created_at": review.created_at,
+            "customer_id": review.customer_id,
+            "session_id": review.session_id,
+            "status": review.status.value,
+        }
+        try:
+            await self.collection.insert_one(doc)
+        except Exception:
+            self.pending.owe(review.review_id, doc)  # it may have landed: the job's next round looks
+            raise
+        await self.pending.track(review.review_id, doc)
 
     async def mark_published(self, review_id: str) -> None:
         await self.collection.update_one({"_id": review_id}, {"$set": {"status": ReviewStatus.PUBLISHED.value}})
@@ -387,7 +402,8 @@ class MongoReviews:
 
     async def pending_since(self, before: datetime, limit: int) -> list[Review]:
         query = {"status": ReviewStatus.PENDING.value, "created_at": {"$lt": before}}
-        return [_review_from_doc(d) for d in await self.collection.find(query).limit(limit).to_list()]
+        found = [await self.collection.find_one({"_id": i}) for i in await self.pending.due(before, limit, query)]
+        return [_review_from_doc(d) for d in found if d is not None]
 
 
 def _pair_id(kind: RelationKind, product_id: str, other_id: str) -> str:
