@@ -97,5 +97,5 @@ def create_mongo_client(settings: ServiceSettings, commands: StoreCommands | Non
         tz_aware=True,
         serverSelectionTimeoutMS=5000,
         appname=f"kasse-{settings.service_name}",
-        event_listeners=[commands] if commands is not None else None,
+        event_listeners=[commands] if commands is not None else [],
     )
