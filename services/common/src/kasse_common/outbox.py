@@ -21,12 +21,18 @@ the collection's size. A document the broker refused, or a pass the store failed
 relay's memory and is tried again by `_id` (with backoff), never left to the scan.
 
 The scan of all pending documents (`{_outbox_pending: true}`) is only the safety net for what no
-live process holds in memory: a crashed process's documents (its restart scans at once), another
-replica's. On FerretDB v1 that filter reads the whole collection, so an idle shop's cost grew with
-every order stored when it ran every 5 s (issue 12). It runs when the relay starts, every
-`poll_interval_s` (300 s in production), and once more when a lease it saw held by another relay
-has run out (that relay may have died). The backlog (pending documents) and the age of the oldest
-unpublished event are measured by the scan and kept current in between from what this relay holds.
+live process holds in memory. On FerretDB v1 that filter reads the whole collection, so an idle
+shop's cost grew with every order stored (issue 12); it runs only when something may have been left:
+- when the relay starts (its own process may have died with events pending);
+- when another relay of the same database stopped beating: every relay registers in
+  `outbox_relays` (`{_id: owner, beat_at}`, renewed every `heartbeat_s` by its own loop, so a hung
+  relay stops beating too) and reads that small collection; a registration older than
+  `dead_after_s` is removed by one survivor, which then scans (a false alarm costs one scan);
+- every `poll_interval_s` (an hour in production), the belt for anything the above missed.
+What no scan is needed for: this process's commits (hinted, read by `_id`, also a commit that raised
+but may have landed), refused documents (retried from memory) and documents held by another relay
+(looked at again by `_id` when that lease runs out). The backlog (pending documents) and the age of
+the oldest unpublished event are measured by the scan and kept current in between from memory.
 
 Before (issue 12, 100 concurrent orders): claim, publish each event, mark — one document after the
 other, so a burst queued behind the sum of all round trips (and on FerretDB every one of those
@@ -69,6 +75,8 @@ def continue_trace(record: OutgoingRecord, traceparent: str) -> OutgoingRecord:
 
 # A document whose events failed to publish this many times in a row is reported (ERROR, gauge).
 REPORT_AFTER = 5
+# Where the relays of a database say they are alive (see the module docstring).
+REGISTRY = "outbox_relays"
 
 
 @dataclass
@@ -81,7 +89,7 @@ class _Watched:
     hinted: dict[Any, None] = field(default_factory=dict)  # ids committed with events here, oldest first
     retry_at: dict[Any, float] = field(default_factory=dict)  # refused doc id -> when to try again (monotonic)
     since: dict[Any, float] = field(default_factory=dict)  # refused doc id -> its oldest event (epoch s)
-    rescan_at: float | None = None  # a lease held by another relay runs out then: look whether it died
+    rescan_at: float | None = None  # the last scan found more than a batch: scan again then
     scanned_pending: set[Any] = field(default_factory=set)  # pending at the last scan, not sent since
 
 
@@ -94,8 +102,15 @@ class OutboxRelay:
         batch_size: int = 100,
         lease_s: float = 10.0,
         retry_max_s: float = 300.0,
+        heartbeat_s: float = 30.0,
+        dead_after_s: float = 120.0,
     ) -> None:
         self._publisher = publisher
+        self._registry: AsyncCollection[Any] | None = None  # `outbox_relays` of the watched database
+        self._heartbeat_s = heartbeat_s
+        self._dead_after_s = dead_after_s
+        self._beat_at = -1e9  # monotonic time of this relay's last beat
+        self.relays_taken_over = 0
         self._watched: list[_Watched] = []
         self._poll_interval_s = poll_interval_s
         self._batch_size = batch_size
@@ -115,6 +130,8 @@ class OutboxRelay:
         self, collection: AsyncCollection[Any], *, delete_when_drained: bool = False, trace_per_document: bool = False
     ) -> None:
         self._watched.append(_Watched(collection, delete_when_drained, trace_per_document))
+        if self._registry is None:
+            self._registry = collection.database[REGISTRY]
 
     # -- what Prometheus shows ------------------------------------------------------------------------
     @property
@@ -169,8 +186,36 @@ class OutboxRelay:
             await asyncio.wait_for(self.drain(), drain_timeout_s)
         except TimeoutError:
             log.warning("outbox not fully drained at shutdown; the next start publishes the rest")
+            return  # registered still: when it stops beating, another relay scans for the rest
         except Exception as exc:  # the broker or the store is away: the next start publishes it
             log.warning("outbox not drained at shutdown", extra={"error": repr(exc)[:300]})
+            return
+        if self._registry is not None:  # left nothing behind: no other relay need scan for it
+            try:
+                await self._registry.delete_one({"_id": self._owner})
+            except Exception as exc:
+                log.warning("outbox relay not unregistered", extra={"error": repr(exc)[:300]})
+
+    async def heartbeat(self) -> None:
+        """Say this relay is alive; find relays that stopped beating (died or hang) and scan for
+        the events they left (one survivor removes the registration, and scans)."""
+        if self._registry is None:
+            return
+        now = time.time()
+        await self._registry.update_one({"_id": self._owner}, {"$set": {"beat_at": now}}, upsert=True)
+        self._beat_at = time.monotonic()
+        for other in await self._registry.find({}).to_list():  # a document per relay of this database
+            beat_at = other.get("beat_at") or 0.0
+            if other["_id"] == self._owner or beat_at >= now - self._dead_after_s:
+                continue
+            gone = await self._registry.delete_one({"_id": other["_id"], "beat_at": other.get("beat_at")})
+            if gone.deleted_count == 1:
+                log.warning(
+                    "an outbox relay stopped beating; scanning for the events it left",
+                    extra={"relay": str(other["_id"]), "silent_s": round(now - beat_at, 1)},
+                )
+                self.relays_taken_over += 1
+                self._scanned_at = -1e9  # the next pass scans
 
     async def drain(self) -> int:
         """Publish everything pending now (what the broker refuses stays pending); how many went out."""
@@ -198,7 +243,7 @@ class OutboxRelay:
     def _next_wake_s(self) -> float:
         """Seconds until the next scan or retry is due."""
         now = time.monotonic()
-        due = [self._scanned_at + self._poll_interval_s]
+        due = [self._scanned_at + self._poll_interval_s, self._beat_at + self._heartbeat_s]
         for w in self._watched:
             due.extend(w.retry_at.values())
             if w.rescan_at is not None:
@@ -210,6 +255,8 @@ class OutboxRelay:
         while not self._stopping:
             try:
                 self._wake.clear()
+                if time.monotonic() - self._beat_at >= self._heartbeat_s:
+                    await self.heartbeat()
                 scan = self._scan_due()
                 sent = await self.run_once(scan=scan)
                 if scan:
@@ -270,9 +317,9 @@ class OutboxRelay:
                     else:
                         w.rescan_at = time.monotonic()  # more than a batch: scan again at once
                 elif p["_id"] not in w.retry_at:
-                    # Another relay's lease: if that process died, the document is free at expiry.
-                    at = time.monotonic() + max(0.0, lease - now) + 0.5
-                    w.rescan_at = at if w.rescan_at is None else min(w.rescan_at, at)
+                    # Another relay's lease: if that process died, the document is free at expiry;
+                    # look at it again then, by `_id` (not by another full scan).
+                    w.retry_at[p["_id"]] = time.monotonic() + max(0.0, lease - now) + 0.5
         if not known:
             return 0
 

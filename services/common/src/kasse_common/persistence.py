@@ -163,9 +163,12 @@ class DocumentStore:
             raise
         except BaseException:
             # The store may have applied the write before the failure (it died before answering);
-            # a redelivery would then be recognised as done and write nothing more.
+            # a redelivery would then be recognised as done and write nothing more. So the watchers
+            # owe its markers, and the relay is told of its events (it reads the document by `_id`
+            # and finds them pending or not): no full scan has to find them.
             for watcher in self._watchers:
                 watcher.owe(doc_id, state)
+            self._committed(doc_id, events)
             raise
         if outcome is CommitOutcome.APPLIED:
             for watcher in self._watchers:
@@ -293,6 +296,8 @@ class StandaloneEvents:
             if not isinstance(exc, BulkWriteError) or any(
                 e.get("code") != 11000 for e in exc.details.get("writeErrors", [])
             ):
+                if self._on_commit is not None:  # some may have landed: the relay looks by `_id`
+                    self._on_commit([r.event_id for r in records])
                 raise
         if self._on_commit is not None:
             self._on_commit([r.event_id for r in records])

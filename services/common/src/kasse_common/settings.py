@@ -112,10 +112,11 @@ class ServiceSettings(BaseSettings):
 
     # Outbox relay
     outbox_poll_interval_s: float = Field(
-        300.0,
+        3600.0,
         gt=0,
-        description="Safety-net scan for pending events no live process holds (a full read on FerretDB v1); "
-        "writes in this process wake the relay at once and refused events are retried from memory",
+        description="Belt-and-braces scan for pending events no live process holds (a full read on FerretDB v1); "
+        "the relay also scans at start and when another relay of the database stops beating; writes in this "
+        "process wake the relay at once and refused events are retried from memory",
     )
     outbox_batch_size: int = Field(100, ge=1)
     outbox_lease_s: float = Field(10.0, gt=0)

@@ -1,9 +1,11 @@
-"""The outbox relay publishes without its full scan: refused events are retried from memory, and a
-document another relay left behind is taken over when that relay's lease runs out.
+"""The outbox relay publishes without its periodic full scan: refused events are retried from
+memory, a document another relay holds is taken over by `_id` when that relay's lease runs out, a
+commit that raised but landed is published, and a relay that stopped beating (died, never restarted)
+makes a survivor scan for what it left.
 
 The scan of every pending document reads the whole collection on FerretDB v1, so it runs rarely (at
-start, every `outbox_poll_interval_s` = 300 s in production, and when a lease it saw runs out). Here
-the interval is an hour: whatever goes out within seconds went out without it.
+start, when a relay of the database stops beating, and every `outbox_poll_interval_s` = an hour in
+production). Here the interval is an hour: whatever goes out within seconds went out without it.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Any, ClassVar
 
 import pytest
 from pydantic_settings import SettingsConfigDict
+from pymongo.errors import AutoReconnect
 
 from kasse_common.envelope import OutgoingRecord, encode
-from kasse_common.mongo import create_mongo_client
-from kasse_common.outbox import OutboxRelay
+from kasse_common.mongo import StoreCommands, create_mongo_client
+from kasse_common.outbox import REGISTRY, OutboxRelay
 from kasse_common.persistence import LEASE, OUTBOX, OWNER, PENDING, REV, SINCE, DocumentStore
 from kasse_common.settings import ServiceSettings
 from kasse_testkit import wait_until
@@ -98,6 +101,94 @@ async def test_a_document_left_by_a_dead_relay_is_published_when_its_lease_runs_
         await wait_until(lambda: broker.published == [event.event_id], timeout=20)
         doc = await collection.find_one({"_id": "order-2"})
         assert doc is not None and doc[PENDING] is False
+    finally:
+        await relay.stop(drain_timeout_s=2)
+        await mongo.close()
+
+
+def pending_doc(doc_id: str, event: OutgoingRecord, owner: str, lease: float) -> dict[str, Any]:
+    return {
+        "_id": doc_id,
+        "status": "placed",
+        OUTBOX: {event.event_id: {**event.to_document(), "seq": 0}},
+        PENDING: True,
+        REV: 1,
+        SINCE: time.time(),
+        OWNER: owner,
+        LEASE: lease,
+    }
+
+
+def scans(commands: StoreCommands) -> int:
+    return sum(
+        t.count
+        for (cmd, coll, shape), t in commands.snapshot().items()
+        if cmd == "find" and shape == "{_outbox_pending}"
+    )
+
+
+async def test_a_relay_that_stopped_beating_is_taken_over_by_a_survivor_scan(settings_for: Any) -> None:
+    settings = settings_for(RelaySettings)
+    commands = StoreCommands()
+    mongo = create_mongo_client(settings, commands)
+    db = mongo[settings.database_name]
+    collection = db["orders"]
+    broker = Broker()
+    relay = OutboxRelay(broker, poll_interval_s=AN_HOUR, lease_s=5.0, heartbeat_s=0.3, dead_after_s=2.0)  # type: ignore[arg-type]
+    relay.watch(collection)
+    relay.start()
+    try:
+        await wait_until(lambda: scans(commands) == 1, timeout=20)  # the start's scan: nothing pending yet
+        # Another replica, alive: it beats, and its documents are its own.
+        await db[REGISTRY].insert_one({"_id": "alive", "beat_at": time.time() + AN_HOUR})
+        # Another replica committed this, then died and never came back (its lease ran out long ago).
+        event = record()
+        await db[REGISTRY].insert_one({"_id": "dead", "beat_at": time.time() - 60})
+        await collection.insert_one(pending_doc("order-3", event, "dead", time.time() - 30))
+        await wait_until(lambda: broker.published == [event.event_id], timeout=20)
+        assert relay.relays_taken_over == 1 and scans(commands) == 2
+        assert {d["_id"] for d in await db[REGISTRY].find({}).to_list()} == {"alive", relay._owner}
+        await relay.stop(drain_timeout_s=2)
+        assert await db[REGISTRY].count_documents({"_id": relay._owner}) == 0  # stopped cleanly: unregistered
+    finally:
+        await relay.stop(drain_timeout_s=2)
+        await mongo.close()
+
+
+class _LandsThenDies:
+    """The store applies the write, then dies before answering (AutoReconnect)."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    async def update_one(self, *args: Any, **kw: Any) -> Any:
+        await self._collection.update_one(*args, **kw)
+        raise AutoReconnect("connection closed")
+
+
+async def test_a_commit_that_raised_but_landed_is_published_without_a_scan(settings_for: Any) -> None:
+    settings = settings_for(RelaySettings)
+    commands = StoreCommands()
+    mongo = create_mongo_client(settings, commands)
+    collection = mongo[settings.database_name]["orders"]
+    broker = Broker()
+    relay = OutboxRelay(broker, poll_interval_s=AN_HOUR, lease_s=5.0)  # type: ignore[arg-type]
+    relay.watch(collection)
+    hint = lambda ids: relay.hint("orders", ids)  # noqa: E731
+    store = DocumentStore(collection, on_commit=hint, lease=relay.lease_fields)
+    relay.start()
+    try:
+        await store.commit("order-4", expected_version=None, state={"status": "placed"})
+        await wait_until(lambda: scans(commands) == 1, timeout=20)
+        dying = DocumentStore(_LandsThenDies(collection), on_commit=hint, lease=relay.lease_fields)  # type: ignore[arg-type]
+        event = record()
+        with pytest.raises(AutoReconnect):
+            await dying.commit("order-4", expected_version=1, state={"status": "paid"}, events=[event])
+        await wait_until(lambda: broker.published == [event.event_id], timeout=20)
+        assert scans(commands) == 1  # found by `_id`, not by a scan
     finally:
         await relay.stop(drain_timeout_s=2)
         await mongo.close()
