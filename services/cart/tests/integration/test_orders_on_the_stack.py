@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
 
@@ -33,7 +32,7 @@ from kasse_contracts.events import (
     StockRejected,
     StockReserved,
 )
-from kasse_testkit import free_port, wait_until
+from kasse_testkit import served, wait_until
 
 from .conftest import ADDRESS, ADMIN, checked_out_order, new_cart, product, rate_table
 
@@ -284,15 +283,8 @@ async def payment_stand_in(secret: str, token: str) -> AsyncIterator[str]:
         body = {"order_id": order_id, "status": "requires_action", "payment_intent_id": "pi_9", "client_secret": secret}
         return JSONResponse(body)
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(stand_in, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        await wait_until(lambda: server.started, message="payment stand-in listening")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serving
+    async with served(stand_in, lifespan="off") as url:
+        yield url
 
 
 async def test_the_order_view_shows_the_client_secret_only_while_payment_needs_the_customer(

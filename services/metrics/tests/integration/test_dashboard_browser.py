@@ -1,39 +1,19 @@
-"""Headless Chromium opens the dashboard, sees the funnel and the tiles, and sees them change live.
-
-Playwright for Python drives Debian's `chromium` (apt-get install -y chromium; Playwright's own
-browser download cannot work here), as the storefront's browser tests do.
-"""
+"""Headless Chromium (the testkit's: Playwright driving Debian's `chromium`) opens the dashboard, sees
+the funnel and the tiles, and sees them change live."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from playwright.async_api import Page, async_playwright
 
 from kasse_metrics.main import create_app
 from kasse_metrics.settings import MetricsSettings
-from kasse_testkit import Namespace, TestPublisher, free_port, wait_until
+from kasse_testkit import Namespace, TestPublisher, served, wait_until
+from kasse_testkit.browser import chromium
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 
 READ_PAGE = """() => JSON.stringify({
   steps: [...document.querySelectorAll('#funnel rect')].map(r => [r.dataset.step, +r.dataset.sessions]),
@@ -43,39 +23,16 @@ READ_PAGE = """() => JSON.stringify({
 })"""
 
 
-@contextlib.asynccontextmanager
-async def served(app: Any) -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_until(lambda: server.started, timeout=30, message="uvicorn started")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-
-
-@contextlib.asynccontextmanager
-async def chromium(tmp_path: Path) -> AsyncIterator[Page]:
-    assert CHROMIUM, "chromium is not installed: apt-get update && apt-get install -y chromium"
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield await browser.new_page()
-        finally:
-            await browser.close()
-
-
 async def test_dashboard_shows_the_funnel_and_tiles_and_updates_live(
-    settings_for: Any, namespace: Namespace, test_publisher: TestPublisher, scenario_for: Any, tmp_path: Path
+    settings_for: Any, namespace: Namespace, test_publisher: TestPublisher, scenario_for: Any
 ) -> None:
     scenario = scenario_for(namespace.token)
-    async with served(create_app(settings_for(MetricsSettings))) as base, chromium(tmp_path) as browser:
-        await browser.goto(f"{base}/dashboard")
+    async with served(create_app(settings_for(MetricsSettings))) as base, chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(f"{base}/dashboard")
 
         async def page_state() -> dict[str, Any] | None:
-            raw = await browser.evaluate(READ_PAGE)
+            raw = await page.evaluate(READ_PAGE)
             return json.loads(raw) if raw else None
 
         async def rendered() -> dict[str, Any] | None:

@@ -4,7 +4,6 @@ Playwright driving Debian's Chromium (Playwright's own browser download cannot w
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,34 +11,22 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from kasse_catalog.seed import sample_catalog
 from kasse_testkit import Namespace
+from kasse_testkit.browser import chromium
 from kasse_testkit.e2e.shop import ADMIN, Shop
 from kasse_testkit.infrastructure import Infrastructure
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
 COUPON = "WILLKOMMEN10"
 
 
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
-    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 (once, at session start)
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    async with chromium() as launched:
         yield launched
-        await launched.close()
 
 
 @pytest.fixture(scope="module")

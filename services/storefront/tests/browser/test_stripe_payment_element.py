@@ -7,21 +7,19 @@ HTTP boundary; the proof is that the card number reaches only the stand-in, neve
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from playwright.async_api import Browser, expect
 
 from kasse_storefront.main import create_app
 from kasse_storefront.settings import StorefrontSettings
-from kasse_testkit import wait_until
+from kasse_testkit import served
 
 from ..fake_shop import ADDRESS, CLIENT_SECRET, ORDER_ID, FakeShop
 from .conftest import axe
@@ -129,28 +127,10 @@ class StandIn:
         return app
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def serve(app: Any) -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_until(lambda: server.started, timeout=20, message="server start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
 @pytest.fixture
 async def stand_in() -> AsyncIterator[tuple[StandIn, str]]:
     fake = StandIn()
-    async for url in serve(fake.app()):
+    async with served(fake.app()) as url:
         yield fake, url
 
 
@@ -164,7 +144,7 @@ async def shop_url(stand_in: tuple[StandIn, str], services: FakeShop) -> AsyncIt
     settings = StorefrontSettings(
         profile="development", stripe_publishable_key="pk_test_standin", stripe_js_url=stand_in[1] + "/v3/"
     )
-    async for url in serve(create_app(settings, transport=httpx.MockTransport(services))):
+    async with served(create_app(settings, transport=httpx.MockTransport(services))) as url:
         yield url
 
 

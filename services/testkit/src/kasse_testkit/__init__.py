@@ -1,6 +1,6 @@
 """Kasse's test harness: real infrastructure, namespaces, Kafka readers and writers, app runners."""
 
-from kasse_testkit.apps import ServiceProcess, free_port, running_app
+from kasse_testkit.apps import ServiceProcess, free_port, running_app, served
 from kasse_testkit.infrastructure import Infrastructure
 from kasse_testkit.kafka import ReadRecord, TestPublisher, TopicReader
 from kasse_testkit.plugin import Namespace
@@ -15,5 +15,6 @@ __all__ = [
     "TopicReader",
     "free_port",
     "running_app",
+    "served",
     "wait_until",
 ]

@@ -1,4 +1,5 @@
-"""Run a service in-process (its FastAPI lifespan and an httpx client) or as a real process."""
+"""Run a service in-process (its FastAPI lifespan and an httpx client, or served over HTTP on a free
+port for a browser or another process) or as a real process."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 
 from kasse_testkit.waiting import wait_until
@@ -32,6 +34,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def served(
+    app: Any, *, lifespan: Literal["auto", "on", "off"] = "on", start_timeout: float = 90
+) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn in this event loop on a free 127.0.0.1 port; yields its base URL.
+    For a client that must reach it over the network (a browser, a service process); a test's own calls
+    need only `running_app`. The start timeout is generous: a loaded machine starts a lifespan slowly."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning", lifespan=lifespan)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_until(lambda: server.started or task.done(), timeout=start_timeout, message="uvicorn started")
+        if not server.started:
+            await task  # raises what stopped it
+            raise RuntimeError("uvicorn stopped before it started")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
 
 
 class ServiceProcess:
