@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -24,10 +23,10 @@ import uuid
 from pathlib import Path
 
 import httpx
+from shopper import PRODUCT_PAGE, load, shopper_with_a_cart  # this folder (the script's, on sys.path)
 
-from kasse_catalog.seed import sample_catalog
 from kasse_testkit import Namespace, ServiceProcess, free_port
-from kasse_testkit.e2e.shop import ADMIN, Shop
+from kasse_testkit.e2e.shop import Shop
 from kasse_testkit.infrastructure import from_environment, from_local_stack
 
 HERE = Path(__file__).parent
@@ -94,10 +93,6 @@ def pid_of(service: ServiceProcess) -> int:
     return service.process.pid
 
 
-def load() -> str:
-    return " ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def row(name: str, result: tuple[float, float, int, list[float]], bare_rps: float) -> None:
     rps, p99, errors, cpu = result
     ratio = rps / bare_rps if bare_rps else 0.0
@@ -146,29 +141,9 @@ async def main() -> int:
     await bare.start()
     try:
         base = shop.url("storefront")
-        async with httpx.AsyncClient(timeout=30) as admin:
-            r = await admin.post(
-                shop.url("catalog") + "/v1/admin/products/import",
-                json=sample_catalog(),
-                headers={"Authorization": f"Bearer {ADMIN['catalog']}"},
-            )
-            r.raise_for_status()
-        async with httpx.AsyncClient(base_url=base, timeout=30, follow_redirects=True) as shopper:
-            page = await shopper.get("/p/damascus-chef-s-knife-20-cm")
-            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-            pid = re.search(r'name="product_id" value="([^"]+)"', page.text)
-            if not (csrf and pid):
-                sys.exit(f"the product page has no add-to-cart form ({page.status_code}); logs in {logs}")
-            for _ in range(60):  # the cart learns the catalogue from its events
-                added = await shopper.post("/cart/items", data={"csrf": csrf[1], "product_id": pid[1]})
-                if "flash ok" in added.text:
-                    break
-                await asyncio.sleep(0.5)
-            else:
-                sys.exit(f"the cart never took the product; logs in {logs}")
-            cookies = shopper.cookies
+        cookies = await shopper_with_a_cart(shop)
         targets = [
-            ("storefront product page", base + "/p/damascus-chef-s-knife-20-cm", None),
+            ("storefront product page", base + PRODUCT_PAGE, None),
             ("storefront cart page", base + "/cart", cookies),
         ]
         print(f"load average before: {load()}; storefront workers: {args.workers}", flush=True)

@@ -13,18 +13,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 
-import httpx
+from shopper import PRODUCT_PAGE, load, shopper_with_a_cart  # this folder (the script's, on sys.path)
 
-from kasse_catalog.seed import sample_catalog
 from kasse_testkit import Namespace
-from kasse_testkit.e2e.shop import ADMIN, Shop
+from kasse_testkit.e2e.shop import Shop
 from kasse_testkit.infrastructure import from_environment, from_local_stack
 
 HERE = Path(__file__).parent
@@ -79,10 +77,6 @@ async def measure(url: str, cookie: str, attempts: int = 2) -> dict[str, int] | 
     return why
 
 
-def load() -> str:
-    return " ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 async def main() -> int:
     if not os.path.exists(LIGHTHOUSE):  # noqa: ASYNC240 (once, before anything starts)
         sys.exit(f"{LIGHTHOUSE} missing: run `make lighthouse` (npm ci of the pinned Lighthouse)")
@@ -92,28 +86,11 @@ async def main() -> int:
     await shop.start()
     try:
         base = shop.url("storefront")
-        async with httpx.AsyncClient(timeout=30) as admin:
-            r = await admin.post(
-                shop.url("catalog") + "/v1/admin/products/import",
-                json=sample_catalog(),
-                headers={"Authorization": f"Bearer {ADMIN['catalog']}"},
-            )
-            r.raise_for_status()
-        async with httpx.AsyncClient(base_url=base, timeout=30, follow_redirects=True) as shopper:
-            page = await shopper.get("/p/damascus-chef-s-knife-20-cm")
-            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-            pid = re.search(r'name="product_id" value="([^"]+)"', page.text)
-            assert csrf and pid, "the product page has no add-to-cart form"
-            for _ in range(60):  # the cart learns the catalogue from its events
-                added = await shopper.post("/cart/items", data={"csrf": csrf[1], "product_id": pid[1]})
-                if "flash ok" in added.text:
-                    break
-                await asyncio.sleep(0.5)
-            cookie = "; ".join(f"{k}={v}" for k, v in shopper.cookies.items())
+        cookie = "; ".join(f"{k}={v}" for k, v in (await shopper_with_a_cart(shop)).items())
         pages = {
             "home": "/",
             "search": "/search?q=knife",
-            "product": "/p/damascus-chef-s-knife-20-cm",
+            "product": PRODUCT_PAGE,
             "cart": "/cart",
             "checkout": "/checkout",
         }
