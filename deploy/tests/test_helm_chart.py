@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kasse_contracts.topics import TOPICS, dead_letter_topic
+from kasse_contracts.topics import INTERNAL_TOPICS, TOPICS, dead_letter_topic
 
 pytestmark = pytest.mark.unit
 
@@ -267,7 +267,7 @@ def test_production_values_turn_everything_on(render: Any, helpers: Any) -> None
 
 def expected_topics() -> dict[str, dict[str, Any]]:
     out = {}
-    for t in TOPICS.values():
+    for t in (*TOPICS.values(), *INTERNAL_TOPICS.values()):
         config = {"retention.ms": str(t.retention_ms)}
         if t.compacted:
             config["cleanup.policy"] = "compact"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kasse_common.topics_admin import topic_config
-from kasse_contracts.topics import TOPICS, dead_letter_topic
+from kasse_contracts.topics import INTERNAL_TOPICS, TOPICS, dead_letter_topic
 
 DEPLOY = Path(__file__).resolve().parents[1]
 OUT = DEPLOY / "helm" / "kasse" / "files" / "topics.json"
@@ -50,6 +50,10 @@ def build() -> dict[str, Any]:
             deadLetter=False,
         )
         for t in TOPICS.values()
+    ]
+    topics += [
+        _entry(t.name, key=t.key, description=t.description, compacted=t.compacted, eventTypes=[], deadLetter=False)
+        for t in INTERNAL_TOPICS.values()
     ]
     topics += [
         _entry(

@@ -88,6 +88,23 @@ TOPICS: dict[str, Topic] = {
 }
 
 
+# Topics internal to one service: not part of the event contract (no schema, no other reader), but
+# provisioned with the contract topics (topics_admin, the chart's topic table).
+METRICS_FACTS_BY_SESSION = "kasse.metrics.facts-by-session.v1"
+
+INTERNAL_TOPICS: dict[str, Topic] = {
+    t.name: t
+    for t in (
+        Topic(
+            METRICS_FACTS_BY_SESSION,
+            "session_id (the event id without one)",
+            "Internal to metrics: its decoded facts re-keyed by session, packed per batch and partition"
+            " (MessagePack), so each instance holds the state of its share of the sessions",
+        ),
+    )
+}
+
+
 def _attach_event_types(events: Iterable[tuple[str, str]]) -> None:
     """Fill each topic's `event_types` from `(event_type, topic)` pairs, in the order given.
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
@@ -499,9 +499,21 @@ class Service:
     """One metrics process of the benchmark."""
 
     def __init__(
-        self, args: argparse.Namespace, prefix: str, database: str, port: int, name: str, instance: str = ""
+        self,
+        args: argparse.Namespace,
+        prefix: str,
+        database: str,
+        port: int,
+        name: str,
+        instance: str = "",
+        deployment: str = "",
     ) -> None:
         self.args, self.port, self.database = args, port, database
+        # The router's consumer group (offsets in Kafka) and the internal topic of this deployment.
+        self.group = f"{prefix}kasse-metrics" + (f"-{deployment}" if deployment else "")
+        self.internal_topic = prefix + (
+            f"kasse.metrics-{deployment}.facts-by-session.v1" if deployment else "kasse.metrics.facts-by-session.v1"
+        )
         env = {
             **os.environ,
             "KASSE_METRICS_KAFKA_BOOTSTRAP": args.bootstrap,
@@ -514,6 +526,9 @@ class Service:
             # A day: sessions idle that long are folded (the default 30 days would keep the whole
             # pre-filled history of a few days of event time).
             "KASSE_METRICS_FUNNEL_CONVERSION_WINDOW_S": str(args.conversion_window_s),
+            # (g) runs as another deployment: its own router group (the first one's offsets are committed in
+            # Kafka) and internal topic, so it routes the whole topic again into a fresh database.
+            "KASSE_METRICS_DEPLOYMENT": deployment,
         }
         # A deployed image holds its modules compiled (the Dockerfile's UV_COMPILE_BYTECODE=1); a dev
         # shell may forbid writing bytecode, and then every start compiles every module from source again
@@ -571,13 +586,19 @@ async def ingest_rate(
     marks: dict[float, Any] | None = None,
     services: list[Service] | None = None,
     rates: dict[float, float] | None = None,
+    group: str = "",
+    internal_topic: str = "",
 ) -> tuple[float, float]:
-    """(records, records/s) from the first stored checkpoint to `target` records, read from the offsets
-    the service persists with its checkpoints (the records of that first checkpoint are not counted:
-    their time is not known). `marks`: {records: callback} called once when passed; `rates` gets, for
-    each mark, the rate up to it."""
+    """(records, records/s) from the first routed batch until `target` contract records are routed (the
+    router's committed offsets, group `group`; the records of that first batch are not counted: their
+    time is not known) AND the state stage has stored its offsets up to the internal topic's end.
+    `marks`: {records: callback} called once when passed; `rates` gets, for each mark, the rate up to it."""
     mongo: AsyncMongoClient[Any] = AsyncMongoClient(args.mongo_uri)
     offsets = mongo[database]["partition_offsets"]
+    admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
+    ends = AIOKafkaConsumer(bootstrap_servers=args.bootstrap)
+    await admin.start()
+    await ends.start()
     t_first = None
     first_count = 0.0
     ingested = 0.0
@@ -585,8 +606,8 @@ async def ingest_rate(
     deadline = time.monotonic() + args.phase_timeout
     try:
         while time.monotonic() < deadline:
-            doc = await offsets.find_one({"_id": "next_offsets"}) or {}
-            ingested = float(sum(v for k, v in doc.items() if k != "_id"))
+            committed = await admin.list_consumer_group_offsets(group)
+            ingested = float(sum(meta.offset for meta in committed.values() if meta.offset > 0))
             if ingested and t_first is None:
                 t_first, first_count = time.perf_counter(), ingested
             for mark in [m for m in pending if ingested >= m]:
@@ -595,7 +616,13 @@ async def ingest_rate(
                     elapsed = time.perf_counter() - t_first
                     rates[mark] = (ingested - first_count) / elapsed if elapsed else float("nan")
             if ingested >= target:
-                break
+                partitions = ends.partitions_for_topic(internal_topic) or set()
+                if not partitions:
+                    await ends.topics()  # refresh the metadata
+                high = await ends.end_offsets([TopicPartition(internal_topic, p) for p in partitions])
+                doc = await offsets.find_one({"_id": "next_offsets"}) or {}
+                if partitions and sum(v for k, v in doc.items() if k != "_id") >= sum(high.values()):
+                    break
             for s in services or ():
                 if s.proc.poll() is not None:
                     raise RuntimeError(f"the metrics service exited ({s.proc.returncode}); see {s.log.name}")
@@ -606,6 +633,8 @@ async def ingest_rate(
             )
     finally:
         await mongo.close()
+        await admin.close()
+        await ends.stop()
     elapsed = time.perf_counter() - (t_first or time.perf_counter())
     return ingested, ((ingested - first_count) / elapsed if elapsed else 0.0)
 
@@ -664,7 +693,16 @@ async def _one_instance(args: argparse.Namespace, prefix: str, database: str, re
         early = min(args.rss_early_events, args.events)
         rates: dict[float, float] = {}
         marks = {early: lambda: rss.setdefault("early", service.rss_mb()), args.compare: lambda: None}
-        result["ingested"], result["rate"] = await ingest_rate(args, database, args.events, marks, [service], rates)
+        result["ingested"], result["rate"] = await ingest_rate(
+            args,
+            database,
+            args.events,
+            marks,
+            [service],
+            rates,
+            group=service.group,
+            internal_topic=service.internal_topic,
+        )
         result["rate_compare"] = rates.get(args.compare, float("nan"))
         # Wait until the projection shows the pre-filled events (the API is the point).
         deadline = time.monotonic() + args.phase_timeout
@@ -720,14 +758,16 @@ async def _restart(args: argparse.Namespace, prefix: str, database: str, result:
 
 async def _two_instances(args: argparse.Namespace, prefix: str, database: str, result: dict[str, Any]) -> None:
     """(g) two instances, one consumer group, a fresh database: each reads its share from the start."""
-    pair = [Service(args, prefix, database, args.port + 1 + i, f"pair{i}") for i in range(2)]
+    pair = [Service(args, prefix, database, args.port + 1 + i, f"pair{i}", deployment="pair") for i in range(2)]
     try:
         for s in pair:
             # Alive, not ready (ready means caught up: nothing left to time), as in (c).
             await s.wait_ready(120, path="/healthz")
         # The first `compare` records (all of them: the pre-fill, the freshness load and probes, when fewer).
         target = min(args.compare, args.events + args.freshness_sent)
-        result["two_ingested"], result["two_rate"] = await ingest_rate(args, database, target, services=pair)
+        result["two_ingested"], result["two_rate"] = await ingest_rate(
+            args, database, target, services=pair, group=pair[0].group, internal_topic=pair[0].internal_topic
+        )
         result["two_rss_mb"] = [s.rss_mb() for s in pair]
         print(
             f"(g) two instances: {result['two_rate']:,.0f} events/s together, RSS "

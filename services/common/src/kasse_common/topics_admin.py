@@ -17,14 +17,14 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from kasse_common.messaging import aiokafka_security
 from kasse_common.settings import ServiceSettings
-from kasse_contracts.topics import DEAD_LETTER_PREFIX, TOPICS
+from kasse_contracts.topics import DEAD_LETTER_PREFIX, INTERNAL_TOPICS, TOPICS
 
 log = logging.getLogger(__name__)
 
 
 def topic_config(physical: str, prefix: str, replication: int = 1) -> NewTopic:
     name = physical[len(prefix) :] if prefix and physical.startswith(prefix) else physical
-    spec = TOPICS.get(name)
+    spec = TOPICS.get(name) or INTERNAL_TOPICS.get(name)
     if spec is None:  # dead-letter topics and anything not in the contract
         configs = {"retention.ms": str(14 * 24 * 3600 * 1000)} if name.startswith(DEAD_LETTER_PREFIX) else {}
         return NewTopic(
@@ -65,9 +65,9 @@ async def ensure_topics(settings: ServiceSettings, physical_names: Iterable[str]
 
 
 def main() -> None:
-    """Create every contract topic and the dead-letter topics of the five services."""
+    """Create every contract topic, the services' internal topics and the dead-letter topics of the five services."""
     settings = ServiceSettings()
-    names = [settings.topic(t) for t in TOPICS]
+    names = [settings.topic(t) for t in (*TOPICS, *INTERNAL_TOPICS)]
     names += [settings.topic(f"{DEAD_LETTER_PREFIX}{s}") for s in ("catalog", "cart", "payment", "shipping", "metrics")]
     asyncio.run(ensure_topics(settings, names))
     print("\n".join(names), file=sys.stdout)

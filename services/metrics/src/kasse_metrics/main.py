@@ -15,9 +15,11 @@ from kasse_contracts.events import ExperimentChanged
 from kasse_contracts.topics import TOPICS, dead_letter_topic
 from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
 from kasse_metrics.adapters.mongo_checkpoints import MongoCheckpointStore, MongoReaderRegistry, MongoSnapshotStore
+from kasse_metrics.adapters.routed_facts import KafkaRoutedFacts
 from kasse_metrics.application.experiments import ExperimentDefinitions, ExperimentReports
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync
 from kasse_metrics.application.queries import KpiQueries
+from kasse_metrics.application.routing import Router, decode_routed
 from kasse_metrics.domain.kpis import Projection
 from kasse_metrics.entrypoints.consumer import IngestConsumer
 from kasse_metrics.entrypoints.experiment_gauges import ExperimentCollector
@@ -28,6 +30,7 @@ from kasse_metrics.entrypoints.experiments_http import (
 )
 from kasse_metrics.entrypoints.http import build_dashboard_router, build_router
 from kasse_metrics.entrypoints.prometheus import KpiCollector
+from kasse_metrics.entrypoints.router import RouterConsumer
 from kasse_metrics.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,18 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     sync.snapshot_parts["experiments"] = (experiments.snapshot, experiments.restore)
     sync.listeners.append(experiments.notify_changed)
     runtime.produces(ExperimentChanged)
-    ingest = Ingest(dead_letters, sync, Checkpoints(store, settings.segment_max_facts))
+    # Two stages (application.routing): the router re-keys the contract topics' facts by session onto the
+    # internal topic; the state stage reads its share of that topic into the projection.
+    internal_topic = settings.internal_topic
+    sender = KafkaRoutedFacts(settings, internal_topic)
+    router = RouterConsumer(
+        settings,
+        Router(dead_letters, sender, settings.router_max_facts_per_record),
+        sender,
+        [settings.topic(t) for t in sorted(TOPICS)],
+        tracer=runtime.telemetry.tracer("kasse.metrics"),
+    )
+    ingest = Ingest(sync, Checkpoints(store, settings.segment_max_facts), decode_routed)
     # Set once the snapshot is loaded. Until then nothing is folded into the projection (loading replaces
     # it) and nothing is stored from it; the consumer joins its group meanwhile, so a restart spends the
     # snapshot's load and the group's rebalance at the same time, not one after the other.
@@ -82,7 +96,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
 
         await store.ensure_indexes()
         await ensure_topics(
-            settings, [settings.topic(t) for t in TOPICS] + [settings.topic(dead_letter_topic(settings.service_name))]
+            settings,
+            [settings.topic(t) for t in TOPICS]
+            + [internal_topic, settings.topic(dead_letter_topic(settings.service_name))],
         )
 
     async def restore_projection() -> None:
@@ -126,6 +142,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
             return "loading the projection snapshot"
         if not sync.caught_up:
             return f"catching up: {sync.lag_records} checkpointed records not read yet"
+        routed = router.caught_up()
+        if routed != "ok":
+            return routed
         return consumer.caught_up()
 
     async def leave_readers() -> None:
@@ -147,13 +166,15 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     )
     runtime.readiness_check("projection", caught_up)
     runtime.every(settings.snapshot_interval_s, take_snapshot, name="projection-snapshot", wait_first=True)
+    runtime.background(router.run)
     runtime.background(consumer.run)
-    runtime.pausable(consumer.pause, consumer.resume)
+    # The switch stops the router: nothing published after it is counted (what was routed still is).
+    runtime.pausable(router.pause, router.resume)
     runtime.every(
         settings.projection_poll_interval_s, keep_projection_current, name="projection-catch-up", wait_first=True
     )
     registry = runtime.prometheus_registry()
-    registry.register(KpiCollector(projection, consumer, dead_letters, sync))
+    registry.register(KpiCollector(projection, consumer, router, dead_letters, sync))
     # Memory and GC visible: process_resident_memory_bytes, python_gc_collections_total, …
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
@@ -173,6 +194,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     )
     app.state.projection = projection
     app.state.ingest_consumer = consumer
+    app.state.router_consumer = router
     app.state.projection_sync = sync
     app.state.experiments = experiments
     return app

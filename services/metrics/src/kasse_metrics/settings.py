@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from kasse_common.settings import ServiceSettings
+from kasse_contracts.topics import METRICS_FACTS_BY_SESSION
 from kasse_metrics.domain.kpis import DEFAULT_STEPS, FunnelRules
 
 
@@ -59,6 +60,16 @@ class MetricsSettings(ServiceSettings):
         description="Consumer group session timeout: how long a silent member keeps its partitions (the broker's"
         " minimum is 6 s; a static member that stops is replaced after this long, unless it restarts first)",
     )
+    deployment: str = Field(
+        "",
+        pattern=r"^[a-z0-9-]{0,32}$",
+        description="Name of an independent metrics deployment on the same contract topics (blue/green, a fresh"
+        " database replaying history): its consumer groups and internal topic carry it, so it shares nothing"
+        " with the default one. Empty: the default deployment",
+    )
+    router_max_facts_per_record: int = Field(
+        1000, ge=1, description="Facts packed into one internal record at most (Kafka's message size limit)"
+    )
     ingest_max_records: int = Field(5000, ge=1, description="Records per poll")
     ingest_poll_timeout_ms: int = Field(50, ge=1)
     checkpoint_interval_s: float = Field(0.2, gt=0, description="How often consumed records are stored")
@@ -85,6 +96,24 @@ class MetricsSettings(ServiceSettings):
         if self.reader_ttl_s <= 2 * self.reader_heartbeat_interval_s:
             raise ValueError("reader_ttl_s must be more than twice reader_heartbeat_interval_s")
         return self
+
+    @property
+    def consumer_group(self) -> str:
+        """The router's group (the contract topics)."""
+        base = f"{self.topic_prefix}kasse-{self.service_name}"
+        return f"{base}-{self.deployment}" if self.deployment else base
+
+    @property
+    def state_consumer_group(self) -> str:
+        """The state stage's group (the internal facts topic)."""
+        return f"{self.consumer_group}-state"
+
+    @property
+    def internal_topic(self) -> str:
+        """The router's output, the state stage's input (`kasse.metrics.facts-by-session.v1`)."""
+        if not self.deployment:
+            return self.topic(METRICS_FACTS_BY_SESSION)
+        return self.topic(METRICS_FACTS_BY_SESSION.replace("kasse.metrics.", f"kasse.metrics-{self.deployment}.", 1))
 
     def funnel_rules(self) -> FunnelRules:
         from datetime import timedelta

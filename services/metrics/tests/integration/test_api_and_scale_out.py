@@ -108,7 +108,7 @@ async def test_two_instances_share_the_partitions_and_each_serves_the_merged_num
     settings = settings_for(MetricsSettings)
     app_a, app_b = create_app(settings), create_app(settings)
     async with running_app(app_a) as a, running_app(app_b) as b:
-        consumers = [app_a.state.ingest_consumer, app_b.state.ingest_consumer]
+        consumers = [app_a.state.router_consumer, app_b.state.router_consumer]
 
         def split() -> bool:
             owned = [set(c.next_offsets) for c in consumers]

@@ -8,7 +8,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync
+from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, contract_decode
 from kasse_metrics.domain.kpis import Projection
 from kasse_metrics.entrypoints.consumer import IngestConsumer
 from kasse_metrics.settings import MetricsSettings
@@ -28,7 +28,7 @@ def _consumer_record(topic: str, partition: int, offset: int, value: bytes, head
 async def test_records_below_the_sought_offset_are_skipped_and_readiness_follows_the_real_position() -> None:
     store = InMemoryCheckpointStore()
     projection = Projection()
-    ingest = Ingest(RecordingDeadLetters(), ProjectionSync(store, projection), Checkpoints(store))
+    ingest = Ingest(ProjectionSync(store, projection), Checkpoints(store), contract_decode(RecordingDeadLetters()))
     consumer = IngestConsumer(MetricsSettings(profile="development"), store, ingest)
     tp = TopicPartition("kasse.storefront.v1", 0)
     views = _views(6)

@@ -13,7 +13,7 @@ from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.errors import Unprocessable
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import PaymentCaptured, ProductViewed
-from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord
+from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord, contract_decode
 from kasse_metrics.domain.facts import Captured, Fact, Viewed, to_ms
 from kasse_metrics.domain.kpis import FunnelRules, Projection, Window, minute_of
 
@@ -46,7 +46,7 @@ class Instance:
         self.projection = Projection()
         self.sync = ProjectionSync(store, self.projection)
         self.dlq = RecordingDeadLetters()
-        self.ingest = Ingest(self.dlq, self.sync, Checkpoints(store, max_facts_per_segment))
+        self.ingest = Ingest(self.sync, Checkpoints(store, max_facts_per_segment), contract_decode(self.dlq))
 
 
 async def ingest_all(records: list[RawRecord], batch_size: int = 7) -> tuple[Projection, Any, Any]:

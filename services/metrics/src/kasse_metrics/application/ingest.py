@@ -215,17 +215,26 @@ class Checkpoints:
             return segments
 
     def _segments(self, tp: TopicPartition, p: _Pending) -> list[Segment]:
+        """Split after every `max_facts_per_segment` facts, but only between records: the facts of one
+        record (a router record packs many) share its offset, and a segment covers whole offsets."""
         n = self.max_facts_per_segment
-        if len(p.facts) <= n:
-            return [Segment(tp[0], tp[1], p.start, p.end, tuple(p.facts))]
+        facts = p.facts
+        if len(facts) <= n:
+            return [Segment(tp[0], tp[1], p.start, p.end, tuple(facts))]
         out = []
         start = p.start
-        for i in range(0, len(p.facts), n):
-            chunk = p.facts[i : i + n]
-            last = i + n >= len(p.facts)
-            end = p.end if last else p.facts[i + n].offset  # contiguous: the next chunk's first offset
-            out.append(Segment(tp[0], tp[1], start, end, tuple(chunk)))
-            start = end
+        first = 0
+        i = n
+        while i < len(facts):
+            while i < len(facts) and facts[i].offset == facts[i - 1].offset:
+                i += 1  # the rest of this record goes with it
+            if i >= len(facts):
+                break
+            end = facts[i].offset  # contiguous: the next chunk's first offset
+            out.append(Segment(tp[0], tp[1], start, end, tuple(facts[first:i])))
+            start, first = end, i
+            i += n
+        out.append(Segment(tp[0], tp[1], start, p.end, tuple(facts[first:])))
         return out
 
 
@@ -418,23 +427,31 @@ class ProjectionSync:
                     await maybe
 
 
-class Ingest:
-    """The consumer's use case: a polled batch becomes visible now and durable at the next checkpoint."""
+BatchDecode = Callable[[Sequence[RawRecord]], Awaitable[Decoded]]
 
-    def __init__(
-        self,
-        dead_letters: DeadLetters,
-        sync: ProjectionSync,
-        checkpoints: Checkpoints,
-        decoder: FastDecoder | None = None,
-    ) -> None:
-        self.dead_letters = dead_letters
+
+def contract_decode(dead_letters: DeadLetters, decoder: FastDecoder | None = None) -> BatchDecode:
+    """Contract records → facts (what the router does before re-keying them)."""
+
+    async def decode(records: Sequence[RawRecord]) -> Decoded:
+        return await decode_batch(records, dead_letters, decoder)
+
+    return decode
+
+
+class Ingest:
+    """The state stage's use case: a polled batch becomes visible now and durable at the next checkpoint.
+
+    `decode` turns the polled records into facts: in the service, the router's packed records of the
+    internal topic (`routing.decode_routed`); the unit tests feed contract records directly."""
+
+    def __init__(self, sync: ProjectionSync, checkpoints: Checkpoints, decode: BatchDecode) -> None:
         self.sync = sync
         self.checkpoints = checkpoints
-        self.decoder = decoder or default_decoder()
+        self.decode = decode
 
     async def __call__(self, records: Sequence[RawRecord]) -> IngestResult:
-        decoded = await decode_batch(records, self.dead_letters, self.decoder)
+        decoded = await self.decode(records)
         new = await self.sync.apply_local(decoded)
         self.checkpoints.add(decoded)
         return IngestResult(

@@ -23,11 +23,32 @@ from opentelemetry import propagate, trace
 
 from kasse_common.envelope import headers_to_dict
 from kasse_common.messaging import aiokafka_security
-from kasse_contracts.topics import TOPICS
 from kasse_metrics.application.ingest import CheckpointStore, Ingest, RawRecord
 from kasse_metrics.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
+
+
+def trace_consumed(tracer: trace.Tracer, group: str, records: list[RawRecord]) -> None:
+    """A consumer span per traced event, in the producer's trace: the metrics hop of an order's trace."""
+    for r in records:
+        traceparent = r.headers.get("traceparent")
+        if not traceparent:
+            continue
+        parent = propagate.extract({"traceparent": traceparent})
+        tracer.start_span(
+            f"{r.topic} process",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation": "process",
+                "messaging.destination.name": r.topic,
+                "messaging.kafka.destination.partition": r.partition,
+                "messaging.kafka.message.offset": r.offset,
+                "messaging.consumer.group.name": group,
+            },
+        ).end()
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -84,7 +105,8 @@ class IngestConsumer:
         self.tracer = tracer or trace.get_tracer("kasse.metrics")
         self.store = store
         self.ingest = ingest
-        self.topics = [settings.topic(name) for name in sorted(TOPICS)]
+        # The state stage reads the router's internal topic (see application.routing).
+        self.topics = [settings.internal_topic]
         self.consumer: AIOKafkaConsumer | None = None
         self.next_offsets: dict[tuple[str, int], int] = {}
         self.records_total = 0
@@ -111,30 +133,6 @@ class IngestConsumer:
 
     async def resume(self) -> None:
         self._unpaused.set()
-
-    def _trace_consumed(self, records: list[RawRecord]) -> None:
-        """A consumer span per traced event, in the producer's trace: the metrics hop of an order's trace.
-
-        Ended once the batch is folded into the projection: when the event became visible in the KPIs.
-        """
-        for r in records:
-            traceparent = r.headers.get("traceparent")
-            if not traceparent:
-                continue
-            parent = propagate.extract({"traceparent": traceparent})
-            self.tracer.start_span(
-                f"{r.topic} process",
-                context=parent,
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.operation": "process",
-                    "messaging.destination.name": r.topic,
-                    "messaging.kafka.destination.partition": r.partition,
-                    "messaging.kafka.message.offset": r.offset,
-                    "messaging.consumer.group.name": self.settings.consumer_group,
-                },
-            ).end()
 
     def events_per_second(self, horizon_s: float = 10.0) -> float:
         now = time.monotonic()
@@ -189,11 +187,11 @@ class IngestConsumer:
         self.consumer = AIOKafkaConsumer(
             **aiokafka_security(s),
             bootstrap_servers=s.kafka_bootstrap,
-            group_id=s.consumer_group,
+            group_id=s.state_consumer_group,
             group_instance_id=s.group_instance_id,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.session_timeout_ms // 3,
-            client_id=f"kasse-{s.service_name}-ingest",
+            client_id=f"kasse-{s.service_name}-state",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             metadata_max_age_ms=5000,
@@ -270,7 +268,6 @@ class IngestConsumer:
         if not records:
             return
         result = await self.ingest(records)
-        self._trace_consumed(records)
         for tp, msgs in kept.items():
             self.next_offsets[(tp.topic, tp.partition)] = msgs[-1].offset + 1
         self.records_total += result.records

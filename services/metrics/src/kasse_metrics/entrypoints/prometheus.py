@@ -14,14 +14,21 @@ from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
 from kasse_metrics.application.ingest import ProjectionSync
 from kasse_metrics.domain.kpis import WINDOWS, Projection, Window
 from kasse_metrics.entrypoints.consumer import IngestConsumer
+from kasse_metrics.entrypoints.router import RouterConsumer
 
 RATES = ("conversion_rate", "cart_abandonment_rate", "payment_failure_rate", "fraud_block_rate", "refund_rate")
 
 
 class KpiCollector:
     def __init__(
-        self, projection: Projection, consumer: IngestConsumer, dead_letters: KafkaDeadLetters, sync: ProjectionSync
+        self,
+        projection: Projection,
+        consumer: IngestConsumer,
+        router: RouterConsumer,
+        dead_letters: KafkaDeadLetters,
+        sync: ProjectionSync,
     ) -> None:
+        self.router = router
         self.sync = sync
         self.projection = projection
         self.consumer = consumer
@@ -74,7 +81,8 @@ class KpiCollector:
         lag = GaugeMetricFamily(
             "kasse_metrics_consumer_lag", "Records behind the high watermark", labels=["topic", "partition"]
         )
-        for (topic, partition), value in sorted(self.consumer.lag().items()):
+        # The router's contract partitions and the state stage's internal ones.
+        for (topic, partition), value in sorted({**self.router.lag(), **self.consumer.lag()}.items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
         p = self.projection
@@ -85,8 +93,8 @@ class KpiCollector:
         )
         yield GaugeMetricFamily(
             "kasse_metrics_events_per_second",
-            "Records ingested per second (10 s average)",
-            value=self.consumer.events_per_second(),
+            "Contract records ingested (routed) per second (10 s average)",
+            value=self.router.events_per_second(),
         )
         for name, doc, value in (
             ("kasse_metrics_sessions_held", "Sessions this instance holds (idle ones are folded)", len(p.sessions)),
@@ -96,8 +104,13 @@ class KpiCollector:
             yield GaugeMetricFamily(name, doc, value=value)
         for name, doc, value in (
             ("kasse_metrics_sessions_folded", "Sessions folded into the aggregates and forgotten", p.sessions_folded),
-            ("kasse_metrics_records_ingested", "Records read by this instance", self.consumer.records_total),
-            ("kasse_metrics_duplicates", "Records whose event id was already counted", self.consumer.duplicates_total),
+            ("kasse_metrics_records_ingested", "Contract records read by the router", self.router.records_total),
+            (
+                "kasse_metrics_routed_records",
+                "Internal records (packed facts) read by this instance's state stage",
+                self.consumer.records_total,
+            ),
+            ("kasse_metrics_duplicates", "Facts whose event id was already counted", self.consumer.duplicates_total),
             ("kasse_metrics_dead_lettered", "Malformed records sent to the dead-letter topic", self.dead_letters.count),
             (
                 "kasse_metrics_facts_applied",

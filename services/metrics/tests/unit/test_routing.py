@@ -1,0 +1,113 @@
+"""The router stage: facts re-keyed by session onto the internal topic, packed per batch and partition,
+then read by the state stage with exactly the numbers of reading the contract topics directly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+
+from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord
+from kasse_metrics.application.routing import Router, decode_routed, partition_of, route_key
+from kasse_metrics.domain.facts import decode_facts
+from kasse_metrics.domain.kpis import Projection, Window
+
+from .fakes import InMemoryCheckpointStore, RecordingDeadLetters
+from .test_kpis import Log
+
+pytestmark = pytest.mark.unit
+INTERNAL = "kasse.metrics.facts-by-session.v1"
+
+
+class InternalTopic:
+    """A fake internal topic: records appended per explicit partition, acknowledged at once."""
+
+    def __init__(self, partitions: int = 6) -> None:
+        self.partitions = partitions
+        self.log: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+
+    async def send(self, partition: int, value: bytes) -> Awaitable[Any]:
+        self.log[partition].append(value)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def records(self, partition: int, start: int = 0) -> list[RawRecord]:
+        return [
+            RawRecord(INTERNAL, partition, offset, None, value, {})
+            for offset, value in enumerate(self.log[partition])
+            if offset >= start
+        ]
+
+
+async def _route_all(records: list[RawRecord], topic: InternalTopic, batch_size: int = 9) -> RecordingDeadLetters:
+    dlq = RecordingDeadLetters()
+    router = Router(dlq, topic, max_facts_per_record=4)
+    for i in range(0, len(records), batch_size):
+        await router(records[i : i + batch_size])
+    return dlq
+
+
+async def test_facts_of_a_session_meet_in_one_partition_and_the_numbers_equal_the_direct_ones(
+    scenario_for: Any, assert_report_matches: Any
+) -> None:
+    scenario = scenario_for("route")
+    log = Log()
+    raw = [log.append(r) for r in scenario.all_records() + scenario.duplicates()]
+    topic = InternalTopic()
+    dlq = await _route_all(raw, topic)
+    assert not dlq.sent
+    # Packed: several facts per record (at most 4 here), far fewer records than facts.
+    facts_by_partition = {p: [f for v in values for f in decode_facts(v)] for p, values in topic.log.items()}
+    n_records = sum(len(v) for v in topic.log.values())
+    n_facts = sum(len(v) for v in facts_by_partition.values())
+    assert n_facts == len(raw) and n_records < n_facts
+    assert all(len(decode_facts(v)) <= 4 for values in topic.log.values() for v in values)
+    # Every fact sits in its session's partition (its event id's without one): a session's steps from
+    # every contract topic meet there, and so do the re-publications of an event.
+    where: dict[str, set[int]] = {}
+    for p, facts in facts_by_partition.items():
+        for f in facts:
+            assert partition_of(route_key(f), 6) == p
+            where.setdefault(route_key(f), set()).add(p)
+    assert all(len(ps) == 1 for ps in where.values())
+    assert len({p for ps in where.values() for p in ps}) > 1  # spread over partitions
+
+    # The state stage: one projection fed every internal partition, read back from its segments.
+    store = InMemoryCheckpointStore()
+    projection = Projection()
+    ingest = Ingest(ProjectionSync(store, projection), Checkpoints(store, max_facts_per_segment=3), decode_routed)
+    for p in range(6):
+        records = topic.records(p)
+        for i in range(0, len(records), 2):
+            await ingest(records[i : i + 2])
+        await ingest.checkpoint()
+    assert store.offsets == {(INTERNAL, p): len(topic.log[p]) for p in range(6) if topic.log[p]}
+    for window in ("all", "5m", "1h", "24h"):
+        assert_report_matches(projection.report(Window.named(window, scenario.at)), scenario.expected(window))
+    rebuilt = Projection()
+    await ProjectionSync(store, rebuilt).catch_up()
+    for window in ("all", "5m", "1h", "24h"):
+        assert_report_matches(rebuilt.report(Window.named(window, scenario.at)), scenario.expected(window))
+
+
+async def test_a_malformed_contract_record_is_dead_lettered_by_the_router() -> None:
+    good = Log().append(_scenario_record())
+    bad = RawRecord(good.topic, good.partition, good.offset + 1, b"k", b"{not json", dict(good.headers))
+    topic = InternalTopic()
+    dlq = await _route_all([good, bad], topic)
+    assert [r.offset for r, _ in dlq.sent] == [bad.offset]
+    assert sum(len(decode_facts(v)) for values in topic.log.values() for v in values) == 1
+
+
+async def test_an_internal_record_that_does_not_decode_is_skipped_and_its_offset_moves() -> None:
+    decoded = await decode_routed([RawRecord(INTERNAL, 0, 0, None, b"\xc1garbage", {})])
+    assert (decoded.facts, decoded.skipped, decoded.ranges) == ([], 1, {(INTERNAL, 0): (0, 1)})
+
+
+def _scenario_record() -> Any:
+    from .test_kpis import _captured
+
+    return _captured(1)
