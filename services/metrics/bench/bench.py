@@ -616,9 +616,8 @@ async def ingest_rate(
                     elapsed = time.perf_counter() - t_first
                     rates[mark] = (ingested - first_count) / elapsed if elapsed else float("nan")
             if ingested >= target:
-                partitions = ends.partitions_for_topic(internal_topic) or set()
-                if not partitions:
-                    await ends.topics()  # refresh the metadata
+                described = await admin.describe_topics([internal_topic])
+                partitions = [p["partition"] for p in described[0]["partitions"]] if described else []
                 high = await ends.end_offsets([TopicPartition(internal_topic, p) for p in partitions])
                 doc = await offsets.find_one({"_id": "next_offsets"}) or {}
                 if partitions and sum(v for k, v in doc.items() if k != "_id") >= sum(high.values()):
