@@ -14,6 +14,7 @@ from kasse_catalog.settings import CatalogSettings
 from kasse_common.identity import CustomerVerifier
 from kasse_common.ratelimit import RateLimiter
 from kasse_common.runtime import ServiceRuntime, serve
+from kasse_common.steps import StepRunner
 from kasse_contracts.events import (
     ExperimentChanged,
     ExperimentExposed,
@@ -45,6 +46,14 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     runtime.consumer.on(ExperimentChanged, catalog.experiments.apply)
     runtime.on_startup(catalog.ensure_indexes)
     consumers.register(runtime.consumer, catalog.stock, catalog.learner)
+    catalog.stock.steps = StepRunner(catalog.stock.advance, settings.reservation_concurrency, name="stock-reservation")
+    runtime.on_shutdown(catalog.stock.steps.stop)
+
+    async def resume_unfinished_reservations() -> None:
+        """Reservations whose run a crash (or a failed step) stopped are finished here."""
+        await catalog.stock.resume_unfinished(settings.reservation_resume_after_s)
+
+    runtime.every(settings.reservation_resume_after_s, resume_unfinished_reservations, name="reservation-resume")
 
     async def finish_interrupted_reviews() -> None:
         """Reviews stored but not yet counted (the process died in between) are completed here."""

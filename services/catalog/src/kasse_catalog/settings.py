@@ -34,3 +34,12 @@ class CatalogSettings(ServiceSettings):
     pending_review_grace_s: float = Field(
         30.0, gt=0, description="A review still pending after this long was interrupted: the sweeper finishes it"
     )
+    reservation_concurrency: int = Field(
+        16, ge=1, le=256, description="Orders whose stock is taken at the same time, beside the consumer"
+    )
+    reservation_resume_after_s: float = Field(
+        15.0,
+        gt=0,
+        description="A reservation still being taken after this long, and not by this process, was interrupted:"
+        " the resume job (every this many seconds) takes it up again",
+    )

@@ -42,6 +42,7 @@ class Catalog:
 
     async def ensure_indexes(self) -> None:
         await self.products.ensure_indexes()
+        await self.reservations.ensure_indexes()
         await self.reviews_repo.ensure_indexes()
         await self.signals.ensure_indexes()
         await self.ledger.ensure_indexes()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -137,3 +137,29 @@ async def test_a_reservation_interrupted_after_a_take_resumes_on_ferretdb(db: As
     after_a, after_b = await dying.get(a.product_id), await dying.get(b.product_id)
     assert after_a is not None and after_b is not None
     assert (after_a.stock_available, after_b.stock_available) == (3, 4)
+
+
+async def test_an_interrupted_reservation_is_found_by_its_due_marker_and_finished_by_the_resume_job(
+    db: AsyncDatabase[Any],
+) -> None:
+    _, a = await _product(db, "RESUME-A", 5)
+    _, b = await _product(db, "RESUME-B", 5)
+    dying = _DiesAfterFirstSave(DocumentStore(db["products"]))
+    keeper = _stock_keeper(db, dying)
+    placed = samples.order_placed(
+        lines=[samples.line_item(a.product_id, sku=a.sku, quantity=2), samples.line_item(b.product_id, sku=b.sku)]
+    )
+    with pytest.raises(ConnectionError):
+        await keeper.reserve(placed, "evt-1")  # no redelivery this time: only the resume job can finish it
+    assert await db["reservations_due_unfinished"].find_one({"_id": placed.order_id}) is not None
+    assert await keeper.resume_unfinished(older_than_s=30) == 0  # it may still be running somewhere
+    later = datetime.now(UTC) + timedelta(seconds=60)
+    keeper.clock = lambda: later
+    assert await keeper.resume_unfinished(older_than_s=30) == 1
+    reservation = await keeper.reservations.get(placed.order_id)
+    assert reservation is not None and reservation.status is ReservationStatus.RESERVED
+    after_a, after_b = await dying.get(a.product_id), await dying.get(b.product_id)
+    assert after_a is not None and after_b is not None
+    assert (after_a.stock_available, after_b.stock_available) == (3, 4)
+    assert await keeper.resume_unfinished(older_than_s=30) == 0
+    assert await db["reservations_due_unfinished"].find_one({"_id": placed.order_id}) is None  # marker dropped

@@ -188,6 +188,13 @@ class MemoryReservations:
         self.outbox.extend(events)
         self.writes += 1
 
+    async def unfinished_since(self, before: datetime, limit: int) -> list[str]:
+        await _hop()
+        unfinished = [
+            r for r in self.docs.values() if r.in_progress and r.requested_at is not None and r.requested_at <= before
+        ]
+        return [r.order_id for r in sorted(unfinished, key=lambda r: r.requested_at or before)[:limit]]
+
 
 class MemoryReviews:
     def __init__(self) -> None:

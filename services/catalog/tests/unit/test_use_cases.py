@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -26,6 +26,7 @@ from kasse_catalog.domain.review import ReviewSort
 from kasse_catalog.domain.search import SearchCriteria, SortOrder
 from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.errors import Conflict, Forbidden, NotFound, Unprocessable
+from kasse_common.steps import StepRunner
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import (
     CancellationReason,
@@ -195,6 +196,82 @@ async def test_a_reservation_interrupted_after_a_take_resumes_without_taking_twi
     assert result.status is ReservationStatus.RESERVED
     assert w.products.docs[knife.product_id].stock_available == 3
     assert w.products.docs[board.product_id].stock_available == 4
+
+
+class AfterFirstTake(MemoryProducts):
+    """Runs `between` right after the first product write of a reservation (a release beside the run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.between: Callable[[], Awaitable[object]] | None = None
+
+    async def save(self, product: Product, events: Sequence[OutgoingRecord], **kw: object) -> bool:
+        applied = await super().save(product, events, **kw)  # type: ignore[arg-type]
+        between, self.between = self.between, None
+        if between is not None:
+            await between()
+        return applied
+
+
+async def test_a_release_while_the_lines_are_being_taken_gives_back_every_line_once() -> None:
+    products = AfterFirstTake()
+    w = World(products=products)
+    knife, board = await w.add(details("KNIFE", stock=5), details("BOARD", stock=5))
+    placed = order((knife, 2), (board, 1))
+    await w.stock.request(placed, "evt-1")
+    # The release runs after the knife was taken and before the board is: it gives the knife back and
+    # stores RELEASED; the run then takes the board and loses its own write to the release.
+    products.between = lambda: w.stock.release(placed.order_id, placed.session_id, "payment_failed:x")
+    await w.stock.advance(placed.order_id)
+    assert w.reservations.docs[placed.order_id].status is ReservationStatus.RELEASED
+    for p in (knife, board):
+        stored = w.products.docs[p.product_id]
+        assert (stored.stock_available, stored.stock_reserved, stored.stock_on_hand) == (5, 0, 5)
+    assert w.stock_events("StockReserved") == []
+    # A redelivered release or a resumed run changes nothing any more.
+    await w.stock.release(placed.order_id, placed.session_id, "payment_failed:x")
+    await w.stock.advance(placed.order_id)
+    assert w.products.docs[board.product_id].stock_available == 5
+
+
+async def test_the_handler_stores_the_reservation_and_the_runner_takes_orders_side_by_side() -> None:
+    w = World()
+    knife, board = await w.add(details("KNIFE", stock=50), details("BOARD", stock=50))
+    w.stock.steps = StepRunner(w.stock.advance, concurrency=4, name="test-stock")
+    orders = [order((knife if n % 2 else board, 1 + n % 3)) for n in range(20)]
+    for n, placed in enumerate(orders):
+        await w.stock.order_placed(placed, f"evt-{n}")
+        assert w.reservations.docs[placed.order_id].requested_at is not None
+    await w.stock.order_placed(orders[0], "evt-0")  # a redelivery while (or after) it runs
+    await w.stock.steps.idle()
+    assert {r.status for r in w.reservations.docs.values()} == {ReservationStatus.RESERVED}
+    taken = {p.product_id: 0 for p in (knife, board)}
+    for placed in orders:
+        taken[placed.lines[0].product_id] += placed.lines[0].quantity
+    for p in (knife, board):
+        assert w.products.docs[p.product_id].stock_available == 50 - taken[p.product_id]
+    assert len(w.stock_events("StockReserved")) == 20
+
+
+async def test_reservations_a_crash_left_unfinished_are_resumed_and_the_running_ones_left_alone() -> None:
+    now = datetime.now(UTC)
+    later = now + timedelta(seconds=60)
+    w = World(products=CrashOnce(crash_after_saves=1))
+    knife, board = await w.add(details("KNIFE", stock=5), details("BOARD", stock=5))
+    interrupted, untouched = order((knife, 2), (board, 1)), order((board, 2))
+    with pytest.raises(ConnectionError):
+        await w.stock.reserve(interrupted, "evt-1")  # died after taking the knife
+    await w.stock.request(untouched, "evt-2")  # died before any take
+    assert await w.stock.resume_unfinished(older_than_s=30) == 0  # not old enough yet
+    w.stock.clock = lambda: later
+    runner = StepRunner(w.stock.advance, concurrency=2, name="test-stock")
+    w.stock.steps = runner
+    assert await w.stock.resume_unfinished(older_than_s=30) == 2
+    await runner.idle()
+    assert {w.reservations.docs[o.order_id].status for o in (interrupted, untouched)} == {ReservationStatus.RESERVED}
+    assert w.products.docs[knife.product_id].stock_available == 3
+    assert w.products.docs[board.product_id].stock_available == 2
+    assert await w.stock.resume_unfinished(older_than_s=30) == 0  # nothing unfinished any more
 
 
 async def test_release_gives_stock_back_once_and_a_release_before_the_order_blocks_it() -> None:

@@ -11,13 +11,13 @@ from prometheus_client.core import CounterMetricFamily
 
 from kasse_common.ratelimit import RateLimiter
 from kasse_common.runtime import ServiceRuntime, serve
+from kasse_common.steps import StepRunner
 from kasse_contracts.events import CreditNoteIssued, InvoiceIssued, PaymentCaptured, PaymentFailed, PaymentRefunded
 from kasse_payment.adapters.invoices import InvoiceRepository
 from kasse_payment.adapters.mongo import MongoPayments
 from kasse_payment.adapters.stripe_gateway import StripeGateway, build_client
 from kasse_payment.application.invoicing import Invoicing, document_record
 from kasse_payment.application.service import PaymentConfig, PaymentService, utcnow
-from kasse_payment.application.steps import StepRunner
 from kasse_payment.domain.fraud import FraudPolicy
 from kasse_payment.domain.invoice import Seller
 from kasse_payment.entrypoints import consumers, http
@@ -74,7 +74,7 @@ def create_app(
             review_timeout_s=settings.review_timeout_s,
         ),
     )
-    payments.steps = StepRunner(payments.advance, settings.steps_concurrency)
+    payments.steps = StepRunner(payments.advance, settings.steps_concurrency, name="payment-steps")
     runtime.on_shutdown(payments.steps.stop)
     documents = InvoiceRepository(
         runtime.document_store("invoices"),

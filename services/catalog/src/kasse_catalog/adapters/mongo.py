@@ -289,12 +289,29 @@ def _reservation_state(r: Reservation) -> dict[str, Any]:
             for s in r.shortfalls
         ],
         "release_reason": r.release_reason,
+        "requested_at": r.requested_at,
     }
 
 
 class MongoReservations:
     def __init__(self, store: DocumentStore) -> None:
         self.store = store
+        # Reservations still being taken, for the resume job (reservations_due_unfinished): the store
+        # marks each commit of a RESERVING state, and the job reads those markers, not every order.
+        self.unfinished = DueWork(
+            store,
+            "unfinished",
+            has_work={"status": ReservationStatus.RESERVING.value},
+            at_field="requested_at",
+            pending=lambda state: state.get("status") == ReservationStatus.RESERVING.value,
+        )
+
+    async def ensure_indexes(self) -> None:
+        await self.unfinished.ensure_indexes()
+
+    async def unfinished_since(self, before: datetime, limit: int) -> list[str]:
+        job = {"status": ReservationStatus.RESERVING.value, "requested_at": {"$lte": before}}
+        return [str(i) for i in await self.unfinished.due(before, limit, job)]
 
     async def get(self, order_id: str) -> Reservation | None:
         doc = await self.store.load(order_id)
@@ -308,6 +325,7 @@ class MongoReservations:
             status=ReservationStatus(doc["status"]),
             shortfalls=[Shortfall(**s) for s in doc.get("shortfalls", [])],
             release_reason=doc.get("release_reason"),
+            requested_at=doc.get("requested_at"),
             version=doc["_version"],
         )
 

@@ -72,6 +72,9 @@ class ReservationRepository(Protocol):
     async def save(self, reservation: Reservation, events: Sequence[OutgoingRecord] = ()) -> None:
         """Write if still at `reservation.version`; raises ConcurrencyError."""
 
+    async def unfinished_since(self, before: datetime, limit: int) -> list[str]:
+        """Order ids of reservations still RESERVING that were requested at or before `before`."""
+
 
 class ReviewRepository(Protocol):
     async def add(self, review: Review) -> None: ...

@@ -7,12 +7,18 @@ recorded in the same atomic write as the take itself, so it can never be lost or
 or a redelivery, a resumed run finds the markers and takes nothing twice. When a line cannot be
 served, the lines already taken are given back (again with markers), and the reservation ends
 REJECTED with StockRejected in its outbox; otherwise RESERVED with StockReserved.
+
+The handler of OrderPlaced only stores the reservation (RESERVING, with `requested_at`); the takes run
+beside the consumer, a bounded number of orders at once (the kit's StepRunner): orders for different
+products go in parallel, orders racing for one product retry their version-checked write. A run that a
+crash stopped is taken up by the resume job (`resume_unfinished`, reading the reservations' DueWork).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from kasse_catalog.application.events import product_changed
 from kasse_catalog.application.ports import (
@@ -25,7 +31,9 @@ from kasse_catalog.application.ports import (
 from kasse_catalog.domain.product import InsufficientStock
 from kasse_catalog.domain.reservation import Reservation, ReservationLine, ReservationStatus, Shortfall
 from kasse_common.envelope import derived_event_id
+from kasse_common.errors import ConcurrencyError
 from kasse_common.retry import retry_on_conflict
+from kasse_common.steps import StepRunner
 from kasse_contracts.events import (
     ItemCondition,
     OrderCancelled,
@@ -44,6 +52,8 @@ log = logging.getLogger(__name__)
 
 # Fifty orders racing for one product need up to fifty rounds: a write fails only because another won.
 RESERVE_ATTEMPTS = 400
+# A reservation's own write lost to another writer (a release, another run): look again this many times.
+ADVANCE_ROUNDS = 5
 
 
 def take_marker(order_id: str, product_id: str) -> str:
@@ -80,36 +90,108 @@ class StockKeeper:
         self.reservations = reservations
         self.encode = encode
         self.clock = clock
+        # Set by the app: reservations are then taken beside the consumer, a bounded number at once
+        # (kit StepRunner); without it (tests of the use cases) the handler takes them before it returns.
+        self.steps: StepRunner | None = None
+        self._fresh: set[str] = set()  # reservations this process created and no run has taken up yet
+
+    async def order_placed(self, order: OrderPlaced, event_id: str) -> None:
+        """Record the order's reservation (one write), then have its lines taken: beside the consumer when
+        the app gave a runner, else before returning. A burst of orders used to wait here for each
+        earlier order's product writes, one order at a time (issue 12)."""
+        if await self.request(order, event_id) is None:
+            return
+        if self.steps is None:
+            await self.advance(order.order_id)
+        else:
+            self.steps.schedule(order.order_id)
 
     async def reserve(self, order: OrderPlaced, event_id: str) -> Reservation:
+        """Request and take at once; the reservation as it ends."""
+        await self.request(order, event_id)
+        await self.advance(order.order_id)
         reservation = await self.reservations.get(order.order_id)
-        resumed = reservation is not None
-        if reservation is None:
-            reservation = Reservation.start(
-                order.order_id,
-                order.session_id,
-                order.customer_id,
-                [(line.product_id, line.sku, line.quantity) for line in order.lines],
-            )
-            try:
-                await self.reservations.add(reservation)
-                reservation.version = 1
-            except AlreadyExists:
-                resumed = True
-                reservation = await self.reservations.get(order.order_id)
-                assert reservation is not None
-        if not reservation.in_progress:
+        assert reservation is not None
+        return reservation
+
+    async def request(self, order: OrderPlaced, event_id: str) -> Reservation | None:
+        """Store the reservation RESERVING (idempotent per order); None when it is settled already."""
+        reservation = Reservation.start(
+            order.order_id,
+            order.session_id,
+            order.customer_id,
+            [(line.product_id, line.sku, line.quantity) for line in order.lines],
+            requested_at=self.clock(),
+        )
+        try:
+            await self.reservations.add(reservation)
+            reservation.version = 1
+            self._fresh.add(order.order_id)
+            return reservation
+        except AlreadyExists:
+            existing = await self.reservations.get(order.order_id)
+            assert existing is not None
+        if not existing.in_progress:
             log.info(
                 "order's stock already settled",
-                extra={"order_id": order.order_id, "status": reservation.status.value, "event_id": event_id},
+                extra={"order_id": order.order_id, "status": existing.status.value, "event_id": event_id},
             )
-            return reservation
+            return None
+        return existing
 
+    async def advance(self, order_id: str) -> None:
+        """Take what a RESERVING reservation still needs and settle it (RESERVED or REJECTED).
+
+        Safe beside a release of the same order and beside another run of it (another replica's resume
+        job): the reservation is written once, at the end, version-checked. A run that loses that race
+        reads who settled it: settled RELEASED or REJECTED, every line this order took goes back (each
+        exactly once, by the give-back marker — a release may have missed a line taken after it looked);
+        still RESERVING, it goes round again.
+        """
+        # The first run after this process created the reservation has no earlier run's takes to look for.
+        fresh = order_id in self._fresh
+        self._fresh.discard(order_id)
+        for _ in range(ADVANCE_ROUNDS):
+            reservation = await self.reservations.get(order_id)
+            if reservation is None or not reservation.in_progress:
+                return
+            try:
+                await self._settle(reservation, check_markers=not fresh)
+                return
+            except ConcurrencyError:
+                fresh = False
+                settled = await self.reservations.get(order_id)
+                if settled is None or settled.status is ReservationStatus.RESERVING:
+                    continue
+                if settled.status in (ReservationStatus.RELEASED, ReservationStatus.REJECTED):
+                    for line in reservation.lines:
+                        await self._give_back(order_id, line)
+                return
+        raise ConcurrencyError(f"reservation of {order_id}: still contended after {ADVANCE_ROUNDS} rounds")
+
+    async def resume_unfinished(self, older_than_s: float, limit: int = 100) -> int:
+        """Reservations still RESERVING after `older_than_s` whose run stopped (a crash, a failed step):
+        taken up again. Those this process is still working on are left to their run."""
+        before = self.clock() - timedelta(seconds=older_than_s)
+        resumed = 0
+        for order_id in await self.reservations.unfinished_since(before, limit):
+            if self.steps is not None:
+                if order_id in self.steps:
+                    continue
+                self.steps.schedule(order_id)
+            else:
+                await self.advance(order_id)
+            resumed += 1
+        if resumed:
+            log.info("unfinished reservations resumed", extra={"count": resumed})
+        return resumed
+
+    async def _settle(self, reservation: Reservation, *, check_markers: bool) -> None:
         shortfalls: list[Shortfall] = []
         for line in reservation.lines:
             if line.taken:
                 continue
-            taken = await self._take(reservation.order_id, line, check_marker=resumed)
+            taken = await self._take(reservation.order_id, line, check_marker=check_markers)
             if taken.ok:
                 line.taken = True
             else:
@@ -119,9 +201,9 @@ class StockKeeper:
         event: StockRejected | StockReserved
         if shortfalls:
             for line in reservation.lines:
-                if line.taken:
-                    await self._give_back(reservation.order_id, line)
-                    line.taken = False
+                # Every line with a take, not only this run's: another run of the order may have taken one.
+                await self._give_back(reservation.order_id, line)
+                line.taken = False
             reservation.reject(shortfalls)
             event = StockRejected(
                 occurred_at=now,
@@ -148,7 +230,6 @@ class StockKeeper:
         record = self.encode(event, event_id=derived_event_id("stock-outcome", reservation.order_id))
         await self.reservations.save(reservation, [record])
         reservation.version = (reservation.version or 0) + 1
-        return reservation
 
     async def release(self, order_id: str, session_id: str, reason: str) -> Reservation:
         """Give back what the order holds. Idempotent; a release before the order blocks its reservation."""

@@ -10,6 +10,7 @@ reservation with no lines, so a late OrderPlaced reserves nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -46,11 +47,18 @@ class Reservation:
     status: ReservationStatus = ReservationStatus.RESERVING
     shortfalls: list[Shortfall] = field(default_factory=list)
     release_reason: str | None = None
+    # When the order asked for its stock: a reservation still RESERVING long after it was interrupted.
+    requested_at: datetime | None = None
     version: int | None = None
 
     @classmethod
     def start(
-        cls, order_id: str, session_id: str, customer_id: str | None, lines: list[tuple[str, str, int]]
+        cls,
+        order_id: str,
+        session_id: str,
+        customer_id: str | None,
+        lines: list[tuple[str, str, int]],
+        requested_at: datetime | None = None,
     ) -> Reservation:
         """Lines of the same product are merged: one conditional update per product."""
         merged: dict[str, ReservationLine] = {}
@@ -61,7 +69,7 @@ class Reservation:
                 merged[product_id].quantity += quantity
             else:
                 merged[product_id] = ReservationLine(product_id, sku, quantity)
-        return cls(order_id, session_id, customer_id, list(merged.values()))
+        return cls(order_id, session_id, customer_id, list(merged.values()), requested_at=requested_at)
 
     @classmethod
     def released_before_placed(cls, order_id: str, session_id: str, reason: str) -> Reservation:

@@ -19,7 +19,7 @@ from kasse_contracts.events import (
 
 def register(consumer: EventConsumer, stock: StockKeeper, learner: Learner) -> None:
     async def on_order_placed(event: OrderPlaced, ctx: EventContext) -> None:
-        await stock.reserve(event, ctx.event_id)
+        await stock.order_placed(event, ctx.event_id)
         await learner.order_placed(event, ctx.event_id)
 
     async def on_order_cancelled(event: OrderCancelled, ctx: EventContext) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from kasse_common.envelope import derived_event_id
 from kasse_common.errors import NotFound
 from kasse_common.retry import backoff_delay, retry_on_conflict
+from kasse_common.steps import StepRunner
 from kasse_contracts.base import Money
 from kasse_contracts.events import (
     CancellationRefused,
@@ -40,7 +41,6 @@ from kasse_payment.application.ports import (
     PaymentGateway,
     PaymentRepository,
 )
-from kasse_payment.application.steps import StepRunner
 from kasse_payment.domain.fraud import FraudPolicy, FraudSignals, assess
 from kasse_payment.domain.payment import (
     Captured,
@@ -94,7 +94,7 @@ class PaymentService:
         self.config = config
         self.clock = clock
         self.held_for_review: dict[str, int] = {}  # per reason, since start (a Prometheus counter)
-        # Set by the app: the events' Stripe work then runs beside the consumer (steps.py); without it
+        # Set by the app: the events' Stripe work then runs beside the consumer (kit StepRunner); without it
         # (tests of the use cases) a handler advances the order itself before it returns.
         self.steps: StepRunner | None = None
 

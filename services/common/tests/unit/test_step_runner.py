@@ -1,4 +1,4 @@
-"""The Stripe work beside the consumer: orders side by side up to the bound, never one order twice at once."""
+"""The kit's StepRunner: keys side by side up to the bound, never one key twice at once (payment, catalog)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kasse_payment.application.steps import StepRunner
+from kasse_common.steps import StepRunner
 from kasse_testkit import wait_until
 
 pytestmark = pytest.mark.unit
