@@ -3,8 +3,10 @@
     uv run python -m kasse_testkit.orders_bench --orders 100
 
 The five services run as real processes on the stack `make bench` uses (the environment's endpoints, else
-the local stack), with their own topics and databases (deleted at the end). Loopback only, bounded by
-`--timeout`, stops by itself.
+the local stack), with their own topics and databases (deleted at the end); with `--own-stack` (what
+`make bench-orders` does) on a Kafka, FerretDB and stripe-mock of their own (ports from `--port-base`,
+19512), started for the run and purged after it, so the figures do not share a store with other work.
+Loopback only, bounded by `--timeout`, stops by itself.
 
 Each shopper first fills and checks out its own cart (not timed); then all N orders are placed at the
 same moment through the cart's HTTP API (Idempotency-Key, distinct shopper IPs forwarded as the storefront
@@ -46,6 +48,7 @@ from kasse_testkit.chaos import (
     ORDER_TOPICS,
     Checkout,
     Config,
+    OwnStack,
     Placed,
     Report,
     StripeRecorder,
@@ -265,9 +268,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--orders", type=int, default=100)
     p.add_argument("--timeout", type=float, default=300.0, help="give up on orders not shipped by then (s)")
     p.add_argument("--dispatch-after", type=float, default=1.0, help="the simulated carrier's dispatch delay (s)")
+    p.add_argument("--own-stack", action="store_true", help="a Kafka, FerretDB and stripe-mock of its own")
+    p.add_argument("--port-base", type=int, default=19512, help="own stack: kafka, controller, ferretdb, stripe +0..4")
     a = p.parse_args(argv)
-    infra = from_environment() or from_local_stack(find_repo_root(Path(__file__).resolve()))
-    timelines, t0, report = asyncio.run(run(a.orders, a.timeout, a.dispatch_after, infra))
+    stack: OwnStack | None = None
+    if a.own_stack:
+        stack = OwnStack(Config(own_stack=True, port_base=a.port_base))
+        print(f"orders-bench: own stack in {stack.home} (ports from {a.port_base})", flush=True)
+        try:
+            env = stack.start()
+            infra = Infrastructure(
+                env["KASSE_KAFKA_BOOTSTRAP"], env["KASSE_MONGO_URI"], env["KASSE_STRIPE_API_BASE"], "orders-bench"
+            )
+            timelines, t0, report = asyncio.run(run(a.orders, a.timeout, a.dispatch_after, infra))
+        finally:
+            stack.stop()
+    else:
+        infra = from_environment() or from_local_stack(find_repo_root(Path(__file__).resolve()))
+        timelines, t0, report = asyncio.run(run(a.orders, a.timeout, a.dispatch_after, infra))
     for line in summary(a.orders, timelines, t0, report):
         print(line, flush=True)
     return 0 if len(timelines) == a.orders else 1
