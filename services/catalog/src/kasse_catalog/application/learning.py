@@ -3,6 +3,7 @@ delivered orders. Every step is idempotent per event id, so redeliveries count o
 
 from __future__ import annotations
 
+import asyncio
 from itertools import permutations
 
 from kasse_catalog.application.ports import ProductRepository, PurchaseLedger, RelationKind, SignalStore
@@ -29,13 +30,20 @@ class Learner:
 
     async def order_placed(self, order: OrderPlaced, event_id: str) -> None:
         product_ids = list(dict.fromkeys(line.product_id for line in order.lines))
-        await self.ledger.record_order(
-            order.order_id, order.customer_id, order.session_id, product_ids, order.order_token_sha256
+        # Independent idempotent writes, side by side: the order's stock waits for this handler (issue 12).
+        await asyncio.gather(
+            self.ledger.record_order(
+                order.order_id, order.customer_id, order.session_id, product_ids, order.order_token_sha256
+            ),
+            *(
+                self.products.record_interest(product_id, views=0, purchases=1, event_id=event_id)
+                for product_id in product_ids
+            ),
+            *(
+                self.signals.increment_pair(RelationKind.BOUGHT_TOGETHER, a, b, event_id)
+                for a, b in permutations(product_ids[:MAX_PAIR_PRODUCTS], 2)
+            ),
         )
-        for product_id in product_ids:
-            await self.products.record_interest(product_id, views=0, purchases=1, event_id=event_id)
-        for a, b in permutations(product_ids[:MAX_PAIR_PRODUCTS], 2):
-            await self.signals.increment_pair(RelationKind.BOUGHT_TOGETHER, a, b, event_id)
 
     async def shipment_delivered(self, delivered: ShipmentDelivered) -> None:
         await self.ledger.mark_delivered(delivered.order_id, delivered.delivered_at)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from kasse_catalog.application.learning import Learner
 from kasse_catalog.application.stock import StockKeeper
 from kasse_common.messaging import EventConsumer, EventContext
@@ -19,8 +21,9 @@ from kasse_contracts.events import (
 
 def register(consumer: EventConsumer, stock: StockKeeper, learner: Learner) -> None:
     async def on_order_placed(event: OrderPlaced, ctx: EventContext) -> None:
-        await stock.order_placed(event, ctx.event_id)
-        await learner.order_placed(event, ctx.event_id)
+        # One round trip's wait, not the sum: storing the reservation (its lines are taken beside the
+        # consumer) and the learner's writes are independent and each idempotent.
+        await asyncio.gather(stock.order_placed(event, ctx.event_id), learner.order_placed(event, ctx.event_id))
 
     async def on_order_cancelled(event: OrderCancelled, ctx: EventContext) -> None:
         await stock.order_cancelled(event)
