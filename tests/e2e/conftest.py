@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from kasse_contracts import topics
-from kasse_testkit import Namespace
-from kasse_testkit.e2e.shop import Shop
+from kasse_testkit.e2e.shop import Shop, running_shop
 from kasse_testkit.e2e.subscriber import OrderEventsSubscriber
 from kasse_testkit.infrastructure import Infrastructure
 
@@ -17,13 +14,8 @@ ORDER_TOPICS = [topics.ORDERS, topics.STOCK, topics.PAYMENTS, topics.SHIPPING]
 
 @pytest.fixture(scope="module")
 async def shop(kasse_infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]:
-    namespace = Namespace(uuid.uuid4().hex[:10])
-    running = Shop(kasse_infra, namespace, Path(tmp_path_factory.mktemp("shop")))
-    try:
-        await running.start()
+    async with running_shop(kasse_infra, tmp_path_factory.mktemp("shop")) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,14 @@ proxy (the journeys' shop trusts 127.0.0.1, standing in for the storefront): the
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from kasse_testkit import Namespace, wait_until
+from kasse_testkit import wait_until
 from kasse_testkit.e2e.journeys import Shopper
-from kasse_testkit.e2e.shop import ADMIN, Shop
+from kasse_testkit.e2e.shop import ADMIN, Shop, running_shop
 from kasse_testkit.infrastructure import Infrastructure
 
 from .test_order_journeys import ready_product
@@ -29,20 +27,15 @@ MAX_ORDERS_PER_IP = 2
 
 @pytest.fixture(scope="module")
 async def shop(kasse_infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]:
-    running = Shop(
+    async with running_shop(
         kasse_infra,
-        Namespace(uuid.uuid4().hex[:10]),
-        Path(tmp_path_factory.mktemp("shop")),
+        tmp_path_factory.mktemp("shop"),
         settings={
             "KASSE_CART_TRUSTED_PROXIES": "",  # the default of a deployment: no proxy configured
             "KASSE_PAYMENT_FRAUD_MAX_ORDERS_PER_IP": str(MAX_ORDERS_PER_IP),
         },
-    )
-    try:
-        await running.start()
+    ) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 async def test_a_client_blocked_after_n_orders_stays_blocked_whatever_x_forwarded_for_says(shop: Shop) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,9 +23,9 @@ from kasse_common.envelope import decode, encode
 from kasse_common.experiments import assign_variant, exposure_event_id
 from kasse_contracts import topics
 from kasse_contracts.events import ExperimentExposed, PaymentCaptured
-from kasse_testkit import Namespace, ServiceProcess, TestPublisher, wait_until
+from kasse_testkit import ServiceProcess, TestPublisher, wait_until
 from kasse_testkit.e2e.journeys import Shopper
-from kasse_testkit.e2e.shop import ADMIN, Shop, executable
+from kasse_testkit.e2e.shop import ADMIN, Shop, executable, running_shop
 from kasse_testkit.infrastructure import Infrastructure
 from kasse_testkit.kafka import ReadRecord, TopicReader
 
@@ -70,12 +69,9 @@ def planned_sessions() -> list[tuple[str, str, str]]:
 async def experiment_shop(kasse_infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]:
     # A shop of its own (the analysis counts every session it sees); snapshots every second, so the
     # restart below resumes from a snapshot plus the facts after it.
-    shop = Shop(kasse_infra, Namespace(uuid.uuid4().hex[:10]), Path(tmp_path_factory.mktemp("experiment")))
-    shop.settings["KASSE_METRICS_SNAPSHOT_INTERVAL_S"] = "1"
-    try:
-        yield await shop.start()
-    finally:
-        await shop.stop()
+    settings = {"KASSE_METRICS_SNAPSHOT_INTERVAL_S": "1"}
+    async with running_shop(kasse_infra, tmp_path_factory.mktemp("experiment"), settings=settings) as shop:
+        yield shop
 
 
 async def counter(client: httpx.AsyncClient, shop: Shop, name: str) -> float:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from kasse_testkit import Namespace, wait_until
+from kasse_testkit import wait_until
 from kasse_testkit.e2e.journeys import Shopper
-from kasse_testkit.e2e.shop import Shop
+from kasse_testkit.e2e.shop import Shop, running_shop
 from kasse_testkit.infrastructure import Infrastructure
 
 from .test_order_journeys import pay, ready_product
@@ -25,11 +23,8 @@ STEPS = ["viewed", "added_to_cart", "checkout_started", "order_placed", "paid", 
 @pytest.fixture(scope="module")
 async def counted_shop(kasse_infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]:
     # A shop of its own: the funnel counts every session the metrics service ever saw.
-    shop = Shop(kasse_infra, Namespace(uuid.uuid4().hex[:10]), Path(tmp_path_factory.mktemp("counted")))
-    try:
-        yield await shop.start()
-    finally:
-        await shop.stop()
+    async with running_shop(kasse_infra, tmp_path_factory.mktemp("counted")) as shop:
+        yield shop
 
 
 async def test_the_funnel_and_revenue_equal_the_journeys_run(counted_shop: Shop) -> None:

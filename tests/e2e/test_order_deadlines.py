@@ -6,18 +6,15 @@ This module runs its own shop with a short payment deadline (10 s) and a carrier
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from kasse_contracts import topics
-from kasse_testkit import Namespace, wait_until
+from kasse_testkit import wait_until
 from kasse_testkit.e2e.journeys import Shopper
-from kasse_testkit.e2e.shop import ADMIN, Shop
+from kasse_testkit.e2e.shop import ADMIN, Shop, running_shop
 from kasse_testkit.e2e.subscriber import OrderEventsSubscriber
 from kasse_testkit.infrastructure import Infrastructure
 
@@ -26,34 +23,21 @@ from .test_order_journeys import pay, ready_product, stock_of
 pytestmark = pytest.mark.e2e
 
 PAYMENT_DEADLINE_S = 10
-ORDER_TOPICS = [topics.ORDERS, topics.STOCK, topics.PAYMENTS, topics.SHIPPING]
 
 
 @pytest.fixture(scope="module")
 async def shop(kasse_infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]:
-    running = Shop(
+    async with running_shop(
         kasse_infra,
-        Namespace(uuid.uuid4().hex[:10]),
-        Path(tmp_path_factory.mktemp("deadline-shop")),
+        tmp_path_factory.mktemp("deadline-shop"),
         settings={
             "KASSE_CART_UNPAID_ORDER_TIMEOUT_S": str(PAYMENT_DEADLINE_S),
             "KASSE_CART_UNPAID_CHECK_INTERVAL_S": "0.5",
             "KASSE_SHIPPING_CARRIER_DISPATCH_AFTER_S": "2",
             "KASSE_SHIPPING_CARRIER_DELIVER_AFTER_S": "600",
         },
-    )
-    try:
-        await running.start()
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture(scope="module")
-async def order_events(shop: Shop, kasse_infra: Infrastructure) -> AsyncIterator[OrderEventsSubscriber]:
-    names = [shop.namespace.topic(t) for t in ORDER_TOPICS]
-    async with OrderEventsSubscriber(kasse_infra.kafka_bootstrap, names) as subscriber:
-        yield subscriber
+    ) as running:
+        yield running  # conftest's order_events subscribes to this shop's topics
 
 
 def consumer(shop: Shop, service: str, action: str) -> tuple[str, dict[str, str]]:

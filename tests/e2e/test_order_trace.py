@@ -3,16 +3,14 @@ calls on the way, collected over OTLP from the five service processes."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from kasse_testkit import Namespace, wait_until
+from kasse_testkit import wait_until
 from kasse_testkit.e2e.journeys import Shopper
-from kasse_testkit.e2e.shop import Shop
+from kasse_testkit.e2e.shop import Shop, running_shop
 from kasse_testkit.infrastructure import Infrastructure
 from kasse_testkit.otlp import OtlpCollector
 
@@ -33,16 +31,8 @@ def collector() -> Iterator[OtlpCollector]:
 async def traced_shop(
     kasse_infra: Infrastructure, collector: OtlpCollector, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Shop]:
-    shop = Shop(
-        kasse_infra,
-        Namespace(uuid.uuid4().hex[:10]),
-        Path(tmp_path_factory.mktemp("traced")),
-        otlp_endpoint=collector.endpoint,
-    )
-    try:
-        yield await shop.start()
-    finally:
-        await shop.stop()
+    async with running_shop(kasse_infra, tmp_path_factory.mktemp("traced"), otlp_endpoint=collector.endpoint) as shop:
+        yield shop
 
 
 async def test_one_trace_links_every_hop_of_an_order(traced_shop: Shop, collector: OtlpCollector) -> None:

@@ -4,7 +4,6 @@ Playwright driving Debian's Chromium (Playwright's own browser download cannot w
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,8 @@ import pytest
 from playwright.async_api import Browser, Page
 
 from kasse_catalog.seed import sample_catalog
-from kasse_testkit import Namespace
 from kasse_testkit.browser import chromium
-from kasse_testkit.e2e.shop import ADMIN, Shop
+from kasse_testkit.e2e.shop import ADMIN, Shop, running_shop
 from kasse_testkit.infrastructure import Infrastructure
 
 AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
@@ -31,11 +29,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture(scope="module")
 async def storefront(kasse_infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]:
-    shop = Shop(
-        kasse_infra, Namespace(uuid.uuid4().hex[:10]), Path(tmp_path_factory.mktemp("shop")), with_storefront=True
-    )
-    try:
-        await shop.start()
+    async with running_shop(kasse_infra, tmp_path_factory.mktemp("shop"), with_storefront=True) as shop:
         async with httpx.AsyncClient(timeout=120) as client:  # the catalogue import is slow on a loaded machine
             r = await client.post(
                 shop.url("catalog") + "/v1/admin/products/import",
@@ -50,8 +44,6 @@ async def storefront(kasse_infra: Infrastructure, tmp_path_factory: pytest.TempP
             )
             assert r.status_code == 201, r.text
         yield shop
-    finally:
-        await shop.stop()
 
 
 async def axe(page: Page) -> list[dict[str, Any]]:

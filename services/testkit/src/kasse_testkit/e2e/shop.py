@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,17 @@ SERVICES = ("catalog", "cart", "payment", "shipping", "metrics")
 ADMIN = {name: f"e2e-{name}-admin" for name in SERVICES}
 INTERNAL_TOKEN = "e2e-internal"
 WEBHOOK_SECRET = "whsec_e2e_" + uuid.uuid4().hex
+
+
+@asynccontextmanager
+async def running_shop(infra: Infrastructure, log_dir: Path, **options: Any) -> AsyncIterator[Shop]:
+    """A started Shop in a namespace of its own (`options`: Shop's fields, e.g. settings), stopped and its
+    topics deleted at the end, also when it failed to start."""
+    shop = Shop(infra, Namespace(uuid.uuid4().hex[:10]), log_dir, **options)
+    try:
+        yield await shop.start()
+    finally:
+        await shop.stop()
 
 
 def executable(name: str) -> str:
