@@ -45,7 +45,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kasse_contracts import topics
-from kasse_testkit import Namespace, free_port
+from kasse_testkit import Namespace, chaos_probe, free_port
 from kasse_testkit.e2e.shop import ADMIN, SERVICES, Shop
 from kasse_testkit.e2e.subscriber import OrderEventsSubscriber
 from kasse_testkit.infrastructure import Infrastructure, find_repo_root
@@ -89,6 +89,7 @@ class Report:
     accepted: int = 0
     refused: int = 0
     lost: list[str] = field(default_factory=list)
+    lost_why: dict[str, str] = field(default_factory=dict)
     stuck: dict[str, str] = field(default_factory=dict)
     duplicated: dict[str, list[str]] = field(default_factory=dict)
     stock_mismatches: dict[str, str] = field(default_factory=dict)
@@ -100,6 +101,7 @@ class Report:
     terminal_after_last_restart_s: float | None = None  # None: not every order became terminal
     fault_failures: list[str] = field(default_factory=list)  # a killed part that did not come back
     errors: Counter[str] = field(default_factory=Counter)
+    diagnosis: list[str] = field(default_factory=list)  # a failed run: consumer lag, outbox, stuck orders' documents
 
     @property
     def ok(self) -> bool:
@@ -115,7 +117,7 @@ class Report:
             "all terminal after the last restart (s) "
             + ("never" if self.terminal_after_last_restart_s is None else f"{self.terminal_after_last_restart_s:.0f}"),
             f"outcomes                 {dict(self.outcomes)}",
-            f"lost                     {len(self.lost)} {self.lost[:5]}",
+            f"lost                     {len(self.lost)} {dict(list(self.lost_why.items())[:5])}",
             f"duplicated               {dup}",
             f"stuck (not terminal)     {len(self.stuck)} {dict(list(self.stuck.items())[:5])}",
             f"stock mismatches         {len(self.stock_mismatches)} {self.stock_mismatches}",
@@ -123,6 +125,7 @@ class Report:
             "back to ready (s)        " + ", ".join(f"{k} {v:.1f}" for k, v in self.back_to_ready_s.items()),
             f"client retries           {dict(self.errors)}",
             f"faults that failed       {self.fault_failures}",
+            *self.diagnosis,
             "RESULT                   " + ("OK" if self.ok else "FAILED"),
         ]
         return "\n".join(lines)
@@ -242,8 +245,8 @@ class OwnStack:
                 return
             time.sleep(0.1)
 
-    def stop(self) -> None:
-        self.stack.stop(None, purge=True, quiet=True, config=self.config)
+    def stop(self, keep_data: bool = False) -> None:
+        self.stack.stop(None, purge=not keep_data, quiet=True, config=self.config)
 
 
 # -- clients -----------------------------------------------------------------------------------------
@@ -377,6 +380,7 @@ async def pay_one(client: httpx.AsyncClient, shop: Shop, report: Report, order: 
     admin = {"Authorization": f"Bearer {ADMIN['payment']}"}
     url = shop.url("payment") + f"/v1/admin/payments/{order.order_id}"
     payment: dict[str, Any] = {}
+    poll = 0.5
     while time.monotonic() < deadline:
         try:
             r = await client.get(url, headers=admin)
@@ -387,7 +391,10 @@ async def pay_one(client: httpx.AsyncClient, shop: Shop, report: Report, order: 
             break
         if payment.get("status") in ("failed", "cancelled"):
             return  # fraud rule or expiry came first: nothing to pay any more
-        await asyncio.sleep(1.0)
+        # Like a real client, backing off: a fixed 1 s poll of every unpaid order was ~270 requests a second
+        # to payment in the 300-order run (3,500 access-log lines a minute on two shared cores).
+        await asyncio.sleep(poll + random.uniform(0, poll / 2))
+        poll = min(poll * 1.5, 5.0)
     else:
         report.errors["intent never ready"] += 1
         return
@@ -608,15 +615,21 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
 
             seen: dict[str, dict[str, Any]] = {}
             finished_at: dict[str, float] = {}
+            progress_at = 0.0
             while time.monotonic() - last_restart < cfg.terminal_timeout_s:
-                seen = await views(client, shop, placed)
+                # A terminal order stays terminal: ask only for the others (each order view costs the cart a
+                # lookup at payment while the order is unpaid).
+                seen.update(await views(client, shop, [o for o in placed if o.order_id not in finished_at]))
                 for oid, view in seen.items():
                     if view.get("status") in TERMINAL and oid not in finished_at:
                         finished_at[oid] = time.monotonic()
                 if all(view.get("status") in TERMINAL for view in seen.values()) and len(seen) == len(placed):
                     if await settled(client, shop, seen, placed):
                         break
-                await asyncio.sleep(3)
+                if time.monotonic() - progress_at >= 60:
+                    progress_at = time.monotonic()
+                    await progress(infra, namespace, seen, last_restart)
+                await asyncio.sleep(5)
             report.elapsed_s = time.monotonic() - started
             done = len(finished_at)
             if done == len(placed):
@@ -625,14 +638,41 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
             judge(report, placed, seen, events, recorder)
             await check_stock(client, shop, report, placed, seen, initial)
         report.dead_letters = await dead_letters(infra.kafka_bootstrap, namespace)
+        if not report.ok:
+            # Before anything is stopped or purged: where the orders stopped (lag, outbox, documents).
+            report.diagnosis = await chaos_probe.report(
+                infra.kafka_bootstrap, infra.mongo_uri, namespace, [*report.lost, *report.stuck]
+            )
     finally:
-        await shop.stop()
+        keep = stack is not None and not report.ok
+        if keep:  # the services stop, the stack's data stays for a post-mortem (topics included)
+            for process in shop.processes.values():
+                await process.stop()
+        else:
+            await shop.stop()
         proxy.should_exit = True
         await proxy_task
         await recorder.client.aclose()
         if stack is not None:
-            await asyncio.to_thread(stack.stop)
+            await asyncio.to_thread(stack.stop, keep)
+            if keep:
+                print(
+                    f"chaos: the stack's data is kept in {stack.home} (topics {namespace.topic_prefix}*, databases "
+                    f"{namespace.database('<service>')}); start it with KASSE_HOME={stack.home} and the ports from "
+                    f"{cfg.port_base} to look, remove the directory when done",
+                    flush=True,
+                )
     return report
+
+
+async def progress(infra: Infrastructure, namespace: Namespace, seen: dict[str, dict[str, Any]], since: float) -> None:
+    """One line a minute while the run waits: the orders' states and each service's consumer lag."""
+    states = Counter(str(v.get("status")) for v in seen.values())
+    try:
+        lag: Any = await asyncio.wait_for(chaos_probe.consumer_lag(infra.kafka_bootstrap, namespace), 60)
+    except Exception as exc:
+        lag = repr(exc)[:200]
+    print(f"chaos: +{time.monotonic() - since:.0f} s states {dict(states)} lag {lag}", flush=True)
 
 
 async def settled(client: httpx.AsyncClient, shop: Shop, seen: dict[str, dict[str, Any]], placed: list[Placed]) -> bool:
@@ -668,6 +708,7 @@ def judge(
         view = seen.get(o.order_id)
         if view is None or view.get("status") == "missing":
             report.lost.append(o.order_id)
+            report.lost_why[o.order_id] = "no order view (404)" if view else "order view never answered"
             continue
         status = str(view.get("status"))
         report.outcomes[f"{o.fate}->{status}{cancel_reason(events, o.order_id) if status == 'cancelled' else ''}"] += 1
@@ -676,6 +717,7 @@ def judge(
         kinds = Counter(type(s.event).__name__ for s in events.for_order(o.order_id))
         if "OrderPlaced" not in kinds:
             report.lost.append(o.order_id)
+            report.lost_why[o.order_id] = f"no OrderPlaced on Kafka; cart says {status}, events seen {dict(kinds)}"
         for kind, label in (("PaymentCaptured", "captures"), ("ShipmentCreated", "shipments")):
             if kinds[kind] > 1:
                 report.duplicated.setdefault(label, []).append(o.order_id)
