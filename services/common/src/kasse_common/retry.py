@@ -110,6 +110,13 @@ async def retry_transient(
     a loop that is cancelled at shutdown may use) and re-raises the last error. Other errors at once.
     """
     stops: list[stop_base] = []
+
+    def retryable(exc: BaseException) -> bool:
+        # tenacity catches BaseException: without this, a handler's custom predicate ("retry anything
+        # not transient") retried a CancelledError, so a consumer the watchdog cancelled went on handling
+        # its record beside the restarted one (make chaos, catalog: an OrderPlaced raced itself).
+        return isinstance(exc, Exception) and retry_on(exc)
+
     if attempts is not None:
         stops.append(stop_after_attempt(attempts))
     if within_s is not None:
@@ -117,7 +124,7 @@ async def retry_transient(
     retrying = AsyncRetrying(
         stop=stop_any(*stops) if stops else stop_never,
         wait=wait_random_exponential(multiplier=initial_s, max=max_s),
-        retry=retry_if_exception(retry_on),
+        retry=retry_if_exception(retryable),
         before_sleep=_log_retry(what),
         reraise=True,
     )

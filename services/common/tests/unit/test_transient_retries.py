@@ -7,6 +7,7 @@ clock the test moves on.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -17,7 +18,7 @@ from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 from kasse_common.envelope import encode
 from kasse_common.errors import ConcurrencyError
 from kasse_common.messaging import EventConsumer, EventContext, PermanentError
-from kasse_common.retry import backoff_delay, is_transient
+from kasse_common.retry import backoff_delay, is_transient, retry_transient
 from kasse_common.settings import ServiceSettings
 from kasse_contracts.events import OrderPlaced
 from kasse_testkit.samples import order_placed
@@ -204,6 +205,41 @@ async def test_permanent_and_programming_errors_keep_the_attempts_then_dead_lett
     await deliver(consumer, delivery(consumer, FakeKafkaConsumer()))
     assert bugs == 4
     assert publisher.dead[0][1]["kasse_dlq_attempts"] == "4"
+
+
+async def test_a_cancelled_handler_is_not_retried_in_place() -> None:
+    """The watchdog cancels a consumer that stalls: its handler must stop, not run again beside the new one."""
+    calls = 0
+    started = asyncio.Event()
+
+    async def hangs(event: OrderPlaced, ctx: EventContext) -> None:
+        nonlocal calls
+        calls += 1
+        started.set()
+        await asyncio.Event().wait()  # a store call that never answers
+
+    consumer, publisher, _ = consumer_with(hangs, consumer_max_attempts=2)
+    message = delivery(consumer, FakeKafkaConsumer())
+    handling = asyncio.create_task(deliver(consumer, message))
+    await asyncio.wait_for(started.wait(), 5)
+    handling.cancel()
+    done, _ = await asyncio.wait([handling], timeout=5)
+    assert done and handling.cancelled()
+    assert calls == 1  # not called again after the cancellation
+    assert message.nacked == 0 and publisher.dead == [] and consumer.processed == 0
+
+
+async def test_retry_transient_lets_a_cancellation_through_whatever_it_retries() -> None:
+    calls = 0
+
+    async def cancelled() -> None:
+        nonlocal calls
+        calls += 1
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await retry_transient(cancelled, what="x", attempts=5, initial_s=0, retry_on=lambda exc: True)
+    assert calls == 1
 
 
 def test_what_counts_as_transient() -> None:
