@@ -5,6 +5,7 @@ FerretDB v1 compatible: plain finds, single-document conditional updates, no agg
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -256,7 +257,10 @@ class MongoDeliveries:
         if not heads:
             return []
         ids = [entry["_id"] for entry in heads.values()]
-        docs = {doc["_id"]: doc async for doc in self.collection.find({"_id": {"$in": ids}})}
+        # One read by `_id` each: FerretDB v1 answers `{_id: v}` from one row, while `{_id: {$in: [...]}}`
+        # read the whole delivery history every round (issue 12).
+        found = await asyncio.gather(*(self.collection.find_one({"_id": i}) for i in ids))
+        docs = {doc["_id"]: doc for doc in found if doc is not None}
         out: list[Delivery] = []
         stale: list[str] = []
         for entry in heads.values():
