@@ -59,16 +59,36 @@ class InvoiceRepository:
         await self.unnumbered_work.ensure_indexes()
 
     # -- the orders invoices are made from ---------------------------------------------------------
+    # Each order's document also lists its invoice and credit notes' ids (`documents`), so an order's
+    # documents are read by `_id` (FerretDB v1 would read every invoice ever issued for `{order_id}`).
     async def record_order(self, order_id: str, payload: dict[str, Any]) -> None:
-        await self.orders.update_one({"_id": order_id}, {"$setOnInsert": {"order": payload}}, upsert=True)
+        try:  # the first payload wins (a redelivery changes nothing)
+            await self.orders.update_one(
+                {"_id": order_id, "order": {"$exists": False}},
+                {"$set": {"order": payload}, "$setOnInsert": {"documents": []}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass  # recorded already
 
     async def order(self, order_id: str) -> dict[str, Any] | None:
         doc = await self.orders.find_one({"_id": order_id})
-        return None if doc is None else dict(doc["order"])
+        return None if doc is None or doc.get("order") is None else dict(doc["order"])
 
     # -- documents ---------------------------------------------------------------------------------
     async def add(self, document: Document) -> bool:
-        """Store a new, unnumbered document. False when it exists already (a redelivery)."""
+        """Store a new, unnumbered document. False when it exists already (a redelivery).
+
+        Its id goes into the order's list first: a crash before the document is stored leaves an
+        id that reads as nothing, never a document the list misses."""
+        try:
+            await self.orders.update_one(
+                {"_id": document.order_id, "documents": {"$exists": True}},
+                {"$addToSet": {"documents": document.document_id}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            pass  # an order recorded before the list existed: `for_order` reads its documents by `order_id`
         state = {**to_doc(document), "stored_at": datetime.now(UTC)}
         try:
             await self.store.commit(document.document_id, expected_version=None, state=state)
@@ -81,8 +101,14 @@ class InvoiceRepository:
         return None if doc is None else from_doc(doc)
 
     async def for_order(self, order_id: str) -> list[Document]:
-        cursor = self.store.collection.find({"order_id": order_id}, {"_outbox": 0, "_processed": 0})
-        docs = [from_doc(d) async for d in cursor]
+        order = await self.orders.find_one({"_id": order_id}, {"documents": 1})
+        if order is not None and isinstance(order.get("documents"), list):
+            found = [await self.store.load(i) for i in order["documents"]]
+            raw = [d for d in found if d is not None]
+        else:  # an order recorded before the list existed
+            cursor = self.store.collection.find({"order_id": order_id}, {"_outbox": 0, "_processed": 0})
+            raw = [d async for d in cursor]
+        docs = [from_doc(d) for d in raw]
         return sorted(docs, key=lambda d: (d.kind != "invoice", d.number or "~", d.document_id))
 
     async def unnumbered(self, limit: int = 100) -> list[str]:
