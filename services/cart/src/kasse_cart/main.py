@@ -108,6 +108,7 @@ def create_app(settings: CartSettings | None = None) -> FastAPI:
         await payment_deadline.run_once()
 
     runtime.on_startup(create_indexes)
+    runtime.on_shutdown(payments.aclose)
     runtime.every(settings.abandonment_check_interval_s, report_abandoned_carts, name="abandoned-carts")
     runtime.every(settings.unpaid_check_interval_s, expire_unpaid_orders, name="unpaid-orders")
     app = runtime.create_app(
