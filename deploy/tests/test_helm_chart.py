@@ -165,6 +165,28 @@ def test_deployments_are_hardened_and_probed(render: Any, helpers: Any, values: 
 
 
 @pytest.mark.parametrize("values", ["default", "production"])
+def test_each_metrics_pod_is_its_own_static_group_member(render: Any, helpers: Any, values: str) -> None:
+    """Every replica's group.instance.id is its pod name: unique per replica (Kafka fences a duplicate) and
+    kept when the container restarts in its pod (it takes its partitions back at once)."""
+    manifests = render(*helpers.VALUE_SETS[values])
+    for d in helpers.by_kind(manifests, "Deployment"):
+        name = d["metadata"]["labels"]["app.kubernetes.io/component"]
+        env = [e["name"] for e in d["spec"]["template"]["spec"]["containers"][0]["env"]]
+        if name != "metrics":
+            assert "KASSE_METRICS_GROUP_INSTANCE_ID" not in env, name
+            continue
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        by_name = {e["name"]: e for e in c["env"]}
+        assert by_name["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert by_name["KASSE_METRICS_GROUP_INSTANCE_ID"]["value"] == "$(POD_NAME)"
+        # Kubernetes expands $(VAR) only from variables listed before it.
+        assert env.index("POD_NAME") < env.index("KASSE_METRICS_GROUP_INSTANCE_ID")
+    for cm in helpers.by_kind(manifests, "ConfigMap"):
+        # One value for every pod of the Deployment: would be every replica's id.
+        assert "KASSE_METRICS_GROUP_INSTANCE_ID" not in (cm.get("data") or {}), cm["metadata"]["name"]
+
+
+@pytest.mark.parametrize("values", ["default", "production"])
 def test_configmaps_carry_the_settings(render: Any, helpers: Any, values: str) -> None:
     manifests = render(*helpers.VALUE_SETS[values])
     cms = {c["metadata"]["name"]: c["data"] for c in helpers.by_kind(manifests, "ConfigMap")}

@@ -810,6 +810,7 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
 
     loader = asyncio.create_task(load())
     samples: list[float] = []
+    trace: list[bytes] | None = [] if args.freshness_trace else None
     try:
         seen = await reviews()
         end = time.monotonic() + args.freshness_seconds
@@ -828,8 +829,7 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
             await producer.send_and_wait(topic, value, key=key, headers=headers)
             args.freshness_sent += 1
             acked = time.perf_counter()
-            if os.environ.get("BENCH_DEBUG"):
-                print(f"send {1000 * (acked - t_send):.1f} ms", flush=True)
+            acked_wall = time.time()
             deadline = acked + 10
             while await reviews() <= seen:
                 if time.perf_counter() > deadline:
@@ -840,8 +840,19 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
                     break
                 await asyncio.sleep(args.poll_ms / 1000)
             samples.append((time.perf_counter() - acked) * 1000)
-            if os.environ.get("BENCH_DEBUG"):
-                print(f"seen after {samples[-1]:.1f} ms", flush=True)
+            if trace is not None:
+                # Wall clock, to line up with the service's own timestamps (its log at DEBUG).
+                trace.append(
+                    orjson.dumps(
+                        {
+                            "ce_id": dict(headers)["ce_id"].decode(),
+                            "send_ms": 1000 * (acked - t_send),
+                            "acked": acked_wall,
+                            "seen": acked_wall + samples[-1] / 1000,
+                        }
+                    )
+                    + b"\n"
+                )
             seen += 1
             await asyncio.sleep(0.05)
     finally:
@@ -852,7 +863,14 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
         except asyncio.CancelledError:
             pass
         await producer.stop()
+        if trace:
+            _append(args.freshness_trace, trace)
     return samples
+
+
+def _append(path: str, lines: list[bytes]) -> None:
+    with open(path, "ab") as f:
+        f.writelines(lines)
 
 
 def loadavg() -> str:
@@ -974,6 +992,11 @@ def main() -> None:
     p.add_argument("--freshness-rate", type=float, default=0.0, help="Background events/s (default: half of (c))")
     p.add_argument("--poll-ms", type=float, default=10.0, help="KPI API poll interval while waiting for a probe")
     p.add_argument("--skip-quix", action="store_true")
+    p.add_argument(
+        "--freshness-trace",
+        default="",
+        help="Append one JSON line per (d) probe (its event id, ack and seen wall-clock times) to this file",
+    )
     p.add_argument("--rss-early-events", type=int, default=1_000_000, help="(e): the first RSS sample")
     p.add_argument(
         "--compare-events",
