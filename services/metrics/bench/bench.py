@@ -373,8 +373,9 @@ def prefill(bootstrap: str, topic: str, n: int, seed: int, event_seconds: float)
     return sent
 
 
-async def raw_loop(bootstrap: str, topic: str, n: int, timeout: float) -> tuple[int, float]:
-    """aiokafka (the service's client): (events read, events/s) over the first `n` or `timeout` s."""
+async def raw_loop(bootstrap: str, topic: str, n: int, timeout: float) -> tuple[int, float, float]:
+    """aiokafka (the service's client): (events read, events/s, CPU µs per event) over the first `n` or
+    `timeout` s."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -386,6 +387,7 @@ async def raw_loop(bootstrap: str, topic: str, n: int, timeout: float) -> tuple[
     await consumer.start()
     count = 0
     t0 = None
+    cpu0 = time.process_time()  # CPU of this process, every thread (librdkafka's too): robust to the load
     deadline = time.monotonic() + timeout
     try:
         while count < n and time.monotonic() < deadline:
@@ -399,12 +401,12 @@ async def raw_loop(bootstrap: str, topic: str, n: int, timeout: float) -> tuple[
     finally:
         await consumer.stop()
     elapsed = time.perf_counter() - (t0 or time.perf_counter())
-    return count, (count / elapsed if elapsed else 0.0)
+    return count, (count / elapsed if elapsed else 0.0), 1e6 * (time.process_time() - cpu0) / max(count, 1)
 
 
-def raw_loop_confluent(bootstrap: str, topic: str, n: int, timeout: float) -> tuple[int, float]:
+def raw_loop_confluent(bootstrap: str, topic: str, n: int, timeout: float) -> tuple[int, float, float]:
     """The same loop with confluent-kafka (librdkafka fetches in its own threads; `consume` hands out
-    batches): poll + `orjson.loads` of the value, no validation. (events read, events/s)."""
+    batches): poll + `orjson.loads` of the value, no validation. (events read, events/s, CPU µs per event)."""
     from confluent_kafka import Consumer
 
     consumer = Consumer(
@@ -418,6 +420,7 @@ def raw_loop_confluent(bootstrap: str, topic: str, n: int, timeout: float) -> tu
     consumer.subscribe([topic])
     count = 0
     t0 = None
+    cpu0 = time.process_time()  # CPU of this process, every thread (librdkafka's too): robust to the load
     deadline = time.monotonic() + timeout
     try:
         while count < n and time.monotonic() < deadline:
@@ -431,7 +434,7 @@ def raw_loop_confluent(bootstrap: str, topic: str, n: int, timeout: float) -> tu
     finally:
         consumer.close()
     elapsed = time.perf_counter() - (t0 or time.perf_counter())
-    return count, (count / elapsed if elapsed else 0.0)
+    return count, (count / elapsed if elapsed else 0.0), 1e6 * (time.process_time() - cpu0) / max(count, 1)
 
 
 def _quix_process(bootstrap: str, topic: str, n: int, timeout: float, out: Any) -> None:
@@ -456,6 +459,7 @@ def _quix_process(bootstrap: str, topic: str, n: int, timeout: float, out: Any) 
         # session's state, the session's first time at each step, a count per step.
         if not first:
             first.append(time.perf_counter())
+            first.append(time.process_time())
         seen[0] += 1
         if seen[0] == n or time.perf_counter() - first[0] > timeout:
             app.stop()  # bounded: the rate over what it read when the time is up
@@ -471,7 +475,8 @@ def _quix_process(bootstrap: str, topic: str, n: int, timeout: float, out: Any) 
     sdf.update(count_step, stateful=True, metadata=True)
     app.run(count=n, timeout=timeout, collect=False)
     elapsed = time.perf_counter() - (first[0] if first else time.perf_counter())
-    out.put({"rate": seen[0] / elapsed if elapsed else 0.0, "events": seen[0], "funnel": funnel})
+    cpu_us = 1e6 * (time.process_time() - first[1]) / max(seen[0], 1) if first else float("nan")
+    out.put({"rate": seen[0] / elapsed if elapsed else 0.0, "events": seen[0], "funnel": funnel, "cpu_us": cpu_us})
 
 
 def quix_rate(bootstrap: str, topic: str, n: int, timeout: float) -> dict[str, Any]:
@@ -565,6 +570,11 @@ class Service:
 
     def rss_mb(self) -> float:
         return rss_mb(self.proc.pid)
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, every thread) the process has used (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     async def stop(self, kill: bool = False) -> None:
         await self.http.aclose()
@@ -663,7 +673,7 @@ async def service_phases(args: argparse.Namespace, prefix: str, token: str) -> d
     result: dict[str, Any] = {
         "ingested": nan, "rate": nan, "rss_early_mb": nan, "rss_end_mb": nan, "freshness_rate": nan,
         "freshness_ms": [], "restart_s": nan, "restart_rss_mb": nan, "two_ingested": nan, "two_rate": nan,
-        "two_rss_mb": [], "failed": [], "rate_compare": nan,
+        "two_rss_mb": [], "failed": [], "rate_compare": nan, "cpu_us": nan,
     }  # fmt: skip
     database = f"bench_{token}_metrics"
     database2 = f"bench_{token}_metrics2"
@@ -691,7 +701,12 @@ async def _one_instance(args: argparse.Namespace, prefix: str, database: str, re
         rss: dict[str, float] = {}
         early = min(args.rss_early_events, args.events)
         rates: dict[float, float] = {}
-        marks = {early: lambda: rss.setdefault("early", service.rss_mb()), args.compare: lambda: None}
+        cpu: dict[str, float] = {}
+        marks = {
+            1: lambda: cpu.setdefault("start", service.cpu_s()),
+            early: lambda: rss.setdefault("early", service.rss_mb()),
+            args.compare: lambda: None,
+        }
         result["ingested"], result["rate"] = await ingest_rate(
             args,
             database,
@@ -703,6 +718,7 @@ async def _one_instance(args: argparse.Namespace, prefix: str, database: str, re
             internal_topic=service.internal_topic,
         )
         result["rate_compare"] = rates.get(args.compare, float("nan"))
+        result["cpu_us"] = 1e6 * (service.cpu_s() - cpu.get("start", 0.0)) / max(result["ingested"], 1)
         # Wait until the projection shows the pre-filled events (the API is the point).
         deadline = time.monotonic() + args.phase_timeout
         total = 0
@@ -904,17 +920,18 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         raw = float("nan")
         if "a" in args.phases:
-            read, raw = await raw_loop(args.bootstrap, topic, compare, args.phase_timeout)
+            read, raw, cpu = await raw_loop(args.bootstrap, topic, compare, args.phase_timeout)
             print(
                 f"(a) raw aiokafka poll + orjson.loads loop (no validation): {raw:,.0f} events/s ({read} events; "
-                f"load {loadavg()})",
+                f"{cpu:.1f} µs CPU per event; load {loadavg()})",
                 flush=True,
             )
-            read, raw_ck = await asyncio.to_thread(
+            read, raw_ck, cpu_ck = await asyncio.to_thread(
                 raw_loop_confluent, args.bootstrap, topic, compare, args.phase_timeout
             )
             print(
-                f"(a') the same loop with confluent-kafka: {raw_ck:,.0f} events/s ({read} events; "
+                f"(a') the same loop with confluent-kafka: {raw_ck:,.0f} events/s ({read} events; {cpu_ck:.1f} µs CPU "
+                f"per event; "
                 f"{raw_ck / raw if raw else float('nan'):.2f}x aiokafka; load {loadavg()})",
                 flush=True,
             )
@@ -923,7 +940,8 @@ async def main_async(args: argparse.Namespace) -> None:
             try:
                 quix = await asyncio.to_thread(quix_rate, args.bootstrap, topic, compare, args.phase_timeout)
                 print(
-                    f"(b) Quix Streams funnel app: {quix['rate']:,.0f} events/s ({quix['events']} events); "
+                    f"(b) Quix Streams funnel app: {quix['rate']:,.0f} events/s ({quix['events']} events; "
+                    f"{quix['cpu_us']:.1f} µs CPU per event); "
                     f"funnel {quix['funnel']} (load {loadavg()})",
                     flush=True,
                 )
@@ -933,7 +951,8 @@ async def main_async(args: argparse.Namespace) -> None:
         samples = r["freshness_ms"]
         print(
             f"(c) metrics service (checkpoints, offsets and snapshots persisted): {r['rate']:,.0f} events/s "
-            f"({r['ingested']:.0f} records; {r['rate_compare']:,.0f} events/s over the first {compare:,})",
+            f"({r['ingested']:.0f} records; {r['cpu_us']:.0f} µs CPU per event; {r['rate_compare']:,.0f} events/s over "
+            f"the first {compare:,})",
             flush=True,
         )
         p50 = statistics.median(samples) if samples else float("nan")
