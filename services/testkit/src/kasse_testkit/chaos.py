@@ -628,7 +628,7 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
                         break
                 if time.monotonic() - progress_at >= 60:
                     progress_at = time.monotonic()
-                    await progress(infra, namespace, seen, last_restart)
+                    await progress(client, shop, infra, namespace, seen, last_restart)
                 await asyncio.sleep(5)
             report.elapsed_s = time.monotonic() - started
             done = len(finished_at)
@@ -643,6 +643,9 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
             report.diagnosis = await chaos_probe.report(
                 infra.kafka_bootstrap, infra.mongo_uri, namespace, [*report.lost, *report.stuck]
             )
+            async with httpx.AsyncClient() as probe:
+                store = await chaos_probe.store_latencies(probe, {s: shop.url(s) for s in SERVICES})
+            report.diagnosis.append(f"store time per command since each service's start {store}")
     finally:
         keep = stack is not None and not report.ok
         if keep:  # the services stop, the stack's data stays for a post-mortem (topics included)
@@ -665,14 +668,23 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
     return report
 
 
-async def progress(infra: Infrastructure, namespace: Namespace, seen: dict[str, dict[str, Any]], since: float) -> None:
-    """One line a minute while the run waits: the orders' states and each service's consumer lag."""
+async def progress(
+    client: httpx.AsyncClient,
+    shop: Shop,
+    infra: Infrastructure,
+    namespace: Namespace,
+    seen: dict[str, dict[str, Any]],
+    since: float,
+) -> None:
+    """One line a minute while the run waits: the orders' states, each service's consumer lag, and how long
+    the store takes per command (a loaded machine shows here: seconds per write, not milliseconds)."""
     states = Counter(str(v.get("status")) for v in seen.values())
     try:
         lag: Any = await asyncio.wait_for(chaos_probe.consumer_lag(infra.kafka_bootstrap, namespace), 60)
     except Exception as exc:
         lag = repr(exc)[:200]
-    print(f"chaos: +{time.monotonic() - since:.0f} s states {dict(states)} lag {lag}", flush=True)
+    store = await chaos_probe.store_latencies(client, {s: shop.url(s) for s in SERVICES})
+    print(f"chaos: +{time.monotonic() - since:.0f} s states {dict(states)} lag {lag} store {store}", flush=True)
 
 
 async def settled(client: httpx.AsyncClient, shop: Shop, seen: dict[str, dict[str, Any]], placed: list[Placed]) -> bool:

@@ -14,9 +14,11 @@ A chaos run that ends with stuck orders used to leave only the services' logs (t
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
@@ -123,6 +125,35 @@ async def order_documents(mongo_uri: str, namespace: Namespace, order_ids: list[
         return out
     finally:
         await client.close()
+
+
+_COMMAND = re.compile(r'^kasse_store_command(s|_seconds)_total\{collection="([^"]*)",command="([^"]*)",.*\}\s+(\S+)$')
+
+
+def store_latency(metrics_text: str) -> tuple[int, float]:
+    """(store commands, mean seconds each) from a service's /metrics: how long the store keeps it waiting."""
+    count = seconds = 0.0
+    for line in metrics_text.splitlines():
+        m = _COMMAND.match(line)
+        if m:
+            if m.group(1) == "s":
+                count += float(m.group(4))
+            else:
+                seconds += float(m.group(4))
+    return int(count), (seconds / count if count else 0.0)
+
+
+async def store_latencies(client: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, str]:
+    """Service -> 'N commands, S s each' since its (re)start; a service that does not answer says so."""
+    out: dict[str, str] = {}
+    for service, url in urls.items():
+        try:
+            r = await client.get(url + "/metrics", timeout=20)
+            count, mean = store_latency(r.text)
+            out[service] = f"{count} commands, {mean:.2f} s each"
+        except httpx.HTTPError as exc:
+            out[service] = type(exc).__name__
+    return out
 
 
 async def report(bootstrap: str, mongo_uri: str, namespace: Namespace, stuck: list[str], limit: int = 4) -> list[str]:
