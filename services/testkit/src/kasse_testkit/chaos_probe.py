@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
@@ -57,24 +57,6 @@ async def consumer_lag(bootstrap: str, namespace: Namespace, timeout_s: float = 
     finally:
         await consumer.stop()
         await admin.close()
-
-
-async def _partitions_never_committed(bootstrap: str, namespace: Namespace) -> dict[str, int]:
-    """Records in topics a group has never committed on (lag that `consumer_lag` cannot see)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        out: dict[str, int] = {}
-        for name in await consumer.topics():
-            if not name.startswith(namespace.topic_prefix):
-                continue
-            tps = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
-            ends = await consumer.end_offsets(tps)
-            begins = await consumer.beginning_offsets(tps)
-            out[name.removeprefix(namespace.topic_prefix)] = sum(ends[tp] - begins[tp] for tp in tps)
-        return out
-    finally:
-        await consumer.stop()
 
 
 async def outbox_backlog(mongo_uri: str, namespace: Namespace) -> dict[str, dict[str, str]]:
@@ -162,8 +144,6 @@ async def report(bootstrap: str, mongo_uri: str, namespace: Namespace, stuck: li
     try:
         lag = await asyncio.wait_for(consumer_lag(bootstrap, namespace), 120)
         lines.append(f"consumer lag (uncommitted records per topic) {lag}")
-        sizes = await asyncio.wait_for(_partitions_never_committed(bootstrap, namespace), 60)
-        lines.append(f"records per topic {sizes}")
     except Exception as exc:
         lines.append(f"consumer lag: failed {exc!r}"[:300])
     try:
