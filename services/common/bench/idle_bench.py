@@ -6,10 +6,11 @@ background loop that filters a collection reads all of it: its cost grows with t
 
 What it does, on its OWN Kafka, FerretDB and stripe-mock (deploy/local/stack.py with another
 KASSE_HOME and ports; never the shared stack):
-1. starts the five services with the production intervals of their background jobs (their
-   defaults: outbox safety-net scan 300 s, payment sweep 5 s, invoices 30 s, carrier scans 5 s,
-   unpaid orders, abandoned carts, parked events) — only the carrier's simulated timings are short,
-   so sample orders finish. The window (default 300 s) holds one whole period of every job;
+1. starts the five services with the production intervals of their background jobs (the settings
+   classes' defaults, overriding the e2e shop's test values: outbox belt an hour, payment sweep 5 s,
+   invoices 30 s, carrier scans 5 s, unpaid orders, abandoned carts, parked events) — only the
+   carrier's simulated timings are short, so sample orders finish. The window (default 300 s) holds
+   one whole period of every job but the hourly safety nets (step 6);
 2. places a few real orders through the HTTP APIs (cart, checkout, order with Idempotency-Key,
    signed Stripe webhooks: most paid and delivered, some declined) and waits until each is terminal;
 3. measures the FerretDB process's CPU (utime + stime from /proc/<pid>/stat) over a window with no
@@ -21,7 +22,11 @@ KASSE_HOME and ports; never the shared stack):
    documents (one per product; their per-order markers are bounded, see dedupe_bench.py), waiting
    work (due markers, parked and standalone events) and the metrics service's KPI snapshots;
 5. measures the same window again (with FerretDB's Go CPU profile of it, `go tool pprof -top`) and
-   prints both figures, the services' CPU and the load average.
+   prints both figures, the services' CPU, the load average and, per window, the 25 queries that
+   cost the store most (each service's own count, `kasse_store_commands`: runs/min, store seconds per
+   minute, ms each — wall time, queueing included);
+6. measures what the hourly safety nets (the outbox relay's belt scan, each DueWork's rebuild) cost
+   after the fill: FerretDB's CPU for one whole read of each collection they read.
    Each measurement ends with a control: the store's CPU while every service is stopped (SIGSTOP),
    so the services' background queries are told apart from the store's own idle work. The control
    first lets the store finish the requests the stopped services had already sent (reported as
@@ -192,7 +197,7 @@ async def store_commands(ports: dict[str, int]) -> dict[Query, tuple[float, floa
 
 
 def busiest(
-    before: dict[Query, tuple[float, float]], after: dict[Query, tuple[float, float]], elapsed: float, top: int = 15
+    before: dict[Query, tuple[float, float]], after: dict[Query, tuple[float, float]], elapsed: float, top: int = 25
 ) -> list[dict[str, Any]]:
     """The queries that cost the store most in the window: per query, runs/min and store seconds per minute."""
     rows: list[dict[str, Any]] = []
