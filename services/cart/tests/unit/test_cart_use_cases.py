@@ -595,6 +595,17 @@ async def test_an_unpaid_order_expires_once_at_its_deadline_even_with_two_jobs(w
     assert after.order.status is OrderStatus.CANCELLED and after.order.refunded_amount == unpaid.order.total
 
 
+async def test_a_backlog_of_overdue_orders_expires_in_small_rounds(world: World) -> None:
+    """A round reads all its candidates before expiring the first: with a slow store a round of 100 read for
+    minutes, hit the round time limit and started over. Small rounds expire steadily, the next takes the rest."""
+    for n in range(25):
+        await placed_order(world, f"key-{n}")
+    world.clock.now += timedelta(minutes=31)
+    job = deadline_job(world)
+    assert [await job.run_once() for _ in range(3)] == [20, 5, 0]
+    assert len(world.events(world.orders, "OrderCancelled")) == 25
+
+
 async def test_a_payment_held_for_review_moves_the_deadline_to_the_reviews(world: World) -> None:
     held = await placed_order(world, "key-held")
     job = deadline_job(world, FixedPaymentLookup(status="held_for_review"))
