@@ -46,6 +46,7 @@ import signal
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -260,10 +261,10 @@ async def hourly_belts(mongo: AsyncMongoClient[Any], namespace: Namespace, ferre
     for service in SERVICES:
         db = mongo[namespace.database(service)]
         names = await db.list_collection_names()
-        sources = {n.split("_due_")[0] for n in names if "_due_" in n}
+        rebuilds = Counter(n.split("_due_")[0] for n in names if "_due_" in n)  # one per DueWork
         for name in sorted(names):
             indexes = {i["name"] async for i in await db[name].list_indexes()}
-            reads = ("outbox_pending" in indexes) + (name in sources)  # each belt reads it once an hour
+            reads = ("outbox_pending" in indexes) + rebuilds[name]  # each belt reads it once an hour
             if not reads:
                 continue
             before = cpu_seconds(ferretdb_pid)
