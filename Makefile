@@ -84,7 +84,7 @@ bench: bootstrap-up sync stack-up ## Metrics ingest vs a raw loop and Quix Strea
 	$(MAKE) bench-idle bench-bound bench-outage bench-orders
 
 .PHONY: bench-idle bench-bound bench-outage
-bench-orders: bootstrap-up sync ## A burst of 100 orders through the HTTP APIs, no faults: time to payment, orders/min placed->paid->shipped, where the time goes (own Kafka/FerretDB/stripe-mock, ports 19512-19516)
+bench-orders: bootstrap-up sync ## A burst of 100 orders through the HTTP APIs, no faults: time to payment, orders/min placed->paid->shipped, where the time goes (own Kafka/FerretDB/stripe-mock, ports 19712-19716)
 	$(UV) run --frozen python -m kasse_testkit.orders_bench --orders $(ORDERS_BENCH_ORDERS) --own-stack
 IDLE_BENCH_ORDERS ?= 10000
 IDLE_BENCH_WINDOW_S ?= 300

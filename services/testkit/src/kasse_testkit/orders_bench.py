@@ -5,7 +5,7 @@
 The five services run as real processes on the stack `make bench` uses (the environment's endpoints, else
 the local stack), with their own topics and databases (deleted at the end); with `--own-stack` (what
 `make bench-orders` does) on a Kafka, FerretDB and stripe-mock of their own (ports from `--port-base`,
-19512), started for the run and purged after it, so the figures do not share a store with other work.
+19712), started for the run and purged after it, so the figures do not share a store with other work.
 Loopback only, bounded by `--timeout`, stops by itself.
 
 Each shopper first fills and checks out its own cart (not timed); then all N orders are placed at the
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="give up on orders not shipped by then (s)")
     p.add_argument("--dispatch-after", type=float, default=1.0, help="the simulated carrier's dispatch delay (s)")
     p.add_argument("--own-stack", action="store_true", help="a Kafka, FerretDB and stripe-mock of its own")
-    p.add_argument("--port-base", type=int, default=19512, help="own stack: kafka, controller, ferretdb, stripe +0..4")
+    p.add_argument("--port-base", type=int, default=19712, help="own stack: kafka, controller, ferretdb, stripe +0..4")
     a = p.parse_args(argv)
     stack: OwnStack | None = None
     if a.own_stack:

@@ -46,7 +46,9 @@ def register(consumer: EventConsumer, payments: PaymentService, invoicing: Invoi
     consumer.on(OrderPlaced, on_order_placed)
     consumer.on(ShipmentCancelled, on_shipment_cancelled)
     consumer.on(CancellationRefused, on_cancellation_refused)
-    consumer.on(StockReserved, on_stock_reserved)
+    # Its own lane (a second Kafka consumer): in a burst, the StockReserved that makes an order ready for
+    # screening no longer queues behind every other order's OrderPlaced in one consumer (issue 12).
+    consumer.on(StockReserved, on_stock_reserved, lane="stock")
     consumer.on(OrderCancelled, on_order_cancelled)
     consumer.on(ReturnReceived, on_return_received)
     consumer.on(PaymentCaptured, on_payment_captured)
