@@ -8,6 +8,7 @@ but does not trim, so the lists of event ids that make counters idempotent are t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import zlib
@@ -296,10 +297,13 @@ def _reservation_state(r: Reservation) -> dict[str, Any]:
 class MongoReservations:
     def __init__(self, store: DocumentStore) -> None:
         self.store = store
-        # Reservations still being taken, for the resume job (reservations_due_unfinished): the store
-        # marks each commit of a RESERVING state, and the job reads those markers, not every order.
+        # Reservations still being taken, for the resume job (reservations_due_unfinished): the job reads
+        # these markers, not every order. Only the insert writes a RESERVING state, and it marks it itself,
+        # side by side with the insert (the store would write the marker after it: one more round trip on
+        # the consumer's path per order). A marker before its document is safe: the job reads a marker
+        # only once it is older than the resume delay, and drops one whose document has no work.
         self.unfinished = DueWork(
-            store,
+            store.collection,
             "unfinished",
             has_work={"status": ReservationStatus.RESERVING.value},
             at_field="requested_at",
@@ -330,12 +334,17 @@ class MongoReservations:
         )
 
     async def add(self, reservation: Reservation, events: Sequence[OutgoingRecord] = ()) -> None:
-        try:
-            await self.store.commit(
-                reservation.order_id, expected_version=None, state=_reservation_state(reservation), events=events
-            )
-        except ConcurrencyError as exc:
-            raise AlreadyExists(str(exc)) from None
+        state = _reservation_state(reservation)
+        inserted, _ = await asyncio.gather(
+            self.store.commit(reservation.order_id, expected_version=None, state=state, events=events),
+            self.unfinished.track(reservation.order_id, state),  # never raises: a failed marker is owed
+            return_exceptions=True,
+        )
+        if isinstance(inserted, ConcurrencyError):
+            raise AlreadyExists(str(inserted)) from None
+        if isinstance(inserted, BaseException):
+            self.unfinished.owe(reservation.order_id, state)  # it may have landed
+            raise inserted
 
     async def save(self, reservation: Reservation, events: Sequence[OutgoingRecord] = ()) -> None:
         await self.store.commit(
