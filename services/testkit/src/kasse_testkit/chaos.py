@@ -24,6 +24,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -133,7 +134,14 @@ class Report:
 
 # -- a recording proxy in front of stripe-mock -------------------------------------------------------
 class StripeRecorder:
-    """stripe-mock keeps nothing: this proxy counts what payment asked of Stripe, per order."""
+    """stripe-mock keeps nothing: this proxy counts what payment asked of Stripe, per order.
+
+    It also answers `GET /v1/payment_intents/search` by order id from the intents it saw created, as
+    Stripe does: payment's guard against a second intent after a crash between creating one and recording
+    it searches first (issue 12), and stateless stripe-mock always answered "none", so a kill -9 in that
+    window made a duplicate that Stripe itself would not have let happen (its search, with the create's
+    idempotency key covering search's ~1 min lag). Answered at once here, i.e. as search plus that key.
+    """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
@@ -142,12 +150,15 @@ class StripeRecorder:
         self.refund_posts: Counter[str] = Counter()
         self.intent_created_at: dict[str, float] = {}  # order -> when Stripe first answered a create (monotonic)
         self.created_intents: dict[str, dict[str, Any]] = {}  # order -> the first intent: id, amount, currency
+        self.intent_objects: dict[str, list[dict[str, Any]]] = defaultdict(list)  # order -> intents as Stripe has them
         self.app = Starlette(routes=[Route("/{path:path}", self.forward, methods=["GET", "POST", "DELETE"])])
         self.client = httpx.AsyncClient(timeout=30)
 
     async def forward(self, request: Request) -> Response:
         body = await request.body()
         path = request.url.path
+        if request.method == "GET" and path == "/v1/payment_intents/search":
+            return self.search_intents(request.query_params.get("query", ""))
         if request.method == "POST":
             form = parse_qs(body.decode(errors="replace"))
             order = (form.get("metadata[order_id]") or [""])[0]
@@ -161,6 +172,9 @@ class StripeRecorder:
             request.method, self.upstream + path, params=request.query_params, content=body, headers=headers
         )
         if request.method == "POST" and path == "/v1/payment_intents" and order and upstream.status_code < 300:
+            created = upstream.json()
+            metadata = {**(created.get("metadata") or {}), "order_id": order}  # stripe-mock echoes none
+            self.intent_objects[order].append({**created, "metadata": metadata})
             if order not in self.created_intents:
                 self.created_intents[order] = {
                     "id": upstream.json()["id"],
@@ -168,7 +182,20 @@ class StripeRecorder:
                     "currency": (form.get("currency") or ["eur"])[0],
                 }
                 self.intent_created_at[order] = time.monotonic()
+        cancelled = re.fullmatch(r"/v1/payment_intents/([^/]+)/cancel", path)
+        if request.method == "POST" and cancelled and upstream.status_code < 300:
+            for intents in self.intent_objects.values():
+                for intent in intents:
+                    if intent.get("id") == cancelled.group(1):
+                        intent["status"] = "canceled"
         return Response(upstream.content, upstream.status_code, media_type=upstream.headers.get("content-type"))
+
+    def search_intents(self, query: str) -> Response:
+        found = re.fullmatch(r"metadata\['order_id'\]:'([^']*)'", query.strip())
+        data = self.intent_objects.get(found.group(1), []) if found else []
+        url = "/v1/payment_intents/search"
+        result = {"object": "search_result", "data": data, "has_more": False, "next_page": None, "url": url}
+        return Response(json.dumps(result), 200, media_type="application/json")
 
 
 async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
