@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import uuid
 
 from fastapi import FastAPI
 from prometheus_client import GCCollector, ProcessCollector
 
 from kasse_common.ratelimit import ConnectionCap
-from kasse_common.retry import retry_transient
 from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import ExperimentChanged
-from kasse_contracts.topics import TOPICS, dead_letter_topic
+from kasse_contracts.topics import INTERNAL_TOPICS, METRICS_FACTS_BY_SESSION, TOPICS, dead_letter_topic
 from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
-from kasse_metrics.adapters.mongo_checkpoints import MongoCheckpointStore, MongoReaderRegistry, MongoSnapshotStore
+from kasse_metrics.adapters.mongo_checkpoints import (
+    MongoCheckpointStore,
+    MongoReaderRegistry,
+    MongoSnapshotStore,
+    partition_scope,
+)
+from kasse_metrics.adapters.mongo_partials import MongoPartialStore
 from kasse_metrics.adapters.routed_facts import KafkaRoutedFacts
-from kasse_metrics.application.experiments import ExperimentDefinitions, ExperimentReports
-from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync
+from kasse_metrics.application.experiments import (
+    ExperimentDefinitions,
+    ExperimentReports,
+    observe,
+    partition_analysis,
+    snapshot_part,
+)
+from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, TopicPartition
+from kasse_metrics.application.partitions import MergedKpis, PartitionState, RemotePartials, StatePartitions
 from kasse_metrics.application.queries import KpiQueries
 from kasse_metrics.application.routing import Router, decode_routed
 from kasse_metrics.domain.kpis import Projection
@@ -37,9 +49,10 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """Live sales-funnel KPIs from every Kasse event.
 
-Every instance of a consumer group ingests its share of the partitions (deduplicated by event id,
-checkpointed per partition with their offsets) and reads the checkpoints of all partitions into its
-own projection, so any instance answers with the whole group's numbers. See the service README for the
+Every instance routes its share of the contract partitions onto an internal topic keyed by session,
+holds the state of its share of that topic's partitions (deduplicated by event id, checkpointed per
+partition with their offsets) and publishes their aggregates; it reads the other partitions'
+published aggregates, so any instance answers with the whole group's numbers. See the service README for the
 funnel rules and windows."""
 
 
@@ -47,29 +60,52 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     settings = settings or MetricsSettings()
     runtime = ServiceRuntime(settings)
     store = MongoCheckpointStore(runtime.db)
-    snapshots = MongoSnapshotStore(runtime.db)
-    projection = Projection(settings.funnel_rules(), settings.dedupe_window_ids, settings.minute_resolution_minutes)
-    sync = ProjectionSync(
-        store,
-        projection,
-        snapshots=snapshots,
-        readers=MongoReaderRegistry(runtime.db),
-        reader_ttl_s=settings.reader_ttl_s,
-    )
-    queries = KpiQueries(projection, settings.stream_min_interval_s, lag=lambda: sync.lag_records)
-    sync.listeners.append(queries.notify_changed)
+    rules = settings.funnel_rules()
+    # Each internal partition remembers its share of the dedupe window: a re-publication lands in the
+    # partition of the original (same session), and an instance holding every partition holds the window.
+    partitions_count = INTERNAL_TOPICS[METRICS_FACTS_BY_SESSION].partitions
+    ids_per_partition = max(1, settings.dedupe_window_ids // partitions_count)
+    reader = uuid.uuid4().hex
+
+    def make_partition(tp: TopicPartition) -> PartitionState:
+        """One owned internal partition: its projection, experiment analysis, snapshot and readers."""
+        scope = partition_scope(tp)
+        projection = Projection(rules, ids_per_partition, settings.minute_resolution_minutes)
+        analysis = partition_analysis(rules.conversion_window)
+        sync = ProjectionSync(
+            store,
+            projection,
+            snapshots=MongoSnapshotStore(runtime.db, scope=scope),
+            readers=MongoReaderRegistry(runtime.db, scope=scope),
+            reader_id=f"{reader}|{scope}",
+            reader_ttl_s=settings.reader_ttl_s,
+            only=tp,
+        )
+        sync.fact_observers.append(observe(analysis))
+        sync.snapshot_parts["experiments"] = snapshot_part(analysis)
+        return PartitionState(tp, scope, sync, analysis)
+
+    partial_store = MongoPartialStore(runtime.db)
+    partitions = StatePartitions(make_partition, partial_store)
+    remote = RemotePartials(partial_store, rules, skip=lambda: partitions.keys)
+    merged = MergedKpis(rules, partitions, remote)
+    queries = KpiQueries(merged, settings.stream_min_interval_s, lag=lambda: partitions.lag_records)
     dead_letters = KafkaDeadLetters(
         runtime.publisher, settings.topic(dead_letter_topic(settings.service_name)), settings.consumer_group
     )
-    # Experiments: definitions owned here (published as ExperimentChanged), analysis fed every fact.
+    # Experiments: definitions owned here (published as ExperimentChanged); each partition's analysis is
+    # fed its facts, and the reports merge every partition's per-variant sums.
     definitions = ExperimentDefinitions(runtime.document_store("experiments"), runtime.encode)
     experiments = ExperimentReports(
-        definitions, settings.stream_min_interval_s, settings.funnel_rules().conversion_window
+        definitions,
+        settings.stream_min_interval_s,
+        sources=merged.experiment_parts,
+        sources_version=lambda: merged.version,
     )
     definitions.changed.append(experiments.refresh_definitions)
-    sync.fact_observers.append(experiments.observe)
-    sync.snapshot_parts["experiments"] = (experiments.snapshot, experiments.restore)
-    sync.listeners.append(experiments.notify_changed)
+    for listeners in (partitions.listeners, remote.listeners):
+        listeners.append(queries.notify_changed)
+        listeners.append(experiments.notify_changed)
     runtime.produces(ExperimentChanged)
     # Two stages (application.routing): the router re-keys the contract topics' facts by session onto the
     # internal topic; the state stage reads its share of that topic into the projection.
@@ -82,13 +118,16 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         [settings.topic(t) for t in sorted(TOPICS)],
         tracer=runtime.telemetry.tracer("kasse.metrics"),
     )
-    ingest = Ingest(sync, Checkpoints(store, settings.segment_max_facts), decode_routed)
-    # Set once the snapshot is loaded. Until then nothing is folded into the projection (loading replaces
-    # it) and nothing is stored from it; the consumer joins its group meanwhile, so a restart spends the
-    # snapshot's load and the group's rebalance at the same time, not one after the other.
-    restored = asyncio.Event()
+    ingest = Ingest(partitions, Checkpoints(store, settings.segment_max_facts), decode_routed)
+    # A partition's state is loaded when it is assigned (its snapshot, then its segments above it) and
+    # dropped when it is revoked (after its checkpoint and a last publication of its aggregates).
     consumer = IngestConsumer(
-        settings, store, ingest, tracer=runtime.telemetry.tracer("kasse.metrics"), may_apply=restored
+        settings,
+        store,
+        ingest,
+        tracer=runtime.telemetry.tracer("kasse.metrics"),
+        on_assigned=partitions.assign,
+        on_revoked=partitions.revoke,
     )
 
     async def create_topics_and_indexes() -> None:
@@ -101,62 +140,41 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
             + [internal_topic, settings.topic(dead_letter_topic(settings.service_name))],
         )
 
-    async def restore_projection() -> None:
-        try:
-            await retry_transient(sync.restore, what="loading the projection snapshot")
-        except Exception:
-            log.exception("loading the projection snapshot failed; this instance stays not ready")
-            raise
-        restored.set()
-
-    loading: list[asyncio.Task[None]] = []
-
-    async def start_restoring() -> None:
-        # Beside the consumer, not before it (see `restored`); not ready meanwhile. A task of its own, not
-        # a runtime background loop: it ends when loaded, and an ended background loop fails liveness.
-        loading.append(asyncio.create_task(restore_projection(), name="projection-restore"))
-
-    async def stop_restoring() -> None:
-        for task in loading:
-            task.cancel()
-
-    async def keep_projection_current() -> None:
-        # Own batches are folded in by the consumer as it reads them; this reads the others' checkpoints.
-        if restored.is_set():
-            await sync.catch_up()
-
     async def take_snapshot() -> None:
-        # A restart loads the latest snapshot and reads only the segments above it.
-        if restored.is_set():
-            await sync.snapshot(settings.snapshot_min_new_facts)
+        # A restart (or the next owner) loads a partition's latest snapshot and reads only the segments above it.
+        await partitions.snapshot(settings.snapshot_min_new_facts)
 
     async def heartbeat() -> None:
-        # `restore` registers this reader; before it, a heartbeat would find it unknown and reload.
-        if restored.is_set():
-            await sync.heartbeat()
+        await partitions.heartbeat()
+
+    async def publish_partials() -> None:
+        # What changed in the owned partitions, for the other instances' reads.
+        await partitions.publish()
+
+    async def read_partials() -> None:
+        await remote.poll()
 
     def caught_up() -> str:
-        """Ready once the projection holds every record checkpointed when it started and the
-        consumer has read its partitions up to their end as of then (sticky)."""
-        if not restored.is_set():
-            return "loading the projection snapshot"
-        if not sync.caught_up:
-            return f"catching up: {sync.lag_records} checkpointed records not read yet"
+        """Ready once the router has routed its contract partitions up to their end as of assignment, the
+        state stage has read its internal partitions as far (their state loaded first), and the other
+        partitions' published aggregates were read once (sticky)."""
         routed = router.caught_up()
         if routed != "ok":
             return routed
+        if not partitions.caught_up():
+            return f"catching up: {partitions.lag_records} checkpointed records not read yet"
+        if not remote.polled:
+            return "reading the other partitions' aggregates"
         return consumer.caught_up()
 
     async def leave_readers() -> None:
         # Best effort: a reader that does not say goodbye is dropped after its time-to-live.
         try:
-            await sync.close()
+            await partitions.close()
         except Exception:
             log.warning("could not unregister as a segment reader", exc_info=True)
 
     runtime.on_startup(create_topics_and_indexes)
-    runtime.on_startup(start_restoring)
-    runtime.on_shutdown(stop_restoring)
     runtime.on_shutdown(leave_readers)
     # How far this instance has read: segments are deleted only below every live reader's progress.
     runtime.every(settings.reader_heartbeat_interval_s, heartbeat, name="segment-reader-heartbeat")
@@ -170,11 +188,10 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     runtime.background(consumer.run)
     # The switch stops the router: nothing published after it is counted (what was routed still is).
     runtime.pausable(router.pause, router.resume)
-    runtime.every(
-        settings.projection_poll_interval_s, keep_projection_current, name="projection-catch-up", wait_first=True
-    )
+    runtime.every(settings.partial_publish_interval_s, publish_partials, name="partial-aggregates-publish")
+    runtime.every(settings.projection_poll_interval_s, read_partials, name="partial-aggregates-read")
     registry = runtime.prometheus_registry()
-    registry.register(KpiCollector(projection, consumer, router, dead_letters, sync))
+    registry.register(KpiCollector(merged, consumer, router, dead_letters))
     # Memory and GC visible: process_resident_memory_bytes, python_gc_collections_total, …
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
@@ -192,10 +209,10 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
             build_experiment_page_router(),
         ],
     )
-    app.state.projection = projection
+    app.state.kpis = merged
+    app.state.partitions = partitions
     app.state.ingest_consumer = consumer
     app.state.router_consumer = router
-    app.state.projection_sync = sync
     app.state.experiments = experiments
     return app
 

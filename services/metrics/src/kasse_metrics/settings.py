@@ -84,7 +84,10 @@ class MetricsSettings(ServiceSettings):
     )
     segment_max_facts: int = Field(5000, ge=1, description="Facts per segment document (16 MB document limit)")
     projection_poll_interval_s: float = Field(
-        0.05, gt=0, description="How often an instance reads the segments other instances checkpointed"
+        0.05, gt=0, description="How often an instance reads the aggregates the other partitions' owners published"
+    )
+    partial_publish_interval_s: float = Field(
+        0.05, gt=0, description="How often an instance publishes what changed in its partitions' aggregates"
     )
     experiments_refresh_interval_s: float = Field(
         1.0, gt=0, description="How often an instance re-reads the experiment definitions (another may change them)"

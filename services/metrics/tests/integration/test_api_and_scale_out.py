@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from kasse_contracts.base import Channel, Money
+from kasse_contracts.events import ProductViewed
 from kasse_metrics.main import create_app
 from kasse_metrics.settings import MetricsSettings
 from kasse_testkit import Namespace, TestPublisher, running_app, wait_until
@@ -131,3 +134,49 @@ async def test_two_instances_share_the_partitions_and_each_serves_the_merged_num
         # the dedupe absorbs), yet both answered with the whole group's numbers.
         ingested = [c.records_total for c in consumers]
         assert all(0 < n < total for n in ingested) and sum(ingested) >= total, ingested
+
+
+def _gauge(text: str, name: str) -> float:
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+async def test_two_instances_each_hold_about_half_the_sessions_and_either_answers_for_all(
+    settings_for: Any, namespace: Namespace, test_publisher: TestPublisher
+) -> None:
+    """Partitioned state: the sessions are spread over the internal partitions, each instance holds only
+    its partitions' sessions, and reads merge the other instance's published aggregates."""
+    sessions = 240
+    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    settings = settings_for(MetricsSettings)
+    app_a, app_b = create_app(settings), create_app(settings)
+    async with running_app(app_a) as a, running_app(app_b) as b:
+        held = [app_a.state.partitions, app_b.state.partitions]
+
+        def split() -> bool:
+            owned = [set(p.parts) for p in held]
+            return all(owned) and not (owned[0] & owned[1]) and len(owned[0] | owned[1]) == 6
+
+        await wait_until(split, timeout=30, message="both instances own internal partitions")
+        for i in range(sessions):
+            await test_publisher.publish(
+                ProductViewed(
+                    occurred_at=at,
+                    session_id=f"{namespace.token}-v{i}",
+                    product_id="prod_a",
+                    sku="A",
+                    category="kitchen",
+                    price=Money(amount=100, currency="EUR"),
+                    channel=Channel.SEARCH,
+                )
+            )
+        for client in (a, b):
+
+            async def all_viewed(client: httpx.AsyncClient = client) -> bool:
+                r = (await client.get("/v1/kpis", params={"window": "all"})).json()
+                return bool(r["funnel"][0]["sessions"] == sessions)
+
+            await wait_until(all_viewed, timeout=30, message="every session counted by either instance")
+        counts = [_gauge((await c.get("/metrics")).text, "kasse_metrics_sessions_held") for c in (a, b)]
+        assert sum(counts) == sessions, counts  # disjoint: each session held once in the group
+        assert all(0.25 * sessions <= n <= 0.75 * sessions for n in counts), counts  # about half each
+        assert [_gauge((await c.get("/metrics")).text, "kasse_metrics_partitions_held") for c in (a, b)] == [3.0, 3.0]

@@ -66,18 +66,20 @@ async def test_a_kill_in_the_middle_of_ingesting_loses_and_doubles_nothing(
     records = scenario.all_records() + searches
     total = len(records)
     mongo: AsyncMongoClient[Any] = AsyncMongoClient(kasse_infra.mongo_uri)
-    segments = mongo[namespace.database("metrics")]["segments"]
-    snapshot_store = MongoSnapshotStore(mongo[namespace.database("metrics")])
+    db = mongo[namespace.database("metrics")]
+    segments = db["segments"]
 
     async def stored_events() -> int:
-        """Distinct event ids stored: in the segments (one may repeat an id: readers skip it) and in the
-        latest snapshot (the segments below it are deleted once every live reader has read them)."""
+        """Distinct event ids stored: in the segments (one may repeat an id: readers skip it) and in each
+        internal partition's latest snapshot (the segments below it are deleted once its readers read them)."""
         ids = {f.event_id async for s in segments.find({}) for f in decode_facts(s["b"])}
-        latest = await snapshot_store.load()
-        if latest is not None:
-            held = Projection()
-            held.restore(projection_blob(latest[1]))
-            ids.update(held.ids.ids)
+        async for header in db["projection_snapshots"].find({}):
+            scope = header["_id"].removeprefix("latest|")
+            latest = await MongoSnapshotStore(db, scope=scope).load()
+            if latest is not None:
+                held = Projection()
+                held.restore(projection_blob(latest[1]))
+                ids.update(held.ids.ids)
         return len(ids)
 
     crashing = metrics_process(
@@ -95,10 +97,9 @@ async def test_a_kill_in_the_middle_of_ingesting_loses_and_doubles_nothing(
         head = 50
         for record in records[:head]:
             await test_publisher.publish_record(record)
-        snapshots = mongo[namespace.database("metrics")]["projection_snapshots"]
 
         async def snapshotted() -> bool:
-            return await snapshots.find_one({"_id": "latest"}) is not None and await stored_events() >= head
+            return await db["projection_snapshots"].count_documents({}) > 0 and await stored_events() >= head
 
         await wait_until(snapshotted, timeout=30, message="a snapshot of the first part")
 

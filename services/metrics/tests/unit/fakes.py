@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from kasse_metrics.application.ingest import RawRecord, Segment, TopicPartition
+from kasse_metrics.application.partitions import PartialUpdate, RemoteRead
 from kasse_metrics.domain.facts import Fact
+from kasse_metrics.domain.kpis import Bucket
 
 
 class InMemoryCheckpointStore:
@@ -71,3 +75,53 @@ class RecordingDeadLetters:
 
     async def send(self, record: RawRecord, error: Exception) -> None:
         self.sent.append((record, error))
+
+
+class InMemoryPartialStore:
+    """The partial aggregates store (`MongoPartialStore`'s documents, in dicts)."""
+
+    def __init__(self) -> None:
+        self.seq: dict[str, int] = {}
+        self.heads: dict[str, dict[str, Any]] = {}
+        self.minutes: dict[tuple[str, int], Bucket] = {}
+        self.names: dict[str, dict[str, tuple[int, int, str]]] = {}
+        self.experiments: dict[str, Any] = {}
+
+    async def publish(self, updates: list[PartialUpdate]) -> None:
+        for u in updates:
+            for m, bucket in u.minutes.items():
+                if bucket:
+                    self.minutes[(u.key, m)] = Counter(bucket)
+                else:
+                    self.minutes.pop((u.key, m), None)
+            head = self.heads.setdefault(u.key, {"names_seq": 0, "exp_seq": 0})
+            if u.names is not None:
+                self.names[u.key] = dict(u.names)
+                head["names_seq"] = u.seq
+            if u.experiments is not None:
+                self.experiments[u.key] = u.experiments
+                head["exp_seq"] = u.seq
+            head.update(seq=u.seq, m=dict(u.minute_seq))
+            self.seq[u.key] = max(self.seq.get(u.key, 0), u.seq)
+
+    async def sequences(self) -> dict[str, int]:
+        return dict(self.seq)
+
+    async def read(
+        self, key: str, known_minutes: Mapping[int, int], names_seq: int, experiments_seq: int
+    ) -> RemoteRead | None:
+        head = self.heads.get(key)
+        if head is None:
+            return None
+        wanted = [m for m, s in head["m"].items() if s > known_minutes.get(m, 0)]
+        names = self.names.get(key) if head["names_seq"] > names_seq else None
+        experiments = self.experiments.get(key) if head["exp_seq"] > experiments_seq else None
+        return RemoteRead(
+            seq=head["seq"],
+            minutes={m: Counter(self.minutes[(key, m)]) for m in wanted if (key, m) in self.minutes},
+            minute_seq=dict(head["m"]),
+            names=names,
+            names_seq=head["names_seq"] if names is not None else names_seq,
+            experiments=experiments,
+            experiments_seq=head["exp_seq"] if experiments is not None else experiments_seq,
+        )

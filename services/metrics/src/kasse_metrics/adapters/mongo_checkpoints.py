@@ -22,6 +22,11 @@ from kasse_metrics.domain.facts import Fact, decode_facts, encode_facts
 OFFSETS_DOC = "next_offsets"
 
 
+def partition_scope(tp: TopicPartition) -> str:
+    """The key of one internal partition's documents (snapshot, readers, partial aggregates)."""
+    return _offset_field(tp)
+
+
 def _offset_field(tp: TopicPartition) -> str:
     """`topic|partition` with the topic's dots escaped: a dot in a field name would mean nesting."""
     return f"{tp[0].replace('%', '%25').replace('.', '%2E')}|{tp[1]}"
@@ -92,8 +97,10 @@ class MongoReaderRegistry:
 
     READERS = "projection_readers"
 
-    def __init__(self, db: AsyncDatabase[Any]) -> None:
+    def __init__(self, db: AsyncDatabase[Any], scope: str = "") -> None:
         self.readers = db[self.READERS]
+        # Readers of one internal partition (its owners, old and new) hold back only its segments.
+        self.scope = scope
 
     async def register(self, reader_id: str, seen: Mapping[TopicPartition, int]) -> None:
         await self.readers.replace_one({"_id": reader_id}, self._doc(reader_id, seen), upsert=True)
@@ -112,12 +119,16 @@ class MongoReaderRegistry:
         await self.readers.delete_many({"at": {"$lt": horizon}})
         return [
             {_offset_key(k): v for k, v in doc["seen"].items()}
-            async for doc in self.readers.find({"at": {"$gte": horizon}})
+            async for doc in self.readers.find({"at": {"$gte": horizon}, "scope": self.scope})
         ]
 
-    @staticmethod
-    def _doc(reader_id: str, seen: Mapping[TopicPartition, int]) -> dict[str, Any]:
-        return {"_id": reader_id, "at": datetime.now(UTC), "seen": {_offset_field(tp): o for tp, o in seen.items()}}
+    def _doc(self, reader_id: str, seen: Mapping[TopicPartition, int]) -> dict[str, Any]:
+        return {
+            "_id": reader_id,
+            "scope": self.scope,
+            "at": datetime.now(UTC),
+            "seen": {_offset_field(tp): o for tp, o in seen.items()},
+        }
 
 
 class MongoSnapshotStore:
@@ -132,9 +143,11 @@ class MongoSnapshotStore:
     CHUNKS = "projection_snapshot_chunks"
     CHUNK_BYTES = 8 * 1024 * 1024
 
-    def __init__(self, db: AsyncDatabase[Any]) -> None:
+    def __init__(self, db: AsyncDatabase[Any], scope: str = "") -> None:
         self.headers = db[self.SNAPSHOTS]
         self.chunks = db[self.CHUNKS]
+        # One latest snapshot per internal partition (`latest|<topic>|<partition>`): each owner its own.
+        self.header_id = f"latest|{scope}" if scope else "latest"
 
     async def save(self, seen: dict[TopicPartition, int], blob: bytes) -> None:
         snapshot_id = uuid.uuid4().hex
@@ -143,9 +156,9 @@ class MongoSnapshotStore:
             [{"_id": f"{snapshot_id}:{i}", "s": snapshot_id, "i": i, "b": part} for i, part in enumerate(parts)]
         )
         previous = await self.headers.find_one_and_replace(
-            {"_id": "latest"},
+            {"_id": self.header_id},
             {
-                "_id": "latest",
+                "_id": self.header_id,
                 "s": snapshot_id,
                 "n": len(parts),
                 "seen": {_offset_field(tp): o for tp, o in seen.items()},
@@ -157,7 +170,7 @@ class MongoSnapshotStore:
 
     async def load(self) -> tuple[dict[TopicPartition, int], bytes] | None:
         for _ in range(5):
-            header = await self.headers.find_one({"_id": "latest"})
+            header = await self.headers.find_one({"_id": self.header_id})
             if header is None:
                 return None
             # One `_id` lookup per chunk, all at once: FerretDB serves exactly `{_id: v}` without a scan

@@ -23,7 +23,7 @@ from kasse_common.persistence import ConcurrencyError, DocumentStore
 from kasse_contracts.events import ExperimentChanged
 from kasse_metrics.application.experiment_feed import observations
 from kasse_metrics.domain import experiment_definitions as rules
-from kasse_metrics.domain.experiment_analysis import ExperimentAnalysis
+from kasse_metrics.domain.experiment_analysis import ExperimentAnalysis, merge_aggregates, report_of, variant_stats
 from kasse_metrics.domain.facts import Fact
 
 Encode = Callable[..., OutgoingRecord]
@@ -109,34 +109,35 @@ def _state(definition: ExperimentChanged) -> dict[str, Any]:
 
 
 class ExperimentReports:
-    """The analysis every instance keeps: fed every fact the projection gets, definitions from the store."""
+    """The per-variant reports of the whole group: definitions from the store, and the per-variant sums
+    of every internal partition (this instance's analyses and the others' published sums), merged by
+    addition (`sources`)."""
 
     def __init__(
         self,
         definitions: ExperimentDefinitions,
         stream_min_interval_s: float = 0.25,
-        conversion_window: timedelta = timedelta(days=30),
+        sources: Callable[[], list[dict[str, dict[str, Any]]]] = list,
+        sources_version: Callable[[], int] = lambda: 0,
     ) -> None:
         self.definitions = definitions
-        # Sessions idle for the KPI engine's conversion window are folded into per-variant sums.
-        self.analysis = ExperimentAnalysis(conversion_window // timedelta(milliseconds=1))
+        self.sources = sources
+        self.sources_version = sources_version
+        self.current: dict[str, ExperimentChanged] = {}
+        self._definitions_version = 0
         self.stream_min_interval_s = stream_min_interval_s
         self._changed = asyncio.Condition()
+        self._cache: dict[str, tuple[int, dict[str, Any]]] = {}
 
-    def observe(self, facts: Sequence[Fact]) -> None:
-        self.analysis.observe_all(observations(facts))
-
-    def snapshot(self) -> bytes:
-        """Taken with the projection's snapshot (same facts), so a restart resumes both from it."""
-        return msgspec.msgpack.encode(self.analysis.state())
-
-    def restore(self, blob: bytes) -> None:
-        self.analysis.restore(msgspec.msgpack.decode(blob))
+    @property
+    def version(self) -> int:
+        return self._definitions_version + self.sources_version()
 
     async def refresh_definitions(self) -> None:
-        before = self.analysis.version
-        self.analysis.set_definitions(await self.definitions.all())
-        if self.analysis.version != before:
+        new = {d.experiment_id: d for d in await self.definitions.all()}
+        if {k: v.revision for k, v in new.items()} != {k: v.revision for k, v in self.current.items()}:
+            self.current = new
+            self._definitions_version += 1
             await self.notify_changed()
 
     async def notify_changed(self) -> None:
@@ -144,19 +145,45 @@ class ExperimentReports:
             self._changed.notify_all()
 
     async def wait_for_change(self, seen_version: int, timeout: float) -> int | None:
-        if self.analysis.version != seen_version:
-            return self.analysis.version
+        if self.version != seen_version:
+            return self.version
         try:
             async with self._changed:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.analysis.version != seen_version), timeout)
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.version != seen_version), timeout)
         except TimeoutError:
             return None
-        return self.analysis.version
+        return self.version
 
     def reports(self) -> list[dict[str, Any]]:
-        return self.analysis.reports()
+        return [self.report(e) for e in sorted(self.current)]
 
     def report(self, experiment_id: str) -> dict[str, Any]:
-        if experiment_id not in self.analysis.definitions:
+        definition = self.current.get(experiment_id)
+        if definition is None:
             raise NotFound(f"no experiment {experiment_id}")
-        return self.analysis.report(experiment_id)
+        version = self.version
+        cached = self._cache.get(experiment_id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        merged = merge_aggregates(part.get(experiment_id, {}) for part in self.sources())
+        report = report_of(definition, variant_stats(definition, merged))
+        self._cache[experiment_id] = (version, report)
+        return report
+
+
+def partition_analysis(conversion_window: timedelta) -> ExperimentAnalysis:
+    """One internal partition's analysis (its sessions only); sessions idle for the KPI engine's
+    conversion window are folded into per-variant sums."""
+    return ExperimentAnalysis(conversion_window // timedelta(milliseconds=1))
+
+
+def observe(analysis: ExperimentAnalysis) -> Callable[[Sequence[Fact]], object]:
+    return lambda facts: analysis.observe_all(observations(facts))
+
+
+def snapshot_part(analysis: ExperimentAnalysis) -> tuple[Callable[[], bytes], Callable[[bytes], None]]:
+    """Saved in the partition's snapshot with its projection (same facts), so a restart resumes both."""
+    return (
+        lambda: msgspec.msgpack.encode(analysis.state()),
+        lambda blob: analysis.restore(msgspec.msgpack.decode(blob)),
+    )

@@ -290,6 +290,8 @@ class ProjectionSync:
     reader_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     reader_ttl_s: float = 120.0
     segments_pruned: int = 0
+    # Partitioned state: this sync holds one internal partition only (None: every partition it reads).
+    only: TopicPartition | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _snapshot_facts: int = 0
 
@@ -378,7 +380,10 @@ class ProjectionSync:
     async def catch_up(self) -> int:
         """Read the segments any instance checkpointed since the last look, chunk by chunk."""
         applied = 0
-        committed = self.last_committed = await self.store.committed_offsets()
+        committed = await self.store.committed_offsets()
+        if self.only is not None:
+            committed = {tp: end for tp, end in committed.items() if tp == self.only}
+        self.last_committed = committed
         for tp, end in sorted(committed.items()):
             while True:
                 async with self._lock:
@@ -430,6 +435,12 @@ class ProjectionSync:
 BatchDecode = Callable[[Sequence[RawRecord]], Awaitable[Decoded]]
 
 
+class AppliesBatches(Protocol):
+    """Folds a decoded batch into the state (`ProjectionSync`, or the owned partitions)."""
+
+    async def apply_local(self, decoded: Decoded) -> int: ...
+
+
 def contract_decode(dead_letters: DeadLetters, decoder: FastDecoder | None = None) -> BatchDecode:
     """Contract records → facts (what the router does before re-keying them)."""
 
@@ -445,7 +456,7 @@ class Ingest:
     `decode` turns the polled records into facts: in the service, the router's packed records of the
     internal topic (`routing.decode_routed`); the unit tests feed contract records directly."""
 
-    def __init__(self, sync: ProjectionSync, checkpoints: Checkpoints, decode: BatchDecode) -> None:
+    def __init__(self, sync: AppliesBatches, checkpoints: Checkpoints, decode: BatchDecode) -> None:
         self.sync = sync
         self.checkpoints = checkpoints
         self.decode = decode

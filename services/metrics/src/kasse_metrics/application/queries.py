@@ -1,18 +1,35 @@
-"""Read use cases: the KPIs for a window, from the projection every instance keeps current."""
+"""Read use cases: the KPIs for a window, from the whole group's merged aggregates."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from kasse_metrics.domain.kpis import Projection, Window, minute_of
+from kasse_metrics.domain.kpis import Window, minute_of
+
+
+class KpiSource(Protocol):
+    """The read side of a projection (`Projection`, or `MergedKpis` over every partition)."""
+
+    @property
+    def version(self) -> int: ...
+
+    def report(self, window: Window) -> dict[str, Any]: ...
+
+    def funnel(self, window: Window, channel: str | None = None) -> dict[str, Any]: ...
+
+    def breakdown(self, dimension: str, window: Window, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def timeseries(self, last_minute: int, minutes: int) -> list[dict[str, Any]]: ...
+
+    def event_counts(self, window: Window) -> dict[str, int]: ...
 
 
 class KpiQueries:
     def __init__(
-        self, projection: Projection, stream_min_interval_s: float = 0.25, lag: Callable[[], int] = lambda: 0
+        self, projection: KpiSource, stream_min_interval_s: float = 0.25, lag: Callable[[], int] = lambda: 0
     ) -> None:
         self.projection = projection
         self.lag = lag

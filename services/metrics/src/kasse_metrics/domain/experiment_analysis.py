@@ -417,108 +417,136 @@ class ExperimentAnalysis:
         self._cache[experiment_id] = (self.version, report)
         return report
 
-    def _variant_stats(self, definition: ExperimentChanged) -> dict[str, dict[str, Any]]:
-        """Per variant: the folded sessions' sums plus the open sessions' contributions."""
-        folded = self.folded.get(definition.experiment_id, {})
-        open_sessions: dict[str, _Aggregate] = {v.name: _Aggregate() for v in definition.variants}
+    def variant_aggregates(self, experiment_id: str) -> dict[str, _Aggregate]:
+        """Per variant (every variant seen): the folded sessions' sums plus the open sessions'
+        contributions. Aggregates of disjoint sets of sessions (partitions) merge by addition."""
+        out = {v: agg.merged(_Aggregate()) for v, agg in self.folded.get(experiment_id, {}).items()}
         empty = _Session()
-        for session_id, (_, variant) in self.exposures.get(definition.experiment_id, {}).items():
-            agg = open_sessions.get(variant)
-            if agg is None:  # a variant the definition does not have (any more): not analysed
-                continue
+        for session_id, (_, variant) in self.exposures.get(experiment_id, {}).items():
+            agg = out.get(variant)
+            if agg is None:
+                agg = out[variant] = _Aggregate()
             agg.add(_contribution(self.sessions.get(session_id, empty)))
-        return {
-            name: (folded[name].merged(agg) if name in folded else agg).stats(definition.currency)
-            for name, agg in open_sessions.items()
-        }
+        return out
+
+    def all_aggregates(self) -> dict[str, dict[str, _Aggregate]]:
+        """`variant_aggregates` of every experiment this state has seen (what a partition publishes)."""
+        return {e: self.variant_aggregates(e) for e in sorted(set(self.exposures) | set(self.folded))}
+
+    def _variant_stats(self, definition: ExperimentChanged) -> dict[str, dict[str, Any]]:
+        return variant_stats(definition, self.variant_aggregates(definition.experiment_id))
 
     def _compute(self, d: ExperimentChanged) -> dict[str, Any]:
-        stats = self._variant_stats(d)
-        control = d.variants[0].name
-        k = len(d.variants)
-        alpha = ALPHA / max(1, k - 1)
-        srm = sample_ratio_check(
-            {n: s["funnel"]["exposed"] for n, s in stats.items()}, {v.name: v.weight for v in d.variants}
-        )
-        primary_key = {
-            ExperimentMetric.CONVERSION_RATE: "conversion",
-            ExperimentMetric.REVENUE_PER_SESSION: "revenue_per_session",
-            ExperimentMetric.AVERAGE_ORDER_VALUE: "aov",
-        }[d.primary_metric]
-        guardrail_keys = {
-            GuardrailMetric.PAYMENT_FAILURE_RATE: "payment_failure",
-            GuardrailMetric.REFUND_RATE: "refund",
-        }
-        tau = abs(d.baseline * d.minimum_detectable_effect) or 1e-9
-        planned = self._planned(d, stats[control][primary_key])
-        variants = []
-        for v in d.variants:
-            s = stats[v.name]
-            row: dict[str, Any] = {
-                "variant": v.name,
-                "value": v.value,
-                "weight": v.weight,
-                "control": v.name == control,
-                "sessions": s["funnel"]["exposed"],
-                "funnel": [{"step": step, "sessions": s["funnel"][step]} for step in FUNNEL_STEPS],
-                "conversion_rate": s["conversion"].mean,
-                "revenue": s["revenue"],
-                "revenue_per_session": s["revenue_per_session"].mean,
-                "orders_paid": s["aov"].n,
-                "average_order_value": s["aov"].mean,
-                "payment_failure_rate": s["payment_failure"].mean,
-                "refund_rate": s["refund"].mean,
-            }
-            if v.name != control:
-                primary = compare(stats[control][primary_key], s[primary_key], tau=tau, alpha=alpha)
-                guards = {
-                    g.value: compare(
-                        stats[control][guardrail_keys[g]], s[guardrail_keys[g]], tau=GUARDRAIL_TAU, alpha=alpha
-                    )
-                    for g in d.guardrails
-                }
-                units = min(stats[control][primary_key].n, s[primary_key].n)
-                decision = decide(
-                    primary, guardrails=list(guards.values()), srm=srm, units=units, planned_units=planned
-                )
-                row["comparison"] = _comparison_json(primary)
-                row["guardrails"] = {g: _comparison_json(c) for g, c in guards.items()}
-                row["decision"] = decision.value
-            variants.append(row)
-        decisions = [r["decision"] for r in variants if "decision" in r]
-        return {
-            "experiment_id": d.experiment_id,
-            "name": d.name,
-            "hypothesis": d.hypothesis,
-            "parameter": d.parameter.value,
-            "status": d.status.value,
-            "revision": d.revision,
-            "primary_metric": d.primary_metric.value,
-            "guardrails": [g.value for g in d.guardrails],
-            "currency": d.currency,
-            "started_at": d.started_at.isoformat() if d.started_at else None,
-            "stopped_at": d.stopped_at.isoformat() if d.stopped_at else None,
-            "alpha": alpha,
-            "method": "mSPRT: always-valid p-value, normal mixture, tau = the plan's absolute MDE",
-            "mixing_sd": tau,
-            "planned_units_per_variant": planned,
-            "sessions": sum(r["sessions"] for r in variants),
-            "sample_ratio": _srm_json(srm),
-            "decision": _overall(decisions, d.status),
-            "variants": variants,
-        }
+        return report_of(d, self._variant_stats(d))
 
-    @staticmethod
-    def _planned(d: ExperimentChanged, control: MeanStats) -> int | None:
-        try:
-            if d.primary_metric is ExperimentMetric.CONVERSION_RATE:
-                return planned_sessions_for_rate(d.baseline, mde_relative=d.minimum_detectable_effect, alpha=ALPHA)
-            sd = control.variance
-            if sd is None or sd <= 0:
-                return None  # revenue metrics: planned once the control shows its spread
-            return planned_units_per_variant(d.baseline, sd**0.5, mde_relative=d.minimum_detectable_effect, alpha=ALPHA)
-        except ValueError:
-            return None
+
+def variant_stats(definition: ExperimentChanged, aggregates: dict[str, _Aggregate]) -> dict[str, dict[str, Any]]:
+    """The statistics of the definition's variants (a variant it does not have any more is not analysed)."""
+    return {v.name: aggregates.get(v.name, _Aggregate()).stats(definition.currency) for v in definition.variants}
+
+
+def merge_aggregates(parts: Iterable[dict[str, _Aggregate]]) -> dict[str, _Aggregate]:
+    out: dict[str, _Aggregate] = {}
+    for part in parts:
+        for variant, agg in part.items():
+            mine = out.get(variant)
+            out[variant] = agg.merged(_Aggregate()) if mine is None else mine.merged(agg)
+    return out
+
+
+def aggregates_state(aggregates: dict[str, dict[str, _Aggregate]]) -> dict[str, dict[str, list[Any]]]:
+    return {e: {v: agg.state() for v, agg in by.items()} for e, by in aggregates.items()}
+
+
+def aggregates_of_state(state: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, _Aggregate]]:
+    return {e: {v: _Aggregate.of_state(agg) for v, agg in by.items()} for e, by in state.items()}
+
+
+def report_of(d: ExperimentChanged, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The experiment's report from its variants' statistics (`variant_stats`)."""
+    control = d.variants[0].name
+    k = len(d.variants)
+    alpha = ALPHA / max(1, k - 1)
+    srm = sample_ratio_check(
+        {n: s["funnel"]["exposed"] for n, s in stats.items()}, {v.name: v.weight for v in d.variants}
+    )
+    primary_key = {
+        ExperimentMetric.CONVERSION_RATE: "conversion",
+        ExperimentMetric.REVENUE_PER_SESSION: "revenue_per_session",
+        ExperimentMetric.AVERAGE_ORDER_VALUE: "aov",
+    }[d.primary_metric]
+    guardrail_keys = {
+        GuardrailMetric.PAYMENT_FAILURE_RATE: "payment_failure",
+        GuardrailMetric.REFUND_RATE: "refund",
+    }
+    tau = abs(d.baseline * d.minimum_detectable_effect) or 1e-9
+    planned = _planned(d, stats[control][primary_key])
+    variants = []
+    for v in d.variants:
+        s = stats[v.name]
+        row: dict[str, Any] = {
+            "variant": v.name,
+            "value": v.value,
+            "weight": v.weight,
+            "control": v.name == control,
+            "sessions": s["funnel"]["exposed"],
+            "funnel": [{"step": step, "sessions": s["funnel"][step]} for step in FUNNEL_STEPS],
+            "conversion_rate": s["conversion"].mean,
+            "revenue": s["revenue"],
+            "revenue_per_session": s["revenue_per_session"].mean,
+            "orders_paid": s["aov"].n,
+            "average_order_value": s["aov"].mean,
+            "payment_failure_rate": s["payment_failure"].mean,
+            "refund_rate": s["refund"].mean,
+        }
+        if v.name != control:
+            primary = compare(stats[control][primary_key], s[primary_key], tau=tau, alpha=alpha)
+            guards = {
+                g.value: compare(
+                    stats[control][guardrail_keys[g]], s[guardrail_keys[g]], tau=GUARDRAIL_TAU, alpha=alpha
+                )
+                for g in d.guardrails
+            }
+            units = min(stats[control][primary_key].n, s[primary_key].n)
+            decision = decide(primary, guardrails=list(guards.values()), srm=srm, units=units, planned_units=planned)
+            row["comparison"] = _comparison_json(primary)
+            row["guardrails"] = {g: _comparison_json(c) for g, c in guards.items()}
+            row["decision"] = decision.value
+        variants.append(row)
+    decisions = [r["decision"] for r in variants if "decision" in r]
+    return {
+        "experiment_id": d.experiment_id,
+        "name": d.name,
+        "hypothesis": d.hypothesis,
+        "parameter": d.parameter.value,
+        "status": d.status.value,
+        "revision": d.revision,
+        "primary_metric": d.primary_metric.value,
+        "guardrails": [g.value for g in d.guardrails],
+        "currency": d.currency,
+        "started_at": d.started_at.isoformat() if d.started_at else None,
+        "stopped_at": d.stopped_at.isoformat() if d.stopped_at else None,
+        "alpha": alpha,
+        "method": "mSPRT: always-valid p-value, normal mixture, tau = the plan's absolute MDE",
+        "mixing_sd": tau,
+        "planned_units_per_variant": planned,
+        "sessions": sum(r["sessions"] for r in variants),
+        "sample_ratio": _srm_json(srm),
+        "decision": _overall(decisions, d.status),
+        "variants": variants,
+    }
+
+
+def _planned(d: ExperimentChanged, control: MeanStats) -> int | None:
+    try:
+        if d.primary_metric is ExperimentMetric.CONVERSION_RATE:
+            return planned_sessions_for_rate(d.baseline, mde_relative=d.minimum_detectable_effect, alpha=ALPHA)
+        sd = control.variance
+        if sd is None or sd <= 0:
+            return None  # revenue metrics: planned once the control shows its spread
+        return planned_units_per_variant(d.baseline, sd**0.5, mde_relative=d.minimum_detectable_effect, alpha=ALPHA)
+    except ValueError:
+        return None
 
 
 def _overall(decisions: list[str], status: ExperimentStatus) -> str:

@@ -351,6 +351,9 @@ class Projection:
         self.product_names: dict[str, tuple[int, int, str]] = {}
         self.sessions_folded = 0
         self._last_fold_minute = 0
+        # What changed since `take_changes` (the partial aggregates published for other instances).
+        self.dirty_minutes: set[int] = set()
+        self.names_dirty = False
         self.version = 0  # grows with every applied batch; caches key on it
         self._cache: dict[Any, Any] = {}
         self._step_index = {step: i for i, step in enumerate(self.rules.steps)}
@@ -398,6 +401,7 @@ class Projection:
         if ms > self.watermark_ms:
             self.watermark_ms = ms
         minute = ms // 60_000
+        self.dirty_minutes.add(minute)
         b = self.buckets[minute]
         t = self.total
         b[Count.EVENTS] += 1
@@ -456,6 +460,7 @@ class Projection:
                 self._add(minute, key, n)
 
     def _add(self, minute: int, key: CounterKey, n: int) -> None:
+        self.dirty_minutes.add(minute)
         b = self.buckets[minute]
         v = b[key] + n
         if v:
@@ -536,6 +541,7 @@ class Projection:
         oldest_minute = watermark_minute - self.minute_resolution_minutes
         old = [m for m in self.buckets if m < oldest_minute and m % MINUTES_PER_DAY]
         for m in old:
+            self.dirty_minutes.update((m, m - m % MINUTES_PER_DAY))
             day = self.buckets[m - m % MINUTES_PER_DAY]
             for key, n in self.buckets.pop(m).items():
                 v = day[key] + n
@@ -559,6 +565,7 @@ class Projection:
         current = self.product_names.get(product)
         if current is None or new > current:
             self.product_names[product] = new
+            self.names_dirty = True
 
     def _named(self, f: Named, b: Bucket) -> None:
         self._name(f.product, 1, f.ms, f.name)
@@ -645,6 +652,35 @@ class Projection:
         self.sessions_folded = snap.sessions_folded
         self._last_fold_minute = snap.last_fold_minute
         self.product_names = snap.product_names
+        self.dirty_minutes = set(self.buckets)
+        self.names_dirty = True
+        self.version += 1
+        self._cache.clear()
+
+    def take_changes(self) -> tuple[dict[int, Bucket | None], bool]:
+        """The minutes changed since the last call (None: merged away into its day) and whether any
+        product name changed; clears both."""
+        changed = {m: self.buckets.get(m) for m in self.dirty_minutes}
+        names = self.names_dirty
+        self.dirty_minutes = set()
+        self.names_dirty = False
+        return changed, names
+
+    def load_partial(
+        self, buckets: Mapping[int, Bucket | None], names: Mapping[str, tuple[int, int, str]] | None
+    ) -> None:
+        """Replace minutes (None: gone) and the names with another instance's published partial; the
+        running total follows. Such a projection holds no sessions: it is read, never applied to."""
+        for m, bucket in buckets.items():
+            old = self.buckets.pop(m, None)
+            if old:
+                self.total.subtract(old)
+            if bucket:
+                self.buckets[m] = bucket
+                self.total.update(bucket)
+        self.total = +self.total
+        if names is not None:
+            self.product_names = dict(names)
         self.version += 1
         self._cache.clear()
 

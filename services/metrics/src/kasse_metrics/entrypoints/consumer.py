@@ -16,6 +16,7 @@ import gc
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -68,10 +69,16 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.owner.ingest.checkpoints.drop(tps)
             for tp in tps:
                 self.owner.next_offsets.pop(tp, None)
+            if self.owner.on_revoked is not None:
+                await self.owner.on_revoked(tps)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         async with self.owner.batch_lock:
             await self._seek(assigned)
+            if self.owner.on_assigned is not None:
+                # The partitions' state (snapshot + segments, read after the seek: records between the
+                # sought offset and what the state holds are read again and skipped by event id).
+                await self.owner.on_assigned([(tp.topic, tp.partition) for tp in assigned])
 
     async def _seek(self, assigned: Any) -> None:
         stored = await self.owner.store.committed_offsets()
@@ -98,8 +105,12 @@ class IngestConsumer:
         ingest: Ingest,
         tracer: trace.Tracer | None = None,
         may_apply: asyncio.Event | None = None,
+        on_assigned: Callable[[list[tuple[str, int]]], Awaitable[None]] | None = None,
+        on_revoked: Callable[[list[tuple[str, int]]], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
         # Polling starts once this is set (the projection's snapshot loaded); the group is joined before.
         self.may_apply = may_apply
         self.tracer = tracer or trace.get_tracer("kasse.metrics")

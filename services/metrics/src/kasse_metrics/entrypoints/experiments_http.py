@@ -110,7 +110,7 @@ def build_experiment_router(reports: ExperimentReports, streams: ConnectionCap |
 
     @router.get("", response_model=ReportList, summary="Every experiment's per-variant analysis and decision")
     async def all_reports() -> dict[str, Any]:
-        return {"version": reports.analysis.version, "items": reports.reports()}
+        return {"version": reports.version, "items": reports.reports()}
 
     @router.get(
         "/stream",

@@ -181,6 +181,7 @@ def build_router(queries: KpiQueries, streams: ConnectionCap | None = None) -> A
         async def events() -> AsyncIterator[bytes]:
             sent = 0
             version = -1
+            last: dict[str, Any] | None = None
             while limit is None or sent < limit:
                 if await request.is_disconnected():
                     return
@@ -189,15 +190,17 @@ def build_router(queries: KpiQueries, streams: ConnectionCap | None = None) -> A
                     yield b": keep-alive\n\n"
                     continue
                 version = changed
-                body = {
-                    "version": version,
+                numbers = {
                     "report": queries.report(window.value, None),
                     "breakdown": {
                         "product": queries.breakdown("product", window.value, None, 10),
                         "channel": queries.breakdown("channel", window.value, None, 10),
                     },
                 }
-                yield f"event: kpis\ndata: {json.dumps(body)}\n\n".encode()
+                if numbers == last:  # the state changed (a partition moved, a peer published) but not the numbers
+                    continue
+                last = numbers
+                yield f"event: kpis\ndata: {json.dumps({'version': version, **numbers})}\n\n".encode()
                 sent += 1
                 await asyncio.sleep(queries.stream_min_interval_s)
 

@@ -11,8 +11,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
-from kasse_metrics.application.ingest import ProjectionSync
-from kasse_metrics.domain.kpis import WINDOWS, Projection, Window
+from kasse_metrics.application.partitions import MergedKpis
+from kasse_metrics.domain.kpis import WINDOWS, Window
 from kasse_metrics.entrypoints.consumer import IngestConsumer
 from kasse_metrics.entrypoints.router import RouterConsumer
 
@@ -22,15 +22,13 @@ RATES = ("conversion_rate", "cart_abandonment_rate", "payment_failure_rate", "fr
 class KpiCollector:
     def __init__(
         self,
-        projection: Projection,
+        kpis: MergedKpis,
         consumer: IngestConsumer,
         router: RouterConsumer,
         dead_letters: KafkaDeadLetters,
-        sync: ProjectionSync,
     ) -> None:
         self.router = router
-        self.sync = sync
-        self.projection = projection
+        self.projection = kpis
         self.consumer = consumer
         self.dead_letters = dead_letters
 
@@ -85,11 +83,11 @@ class KpiCollector:
         for (topic, partition), value in sorted({**self.router.lag(), **self.consumer.lag()}.items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
-        p = self.projection
+        held = self.projection.held()
         yield GaugeMetricFamily(
             "kasse_metrics_projection_lag_records",
-            "Records the group committed that this instance's projection has not read yet",
-            value=self.sync.lag_records,
+            "Records checkpointed in this instance's partitions that their state has not read yet",
+            value=self.projection.local.lag_records,
         )
         yield GaugeMetricFamily(
             "kasse_metrics_events_per_second",
@@ -97,13 +95,34 @@ class KpiCollector:
             value=self.router.events_per_second(),
         )
         for name, doc, value in (
-            ("kasse_metrics_sessions_held", "Sessions this instance holds (idle ones are folded)", len(p.sessions)),
-            ("kasse_metrics_dedupe_ids_held", "Event ids held for dedupe (a bounded window)", len(p.ids)),
-            ("kasse_metrics_minute_buckets_held", "Aggregate buckets held (minutes, then days)", len(p.buckets)),
+            (
+                "kasse_metrics_partitions_held",
+                "Internal partitions whose state this instance holds",
+                held["partitions"],
+            ),
+            (
+                "kasse_metrics_sessions_held",
+                "Sessions this instance holds (its partitions'; idle ones are folded)",
+                held["sessions"],
+            ),
+            (
+                "kasse_metrics_dedupe_ids_held",
+                "Event ids held for dedupe (a bounded window per partition)",
+                held["dedupe_ids"],
+            ),
+            (
+                "kasse_metrics_minute_buckets_held",
+                "Aggregate buckets held (minutes, then days)",
+                held["minute_buckets"],
+            ),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
         for name, doc, value in (
-            ("kasse_metrics_sessions_folded", "Sessions folded into the aggregates and forgotten", p.sessions_folded),
+            (
+                "kasse_metrics_sessions_folded",
+                "Sessions folded into the aggregates and forgotten",
+                held["sessions_folded"],
+            ),
             ("kasse_metrics_records_ingested", "Contract records read by the router", self.router.records_total),
             (
                 "kasse_metrics_routed_records",
@@ -112,10 +131,6 @@ class KpiCollector:
             ),
             ("kasse_metrics_duplicates", "Facts whose event id was already counted", self.consumer.duplicates_total),
             ("kasse_metrics_dead_lettered", "Malformed records sent to the dead-letter topic", self.dead_letters.count),
-            (
-                "kasse_metrics_facts_applied",
-                "Facts folded into this instance's projection",
-                self.projection.facts_applied,
-            ),
+            ("kasse_metrics_facts_applied", "Facts folded into this instance's partitions", held["facts_applied"]),
         ):
             yield CounterMetricFamily(name, doc, value=value)

@@ -1,0 +1,396 @@
+"""Partitioned state: this instance holds only the internal partitions it owns, and reads the others'
+aggregates, which their owners publish.
+
+Each owned internal partition has its own projection, experiment analysis, segments, offsets and
+snapshot (a `ProjectionSync` restricted to it): built on assignment (its snapshot, then its segments
+above it), dropped on revocation. Since the router puts every fact of a session into one partition,
+partitions hold disjoint sets of sessions, and their aggregates — per-minute counters, product names,
+per-variant experiment sums — merge by addition (names: the best per product), exactly.
+
+Every `partial_publish_interval_s` the owner publishes what changed in its partitions (the changed
+minutes only, the names and the experiment sums when they changed) to a small store; every instance
+polls it and keeps the other partitions' aggregates (`RemotePartials`). Reads merge the local
+projections with the remote partials (`MergedKpis`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kasse_metrics.application.ingest import Decoded, ProjectionSync, TopicPartition
+from kasse_metrics.domain.experiment_analysis import ExperimentAnalysis, _Aggregate
+from kasse_metrics.domain.kpis import (
+    Bucket,
+    FunnelRules,
+    Projection,
+    Window,
+    breakdown_from,
+    event_counts_from,
+    funnel_from,
+    merged_counters,
+    report_from,
+    timeseries_from,
+)
+
+log = logging.getLogger(__name__)
+
+Aggregates = dict[str, dict[str, _Aggregate]]  # experiment -> variant -> sums
+
+
+@dataclass
+class PartialUpdate:
+    """What one partition's owner publishes: changed minutes (None: merged away), and the names and the
+    experiment sums when they changed (None: unchanged)."""
+
+    key: str
+    seq: int
+    minutes: dict[int, Bucket | None]
+    minute_seq: dict[int, int]
+    names: dict[str, tuple[int, int, str]] | None
+    experiments: Aggregates | None
+
+
+@dataclass
+class RemoteRead:
+    """One partition's partial as read: the minutes whose seq is newer than the reader's, the names and
+    the experiment sums when newer, the minutes that exist."""
+
+    seq: int
+    minutes: dict[int, Bucket]
+    minute_seq: dict[int, int]
+    names: dict[str, tuple[int, int, str]] | None
+    names_seq: int
+    experiments: Aggregates | None
+    experiments_seq: int
+
+
+class PartialStore(Protocol):
+    async def publish(self, updates: list[PartialUpdate]) -> None: ...
+
+    async def sequences(self) -> dict[str, int]:
+        """The latest seq published per partition key."""
+
+    async def read(
+        self, key: str, known_minutes: Mapping[int, int], names_seq: int, experiments_seq: int
+    ) -> RemoteRead | None: ...
+
+
+@dataclass
+class PartitionState:
+    tp: TopicPartition
+    key: str
+    sync: ProjectionSync
+    analysis: ExperimentAnalysis
+    seq: int = 0
+    minute_seq: dict[int, int] = field(default_factory=dict)
+    names_published: bool = False
+    experiments_published: int = -1  # the analysis version last published
+    _aggregates: tuple[int, Aggregates] | None = None
+
+    @property
+    def projection(self) -> Projection:
+        return self.sync.projection
+
+    def aggregates(self) -> Aggregates:
+        version = self.analysis.version
+        if self._aggregates is None or self._aggregates[0] != version:
+            self._aggregates = (version, self.analysis.all_aggregates())
+        return self._aggregates[1]
+
+
+class StatePartitions:
+    """The internal partitions this instance owns (see the module doc)."""
+
+    def __init__(
+        self,
+        make: Callable[[TopicPartition], PartitionState],
+        partials: PartialStore | None = None,
+    ) -> None:
+        self.make = make
+        self.partials = partials
+        self.parts: dict[TopicPartition, PartitionState] = {}
+        self.version = 0  # grows with every change of what this instance holds
+        self.listeners: list[Callable[[], Awaitable[None] | None]] = []
+
+    @property
+    def keys(self) -> set[str]:
+        return {p.key for p in self.parts.values()}
+
+    async def assign(self, tps: Iterable[TopicPartition]) -> None:
+        """Build the state of newly owned partitions: each from its snapshot, then its segments above it."""
+        sequences = await self.partials.sequences() if self.partials is not None else {}
+        for tp in tps:
+            if tp in self.parts:
+                continue
+            part = self.make(tp)
+            await part.sync.restore()
+            await part.sync.catch_up()
+            part.seq = sequences.get(part.key, 0)  # the previous owner's publications continue
+            self.parts[tp] = part
+            log.info(
+                "partition state loaded",
+                extra={"partition": part.key, "sessions": len(part.projection.sessions)},
+            )
+        self.version += 1
+        await self._notify()
+
+    async def revoke(self, tps: Iterable[TopicPartition]) -> None:
+        """Drop the state of partitions no longer owned (after the consumer checkpointed them): their
+        last changes are published first, so the other instances' reads stay whole meanwhile."""
+        gone = [self.parts.pop(tp) for tp in tps if tp in self.parts]
+        if gone:
+            try:
+                await self._publish(gone)
+            except Exception:
+                log.warning("publishing the revoked partitions' aggregates failed", exc_info=True)
+            for part in gone:
+                try:
+                    await part.sync.close()
+                except Exception:
+                    log.warning("could not unregister as a segment reader", exc_info=True)
+        self.version += 1
+        await self._notify()
+
+    async def apply_local(self, decoded: Decoded) -> int:
+        applied = 0
+        for tp, facts in decoded.by_tp.items():
+            part = self.parts.get(tp)
+            if part is None:  # not (or no longer) owned: its owner reads these records
+                continue
+            applied += await part.sync.apply_local(
+                Decoded(records=0, facts=facts, by_tp={tp: facts}, ranges={tp: decoded.ranges[tp]})
+            )
+        if applied:
+            self.version += 1
+            await self._notify()
+        return applied
+
+    async def snapshot(self, min_new_facts: int = 1) -> None:
+        for part in list(self.parts.values()):
+            await part.sync.snapshot(min_new_facts)
+
+    async def heartbeat(self) -> None:
+        for part in list(self.parts.values()):
+            await part.sync.heartbeat()
+
+    async def close(self) -> None:
+        for part in list(self.parts.values()):
+            await part.sync.close()
+
+    async def publish(self) -> None:
+        await self._publish(list(self.parts.values()))
+
+    async def _publish(self, parts: list[PartitionState]) -> None:
+        if self.partials is None:
+            return
+        updates = []
+        taken = []
+        for part in parts:
+            minutes, names_changed = part.projection.take_changes()
+            names_changed = names_changed or not part.names_published
+            experiments_changed = part.analysis.version != part.experiments_published
+            if not minutes and not names_changed and not experiments_changed:
+                continue
+            taken.append((part, minutes, names_changed))
+            part.seq += 1
+            for m, bucket in minutes.items():
+                if bucket:
+                    part.minute_seq[m] = part.seq
+                else:
+                    part.minute_seq.pop(m, None)
+            updates.append(
+                PartialUpdate(
+                    part.key,
+                    part.seq,
+                    {m: (Counter(b) if b else None) for m, b in minutes.items()},
+                    dict(part.minute_seq),
+                    dict(part.projection.product_names) if names_changed else None,
+                    part.aggregates() if experiments_changed else None,
+                )
+            )
+        if not updates:
+            return
+        versions = {part.key: part.analysis.version for part, _, _ in taken}
+        try:
+            await self.partials.publish(updates)
+        except BaseException:
+            for part, minutes, names_changed in taken:  # published again next time
+                part.projection.dirty_minutes.update(minutes)
+                part.projection.names_dirty = part.projection.names_dirty or names_changed
+            raise
+        for part, _, names_changed in taken:
+            part.names_published = part.names_published or names_changed
+            part.experiments_published = versions[part.key]
+
+    def sessions_held(self) -> int:
+        return sum(len(p.projection.sessions) for p in self.parts.values())
+
+    def caught_up(self) -> bool:
+        return all(p.sync.caught_up for p in self.parts.values())
+
+    @property
+    def lag_records(self) -> int:
+        return sum(p.sync.lag_records for p in self.parts.values())
+
+    async def _notify(self) -> None:
+        for listener in self.listeners:
+            maybe = listener()
+            if maybe is not None:
+                await maybe
+
+
+@dataclass
+class RemotePartial:
+    projection: Projection
+    seq: int = 0
+    minute_seq: dict[int, int] = field(default_factory=dict)
+    names_seq: int = 0
+    experiments_seq: int = 0
+    experiments: Aggregates = field(default_factory=dict)
+
+
+class RemotePartials:
+    """The other partitions' aggregates, as their owners published them."""
+
+    def __init__(self, store: PartialStore, rules: FunnelRules, skip: Callable[[], set[str]]) -> None:
+        self.store = store
+        self.rules = rules
+        self.skip = skip  # the partitions held locally (fresher than their publications)
+        self.parts: dict[str, RemotePartial] = {}
+        self.version = 0
+        self.polled = False  # read once: the merged numbers are the group's
+        self.listeners: list[Callable[[], Awaitable[None] | None]] = []
+
+    async def poll(self) -> bool:
+        """Read what changed since the last poll (one small document when nothing did)."""
+        sequences = await self.store.sequences()
+        local = self.skip()
+        changed = False
+        for key, seq in sorted(sequences.items()):
+            if key in local:
+                continue
+            part = self.parts.get(key)
+            if part is None:
+                part = self.parts[key] = RemotePartial(Projection(self.rules))
+            if seq == part.seq:
+                continue
+            read = await self.store.read(key, part.minute_seq, part.names_seq, part.experiments_seq)
+            if read is None:
+                continue
+            gone: dict[int, Bucket | None] = {m: None for m in part.minute_seq if m not in read.minute_seq}
+            part.projection.load_partial({**gone, **read.minutes}, read.names)
+            part.minute_seq = dict(read.minute_seq)
+            part.names_seq = read.names_seq
+            if read.experiments is not None:
+                part.experiments = read.experiments
+                part.experiments_seq = read.experiments_seq
+            part.seq = read.seq
+            changed = True
+        if changed:
+            self.version += 1
+            for listener in self.listeners:
+                maybe = listener()
+                if maybe is not None:
+                    await maybe
+        self.polled = True
+        return changed
+
+
+class MergedKpis:
+    """The whole group's KPIs: this instance's partitions plus the others' published aggregates.
+
+    The read side of `Projection` (report, funnel, breakdown, timeseries, event counts), over the sum
+    of the partitions' aggregates, cached per version."""
+
+    CACHE_LIMIT = 256
+
+    def __init__(self, rules: FunnelRules, local: StatePartitions, remote: RemotePartials | None) -> None:
+        self.rules = rules
+        self.local = local
+        self.remote = remote
+        self._cache: dict[Any, Any] = {}
+        self._cache_version = -1
+
+    @property
+    def version(self) -> int:
+        return self.local.version + (self.remote.version if self.remote is not None else 0)
+
+    def parts(self) -> list[Projection]:
+        own = [p.projection for p in self.local.parts.values()]
+        if self.remote is None:
+            return own
+        keys = self.local.keys
+        return own + [r.projection for key, r in self.remote.parts.items() if key not in keys]
+
+    def experiment_parts(self) -> list[Aggregates]:
+        own = [p.aggregates() for p in self.local.parts.values()]
+        if self.remote is None:
+            return own
+        keys = self.local.keys
+        return own + [r.experiments for key, r in self.remote.parts.items() if key not in keys]
+
+    def _cached(self, key: Any, compute: Callable[[], Any]) -> Any:
+        if self._cache_version != self.version:
+            self._cache.clear()
+            self._cache_version = self.version
+        if key not in self._cache:
+            if len(self._cache) >= self.CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def counters(self, window: Window) -> Bucket:
+        return self._cached(  # type: ignore[no-any-return]
+            ("counters", window), lambda: merged_counters(p.counters(window) for p in self.parts())
+        )
+
+    def product_names(self) -> dict[str, tuple[int, int, str]]:
+        def merge() -> dict[str, tuple[int, int, str]]:
+            names: dict[str, tuple[int, int, str]] = {}
+            for p in self.parts():
+                for product, named in p.product_names.items():
+                    current = names.get(product)
+                    if current is None or named > current:
+                        names[product] = named
+            return names
+
+        return self._cached("names", merge)  # type: ignore[no-any-return]
+
+    def report(self, window: Window) -> dict[str, Any]:
+        return self._cached(  # type: ignore[no-any-return]
+            ("report", window), lambda: report_from(self.counters(window), self.rules, window.name)
+        )
+
+    def funnel(self, window: Window, channel: str | None = None) -> dict[str, Any]:
+        return funnel_from(self.counters(window), self.rules, channel)
+
+    def event_counts(self, window: Window) -> dict[str, int]:
+        return event_counts_from(self.counters(window))
+
+    def breakdown(self, dimension: str, window: Window, limit: int = 50) -> list[dict[str, Any]]:
+        return breakdown_from(self.counters(window), self.rules, dimension, limit, self.product_names())
+
+    def timeseries(self, last_minute: int, minutes: int) -> list[dict[str, Any]]:
+        parts = self.parts()
+        first = last_minute - minutes + 1
+        buckets = {
+            m: merged_counters(b for p in parts if (b := p.buckets.get(m)) is not None)
+            for m in range(first, last_minute + 1)
+        }
+        return timeseries_from(buckets, self.rules, last_minute, minutes)
+
+    # -- what this instance holds (operations) ---------------------------------------------------
+    def held(self) -> dict[str, int]:
+        own = [p.projection for p in self.local.parts.values()]
+        return {
+            "partitions": len(own),
+            "sessions": sum(len(p.sessions) for p in own),
+            "dedupe_ids": sum(len(p.ids) for p in own),
+            "minute_buckets": sum(len(p.buckets) for p in own),
+            "sessions_folded": sum(p.sessions_folded for p in own),
+            "facts_applied": sum(p.facts_applied for p in own),
+        }
