@@ -12,13 +12,11 @@ A reader fetches only the minutes whose seq is newer than the one it holds.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from kasse_metrics.application.partitions import PartialUpdate, RemoteRead
@@ -39,48 +37,28 @@ class MongoPartialStore:
         self.docs = db[self.COLLECTION]
 
     async def publish(self, updates: list[PartialUpdate]) -> None:
-        ops: list[Any] = []
-        heads: list[Any] = []
+        # One write at a time, not a bulk: FerretDB v1 (SQLite) ran out of pool connections and hung under
+        # unordered bulk upserts beside the checkpoints' writes (seen twice in the bench, own stack).
         for u in updates:
             for minute, bucket in u.minutes.items():
-                _id = f"{u.key}|m|{minute}"
                 if bucket:
-                    ops.append(
-                        ReplaceOne(
-                            {"_id": _id}, {"_id": _id, "b": _items_encoder.encode(list(bucket.items()))}, upsert=True
-                        )
-                    )
+                    await self._put(f"{u.key}|m|{minute}", list(bucket.items()))
                 else:
-                    ops.append(DeleteOne({"_id": _id}))
-            head: dict[str, Any] = {"_id": f"{u.key}|h", "seq": u.seq, "m": _items_encoder.encode(u.minute_seq)}
+                    await self.docs.delete_one({"_id": f"{u.key}|m|{minute}"})
+            head: dict[str, Any] = {"seq": u.seq, "m": _items_encoder.encode(u.minute_seq)}
             if u.names is not None:
-                ops.append(
-                    ReplaceOne(
-                        {"_id": f"{u.key}|names"},
-                        {"_id": f"{u.key}|names", "b": _items_encoder.encode(u.names)},
-                        upsert=True,
-                    )
-                )
+                await self._put(f"{u.key}|names", u.names)
                 head["names_seq"] = u.seq
             if u.experiments is not None:
-                state = aggregates_state(u.experiments)
-                ops.append(
-                    ReplaceOne(
-                        {"_id": f"{u.key}|exp"}, {"_id": f"{u.key}|exp", "b": _items_encoder.encode(state)}, upsert=True
-                    )
-                )
+                await self._put(f"{u.key}|exp", aggregates_state(u.experiments))
                 head["exp_seq"] = u.seq
-            heads.append((u.key, head))
-        if ops:
-            await self.docs.bulk_write(ops, ordered=False)
-        # Headers after the data they point to; the seq document last: a reader never finds a header
-        # newer than its minutes (it may find minutes newer than their header: read again next time).
-        head_ops = [
-            UpdateOne({"_id": head["_id"]}, {"$set": {k: v for k, v in head.items() if k != "_id"}}, upsert=True)
-            for _, head in heads
-        ]
-        await self.docs.bulk_write(head_ops, ordered=False)
-        await self.docs.update_one({"_id": SEQ_DOC}, {"$max": {key: head["seq"] for key, head in heads}}, upsert=True)
+            # The header after the data it points to (a reader may find minutes newer than their header:
+            # it reads them again next time, never a header newer than its minutes).
+            await self.docs.update_one({"_id": f"{u.key}|h"}, {"$set": head}, upsert=True)
+        await self.docs.update_one({"_id": SEQ_DOC}, {"$max": {u.key: u.seq for u in updates}}, upsert=True)
+
+    async def _put(self, _id: str, value: Any) -> None:
+        await self.docs.replace_one({"_id": _id}, {"_id": _id, "b": _items_encoder.encode(value)}, upsert=True)
 
     async def sequences(self) -> dict[str, int]:
         doc = await self.docs.find_one({"_id": SEQ_DOC})
@@ -96,12 +74,13 @@ class MongoPartialStore:
         wanted = [m for m, seq in minute_seq.items() if seq > known_minutes.get(m, 0)]
         new_names_seq = head.get("names_seq", 0)
         new_exp_seq = head.get("exp_seq", 0)
-        reads = [self.docs.find_one({"_id": f"{key}|m|{m}"}) for m in wanted]
+        ids = [f"{key}|m|{m}" for m in wanted]
         if new_names_seq > names_seq:
-            reads.append(self.docs.find_one({"_id": f"{key}|names"}))
+            ids.append(f"{key}|names")
         if new_exp_seq > experiments_seq:
-            reads.append(self.docs.find_one({"_id": f"{key}|exp"}))
-        found = await asyncio.gather(*reads)
+            ids.append(f"{key}|exp")
+        # One by one (see `publish`): a first read of a long history is many small reads, later ones few.
+        found = [await self.docs.find_one({"_id": _id}) for _id in ids]
         minutes: dict[int, Counter[CounterKey]] = {}
         for m, doc in zip(wanted, found, strict=False):
             if doc is not None:
@@ -124,7 +103,3 @@ class MongoPartialStore:
             experiments=experiments,
             experiments_seq=new_exp_seq if experiments is not None else experiments_seq,
         )
-
-
-def _blob(_id: str, value: Any) -> ReplaceOne[Any]:
-    return ReplaceOne({"_id": _id}, {"_id": _id, "b": _items_encoder.encode(value)}, upsert=True)
