@@ -658,8 +658,8 @@ async def wait_for_snapshot(args: argparse.Namespace, database: str, timeout: fl
         while True:
             offsets = await db["partition_offsets"].find_one({"_id": "next_offsets"}) or {}
             stored = float(sum(v for k, v in offsets.items() if k != "_id"))
-            header = await db["projection_snapshots"].find_one({"_id": "latest"}) or {}
-            covered = float(sum((header.get("seen") or {}).values()))
+            # One latest snapshot per internal partition (`latest|<topic>|<partition>`), a few documents.
+            covered = float(sum(sum((h.get("seen") or {}).values()) async for h in db["projection_snapshots"].find({})))
             if (covered and covered >= stored) or time.monotonic() > deadline:
                 return covered
             await asyncio.sleep(0.5)
