@@ -659,7 +659,8 @@ async def wait_for_snapshot(args: argparse.Namespace, database: str, timeout: fl
             offsets = await db["partition_offsets"].find_one({"_id": "next_offsets"}) or {}
             stored = float(sum(v for k, v in offsets.items() if k != "_id"))
             # One latest snapshot per internal partition (`latest|<topic>|<partition>`), a few documents.
-            covered = float(sum(sum((h.get("seen") or {}).values()) async for h in db["projection_snapshots"].find({})))
+            headers = [h async for h in db["projection_snapshots"].find({})]
+            covered = float(sum(sum((h.get("seen") or {}).values()) for h in headers))
             if (covered and covered >= stored) or time.monotonic() > deadline:
                 return covered
             await asyncio.sleep(0.5)
