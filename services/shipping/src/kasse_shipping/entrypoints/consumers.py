@@ -18,5 +18,7 @@ def register_consumers(consumer: EventConsumer, fulfilment: FulfilmentService) -
         await fulfilment.order_cancelled(event, ctx.event_id)
 
     consumer.on(OrderPlaced, on_order_placed)
-    consumer.on(PaymentCaptured, on_payment_captured)
+    # Its own lane (a second Kafka consumer): in a burst the PaymentCaptured that books an order's parcel
+    # queued behind every other order's OrderPlaced in one consumer (bench: ship p50 78 s after capture).
+    consumer.on(PaymentCaptured, on_payment_captured, lane="payments")
     consumer.on(OrderCancelled, on_order_cancelled)
