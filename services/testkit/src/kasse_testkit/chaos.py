@@ -153,8 +153,33 @@ class StripeRecorder:
         self.intent_objects: dict[str, list[dict[str, Any]]] = defaultdict(list)  # order -> intents as Stripe has them
         self.app = Starlette(routes=[Route("/{path:path}", self.forward, methods=["GET", "POST", "DELETE"])])
         self.client = httpx.AsyncClient(timeout=30)
+        # Stripe answers a POST repeated with the same Idempotency-Key with the first answer and creates
+        # nothing; stripe-mock ignores the key. The Stripe SDK repeats a create after a read timeout (seen in
+        # make chaos on a loaded machine), so the proxy plays Stripe's part: one upstream call per key.
+        self._by_key: dict[str, asyncio.Future[Response]] = {}
 
     async def forward(self, request: Request) -> Response:
+        key = request.headers.get("idempotency-key", "")
+        if request.method != "POST" or not key:
+            return await self._forward(request)
+        if key in self._by_key:
+            first = await asyncio.shield(self._by_key[key])
+            return Response(first.body, first.status_code, media_type=first.media_type)
+        answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._by_key[key] = answer
+        try:
+            response = await self._forward(request)
+        except BaseException as exc:
+            del self._by_key[key]  # not answered: a retry may go upstream
+            answer.set_exception(exc)
+            answer.exception()  # retrieved: nobody may be waiting
+            raise
+        if response.status_code >= 500:
+            del self._by_key[key]  # Stripe does not keep a 5xx for the key either
+        answer.set_result(response)
+        return response
+
+    async def _forward(self, request: Request) -> Response:
         body = await request.body()
         path = request.url.path
         if request.method == "GET" and path == "/v1/payment_intents/search":
