@@ -189,3 +189,16 @@ async def test_partitioned_state_each_instance_holds_its_sessions_and_reads_merg
         await instance.remote.poll()
         assert_report_matches(instance.kpis.report(Window.named("all", scenario.at)), scenario.expected("all"))
     assert [len(i.partitions.parts) for i in (a, b)] == [2, 4]
+
+    # A rebalance that gives b its partitions back keeps their state (no rebuild), and a partition
+    # revoked and not given back is dropped.
+    before = dict(b.partitions.parts)
+    await b.ingest.checkpoint()
+    await b.partitions.revoke(list(before))
+    await b.partitions.assign([tp for tp in before if tp != (INTERNAL, 5)])
+    assert all(b.partitions.parts[tp] is before[tp] for tp in b.partitions.parts)
+    assert (INTERNAL, 5) not in b.partitions.parts and not b.partitions._parked
+    await b.partitions.assign([(INTERNAL, 5)])  # rebuilt from its snapshot and segments
+    assert b.partitions.parts[(INTERNAL, 5)] is not before[(INTERNAL, 5)]
+    await b.remote.poll()
+    assert_report_matches(b.kpis.report(Window.named("all", scenario.at)), scenario.expected("all"))

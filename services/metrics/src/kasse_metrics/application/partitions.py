@@ -113,6 +113,7 @@ class StatePartitions:
         self.make = make
         self.partials = partials
         self.parts: dict[TopicPartition, PartitionState] = {}
+        self._parked: dict[TopicPartition, PartitionState] = {}  # revoked in the rebalance under way
         self.version = 0  # grows with every change of what this instance holds
         self.listeners: list[Callable[[], Awaitable[None] | None]] = []
 
@@ -121,39 +122,54 @@ class StatePartitions:
         return {p.key for p in self.parts.values()}
 
     async def assign(self, tps: Iterable[TopicPartition]) -> None:
-        """Build the state of newly owned partitions: each from its snapshot, then its segments above it."""
+        """Build the state of newly owned partitions: each from its snapshot, then its segments above it.
+
+        Kafka's rebalances revoke every partition and assign them again, mostly to the same owner: a
+        partition revoked in this rebalance and assigned back keeps its state (checkpointed at the
+        revocation) and only reads the segments another owner may have stored meanwhile. Rebuilding it
+        would take seconds per partition under load, long enough to miss heartbeats and rebalance again."""
         sequences = await self.partials.sequences() if self.partials is not None else {}
+        parked, self._parked = self._parked, {}
         for tp in tps:
             if tp in self.parts:
                 continue
-            part = self.make(tp)
-            await part.sync.restore()
+            part = parked.pop(tp, None)
+            if part is None:
+                part = self.make(tp)
+                await part.sync.restore()
             await part.sync.catch_up()
-            part.seq = sequences.get(part.key, 0)  # the previous owner's publications continue
+            part.seq = max(part.seq, sequences.get(part.key, 0))  # the previous owner's publications continue
             self.parts[tp] = part
             log.info(
                 "partition state loaded",
                 extra={"partition": part.key, "sessions": len(part.projection.sessions)},
             )
+        for part in parked.values():  # revoked and not assigned back: dropped
+            await self._close(part)
         self.version += 1
         await self._notify()
 
     async def revoke(self, tps: Iterable[TopicPartition]) -> None:
-        """Drop the state of partitions no longer owned (after the consumer checkpointed them): their
-        last changes are published first, so the other instances' reads stay whole meanwhile."""
+        """Stop owning partitions (after the consumer checkpointed them): their last changes are published
+        first, so the other instances' reads stay whole meanwhile; their state is dropped unless the same
+        rebalance assigns them back (see `assign`)."""
         gone = [self.parts.pop(tp) for tp in tps if tp in self.parts]
         if gone:
             try:
                 await self._publish(gone)
             except Exception:
                 log.warning("publishing the revoked partitions' aggregates failed", exc_info=True)
-            for part in gone:
-                try:
-                    await part.sync.close()
-                except Exception:
-                    log.warning("could not unregister as a segment reader", exc_info=True)
+            for part in self._parked.values():
+                await self._close(part)
+            self._parked = {part.tp: part for part in gone}
         self.version += 1
         await self._notify()
+
+    async def _close(self, part: PartitionState) -> None:
+        try:
+            await part.sync.close()
+        except Exception:
+            log.warning("could not unregister as a segment reader", exc_info=True)
 
     async def apply_local(self, decoded: Decoded) -> int:
         applied = 0
