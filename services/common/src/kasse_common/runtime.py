@@ -16,10 +16,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import uvicorn
+from aiokafka import TopicPartition
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -57,6 +60,9 @@ log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
 
+
+# At shutdown, a subscriber whose in-flight handler has not returned by then is cancelled (force_stop).
+SUBSCRIBER_STOP_TIMEOUT_S = 5.0
 
 # A periodic job's round longer than this hangs (no job of ours takes minutes): cancelled, retried.
 ROUND_TIMEOUT_S = 600.0
@@ -144,6 +150,8 @@ class ServiceRuntime:
         self._pausables: list[tuple[Hook, Hook]] = []
         self.consumer_restarts = 0
         self._consumer_dead_since: float | None = None
+        self._stall_restarts: dict[int, StallRestarts] = {}  # by id(subscriber), until it consumes again
+        self._group_marks: dict[int, GroupMark] = {}  # by id(Kafka client), see judge_subscribers
 
     # -- wiring -------------------------------------------------------------------------------
     def document_store(self, collection: str, *, trace_per_document: bool = False) -> DocumentStore:
@@ -273,12 +281,15 @@ class ServiceRuntime:
                     "background job ignored cancellation; shutting down without it", extra={"job": task.get_name()}
                 )
         self._tasks.clear()
-        # 1. Stop consuming; in-flight handlers finish and their offsets are committed.
-        for subscriber in self.broker.subscribers:
-            try:
-                await subscriber.stop()
-            except Exception:
-                log.exception("subscriber did not stop cleanly")
+        # 1. Stop consuming; in-flight handlers finish and their offsets are committed. Bounded: a handler
+        # that never returns is cancelled (its record comes again), so SIGTERM ends within the grace period.
+        results = await asyncio.gather(
+            *(force_stop(subscriber, timeout_s=SUBSCRIBER_STOP_TIMEOUT_S) for subscriber in self.broker.subscribers),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("subscriber did not stop cleanly", extra={"error": repr(result)[:300]})
         for hook in self._on_shutdown:
             await hook()
         # 2. Publish what the last handlers and requests wrote (bounded: the rest goes out at the next
@@ -347,30 +358,40 @@ class ServiceRuntime:
 
     async def _restart_stopped_consumers(self) -> None:
         stopped = self.stopped_consumers()
-        stalled = await stalled_subscribers(
+        verdicts = await judge_subscribers(
             self.broker.subscribers,
             self.consumer.last_record_at,
             self.settings.consumer_stall_s,
             lambda: self.broker.ping(timeout=2.0),
+            self._group_marks,
         )
-        if not stopped and not stalled:
+        stalled = [sub for sub in self.broker.subscribers if verdicts.get(id(sub)) is Verdict.STALLED]
+        self._note_progress(verdicts)
+        if not stopped:
             self._consumer_dead_since = None
-            return
-        if self._consumer_dead_since is None:
+        elif self._consumer_dead_since is None:
             self._consumer_dead_since = time.monotonic()
+        if not stopped and not stalled:
+            return
         if stopped:
             log.error("consumer stopped consuming; restarting it", extra={"topics": stopped})
-        for subscriber in stalled:
-            log.error(
-                "consumer stalled: records wait in its partitions but none was handed over; restarting it",
-                extra={"topics": [str(t) for t in getattr(subscriber, "topic_names", ())]},
-            )
         for subscriber in list(self.broker.subscribers):
             client = getattr(subscriber, "consumer", None)
             tasks = getattr(subscriber, "tasks", [])
             alive = client is not None and not getattr(client, "_closed", False) and any(not t.done() for t in tasks)
             if alive and subscriber not in stalled:
                 continue
+            if alive:
+                attempt = self._stall_restarts.setdefault(id(subscriber), StallRestarts())
+                attempt.count += 1
+                log.error(
+                    "consumer stalled: records wait for it but none was handed over; restarting it",
+                    extra={
+                        "topics": [str(t) for t in getattr(subscriber, "topic_names", ())],
+                        "partitions": len(client.assignment()) if client is not None else 0,
+                        "restarts_without_progress": attempt.count,
+                    },
+                )
             self.consumer_restarts += 1
             await force_stop(subscriber, timeout_s=10.0)
             try:
@@ -380,7 +401,31 @@ class ServiceRuntime:
             else:
                 new_client = getattr(subscriber, "consumer", None)
                 if new_client is not None:  # a fresh client gets the full stall window
-                    self.consumer.last_record_at[id(new_client)] = time.monotonic()
+                    restarted_at = time.monotonic()
+                    self.consumer.last_record_at[id(new_client)] = restarted_at
+                    if id(subscriber) in self._stall_restarts:
+                        self._stall_restarts[id(subscriber)].restarted_at = restarted_at
+
+    def _note_progress(self, verdicts: dict[int, Verdict]) -> None:
+        """A stalled subscriber's restarts count until it hands over a record or is found caught up."""
+        for subscriber in self.broker.subscribers:
+            attempt = self._stall_restarts.get(id(subscriber))
+            if attempt is None:
+                continue
+            client = getattr(subscriber, "consumer", None)
+            handed_over = client is not None and self.consumer.last_record_at.get(id(client), 0) > attempt.restarted_at
+            if handed_over or verdicts.get(id(subscriber)) is Verdict.CAUGHT_UP:
+                log.info("a restarted consumer consumes again", extra={"restarts": attempt.count})
+                del self._stall_restarts[id(subscriber)]
+
+    def stalled_beyond_restarts(self) -> list[str]:
+        """Subscribers restarted `consumer_max_stall_restarts` times for stalling without consuming since."""
+        limit = self.settings.consumer_max_stall_restarts
+        return [
+            ", ".join(str(t) for t in getattr(sub, "topic_names", ())) or repr(sub)
+            for sub in self.broker.subscribers
+            if (attempt := self._stall_restarts.get(id(sub))) is not None and attempt.count >= limit
+        ]
 
     async def _retry_parked(self) -> None:
         while True:
@@ -407,8 +452,13 @@ class ServiceRuntime:
         return [task.get_name() for task in self._tasks if task.done()]
 
     def liveness(self) -> dict[str, str]:
-        """Alive unless a consumer stayed stopped for `consumer_dead_grace_s` despite restarts, or a
-        background loop (a periodic job, the watchdog) ended: nothing restarts it but a new process."""
+        """Alive unless restarting cannot make a consumer consume, or a background loop ended.
+
+        Dead: a consumer stayed stopped for `consumer_dead_grace_s` despite restarts; or one was restarted
+        `consumer_max_stall_restarts` times for stalling without handing over a record since (the watchdog
+        keeps restarting it: alive again once it consumes); or a background loop (a periodic job, the
+        watchdog) ended: nothing restarts it but a new process, so Kubernetes restarts the pod.
+        """
         ended = self.ended_background()
         if ended:
             return {"status": "dead", "background": f"ended: {', '.join(ended)}"}
@@ -417,6 +467,9 @@ class ServiceRuntime:
             self._consumer_dead_since = since = None  # a restart worked since the watchdog looked
         if since is not None and time.monotonic() - since >= self.settings.consumer_dead_grace_s:
             return {"status": "dead", "consumer": f"stopped for {time.monotonic() - since:.0f} s"}
+        stuck = self.stalled_beyond_restarts()
+        if stuck and self.started.is_set() and not self._consumer_paused:
+            return {"status": "dead", "consumer": f"stalled despite restarts: {'; '.join(stuck)}"}
         return {"status": "alive"}
 
     async def readiness(self) -> dict[str, str]:
@@ -434,8 +487,11 @@ class ServiceRuntime:
         for name, check in self._readiness_checks:
             checks[name] = check()
         stopped = self.stopped_consumers()
+        stuck = self.stalled_beyond_restarts() if self.started.is_set() and not self._consumer_paused else []
         if stopped:
             checks["consumer"] = f"stopped: {'; '.join(stopped)}"
+        elif stuck:
+            checks["consumer"] = f"stalled despite restarts: {'; '.join(stuck)}"
         return checks
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -651,50 +707,151 @@ class _RuntimeCollector:
         yield seconds
 
 
+@dataclass
+class StallRestarts:
+    """Restarts of one subscriber for stalling since it last consumed, and when the last one was."""
+
+    count: int = 0
+    restarted_at: float = 0.0
+
+
+class Verdict(Enum):
+    """What the watchdog's look at one running subscriber found."""
+
+    STALLED = "stalled"  # records wait for it and it handed over none for the whole window
+    CAUGHT_UP = "caught_up"  # it was looked at and nothing waits for it: it is not stuck
+    UNDECIDED = "undecided"  # within its window, paused on purpose, or the broker is away
+
+
+@dataclass
+class GroupMark:
+    """The group's committed offsets as a partition-less member last saw them, and since when unchanged."""
+
+    committed: dict[TopicPartition, int]
+    since: float
+
+
+async def judge_subscribers(
+    subscribers: Sequence[Any],
+    last_record_at: dict[int, float],
+    stall_s: float,
+    broker_reachable: Callable[[], Awaitable[bool]],
+    group_marks: dict[int, GroupMark] | None = None,
+) -> dict[int, Verdict]:
+    """The watchdog's stall check: a verdict per running subscriber (by `id`).
+
+    Stalled, and restarted by the watchdog, is a subscriber that handed over no record for `stall_s` while
+    1. its unpaused assigned partitions have records waiting (end offset beyond its position), or records
+       it fetched are still not committed (a handler or an offset commit that never returns) — seen in
+       `make chaos` after the broker and then the store were killed: groups kept a lag of 10-107 records
+       for minutes with nothing consumed, no consume loop ended and /readyz 200; or
+    2. it holds no partition at all (lost its group membership) while records wait in its topics beyond
+       the group's committed offsets and those offsets did not move for `stall_s` (no other member is
+       working them off: a member idle only because the group has more members than partitions is left
+       alone while the others progress); or
+    3. its client cannot even say where it is while the broker answers the producer (`broker_reachable`).
+
+    Partitions paused on purpose (transient retries) do not count. The window only runs while the broker
+    answers: while it is away every quiet subscriber's window starts again, so a consumer gets the whole
+    window to rejoin after the broker is back, and an outage is left to readiness.
+    """
+    now = time.monotonic()
+    marks = group_marks if group_marks is not None else {}
+    verdicts: dict[int, Verdict] = {}
+    reachable: bool | None = None
+
+    async def broker_answers() -> bool:
+        nonlocal reachable
+        if reachable is None:
+            try:
+                reachable = await broker_reachable()
+            except Exception:
+                reachable = False
+        return reachable
+
+    for subscriber in subscribers:
+        client = getattr(subscriber, "consumer", None)
+        if client is None or getattr(client, "_closed", False):
+            continue  # stopped, not stalled: `ServiceRuntime.stopped_consumers` sees it
+        key = id(client)
+        last = last_record_at.setdefault(key, now)
+        if now - last < stall_s:
+            verdicts[id(subscriber)] = Verdict.UNDECIDED
+            continue
+        if not await broker_answers():
+            last_record_at[key] = now  # the window starts again once the broker is back
+            marks.pop(key, None)
+            verdicts[id(subscriber)] = Verdict.UNDECIDED
+            continue
+        try:
+            assigned = client.assignment()
+            if assigned:
+                marks.pop(key, None)
+                verdict = await _judge_assigned(client, assigned)
+            else:
+                verdict = await _judge_partitionless(client, subscriber, marks, now, stall_s)
+        except Exception as exc:
+            log.warning("consumer quiet and its client cannot answer", extra={"error": repr(exc)[:200]})
+            verdict = Verdict.STALLED  # the broker answers the producer (above)
+        if verdict is Verdict.CAUGHT_UP:
+            last_record_at[key] = now  # fine now: the next look in a window (an idle consumer costs little)
+        verdicts[id(subscriber)] = verdict
+    return verdicts
+
+
+async def _judge_assigned(client: Any, assigned: set[TopicPartition]) -> Verdict:
+    paused = client.paused()
+    fetchable = [tp for tp in assigned if tp not in paused]
+    if not fetchable:
+        return Verdict.UNDECIDED  # every partition waits for a transient retry on purpose
+    ends = await asyncio.wait_for(client.end_offsets(fetchable), 5)
+    positions = {tp: await asyncio.wait_for(client.position(tp), 5) for tp in fetchable}
+    if any(ends.get(tp, 0) > positions[tp] for tp in fetchable):
+        return Verdict.STALLED  # records wait and nothing fetches them
+    # Fetched but not committed for the whole window: a handler (or its offset commit) that never returns,
+    # also on the last record of a partition, where the position is at the end already.
+    committed = await _committed(client, fetchable)
+    return Verdict.STALLED if any(positions[tp] > committed[tp] for tp in fetchable) else Verdict.CAUGHT_UP
+
+
+async def _committed(client: Any, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    """The group's committed offsets (the log's start where it never committed)."""
+    starts = await asyncio.wait_for(client.beginning_offsets(tps), 5)
+    found = await asyncio.wait_for(asyncio.gather(*(client.committed(tp) for tp in tps)), 5)
+    return {tp: starts.get(tp, 0) if offset is None else offset for tp, offset in zip(tps, found, strict=True)}
+
+
+async def _judge_partitionless(
+    client: Any, subscriber: Any, marks: dict[int, GroupMark], now: float, stall_s: float
+) -> Verdict:
+    topics = [str(t) for t in getattr(subscriber, "topic_names", ())]
+    tps = [TopicPartition(t, p) for t in topics for p in sorted(client.partitions_for_topic(t) or ())]
+    if not tps:
+        return Verdict.UNDECIDED  # no metadata yet
+    ends = await asyncio.wait_for(client.end_offsets(tps), 5)
+    committed = await _committed(client, tps)
+    waiting = {tp: committed[tp] for tp in tps if ends.get(tp, 0) > committed[tp]}
+    key = id(client)
+    if not waiting:
+        marks.pop(key, None)
+        return Verdict.CAUGHT_UP
+    mark = marks.get(key)
+    if mark is None or any(mark.committed.get(tp) != offset for tp, offset in waiting.items()):
+        marks[key] = GroupMark(waiting, now)  # the group moves on (or a first look): not stuck yet
+        return Verdict.UNDECIDED
+    return Verdict.STALLED if now - mark.since >= stall_s else Verdict.UNDECIDED
+
+
 async def stalled_subscribers(
     subscribers: Sequence[Any],
     last_record_at: dict[int, float],
     stall_s: float,
     broker_reachable: Callable[[], Awaitable[bool]],
+    group_marks: dict[int, GroupMark] | None = None,
 ) -> list[Any]:
-    """Subscribers whose client is running but handed over no record for `stall_s` although records wait in
-    its unpaused partitions (end offset beyond its position).
-
-    Seen in `make chaos` after the broker and then the store were killed: the groups of cart, catalog,
-    payment and shipping kept a lag of 10-107 records for minutes with nothing consumed, no consume loop
-    ended and /readyz 200 — what `stopped_consumers` looks for did not happen. Partitions paused on purpose
-    (transient retries) do not count. A client that cannot even say where it is while the broker answers
-    others (`broker_reachable`, the producer's ping) is stalled too; with the broker away it is left to
-    readiness.
-    """
-    now = time.monotonic()
-    stalled = []
-    for subscriber in subscribers:
-        client = getattr(subscriber, "consumer", None)
-        if client is None or getattr(client, "_closed", False):
-            continue
-        last = last_record_at.setdefault(id(client), now)
-        if now - last < stall_s:
-            continue
-        try:
-            paused = client.paused()
-            fetchable = [tp for tp in client.assignment() if tp not in paused]
-            if not fetchable:
-                continue
-            ends = await asyncio.wait_for(client.end_offsets(fetchable), 5)
-            positions = {tp: await asyncio.wait_for(client.position(tp), 5) for tp in fetchable}
-        except Exception as exc:
-            log.warning("consumer quiet and its client cannot answer", extra={"error": repr(exc)[:200]})
-            try:
-                reachable = await broker_reachable()
-            except Exception:
-                reachable = False
-            if reachable:
-                stalled.append(subscriber)
-            continue
-        if any(ends.get(tp, 0) > positions[tp] for tp in fetchable):
-            stalled.append(subscriber)
-    return stalled
+    """The subscribers `judge_subscribers` finds stalled."""
+    verdicts = await judge_subscribers(subscribers, last_record_at, stall_s, broker_reachable, group_marks)
+    return [sub for sub in subscribers if verdicts.get(id(sub)) is Verdict.STALLED]
 
 
 async def force_stop(subscriber: Any, timeout_s: float) -> None:

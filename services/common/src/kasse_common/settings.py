@@ -105,6 +105,12 @@ class ServiceSettings(BaseSettings):
     consumer_dead_grace_s: float = Field(
         60.0, gt=0, description="A consumer stopped this long despite restarts fails /healthz (liveness)"
     )
+    consumer_max_stall_restarts: int = Field(
+        3,
+        ge=1,
+        description="A consumer restarted this many times for stalling, with no record handed over and never "
+        "found caught up in between, fails /healthz and /readyz (Kubernetes restarts the pod)",
+    )
 
     # MongoDB (FerretDB v1 locally)
     mongo_uri: SecretStr = SecretStr("mongodb://127.0.0.1:37017/")
