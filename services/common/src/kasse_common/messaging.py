@@ -240,6 +240,9 @@ class EventConsumer:
         self.transient_failures = 0
         # Per Kafka client (id): when it last handed over a record (the watchdog's stall check).
         self.last_record_at: dict[int, float] = {}
+        # ... and when a record's handling last returned (applied, skipped, parked, dead-lettered, retried
+        # later): a restarted consumer that is handed the same record again and hangs again made no progress.
+        self.last_done_at: dict[int, float] = {}
         self.parking: ParkedEvents | None = None  # the runtime sets it: records that must wait
         self.parked = 0  # records parked by this instance
         self.parked_waiting = 0  # records waiting, as of the last retry round
@@ -296,6 +299,11 @@ class EventConsumer:
         client = getattr(message, "consumer", None)
         if client is not None:
             self.last_record_at[id(client)] = time.monotonic()
+        await self._dispatch_record(message, wanted)
+        if client is not None:
+            self.last_done_at[id(client)] = time.monotonic()
+
+    async def _dispatch_record(self, message: Any, wanted: Mapping[str, type[Event]]) -> None:
         raw = message.raw_message
         headers = headers_to_dict(raw.headers or ())
         try:

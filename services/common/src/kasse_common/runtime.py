@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -152,6 +152,7 @@ class ServiceRuntime:
         self._consumer_dead_since: float | None = None
         self._stall_restarts: dict[int, StallRestarts] = {}  # by id(subscriber), until it consumes again
         self._group_marks: dict[int, GroupMark] = {}  # by id(Kafka client), see judge_subscribers
+        self._stall_window_from: dict[int, float] = {}  # by id(Kafka client), see judge_subscribers
 
     # -- wiring -------------------------------------------------------------------------------
     def document_store(self, collection: str, *, trace_per_document: bool = False) -> DocumentStore:
@@ -364,6 +365,7 @@ class ServiceRuntime:
             self.settings.consumer_stall_s,
             lambda: self.broker.ping(timeout=2.0),
             self._group_marks,
+            self._stall_window_from,
         )
         stalled = [sub for sub in self.broker.subscribers if verdicts.get(id(sub)) is Verdict.STALLED]
         self._note_progress(verdicts)
@@ -384,6 +386,7 @@ class ServiceRuntime:
             if alive:
                 attempt = self._stall_restarts.setdefault(id(subscriber), StallRestarts())
                 attempt.count += 1
+                attempt.restarted_at = time.monotonic()
                 log.error(
                     "consumer stalled: records wait for it but none was handed over; restarting it",
                     extra={
@@ -393,7 +396,8 @@ class ServiceRuntime:
                     },
                 )
             self.consumer_restarts += 1
-            await force_stop(subscriber, timeout_s=10.0)
+            # A stalled one has made no progress for a whole window already: waiting long for it is pointless.
+            await force_stop(subscriber, timeout_s=min(10.0, self.settings.consumer_stall_s))
             try:
                 await subscriber.start()
             except Exception as exc:  # the broker is still away: the next round tries again
@@ -401,20 +405,18 @@ class ServiceRuntime:
             else:
                 new_client = getattr(subscriber, "consumer", None)
                 if new_client is not None:  # a fresh client gets the full stall window
-                    restarted_at = time.monotonic()
-                    self.consumer.last_record_at[id(new_client)] = restarted_at
-                    if id(subscriber) in self._stall_restarts:
-                        self._stall_restarts[id(subscriber)].restarted_at = restarted_at
+                    self._stall_window_from[id(new_client)] = time.monotonic()
 
     def _note_progress(self, verdicts: dict[int, Verdict]) -> None:
-        """A stalled subscriber's restarts count until it hands over a record or is found caught up."""
+        """A stalled subscriber's restarts count until a record's handling returns or it is found caught up."""
         for subscriber in self.broker.subscribers:
             attempt = self._stall_restarts.get(id(subscriber))
             if attempt is None:
                 continue
             client = getattr(subscriber, "consumer", None)
-            handed_over = client is not None and self.consumer.last_record_at.get(id(client), 0) > attempt.restarted_at
-            if handed_over or verdicts.get(id(subscriber)) is Verdict.CAUGHT_UP:
+            done = self.consumer.last_done_at.get(id(client)) if client is not None else None
+            handled = done is not None and done > attempt.restarted_at
+            if handled or verdicts.get(id(subscriber)) is Verdict.CAUGHT_UP:
                 log.info("a restarted consumer consumes again", extra={"restarts": attempt.count})
                 del self._stall_restarts[id(subscriber)]
 
@@ -455,7 +457,7 @@ class ServiceRuntime:
         """Alive unless restarting cannot make a consumer consume, or a background loop ended.
 
         Dead: a consumer stayed stopped for `consumer_dead_grace_s` despite restarts; or one was restarted
-        `consumer_max_stall_restarts` times for stalling without handing over a record since (the watchdog
+        `consumer_max_stall_restarts` times for stalling with no record handled since (the watchdog
         keeps restarting it: alive again once it consumes); or a background loop (a periodic job, the
         watchdog) ended: nothing restarts it but a new process, so Kubernetes restarts the pod.
         """
@@ -733,10 +735,11 @@ class GroupMark:
 
 async def judge_subscribers(
     subscribers: Sequence[Any],
-    last_record_at: dict[int, float],
+    last_record_at: Mapping[int, float],
     stall_s: float,
     broker_reachable: Callable[[], Awaitable[bool]],
     group_marks: dict[int, GroupMark] | None = None,
+    window_from: dict[int, float] | None = None,
 ) -> dict[int, Verdict]:
     """The watchdog's stall check: a verdict per running subscriber (by `id`).
 
@@ -754,9 +757,13 @@ async def judge_subscribers(
     Partitions paused on purpose (transient retries) do not count. The window only runs while the broker
     answers: while it is away every quiet subscriber's window starts again, so a consumer gets the whole
     window to rejoin after the broker is back, and an outage is left to readiness.
+
+    `last_record_at`: when each Kafka client (by `id`) last handed over a record (the consumer keeps it);
+    `window_from`: where this check started a client's window instead (first look, outage, caught up).
     """
     now = time.monotonic()
     marks = group_marks if group_marks is not None else {}
+    started = window_from if window_from is not None else {}
     verdicts: dict[int, Verdict] = {}
     reachable: bool | None = None
 
@@ -774,12 +781,14 @@ async def judge_subscribers(
         if client is None or getattr(client, "_closed", False):
             continue  # stopped, not stalled: `ServiceRuntime.stopped_consumers` sees it
         key = id(client)
-        last = last_record_at.setdefault(key, now)
-        if now - last < stall_s:
+        since = [t for t in (last_record_at.get(key), started.get(key)) if t is not None]
+        if not since:
+            started[key] = now  # a client never seen gets the whole window
+        if now - max(since, default=now) < stall_s:
             verdicts[id(subscriber)] = Verdict.UNDECIDED
             continue
         if not await broker_answers():
-            last_record_at[key] = now  # the window starts again once the broker is back
+            started[key] = now  # the window starts again once the broker is back
             marks.pop(key, None)
             verdicts[id(subscriber)] = Verdict.UNDECIDED
             continue
@@ -794,7 +803,7 @@ async def judge_subscribers(
             log.warning("consumer quiet and its client cannot answer", extra={"error": repr(exc)[:200]})
             verdict = Verdict.STALLED  # the broker answers the producer (above)
         if verdict is Verdict.CAUGHT_UP:
-            last_record_at[key] = now  # fine now: the next look in a window (an idle consumer costs little)
+            started[key] = now  # fine now: the next look in a window (an idle consumer costs little)
         verdicts[id(subscriber)] = verdict
     return verdicts
 
@@ -844,13 +853,14 @@ async def _judge_partitionless(
 
 async def stalled_subscribers(
     subscribers: Sequence[Any],
-    last_record_at: dict[int, float],
+    last_record_at: Mapping[int, float],
     stall_s: float,
     broker_reachable: Callable[[], Awaitable[bool]],
     group_marks: dict[int, GroupMark] | None = None,
+    window_from: dict[int, float] | None = None,
 ) -> list[Any]:
     """The subscribers `judge_subscribers` finds stalled."""
-    verdicts = await judge_subscribers(subscribers, last_record_at, stall_s, broker_reachable, group_marks)
+    verdicts = await judge_subscribers(subscribers, last_record_at, stall_s, broker_reachable, group_marks, window_from)
     return [sub for sub in subscribers if verdicts.get(id(sub)) is Verdict.STALLED]
 
 

@@ -8,6 +8,7 @@ services/common/bench/broker_restart.py, on a stack instance of its own).
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import time
@@ -96,6 +97,68 @@ async def test_a_consumer_that_cannot_be_restarted_fails_liveness_and_readiness(
         # Once a restart works again, the service is alive again without anyone restarting the process.
         await wait_until(lambda: runtime.stopped_consumers() == [], timeout=30)
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_a_consumer_that_lost_all_its_partitions_is_restarted_and_consumes_again(
+    settings_for: Any, test_publisher: TestPublisher
+) -> None:
+    """Lost group membership: the client runs, holds no partition, and records wait in its topics."""
+    runtime, app, seen = service(settings_for(HealthSettings, consumer_watchdog_interval_s=0.3, consumer_stall_s=2.0))
+    async with running_app(app):
+        first = order_placed()
+        await test_publisher.publish(first)
+        await wait_until(lambda: first.order_id in seen, timeout=60)
+        (subscriber,) = runtime.broker.subscribers
+        subscriber.consumer.unsubscribe()  # leaves the group; its consume loop goes on, fetching nothing
+        assert subscriber.consumer.assignment() == set() and runtime.stopped_consumers() == []
+        waiting = [order_placed() for _ in range(3)]
+        for event in waiting:
+            await test_publisher.publish(event)
+        await wait_until(lambda: runtime.consumer_restarts >= 1, timeout=60)
+        await wait_until(lambda: {e.order_id for e in waiting} <= seen, timeout=60)
+        assert runtime.liveness() == {"status": "alive"}
+
+
+async def stall_beyond_restarts(runtime: ServiceRuntime, client: Any, order_id: str, seen: set[str]) -> None:
+    async def dead() -> bool:
+        return (await client.get("/healthz")).status_code == 503
+
+    await wait_until(dead, timeout=90)
+    assert runtime.consumer_restarts >= 2 and order_id not in seen
+    assert (await client.get("/healthz")).json()["consumer"].startswith("stalled despite restarts")
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["consumer"].startswith("stalled despite restarts")
+
+
+async def test_a_stall_that_restarts_cannot_fix_fails_liveness_and_readiness_until_it_consumes(
+    settings_for: Any, test_publisher: TestPublisher
+) -> None:
+    settings = settings_for(
+        HealthSettings, consumer_watchdog_interval_s=0.3, consumer_stall_s=2.0, consumer_max_stall_restarts=2
+    )
+    runtime = ServiceRuntime(settings, configure_logs=False)
+    seen: set[str] = set()
+    unblocked = asyncio.Event()
+
+    async def hangs_until_unblocked(event: OrderPlaced, ctx: EventContext) -> None:
+        await unblocked.wait()  # e.g. a call that never answers; a restart delivers the record again
+        seen.add(event.order_id)
+
+    runtime.consumer.on(OrderPlaced, hangs_until_unblocked)
+    async with running_app(runtime.create_app(title="health")) as client:
+        stuck = order_placed()
+        await test_publisher.publish(stuck)
+        try:
+            await stall_beyond_restarts(runtime, client, stuck.order_id, seen)
+        finally:
+            unblocked.set()  # the cause goes away: the watchdog's next restart consumes, and it is alive again
+        await wait_until(lambda: stuck.order_id in seen, timeout=90)
+
+        async def alive() -> bool:
+            return (await client.get("/healthz")).status_code == 200
+
+        await wait_until(alive, timeout=30)
+        assert (await client.get("/readyz")).status_code == 200
 
 
 async def test_sigterm_stops_a_consuming_service_well_within_its_grace_period(

@@ -89,13 +89,16 @@ async def test_a_quiet_client_that_cannot_answer_while_the_broker_answers_others
 
 async def test_a_client_never_seen_gets_the_whole_window_from_the_first_look() -> None:
     client = FakeClient(ends={TP0: 10}, positions={TP0: 3})
-    seen: dict[int, float] = {}
+    window: dict[int, float] = {}
 
     async def reachable() -> bool:
         return True
 
-    assert await stalled_subscribers([FakeSubscriber(client)], seen, stall_s=60, broker_reachable=reachable) == []
-    assert id(client) in seen
+    sub = FakeSubscriber(client)
+    assert await stalled_subscribers([sub], {}, stall_s=60, broker_reachable=reachable, window_from=window) == []
+    assert id(client) in window
+    window[id(client)] -= 61
+    assert await stalled_subscribers([sub], {}, stall_s=60, broker_reachable=reachable, window_from=window) == [sub]
 
 
 async def test_a_subscriber_whose_stop_hangs_on_a_handler_is_stopped_anyway() -> None:
@@ -164,11 +167,12 @@ async def test_the_window_runs_only_while_the_broker_answers() -> None:
         return answers
 
     last = {id(client): time.monotonic() - 600}
-    assert await stalled_subscribers([sub], last, stall_s=60, broker_reachable=reachable) == []
+    window: dict[int, float] = {}
+    assert await stalled_subscribers([sub], last, 60, reachable, window_from=window) == []
     answers = True  # the broker is back: the window started again while it was away
-    assert await stalled_subscribers([sub], last, stall_s=60, broker_reachable=reachable) == []
-    last[id(client)] -= 61
-    assert await stalled_subscribers([sub], last, stall_s=60, broker_reachable=reachable) == [sub]
+    assert await stalled_subscribers([sub], last, 60, reachable, window_from=window) == []
+    window[id(client)] -= 61
+    assert await stalled_subscribers([sub], last, 60, reachable, window_from=window) == [sub]
 
 
 async def test_a_caught_up_consumer_is_looked_at_again_only_a_window_later() -> None:
@@ -179,6 +183,7 @@ async def test_a_caught_up_consumer_is_looked_at_again_only_a_window_later() -> 
         return True
 
     last = {id(client): time.monotonic() - 61}
-    assert (await judge_subscribers([sub], last, 60, reachable))[id(sub)] is Verdict.CAUGHT_UP
+    window: dict[int, float] = {}
+    assert (await judge_subscribers([sub], last, 60, reachable, window_from=window))[id(sub)] is Verdict.CAUGHT_UP
     client.ends[TP0] = 11  # a record arrives; a healthy consumer has a whole window to hand it over
-    assert (await judge_subscribers([sub], last, 60, reachable))[id(sub)] is Verdict.UNDECIDED
+    assert (await judge_subscribers([sub], last, 60, reachable, window_from=window))[id(sub)] is Verdict.UNDECIDED
