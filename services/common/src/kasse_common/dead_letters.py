@@ -6,6 +6,13 @@ first (unique `_id`), so a second request, from the API, the console or another 
 answered "redriven already" and publishes nothing. The event keeps its `ce_id`, so even a crash
 between the marker and the publish (then redrive again with `force`) cannot apply it twice.
 
+A record dead-lettered only because the store or broker stayed away beyond the consumer's retry window
+(`kasse_dlq_transient: true`) is redriven by the service itself (`redrive_transient`, run by the runtime
+every `dead_letter_check_interval_s` once the store and broker answer, `dead_letter_auto_redrive_after_s`
+after it was set aside): a shop expects the stock of a cancelled order to come back once the outage is
+over, without a person. Anything else (a bug, a malformed or refused event) waits for a person who fixed
+the cause, with the KasseDeadLettersWaiting alert.
+
 The console (`make dlq SERVICE=cart ARGS="list"`):
     uv run python -m kasse_common.dead_letters cart list
     uv run python -m kasse_common.dead_letters cart show 0:12
@@ -157,6 +164,25 @@ class DeadLetters:
         finally:
             await producer.stop()
         return {"ref": ref, "outcome": "redriven", "topic": source, "event_id": letter.headers.get("ce_id")}
+
+    async def redrive_transient(self, older_than_s: float) -> list[str]:
+        """Redrive every dead letter set aside only because the store or broker stayed away (header
+        `kasse_dlq_transient`), dead-lettered at least `older_than_s` ago and not redriven yet; their refs.
+
+        The caller makes sure the store and broker answer again. Each is redriven once (the marker); if the
+        outage is not over it comes back through the retry window and is dead-lettered again, as a new ref.
+        """
+        done = await self._redriven_refs()
+        now_ms = time.time() * 1000
+        redriven = []
+        for letter in await self.read():
+            if letter.ref in done or letter.headers.get("kasse_dlq_transient") != "true":
+                continue
+            if now_ms - letter.timestamp_ms < older_than_s * 1000:
+                continue
+            if (await self.redrive(letter.ref))["outcome"] == "redriven":
+                redriven.append(letter.ref)
+        return redriven
 
     async def measure(self) -> None:
         """Dead letters not redriven yet, and the age of the oldest (Prometheus)."""

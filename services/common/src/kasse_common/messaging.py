@@ -102,6 +102,10 @@ def dead_letter_headers(
         **headers,
         "kasse_dlq_error": str(error)[:2000],
         "kasse_dlq_error_type": type(error).__name__,
+        # The store or broker stayed away longer than the retry window: the runtime redrives it by itself
+        # once the service is healthy again (`dead_letter_auto_redrive_after_s`); anything else waits for a
+        # person who fixed the cause.
+        "kasse_dlq_transient": "true" if is_transient(error) else "false",
         "kasse_dlq_stacktrace": "".join(traceback.format_exception(error))[-4000:],
         "kasse_dlq_topic": topic,
         "kasse_dlq_partition": str(partition),

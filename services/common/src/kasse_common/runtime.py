@@ -149,6 +149,7 @@ class ServiceRuntime:
         self._consumer_paused = False
         self._pausables: list[tuple[Hook, Hook]] = []
         self.consumer_restarts = 0
+        self.dead_letters_auto_redriven = 0
         self._consumer_dead_since: float | None = None
         self._stall_restarts: dict[int, StallRestarts] = {}  # by id(subscriber), until it consumes again
         self._group_marks: dict[int, GroupMark] = {}  # by id(Kafka client), see judge_subscribers
@@ -440,14 +441,22 @@ class ServiceRuntime:
                 log.warning("retrying parked events failed", extra={"error": repr(exc)[:300]})
 
     async def _measure_dead_letters(self) -> None:
+        """Count the dead letters (metrics) and redrive those set aside only for an outage that is over."""
+        after_s = self.settings.dead_letter_auto_redrive_after_s
         while True:
             try:
+                checks = await self.readiness()
+                if after_s > 0 and checks.get("mongo") == checks.get("kafka") == "ok":
+                    refs = await self.dead_letters.redrive_transient(older_than_s=after_s)
+                    if refs:
+                        self.dead_letters_auto_redriven += len(refs)
+                        log.warning("dead letters of an outage redriven", extra={"refs": refs})
                 await self.dead_letters.measure()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("measuring dead letters failed", extra={"error": repr(exc)[:300]})
-            await asyncio.sleep(60)
+            await asyncio.sleep(self.settings.dead_letter_check_interval_s)
 
     def ended_background(self) -> list[str]:
         """Background loops that ended while the service runs (they should run until `stop`)."""
@@ -653,6 +662,11 @@ class _RuntimeCollector:
                 "kasse_consumer_restarts",
                 "Times the watchdog restarted a consumer that had stopped consuming",
                 self.runtime.consumer_restarts,
+            ),
+            (
+                "kasse_dead_letters_auto_redriven",
+                "Dead letters of a store/broker outage the service redrove itself once it was over",
+                self.runtime.dead_letters_auto_redriven,
             ),
             (
                 "kasse_outbox_publish_failures",

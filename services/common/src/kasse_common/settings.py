@@ -105,6 +105,16 @@ class ServiceSettings(BaseSettings):
     consumer_dead_grace_s: float = Field(
         60.0, gt=0, description="A consumer stopped this long despite restarts fails /healthz (liveness)"
     )
+    dead_letter_check_interval_s: float = Field(
+        60.0, gt=0, description="How often dead letters are counted (metrics) and transient ones redriven"
+    )
+    dead_letter_auto_redrive_after_s: float = Field(
+        300.0,
+        ge=0,
+        description="A record dead-lettered because the store or broker stayed away beyond the retry window "
+        "is redriven by the service itself this long after, once it reaches both again (0: never; "
+        "other dead letters always wait for `make dlq` / the admin API)",
+    )
     consumer_max_stall_restarts: int = Field(
         3,
         ge=1,

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
+from pymongo.errors import AutoReconnect
 
 from kasse_common.messaging import EventContext, PermanentError
 from kasse_common.runtime import ServiceRuntime
@@ -72,3 +73,48 @@ async def test_a_dead_letter_is_redriven_once_and_applied_once(
 
 async def _one(listed: Any) -> bool:
     return len(await listed()) == 1
+
+
+async def test_a_dead_letter_of_an_outage_is_redriven_by_the_service_once_it_is_over(
+    settings_for: Any, test_publisher: TestPublisher
+) -> None:
+    """E.g. shipping's ShipmentCancelled dead-lettered in catalog because the store was away beyond the retry
+    window: the cancelled order's stock comes back once the store is, without a person. A dead letter with
+    another cause (a bug, a refused event) keeps waiting for one."""
+    settings = settings_for(
+        RedriveSettings,
+        consumer_transient_retry_s=1.0,
+        consumer_transient_backoff_initial_s=0.05,
+        consumer_transient_backoff_max_s=0.2,
+        dead_letter_check_interval_s=0.5,
+        dead_letter_auto_redrive_after_s=0.5,
+    )
+    runtime = ServiceRuntime(settings, configure_logs=False)
+    outage = True
+    applied: list[str] = []
+    refused = order_placed()
+
+    async def on_placed(event: OrderPlaced, ctx: EventContext) -> None:
+        if event.order_id == refused.order_id:
+            raise PermanentError("refused for good")
+        if outage:
+            raise AutoReconnect("store away")
+        applied.append(event.order_id)
+
+    runtime.consumer.on(OrderPlaced, on_placed)
+    async with running_app(runtime.create_app(title="redrive")):
+        await test_publisher.publish(refused)
+        await wait_until(lambda: runtime.consumer.dead_lettered == 1, timeout=60)
+        waited = order_placed()
+        await test_publisher.publish(waited)
+        await wait_until(lambda: runtime.consumer.dead_lettered >= 2, timeout=60)  # the retry window ran out
+        outage = False  # the store is back
+        await wait_until(lambda: applied == [waited.order_id], timeout=60)
+        assert runtime.dead_letters_auto_redriven >= 1
+        letters = await runtime.dead_letters.list()
+        by_type = {(x["error_type"], x["redriven"]) for x in letters}
+        assert ("PermanentError", False) in by_type and ("AutoReconnect", True) in by_type, letters
+        assert not [x for x in letters if x["error_type"] == "AutoReconnect" and not x["redriven"]]
+        await runtime.dead_letters.measure()
+        assert runtime.dead_letters.waiting == 1  # only the refused one waits for a person
+    assert applied == [waited.order_id]  # applied exactly once
