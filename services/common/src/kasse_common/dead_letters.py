@@ -165,7 +165,7 @@ class DeadLetters:
             await producer.stop()
         return {"ref": ref, "outcome": "redriven", "topic": source, "event_id": letter.headers.get("ce_id")}
 
-    async def redrive_transient(self, older_than_s: float) -> list[str]:
+    async def redrive_transient(self, older_than_s: float) -> tuple[str, ...]:
         """Redrive every dead letter set aside only because the store or broker stayed away (header
         `kasse_dlq_transient`), dead-lettered at least `older_than_s` ago and not redriven yet; their refs.
 
@@ -174,14 +174,14 @@ class DeadLetters:
         """
         done = await self._redriven_refs()
         now_ms = time.time() * 1000
-        redriven = []
+        redriven: tuple[str, ...] = ()
         for letter in await self.read():
             if letter.ref in done or letter.headers.get("kasse_dlq_transient") != "true":
                 continue
             if now_ms - letter.timestamp_ms < older_than_s * 1000:
                 continue
             if (await self.redrive(letter.ref))["outcome"] == "redriven":
-                redriven.append(letter.ref)
+                redriven += (letter.ref,)
         return redriven
 
     async def measure(self) -> None:
