@@ -284,10 +284,10 @@ class RemotePartials:
     async def poll(self) -> bool:
         """Read what changed since the last poll (one small document when nothing did)."""
         sequences = await self.store.sequences()
-        local = self.skip()
         changed = False
         for key, seq in sorted(sequences.items()):
-            if key in local:
+            # Asked per partition: one assigned while this poll runs (a start) is not read remotely.
+            if key in self.skip():
                 continue
             part = self.parts.get(key)
             if part is None:
