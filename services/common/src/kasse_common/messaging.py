@@ -248,6 +248,9 @@ class EventConsumer:
         # later): a restarted consumer that is handed the same record again and hangs again made no progress.
         self.last_done_at: dict[int, float] = {}
         self.parking: ParkedEvents | None = None  # the runtime sets it: records that must wait
+        # Parked records being applied in this process now: the periodic round and a call after an
+        # aggregate was stored may read the same record; only one of them applies it.
+        self._unparking: set[str] = set()
         self.parked = 0  # records parked by this instance
         self.parked_waiting = 0  # records waiting, as of the last retry round
         self.unparked = 0
@@ -444,37 +447,49 @@ class EventConsumer:
         applied = 0
         now = datetime.now(UTC)
         for doc in waiting:
-            raw = _ParkedRecord(doc["topic"], doc["partition"], doc["offset"], doc["key"], doc["value"])
-            headers = dict(doc["headers"])
-            incoming = decode(raw.value, headers, {t: m for t, (m, _) in self._handlers.items()})
-            if incoming.event is None:
-                await self.parking.remove(doc["_id"])
-                continue
-            _, handler = self._handlers[incoming.type]
-            ctx = _context(incoming, raw)
+            if doc["_id"] in self._unparking:
+                continue  # another caller in this process is applying it
+            self._unparking.add(doc["_id"])
             try:
-                await handler(incoming.event, ctx)
-            except AggregateNotYetKnown as exc:
-                parked_at = doc["parked_at"]
-                if parked_at.tzinfo is None:
-                    parked_at = parked_at.replace(tzinfo=UTC)
-                if (now - parked_at).total_seconds() >= self._settings.parking_max_age_s:
-                    await self._dead_letter(raw, headers, exc, attempts=doc.get("attempts", 0) + 1)
-                    await self.parking.remove(doc["_id"])
-                else:
-                    await self.parking.tried(doc["_id"])
-                continue
-            except Exception as exc:
-                if is_transient(exc):
-                    continue  # the next round tries again
-                await self._dead_letter(raw, headers, exc, attempts=doc.get("attempts", 0) + 1)
-                await self.parking.remove(doc["_id"])
-                continue
-            await self.parking.remove(doc["_id"])
-            applied += 1
-            self.unparked += 1
-            self.processed += 1
+                # Read by _id again: a caller that read the same list earlier may have applied it since.
+                if await self.parking.still_parked(doc["_id"]) and await self._apply_parked(self.parking, doc, now):
+                    applied += 1
+            finally:
+                self._unparking.discard(doc["_id"])
         return applied
+
+    async def _apply_parked(self, parking: ParkedEvents, doc: dict[str, Any], now: datetime) -> bool:
+        """Apply one parked record; True when it was applied (and removed)."""
+        raw = _ParkedRecord(doc["topic"], doc["partition"], doc["offset"], doc["key"], doc["value"])
+        headers = dict(doc["headers"])
+        incoming = decode(raw.value, headers, {t: m for t, (m, _) in self._handlers.items()})
+        if incoming.event is None:
+            await parking.remove(doc["_id"])
+            return False
+        _, handler = self._handlers[incoming.type]
+        ctx = _context(incoming, raw)
+        try:
+            await handler(incoming.event, ctx)
+        except AggregateNotYetKnown as exc:
+            parked_at = doc["parked_at"]
+            if parked_at.tzinfo is None:
+                parked_at = parked_at.replace(tzinfo=UTC)
+            if (now - parked_at).total_seconds() >= self._settings.parking_max_age_s:
+                await self._dead_letter(raw, headers, exc, attempts=doc.get("attempts", 0) + 1)
+                await parking.remove(doc["_id"])
+            else:
+                await parking.tried(doc["_id"])
+            return False
+        except Exception as exc:
+            if is_transient(exc):
+                return False  # the next round tries again
+            await self._dead_letter(raw, headers, exc, attempts=doc.get("attempts", 0) + 1)
+            await parking.remove(doc["_id"])
+            return False
+        await parking.remove(doc["_id"])
+        self.unparked += 1
+        self.processed += 1
+        return True
 
     async def _dead_letter(self, raw: Any, headers: dict[str, str], exc: BaseException, attempts: int) -> None:
         dlq_headers = dead_letter_headers(

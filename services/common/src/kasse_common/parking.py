@@ -46,6 +46,9 @@ class ParkedEvents:
     async def count(self) -> int:
         return await self.collection.count_documents({})
 
+    async def still_parked(self, event_id: str) -> bool:
+        return await self.collection.find_one({"_id": event_id}, {"_id": 1}) is not None
+
     async def remove(self, event_id: str) -> None:
         await self.collection.delete_one({"_id": event_id})
 

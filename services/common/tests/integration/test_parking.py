@@ -3,6 +3,7 @@ not retried in a loop, not dead-lettered, and the consumer carries on meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 import pytest
@@ -50,7 +51,8 @@ async def test_an_event_before_its_aggregate_is_parked_then_applied_once_when_it
         assert runtime.consumer.parking is not None and await runtime.consumer.parking.count() == 1
         known.add(early.order_id)  # the aggregate arrives
         await runtime.consumer.unpark(early.order_id)
-        assert applied == [other.order_id, early.order_id]
+        # Applied by this call, or by the periodic round if it had the record already in hand.
+        await wait_until(lambda: applied == [other.order_id, early.order_id], timeout=10)
         assert await runtime.consumer.parking.count() == 0
         # Nothing left to apply twice, by the periodic round either.
         await wait_until(lambda: runtime.consumer.parked_waiting == 0, timeout=10)
@@ -83,4 +85,37 @@ async def test_creating_the_aggregate_applies_its_parked_events_at_once_not_a_ro
         await wait_until(lambda: applied == [early.order_id], timeout=10)
         assert runtime.consumer.parking is not None and await runtime.consumer.parking.count() == 0
         assert runtime.consumer.unparked == 1
+        assert dlq.records == []
+
+
+async def test_callers_that_unpark_at_once_apply_a_parked_event_once(
+    settings_for: Any, test_publisher: TestPublisher, topic_reader: Any
+) -> None:
+    # The periodic round and the calls after an aggregate was stored can run together: each reads
+    # the parked record, and only one may apply it (the handler here is not idempotent on purpose).
+    runtime = ServiceRuntime(settings_for(ParkingSettings, parking_retry_interval_s=3600), configure_logs=False)
+    known: set[str] = set()
+    applied: list[str] = []
+
+    async def on_placed(event: OrderPlaced, ctx: EventContext) -> None:
+        if event.order_id not in known:
+            raise AggregateNotYetKnown(f"order {event.order_id} is not known")
+        await asyncio.sleep(0)  # let the other callers reach the same record
+        applied.append(event.order_id)
+
+    runtime.consumer.on(OrderPlaced, on_placed)
+    app = runtime.create_app(title="parking")
+    early = order_placed()
+    async with running_app(app), topic_reader(topics.dead_letter_topic("parking")) as dlq:
+        await test_publisher.publish(early)
+        await wait_until(lambda: runtime.consumer.parked == 1, timeout=60)
+        known.add(early.order_id)
+        await asyncio.gather(
+            runtime.consumer.unpark(early.order_id), runtime.consumer.unpark(early.order_id), runtime.consumer.unpark()
+        )
+        # One of them applied it (or the consumer's own look right after parking, if still running).
+        await wait_until(lambda: applied == [early.order_id], timeout=10)
+        assert await runtime.consumer.unpark() == 0
+        assert applied == [early.order_id] and runtime.consumer.unparked == 1
+        assert runtime.consumer.parking is not None and await runtime.consumer.parking.count() == 0
         assert dlq.records == []
