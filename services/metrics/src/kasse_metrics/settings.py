@@ -71,6 +71,14 @@ class MetricsSettings(ServiceSettings):
         1000, ge=1, description="Facts packed into one internal record at most (Kafka's message size limit)"
     )
     ingest_max_records: int = Field(5000, ge=1, description="Records per poll")
+    state_max_records: int = Field(
+        4,
+        ge=1,
+        description=(
+            "Internal-topic records per poll of the state stage. Each packs up to a router batch's facts for "
+            "one partition (hundreds to thousands), so this bounds how long one fold holds the event loop"
+        ),
+    )
     ingest_poll_timeout_ms: int = Field(50, ge=1)
     checkpoint_interval_s: float = Field(0.2, gt=0, description="How often consumed records are stored")
     checkpoint_max_records: int = Field(20_000, ge=1, description="Checkpoint sooner when this many are pending")

@@ -206,7 +206,9 @@ class IngestConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             metadata_max_age_ms=5000,
-            max_poll_records=s.ingest_max_records,
+            # Packed records: 5000 of them were millions of facts folded without yielding (seconds to
+            # minutes of a blocked loop at 5M events: missed heartbeats, expired sessions, stale reads).
+            max_poll_records=s.state_max_records,
             fetch_max_wait_ms=s.ingest_poll_timeout_ms,
         )
         await self.consumer.start()
@@ -222,7 +224,7 @@ class IngestConsumer:
                     await self._unpaused.wait()
                     self._parked.clear()
                 batch = await self.consumer.getmany(
-                    timeout_ms=s.ingest_poll_timeout_ms, max_records=s.ingest_max_records
+                    timeout_ms=s.ingest_poll_timeout_ms, max_records=s.state_max_records
                 )
                 if batch:
                     async with self.batch_lock:
