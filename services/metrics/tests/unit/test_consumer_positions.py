@@ -34,7 +34,7 @@ async def test_records_below_the_sought_offset_are_skipped_and_readiness_follows
     views = _views(6)
     # Assigned and sought to the stored offset 4 (the partition's end is 6) ...
     consumer.next_offsets[(tp.topic, tp.partition)] = 4
-    consumer._ends_at_assignment[(tp.topic, tp.partition)] = 6
+    consumer.ends_at_assignment[(tp.topic, tp.partition)] = 6
     consumer.consumer = object()  # type: ignore[assignment]  # assigned: caught_up() looks at the positions
     # ... but the client hands out a batch it fetched from the reset position (the beginning) first.
     stale = {tp: [_consumer_record(v.topic, v.partition, v.offset, v.value or b"", v.headers) for v in views[:4]]}

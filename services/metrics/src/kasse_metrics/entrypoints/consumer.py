@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,6 +23,7 @@ from opentelemetry import propagate, trace
 from kasse_common.envelope import headers_to_dict
 from kasse_common.messaging import aiokafka_security
 from kasse_metrics.application.ingest import CheckpointStore, Ingest, RawRecord
+from kasse_metrics.entrypoints.partition_loop import PartitionLoop
 from kasse_metrics.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -93,11 +92,11 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
             self.owner.next_offsets[(tp.topic, tp.partition)] = offset or 0
         ends = await consumer.end_offsets(list(assigned)) if assigned else {}
         for tp, end in ends.items():
-            self.owner._ends_at_assignment[(tp.topic, tp.partition)] = end
+            self.owner.ends_at_assignment[(tp.topic, tp.partition)] = end
         log.info("partitions assigned", extra={"partitions": sorted(f"{t.topic}:{t.partition}" for t in assigned)})
 
 
-class IngestConsumer:
+class IngestConsumer(PartitionLoop):
     def __init__(
         self,
         settings: MetricsSettings,
@@ -108,6 +107,7 @@ class IngestConsumer:
         on_assigned: Callable[[list[tuple[str, int]]], Awaitable[None]] | None = None,
         on_revoked: Callable[[list[tuple[str, int]]], Awaitable[None]] | None = None,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
@@ -118,78 +118,9 @@ class IngestConsumer:
         self.ingest = ingest
         # The state stage reads the router's internal topic (see application.routing).
         self.topics = [settings.internal_topic]
-        self.consumer: AIOKafkaConsumer | None = None
-        self.next_offsets: dict[tuple[str, int], int] = {}
-        self.records_total = 0
-        self.facts_total = 0
         self.duplicates_total = 0
-        self._recent: deque[tuple[float, int]] = deque()
         self.batch_lock = asyncio.Lock()
         self._checkpoint_due = asyncio.Event()
-        self._unpaused = asyncio.Event()
-        self._unpaused.set()
-        self._parked = asyncio.Event()
-        self._caught_up = False
-        self._ends_at_assignment: dict[tuple[str, int], int] = {}
-
-    async def pause(self) -> None:
-        """The operator's paused-consumer switch: stop reading (lag builds up).
-
-        Returns once the loop has finished the batch in hand and stopped polling, so nothing published
-        after the switch is counted until `resume`.
-        """
-        self._unpaused.clear()
-        if self.consumer is not None:
-            await asyncio.wait_for(self._parked.wait(), 30)
-
-    async def resume(self) -> None:
-        self._unpaused.set()
-
-    def events_per_second(self, horizon_s: float = 10.0) -> float:
-        now = time.monotonic()
-        while self._recent and self._recent[0][0] < now - horizon_s:
-            self._recent.popleft()
-        return sum(n for _, n in self._recent) / horizon_s
-
-    def caught_up(self) -> str:
-        """ "ok" once every assigned partition was read up to its end (as of its assignment); sticky."""
-        if self._caught_up:
-            return "ok"
-        if self.consumer is None or not self.next_offsets:
-            return "catching up: no partitions assigned yet"
-        behind = 0
-        for tp, position in self.next_offsets.items():
-            end = self._ends_at_assignment.get(tp)
-            if end is None:
-                return "catching up: partition ends not known yet"
-            behind += max(0, end - position)
-        if behind:
-            return f"catching up: {behind} records behind"
-        self._caught_up = True
-        log.info("consumer caught up with its partitions")
-        return "ok"
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        if self.consumer is None:
-            return {}
-        out = {}
-        for (topic, partition), position in self.next_offsets.items():
-            high = self.consumer.highwater(TopicPartition(topic, partition))
-            if high is not None:
-                out[(topic, partition)] = max(0, high - position)
-        return out
-
-    async def run(self) -> None:
-        """Consume until cancelled; a broken connection restarts the consumer after a pause."""
-        while True:
-            try:
-                await self._consume()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("metrics consumer failed; restarting it")
-                await asyncio.sleep(2.0)
 
     async def _consume(self) -> None:
         s = self.settings
@@ -219,10 +150,7 @@ class IngestConsumer:
                 # aiokafka joins the group and the listener seeks in the background meanwhile.
                 await self.may_apply.wait()
             while True:
-                if not self._unpaused.is_set():
-                    self._parked.set()
-                    await self._unpaused.wait()
-                    self._parked.clear()
+                await self._wait_while_paused()
                 batch = await self.consumer.getmany(
                     timeout_ms=s.ingest_poll_timeout_ms, max_records=s.state_max_records
                 )
@@ -286,4 +214,4 @@ class IngestConsumer:
         self.records_total += result.records
         self.facts_total += result.new_facts
         self.duplicates_total += result.duplicates
-        self._recent.append((time.monotonic(), result.records))
+        self._count(result.records)

@@ -7,10 +7,7 @@ stage skips by event id. No state lives here, so nothing has to be checkpointed 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections import deque
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -24,6 +21,7 @@ from kasse_metrics.adapters.routed_facts import KafkaRoutedFacts
 from kasse_metrics.application.ingest import RawRecord
 from kasse_metrics.application.routing import Router
 from kasse_metrics.entrypoints.consumer import trace_consumed
+from kasse_metrics.entrypoints.partition_loop import PartitionLoop
 from kasse_metrics.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -54,7 +52,9 @@ class _TrackAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("router partitions assigned", extra={"partitions": names})
 
 
-class RouterConsumer:
+class RouterConsumer(PartitionLoop):
+    label = "router"
+
     def __init__(
         self,
         settings: MetricsSettings,
@@ -63,78 +63,13 @@ class RouterConsumer:
         topics: list[str],
         tracer: trace.Tracer | None = None,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.router = router
         self.sender = sender
         self.topics = topics
         self.tracer = tracer or trace.get_tracer("kasse.metrics")
-        self.consumer: AIOKafkaConsumer | None = None
-        self.next_offsets: dict[tuple[str, int], int] = {}
-        self.ends_at_assignment: dict[tuple[str, int], int] = {}
-        self.records_total = 0
-        self.facts_total = 0
         self.routed_records_total = 0
-        self._recent: deque[tuple[float, int]] = deque()
-        self._unpaused = asyncio.Event()
-        self._unpaused.set()
-        self._parked = asyncio.Event()
-        self._caught_up = False
-
-    async def pause(self) -> None:
-        """The operator's paused-consumer switch: stop reading the contract topics (lag builds up).
-        Returns once the batch in hand is routed: nothing published after the switch is counted."""
-        self._unpaused.clear()
-        if self.consumer is not None:
-            await asyncio.wait_for(self._parked.wait(), 30)
-
-    async def resume(self) -> None:
-        self._unpaused.set()
-
-    def events_per_second(self, horizon_s: float = 10.0) -> float:
-        now = time.monotonic()
-        while self._recent and self._recent[0][0] < now - horizon_s:
-            self._recent.popleft()
-        return sum(n for _, n in self._recent) / horizon_s
-
-    def caught_up(self) -> str:
-        """ "ok" once every assigned source partition was routed up to its end as of assignment; sticky."""
-        if self._caught_up:
-            return "ok"
-        if self.consumer is None or not self.next_offsets:
-            return "router: no partitions assigned yet"
-        behind = 0
-        for tp, position in self.next_offsets.items():
-            end = self.ends_at_assignment.get(tp)
-            if end is None:
-                return "router: partition ends not known yet"
-            behind += max(0, end - position)
-        if behind:
-            return f"router catching up: {behind} records behind"
-        self._caught_up = True
-        log.info("router caught up with its partitions")
-        return "ok"
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        if self.consumer is None:
-            return {}
-        out = {}
-        for (topic, partition), position in self.next_offsets.items():
-            high = self.consumer.highwater(TopicPartition(topic, partition))
-            if high is not None:
-                out[(topic, partition)] = max(0, high - position)
-        return out
-
-    async def run(self) -> None:
-        """Route until cancelled; a broken connection restarts the consumer after a pause."""
-        while True:
-            try:
-                await self._consume()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("metrics router failed; restarting it")
-                await asyncio.sleep(2.0)
 
     async def _consume(self) -> None:
         s = self.settings
@@ -157,10 +92,7 @@ class RouterConsumer:
         self.consumer.subscribe(self.topics, listener=_TrackAssignment(self))
         try:
             while True:
-                if not self._unpaused.is_set():
-                    self._parked.set()
-                    await self._unpaused.wait()
-                    self._parked.clear()
+                await self._wait_while_paused()
                 batch = await self.consumer.getmany(
                     timeout_ms=s.ingest_poll_timeout_ms, max_records=s.ingest_max_records
                 )
@@ -193,4 +125,4 @@ class RouterConsumer:
         self.records_total += result.records
         self.facts_total += result.facts
         self.routed_records_total += result.routed_records
-        self._recent.append((time.monotonic(), result.records))
+        self._count(result.records)
