@@ -117,6 +117,18 @@ class Decoded:
     skipped: int = 0  # types this service does not know (newer producers)
     ranges: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)  # [first, next) per partition
 
+    def facts_of(self, r: RawRecord) -> list[Fact]:
+        """The fact list of the record's partition, its offset counted into the partition's range."""
+        tp = (r.topic, r.partition)
+        have = self.ranges.get(tp)
+        if have is None:
+            self.ranges[tp] = (r.offset, r.offset + 1)
+            tp_facts: list[Fact] = []
+            self.by_tp[tp] = tp_facts
+            return tp_facts
+        self.ranges[tp] = (min(have[0], r.offset), max(have[1], r.offset + 1))
+        return self.by_tp[tp]
+
 
 _default_decoder: FastDecoder | None = None
 
@@ -135,16 +147,9 @@ async def decode_batch(
     next checkpoint publishes them again)."""
     decoder = decoder or default_decoder()
     out = Decoded(records=len(records))
-    facts, by_tp, ranges = out.facts, out.by_tp, out.ranges
+    facts = out.facts
     for r in records:
-        tp = (r.topic, r.partition)
-        have = ranges.get(tp)
-        if have is None:
-            ranges[tp] = (r.offset, r.offset + 1)
-            tp_facts = by_tp[tp] = []
-        else:
-            ranges[tp] = (min(have[0], r.offset), max(have[1], r.offset + 1))
-            tp_facts = by_tp[tp]
+        tp_facts = out.facts_of(r)
         try:
             fact = decoder(r.value, r.headers, r.offset)
         except MalformedEvent as exc:

@@ -121,16 +121,9 @@ async def decode_routed(records: Sequence[RawRecord]) -> Decoded:
     A record that does not decode (only a writer of another format could make one) is logged and
     skipped: its offset still moves, so it cannot stall the partition."""
     out = Decoded(records=len(records))
-    facts, by_tp, ranges = out.facts, out.by_tp, out.ranges
+    facts = out.facts
     for r in records:
-        tp = (r.topic, r.partition)
-        have = ranges.get(tp)
-        if have is None:
-            ranges[tp] = (r.offset, r.offset + 1)
-            tp_facts = by_tp[tp] = []
-        else:
-            ranges[tp] = (min(have[0], r.offset), max(have[1], r.offset + 1))
-            tp_facts = by_tp[tp]
+        tp_facts = out.facts_of(r)
         try:
             unpacked = unpack_routed(r.value, r.offset)
         except MalformedRoutedRecord:
