@@ -688,7 +688,7 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
                 report.terminal_after_last_restart_s = max([0.0, *(t - last_restart for t in finished_at.values())])
             report.orders_per_minute = done / (report.elapsed_s / 60) if report.elapsed_s else 0.0
             judge(report, placed, seen, events, recorder)
-            await check_stock(client, shop, report, placed, seen, initial)
+            await check_stock(client, shop, report, placed, seen, initial, events)
         report.dead_letters = await dead_letters(infra.kafka_bootstrap, namespace)
         if not report.ok:
             # Before anything is stopped or purged: where the orders stopped (lag, outbox, documents).
@@ -804,11 +804,19 @@ async def check_stock(
     placed: list[Placed],
     seen: dict[str, dict[str, Any]],
     initial: dict[str, int],
+    events: Any,
 ) -> None:
+    # The units an order holds are those of its OrderPlaced, not what the client asked for: an add to
+    # the cart retried after a lost answer is applied twice (POST /items takes no Idempotency-Key yet).
     delivered: Counter[str] = Counter()
     for o in placed:
+        placed_events = [s.event for s in events.for_order(o.order_id) if type(s.event).__name__ == "OrderPlaced"]
+        lines = placed_events[0].lines if placed_events else []
+        held = sum(line.quantity for line in lines if line.product_id == o.product_id) if lines else o.quantity
+        if held != o.quantity:
+            report.errors["cart line differs from the add asked (retried add applied twice)"] += 1
         if seen.get(o.order_id, {}).get("status") == "delivered":
-            delivered[o.product_id] += o.quantity
+            delivered[o.product_id] += held
     admin = {"Authorization": f"Bearer {ADMIN['catalog']}"}
     for product, start in initial.items():
         r = await client.get(shop.url("catalog") + f"/v1/admin/products/{product}", headers=admin)
