@@ -500,6 +500,10 @@ async def test_segments_below_the_snapshot_are_deleted_once_every_live_reader_ha
     assert writer.sync.segments_pruned == 2
     await lagging.sync.catch_up()
     assert _viewers(lagging.projection) == 10
+    # It has read on: the writer's next heartbeat deletes what it held back, with no new fact to snapshot.
+    await lagging.sync.heartbeat()
+    await writer.sync.heartbeat()
+    assert store.segments == [] and writer.sync.segments_pruned == 3
 
     # A restart loads the snapshot and reads only what is left above it: the same numbers.
     restarted = Instance(store)

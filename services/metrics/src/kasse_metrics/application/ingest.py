@@ -299,6 +299,9 @@ class ProjectionSync:
     only: TopicPartition | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _snapshot_facts: int = 0
+    # The latest snapshot's offsets while a reader still held segments below them back: the heartbeat
+    # prunes again, so they go once that reader has read on or was dropped, without waiting for new facts.
+    _prune_held_back: dict[TopicPartition, int] | None = None
 
     async def restore(self) -> bool:
         """Start from the latest snapshot (if any): the history below it is not read again.
@@ -346,6 +349,12 @@ class ProjectionSync:
             await self.readers.register(self.reader_id, {})
             await self._load_snapshot(replace=True)
             await self.readers.register(self.reader_id, dict(self.seen))
+            return
+        if self._prune_held_back is not None:
+            try:
+                await self.prune(self._prune_held_back)
+            except Exception:  # the next heartbeat tries again
+                log.warning("deleting the segments below the snapshot failed", exc_info=True)
 
     async def prune(self, snapshot_seen: Mapping[TopicPartition, int]) -> int:
         """Delete the segments below the snapshot that every live reader has read too."""
@@ -354,6 +363,7 @@ class ProjectionSync:
         live = await self.readers.live_seen(self.reader_ttl_s)
         below = {tp: min([offset] + [r.get(tp, 0) for r in live]) for tp, offset in snapshot_seen.items()}
         deleted = await self.store.prune(below)
+        self._prune_held_back = dict(snapshot_seen) if below != dict(snapshot_seen) else None
         self.segments_pruned += deleted
         return deleted
 
