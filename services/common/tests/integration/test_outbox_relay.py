@@ -49,6 +49,12 @@ class Broker:
         self.published.append(record.event_id)
 
 
+async def published_doc(collection: Any, doc_id: str) -> dict[str, Any] | None:
+    """The document once its relay has marked it published (nothing pending), else None."""
+    doc = await collection.find_one({"_id": doc_id})
+    return doc if doc is not None and doc[PENDING] is False else None
+
+
 def record() -> OutgoingRecord:
     return encode(order_placed(), service="relay")
 
@@ -67,9 +73,10 @@ async def test_a_refused_event_is_retried_from_memory_without_waiting_for_the_sc
         await store.commit("order-1", expected_version=None, state={"status": "placed"}, events=[event])
         await wait_until(lambda: broker.published == [event.event_id], timeout=20)
         assert relay.publish_failures == 2
-        doc = await collection.find_one({"_id": "order-1"})
-        assert doc is not None and doc[PENDING] is False and doc[OUTBOX] == {}
-        assert relay.backlog == {"orders": 0}
+        # The relay marks the document published after the broker took the record: wait for that write.
+        doc = await wait_until(lambda: published_doc(collection, "order-1"), timeout=10)
+        assert doc[OUTBOX] == {}
+        await wait_until(lambda: relay.backlog == {"orders": 0}, timeout=10)
     finally:
         await relay.stop(drain_timeout_s=2)
         await mongo.close()
@@ -99,8 +106,7 @@ async def test_a_document_left_by_a_dead_relay_is_published_when_its_lease_runs_
     relay.start()  # its first scan sees the foreign lease and looks again when it has run out
     try:
         await wait_until(lambda: broker.published == [event.event_id], timeout=20)
-        doc = await collection.find_one({"_id": "order-2"})
-        assert doc is not None and doc[PENDING] is False
+        await wait_until(lambda: published_doc(collection, "order-2"), timeout=10)
     finally:
         await relay.stop(drain_timeout_s=2)
         await mongo.close()
