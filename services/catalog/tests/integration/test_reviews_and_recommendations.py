@@ -153,8 +153,12 @@ async def test_recommendations_reflect_co_purchases_fed_through_kafka(settings_f
 
         items = await wait_until(learned, timeout=30, message="co-purchases learned from OrderPlaced")
         assert items[2][1] == "popular_in_category" and items[2][0] == "APRON"
-        oil = (await client.get(f"/v1/products/{ids['OIL']}/recommendations", params={"limit": 1})).json()
-        assert oil["items"][0]["product"]["sku"] == "PAN"
+
+        async def oil_learned() -> bool:  # OIL's own document is another write than PAN's: wait for it too
+            oil = (await client.get(f"/v1/products/{ids['OIL']}/recommendations", params={"limit": 1})).json()
+            return bool(oil["items"]) and oil["items"][0]["product"]["sku"] == "PAN"
+
+        await wait_until(oil_learned, timeout=30, message="OIL's co-purchase with PAN learned")
 
         # A session's recommendations come from its recent views (ProductViewed consumed back).
         session = {"X-Session-Id": "sess-reco"}

@@ -74,9 +74,9 @@ async def test_a_refused_event_is_retried_from_memory_without_waiting_for_the_sc
         await wait_until(lambda: broker.published == [event.event_id], timeout=20)
         assert relay.publish_failures == 2
         # The relay marks the document published after the broker took the record: wait for that write.
-        doc = await wait_until(lambda: published_doc(collection, "order-1"), timeout=10)
+        doc = await wait_until(lambda: published_doc(collection, "order-1"), timeout=30)
         assert doc[OUTBOX] == {}
-        await wait_until(lambda: relay.backlog == {"orders": 0}, timeout=10)
+        await wait_until(lambda: relay.backlog == {"orders": 0}, timeout=30)
     finally:
         await relay.stop(drain_timeout_s=2)
         await mongo.close()
@@ -106,7 +106,7 @@ async def test_a_document_left_by_a_dead_relay_is_published_when_its_lease_runs_
     relay.start()  # its first scan sees the foreign lease and looks again when it has run out
     try:
         await wait_until(lambda: broker.published == [event.event_id], timeout=20)
-        await wait_until(lambda: published_doc(collection, "order-2"), timeout=10)
+        await wait_until(lambda: published_doc(collection, "order-2"), timeout=30)
     finally:
         await relay.stop(drain_timeout_s=2)
         await mongo.close()

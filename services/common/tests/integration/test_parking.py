@@ -51,11 +51,13 @@ async def test_an_event_before_its_aggregate_is_parked_then_applied_once_when_it
         assert runtime.consumer.parking is not None and await runtime.consumer.parking.count() == 1
         known.add(early.order_id)  # the aggregate arrives
         await runtime.consumer.unpark(early.order_id)
-        # Applied by this call, or by the periodic round if it had the record already in hand.
-        await wait_until(lambda: applied == [other.order_id, early.order_id], timeout=10)
+        # Applied by this call, or by the periodic round if it had the record already in hand. The parked copy
+        # is removed after the handler returned and `unparked` counted after that: wait for the count.
+        await wait_until(lambda: runtime.consumer.unparked >= 1, timeout=30)
+        assert applied == [other.order_id, early.order_id]
         assert await runtime.consumer.parking.count() == 0
         # Nothing left to apply twice, by the periodic round either.
-        await wait_until(lambda: runtime.consumer.parked_waiting == 0, timeout=10)
+        await wait_until(lambda: runtime.consumer.parked_waiting == 0, timeout=30)
         assert applied.count(early.order_id) == 1
         assert dlq.records == []
 
@@ -82,9 +84,10 @@ async def test_creating_the_aggregate_applies_its_parked_events_at_once_not_a_ro
         assert applied == []
         # The service stores the aggregate the usual way (the kit's document store): nothing else to call.
         await orders.commit(early.order_id, expected_version=None, state={"status": "placed"})
-        await wait_until(lambda: applied == [early.order_id], timeout=10)
+        # The handler appends, then the parked copy is removed, then `unparked` counts: wait for the last.
+        await wait_until(lambda: runtime.consumer.unparked >= 1, timeout=30)
+        assert applied == [early.order_id] and runtime.consumer.unparked == 1
         assert runtime.consumer.parking is not None and await runtime.consumer.parking.count() == 0
-        assert runtime.consumer.unparked == 1
         assert dlq.records == []
 
 
@@ -113,8 +116,9 @@ async def test_callers_that_unpark_at_once_apply_a_parked_event_once(
         await asyncio.gather(
             runtime.consumer.unpark(early.order_id), runtime.consumer.unpark(early.order_id), runtime.consumer.unpark()
         )
-        # One of them applied it (or the consumer's own look right after parking, if still running).
-        await wait_until(lambda: applied == [early.order_id], timeout=10)
+        # One of them applied it (or the consumer's own look right after parking, if still running); it counts
+        # `unparked` once the parked copy is removed: wait for that, then nothing is left to apply.
+        await wait_until(lambda: runtime.consumer.unparked >= 1, timeout=30)
         assert await runtime.consumer.unpark() == 0
         assert applied == [early.order_id] and runtime.consumer.unparked == 1
         assert runtime.consumer.parking is not None and await runtime.consumer.parking.count() == 0

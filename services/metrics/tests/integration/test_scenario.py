@@ -87,7 +87,7 @@ async def test_scripted_scenario_every_kpi_exact_through_duplicates_disorder_res
             line = next(x for x in text.splitlines() if x.startswith("kasse_metrics_dead_lettered_total"))
             return float(line.split()[1]) >= 1
 
-        await wait_until(dead_lettered, timeout=10, message="the malformed record dead-lettered")
+        await wait_until(dead_lettered, timeout=30, message="the malformed record dead-lettered")
         before = await snapshot(client, at)
 
     # A replay from the earliest offset into an empty database rebuilds exactly the same numbers.

@@ -513,8 +513,13 @@ async def test_a_capture_for_another_amount_is_held_shown_counted_and_refunded_w
         assert held["client_secret"] is None
         detail = (await client.get(f"/v1/admin/payments/{oid}", headers=ADMIN)).json()
         assert f"Stripe received {total - 100}, the order is for {total}" in detail["history"][-1]["note"]
-        metrics = (await client.get("/metrics")).text
-        assert 'kasse_payment_held_for_review_total{reason="amount_mismatch"} 1.0' in metrics
+        # The counter moves right after the store write the status above came from: wait for it, not assume it.
+        counted = 'kasse_payment_held_for_review_total{reason="amount_mismatch"} 1.0'
+
+        async def hold_counted() -> bool:
+            return counted in (await client.get("/metrics")).text
+
+        await wait_until(hold_counted, timeout=30, message=f"{counted} on /metrics")
 
         r = await client.post(f"/v1/admin/payments/{oid}/review", json={"decision": "reject"}, headers=ADMIN)
         assert r.status_code == 200, r.text
