@@ -3,10 +3,16 @@
 Consumption contract of every Kasse consumer:
 - one consumer group per service (`ServiceSettings.consumer_group`); offsets start at `earliest` for a
   new group, so a service that starts late still sees what was published before it;
-- AckPolicy.NACK_ON_ERROR: the offset is committed only after the handler returned. The handler
-  returns after it applied the event, or after the event went to the dead-letter topic. If even
-  the dead-letter publish fails, the exception escapes, FastStream seeks back and the record is
-  delivered again: nothing is ever skipped silently;
+- an offset is committed only after the handler returned for that record and every record before it
+  in its partition. The handler returns after it applied the event, or after the event went to the
+  dead-letter topic. If even the dead-letter publish fails, the partition is rewound to the record
+  and it is delivered again: nothing is ever skipped silently;
+- a lane (one Kafka consumer) handles up to `consumer_concurrency` records at once: records of one
+  key (one aggregate, hence one partition) one after another in offset order, different keys side
+  by side. Offsets are committed in batches (`InFlight`): every `consumer_commit_interval_s`, when
+  partitions are revoked and at stop, each partition up to its lowest record still in hand — never
+  past a record whose handling has not returned. A crash redelivers at most the records handled
+  since the last commit (idempotent handlers absorb them);
 - a *transient* failure (`kasse_common.retry.is_transient`: the store or the broker unavailable, a
   lost optimistic-concurrency race) pauses the record's partition and seeks back to the record; it
   is delivered again after an exponential, jittered backoff (`consumer_transient_backoff_*`), for
@@ -33,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -219,15 +225,245 @@ async def _raw_body(message: Any) -> Any:
     return message.body
 
 
+class _Partition:
+    """One assigned partition's records in hand: what may be committed."""
+
+    __slots__ = ("closed", "floor", "pending", "tasks")
+
+    def __init__(self) -> None:
+        self.pending: dict[int, object] = {}  # offset -> token of the record in hand (admitted, not returned)
+        self.floor: int | None = None  # one past the last record admitted (lowered by a rewind)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closed = False  # revoked: records not started yet are not handled here
+
+    def admit(self, offset: int) -> object:
+        token = object()
+        self.pending[offset] = token
+        self.floor = offset + 1
+        return token
+
+    def holds(self, offset: int, token: object) -> bool:
+        return self.pending.get(offset) is token
+
+    def finish(self, offset: int, token: object) -> None:
+        if self.pending.get(offset) is token:
+            del self.pending[offset]
+
+    def rewind(self, offset: int) -> None:
+        """Kafka delivers the partition again from `offset`: nothing from there on counts as handled."""
+        for o in [o for o in self.pending if o >= offset]:
+            del self.pending[o]
+        self.floor = offset if self.floor is None else min(self.floor, offset)
+
+    def committable(self) -> int | None:
+        """The offset to commit: the lowest record still in hand, else one past the last one admitted."""
+        if self.floor is None:
+            return None
+        return min(self.pending, default=self.floor) if self.pending else self.floor
+
+
+class InFlight:
+    """The records one Kafka client (one lane of one replica) has in hand, and their batched offset commits.
+
+    A record is admitted in fetch order (waiting for one of `concurrency` slots: the consume loop
+    waits with it, so the client never runs far ahead), then handled after the record before it
+    with the same key and partition has returned: one aggregate's records in offset order, other
+    keys side by side. `commit()` commits each partition up to its lowest record in hand (or one past
+    the last admitted), so an offset is never committed past a record whose handling has not
+    returned; it runs every `interval_s`, when partitions are revoked and at stop.
+    """
+
+    def __init__(self, client: Any, concurrency: int, interval_s: float) -> None:
+        self.client = client
+        self.slots = asyncio.Semaphore(concurrency)
+        self.interval_s = interval_s
+        self.partitions: dict[TopicPartition, _Partition] = {}
+        self.tails: dict[tuple[TopicPartition, bytes | None], asyncio.Task[None]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.committed: dict[TopicPartition, int] = {}
+        self.closing = False
+        self.commits = 0
+        self._flusher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_every_interval(), name="consumer-offset-commits")
+
+    async def _flush_every_interval(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.commit()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker away or a rebalance: the next round commits (records come again)
+                log.warning("offset commit failed; the next round tries again", extra={"error": repr(exc)[:300]})
+
+    async def admit(
+        self, tp: TopicPartition, offset: int, key: bytes | None, work: Callable[[], Awaitable[None]]
+    ) -> bool:
+        """Take a record in hand and schedule `work` for it; False when this lane is stopping (not taken)."""
+        if self.closing:
+            return False
+        await self.slots.acquire()
+        if self.closing:
+            self.slots.release()
+            return False
+        part = self.partitions.get(tp)
+        if part is None or part.closed:
+            part = self.partitions[tp] = _Partition()
+        token = part.admit(offset)
+        previous = self.tails.get((tp, key))
+        task = asyncio.create_task(self._run(part, tp, offset, key, token, previous, work))
+        self.tails[(tp, key)] = task
+        self.tasks.add(task)
+        part.tasks.add(task)
+        return True
+
+    async def _run(
+        self,
+        part: _Partition,
+        tp: TopicPartition,
+        offset: int,
+        key: bytes | None,
+        token: object,
+        previous: asyncio.Task[None] | None,
+        work: Callable[[], Awaitable[None]],
+    ) -> None:
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])  # the same aggregate's earlier record first
+            if part.closed:
+                part.rewind(offset)  # revoked before it started: its next owner handles it
+                return
+            if not part.holds(offset, token):
+                return  # the partition was rewound to an earlier record: this one comes again
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Not even dead-lettered (the dead-letter publish failed): deliver it again, never skip it.
+                log.error(
+                    "record not handled; its partition is rewound to it",
+                    extra={"partition": str(tp), "offset": offset, "error": repr(exc)[:300]},
+                )
+                self.redeliver(tp, offset, delay_s=1.0)
+                return
+            part.finish(offset, token)
+        finally:
+            self.slots.release()
+            self.tasks.discard(asyncio.current_task())
+            part.tasks.discard(asyncio.current_task())
+            if self.tails.get((tp, key)) is asyncio.current_task():
+                del self.tails[(tp, key)]
+
+    def redeliver(self, tp: TopicPartition, offset: int, delay_s: float) -> None:
+        """Pause the partition for `delay_s` and rewind it to `offset`: that record and all after it come again."""
+        part = self.partitions.get(tp)
+        if part is not None:
+            part.rewind(offset)
+            # An earlier rewind of this partition whose records have not come again yet goes further back.
+            offset = part.floor if part.floor is not None else offset
+        try:
+            self.client.pause(tp)
+            self.client.seek(tp, offset)
+        except Exception as exc:  # no longer assigned: its next owner starts from the committed offset
+            log.info(
+                "partition to rewind is no longer assigned", extra={"partition": str(tp), "error": repr(exc)[:200]}
+            )
+            return
+        asyncio.get_running_loop().call_later(delay_s, _resume, self.client, tp)
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit every partition up to its lowest record in hand (`only` those given)."""
+        assigned = self.client.assignment()
+        offsets = {}
+        for tp, part in list(self.partitions.items()):
+            if (only is not None and tp not in only) or tp not in assigned:
+                continue
+            target = part.committable()
+            if target is not None and target > self.committed.get(tp, -1):
+                offsets[tp] = target
+        if not offsets:
+            return
+        await self.client.commit(offsets)
+        self.commits += 1
+        for tp, offset in offsets.items():
+            self.committed[tp] = max(offset, self.committed.get(tp, -1))
+
+    async def hand_back(self, revoked: set[TopicPartition], timeout_s: float) -> None:
+        """Partitions revoked: let their records in hand finish (bounded), commit them, forget them."""
+        parts = {tp: self.partitions[tp] for tp in revoked if tp in self.partitions}
+        if not parts:
+            return
+        for part in parts.values():
+            part.closed = True
+        running = set().union(*(part.tasks for part in parts.values()))
+        if running:
+            _, late = await asyncio.wait(running, timeout=timeout_s)
+            if late:
+                log.warning(
+                    "records still in hand when their partitions were revoked; they come again",
+                    extra={"records": len(late)},
+                )
+        try:
+            await self.commit(only=set(parts))
+        except Exception as exc:
+            log.warning("offset commit at revoke failed; records come again", extra={"error": repr(exc)[:300]})
+        for tp, part in parts.items():
+            if self.partitions.get(tp) is part:
+                del self.partitions[tp]
+            self.committed.pop(tp, None)
+
+    async def stop(self, timeout_s: float) -> None:
+        """Take no more records; let those in hand finish (then cancel them), commit, stop committing."""
+        self.closing = True
+        if self.tasks:
+            _, late = await asyncio.wait(set(self.tasks), timeout=timeout_s)
+            for task in late:
+                task.cancel()  # its record is not committed and comes again
+            if late:
+                log.warning("handlers still running at stop were cancelled", extra={"records": len(late)})
+                await asyncio.wait(late, timeout=timeout_s)
+        if self._flusher is not None:
+            self._flusher.cancel()
+        try:
+            await asyncio.wait_for(self.commit(), timeout_s)
+        except Exception as exc:
+            log.warning("offset commit at stop failed; records come again", extra={"error": repr(exc)[:300]})
+
+
+class _HandBackOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commits a lane's finished records before its partitions go to another member."""
+
+    def __init__(self, owner: EventConsumer) -> None:
+        self.owner = owner
+        self.subscriber: Any = None  # set once FastStream created it
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        client = getattr(self.subscriber, "consumer", None)
+        flow = self.owner.in_flight.get(id(client)) if client is not None else None
+        if flow is not None and revoked:
+            await flow.hand_back(set(revoked), timeout_s=REVOKE_WAIT_S)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
+
+
+# A rebalance waits this long for a revoked partition's records in hand (the group waits meanwhile).
+REVOKE_WAIT_S = 10.0
+
+
 class EventConsumer:
     """FastStream subscribers for a service's topics; dispatches records by CloudEvents type.
 
     One subscriber (one Kafka consumer per replica) per *lane*, not per topic: every consumer in a
     group that joins triggers a rebalance of the whole group, and a service with four topics took
-    10-15 s to start while its consumers joined one after another. Records of one partition are
-    handled in order; within a lane, records are handled one at a time. A high-volume topic goes in
-    a lane of its own (`lane="storefront"`) so it cannot queue urgent work (stock for an order)
-    behind it.
+    10-15 s to start while its consumers joined one after another. Records of one key are handled
+    in offset order; within a lane, up to `consumer_concurrency` records of different keys at once
+    (`InFlight`), offsets committed in batches. A high-volume topic goes in a lane of its own
+    (`lane="storefront"`) so it cannot queue urgent work (stock for an order) behind it.
     """
 
     def __init__(self, broker: KafkaBroker, settings: ServiceSettings, publisher: EventPublisher) -> None:
@@ -257,6 +493,8 @@ class EventConsumer:
         self.clock: Callable[[], float] = time.monotonic  # tests move time on
         # (topic, partition, offset) -> (first failure, failures) of records retried after a backoff.
         self._retrying: dict[tuple[str, int, int], tuple[float, int]] = {}
+        # Per Kafka client (id): the records it has in hand and their offset commits.
+        self.in_flight: dict[int, InFlight] = {}
 
     @property
     def topics(self) -> list[str]:
@@ -287,22 +525,52 @@ class EventConsumer:
         wanted = {t: model for t, (model, _) in self._handlers.items()}
 
         async def on_record(message: KafkaMessage) -> None:
-            await self._dispatch(message, wanted)
+            await self._take(message, wanted)
 
         for lane, topics in self._lanes.items():
             handler = _named(on_record, f"on_{self._settings.service_name.replace('-', '_')}_{lane}_events")
-            self._broker.subscriber(
+            listener = _HandBackOnRevoke(self)
+            subscriber = self._broker.subscriber(
                 *(self._settings.topic(t) for t in topics),
                 group_id=self._settings.consumer_group,
                 auto_offset_reset="earliest",
-                ack_policy=AckPolicy.NACK_ON_ERROR,
+                # The kit commits (InFlight): in batches, never past a record whose handling has not returned.
+                ack_policy=AckPolicy.MANUAL,
                 max_poll_interval_ms=300_000,
+                listener=listener,
                 # FastStream would JSON-decode the body before our handler runs and turn a malformed
                 # record into an endless nack loop; we decode (and dead-letter) ourselves.
                 decoder=_raw_body,
-            )(handler)
+            )
+            subscriber(handler)
+            listener.subscriber = subscriber
+
+    async def _take(self, message: Any, wanted: Mapping[str, type[Event]]) -> None:
+        """A record from a lane's consume loop: into the lane's records in hand (a real Kafka client), or
+        handled at once (FastStream's test broker, which expects the handler to have run on return)."""
+        client = getattr(message, "consumer", None)
+        if not isinstance(client, AIOKafkaConsumer):
+            await self._dispatch(message, wanted)
+            return
+        flow = self.in_flight.get(id(client))
+        if flow is None or flow.client is not client:
+            flow = self.in_flight[id(client)] = InFlight(
+                client, self._settings.consumer_concurrency, self._settings.consumer_commit_interval_s
+            )
+            flow.start()
+        raw = message.raw_message
+        tp = TopicPartition(raw.topic, raw.partition)
+        # Not taken while the lane stops: never committed, so it comes again.
+        await flow.admit(tp, raw.offset, raw.key, lambda: self._dispatch(message, wanted))
+
+    async def settle(self, client: Any, timeout_s: float) -> None:
+        """Before a Kafka client stops: its records in hand finish (bounded) and their offsets are committed."""
+        flow = self.in_flight.pop(id(client), None) if client is not None else None
+        if flow is not None and flow.client is client:
+            await flow.stop(timeout_s)
 
     async def _dispatch(self, message: Any, wanted: Mapping[str, type[Event]]) -> None:
+        """Handle one record: applied, parked, dead-lettered, or rewound for a retry after a backoff."""
         client = getattr(message, "consumer", None)
         if client is not None:
             self.last_record_at[id(client)] = time.monotonic()
@@ -427,6 +695,12 @@ class EventConsumer:
             await asyncio.sleep(delay)
             return True
         tp = TopicPartition(raw.topic, raw.partition)
+        flow = self.in_flight.get(id(consumer))
+        if flow is not None and flow.client is consumer:
+            # Rewind the partition to this record (nothing after it is handled before it, nothing from it on
+            # is committed) and pause it for the backoff.
+            flow.redeliver(tp, raw.offset, delay)
+            return False
         consumer.pause(tp)
         asyncio.get_running_loop().call_later(delay, _resume, consumer, tp)
         # Rewind the partition to this record (nothing after it is handled before it) and commit nothing.

@@ -286,7 +286,7 @@ class ServiceRuntime:
         # 1. Stop consuming; in-flight handlers finish and their offsets are committed. Bounded: a handler
         # that never returns is cancelled (its record comes again), so SIGTERM ends within the grace period.
         results = await asyncio.gather(
-            *(force_stop(subscriber, timeout_s=SUBSCRIBER_STOP_TIMEOUT_S) for subscriber in self.broker.subscribers),
+            *(self._stop_subscriber(subscriber, SUBSCRIBER_STOP_TIMEOUT_S) for subscriber in self.broker.subscribers),
             return_exceptions=True,
         )
         for result in results:
@@ -303,6 +303,11 @@ class ServiceRuntime:
         self.telemetry.tracer_provider.force_flush()
         self.started.clear()
 
+    async def _stop_subscriber(self, subscriber: Any, timeout_s: float) -> None:
+        """Its records in hand finish (each bounded by `timeout_s`, then cancelled) and are committed; then it stops."""
+        await self.consumer.settle(getattr(subscriber, "consumer", None), timeout_s)
+        await force_stop(subscriber, timeout_s=timeout_s)
+
     @property
     def consumer_paused(self) -> bool:
         return self._consumer_paused
@@ -316,6 +321,7 @@ class ServiceRuntime:
         if not self._consumer_paused:
             self._consumer_paused = True
             for subscriber in self.broker.subscribers:
+                await self.consumer.settle(getattr(subscriber, "consumer", None), SUBSCRIBER_STOP_TIMEOUT_S)
                 await subscriber.stop()
             for pause, _ in self._pausables:
                 await pause()
@@ -398,7 +404,7 @@ class ServiceRuntime:
                 )
             self.consumer_restarts += 1
             # A stalled one has made no progress for a whole window already: waiting long for it is pointless.
-            await force_stop(subscriber, timeout_s=min(10.0, self.settings.consumer_stall_s))
+            await self._stop_subscriber(subscriber, min(10.0, self.settings.consumer_stall_s))
             try:
                 await subscriber.start()
             except Exception as exc:  # the broker is still away: the next round tries again

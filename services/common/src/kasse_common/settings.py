@@ -89,6 +89,18 @@ class ServiceSettings(BaseSettings):
     )
     consumer_transient_backoff_initial_s: float = Field(0.5, ge=0, description="First pause of a partition")
     consumer_transient_backoff_max_s: float = Field(30.0, ge=0, description="Longest pause of a partition")
+    consumer_concurrency: int = Field(
+        16,
+        ge=1,
+        description="Records a lane (one Kafka consumer) handles at once: records of one key (aggregate) one "
+        "after another in offset order, different keys side by side",
+    )
+    consumer_commit_interval_s: float = Field(
+        0.5,
+        gt=0,
+        description="How often a lane commits the offsets below which every record's handling has returned "
+        "(also when partitions are revoked and at stop), instead of one broker round trip per record",
+    )
     parking_retry_interval_s: float = Field(
         10.0, gt=0, description="How often events parked for an aggregate that did not exist yet are tried again"
     )
