@@ -9,7 +9,11 @@ one row. What the index holds is what is pending, not the history.
 
 How it stays complete, without a multi-document transaction:
 - built on the service's `DocumentStore` (`DueWork(store, ...)`), the store marks a document
-  *after* every commit of a state that has work (`track`). A marker is never missing for a
+  *after* every commit of a state that has work (`track_soon`): the marker is owed in memory at
+  once and written by a background task moments later, not awaited by the writer (a consumer's
+  record or an HTTP request no longer waits one more round trip per commit). Marker writes of one
+  DueWork go one batch at a time (a lock), so the job's round, which writes what is owed first,
+  never races a late write of a marker it has just dropped. A marker is never missing for a
   committed state:
   - a marker write that fails (the store went away right after the commit) is owed: kept in
     memory and written by the job's next round, not raised to the writer (whose commit stands);
@@ -29,6 +33,7 @@ commit that leaves work, and keep the job's reads by `_id` on every store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -75,7 +80,9 @@ class DueWork:
         self.pending = pending
         self.rebuild_every_s = rebuild_every_s
         self._rebuilt_at: float | None = None  # monotonic time of the last complete rebuild
-        self._owed: dict[Any, datetime] = {}  # markers a failed write left to the next round
+        self._owed: dict[Any, datetime] = {}  # markers not written yet (soon, or by the next round)
+        self._writing = asyncio.Lock()  # one batch of marker writes at a time
+        self._writer: asyncio.Task[None] | None = None
 
     async def ensure_indexes(self) -> None:
         await self.index.create_index([("at", ASCENDING)], name="by_time")
@@ -105,6 +112,28 @@ class DueWork:
             )
             self.owe(doc_id, state)
 
+    def track_soon(self, doc_id: Any, state: Mapping[str, Any]) -> None:
+        """After a commit of `state` (the store calls it): owe the document's marker when that state
+        leaves work, and write it in the background — the writer does not wait for it. A write that
+        fails stays owed for the job's next round."""
+        if self._due_at(state) is None:
+            return
+        self.owe(doc_id, state)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_owed_soon(), name=f"due-markers-{self.index.name}"
+            )
+
+    async def _write_owed_soon(self) -> None:
+        try:
+            while self._owed:
+                await self._write_owed()
+        except Exception as exc:
+            log.warning(
+                "due markers not written; the next round writes them",
+                extra={"collection": self.index.name, "owed": len(self._owed), "error": repr(exc)[:300]},
+            )
+
     def owe(self, doc_id: Any, state: Mapping[str, Any]) -> None:
         """Remember a marker for `state` that may be missing (a failed marker write, or a commit
         that raised but may have landed); the job's next round writes it."""
@@ -118,10 +147,13 @@ class DueWork:
             self._rebuilt_at = None  # too many to keep: the next round reads them all instead
 
     async def _write_owed(self) -> None:
-        for doc_id, at in list(self._owed.items()):
-            await self.mark(doc_id, at)
-            if self._owed.get(doc_id) == at:  # not owed again meanwhile
-                del self._owed[doc_id]
+        async with self._writing:
+            for doc_id, at in list(self._owed.items()):
+                if self._owed.get(doc_id) != at:
+                    continue  # written by the batch before this one, or owed again (a later batch)
+                await self.mark(doc_id, at)
+                if self._owed.get(doc_id) == at:  # not owed again meanwhile
+                    del self._owed[doc_id]
 
     async def rebuild(self) -> int:
         """Mark every document with work (a full read: at start, then every `rebuild_every_s`,

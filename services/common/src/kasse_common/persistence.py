@@ -97,7 +97,7 @@ async def ensure_outbox_indexes(collection: AsyncCollection[Any]) -> None:
 class CommitWatcher(Protocol):
     """Follows a store's commits (the kit's DueWork)."""
 
-    async def track(self, doc_id: Any, state: Mapping[str, Any]) -> None: ...
+    def track_soon(self, doc_id: Any, state: Mapping[str, Any]) -> None: ...
 
     def owe(self, doc_id: Any, state: Mapping[str, Any]) -> None: ...
 
@@ -171,8 +171,9 @@ class DocumentStore:
             self._committed(doc_id, events)
             raise
         if outcome is CommitOutcome.APPLIED:
+            # Off the writer's path: a marker is owed at once and written beside it (DueWork.track_soon).
             for watcher in self._watchers:
-                await watcher.track(doc_id, state)
+                watcher.track_soon(doc_id, state)
         return outcome
 
     async def _commit(

@@ -19,6 +19,7 @@ from kasse_common.due import DueWork
 from kasse_common.mongo import create_mongo_client
 from kasse_common.persistence import CommitOutcome, DocumentStore
 from kasse_common.settings import ServiceSettings
+from kasse_testkit import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -112,6 +113,8 @@ async def test_on_the_store_a_marker_a_failed_write_left_out_comes_with_the_next
     try:
         assert await work.due(now, 50, job) == []  # started: markers built
         assert await store.commit("tracked", expected_version=None, state=state) is CommitOutcome.APPLIED
+        # Written beside the writer's path, without a round of the job.
+        await wait_until(lambda: real_index.find_one({"_id": "tracked"}), timeout=30)
         work.index = Dead()  # type: ignore[assignment]
         # Committed, then the store died before the marker: the commit stands, the marker is owed.
         assert await store.commit("owed", expected_version=None, state=state) is CommitOutcome.APPLIED

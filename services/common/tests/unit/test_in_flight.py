@@ -19,6 +19,7 @@ from kasse_common.envelope import encode
 from kasse_common.messaging import EventConsumer, EventContext, InFlight
 from kasse_common.settings import ServiceSettings
 from kasse_contracts.events import OrderPlaced
+from kasse_testkit import wait_until
 from kasse_testkit.samples import order_placed
 
 pytestmark = pytest.mark.unit
@@ -56,12 +57,8 @@ class FakeClient:
         return last[-1] if last else None
 
 
-async def eventually(condition: Any, timeout: float = 10.0) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
+async def eventually(condition: Any) -> None:
+    await wait_until(condition, timeout=30, interval=0.01)
 
 
 class Gates:
