@@ -198,4 +198,5 @@ def from_document(doc: dict[str, Any]) -> Payment:
         create_attempts=doc.get("create_attempts", 0),
         retry_at=doc.get("retry_at"),
         history=[HistoryEntry(at=h["at"], status=h["status"], note=h["note"]) for h in doc.get("history", [])],
+        stored_history_entry=doc.get("fraud_entry"),
     )

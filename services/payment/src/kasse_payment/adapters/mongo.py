@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 
 from kasse_common.due import DueWork
 from kasse_common.envelope import OutgoingRecord
@@ -23,9 +25,11 @@ Encoder = Callable[..., OutgoingRecord]  # runtime.encode(event, event_id=…)
 class MongoPayments:
     """PaymentRepository and FraudHistory on one collection."""
 
-    def __init__(self, store: DocumentStore, encode: Encoder) -> None:
+    def __init__(self, store: DocumentStore, encode: Encoder, history: AsyncCollection[Any] | None = None) -> None:
         self.store = store
         self.collection = store.collection
+        # Screening's per-key summaries (adapters/fraud_history.py), read and written by `_id` only.
+        self.history = history if history is not None else store.collection.database["payment_fraud_history"]
         self._encode = encode
         # The sweeper's and the review deadline's work, kept apart from the history (FerretDB v1
         # would read every payment ever made for each round otherwise).
@@ -63,6 +67,12 @@ class MongoPayments:
     async def save(self, payment: Payment, events: Sequence[OutgoingEvent], consumed_id: str | None) -> bool:
         state = to_document(payment)
         state["updated_at"] = datetime.now(UTC)
+        entry = fraud_history.entry_of(state)
+        if entry is not None and not fraud_history.same_entry(entry, payment.stored_history_entry):
+            # Before the payment's own write, so a stored payment never lacks its entry (a crash between
+            # leaves an entry that the retried change writes again, identical: one per order, ever).
+            await self._record_history(entry)
+            state["fraud_entry"] = entry
         records = [self._record(e.event, e.event_id) for e in events]
         outcome = await self.store.commit(
             payment.order_id,
@@ -74,7 +84,18 @@ class MongoPayments:
         if outcome is CommitOutcome.DUPLICATE:
             return False
         payment.version = 1 if payment.version is None else payment.version + 1
+        if "fraud_entry" in state:
+            payment.stored_history_entry = entry
         return True
+
+    async def _record_history(self, entry: dict[str, Any]) -> None:
+        field = f"{fraud_history.ENTRIES}.{fraud_history.entry_field(str(entry['_id']))}"
+        await asyncio.gather(
+            *(
+                self.history.update_one({"_id": key}, {"$set": {field: entry}}, upsert=True)
+                for key in fraud_history.entry_keys(entry)
+            )
+        )
 
     def _record(self, event: Event, event_id: str) -> OutgoingRecord:
         return self._encode(event, event_id=event_id)
@@ -110,5 +131,16 @@ class MongoPayments:
 
     # -- FraudHistory ----------------------------------------------------------------------------
     async def fraud_counts(self, question: HistoryQuestion) -> FraudCounts:
-        cursor = self.collection.find(fraud_history.candidates_query(question), fraud_history.PROJECTION)
-        return fraud_history.count([d async for d in cursor], question)
+        keys = fraud_history.question_keys(question)
+        summaries = await asyncio.gather(*(self.history.find_one({"_id": key}) for key in keys))
+        counts = fraud_history.count(fraud_history.entries(summaries), question)
+        drops = []
+        for summary in summaries:
+            if summary is None:
+                continue
+            fields = fraud_history.prunable(summary, question.since, question.amounts_limit)
+            if len(fields) >= fraud_history.PRUNE_BATCH:
+                unset = {f"{fraud_history.ENTRIES}.{f}": "" for f in fields}
+                drops.append(self.history.update_one({"_id": summary["_id"]}, {"$unset": unset}))
+        await asyncio.gather(*drops)
+        return counts

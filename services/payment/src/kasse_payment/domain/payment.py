@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from kasse_common.errors import Conflict
 from kasse_common.money.refunds import PaidLine, remaining_lines
@@ -177,6 +178,9 @@ class Payment:
     create_attempts: int = 0  # claims to create the intent; recorded BEFORE each call to Stripe
     retry_at: datetime | None = None  # not before: a backoff after a transient error, or a step's lease
     history: list[HistoryEntry] = field(default_factory=list)
+    # The fraud-history entry the store last recorded beside this payment (the Mongo adapter's bookkeeping,
+    # so an entry is written only when it changes); not domain state.
+    stored_history_entry: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     # -- facts from the order's events -------------------------------------------------------
     def record_order(self, facts: OrderFacts, now: datetime) -> list[DomainEvent]:
