@@ -225,3 +225,37 @@ def repriced_to(client: Any, cart_id: str, token: dict[str, str], amount: int) -
         return bool(body["lines"][0]["unit_price"]["amount"] == amount)
 
     return check
+
+
+async def test_an_add_retried_with_its_idempotency_key_is_answered_once_and_adds_once(
+    cart_service: Any, seed: Any
+) -> None:
+    async with cart_service() as (_, client):
+        await seed(product("p1", 1999), product("p2", 2500), table=rate_table())
+        cart_id, token = await new_cart(client)
+        add = {"product_id": "p1", "quantity": 2}
+        keyed = {**token, "Idempotency-Key": "add-p1-0001"}
+
+        first = await client.post(f"/v1/carts/{cart_id}/items", json=add, headers=keyed)
+        assert first.status_code == 200, first.text
+        assert "Idempotent-Replayed" not in first.headers
+        # Another change in between: the retry still gets the first answer, and adds nothing.
+        await client.post(f"/v1/carts/{cart_id}/items", json={"product_id": "p2"}, headers=token)
+        retry = await client.post(f"/v1/carts/{cart_id}/items", json=add, headers=keyed)
+        assert retry.status_code == 200 and retry.headers["Idempotent-Replayed"] == "true"
+        assert retry.json() == first.json()
+        cart = (await client.get(f"/v1/carts/{cart_id}", headers=token)).json()
+        assert {line["product_id"]: line["quantity"] for line in cart["lines"]} == {"p1": 2, "p2": 1}
+
+        # The same key with another body: refused with a problem, nothing added.
+        other = await client.post(f"/v1/carts/{cart_id}/items", json={"product_id": "p1", "quantity": 1}, headers=keyed)
+        assert other.status_code == 422 and other.headers["content-type"].startswith("application/problem+json")
+        assert "Idempotency-Key" in other.json()["detail"]
+        # A new key adds again; without a key an add is applied each time, as before.
+        again = await client.post(
+            f"/v1/carts/{cart_id}/items", json=add, headers={**token, "Idempotency-Key": "add-p1-0002"}
+        )
+        assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers
+        await client.post(f"/v1/carts/{cart_id}/items", json={"product_id": "p1", "quantity": 1}, headers=token)
+        cart = (await client.get(f"/v1/carts/{cart_id}", headers=token)).json()
+        assert {line["product_id"]: line["quantity"] for line in cart["lines"]} == {"p1": 5, "p2": 1}

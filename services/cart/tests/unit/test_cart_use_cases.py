@@ -16,7 +16,7 @@ from kasse_cart.application.admin import Admin
 from kasse_cart.application.carts import CartService
 from kasse_cart.application.orders import OrderLife, OrderNotYetKnown
 from kasse_cart.application.payment_deadline import PaymentDeadlineJob
-from kasse_cart.domain.cart import CartLimits, ProductInfo
+from kasse_cart.domain.cart import REPLIES_KEPT, CartLimits, ProductInfo
 from kasse_cart.domain.order import OrderStatus
 from kasse_cart.domain.promotions import CouponKind, FreeShippingPromotion
 from kasse_cart.domain.shipping import RateTable
@@ -632,3 +632,29 @@ async def test_a_cancellation_shipping_refused_leaves_the_order_shipped(world: W
     assert view.order.status is OrderStatus.SHIPPED and not view.order.is_cancelled
     with pytest.raises(Conflict):
         await world.life.cancel_by_customer(oid, placed.order_token)  # return it instead
+
+
+async def test_a_cart_keeps_the_answers_of_its_last_keyed_adds_only(world: World) -> None:
+    view, token = await world.service.create_cart("s-1", None, None)
+    cart_id = view.cart.cart_id
+
+    def render(v: Any) -> str:
+        return cart_out(v).model_dump_json()
+
+    first = await world.service.add_item_once(cart_id, token, "p1", 1, "key-first", render)
+    assert not first.replayed
+    for i in range(REPLIES_KEPT - 1):
+        replied = await world.service.add_item_once(cart_id, token, "p2", 1, f"key-{i}", render)
+        assert not replied.replayed
+        await world.service.remove_item(cart_id, token, "p2")
+    again = await world.service.add_item_once(cart_id, token, "p1", 1, "key-first", render)
+    assert again.replayed and again.answer == first.answer
+    with pytest.raises(Unprocessable, match="Idempotency-Key"):
+        await world.service.add_item_once(cart_id, token, "p2", 1, "key-first", render)
+    # One more key pushes the first out: its repeat is a new add (the window is documented).
+    await world.service.add_item_once(cart_id, token, "p2", 1, "key-last", render)
+    late = await world.service.add_item_once(cart_id, token, "p1", 1, "key-first", render)
+    assert not late.replayed
+    cart = (await world.service.get_cart(cart_id, token)).cart
+    assert {line.product_id: line.quantity for line in cart.lines} == {"p1": 2, "p2": 1}
+    assert len(cart.replies) == REPLIES_KEPT

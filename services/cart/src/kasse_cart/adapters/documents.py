@@ -6,7 +6,7 @@ from dataclasses import asdict
 from datetime import date
 from typing import Any
 
-from kasse_cart.domain.cart import Cart, CartLine, CartStatus, CheckoutDetails, ProductInfo
+from kasse_cart.domain.cart import Cart, CartLine, CartStatus, CheckoutDetails, IdempotentReply, ProductInfo
 from kasse_cart.domain.order import CancelReason, Order, OrderStatus, Shipment, TimelineEntry
 from kasse_cart.domain.promotions import Coupon, CouponKind
 from kasse_cart.domain.shipping import RateTable
@@ -41,6 +41,7 @@ def cart_from_doc(doc: dict[str, Any]) -> Cart:
         checkout=CheckoutDetails(**checkout) if checkout else None,
         order_id=doc.get("order_id"),
         abandoned_at=doc.get("abandoned_at"),
+        replies=[IdempotentReply(**r) for r in doc.get("replies") or []],
         version=doc.get("_version", 0),
     )
 

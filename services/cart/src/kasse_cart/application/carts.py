@@ -26,7 +26,15 @@ from kasse_cart.application.ports import (
     ProductReadModel,
     RateTableReadModel,
 )
-from kasse_cart.domain.cart import Cart, CartLimits, CartLine, CartStatus, CheckoutDetails, hash_token
+from kasse_cart.domain.cart import (
+    Cart,
+    CartLimits,
+    CartLine,
+    CartStatus,
+    CheckoutDetails,
+    hash_token,
+    request_digest,
+)
 from kasse_cart.domain.order import Order, OrderStatus, TimelineEntry
 from kasse_cart.domain.promotions import Coupon, FreeShippingPromotion, Totals, compute_totals, normalise_code
 from kasse_cart.domain.shipping import ShippingQuote, validate_address
@@ -74,6 +82,12 @@ def vat_country(cart: Cart) -> str:
 def price_cart(cart: Cart, totals: Totals, on: date) -> PricedBasket:
     lines = [BasketLine(line.line_total, TaxClass(line.tax_class)) for line in cart.lines]
     return totals.priced(lines, vat_country(cart), on)
+
+
+@dataclass(frozen=True)
+class Replied:
+    answer: str  # as first sent (JSON text)
+    replayed: bool  # True: the answer to an earlier request with the same Idempotency-Key
 
 
 @dataclass(frozen=True)
@@ -171,6 +185,37 @@ class CartService:
             return CartAction.ADDED, line, delta
 
         return await self._change(cart_id, token, change)
+
+    async def add_item_once(
+        self,
+        cart_id: str,
+        token: str | None,
+        product_id: str,
+        quantity: int,
+        idempotency_key: str,
+        render: Callable[[CartView], str],
+    ) -> Replied:
+        """`add_item` for a client that retries: the first answer to the key (rendered by `render`) is stored
+        in the cart's write and replayed to a repeat, which adds nothing; the key with another body is refused."""
+        product = await self.products.get(product_id)
+        request = request_digest("add_item", product_id, quantity)
+        for _ in range(SAVE_ATTEMPTS):
+            now = self.clock()
+            cart = await self._authorised(cart_id, token)
+            earlier = cart.reply_for(idempotency_key, request)
+            if earlier is not None:
+                return Replied(earlier, replayed=True)
+            line, delta = cart.add(product, quantity, self.limits, now)
+            view = await self.view(cart)
+            answer = render(view)
+            cart.remember_reply(idempotency_key, request, answer)
+            event = self.cart_updated_event(view, CartAction.ADDED, line, delta, now)
+            try:
+                await self.carts.save(cart, [self.encode(event)])
+            except ConcurrencyError:
+                continue
+            return Replied(answer, replayed=False)
+        raise Conflict("the cart changed concurrently; try again")
 
     async def set_quantity(self, cart_id: str, token: str | None, product_id: str, quantity: int) -> CartView:
         product = await self.products.get(product_id)

@@ -65,6 +65,22 @@ class CartLine:
         return self.previous_unit_price is not None and self.previous_unit_price != self.unit_price
 
 
+REPLIES_KEPT = 10  # answers kept per cart for requests with an Idempotency-Key (the newest)
+
+
+@dataclass
+class IdempotentReply:
+    """The first answer to a request made with an Idempotency-Key, replayed to its retries."""
+
+    key: str
+    request: str  # a digest of what was asked: the same key with another request is refused
+    answer: str  # the answer as sent (JSON text)
+
+
+def request_digest(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
 @dataclass
 class CheckoutDetails:
     email: str
@@ -91,6 +107,9 @@ class Cart:
     checkout: CheckoutDetails | None = None
     order_id: str | None = None
     abandoned_at: datetime | None = None
+    # The last REPLIES_KEPT requests made with an Idempotency-Key, newest last: a client that lost the answer
+    # to an add and sends it again gets the first answer, and the product is not added twice.
+    replies: list[IdempotentReply] = field(default_factory=list)
     version: int = 0  # optimistic concurrency: the stored version this object was loaded at
 
     # -- tokens ---------------------------------------------------------------------------------
@@ -104,6 +123,22 @@ class Cart:
         if not token:
             return False
         return hmac.compare_digest(self.token_hash, hash_token(token))
+
+    # -- idempotent requests ----------------------------------------------------------------------
+    def reply_for(self, key: str, request: str) -> str | None:
+        """The first answer to `key`, or None when the key is new. The key with another request: refused."""
+        for reply in self.replies:
+            if reply.key == key:
+                if reply.request != request:
+                    raise Unprocessable(
+                        "this Idempotency-Key was used for another request on this cart; use a new key",
+                        reason="idempotency_key_reused",
+                    )
+                return reply.answer
+        return None
+
+    def remember_reply(self, key: str, request: str, answer: str) -> None:
+        self.replies = [*self.replies, IdempotentReply(key, request, answer)][-REPLIES_KEPT:]
 
     # -- reading --------------------------------------------------------------------------------
     def line(self, product_id: str) -> CartLine | None:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from kasse_cart.application.admin import Admin
 from kasse_cart.application.carts import CartService
 from kasse_cart.application.orders import OrderLife, OrderView
+from kasse_cart.domain.cart import REPLIES_KEPT
 from kasse_cart.domain.order import OrderStatus
 from kasse_cart.entrypoints import schemas as s
 from kasse_cart.settings import CartSettings
@@ -86,9 +87,35 @@ def storefront_router(
     async def get_cart(cart_id: str, token: CartToken = None) -> s.CartOut:
         return s.cart_out(await carts.get_cart(cart_id, token))
 
-    @router.post("/carts/{cart_id}/items", summary="Add a product (merges into its line)", responses=CART_ERRORS)
-    async def add_item(cart_id: str, body: s.AddItem, token: CartToken = None) -> s.CartOut:
-        return s.cart_out(await carts.add_item(cart_id, token, body.product_id, body.quantity))
+    @router.post(
+        "/carts/{cart_id}/items",
+        summary="Add a product (merges into its line); with an Idempotency-Key a retry adds nothing",
+        description=(
+            "With `Idempotency-Key`, a repeat of the same request (same key, same body) is answered with the "
+            "first answer (header `Idempotent-Replayed: true`) and adds nothing; the key with another body is "
+            f"refused (422). A cart remembers its last {REPLIES_KEPT} keys."
+        ),
+        response_model=s.CartOut,
+        responses=CART_ERRORS,
+    )
+    async def add_item(
+        cart_id: str,
+        body: s.AddItem,
+        token: CartToken = None,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=8, max_length=200)] = None,
+    ) -> Any:
+        if idempotency_key is None:
+            return s.cart_out(await carts.add_item(cart_id, token, body.product_id, body.quantity))
+        replied = await carts.add_item_once(
+            cart_id,
+            token,
+            body.product_id,
+            body.quantity,
+            idempotency_key,
+            lambda view: s.cart_out(view).model_dump_json(),
+        )
+        headers = {"Idempotent-Replayed": "true"} if replied.replayed else {}
+        return Response(replied.answer, media_type="application/json", headers=headers)
 
     @router.put("/carts/{cart_id}/items/{product_id}", summary="Set a line's quantity", responses=CART_ERRORS)
     async def set_quantity(cart_id: str, product_id: str, body: s.SetQuantity, token: CartToken = None) -> s.CartOut:
