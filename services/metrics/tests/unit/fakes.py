@@ -69,6 +69,20 @@ class InMemoryReaderRegistry:
         return [seen for _, seen in self.readers.values()]
 
 
+class InMemorySnapshotStore:
+    def __init__(self) -> None:
+        self.latest: tuple[dict[TopicPartition, int], bytes] | None = None
+
+    async def save(self, seen: dict[TopicPartition, int], blob: bytes) -> None:
+        self.latest = (dict(seen), blob)
+
+    async def load(self) -> tuple[dict[TopicPartition, int], bytes] | None:
+        return self.latest
+
+    async def latest_seen(self) -> dict[TopicPartition, int] | None:
+        return None if self.latest is None else dict(self.latest[0])
+
+
 class RecordingDeadLetters:
     def __init__(self) -> None:
         self.sent: list[tuple[RawRecord, Exception]] = []

@@ -17,7 +17,7 @@ from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync
 from kasse_metrics.domain.facts import Captured, Fact, Viewed, to_ms
 from kasse_metrics.domain.kpis import FunnelRules, Projection, Window, minute_of
 
-from .fakes import InMemoryCheckpointStore, InMemoryReaderRegistry, RecordingDeadLetters
+from .fakes import InMemoryCheckpointStore, InMemoryReaderRegistry, InMemorySnapshotStore, RecordingDeadLetters
 
 pytestmark = pytest.mark.unit
 
@@ -433,17 +433,6 @@ def test_a_snapshot_restores_the_same_numbers_and_state(scenario_for: Any) -> No
         assert restored.breakdown("channel", w) == original.breakdown("channel", w)
 
 
-class InMemorySnapshotStore:
-    def __init__(self) -> None:
-        self.latest: tuple[dict[tuple[str, int], int], bytes] | None = None
-
-    async def save(self, seen: dict[tuple[str, int], int], blob: bytes) -> None:
-        self.latest = (dict(seen), blob)
-
-    async def load(self) -> tuple[dict[tuple[str, int], int], bytes] | None:
-        return self.latest
-
-
 async def test_a_restart_loads_the_snapshot_and_reads_only_the_segments_above_it() -> None:
     store, snapshots = InMemoryCheckpointStore(), InMemorySnapshotStore()
     first = Instance(store)
@@ -535,6 +524,69 @@ async def test_segments_below_the_snapshot_are_deleted_once_every_live_reader_ha
     assert silent.sync.reader_id in readers.readers
     await silent.sync.catch_up()
     assert _viewers(silent.projection) == 13
+
+
+async def test_segments_stored_after_the_snapshot_that_covers_them_are_deleted_without_new_facts() -> None:
+    """The snapshot holds every fact consumed, stored or not: a checkpoint may store its records after it.
+    With no fact after that (a restart reading the history above its snapshot in one go, then quiet), no
+    new snapshot comes to delete them: the heartbeat does (the crash test's lingering segments)."""
+    store, snapshots, readers = InMemoryCheckpointStore(), InMemorySnapshotStore(), InMemoryReaderRegistry()
+    instance = Instance(store)
+    instance.sync.snapshots, instance.sync.readers = snapshots, readers
+    await instance.sync.restore()
+    raw = _views(10)
+    await instance.ingest(raw[:4])
+    await instance.ingest.checkpoint()
+    await instance.ingest(raw[4:])  # consumed and visible, not stored yet
+    assert await instance.sync.snapshot()  # holds all 10, and deletes the stored segment below it
+    assert [(s.start, s.end) for s in store.segments] == []
+    await instance.ingest.checkpoint()  # [4, 10) stored after the snapshot that holds it
+    assert [(s.start, s.end) for s in store.segments] == [(4, 10)]
+    assert not await instance.sync.snapshot()  # nothing new: no snapshot, so no prune from there
+    await instance.sync.heartbeat()
+    assert store.segments == [] and instance.sync.segments_pruned == 2
+
+    # Killed after storing segments that its latest snapshot covers, before deleting them: the restarted
+    # instance loads that snapshot and deletes them at its first heartbeat, with no new fact either.
+    more = _views(14)[10:]
+    await instance.ingest(more)
+    assert await instance.sync.snapshot()
+    await instance.ingest.checkpoint()
+    assert [(s.start, s.end) for s in store.segments] == [(10, 14)]
+    await readers.unregister(instance.sync.reader_id)  # the killed instance's reader, dropped as silent
+    restarted = Instance(store)
+    restarted.sync.snapshots, restarted.sync.readers = snapshots, readers
+    assert await restarted.sync.restore()
+    await restarted.sync.catch_up()
+    assert _viewers(restarted.projection) == 14
+    assert not await restarted.sync.snapshot()  # the loaded snapshot holds everything: not taken again
+    await restarted.sync.heartbeat()
+    assert store.segments == [] and restarted.sync.segments_pruned == 1
+
+
+async def test_an_owner_dropped_as_silent_keeps_the_facts_it_holds_above_its_snapshot() -> None:
+    """A partition's owner whose heartbeats stalled beyond the time-to-live holds everything its own latest
+    snapshot covers: nothing it needs was deleted, so it registers again. It used to reload that snapshot,
+    throwing away the facts consumed since, which an owner (it reads its partition from Kafka) never reads
+    again: the restarted instance of the crash test reported 557 of 654 events as ready."""
+    store, snapshots, readers = InMemoryCheckpointStore(), InMemorySnapshotStore(), InMemoryReaderRegistry()
+    now = [0.0]
+    readers.clock = lambda: now[0]
+    owner = Instance(store)
+    owner.sync.snapshots, owner.sync.readers, owner.sync.reader_ttl_s = snapshots, readers, 2
+    owner.sync.only = ("kasse.storefront.v1", 0)
+    await owner.sync.restore()
+    raw = _views(10)
+    await owner.ingest(raw[:6])
+    assert await owner.sync.snapshot()
+    await owner.ingest(raw[6:8])
+    await owner.ingest.checkpoint()
+    await owner.ingest(raw[8:])  # consumed, not stored yet
+    now[0] = 5.0
+    assert await readers.live_seen(2) == []  # another reader's prune dropped it as silent
+    await owner.sync.heartbeat()
+    assert _viewers(owner.projection) == 10 and owner.sync.seen == {("kasse.storefront.v1", 0): 10}
+    assert readers.readers[owner.sync.reader_id][1] == owner.sync.seen  # registered again, holding all 10
 
 
 def test_the_catalogs_product_name_wins_over_line_names_whatever_the_order() -> None:

@@ -17,7 +17,7 @@ from kasse_metrics.domain.experiment_analysis import ExperimentAnalysis
 from kasse_metrics.domain.facts import decode_facts
 from kasse_metrics.domain.kpis import Projection, Window
 
-from .fakes import InMemoryCheckpointStore, InMemoryPartialStore, RecordingDeadLetters
+from .fakes import InMemoryCheckpointStore, InMemoryPartialStore, InMemorySnapshotStore, RecordingDeadLetters
 from .test_kpis import Log
 
 pytestmark = pytest.mark.unit
@@ -116,23 +116,13 @@ def _scenario_record() -> Any:
     return _captured(1)
 
 
-class InMemorySnapshots:
-    def __init__(self) -> None:
-        self.latest: tuple[dict[tuple[str, int], int], bytes] | None = None
-
-    async def save(self, seen: dict[tuple[str, int], int], blob: bytes) -> None:
-        self.latest = (dict(seen), blob)
-
-    async def load(self) -> tuple[dict[tuple[str, int], int], bytes] | None:
-        return self.latest
-
-
 class GroupInstance:
     """One instance of the partitioned state stage: its partitions, the others' published aggregates."""
 
     def __init__(self, store: InMemoryCheckpointStore, partials: InMemoryPartialStore, snapshots: dict[Any, Any]):
         def make(tp: tuple[str, int]) -> PartitionState:
-            sync = ProjectionSync(store, Projection(), snapshots=snapshots.setdefault(tp, InMemorySnapshots()), only=tp)
+            snapshot_store = snapshots.setdefault(tp, InMemorySnapshotStore())
+            sync = ProjectionSync(store, Projection(), snapshots=snapshot_store, only=tp)
             analysis = ExperimentAnalysis()
             sync.fact_observers.append(observe(analysis))
             sync.snapshot_parts["experiments"] = snapshot_part(analysis)
@@ -153,7 +143,7 @@ async def test_partitioned_state_each_instance_holds_its_sessions_and_reads_merg
     topic = InternalTopic()
     await _route_all(raw, topic)
     store, partials = InMemoryCheckpointStore(), InMemoryPartialStore()
-    snapshots: dict[Any, InMemorySnapshots] = {}
+    snapshots: dict[Any, InMemorySnapshotStore] = {}
     a, b = GroupInstance(store, partials, snapshots), GroupInstance(store, partials, snapshots)
     owned = {a: [(INTERNAL, p) for p in (0, 1, 2)], b: [(INTERNAL, p) for p in (3, 4, 5)]}
     for instance, tps in owned.items():

@@ -168,6 +168,10 @@ class MongoSnapshotStore:
         if previous is not None:
             await self.chunks.delete_many({"s": previous["s"]})
 
+    async def latest_seen(self) -> dict[TopicPartition, int] | None:
+        header = await self.headers.find_one({"_id": self.header_id}, {"seen": 1})
+        return None if header is None else {_offset_key(k): v for k, v in header["seen"].items()}
+
     async def load(self) -> tuple[dict[TopicPartition, int], bytes] | None:
         for _ in range(5):
             header = await self.headers.find_one({"_id": self.header_id})

@@ -103,6 +103,9 @@ class SnapshotStore(Protocol):
 
     async def load(self) -> tuple[dict[TopicPartition, int], bytes] | None: ...
 
+    async def latest_seen(self) -> dict[TopicPartition, int] | None:
+        """The offsets the latest snapshot covers (its header only), None when there is none."""
+
 
 class DeadLetters(Protocol):
     async def send(self, record: RawRecord, error: Exception) -> None: ...
@@ -299,9 +302,12 @@ class ProjectionSync:
     only: TopicPartition | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _snapshot_facts: int = 0
-    # The latest snapshot's offsets while a reader still held segments below them back: the heartbeat
-    # prunes again, so they go once that reader has read on or was dropped, without waiting for new facts.
-    _prune_held_back: dict[TopicPartition, int] | None = None
+    # The offsets the latest snapshot (taken or loaded) covers, and whether segments below them may still
+    # be stored: a reader held them back, a checkpoint stored them after the snapshot was taken (it holds
+    # every fact consumed, stored or not), or a restart loaded a snapshot its writer had no time to prune
+    # below. The heartbeat prunes then, without waiting for new facts (and so a new snapshot).
+    _snapshot_seen: dict[TopicPartition, int] = field(default_factory=dict)
+    _prune_due: bool = False
 
     async def restore(self) -> bool:
         """Start from the latest snapshot (if any): the history below it is not read again.
@@ -332,6 +338,10 @@ class ProjectionSync:
             else:
                 for tp, offset in seen.items():
                     self.seen[tp] = max(self.seen.get(tp, 0), offset)
+            # The loaded snapshot holds what the projection holds: no new snapshot until new facts come.
+            self._snapshot_facts = self.projection.facts_applied
+            self._snapshot_seen = dict(seen)
+            self._prune_due = True
         log.info(
             "projection restored from a snapshot",
             extra={"bytes": len(blob), "read_s": round(read_s, 3), "total_s": round(time.perf_counter() - started, 3)},
@@ -345,25 +355,56 @@ class ProjectionSync:
         if self.readers is None:
             return
         if not await self.readers.heartbeat(self.reader_id, dict(self.seen)):
-            log.warning("this reader was dropped as silent; reloading the projection from the latest snapshot")
-            await self.readers.register(self.reader_id, {})
-            await self._load_snapshot(replace=True)
-            await self.readers.register(self.reader_id, dict(self.seen))
+            await self._dropped()
             return
-        if self._prune_held_back is not None:
+        if self._prune_due:
             try:
-                await self.prune(self._prune_held_back)
+                await self.prune(self._snapshot_seen)
             except Exception:  # the next heartbeat tries again
                 log.warning("deleting the segments below the snapshot failed", exc_info=True)
+
+    async def _dropped(self) -> None:
+        """Dropped as silent (a loop stalled longer than the time-to-live): segments above what this
+        projection held may have been deleted meanwhile, but only below the latest snapshot. Holding at
+        least what that snapshot covers (the usual case: this instance wrote it), nothing it needs is
+        gone: it registers again. Otherwise it starts again from that snapshot and reads the segments
+        above it. (Reloading an owner that holds more than the snapshot threw away the facts above it:
+        an owner reads its partition from Kafka and never reads those segments again.)"""
+        assert self.readers is not None
+        latest = await self.snapshots.latest_seen() if self.snapshots is not None else None
+        if latest is None or all(self.seen.get(tp, 0) >= offset for tp, offset in latest.items()):
+            log.warning("this reader was dropped as silent; it holds the latest snapshot: registered again")
+            await self.readers.register(self.reader_id, dict(self.seen))
+            return
+        log.warning("this reader was dropped as silent; reloading the projection from the latest snapshot")
+        await self.readers.register(self.reader_id, {})
+        await self._load_snapshot(replace=True)
+        await self.readers.register(self.reader_id, dict(self.seen))
+        await self.catch_up()
+
+    def stored(self, segments: Iterable[Segment]) -> None:
+        """A checkpoint stored these segments: those at or below the latest snapshot (taken while their
+        records were consumed but not stored yet) are deleted at the next heartbeat."""
+        for s in segments:
+            if (self.only is None or s.tp == self.only) and s.end <= self._snapshot_seen.get(s.tp, 0):
+                self._prune_due = True
 
     async def prune(self, snapshot_seen: Mapping[TopicPartition, int]) -> int:
         """Delete the segments below the snapshot that every live reader has read too."""
         if self.readers is None:
             return 0
+        # Cleared before the deletion: a segment stored while it runs (its `stored` comes after) is
+        # caught by the next heartbeat.
+        self._prune_due = False
         live = await self.readers.live_seen(self.reader_ttl_s)
         below = {tp: min([offset] + [r.get(tp, 0) for r in live]) for tp, offset in snapshot_seen.items()}
-        deleted = await self.store.prune(below)
-        self._prune_held_back = dict(snapshot_seen) if below != dict(snapshot_seen) else None
+        try:
+            deleted = await self.store.prune(below)
+        except BaseException:
+            self._prune_due = True
+            raise
+        if below != dict(snapshot_seen):  # a reader held some back: again once it has read on or is dropped
+            self._prune_due = True
         self.segments_pruned += deleted
         return deleted
 
@@ -385,10 +426,12 @@ class ProjectionSync:
             blob = _bundle(blob, {name: take() for name, (take, _) in self.snapshot_parts.items()})
         await self.snapshots.save(seen, blob)
         self._snapshot_facts = applied
+        self._snapshot_seen = seen
+        self._prune_due = True
         try:
-            await self.heartbeat()  # this instance's own progress, current: it holds nothing back
-            await self.prune(seen)
-        except Exception:  # the next snapshot tries again; nothing depends on it having worked
+            # This instance's own progress, current (it holds nothing back), then the segments below.
+            await self.heartbeat()
+        except Exception:  # the next heartbeat tries again; nothing depends on it having worked
             log.warning("deleting the segments below the snapshot failed", exc_info=True)
         return True
 
@@ -455,6 +498,9 @@ class AppliesBatches(Protocol):
 
     async def apply_local(self, decoded: Decoded) -> int: ...
 
+    def stored(self, segments: Iterable[Segment]) -> None:
+        """The checkpoint stored these segments (those below the latest snapshot can be deleted)."""
+
 
 def contract_decode(dead_letters: DeadLetters, decoder: FastDecoder | None = None) -> BatchDecode:
     """Contract records → facts (what the router does before re-keying them)."""
@@ -491,4 +537,5 @@ class Ingest:
     async def checkpoint(self) -> int:
         """Store what is pending; returns the number of records it covered."""
         segments = await self.checkpoints.flush()
+        self.sync.stored(segments)
         return sum(s.end - s.start for s in segments)

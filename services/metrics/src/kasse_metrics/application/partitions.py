@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kasse_metrics.application.ingest import Decoded, ProjectionSync, TopicPartition
+from kasse_metrics.application.ingest import Decoded, ProjectionSync, Segment, TopicPartition
 from kasse_metrics.domain.experiment_analysis import ExperimentAnalysis, _Aggregate
 from kasse_metrics.domain.kpis import (
     Bucket,
@@ -184,6 +184,12 @@ class StatePartitions:
             self.version += 1
             await self._notify()
         return applied
+
+    def stored(self, segments: Iterable[Segment]) -> None:
+        for s in segments:
+            part = self.parts.get(s.tp) or self._parked.get(s.tp)
+            if part is not None:
+                part.sync.stored((s,))
 
     async def snapshot(self, min_new_facts: int = 1) -> None:
         for part in list(self.parts.values()):
