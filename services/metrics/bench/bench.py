@@ -40,6 +40,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from pymongo import AsyncMongoClient
 
 from kasse_common.envelope import encode
@@ -616,7 +617,12 @@ async def ingest_rate(
     deadline = time.monotonic() + args.phase_timeout
     try:
         while time.monotonic() < deadline:
-            committed = await admin.list_consumer_group_offsets(group)
+            try:
+                committed = await admin.list_consumer_group_offsets(group)
+            except GroupCoordinatorNotAvailableError:
+                # A fresh broker creates its offsets topic on the first group's request: not yet there.
+                await asyncio.sleep(0.2)
+                continue
             ingested = float(sum(meta.offset for meta in committed.values() if meta.offset > 0))
             if ingested and t_first is None:
                 t_first, first_count = time.perf_counter(), ingested
@@ -679,8 +685,9 @@ async def service_phases(args: argparse.Namespace, prefix: str, token: str) -> d
     database = f"bench_{token}_metrics"
     database2 = f"bench_{token}_metrics2"
     try:
-        await _one_instance(args, prefix, database, result)
-        if "f" in args.phases:
+        if "c" in args.phases:
+            await _one_instance(args, prefix, database, result)
+        if "f" in args.phases and "c" in args.phases:
             await _restart(args, prefix, database, result)
         if "g" in args.phases:
             await _two_instances(args, prefix, database2, result)
@@ -1043,8 +1050,8 @@ def main() -> None:
     p.add_argument(
         "--phases",
         default="abcdefg",
-        help="Phases to run, e.g. 'cef' for the restart alone: (c) and (e) always run with the service"
-        " (they build the state (f) restarts from); the others are skipped (nan) when left out",
+        help="Phases to run, e.g. 'cef' for the restart alone, 'g' for two instances alone: (e) runs with (c), and"
+        " (f) needs (c) (it restarts from the state (c) built); the others are skipped (nan) when left out",
     )
     p.add_argument(
         "--service-log-level", default="WARNING", help="The metrics processes' log level (logs in the temp dir)"

@@ -153,6 +153,8 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
 
     async def read_partials() -> None:
         await remote.poll()
+        # A partition this instance gave up is read from its new owner once that one published it.
+        partitions.superseded({key: r.seq for key, r in remote.parts.items()})
 
     def caught_up() -> str:
         """Ready once the router has routed its contract partitions up to their end as of assignment, the

@@ -119,7 +119,13 @@ def _scenario_record() -> Any:
 class GroupInstance:
     """One instance of the partitioned state stage: its partitions, the others' published aggregates."""
 
-    def __init__(self, store: InMemoryCheckpointStore, partials: InMemoryPartialStore, snapshots: dict[Any, Any]):
+    def __init__(
+        self,
+        store: InMemoryCheckpointStore,
+        partials: InMemoryPartialStore,
+        snapshots: dict[Any, Any],
+        revoke_publish_max_minutes: int = 100,
+    ):
         def make(tp: tuple[str, int]) -> PartitionState:
             snapshot_store = snapshots.setdefault(tp, InMemorySnapshotStore())
             sync = ProjectionSync(store, Projection(), snapshots=snapshot_store, only=tp)
@@ -128,7 +134,7 @@ class GroupInstance:
             sync.snapshot_parts["experiments"] = snapshot_part(analysis)
             return PartitionState(tp, f"{tp[0]}|{tp[1]}", sync, analysis)
 
-        self.partitions = StatePartitions(make, partials)
+        self.partitions = StatePartitions(make, partials, revoke_publish_max_minutes)
         self.remote = RemotePartials(partials, Projection().rules, skip=lambda: self.partitions.keys)
         self.kpis = MergedKpis(Projection().rules, self.partitions, self.remote)
         self.ingest = Ingest(self.partitions, Checkpoints(store), decode_routed)
@@ -192,3 +198,61 @@ async def test_partitioned_state_each_instance_holds_its_sessions_and_reads_merg
     assert b.partitions.parts[(INTERNAL, 5)] is not before[(INTERNAL, 5)]
     await b.remote.poll()
     assert_report_matches(b.kpis.report(Window.named("all", scenario.at)), scenario.expected("all"))
+
+
+class CountingPartialStore(InMemoryPartialStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[str] = []
+
+    async def publish(self, updates: list[Any]) -> None:
+        self.published.extend(u.key for u in updates)
+        await super().publish(updates)
+
+
+async def test_a_revocation_with_many_changed_minutes_publishes_nothing_in_the_rebalance_and_reads_stay_whole(
+    scenario_for: Any, assert_report_matches: Any
+) -> None:
+    """The revocation runs inside the group's rebalance: catching up on history, a partition has hundreds
+    of changed minutes, and publishing them there (one write each) outlasted the rebalance timeout, so the
+    group rebalanced again and again. Such partitions are not published in the rebalance; the instance
+    that gave them up still reads them locally until their new owner's publication supersedes them."""
+    scenario = scenario_for("revoked-unpublished")
+    log = Log()
+    raw = [log.append(r) for r in scenario.all_records() + scenario.duplicates()]
+    topic = InternalTopic()
+    await _route_all(raw, topic)
+    store, partials = InMemoryCheckpointStore(), CountingPartialStore()
+    snapshots: dict[Any, InMemorySnapshotStore] = {}
+    # A limit of 0 changed minutes: every partition here has changes unpublished at its revocation.
+    a = GroupInstance(store, partials, snapshots, revoke_publish_max_minutes=0)
+    b = GroupInstance(store, partials, snapshots)
+    every = [(INTERNAL, p) for p in range(6)]
+    await a.partitions.assign(every)
+    for _, p in every:
+        await a.ingest(topic.records(p))
+    await a.ingest.checkpoint()
+    await a.remote.poll()
+
+    def exact(instance: GroupInstance) -> None:
+        for window in ("all", "5m", "1h", "24h"):
+            assert_report_matches(instance.kpis.report(Window.named(window, scenario.at)), scenario.expected(window))
+
+    exact(a)
+    await a.partitions.revoke(every)
+    assert partials.published == []  # nothing written inside the rebalance
+    exact(a)  # during the rebalance: the revoked partitions are still read here
+    await a.partitions.assign([])  # the rebalance gave them all to b
+    assert set(a.partitions.retiring) == {f"{INTERNAL}|{p}" for _, p in every} and not a.partitions.parts
+    await a.remote.poll()
+    a.partitions.superseded({k: r.seq for k, r in a.remote.parts.items()})
+    exact(a)  # nobody published them yet: still read locally, not from nothing
+
+    await b.partitions.assign(every)
+    await b.partitions.publish()  # the new owner publishes every minute it loaded
+    await a.remote.poll()
+    exact(a)  # the publication is newer than a's last one (none): read from it
+    a.partitions.superseded({k: r.seq for k, r in a.remote.parts.items()})
+    assert a.partitions.retiring == {}
+    exact(a)
+    exact(b)

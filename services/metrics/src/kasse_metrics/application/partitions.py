@@ -109,11 +109,17 @@ class StatePartitions:
         self,
         make: Callable[[TopicPartition], PartitionState],
         partials: PartialStore | None = None,
+        revoke_publish_max_minutes: int = 100,
     ) -> None:
         self.make = make
         self.partials = partials
+        # The revocation runs inside the group's rebalance, which waits for it (see `revoke`).
+        self.revoke_publish_max_minutes = revoke_publish_max_minutes
         self.parts: dict[TopicPartition, PartitionState] = {}
         self._parked: dict[TopicPartition, PartitionState] = {}  # revoked in the rebalance under way
+        # Revoked and not assigned back: still read here until their new owner's publication is newer
+        # than this instance's last one (see `revoke`, `superseded`). By partition key.
+        self.retiring: dict[str, PartitionState] = {}
         self.version = 0  # grows with every change of what this instance holds
         self.listeners: list[Callable[[], Awaitable[None] | None]] = []
 
@@ -137,6 +143,7 @@ class StatePartitions:
             if part is None:
                 part = self.make(tp)
                 await part.sync.restore()
+            self.retiring.pop(part.key, None)  # owned again: its own state (rebuilt) is read
             await part.sync.catch_up()
             part.seq = max(part.seq, sequences.get(part.key, 0))  # the previous owner's publications continue
             self.parts[tp] = part
@@ -144,26 +151,52 @@ class StatePartitions:
                 "partition state loaded",
                 extra={"partition": part.key, "sessions": len(part.projection.sessions)},
             )
-        for part in parked.values():  # revoked and not assigned back: dropped
-            await self._close(part)
+        for part in parked.values():  # revoked and not assigned back: dropped once superseded
+            await self._retire(part)
         self.version += 1
         await self._notify()
 
     async def revoke(self, tps: Iterable[TopicPartition]) -> None:
-        """Stop owning partitions (after the consumer checkpointed them): their last changes are published
-        first, so the other instances' reads stay whole meanwhile; their state is dropped unless the same
-        rebalance assigns them back (see `assign`)."""
+        """Stop owning partitions (after the consumer checkpointed them). Their state is kept: reused if the
+        same rebalance assigns them back (see `assign`), else still read by this instance until the new
+        owner publishes (`superseded`), so this instance's numbers never go back meanwhile.
+
+        This runs inside the group's rebalance, and every member waits for it: their last changes are
+        published here only when few (a live shop: the minute or two since the last publication). While
+        catching up on history a partition has hundreds of changed minutes, one write each (FerretDB v1
+        hangs under bulk writes): publishing them here took a minute, beyond the rebalance timeout, and
+        the group rebalanced again and again (the two-instance bench ran at 0.16x one). The new owner
+        publishes every minute it loads, newer than this instance's last publication."""
         gone = [self.parts.pop(tp) for tp in tps if tp in self.parts]
         if gone:
+            few = [p for p in gone if len(p.projection.dirty_minutes) <= self.revoke_publish_max_minutes]
             try:
-                await self._publish(gone)
+                await self._publish(few)
             except Exception:
                 log.warning("publishing the revoked partitions' aggregates failed", exc_info=True)
             for part in self._parked.values():
-                await self._close(part)
+                await self._retire(part)
             self._parked = {part.tp: part for part in gone}
         self.version += 1
         await self._notify()
+
+    async def _retire(self, part: PartitionState) -> None:
+        await self._close(part)
+        self.retiring[part.key] = part
+
+    def superseded(self, published: Mapping[str, int]) -> None:
+        """Drop the retiring partitions whose new owner's publication (`published`: seq per key, as read) is
+        newer than this instance's last one of them."""
+        gone = [key for key, part in self.retiring.items() if published.get(key, 0) > part.seq]
+        for key in gone:
+            del self.retiring[key]
+        if gone:
+            self.version += 1
+
+    def held_elsewhere(self) -> dict[str, PartitionState]:
+        """The partitions this instance no longer owns but still reads locally: revoked in the rebalance under
+        way, or retiring (by key)."""
+        return {**self.retiring, **{p.key: p for p in self._parked.values()}}
 
     async def _close(self, part: PartitionState) -> None:
         try:
@@ -341,19 +374,25 @@ class MergedKpis:
     def version(self) -> int:
         return self.local.version + (self.remote.version if self.remote is not None else 0)
 
-    def parts(self) -> list[Projection]:
-        own = [p.projection for p in self.local.parts.values()]
-        if self.remote is None:
-            return own
+    def _others(self) -> tuple[list[PartitionState], list[RemotePartial]]:
+        """The partitions not owned here: those revoked but not yet superseded by their new owner's
+        publication (read locally), and the others' publications."""
         keys = self.local.keys
-        return own + [r.projection for key, r in self.remote.parts.items() if key not in keys]
+        kept = {k: p for k, p in self.local.held_elsewhere().items() if k not in keys}
+        remote = self.remote.parts if self.remote is not None else {}
+        local = [p for k, p in kept.items() if k not in remote or remote[k].seq <= p.seq]
+        taken = keys | {p.key for p in local}
+        return local, [r for k, r in remote.items() if k not in taken]
+
+    def parts(self) -> list[Projection]:
+        local, remote = self._others()
+        own = [p.projection for p in self.local.parts.values()]
+        return own + [p.projection for p in local] + [r.projection for r in remote]
 
     def experiment_parts(self) -> list[Aggregates]:
+        local, remote = self._others()
         own = [p.aggregates() for p in self.local.parts.values()]
-        if self.remote is None:
-            return own
-        keys = self.local.keys
-        return own + [r.experiments for key, r in self.remote.parts.items() if key not in keys]
+        return own + [p.aggregates() for p in local] + [r.experiments for r in remote]
 
     def _cached(self, key: Any, compute: Callable[[], Any]) -> Any:
         if self._cache_version != self.version:

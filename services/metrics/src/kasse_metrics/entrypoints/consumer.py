@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -57,7 +58,9 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         # Checkpoint what was consumed, so the next owner continues from there.
+        t0 = time.monotonic()
         async with self.owner.batch_lock:
+            t_lock = time.monotonic()
             tps = [(tp.topic, tp.partition) for tp in revoked]
             try:
                 await self.owner.ingest.checkpoint()
@@ -68,16 +71,39 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.owner.ingest.checkpoints.drop(tps)
             for tp in tps:
                 self.owner.next_offsets.pop(tp, None)
+            t_cp = time.monotonic()
             if self.owner.on_revoked is not None:
                 await self.owner.on_revoked(tps)
+        # The whole group waits for this (up to the rebalance timeout): how long each step took.
+        log.info(
+            "partitions revoked",
+            extra={
+                "count": len(tps),
+                "lock_wait_s": round(t_lock - t0, 3),
+                "checkpoint_s": round(t_cp - t_lock, 3),
+                "release_s": round(time.monotonic() - t_cp, 3),
+            },
+        )
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        t0 = time.monotonic()
         async with self.owner.batch_lock:
+            t_lock = time.monotonic()
             await self._seek(assigned)
+            t_seek = time.monotonic()
             if self.owner.on_assigned is not None:
                 # The partitions' state (snapshot + segments, read after the seek: records between the
                 # sought offset and what the state holds are read again and skipped by event id).
                 await self.owner.on_assigned([(tp.topic, tp.partition) for tp in assigned])
+        log.info(
+            "partitions' state loaded",
+            extra={
+                "count": len(assigned),
+                "lock_wait_s": round(t_lock - t0, 3),
+                "seek_s": round(t_seek - t_lock, 3),
+                "load_s": round(time.monotonic() - t_seek, 3),
+            },
+        )
 
     async def _seek(self, assigned: Any) -> None:
         stored = await self.owner.store.committed_offsets()
