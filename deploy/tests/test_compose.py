@@ -111,7 +111,9 @@ def test_services_are_built_from_the_dockerfile_and_hardened(compose: dict[str, 
         env = svc["environment"]
         assert env["KASSE_KAFKA_BOOTSTRAP"] == "kafka:9092" and env["KASSE_MONGO_URI"].startswith("mongodb://mongo:")
         assert env[f"KASSE_{name.upper()}_HTTP_PORT"] == str(PORTS[name])
-        assert f"127.0.0.1:{PORTS[name]}:{PORTS[name]}" in svc["ports"]
+        # metrics: a host port range, one port per replica (`--scale metrics=N`), starting at its own.
+        host = f"{PORTS[name]}-{PORTS[name] + 2}" if name == "metrics" else f"{PORTS[name]}"
+        assert svc["ports"] == [f"127.0.0.1:{host}:{PORTS[name]}"], (name, svc["ports"])
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
         deps = svc["depends_on"]
         assert deps["kafka"]["condition"] == "service_healthy"
@@ -144,8 +146,17 @@ def test_secrets_have_obviously_local_defaults(compose: dict[str, Any]) -> None:
 
 def test_prometheus_scrapes_every_service() -> None:
     config = load(COMPOSE_DIR / "prometheus.yml")
-    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    assert {f"{name}:{port}" for name, port in PORTS.items()} <= targets
+    targets = {t for job in config["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]}
+    # Every replica of metrics: found by DNS (the service name answers with each container), not one target.
+    found = {
+        f"{name}:{sd['port']}"
+        for job in config["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        for name in sd["names"]
+        if sd["type"] == "A"
+    }
+    assert "metrics:8005" not in targets and found == {"metrics:8005"}
+    assert {f"{name}:{port}" for name, port in PORTS.items()} <= targets | found
 
 
 def test_otel_collector_config_is_consistent() -> None:
