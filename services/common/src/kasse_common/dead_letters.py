@@ -13,6 +13,14 @@ after it was set aside): a shop expects the stock of a cancelled order to come b
 over, without a person. Anything else (a bug, a malformed or refused event) waits for a person who fixed
 the cause, with the KasseDeadLettersWaiting alert.
 
+Auto-redrives are capped per record: each one adds 1 to the header `kasse_auto_redrives` of the record it
+re-publishes (the consumer keeps a record's headers when it dead-letters it again), and a dead letter that
+was auto-redriven `dead_letter_max_auto_redrives` times (3) is left waiting for a person. A record that
+fails "transiently" for a reason other than an outage (a write conflict that never clears, a dependency that
+always times out) would otherwise cycle retry window → dead letter → redrive for ever. Such letters count in
+`kasse_dead_letters_waiting` (so the alert fires) and in `kasse_dead_letters_redrives_exhausted`. A person's
+redrive (API or console) starts the count again: they fixed the cause.
+
 The console (`make dlq SERVICE=cart ARGS="list"`):
     uv run python -m kasse_common.dead_letters cart list
     uv run python -m kasse_common.dead_letters cart show 0:12
@@ -38,6 +46,14 @@ from kasse_common.settings import ServiceSettings
 from kasse_contracts.topics import dead_letter_topic
 
 REDRIVEN = "dlq_redriven"
+AUTO_REDRIVES = "kasse_auto_redrives"  # how many times the service redrove this record by itself
+
+
+def auto_redrives(headers: dict[str, str]) -> int:
+    try:
+        return max(0, int(headers.get(AUTO_REDRIVES, "0")))
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class DeadLetter:
             "error_type": h.get("kasse_dlq_error_type"),
             "error": h.get("kasse_dlq_error", "")[:300],
             "attempts": h.get("kasse_dlq_attempts"),
+            "auto_redrives": auto_redrives(h),
             "dead_lettered_at": h.get("kasse_dlq_time"),
             "age_s": round(max(0.0, time.time() - self.timestamp_ms / 1000), 1),
             "redriven": redriven,
@@ -84,6 +101,8 @@ class DeadLetters:
         self.redriven = db[REDRIVEN]
         self.waiting = 0  # not redriven, as of the last `measure()`
         self.oldest_age_s = 0.0
+        self.redrives_exhausted = 0  # waiting, of an outage, but auto-redriven `max_auto_redrives` times already
+        self.max_auto_redrives = settings.dead_letter_max_auto_redrives
 
     async def read(self) -> list[DeadLetter]:
         """Every record of the dead-letter topic (they are few; read from the start to the end)."""
@@ -134,8 +153,11 @@ class DeadLetters:
         letter = next((x for x in await self.read() if x.ref == ref), None)
         return letter.detail(ref in done) if letter else None
 
-    async def redrive(self, ref: str) -> dict[str, Any]:
-        """Re-publish one dead letter to its source topic, once; says what happened."""
+    async def redrive(self, ref: str, *, auto: bool = False) -> dict[str, Any]:
+        """Re-publish one dead letter to its source topic, once; says what happened.
+
+        `auto`: the service redrives it by itself (counted in the record's `kasse_auto_redrives` header);
+        otherwise a person does, and the count starts again."""
         letter = next((x for x in await self.read() if x.ref == ref), None)
         if letter is None:
             return {"ref": ref, "outcome": "not_found"}
@@ -148,7 +170,10 @@ class DeadLetters:
             )
         except DuplicateKeyError:
             return {"ref": ref, "outcome": "redriven_already"}
-        headers = [(k, v.encode()) for k, v in letter.headers.items() if not k.startswith("kasse_dlq_")]
+        kept = {k: v for k, v in letter.headers.items() if not k.startswith("kasse_dlq_") and k != AUTO_REDRIVES}
+        if auto:
+            kept[AUTO_REDRIVES] = str(auto_redrives(letter.headers) + 1)
+        headers = [(k, v.encode()) for k, v in kept.items()]
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             enable_idempotence=True,
@@ -171,24 +196,33 @@ class DeadLetters:
 
         The caller makes sure the store and broker answer again. Each is redriven once (the marker); if the
         outage is not over it comes back through the retry window and is dead-lettered again, as a new ref.
+        One that was auto-redriven `max_auto_redrives` times already is left for a person (`exhausted`).
         """
         done = await self._redriven_refs()
         now_ms = time.time() * 1000
         redriven: tuple[str, ...] = ()
         for letter in await self.read():
-            if letter.ref in done or letter.headers.get("kasse_dlq_transient") != "true":
+            if letter.ref in done or not self._of_an_outage(letter) or self._exhausted(letter):
                 continue
             if now_ms - letter.timestamp_ms < older_than_s * 1000:
                 continue
-            if (await self.redrive(letter.ref))["outcome"] == "redriven":
+            if (await self.redrive(letter.ref, auto=True))["outcome"] == "redriven":
                 redriven += (letter.ref,)
         return redriven
+
+    @staticmethod
+    def _of_an_outage(letter: DeadLetter) -> bool:
+        return letter.headers.get("kasse_dlq_transient") == "true"
+
+    def _exhausted(self, letter: DeadLetter) -> bool:
+        return auto_redrives(letter.headers) >= self.max_auto_redrives
 
     async def measure(self) -> None:
         """Dead letters not redriven yet, and the age of the oldest (Prometheus)."""
         done = await self._redriven_refs()
         waiting = [x for x in await self.read() if x.ref not in done]
         self.waiting = len(waiting)
+        self.redrives_exhausted = sum(1 for x in waiting if self._of_an_outage(x) and self._exhausted(x))
         oldest = min((x.timestamp_ms for x in waiting), default=None)
         self.oldest_age_s = max(0.0, time.time() - oldest / 1000) if oldest is not None else 0.0
 

@@ -53,6 +53,7 @@ from opentelemetry.trace import TracerProvider
 from kasse_common.envelope import IncomingEvent, MalformedEvent, OutgoingRecord, decode, headers_to_dict
 from kasse_common.errors import AggregateNotYetKnown
 from kasse_common.parking import ParkedEvents
+from kasse_common.progress import handling
 from kasse_common.retry import backoff_delay, is_transient, retry_transient
 from kasse_common.settings import ServiceSettings
 from kasse_contracts.base import Event
@@ -483,6 +484,9 @@ class EventConsumer:
         # ... and when a record's handling last returned (applied, skipped, parked, dead-lettered, retried
         # later): a restarted consumer that is handed the same record again and hangs again made no progress.
         self.last_done_at: dict[int, float] = {}
+        # ... and when the handler running now last showed it works (`kasse_common.progress`: a store command
+        # completed): a slow handler is not a stalled consumer.
+        self.last_progress_at: dict[int, float] = {}
         self.parking: ParkedEvents | None = None  # the runtime sets it: records that must wait
         # Parked records being applied in this process now: the periodic round and a call after an
         # aggregate was stored may read the same record; only one of them applies it.
@@ -572,11 +576,13 @@ class EventConsumer:
     async def _dispatch(self, message: Any, wanted: Mapping[str, type[Event]]) -> None:
         """Handle one record: applied, parked, dead-lettered, or rewound for a retry after a backoff."""
         client = getattr(message, "consumer", None)
-        if client is not None:
-            self.last_record_at[id(client)] = time.monotonic()
-        await self._dispatch_record(message, wanted)
-        if client is not None:
-            self.last_done_at[id(client)] = time.monotonic()
+        if client is None:
+            await self._dispatch_record(message, wanted)
+            return
+        self.last_record_at[id(client)] = time.monotonic()
+        with handling(self.last_progress_at, id(client)):
+            await self._dispatch_record(message, wanted)
+        self.last_done_at[id(client)] = time.monotonic()
 
     async def _dispatch_record(self, message: Any, wanted: Mapping[str, type[Event]]) -> None:
         raw = message.raw_message

@@ -17,6 +17,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, monitoring
 
+from kasse_common.progress import report_progress
 from kasse_common.settings import ServiceSettings
 
 # Where each command keeps its filter (the first statement's, for writes).
@@ -81,6 +82,7 @@ class StoreCommands(monitoring.CommandListener):
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         self._ended(event)
+        report_progress()  # a handler whose store commands complete is working, not stuck (the watchdog)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         self._ended(event)

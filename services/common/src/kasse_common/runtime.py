@@ -368,7 +368,7 @@ class ServiceRuntime:
         stopped = self.stopped_consumers()
         verdicts = await judge_subscribers(
             self.broker.subscribers,
-            self.consumer.last_record_at,
+            last_activity(self.consumer.last_record_at, self.consumer.last_progress_at),
             self.settings.consumer_stall_s,
             lambda: self.broker.ping(timeout=2.0),
             self._group_marks,
@@ -703,6 +703,12 @@ class _RuntimeCollector:
                 {"dlq": runtime_dead_letters.oldest_age_s},
             ),
             (
+                "kasse_dead_letters_redrives_exhausted",
+                "Dead letters of an outage the service already redrove dead_letter_max_auto_redrives times: they "
+                "fail for another reason and wait for a person (counted in kasse_dead_letters_waiting too)",
+                {"dlq": runtime_dead_letters.redrives_exhausted},
+            ),
+            (
                 "kasse_outbox_refused_documents",
                 "Documents whose events failed to publish 5 or more times in a row (see the ERROR log)",
                 relay.refused,
@@ -753,6 +759,13 @@ class GroupMark:
     since: float
 
 
+def last_activity(last_record_at: Mapping[int, float], last_progress_at: Mapping[int, float]) -> dict[int, float]:
+    """Per Kafka client: the later of its last record handed over and its running handler's last progress
+    (`kasse_common.progress`). A handler slower than the stall window that keeps working (its store commands
+    complete) is not a stall; one waiting for ever on something that never answers still is."""
+    return {key: max(at, last_progress_at.get(key, at)) for key, at in last_record_at.items()}
+
+
 async def judge_subscribers(
     subscribers: Sequence[Any],
     last_record_at: Mapping[int, float],
@@ -778,7 +791,8 @@ async def judge_subscribers(
     answers: while it is away every quiet subscriber's window starts again, so a consumer gets the whole
     window to rejoin after the broker is back, and an outage is left to readiness.
 
-    `last_record_at`: when each Kafka client (by `id`) last handed over a record (the consumer keeps it);
+    `last_record_at`: when each Kafka client (by `id`) last handed over a record (the consumer keeps it), or
+    its running handler last made progress (`last_activity`);
     `window_from`: where this check started a client's window instead (first look, outage, caught up).
     """
     now = time.monotonic()

@@ -127,6 +127,13 @@ class ServiceSettings(BaseSettings):
         "is redriven by the service itself this long after, once it reaches both again (0: never; "
         "other dead letters always wait for `make dlq` / the admin API)",
     )
+    dead_letter_max_auto_redrives: int = Field(
+        3,
+        ge=1,
+        description="A record the service redrove itself this many times (header `kasse_auto_redrives`) and that "
+        "was dead-lettered again is not redriven by itself any more: it fails for another reason than an outage "
+        "(e.g. a write conflict that never clears) and waits for a person (kasse_dead_letters_waiting, the alert)",
+    )
     consumer_max_stall_restarts: int = Field(
         3,
         ge=1,

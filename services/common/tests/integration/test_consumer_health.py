@@ -119,6 +119,41 @@ async def test_a_consumer_that_lost_all_its_partitions_is_restarted_and_consumes
         assert runtime.liveness() == {"status": "alive"}
 
 
+async def test_a_slow_handler_that_keeps_working_is_not_restarted_as_a_stall(
+    settings_for: Any, test_publisher: TestPublisher
+) -> None:
+    """A handler running longer than the stall window (a big order under load) whose store commands keep
+    completing is working: the watchdog leaves it alone. (One that waits on nothing, below, is restarted.)"""
+    stall_s = 5.0
+    settings = settings_for(HealthSettings, consumer_watchdog_interval_s=0.3, consumer_stall_s=stall_s)
+    runtime = ServiceRuntime(settings, configure_logs=False)
+    started: list[str] = []
+    finished: list[str] = []
+    steps = runtime.db["slow_steps"]
+    slow, after = order_placed(), order_placed()
+
+    async def slow_but_working(event: OrderPlaced, ctx: EventContext) -> None:
+        started.append(event.order_id)
+        if event.order_id == slow.order_id:  # many small store steps, 2.5 stall windows in all
+            until = time.monotonic() + 2.5 * stall_s
+            while time.monotonic() < until:
+                await steps.find_one({"_id": event.order_id})
+                await asyncio.sleep(0.2)  # the handler's own pace between steps (not a wait of the test)
+        finished.append(event.order_id)
+
+    runtime.consumer.on(OrderPlaced, slow_but_working)
+    async with running_app(runtime.create_app(title="health")) as client:
+        await test_publisher.publish(slow)
+        await wait_until(lambda: started == [slow.order_id], timeout=60)
+        await test_publisher.publish(after)  # a record waits as well (behind it, or on another partition)
+        both = sorted([slow.order_id, after.order_id])
+        await wait_until(lambda: sorted(finished) == both, timeout=120, message=lambda: f"finished {finished}")
+        # Not cancelled and handed over again by a restart: each record's handling started once.
+        assert sorted(started) == both
+        assert runtime.consumer_restarts == 0
+        assert (await client.get("/healthz")).status_code == 200
+
+
 async def stall_beyond_restarts(runtime: ServiceRuntime, client: Any, order_id: str, seen: set[str]) -> None:
     async def dead() -> bool:
         return (await client.get("/healthz")).status_code == 503

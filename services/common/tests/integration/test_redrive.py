@@ -110,7 +110,8 @@ async def test_a_dead_letter_of_an_outage_is_redriven_by_the_service_once_it_is_
         await wait_until(lambda: runtime.consumer.dead_lettered >= 2, timeout=60)  # the retry window ran out
         outage = False  # the store is back
         await wait_until(lambda: applied == [waited.order_id], timeout=60)
-        assert runtime.dead_letters_auto_redriven >= 1
+        # The runtime counts a redrive once its publish returned, which can be after the handler ran: wait for it.
+        await wait_until(lambda: runtime.dead_letters_auto_redriven >= 1, timeout=30)
         letters = await runtime.dead_letters.list()
         by_type = {(x["error_type"], x["redriven"]) for x in letters}
         assert ("PermanentError", False) in by_type and ("AutoReconnect", True) in by_type, letters
@@ -118,3 +119,66 @@ async def test_a_dead_letter_of_an_outage_is_redriven_by_the_service_once_it_is_
         await runtime.dead_letters.measure()
         assert runtime.dead_letters.waiting == 1  # only the refused one waits for a person
     assert applied == [waited.order_id]  # applied exactly once
+
+
+async def test_a_record_that_keeps_failing_transiently_is_auto_redriven_a_bounded_number_of_times(
+    settings_for: Any, test_publisher: TestPublisher
+) -> None:
+    """A write conflict that never clears looks transient: without a cap it would cycle retry window → dead
+    letter → auto-redrive for ever. After `dead_letter_max_auto_redrives` the dead letter waits for a person."""
+    settings = settings_for(
+        RedriveSettings,
+        admin_token="t0ken",
+        consumer_transient_retry_s=1.0,
+        consumer_transient_backoff_initial_s=0.05,
+        consumer_transient_backoff_max_s=0.2,
+        dead_letter_check_interval_s=0.5,
+        dead_letter_auto_redrive_after_s=0.5,
+        dead_letter_max_auto_redrives=2,
+    )
+    runtime = ServiceRuntime(settings, configure_logs=False)
+    handled: list[str] = []
+
+    async def on_placed(event: OrderPlaced, ctx: EventContext) -> None:
+        handled.append(ctx.event_id)
+        raise AutoReconnect("a conflict that never clears (looks like an outage)")
+
+    runtime.consumer.on(OrderPlaced, on_placed)
+    async with running_app(runtime.create_app(title="redrive")) as client:
+        record = await test_publisher.publish(order_placed())
+
+        async def letters() -> list[dict[str, Any]]:
+            return await runtime.dead_letters.list()
+
+        async def exhausted() -> list[dict[str, Any]] | None:
+            found = await letters()
+            # the first dead letter, then one per auto-redrive (2), each of them redriven but the last
+            done = len(found) == 3 and [x["redriven"] for x in found if x["auto_redrives"] == 2] == [False]
+            return found if done else None
+
+        found = await wait_until(exhausted, timeout=120, message=lambda: "3 dead letters, the last one waiting")
+        assert sorted((x["auto_redrives"], x["redriven"]) for x in found) == [(0, True), (1, True), (2, False)]
+        assert {x["event_id"] for x in found} == {record.event_id}
+        # Both counters move right after their publish returned: wait for them rather than assume them.
+        await wait_until(lambda: runtime.dead_letters_auto_redriven >= 2 and runtime.consumer.dead_lettered >= 3)
+        assert runtime.dead_letters_auto_redriven == 2
+        # The loop's own call finds nothing more to redrive, however old the letter gets.
+        assert await runtime.dead_letters.redrive_transient(older_than_s=0) == ()
+        await runtime.dead_letters.measure()
+        assert (runtime.dead_letters.waiting, runtime.dead_letters.redrives_exhausted) == (1, 1)
+        metrics = (await client.get("/metrics")).text
+        exhausted_line = next(x for x in metrics.splitlines() if x.startswith("kasse_dead_letters_redrives_exhausted{"))
+        assert 'collection="dlq"' in exhausted_line and exhausted_line.endswith(" 1.0"), exhausted_line
+        assert runtime.consumer.dead_lettered == 3 and len(set(handled)) == 1
+
+        # A person who fixed the cause redrives it: the count starts again (and here it fails once more).
+        (waiting,) = [x for x in found if not x["redriven"]]
+        auth = {"Authorization": "Bearer t0ken"}
+        r = await client.post(f"/v1/admin/dead-letters/{waiting['ref']}/redrive", headers=auth)
+        assert r.json()["outcome"] == "redriven"
+
+        async def dead_lettered_again() -> dict[str, Any] | None:
+            return next((x for x in await letters() if x["ref"] not in {y["ref"] for y in found}), None)
+
+        again = await wait_until(dead_lettered_again, timeout=60, message="the person's redrive dead-lettered")
+        assert again["auto_redrives"] == 0
