@@ -14,7 +14,7 @@ from kasse_common.errors import Unprocessable
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import PaymentCaptured, ProductViewed
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord, contract_decode
-from kasse_metrics.domain.facts import Captured, Fact, Viewed, to_ms
+from kasse_metrics.domain.facts import Captured, CartAdded, Fact, Line, Placed, Refunded, Viewed, to_ms
 from kasse_metrics.domain.kpis import FunnelRules, Projection, Window, minute_of
 
 from .fakes import InMemoryCheckpointStore, InMemoryReaderRegistry, InMemorySnapshotStore, RecordingDeadLetters
@@ -587,6 +587,145 @@ async def test_an_owner_dropped_as_silent_keeps_the_facts_it_holds_above_its_sna
     await owner.sync.heartbeat()
     assert _viewers(owner.projection) == 10 and owner.sync.seen == {("kasse.storefront.v1", 0): 10}
     assert readers.readers[owner.sync.reader_id][1] == owner.sync.seen  # registered again, holding all 10
+
+
+def _shop_facts(n_sessions: int, start_ms: int, first: int = 0) -> list[Fact]:
+    """Sessions that view, add to a cart, order and pay, a minute apart: facts for many minutes."""
+    out: list[Fact] = []
+    for i in range(first, first + n_sessions):
+        sid, ms = f"s{i}", start_ms + i * 60_000
+        out.append(Viewed(f"v{i}", ms, 0, sid, f"p{i % 3}", "kitchen", "search"))
+        out.append(CartAdded(f"a{i}", ms + 1_000, 0, sid, f"c{i}", f"p{i % 3}", "kitchen", f"Lamp {i % 3}"))
+        if i % 2:
+            line = Line(f"p{i % 3}", "kitchen", 1)
+            out.append(Placed(f"o{i}", ms + 2_000, 0, sid, f"o{i}", f"c{i}", 500, "EUR", (line,)))
+            out.append(Captured(f"k{i}", ms + 3_000, 0, sid, f"o{i}", 500, "EUR"))
+    return out
+
+
+def _state(p: Projection) -> tuple[Any, ...]:
+    return (
+        p.sessions,
+        {m: +b for m, b in p.buckets.items() if +b},
+        +p.total,
+        list(p.ids.ids),
+        p.product_names,
+        p.facts_applied,
+        p.watermark_ms,
+        p.sessions_folded,
+    )
+
+
+def test_a_snapshot_encoded_in_slices_while_facts_are_applied_restores_the_state_of_its_last_slice() -> None:
+    """Between the slices the event loop applies facts: to sessions already encoded, to new sessions, and a
+    fold that forgets sessions; the snapshot holds exactly the state as of its last slice."""
+    rules = FunnelRules(conversion_window=timedelta(minutes=5))
+    t0 = to_ms(T0)
+    early = _shop_facts(40, t0)
+    later = [  # sessions already held step on, and new ones come, then time moves on past a fold
+        *[Refunded(f"r{i}", t0 + i * 60_000 + 9_000, 0, f"s{i}", f"o{i}", 500, "EUR") for i in range(1, 40, 4)],
+        *_shop_facts(25, t0, first=40),
+        Viewed("late", t0 + 200 * 60_000, 0, "s-late", "p9", "garden", "ads"),
+    ]
+    live, reference = Projection(rules), Projection(rules)
+    live.apply_all(early)
+    reference.apply_all(early)
+    folded_before = live.sessions_folded
+    slices = live.snapshot_slices(sessions_per_slice=2, minutes_per_slice=3)
+    per_step = len(later) // 5 + 1
+    steps = 0
+    while True:
+        try:
+            next(slices)
+        except StopIteration as done:
+            blob = done.value
+            break
+        steps += 1
+        batch, later = later[:per_step], later[per_step:]
+        live.apply_all(batch)
+        reference.apply_all(batch)
+    assert steps > 5 and not later  # every fact went in between slices
+    assert live.sessions_folded > folded_before  # a fold ran during the snapshot
+    restored = Projection(rules)
+    restored.restore(blob)
+    assert _state(restored) == _state(live) == _state(reference)
+    for window in ("all", "5m", "1h", "24h"):
+        w = Window.named(window, T0 + timedelta(minutes=200))
+        assert restored.report(w) == reference.report(w)
+
+    # Taken again with nothing applied in between: the same state (and `snapshot()` takes it in one go).
+    again = Projection(rules)
+    again.restore(live.snapshot())
+    assert _state(again) == _state(live)
+
+
+async def test_a_snapshot_stored_while_batches_are_ingested_between_its_slices_restores_exactly() -> None:
+    """`ProjectionSync.snapshot` lets the event loop run between slices: the consumer folds batches in
+    meanwhile. The stored snapshot and its offsets agree: a restart from it plus the segments above reads the
+    same numbers as the instance that never stopped."""
+    import asyncio
+
+    store, snapshots = InMemoryCheckpointStore(), InMemorySnapshotStore()
+    live = Instance(store)
+    live.sync.snapshots = snapshots
+    raw = _views(400)
+    await live.ingest(raw[:300])
+    await live.ingest.checkpoint()
+    real = live.projection.snapshot_slices
+
+    def sliced(*args: Any, **kwargs: Any) -> Any:
+        return real(sessions_per_slice=20)  # 15 slices for the 300 sessions held
+
+    live.projection.snapshot_slices = sliced  # type: ignore[method-assign]
+    taking = asyncio.create_task(live.sync.snapshot())
+    fed = 300
+    while not taking.done():
+        if fed < 400:
+            await live.ingest(raw[fed : fed + 10])
+            fed += 10
+        await asyncio.sleep(0)
+    assert await taking and fed > 300  # batches went in while it was encoded
+    await live.ingest(raw[fed:])
+    await live.ingest.checkpoint()
+    assert snapshots.latest is not None
+    seen = snapshots.latest[0][("kasse.storefront.v1", 0)]
+    assert 300 < seen <= 400
+
+    restarted = Instance(store)
+    restarted.sync.snapshots = snapshots
+    assert await restarted.sync.restore()
+    await restarted.sync.catch_up()
+    assert _viewers(restarted.projection) == _viewers(live.projection) == 400
+    assert _state(restarted.projection) == _state(live.projection)
+
+
+def test_a_snapshot_of_the_earlier_format_still_loads_and_a_replaced_state_abandons_one_under_way() -> None:
+    from kasse_metrics.domain.kpis import ProjectionSnapshot, SnapshotAbandoned, _snapshot_encoder
+
+    live = Projection()
+    live.apply_all(_shop_facts(12, to_ms(T0)))
+    whole = ProjectionSnapshot(  # format 2: every session and minute in one map / list
+        sessions=live.sessions,
+        buckets=[(m, list(b.items())) for m, b in live.buckets.items()],
+        ids=list(live.ids.ids),
+        watermark_ms=live.watermark_ms,
+        facts_applied=live.facts_applied,
+        sessions_folded=live.sessions_folded,
+        last_fold_minute=0,
+        product_names=live.product_names,
+    )
+    restored = Projection()
+    restored.restore(_snapshot_encoder.encode(whole))
+    assert _state(restored) == _state(live)
+
+    slices = live.snapshot_slices(sessions_per_slice=2)
+    next(slices)
+    live.restore(_snapshot_encoder.encode(whole))  # a reader dropped as silent reloads meanwhile
+    with pytest.raises(SnapshotAbandoned):
+        while True:
+            next(slices)
+    assert _state(live) == _state(restored)
+    live.snapshot()  # the abandoned one no longer holds the projection
 
 
 def test_the_catalogs_product_name_wins_over_line_names_whatever_the_order() -> None:

@@ -33,7 +33,7 @@ import msgspec
 from kasse_common.envelope import MalformedEvent
 from kasse_metrics.application.decoding import FastDecoder
 from kasse_metrics.domain.facts import Fact
-from kasse_metrics.domain.kpis import Projection
+from kasse_metrics.domain.kpis import Projection, RestoredState, SnapshotAbandoned, decode_snapshot_slices
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +308,7 @@ class ProjectionSync:
     # below. The heartbeat prunes then, without waiting for new facts (and so a new snapshot).
     _snapshot_seen: dict[TopicPartition, int] = field(default_factory=dict)
     _prune_due: bool = False
+    _closed: bool = False
 
     async def restore(self) -> bool:
         """Start from the latest snapshot (if any): the history below it is not read again.
@@ -327,9 +328,19 @@ class ProjectionSync:
             return False
         read_s = time.perf_counter() - started
         seen, blob = loaded
-        blob, parts = _unbundle(blob)
+        # Decoded and built a slice at a time, the event loop running between (seconds for a large
+        # partition under load, in the rebalance listener), then installed at once.
+        projection_blob, parts = _unbundle(blob)
+        slices = decode_snapshot_slices(projection_blob, self.projection.ids.max_ids)
+        while True:
+            try:
+                next(slices)
+            except StopIteration as done:
+                restored: RestoredState = done.value
+                break
+            await asyncio.sleep(0)
         async with self._lock:
-            self.projection.restore(blob)
+            self.projection.install(restored)
             for name, part in parts.items():
                 if name in self.snapshot_parts:
                     self.snapshot_parts[name][1](part)
@@ -409,6 +420,7 @@ class ProjectionSync:
         return deleted
 
     async def close(self) -> None:
+        self._closed = True
         if self.readers is not None:
             await self.readers.unregister(self.reader_id)
 
@@ -416,12 +428,27 @@ class ProjectionSync:
         """Store a snapshot when at least `min_new_facts` were applied since the last one."""
         if self.snapshots is None or self.projection.facts_applied - self._snapshot_facts < min_new_facts:
             return False
-        # No await between these three: the event loop applies nothing in between, so the blob
-        # holds exactly the facts below `seen` (and possibly more: own batches not stored yet,
-        # which a restart reads again from Kafka and skips by id).
+        # Encoded a slice at a time, the event loop running between (facts are applied meanwhile).
+        slices = self.projection.snapshot_slices()
+        try:
+            while True:
+                try:
+                    next(slices)
+                except StopIteration as done:
+                    blob: bytes = done.value
+                    break
+                except SnapshotAbandoned:  # reloaded meanwhile (dropped as a reader): the next one
+                    return False
+                await asyncio.sleep(0)
+                if self._closed:  # revoked meanwhile: the next owner snapshots it
+                    return False
+        finally:
+            slices.close()
+        # No await since the last slice: the event loop applied nothing in between, so the blob holds
+        # exactly the facts below `seen` (and possibly more: own batches not stored yet, which a restart
+        # reads again from Kafka and skips by id), and the parts beside it the same facts.
         applied = self.projection.facts_applied
         seen = dict(self.seen)
-        blob = self.projection.snapshot()
         if self.snapshot_parts:
             blob = _bundle(blob, {name: take() for name, (take, _) in self.snapshot_parts.items()})
         await self.snapshots.save(seen, blob)
