@@ -100,7 +100,14 @@ async def test_an_unpaid_order_expires_and_a_late_success_is_refunded(
         assert view["status"] == "cancelled" and view["cancellation_reason"] == "payment_timeout"
         detail = await payment_detail(client, shop, order_id)
         assert [(x["key"], x["state"], x["amount"]) for x in detail["refunds"]] == [("late-capture", "done", total)]
-        await wait_until(lambda: _stock_is(client, shop, product_id, on_hand=3, reserved=0), timeout=5)
+        await wait_until(lambda: _stock_is(client, shop, product_id, on_hand=3, reserved=0), timeout=30)
+    # The cart's view shows the refund once the cart consumed PaymentRefunded; this subscriber reads the
+    # same topic on its own and may get it later: wait for it here before counting.
+    await wait_until(
+        lambda: "PaymentRefunded" in order_events.types(order_id),
+        timeout=30,
+        message=lambda: f"PaymentRefunded seen by the subscriber: {order_events.types(order_id)}",
+    )
     types = order_events.types(order_id)
     assert "PaymentCaptured" not in types, "a success after expiry is never reported as a capture"
     assert types.count("PaymentRefunded") == 1
