@@ -135,6 +135,33 @@ async def test_customer_mode_creates_one_intent_for_the_orders_amount_and_hands_
     assert w.repo.published == []
 
 
+async def test_from_ready_to_intent_the_order_is_read_once_and_written_twice_between_the_steps() -> None:
+    # Under load every store command waits its turn: the steps go on from the state their own write stored,
+    # and an allowed screening claims the charge in the same write (was: 6 reads and 3 writes).
+    w = World()
+    placed = samples.order_placed()
+    await w.service.order_placed(placed, "evt-p")
+    calls: list[str] = []
+    load, save = w.repo.load, w.repo.save
+
+    async def counted_load(order_id: str) -> Any:
+        calls.append("load")
+        return await load(order_id)
+
+    async def counted_save(*args: Any) -> bool:
+        calls.append("save")
+        return await save(*args)
+
+    w.repo.load, w.repo.save = counted_load, counted_save  # type: ignore[method-assign]
+    await w.service.stock_reserved(reserved(placed.order_id), "evt-r")
+    # StockReserved recorded; advance reads once; screening (+ claim) written; the intent recorded.
+    assert calls == ["load", "save", "load", "load", "save", "load", "save"]
+    assert w.gateway.keys("create_intent") == [f"kasse-payment-{placed.order_id}-create"]
+    payment = await w.service.get(placed.order_id)
+    assert payment.status is PaymentStatus.REQUIRES_ACTION and payment.retry_at is None
+    assert payment.create_attempts == 1
+
+
 async def test_stock_reserved_before_the_order_waits_for_it_then_charges_once() -> None:
     w = World(server=True)
     placed = samples.order_placed()

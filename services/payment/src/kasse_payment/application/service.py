@@ -199,14 +199,22 @@ class PaymentService:
             self.steps.schedule(order_id)
 
     async def advance(self, order_id: str) -> None:
-        """Do whatever Stripe work the stored state still owes, one step at a time."""
+        """Do whatever Stripe work the stored state still owes, one step at a time.
+
+        Each step goes on from the state its own write stored (no fresh read of the order between steps),
+        and an allowed screening claims the charge in the same write: under load every store command
+        waits its turn, and an order's way from ready to its intent was nine reads and writes of its
+        document, now five."""
+        payment = await self.repository.load(order_id)
         for _ in range(12):  # every step changes the state; the bound only guards against a bug
-            payment = await self.repository.load(order_id)
             if payment is None:
                 return
             now = self.clock()
+            claimed: Payment | None
             if payment.ready_to_screen:
-                await self._screen(payment)
+                payment, claimed = await self._screen(payment)
+                if claimed is None:
+                    continue  # blocked, held, or screened by another handler: look at the state it left
             elif not payment.due(now):
                 return  # a transient Stripe failure: the sweeper retries at retry_at
             elif (
@@ -215,14 +223,19 @@ class PaymentService:
                 claimed = await self._claim(order_id)
                 if claimed is None:
                     return  # another handler holds this order's Stripe step
-                if claimed.status is PaymentStatus.AUTHORIZING:
-                    await self._charge(claimed)
-                elif claimed.intent_cancel_pending:
-                    await self._cancel_intent(claimed)
-                elif claimed.refunds_to_send:
-                    await self._send_refund(claimed, claimed.refunds_to_send[0])
             else:
                 return
+            payment = await self._step(claimed)
+
+    async def _step(self, claimed: Payment) -> Payment | None:
+        """The claimed Stripe step; the state its result was stored as (None: read it again)."""
+        if claimed.status is PaymentStatus.AUTHORIZING:
+            return await self._charge(claimed)
+        if claimed.intent_cancel_pending:
+            return await self._cancel_intent(claimed)
+        if claimed.refunds_to_send:
+            return await self._send_refund(claimed, claimed.refunds_to_send[0])
+        return await self.repository.load(claimed.order_id)  # claimed, then nothing owed: the lease runs out
 
     async def _claim(self, order_id: str) -> Payment | None:
         won = False
@@ -234,14 +247,14 @@ class PaymentService:
         payment = await self._change(order_id, claim, consumed_id=None)
         return payment if won else None
 
-    async def _finish(self, order_id: str, change: Change) -> None:
+    async def _finish(self, order_id: str, change: Change) -> Payment | None:
         """Record a Stripe step's result and give its lease back."""
 
         def finish(p: Payment, now: datetime) -> list[DomainEvent] | None:
             p.release()
             return change(p, now)
 
-        await self._change(order_id, finish, consumed_id=None)
+        return await self._change(order_id, finish, consumed_id=None)
 
     async def sweep(self, idle_s: float, limit: int = 50) -> int:
         """Resume payments whose Stripe work was interrupted (a crash, a transient error)."""
@@ -262,7 +275,9 @@ class PaymentService:
                 log.exception("resuming a payment failed", extra={"order_id": order_id})
         return len(order_ids)
 
-    async def _screen(self, payment: Payment) -> None:
+    async def _screen(self, payment: Payment) -> tuple[Payment | None, Payment | None]:
+        """Screen and store the decision; (the state stored, the same state when its write also claimed
+        the charge — an allowed order goes straight on to Stripe — else None)."""
         order = payment.order
         assert order is not None
         policy = self.config.fraud
@@ -309,9 +324,20 @@ class PaymentService:
             },
         )
 
-        await self._change(oid, lambda p, now: p.apply_screening(decision, now), consumed_id=None)
+        won = False
 
-    async def _charge(self, payment: Payment) -> None:
+        def screen(p: Payment, now: datetime) -> list[DomainEvent]:
+            nonlocal won
+            events = p.apply_screening(decision, now)
+            won = (
+                p.fraud is decision and p.status is PaymentStatus.AUTHORIZING and p.claim(now, self.config.step_lease_s)
+            )
+            return events
+
+        stored = await self._change(oid, screen, consumed_id=None)
+        return stored, stored if won else None
+
+    async def _charge(self, payment: Payment) -> Payment | None:
         order = payment.order
         assert order is not None
         oid = payment.order_id
@@ -347,16 +373,14 @@ class PaymentService:
                 )
         except GatewayDeclined as exc:
             failure = Failed(exc.reason, exc.decline_code, exc.message, exc.intent_id or payment.intent_id)
-            await self._finish(oid, lambda p, now: p.declined(failure, now))
-            return
+            return await self._finish(oid, lambda p, now: p.declined(failure, now))
         except GatewayUnavailable as exc:
-            await self._unavailable(oid, exc)
-            return
-        await self._finish(
+            return await self._unavailable(oid, exc)
+        return await self._finish(
             oid, lambda p, now: p.intent_updated(state.intent_id, state.status, state.client_secret, server, now)
         )
 
-    async def _cancel_intent(self, payment: Payment) -> None:
+    async def _cancel_intent(self, payment: Payment) -> Payment | None:
         oid = payment.order_id
         try:
             await self.gateway.cancel_intent(
@@ -365,11 +389,10 @@ class PaymentService:
         except GatewayDeclined as exc:
             log.warning("intent not canceled", extra={"order_id": oid, "error": str(exc)})
         except GatewayUnavailable as exc:
-            await self._unavailable(oid, exc)
-            return
-        await self._finish(oid, lambda p, now: p.intent_cancelled(now))
+            return await self._unavailable(oid, exc)
+        return await self._finish(oid, lambda p, now: p.intent_cancelled(now))
 
-    async def _send_refund(self, payment: Payment, refund: Refund) -> None:
+    async def _send_refund(self, payment: Payment, refund: Refund) -> Payment | None:
         oid = payment.order_id
         key = refund.key
         try:
@@ -382,15 +405,13 @@ class PaymentService:
             )
         except GatewayDeclined as exc:
             why = str(exc)
-            await self._finish(oid, lambda p, now: p.refund_failed(key, why, now))
             log.error("refund refused by Stripe", extra={"order_id": oid, "refund_key": key, "error": why})
-            return
+            return await self._finish(oid, lambda p, now: p.refund_failed(key, why, now))
         except GatewayUnavailable as exc:
-            await self._unavailable(oid, exc)
-            return
-        await self._finish(oid, lambda p, now: p.refund_done(key, refund_id, now))
+            return await self._unavailable(oid, exc)
+        return await self._finish(oid, lambda p, now: p.refund_done(key, refund_id, now))
 
-    async def _unavailable(self, order_id: str, exc: Exception) -> None:
+    async def _unavailable(self, order_id: str, exc: Exception) -> Payment | None:
         error = str(exc)[:300]
 
         def record(p: Payment, now: datetime) -> list[DomainEvent]:
@@ -400,7 +421,7 @@ class PaymentService:
             return p.stripe_unavailable(error, self.config.max_attempts, now + timedelta(seconds=delay), now)
 
         log.warning("Stripe unavailable", extra={"order_id": order_id, "error": error})
-        await self._finish(order_id, record)
+        return await self._finish(order_id, record)
 
     # -- persistence ---------------------------------------------------------------------------
     async def _change(self, order_id: str, change: Change, consumed_id: str | None) -> Payment | None:
