@@ -51,7 +51,12 @@ def create_app(
     """`stripe_http_client` lets tests record what is sent to Stripe; production uses httpx."""
     settings = settings or PaymentSettings()
     runtime = ServiceRuntime(settings)
-    repository = MongoPayments(runtime.document_store("payments", trace_per_document=True), runtime.encode)
+    history_db = settings.fraud_history_database or f"{settings.database_name}_fraud_history"
+    repository = MongoPayments(
+        runtime.document_store("payments", trace_per_document=True),
+        runtime.encode,
+        runtime.mongo[history_db]["payment_fraud_history"],
+    )
     gateway = StripeGateway(
         build_client(
             settings.secret("stripe_api_key").get_secret_value(),

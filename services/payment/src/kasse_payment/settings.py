@@ -74,6 +74,12 @@ class PaymentSettings(ServiceSettings):
     steps_concurrency: int = Field(
         16, ge=1, description="Orders whose screening and Stripe calls run at the same time, beside the consumer"
     )
+    fraud_history_database: str = Field(
+        "",
+        description="Database of screening's per-key history (empty: the service's database name + "
+        "'_fraud_history'). Its own database because FerretDB writes one database at a time and payment's "
+        "writes queue there; on MongoDB it may name the service's own database",
+    )
 
     # The seller on invoices and credit notes (§14 UStG: name, address, VAT id)
     seller_name: str = Field("Kasse Demo GmbH", description="The seller's name on invoices")

@@ -71,3 +71,12 @@ def test_production_refuses_to_start_without_the_operators_stripe_secrets_and_to
     dev = PaymentSettings(profile="development")
     assert dev.secret("stripe_webhook_secret").get_secret_value() == "whsec_local_dev"
     assert "KASSE_PAYMENT_STRIPE_API_KEY" in dev.dev_secrets_in_use()
+
+
+def test_screening_history_is_written_to_a_database_of_its_own() -> None:
+    # FerretDB writes one database at a time: the history's writes do not queue behind the payments'.
+    app = create_app(PaymentSettings(profile="development", mongo_database="kasse_payment"))
+    assert app.state.payments.repository.collection.database.name == "kasse_payment"
+    assert app.state.payments.history.history.database.name == "kasse_payment_fraud_history"
+    named = create_app(PaymentSettings(profile="development", fraud_history_database="kasse_payment"))
+    assert named.state.payments.history.history.database.name == "kasse_payment"
