@@ -293,6 +293,8 @@ class InFlight:
     async def _flush_every_interval(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
+            if getattr(self.client, "_closed", False):
+                return  # the client closed itself; the watchdog restarts the subscriber with a new one
             try:
                 await self.commit()
             except asyncio.CancelledError:
@@ -409,7 +411,8 @@ class InFlight:
                     extra={"records": len(late)},
                 )
         try:
-            await self.commit(only=set(parts))
+            # Bounded: the group's rebalance waits for this (a commit waits as long as no coordinator answers).
+            await asyncio.wait_for(self.commit(only=set(parts)), timeout_s)
         except Exception as exc:
             log.warning("offset commit at revoke failed; records come again", extra={"error": repr(exc)[:300]})
         for tp, part in parts.items():
