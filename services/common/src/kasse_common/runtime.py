@@ -98,6 +98,17 @@ async def run_every(
         await asyncio.sleep(interval_s + extra)
 
 
+def _cancelled_here(loop: str) -> None:
+    """A background loop caught CancelledError: re-raise it when the loop itself is being cancelled (stop);
+    otherwise a client library leaked its own cancellation (aiokafka's consumer.stop() during a broker outage
+    can re-raise that of its cancelled coordination task) and the loop carries on — before, it ended, and
+    the ended loop made /healthz fail (test_broker_restart failed so once under load)."""
+    me = asyncio.current_task()
+    if me is None or me.cancelling():
+        raise asyncio.CancelledError
+    log.warning("%s: a cancellation not meant for this loop; carrying on", loop, exc_info=True)
+
+
 class ServiceRuntime:
     def __init__(
         self,
@@ -360,7 +371,7 @@ class ServiceRuntime:
             try:
                 await self._restart_stopped_consumers()
             except asyncio.CancelledError:
-                raise
+                _cancelled_here("consumer watchdog")
             except Exception:
                 log.exception("consumer watchdog round failed")
 
@@ -442,7 +453,7 @@ class ServiceRuntime:
             try:
                 await self.consumer.unpark()
             except asyncio.CancelledError:
-                raise
+                _cancelled_here("parked events")
             except Exception as exc:
                 log.warning("retrying parked events failed", extra={"error": repr(exc)[:300]})
 
@@ -459,7 +470,7 @@ class ServiceRuntime:
                         log.warning("dead letters of an outage redriven", extra={"refs": refs})
                 await self.dead_letters.measure()
             except asyncio.CancelledError:
-                raise
+                _cancelled_here("dead-letter metrics")
             except Exception as exc:
                 log.warning("measuring dead letters failed", extra={"error": repr(exc)[:300]})
             await asyncio.sleep(self.settings.dead_letter_check_interval_s)

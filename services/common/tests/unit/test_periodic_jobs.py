@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from kasse_common.runtime import ServiceRuntime, run_every
 from kasse_common.settings import ServiceSettings
+from kasse_testkit import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -56,3 +57,31 @@ async def test_a_background_loop_that_ended_fails_liveness() -> None:
     assert runtime.liveness() == {"status": "dead", "background": "ended: unpaid-orders"}
     await runtime.stop()
     assert runtime.liveness() == {"status": "alive"}  # stopped on purpose
+
+
+async def test_a_cancellation_a_client_library_leaks_does_not_end_the_dead_letter_loop() -> None:
+    """aiokafka's consumer.stop() can re-raise the cancellation of a task of its own: the dead-letter loop
+    ended on it once after a broker restart (test_broker_restart: liveness 'ended: dead-letter-metrics')."""
+    runtime = ServiceRuntime(PeriodicSettings(profile="development", dead_letter_check_interval_s=0.01))
+    measured = 0
+
+    class LeakingDeadLetters:
+        async def measure(self) -> None:
+            nonlocal measured
+            measured += 1
+            if measured == 1:
+                raise asyncio.CancelledError  # not ours: nobody cancelled the loop
+
+    async def ready() -> dict[str, str]:
+        return {"mongo": "unreachable", "kafka": "unreachable"}
+
+    runtime.dead_letters = LeakingDeadLetters()  # type: ignore[assignment]
+    runtime.readiness = ready  # type: ignore[method-assign]
+    loop = asyncio.create_task(runtime._measure_dead_letters(), name="dead-letter-metrics")
+    try:
+        await wait_until(lambda: measured >= 3 or loop.done(), timeout=30)
+        assert not loop.done() and measured >= 3
+    finally:
+        loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loop  # a real cancellation (stop) still ends it
