@@ -561,6 +561,9 @@ class EventConsumer:
             return
         flow = self.in_flight.get(id(client))
         if flow is None or flow.client is not client:
+            for key, old in list(self.in_flight.items()):  # lanes stopped for good: their clients closed
+                if old.closing and getattr(old.client, "_closed", False):
+                    del self.in_flight[key]
             flow = self.in_flight[id(client)] = InFlight(
                 client, self._settings.consumer_concurrency, self._settings.consumer_commit_interval_s
             )
@@ -572,7 +575,9 @@ class EventConsumer:
 
     async def settle(self, client: Any, timeout_s: float) -> None:
         """Before a Kafka client stops: its records in hand finish (bounded) and their offsets are committed."""
-        flow = self.in_flight.pop(id(client), None) if client is not None else None
+        # Kept (stopping) until its client is replaced: records the consume loop still hands over before the
+        # subscriber stops are not taken (never committed, they come again), rather than starting a new lane.
+        flow = self.in_flight.get(id(client)) if client is not None else None
         if flow is not None and flow.client is client:
             await flow.stop(timeout_s)
 

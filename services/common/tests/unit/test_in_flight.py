@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic_settings import SettingsConfigDict
 from pymongo.errors import AutoReconnect
 
@@ -274,3 +274,27 @@ async def test_a_transient_failure_rewinds_its_partition_and_nothing_from_it_on_
     await flow.commit()
     assert client.commits[-1] == {TP: 53}
     assert consumer.processed == 3 and consumer.transient_failures == 1
+
+
+async def test_after_settle_the_consume_loop_hands_over_records_that_are_not_taken() -> None:
+    """Between `settle` (stop: records in hand finish and are committed) and the subscriber's own stop, the
+    consume loop may still hand over records: they are not taken (never committed, they come again)."""
+    handled: list[int] = []
+
+    async def handler(event: OrderPlaced, ctx: EventContext) -> None:
+        handled.append(ctx.offset)
+
+    settings = UnitSettings(profile="development")
+    consumer = EventConsumer(broker=None, settings=settings, publisher=NoDeadLetters())  # type: ignore[arg-type]
+    consumer.on(OrderPlaced, handler)
+    wanted = {OrderPlaced.event_type: OrderPlaced}
+    client = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")  # never started: nothing assigned, nothing sent
+    try:
+        await consumer._take(record(client, 60, "ord-1"), wanted)  # type: ignore[arg-type]
+        await eventually(lambda: handled == [60])
+        await consumer.settle(client, timeout_s=5)
+        await consumer._take(record(client, 61, "ord-2"), wanted)  # type: ignore[arg-type]
+        flow = consumer.in_flight[id(client)]
+        assert flow.closing and not flow.tasks and handled == [60]
+    finally:
+        await client.stop()
