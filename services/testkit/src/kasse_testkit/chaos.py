@@ -102,6 +102,7 @@ class Report:
     terminal_after_last_restart_s: float | None = None  # None: not every order became terminal
     fault_failures: list[str] = field(default_factory=list)  # a killed part that did not come back
     errors: Counter[str] = field(default_factory=Counter)
+    liveness_restarts: Counter[str] = field(default_factory=Counter)  # by the stand-in for Kubernetes' probe
     diagnosis: list[str] = field(default_factory=list)  # a failed run: consumer lag, outbox, stuck orders' documents
 
     @property
@@ -126,6 +127,7 @@ class Report:
             "back to ready (s)        " + ", ".join(f"{k} {v:.1f}" for k, v in self.back_to_ready_s.items()),
             f"client retries           {dict(self.errors)}",
             f"faults that failed       {self.fault_failures}",
+            f"restarted by liveness    {dict(self.liveness_restarts)}",
             *self.diagnosis,
             "RESULT                   " + ("OK" if self.ok else "FAILED"),
         ]
@@ -512,13 +514,65 @@ async def restart(process: Any, report: Report, name: str, attempts: int = 5) ->
             await asyncio.sleep(5 * (attempt + 1))
 
 
-async def faults(client: httpx.AsyncClient, shop: Shop, stack: OwnStack | None, report: Report, pause: float) -> None:
+LIVENESS_PERIOD_S = 10.0  # the chart's liveness probe: every 10 s ...
+LIVENESS_FAILURES = 3  # ... and the third failure in a row restarts the container
+
+
+async def liveness(
+    client: httpx.AsyncClient,
+    shop: Any,
+    report: Report,
+    busy: dict[str, asyncio.Lock],
+    period_s: float = LIVENESS_PERIOD_S,
+) -> None:
+    """Kubernetes' part, which `make up` has no one to play: a service whose `/healthz` answers 503 (the kit's
+    "dead": a consumer stalled despite its own restarts) three probes in a row is killed and started again.
+    Only a 503 counts, not an unanswered probe (a part the faults are restarting, or a slow answer on a
+    loaded machine), so this is more patient than the chart's probe. Runs until cancelled."""
+    failures: Counter[str] = Counter()
+    while True:
+        await asyncio.sleep(period_s)
+        for name in SERVICES:
+            if busy[name].locked():
+                failures[name] = 0
+                continue
+            try:
+                dead = (await client.get(shop.url(name) + "/healthz", timeout=5)).status_code == 503
+            except httpx.HTTPError:
+                dead = False
+            failures[name] = failures[name] + 1 if dead else 0
+            if failures[name] < LIVENESS_FAILURES:
+                continue
+            failures[name] = 0
+            async with busy[name]:
+                process = shop.processes[name]
+                process.kill()
+                await restart(process, report, name)
+            report.liveness_restarts[name] += 1
+            print(f"chaos: {name} answered /healthz 503 {LIVENESS_FAILURES} times in a row; restarted", flush=True)
+
+
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def faults(
+    client: httpx.AsyncClient,
+    shop: Shop,
+    stack: OwnStack | None,
+    report: Report,
+    pause: float,
+    busy: dict[str, asyncio.Lock],
+) -> None:
     for name in ("payment", "shipping", "cart", "catalog", "metrics"):
         await asyncio.sleep(pause)
         process = shop.processes[name]
-        process.kill()
-        t0 = time.monotonic()
-        await restart(process, report, name)
+        async with busy[name]:
+            process.kill()
+            t0 = time.monotonic()
+            await restart(process, report, name)
         report.back_to_ready_s[name] = time.monotonic() - t0
         print(f"chaos: {name} killed -9 and ready again in {report.back_to_ready_s[name]:.1f} s", flush=True)
     if stack is None:
@@ -626,6 +680,7 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
         },
     )
     print(f"chaos: logs in {log_dir}", flush=True)
+    supervisor: asyncio.Task[None] | None = None
     try:
         await shop.start()
         async with (
@@ -655,7 +710,9 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
                 await pay_one(client, shop, report, order)
 
             killable = stack if cfg.infra_kills else None
-            chaos = asyncio.create_task(faults(client, shop, killable, report, pause=cfg.fault_pause_s))
+            busy = {name: asyncio.Lock() for name in SERVICES}  # a restart under way: the other waits
+            supervisor = asyncio.create_task(liveness(client, shop, report, busy))
+            chaos = asyncio.create_task(faults(client, shop, killable, report, pause=cfg.fault_pause_s, busy=busy))
             await asyncio.gather(*(journey(n) for n in range(cfg.orders)))
             try:
                 await chaos
@@ -683,6 +740,7 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
                     progress_at = time.monotonic()
                     await progress(client, shop, infra, namespace, seen, last_restart)
                 await asyncio.sleep(5)
+            await stop_task(supervisor)
             report.elapsed_s = time.monotonic() - started
             done = len(finished_at)
             if done == len(placed):
@@ -700,6 +758,7 @@ async def run(cfg: Config, infrastructure: Infrastructure | None = None) -> Repo
                 store = await chaos_probe.store_latencies(probe, {s: shop.url(s) for s in SERVICES})
             report.diagnosis.append(f"store time per command since each service's start {store}")
     finally:
+        await stop_task(supervisor)  # nothing restarts a service the run is stopping
         keep = stack is not None and not report.ok
         if keep:  # the services stop, the stack's data stays for a post-mortem (topics included)
             for process in shop.processes.values():
