@@ -45,7 +45,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +111,8 @@ class OutboxRelay:
         self._dead_after_s = dead_after_s
         self._beat_at = -1e9  # monotonic time of this relay's last beat
         self.relays_taken_over = 0
+        # Called when this relay found another relay of the database dead (its process died for good).
+        self.on_relay_died: Callable[[], object] | None = None
         self._watched: list[_Watched] = []
         self._poll_interval_s = poll_interval_s
         self._batch_size = batch_size
@@ -216,6 +218,8 @@ class OutboxRelay:
                 )
                 self.relays_taken_over += 1
                 self._scanned_at = -1e9  # the next pass scans
+                if self.on_relay_died is not None:
+                    self.on_relay_died()  # e.g. the runtime's DueWork rebuilds (kasse_common.due.rebuild_soon)
 
     async def drain(self) -> int:
         """Publish everything pending now (what the broker refuses stays pending); how many went out."""

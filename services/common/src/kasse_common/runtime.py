@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from kasse_common.dead_letters import DeadLetters
+from kasse_common.due import rebuild_soon
 from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.errors import NotFound
 from kasse_common.http import (
@@ -144,6 +145,10 @@ class ServiceRuntime:
             batch_size=settings.outbox_batch_size,
             lease_s=settings.outbox_lease_s,
         )
+        # Another process of this database died for good (its relay stopped beating): it may have died
+        # between a commit and its DueWork marker, so this process's DueWorks rebuild at their next round.
+        database = self.db.name
+        self.relay.on_relay_died = lambda: rebuild_soon(database)
         self.standalone_events = StandaloneEvents(
             self.db[StandaloneEvents.COLLECTION], self._hint(StandaloneEvents.COLLECTION), lease=self.relay.lease_fields
         )

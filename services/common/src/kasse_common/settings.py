@@ -147,11 +147,12 @@ class ServiceSettings(BaseSettings):
 
     # Outbox relay
     outbox_poll_interval_s: float = Field(
-        3600.0,
+        86400.0,
         gt=0,
-        description="Belt-and-braces scan for pending events no live process holds (a full read on FerretDB v1); "
-        "the relay also scans at start and when another relay of the database stops beating; writes in this "
-        "process wake the relay at once and refused events are retried from memory",
+        description="Belt-and-braces scan for pending events no live process holds (a full read on FerretDB v1, "
+        "so a day: an hour cost ~1 % of a core amortised after 10,000 orders); the relay also scans at start and "
+        "when another relay of the database stops beating; writes in this process wake the relay at once, "
+        "refused events are retried from memory and foreign leases re-read by _id",
     )
     outbox_batch_size: int = Field(100, ge=1)
     outbox_lease_s: float = Field(10.0, gt=0)

@@ -8,6 +8,7 @@ writes) is found by the rebuild every start runs.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -15,8 +16,9 @@ import pytest
 from pydantic_settings import SettingsConfigDict
 from pymongo.errors import AutoReconnect
 
-from kasse_common.due import DueWork
+from kasse_common.due import DueWork, rebuild_soon
 from kasse_common.mongo import create_mongo_client
+from kasse_common.outbox import REGISTRY, OutboxRelay
 from kasse_common.persistence import CommitOutcome, DocumentStore
 from kasse_common.settings import ServiceSettings
 from kasse_testkit import wait_until
@@ -137,3 +139,62 @@ async def test_on_the_store_a_marker_a_failed_write_left_out_comes_with_the_next
         await payments.delete_many({})
         await real_index.delete_many({})
         await mongo.close()
+
+
+class _Broker:
+    async def publish(self, record: Any) -> None:
+        pass
+
+
+async def test_a_process_of_the_database_dying_makes_the_survivors_rebuild_not_an_hourly_belt(
+    settings_for: Any,
+) -> None:
+    """A process that died between a commit and its marker and never came back: its relay stops beating,
+    a survivor's relay notices and every DueWork of the database in the survivor rebuilds at its next
+    round. So the periodic full rebuild can be rare (a day), and an idle shop costs the same at any size."""
+    settings = settings_for(DueSettings)
+    mongo = create_mongo_client(settings)
+    db = mongo[settings.database_name]
+    payments = db["payments"]
+    work = DueWork(
+        payments,
+        "work",
+        has_work={"needs_work": True},
+        at_field="updated_at",
+        pending=lambda s: bool(s.get("needs_work")),
+    )
+    assert work.rebuild_every_s == 86_400  # the belt is a day now
+    now = datetime.now(UTC)
+    job = {"needs_work": True, "updated_at": {"$lte": now}}
+    relay = OutboxRelay(_Broker(), poll_interval_s=86_400, lease_s=5.0, heartbeat_s=0.3, dead_after_s=2.0)  # type: ignore[arg-type]
+    relay.watch(payments)
+    relay.on_relay_died = lambda: rebuild_soon(settings.database_name)
+    try:
+        assert await work.due(now, 50, job) == []  # started: markers built
+        # The other process committed this and died before its marker (and before its next beat).
+        await payments.insert_one({"_id": "left", "needs_work": True, "updated_at": now - timedelta(minutes=5)})
+        await db[REGISTRY].insert_one({"_id": "died", "beat_at": time.time() - 60})
+        assert await work.due(now, 50, job) == []  # nothing marked it
+        relay.start()
+        await wait_until(lambda: relay.relays_taken_over == 1, timeout=30)
+        assert await work.due(now, 50, job) == ["left"]
+    finally:
+        await relay.stop(drain_timeout_s=2)
+        await payments.delete_many({})
+        await work.index.delete_many({})
+        await mongo.close()
+
+
+def test_the_runtime_wires_a_dead_relay_to_its_database_s_rebuilds(settings_for: Any) -> None:
+    from kasse_common.runtime import ServiceRuntime
+
+    runtime = ServiceRuntime(settings_for(DueSettings), configure_logs=False)
+    work = DueWork(runtime.db["payments"], "work", has_work={"x": 1}, at_field="at", pending=lambda s: False)
+    elsewhere = DueWork(
+        runtime.mongo["another-database"]["payments"], "work", has_work={"x": 1}, at_field="at", pending=lambda s: False
+    )
+    work._rebuilt_at = elsewhere._rebuilt_at = time.monotonic()
+    assert not work._rebuild_due() and not elsewhere._rebuild_due()
+    assert runtime.relay.on_relay_died is not None
+    runtime.relay.on_relay_died()
+    assert work._rebuild_due() and not elsewhere._rebuild_due()
