@@ -229,13 +229,24 @@ async def _raw_body(message: Any) -> Any:
 class _Partition:
     """One assigned partition's records in hand: what may be committed."""
 
-    __slots__ = ("closed", "floor", "pending", "tasks")
+    __slots__ = ("closed", "floor", "pending", "rewound", "tasks")
 
     def __init__(self) -> None:
         self.pending: dict[int, object] = {}  # offset -> token of the record in hand (admitted, not returned)
         self.floor: int | None = None  # one past the last record admitted (lowered by a rewind)
         self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False  # revoked: records not started yet are not handled here
+        # Sought back to `floor`: until the record at `floor` comes again, a record handed over is one fetched
+        # before the seek (the consume loop waited for a slot with it) and must not be taken.
+        self.rewound = False
+
+    def stale(self, offset: int) -> bool:
+        if not self.rewound:
+            return False
+        if offset == self.floor:
+            self.rewound = False  # the redelivery starts
+            return False
+        return True
 
     def admit(self, offset: int) -> object:
         token = object()
@@ -315,6 +326,9 @@ class InFlight:
         part = self.partitions.get(tp)
         if part is None or part.closed:
             part = self.partitions[tp] = _Partition()
+        if part.stale(offset):
+            self.slots.release()
+            return False  # not taken: the partition was sought back before it, so it comes again in order
         token = part.admit(offset)
         previous = self.tails.get((tp, key))
         task = asyncio.create_task(self._run(part, tp, offset, key, token, previous, work))
@@ -368,6 +382,7 @@ class InFlight:
             part.rewind(offset)
             # An earlier rewind of this partition whose records have not come again yet goes further back.
             offset = part.floor if part.floor is not None else offset
+            part.rewound = True
         try:
             self.client.pause(tp)
             self.client.seek(tp, offset)

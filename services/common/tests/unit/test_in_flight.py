@@ -298,3 +298,46 @@ async def test_after_settle_the_consume_loop_hands_over_records_that_are_not_tak
         assert flow.closing and not flow.tasks and handled == [60]
     finally:
         await client.stop()
+
+
+async def test_a_record_fetched_before_its_partition_was_rewound_is_not_taken() -> None:
+    """The consume loop waited for a slot with the next record while the one before it failed transiently and
+    rewound the partition: that record comes again after the rewound one; taken now, it would run before it and
+    let the commit pass the rewound record."""
+    handled: list[int] = []
+    failing = asyncio.Event()
+    store_down = True
+
+    async def handler(event: OrderPlaced, ctx: EventContext) -> None:
+        if event.order_id == "ord-a" and store_down:
+            await failing.wait()
+            raise AutoReconnect("connection closed")
+        handled.append(ctx.offset)
+
+    settings = UnitSettings(profile="development", consumer_backoff_initial_s=0, consumer_transient_retry_s=900)
+    consumer = EventConsumer(broker=None, settings=settings, publisher=NoDeadLetters())  # type: ignore[arg-type]
+    consumer.on(OrderPlaced, handler)
+    wanted = {OrderPlaced.event_type: OrderPlaced}
+    client = FakeClient()
+    flow = consumer.in_flight[id(client)] = flow_for(client, concurrency=1)
+
+    def admit(offset: int, order_id: str) -> Any:
+        message = record(client, offset, order_id)
+        return flow.admit(TP, offset, message.raw_message.key, lambda: consumer._dispatch(message, wanted))
+
+    assert await admit(70, "ord-a")
+    waiting = asyncio.create_task(admit(71, "ord-a"))  # the loop waits for the one slot with 71 in hand
+    await eventually(lambda: flow.slots.locked())
+    failing.set()  # 70 fails: rewound to 70, paused
+    assert await asyncio.wait_for(waiting, 10) is False  # 71 is not taken
+    await eventually(lambda: not flow.tasks)
+    assert client.seeks == [(TP, 70)] and handled == []
+    await flow.commit()
+    assert client.commits == [{TP: 70}]
+
+    store_down = False  # Kafka delivers 70 and 71 again, in order
+    assert await admit(70, "ord-a")
+    assert await admit(71, "ord-a")
+    await eventually(lambda: handled == [70, 71])
+    await flow.commit()
+    assert client.commits[-1] == {TP: 72}
