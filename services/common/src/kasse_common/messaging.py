@@ -324,6 +324,9 @@ class InFlight:
             self.slots.release()
             return False
         part = self.partitions.get(tp)
+        if tp not in self.client.assignment():
+            self.slots.release()
+            return False  # fetched before its partition was revoked (the loop waited for a slot): not ours now
         if part is None or part.closed:
             part = self.partitions[tp] = _Partition()
         if part.stale(offset):

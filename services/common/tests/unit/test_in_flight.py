@@ -288,7 +288,8 @@ async def test_after_settle_the_consume_loop_hands_over_records_that_are_not_tak
     consumer = EventConsumer(broker=None, settings=settings, publisher=NoDeadLetters())  # type: ignore[arg-type]
     consumer.on(OrderPlaced, handler)
     wanted = {OrderPlaced.event_type: OrderPlaced}
-    client = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")  # never started: nothing assigned, nothing sent
+    client = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")  # never started: nothing sent
+    client.assign([TP])
     try:
         await consumer._take(record(client, 60, "ord-1"), wanted)  # type: ignore[arg-type]
         await eventually(lambda: handled == [60])
@@ -341,3 +342,19 @@ async def test_a_record_fetched_before_its_partition_was_rewound_is_not_taken() 
     await eventually(lambda: handled == [70, 71])
     await flow.commit()
     assert client.commits[-1] == {TP: 72}
+
+
+async def test_a_record_held_while_its_partition_was_revoked_is_not_taken() -> None:
+    client = FakeClient()
+    flow = flow_for(client, concurrency=1)
+    gates = Gates()
+    await flow.admit(TP, 80, b"A", gates.work(80, hold=True))
+    waiting = asyncio.create_task(flow.admit(TP, 81, b"B", gates.work(81)))  # held by the loop, no slot
+    await eventually(lambda: flow.slots.locked() and 80 in gates.started)
+    revoke = asyncio.create_task(flow.hand_back({TP}, timeout_s=30))
+    await eventually(lambda: flow.partitions[TP].closed)
+    client.assigned.discard(TP)  # the new assignment no longer has it
+    gates.release(80)
+    await asyncio.wait_for(revoke, 10)
+    assert await asyncio.wait_for(waiting, 10) is False
+    assert 81 not in gates.started and TP not in flow.partitions
