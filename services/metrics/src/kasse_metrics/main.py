@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
 
@@ -221,4 +222,10 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
 
 def run() -> None:
     settings = MetricsSettings()
+    # The state holds many long-lived containers (each session's step lists, orders, carts), and
+    # ingest allocates thousands of short-lived objects per batch: at the default thresholds (700, 10,
+    # 10) the cyclic GC re-scanned the young and middle generations so often that it cost about a
+    # third of the state stage's CPU per fact (in-process measurement of the routed path, 50k bench
+    # events: 20.8 -> 13.8 µs per fact, as with the GC off). Collections stay on, only rarer.
+    gc.set_threshold(50_000, 20, 100)
     serve(create_app(settings), settings)

@@ -221,6 +221,11 @@ CounterKey = Count | EventsOf | ByItem | InCurrency | CohortDepth | ViewToPay | 
 Bucket = Counter[CounterKey]
 Contribution = list[tuple[int, CounterKey, int]]  # (minute, key, amount)
 
+# The counters every fact touches, bound once: an IntEnum member lookup (`Count.EVENTS`) costs ~0.4 µs
+# on Python 3.11, a module global ~0.05 µs.
+_EVENTS = Count.EVENTS
+_VIEWS = Count.VIEWS
+
 _STEP_OF: dict[type[Fact], str] = {
     Viewed: "viewed",
     CartAdded: "added_to_cart",
@@ -230,6 +235,8 @@ _STEP_OF: dict[type[Fact], str] = {
     Dispatched: "shipped",
     Delivered: "delivered",
 }
+# The facts that update a session's entity (`Projection._update_session`).
+_SESSION_FACTS: frozenset[type[Fact]] = frozenset((*_STEP_OF, CartLeft, Refunded))
 
 
 class OrderState(msgspec.Struct, gc=False):
@@ -367,6 +374,7 @@ class Projection:
         self._step_index = {step: i for i, step in enumerate(self.rules.steps)}
         self._window_ms = self.rules.conversion_window // timedelta(milliseconds=1)
         self._paid_index = self._step_index.get("paid")
+        self._events_of: dict[str, EventsOf] = {}  # one key per event type, not one per fact
         self._appliers: dict[type[Fact], Callable[[Any, Bucket], None]] = {
             Viewed: self._viewed,
             Searched: self._searched,
@@ -412,13 +420,17 @@ class Projection:
         self.dirty_minutes.add(minute)
         b = self.buckets[minute]
         t = self.total
-        b[Count.EVENTS] += 1
-        t[Count.EVENTS] += 1
-        key = EventsOf(event_name(f))
+        b[_EVENTS] += 1
+        t[_EVENTS] += 1
+        name = event_name(f)
+        key = self._events_of.get(name)
+        if key is None:
+            key = self._events_of[name] = EventsOf(name)
         b[key] += 1
         t[key] += 1
-        self._appliers[type(f)](f, b)
-        if (f.session is not None and type(f) in _STEP_OF) or isinstance(f, CartLeft | Refunded):
+        kind = type(f)
+        self._appliers[kind](f, b)
+        if f.session is not None and kind in _SESSION_FACTS:
             self._update_session(f)
 
     def _count(self, b: Bucket, key: CounterKey, n: int = 1) -> None:
@@ -464,9 +476,19 @@ class Projection:
         after = tuple(self.contribution(s))
         if after != before:
             s.contributed = after
-            for minute, key, n in before:
+            # Apply only the difference: most entries of a session's contribution (its carts, its
+            # orders, its cohort minute) stay when one step is added. Counted as multisets (two carts
+            # first added in one minute give two equal entries).
+            added = list(after)
+            removed = []
+            for entry in before:
+                try:
+                    added.remove(entry)
+                except ValueError:
+                    removed.append(entry)
+            for minute, key, n in removed:
                 self._add(minute, key, -n)
-            for minute, key, n in after:
+            for minute, key, n in added:
                 self._add(minute, key, n)
 
     def _add(self, minute: int, key: CounterKey, n: int) -> None:
@@ -566,7 +588,7 @@ class Projection:
     def _viewed(self, f: Viewed, b: Bucket) -> None:
         if not f.session:
             return
-        self._count(b, Count.VIEWS)
+        self._count(b, _VIEWS)
         self._count(b, ByItem(Measure.VIEWS, "product", f.product))
         self._count(b, ByItem(Measure.VIEWS, "category", f.category))
 
