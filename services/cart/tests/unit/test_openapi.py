@@ -44,3 +44,13 @@ def test_the_openapi_document_lists_the_cart_api_with_its_errors() -> None:
     assert {"404", "409", "422"} <= set(place["responses"])
     assert {"401", "403"} <= set(paths["/v1/admin/orders"]["get"]["responses"])
     assert "CartOut" in spec["components"]["schemas"] and "Problem" in spec["components"]["schemas"]
+
+
+def test_the_add_items_idempotency_key_is_published_as_an_optional_string_of_8_to_200_characters() -> None:
+    """A client generated from the document must know a short key is refused (the fuzzer sent one and got 422)."""
+    spec = create_app(CartSettings(profile="development", payment_base_url=None)).openapi()
+    params = spec["paths"]["/v1/carts/{cart_id}/items"]["post"]["parameters"]
+    key = next(p for p in params if p["in"] == "header" and p["name"] == "Idempotency-Key")
+    assert key.get("required", False) is False
+    assert key["schema"]["type"] == "string"
+    assert (key["schema"]["minLength"], key["schema"]["maxLength"]) == (8, 200)
