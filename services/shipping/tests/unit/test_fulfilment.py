@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -258,3 +260,41 @@ async def test_order_and_payment_handled_at_the_same_moment_still_ship_once() ->
     assert len(world.published(ShipmentCreated)) == 1
     assert await world.repo.was_processed(order.order_id, "evt-order")
     assert await world.repo.was_processed(order.order_id, "evt-pay")
+
+
+async def test_due_shipments_are_advanced_side_by_side_and_each_once() -> None:
+    """A scan round loads several due shipments at once (one after the other took minutes under load)."""
+    world = World()
+    for n in range(4):
+        order, payment = paid_order(world, order_id=f"ord_side_{n}")
+        await world.service.order_placed(order, f"placed-{n}")
+        await world.service.payment_captured(payment, f"captured-{n}")
+    world.clock.advance(days=3)  # both scans of every shipment are due
+
+    due = await world.repo.due_for_scan(world.clock(), 100)
+    assert len(due) == 4
+
+    async def the_due(now: object, limit: int) -> list[str]:
+        return due  # the fake finds them with `load`, which this test holds back
+
+    loading = 0
+    all_loading = asyncio.Event()
+    load = world.repo.load
+
+    async def load_when_all_are_loading(order_id: str) -> Any:
+        # Each load waits until every due shipment's load has begun: run one after the other, the
+        # first never returns and the round times out.
+        nonlocal loading
+        loading += 1
+        if loading == 4:
+            all_loading.set()
+        await all_loading.wait()
+        return await load(order_id)
+
+    world.repo.load = load_when_all_are_loading  # type: ignore[method-assign]
+    world.repo.due_for_scan = the_due  # type: ignore[method-assign]
+    assert await asyncio.wait_for(world.service.advance_due_shipments(concurrency=4), timeout=10) == 4
+    assert len(world.published(ShipmentDispatched)) == 4 and len(world.published(ShipmentDelivered)) == 4
+    world.repo.load = load  # type: ignore[method-assign]
+    del world.repo.due_for_scan
+    assert await world.service.advance_due_shipments() == 0  # nothing left to do

@@ -3,6 +3,7 @@ carrier's scans, take return requests and record returns arriving at the warehou
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -41,6 +42,10 @@ def to_millis(moment: datetime) -> datetime:
 
 def _now() -> datetime:
     return to_millis(datetime.now(UTC))
+
+
+# Due shipments advanced at once by a carrier-scan round (each a load and a save of its own document).
+SCANS_SIDE_BY_SIDE = 8
 
 
 class FulfilmentService:
@@ -149,35 +154,50 @@ class FulfilmentService:
         )
 
     # -- the carrier's progress ---------------------------------------------------------------------
-    async def advance_due_shipments(self, limit: int = 100) -> int:
+    async def advance_due_shipments(self, limit: int = 100, concurrency: int = SCANS_SIDE_BY_SIDE) -> int:
         """Apply every carrier scan that is due (also those missed while the service was down).
 
         Returns the number of shipments that moved. Another instance moving the same shipment first
-        is fine: the version check makes us skip it.
+        is fine: the version check makes us skip it. Shipments are independent documents, so up to
+        `concurrency` are advanced side by side: one after the other, a round of 100 due shipments at
+        ~1.5 s per load and save under load took minutes (300-order chaos: 126 paid orders waited
+        for their dispatch and delivery scans). A failure ends the round after the others finished.
         """
         now = self._clock()
-        moved = 0
-        for order_id in await self._repo.due_for_scan(now, limit):
-            loaded = await self._repo.load(order_id)
-            events: list[Event] = []
-            shipment = loaded.fulfilment.shipment
-            while shipment and shipment.next_transition_at is not None and shipment.next_transition_at <= now:
-                scanned_at = shipment.next_transition_at
-                reached = (
-                    ShipmentStatus.DISPATCHED if shipment.status is ShipmentStatus.CREATED else ShipmentStatus.DELIVERED
-                )
-                next_scan = self._carrier.next_scan(reached, scanned_at)
-                next_scan = to_millis(next_scan) if next_scan else None
-                step = loaded.fulfilment.advance(scanned_at=scanned_at, next_scan_at=next_scan)
-                if not step:
-                    shipment.next_transition_at = None  # nothing left to scan
-                events += step
-            try:
-                await self._repo.save(loaded, self._pending(order_id, events))
-                moved += 1
-            except ConcurrencyError:
-                log.info("shipment changed while advancing; next round", extra={"order_id": order_id})
-        return moved
+        slots = asyncio.Semaphore(concurrency)
+
+        async def advance(order_id: str) -> bool:
+            async with slots:
+                return await self._advance_shipment(order_id, now)
+
+        due = await self._repo.due_for_scan(now, limit)
+        outcomes = await asyncio.gather(*(advance(order_id) for order_id in due), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return sum(1 for outcome in outcomes if outcome is True)
+
+    async def _advance_shipment(self, order_id: str, now: datetime) -> bool:
+        loaded = await self._repo.load(order_id)
+        events: list[Event] = []
+        shipment = loaded.fulfilment.shipment
+        while shipment and shipment.next_transition_at is not None and shipment.next_transition_at <= now:
+            scanned_at = shipment.next_transition_at
+            reached = (
+                ShipmentStatus.DISPATCHED if shipment.status is ShipmentStatus.CREATED else ShipmentStatus.DELIVERED
+            )
+            next_scan = self._carrier.next_scan(reached, scanned_at)
+            next_scan = to_millis(next_scan) if next_scan else None
+            step = loaded.fulfilment.advance(scanned_at=scanned_at, next_scan_at=next_scan)
+            if not step:
+                shipment.next_transition_at = None  # nothing left to scan
+            events += step
+        try:
+            await self._repo.save(loaded, self._pending(order_id, events))
+        except ConcurrencyError:
+            log.info("shipment changed while advancing; next round", extra={"order_id": order_id})
+            return False
+        return True
 
     # -- returns ------------------------------------------------------------------------------------
     async def request_return(
