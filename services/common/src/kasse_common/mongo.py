@@ -6,15 +6,25 @@ collection and filter shape (`StoreCommands`, exported on `/metrics` as `kasse_s
 `kasse_store_command_seconds`): which of a service's queries cost the store what, e.g. a filter
 FerretDB v1 cannot narrow (anything but `{_id: v}`) reading a whole collection at idle (issue 12,
 `make bench-idle` prints them per window).
+
+On Python 3.11 the client is created only after `guard_condition_waits()` (below): PyMongo's own wait on
+its topology and pool conditions loses its lock when the waiting operation is cancelled at the wrong moment,
+and the client then never selects a server or checks out a connection again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
+import pymongo.asynchronous.pool
+import pymongo.asynchronous.topology
+import pymongo.lock
 from pymongo import AsyncMongoClient, monitoring
 
 from kasse_common.progress import report_progress
@@ -92,7 +102,43 @@ class StoreCommands(monitoring.CommandListener):
             return {k: CommandTotals(v.count, v.seconds) for k, v in self.totals.items()}
 
 
+async def _cond_wait_in_this_task(condition: Any, timeout: float | None) -> bool:
+    """PyMongo's `_async_cond_wait`, with the timeout run in the waiting task itself (as `asyncio.wait_for`
+    does from Python 3.12 on): the condition's lock is held again whenever this returns or raises."""
+    try:
+        async with asyncio.timeout(timeout):
+            return bool(await condition.wait())
+    except TimeoutError:
+        return False
+
+
+# The modules that call `_async_cond_wait` by the name they imported (server selection, pool checkout).
+_COND_WAIT_USERS: tuple[ModuleType, ...] = (pymongo.lock, pymongo.asynchronous.topology, pymongo.asynchronous.pool)
+
+
+def guard_condition_waits() -> None:
+    """Make PyMongo's async condition waits keep their lock when cancelled (Python 3.11 only; idempotent).
+
+    Why (issue 12: payment's client never reconnected after the store's kill -9; its log showed
+    `RuntimeError: Lock is not acquired` from `Topology.select_servers`): PyMongo waits for a topology change
+    (`select_servers`, every 0.5 s while no server answers) and for a pool slot with
+    `asyncio.wait_for(condition.wait(), timeout)`. On Python 3.11 `wait_for` runs `condition.wait()` in a task
+    of its own; when the timeout expires it cancels that task and waits for it to take the lock back. If the
+    operation itself is cancelled during that wait (the readiness probe's 2 s bound on a ping, a handler
+    cancelled by the consumer's stop), it leaves `async with lock` at once and releases a lock it does not
+    hold: the release either fails or frees another task's hold, and the orphaned inner task takes the lock
+    afterwards and keeps it for ever. Every later server selection (and the monitor's topology update) then
+    waits on that lock for good: no connection, no store command, whatever the store does.
+    """
+    if sys.version_info >= (3, 12):
+        return  # `asyncio.wait_for` awaits in the caller's task there: nothing to guard
+    for module in _COND_WAIT_USERS:
+        if hasattr(module, "_async_cond_wait"):
+            module._async_cond_wait = _cond_wait_in_this_task  # type: ignore[attr-defined]
+
+
 def create_mongo_client(settings: ServiceSettings, commands: StoreCommands | None = None) -> AsyncMongoClient[Any]:
+    guard_condition_waits()
     # No I/O here: the client connects on first use.
     return AsyncMongoClient(
         settings.mongo_uri.get_secret_value(),
