@@ -73,8 +73,12 @@ class InMemorySnapshotStore:
     def __init__(self) -> None:
         self.latest: tuple[dict[TopicPartition, int], bytes] | None = None
 
-    async def save(self, seen: dict[TopicPartition, int], blob: bytes) -> None:
+    async def save(self, seen: dict[TopicPartition, int], blob: bytes) -> bool:
+        # As MongoSnapshotStore: never replaces a snapshot that covers more of some partition.
+        if self.latest is not None and any(self.latest[0].get(tp, -1) > o for tp, o in seen.items()):
+            return False
         self.latest = (dict(seen), blob)
+        return True
 
     async def load(self) -> tuple[dict[TopicPartition, int], bytes] | None:
         return self.latest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -389,6 +390,16 @@ def test_state_is_bounded_sessions_fold_old_minutes_merge_into_days_and_ids_are_
     last = day0 + timedelta(minutes=10 * 431)
     assert p.report(Window.named("1h", last))["funnel"][0]["sessions"] == 6
     assert p.report(Window.named("24h", day0 + timedelta(days=1, minutes=-1)))["funnel"][0]["sessions"] == 144
+    # A short window looks up its own minutes; a longer one scans the buckets: the same buckets either way,
+    # over minute buckets, day buckets (keyed by their first minute) and the edge between them.
+    for name in ("5m", "1h", "24h"):
+        for at in range(minute_of(day0) - 30, minute_of(last) + 30, 7):
+            w = Window(name, at - {"5m": 5, "1h": 60, "24h": 1440}[name] + 1, at)
+            scanned: Counter[Any] = Counter()
+            for minute, bucket in p.buckets.items():
+                if w.contains(minute):
+                    scanned.update(bucket)
+            assert p.counters(w) == scanned, (name, at)
     # An id older than the window is forgotten (counted again); a recent one is a duplicate.
     assert p.apply_all([_view("s431", last, "v431")]) == 0
     assert p.apply_all([_view("s0", day0, "v0")]) == 1

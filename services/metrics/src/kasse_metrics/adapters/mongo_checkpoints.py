@@ -15,6 +15,7 @@ from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from kasse_metrics.application.ingest import Segment, TopicPartition
 from kasse_metrics.domain.facts import Fact, decode_facts, encode_facts
@@ -149,24 +150,33 @@ class MongoSnapshotStore:
         # One latest snapshot per internal partition (`latest|<topic>|<partition>`): each owner its own.
         self.header_id = f"latest|{scope}" if scope else "latest"
 
-    async def save(self, seen: dict[TopicPartition, int], blob: bytes) -> None:
+    async def save(self, seen: dict[TopicPartition, int], blob: bytes) -> bool:
+        """Store the snapshot unless the stored one covers more of some partition; False then.
+
+        A save in flight when its partition was revoked (chunks of a large snapshot take seconds) must not
+        replace a newer snapshot of the new owner: the segments below that one may be deleted already. So
+        the header is switched only if none of its offsets is above this snapshot's (a header without
+        the partition, or an empty collection, qualifies); otherwise the upsert's insert of the existing
+        `_id` fails as a duplicate and this snapshot's chunks are deleted."""
         snapshot_id = uuid.uuid4().hex
         parts = [blob[i : i + self.CHUNK_BYTES] for i in range(0, len(blob), self.CHUNK_BYTES)] or [b""]
         await self.chunks.insert_many(
             [{"_id": f"{snapshot_id}:{i}", "s": snapshot_id, "i": i, "b": part} for i, part in enumerate(parts)]
         )
-        previous = await self.headers.find_one_and_replace(
-            {"_id": self.header_id},
-            {
-                "_id": self.header_id,
-                "s": snapshot_id,
-                "n": len(parts),
-                "seen": {_offset_field(tp): o for tp, o in seen.items()},
-            },
-            upsert=True,
-        )
+        fields = {_offset_field(tp): o for tp, o in seen.items()}
+        not_newer: dict[str, Any] = {f"seen.{f}": {"$not": {"$gt": o}} for f, o in fields.items()}
+        try:
+            previous = await self.headers.find_one_and_replace(
+                {"_id": self.header_id, **not_newer},
+                {"_id": self.header_id, "s": snapshot_id, "n": len(parts), "seen": fields},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            await self.chunks.delete_many({"s": snapshot_id})
+            return False
         if previous is not None:
             await self.chunks.delete_many({"s": previous["s"]})
+        return True
 
     async def latest_seen(self) -> dict[TopicPartition, int] | None:
         header = await self.headers.find_one({"_id": self.header_id}, {"seen": 1})

@@ -98,8 +98,9 @@ class ReaderRegistry(Protocol):
 
 
 class SnapshotStore(Protocol):
-    async def save(self, seen: dict[TopicPartition, int], blob: bytes) -> None:
-        """Replace the latest snapshot: the projection holding every fact below `seen` per partition."""
+    async def save(self, seen: dict[TopicPartition, int], blob: bytes) -> bool:
+        """Replace the latest snapshot: the projection holding every fact below `seen` per partition.
+        Not when the stored one covers more of a partition (a newer owner's): False, nothing replaced."""
 
     async def load(self) -> tuple[dict[TopicPartition, int], bytes] | None: ...
 
@@ -451,7 +452,10 @@ class ProjectionSync:
         seen = dict(self.seen)
         if self.snapshot_parts:
             blob = _bundle(blob, {name: take() for name, (take, _) in self.snapshot_parts.items()})
-        await self.snapshots.save(seen, blob)
+        if not await self.snapshots.save(seen, blob):
+            # Another owner stored a newer one meanwhile (this partition was revoked during the save).
+            log.info("a newer snapshot of this partition was stored meanwhile; this one was dropped")
+            return False
         self._snapshot_facts = applied
         self._snapshot_seen = seen
         self._prune_due = True

@@ -29,7 +29,6 @@ from kasse_metrics.domain.kpis import (
     Projection,
     Window,
     breakdown_from,
-    event_counts_from,
     funnel_from,
     merged_counters,
     report_from,
@@ -89,6 +88,7 @@ class PartitionState:
     minute_seq: dict[int, int] = field(default_factory=dict)
     names_published: bool = False
     experiments_published: int = -1  # the analysis version last published
+    experiments_sent: Aggregates | None = None  # the sums last published
     _aggregates: tuple[int, Aggregates] | None = None
 
     @property
@@ -248,6 +248,11 @@ class StatePartitions:
             minutes, names_changed = part.projection.take_changes()
             names_changed = names_changed or not part.names_published
             experiments_changed = part.analysis.version != part.experiments_published
+            if experiments_changed and part.experiments_sent is not None and part.aggregates() == part.experiments_sent:
+                # The analysis moves with every batch (its version), its per-variant sums only with exposed
+                # sessions: the same sums are not written again (with no experiment, every 50 ms per partition).
+                part.experiments_published = part.analysis.version
+                experiments_changed = False
             if not minutes and not names_changed and not experiments_changed:
                 continue
             taken.append((part, minutes, names_changed))
@@ -270,6 +275,7 @@ class StatePartitions:
         if not updates:
             return
         versions = {part.key: part.analysis.version for part, _, _ in taken}
+        sent = {u.key: u.experiments for u in updates if u.experiments is not None}
         try:
             await self.partials.publish(updates)
         except BaseException:
@@ -280,6 +286,8 @@ class StatePartitions:
         for part, _, names_changed in taken:
             part.names_published = part.names_published or names_changed
             part.experiments_published = versions[part.key]
+            if part.key in sent:
+                part.experiments_sent = sent[part.key]
 
     def sessions_held(self) -> int:
         return sum(len(p.projection.sessions) for p in self.parts.values())
@@ -430,7 +438,15 @@ class MergedKpis:
         return funnel_from(self.counters(window), self.rules, channel)
 
     def event_counts(self, window: Window) -> dict[str, int]:
-        return event_counts_from(self.counters(window))
+        # The partitions' own (small, cached per partition version) counts summed: not the whole merged
+        # counters (every breakdown key), which a batch applied to any partition invalidates.
+        def merge() -> dict[str, int]:
+            total: Counter[str] = Counter()
+            for p in self.parts():
+                total.update(p.event_counts(window))
+            return dict(sorted(total.items()))
+
+        return self._cached(("events", window), merge)  # type: ignore[no-any-return]
 
     def breakdown(self, dimension: str, window: Window, limit: int = 50) -> list[dict[str, Any]]:
         return breakdown_from(self.counters(window), self.rules, dimension, limit, self.product_names())

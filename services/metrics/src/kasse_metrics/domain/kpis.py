@@ -789,8 +789,19 @@ class Projection:
         """The window's aggregates: the sum of its minutes (the running total for all time)."""
         key = ("counters", window)
         if key not in self._cache:
-            if window.first_minute is None and window.last_minute is None:
+            first, last = window.first_minute, window.last_minute
+            if first is None and last is None:
                 total = Counter(self.total)
+            elif first is not None and last is not None and last - first < len(self.buckets):
+                # A short window (5m, 1h) looks up its own minutes instead of testing every minute held
+                # (up to 2 days of minutes plus days per partition): the same buckets, since a bucket's key
+                # is its minute (a day's: its first minute). Read after every applied batch (freshness).
+                total = Counter()
+                buckets = self.buckets
+                for minute in range(first, last + 1):
+                    bucket = buckets.get(minute)
+                    if bucket:
+                        total.update(bucket)
             else:
                 total = Counter()
                 for minute, bucket in self.buckets.items():
@@ -809,7 +820,10 @@ class Projection:
         return funnel_from(self.counters(window), self.rules, channel)
 
     def event_counts(self, window: Window) -> dict[str, int]:
-        return event_counts_from(self.counters(window))
+        key = ("events", window)
+        if key not in self._cache:
+            self._remember(key, event_counts_from(self.counters(window)))
+        return self._cache[key]  # type: ignore[no-any-return]
 
     def breakdown(self, dimension: str, window: Window, limit: int = 50) -> list[dict[str, Any]]:
         return breakdown_from(self.counters(window), self.rules, dimension, limit, self.product_names)
