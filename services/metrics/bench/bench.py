@@ -710,11 +710,10 @@ async def _one_instance(args: argparse.Namespace, prefix: str, database: str, re
         early = min(args.rss_early_events, args.events)
         rates: dict[float, float] = {}
         cpu: dict[str, float] = {}
-        marks = {
-            1: lambda: cpu.setdefault("start", service.cpu_s()),
-            early: lambda: rss.setdefault("early", service.rss_mb()),
-            args.compare: lambda: None,
-        }
+        # `early` may equal `args.compare` (both 1M by default): one entry, or the RSS sample is lost (nan).
+        marks: dict[float, Any] = {args.compare: lambda: None}
+        marks[early] = lambda: rss.setdefault("early", service.rss_mb())
+        marks[1] = lambda: cpu.setdefault("start", service.cpu_s())
         result["ingested"], result["rate"] = await ingest_rate(
             args,
             database,

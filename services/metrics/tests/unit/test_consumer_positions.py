@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from aiokafka.structs import ConsumerRecord
 
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, contract_decode
 from kasse_metrics.domain.kpis import Projection
-from kasse_metrics.entrypoints.consumer import IngestConsumer
+from kasse_metrics.entrypoints.consumer import IngestConsumer, _SeekToStoredOffsets
 from kasse_metrics.settings import MetricsSettings
 
 from .fakes import InMemoryCheckpointStore, RecordingDeadLetters
@@ -45,4 +46,41 @@ async def test_records_below_the_sought_offset_are_skipped_and_readiness_follows
         {tp: [_consumer_record(v.topic, v.partition, v.offset, v.value or b"", v.headers) for v in views]}
     )
     assert consumer.records_total == 2 and consumer.next_offsets[(tp.topic, tp.partition)] == 6
+    assert consumer.caught_up() == "ok"
+
+
+class _AssignedClient:
+    """The aiokafka consumer as the rebalance listener uses it: every partition empty (end 0)."""
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        pass
+
+    async def seek_to_beginning(self, tp: TopicPartition) -> None:
+        pass
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
+
+async def test_not_ready_while_the_assigned_partitions_state_is_being_built() -> None:
+    # Everything checkpointed: the sought positions equal the partitions' ends as soon as the seek is
+    # done, while the state (snapshot, segments) is still being loaded by the listener.
+    store = InMemoryCheckpointStore()
+    ingest = Ingest(ProjectionSync(store, Projection()), Checkpoints(store), contract_decode(RecordingDeadLetters()))
+    loading, release = asyncio.Event(), asyncio.Event()
+
+    async def build_state(tps: list[tuple[str, int]]) -> None:
+        loading.set()
+        await release.wait()
+
+    consumer = IngestConsumer(MetricsSettings(profile="development"), store, ingest, on_assigned=build_state)
+    consumer.consumer = _AssignedClient()  # type: ignore[assignment]
+    listener = _SeekToStoredOffsets(consumer)
+    assigned = [TopicPartition("kasse.metrics.facts-by-session.v1", p) for p in range(2)]
+    task = asyncio.create_task(listener.on_partitions_assigned(assigned))
+    await asyncio.wait_for(loading.wait(), 10)
+    assert consumer.next_offsets and consumer.ends_at_assignment  # sought: positions == ends
+    assert consumer.caught_up() == "catching up: loading the assigned partitions' state"
+    release.set()
+    await asyncio.wait_for(task, 10)
     assert consumer.caught_up() == "ok"

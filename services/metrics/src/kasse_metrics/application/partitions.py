@@ -15,6 +15,7 @@ projections with the remote partials (`MergedKpis`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -136,25 +137,30 @@ class StatePartitions:
         would take seconds per partition under load, long enough to miss heartbeats and rebalance again."""
         sequences = await self.partials.sequences() if self.partials is not None else {}
         parked, self._parked = self._parked, {}
-        for tp in tps:
-            if tp in self.parts:
-                continue
-            part = parked.pop(tp, None)
-            if part is None:
-                part = self.make(tp)
-                await part.sync.restore()
-            self.retiring.pop(part.key, None)  # owned again: its own state (rebuilt) is read
-            await part.sync.catch_up()
-            part.seq = max(part.seq, sequences.get(part.key, 0))  # the previous owner's publications continue
-            self.parts[tp] = part
-            log.info(
-                "partition state loaded",
-                extra={"partition": part.key, "sessions": len(part.projection.sessions)},
-            )
+        todo = [(tp, parked.pop(tp, None)) for tp in dict.fromkeys(tps) if tp not in self.parts]
+        # Side by side: one partition's snapshot and segments are read from the store while another's are
+        # decoded (a restart loaded its six 11 MB snapshots one after the other: 15 s at 2M events).
+        results = await asyncio.gather(*(self._build(tp, part, sequences) for tp, part in todo), return_exceptions=True)
         for part in parked.values():  # revoked and not assigned back: dropped once superseded
             await self._retire(part)
         self.version += 1
         await self._notify()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _build(self, tp: TopicPartition, part: PartitionState | None, sequences: Mapping[str, int]) -> None:
+        if part is None:
+            part = self.make(tp)
+            await part.sync.restore()
+        self.retiring.pop(part.key, None)  # owned again: its own state (rebuilt) is read
+        await part.sync.catch_up()
+        part.seq = max(part.seq, sequences.get(part.key, 0))  # the previous owner's publications continue
+        self.parts[tp] = part
+        log.info(
+            "partition state loaded",
+            extra={"partition": part.key, "sessions": len(part.projection.sessions)},
+        )
 
     async def revoke(self, tps: Iterable[TopicPartition]) -> None:
         """Stop owning partitions (after the consumer checkpointed them). Their state is kept: reused if the

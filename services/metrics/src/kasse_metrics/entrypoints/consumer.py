@@ -87,14 +87,21 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         t0 = time.monotonic()
-        async with self.owner.batch_lock:
-            t_lock = time.monotonic()
-            await self._seek(assigned)
-            t_seek = time.monotonic()
-            if self.owner.on_assigned is not None:
-                # The partitions' state (snapshot + segments, read after the seek: records between the
-                # sought offset and what the state holds are read again and skipped by event id).
-                await self.owner.on_assigned([(tp.topic, tp.partition) for tp in assigned])
+        # Not ready while the state is built: the seek sets the positions first, and when everything was
+        # checkpointed they equal the partitions' ends, which read as "caught up" (a restart said ready
+        # with three of six partitions still loading).
+        self.owner.assigning += 1
+        try:
+            async with self.owner.batch_lock:
+                t_lock = time.monotonic()
+                await self._seek(assigned)
+                t_seek = time.monotonic()
+                if self.owner.on_assigned is not None:
+                    # The partitions' state (snapshot + segments, read after the seek: records between the
+                    # sought offset and what the state holds are read again and skipped by event id).
+                    await self.owner.on_assigned([(tp.topic, tp.partition) for tp in assigned])
+        finally:
+            self.owner.assigning -= 1
         log.info(
             "partitions' state loaded",
             extra={
@@ -147,6 +154,13 @@ class IngestConsumer(PartitionLoop):
         self.duplicates_total = 0
         self.batch_lock = asyncio.Lock()
         self._checkpoint_due = asyncio.Event()
+        self.assigning = 0  # rebalance listeners building the assigned partitions' state
+
+    def caught_up(self) -> str:
+        """As `PartitionLoop.caught_up`, and never before the assigned partitions' state is built."""
+        if not self._caught_up and self.assigning:
+            return "catching up: loading the assigned partitions' state"
+        return super().caught_up()
 
     async def _consume(self) -> None:
         s = self.settings
