@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import uuid
 
 from fastapi import FastAPI
@@ -164,6 +165,16 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         """Ready once the router has routed its contract partitions up to their end as of assignment, the
         state stage has read its internal partitions as far (their state loaded first), and the other
         partitions' published aggregates were read once (sticky)."""
+        reason = readiness()
+        step = re.sub(r"\d+", "N", reason)  # logged when the step changes, not its counts: where a start's time goes
+        if step != readiness_step[0]:
+            readiness_step[0] = step
+            log.info("readiness", extra={"check": reason})
+        return reason
+
+    readiness_step = [""]
+
+    def readiness() -> str:
         routed = router.caught_up()
         if routed != "ok":
             return routed
