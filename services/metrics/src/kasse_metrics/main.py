@@ -90,7 +90,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
 
     partial_store = MongoPartialStore(runtime.db)
     partitions = StatePartitions(make_partition, partial_store)
-    remote = RemotePartials(partial_store, rules, skip=lambda: partitions.keys)
+    remote = RemotePartials(partial_store, rules, skip=lambda: partitions.local_keys)
     merged = MergedKpis(rules, partitions, remote)
     queries = KpiQueries(merged, settings.stream_min_interval_s, lag=lambda: partitions.lag_records)
     dead_letters = KafkaDeadLetters(
@@ -157,6 +157,10 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         await partitions.publish()
 
     async def read_partials() -> None:
+        if not partitions.assigned_once:
+            # Which partitions are this instance's is not known yet: a poll now would read every partition's
+            # published minutes (seconds at 2M events, beside the snapshot loads), most of them its own.
+            return
         await remote.poll()
         # A partition this instance gave up is read from its new owner once that one published it.
         partitions.superseded({key: r.seq for key, r in remote.parts.items()})

@@ -123,10 +123,17 @@ class StatePartitions:
         self.retiring: dict[str, PartitionState] = {}
         self.version = 0  # grows with every change of what this instance holds
         self.listeners: list[Callable[[], Awaitable[None] | None]] = []
+        self.loading: set[str] = set()  # assigned, state being built (by key)
+        self.assigned_once = False  # the state stage's first assignment is known (possibly empty)
 
     @property
     def keys(self) -> set[str]:
         return {p.key for p in self.parts.values()}
+
+    @property
+    def local_keys(self) -> set[str]:
+        """The partitions held here or being loaded here: never read from their owners' publications."""
+        return self.keys | self.loading
 
     async def assign(self, tps: Iterable[TopicPartition]) -> None:
         """Build the state of newly owned partitions: each from its snapshot, then its segments above it.
@@ -135,12 +142,22 @@ class StatePartitions:
         partition revoked in this rebalance and assigned back keeps its state (checkpointed at the
         revocation) and only reads the segments another owner may have stored meanwhile. Rebuilding it
         would take seconds per partition under load, long enough to miss heartbeats and rebalance again."""
-        sequences = await self.partials.sequences() if self.partials is not None else {}
         parked, self._parked = self._parked, {}
-        todo = [(tp, parked.pop(tp, None)) for tp in dict.fromkeys(tps) if tp not in self.parts]
+        todo = []
+        for tp in dict.fromkeys(tps):
+            if tp not in self.parts:
+                part = parked.pop(tp, None)
+                todo.append((part or self.make(tp), part is None))
+        # Known before the first await: the other partitions' publications are not read for these (a start's
+        # first poll read all six partitions' published minutes, seconds beside the snapshot loads).
+        self.loading.update(part.key for part, _ in todo)
+        self.assigned_once = True
+        sequences = await self.partials.sequences() if self.partials is not None else {}
         # Side by side: one partition's snapshot and segments are read from the store while another's are
         # decoded (a restart loaded its six 11 MB snapshots one after the other: 15 s at 2M events).
-        results = await asyncio.gather(*(self._build(tp, part, sequences) for tp, part in todo), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._build(part, fresh, sequences) for part, fresh in todo), return_exceptions=True
+        )
         for part in parked.values():  # revoked and not assigned back: dropped once superseded
             await self._retire(part)
         self.version += 1
@@ -149,14 +166,16 @@ class StatePartitions:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _build(self, tp: TopicPartition, part: PartitionState | None, sequences: Mapping[str, int]) -> None:
-        if part is None:
-            part = self.make(tp)
-            await part.sync.restore()
-        self.retiring.pop(part.key, None)  # owned again: its own state (rebuilt) is read
-        await part.sync.catch_up()
-        part.seq = max(part.seq, sequences.get(part.key, 0))  # the previous owner's publications continue
-        self.parts[tp] = part
+    async def _build(self, part: PartitionState, fresh: bool, sequences: Mapping[str, int]) -> None:
+        try:
+            if fresh:
+                await part.sync.restore()
+            self.retiring.pop(part.key, None)  # owned again: its own state (rebuilt) is read
+            await part.sync.catch_up()
+            part.seq = max(part.seq, sequences.get(part.key, 0))  # the previous owner's publications continue
+            self.parts[part.tp] = part
+        finally:
+            self.loading.discard(part.key)
         log.info(
             "partition state loaded",
             extra={"partition": part.key, "sessions": len(part.projection.sessions)},
