@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 import zlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,7 @@ from kasse_common.envelope import OutgoingRecord, encode
 from kasse_common.errors import Unprocessable
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import PaymentCaptured, ProductViewed
+from kasse_metrics.application.experiments import observe, partition_analysis, snapshot_part
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord, contract_decode
 from kasse_metrics.domain.facts import Captured, CartAdded, Fact, Line, Placed, Refunded, Viewed, to_ms
 from kasse_metrics.domain.kpis import FunnelRules, Projection, Window, minute_of
@@ -758,3 +761,28 @@ def test_the_catalogs_product_name_wins_over_line_names_whatever_the_order() -> 
         by_id = {r["product"]: r["name"] for r in restored.breakdown("product", Window.named("all", None))}
         rows.append(by_id)
     assert rows[0] == rows[1] == {"p1": "Lamp", "p2": None}
+
+
+def test_a_dropped_partition_state_is_freed_by_reference_counting_alone() -> None:
+    """The service freezes the heap once its partitions are loaded (`gc.freeze`, out of the cyclic GC's
+    reach): a revoked partition's state is then freed only if no reference cycle holds it (a projection
+    keeping bound methods of itself was one)."""
+    rules = FunnelRules(steps=("viewed", "paid"), conversion_window=timedelta(hours=1))
+    analysis = partition_analysis(rules.conversion_window)
+    sync = ProjectionSync(InMemoryCheckpointStore(), Projection(rules), snapshots=InMemorySnapshotStore())
+    sync.fact_observers.append(observe(analysis))
+    sync.snapshot_parts["experiments"] = snapshot_part(analysis)
+    facts: list[Fact] = []
+    for i in range(50):
+        t = T0 + timedelta(minutes=i)
+        facts += [_view(f"s{i}", t, f"v{i}"), _paid(f"s{i}", t + timedelta(seconds=30), f"p{i}")]
+    sync.projection.apply_all(facts)
+    for observer in sync.fact_observers:
+        observer(facts)
+    refs = [weakref.ref(sync.projection), weakref.ref(sync), weakref.ref(analysis)]
+    del observer, analysis, sync
+    gc.disable()
+    try:
+        assert [r() is None for r in refs] == [True, True, True]
+    finally:
+        gc.enable()
