@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from kasse_common.persistence import DocumentStore
@@ -56,6 +56,16 @@ log = logging.getLogger(__name__)
 MAX_OWED = 10_000
 
 A_DAY = 86_400.0
+
+# Marker writes go to the store this many to a command: one round trip per marker made a rebuild of a
+# few hundred pending orders outlast the job's round (minutes at ~3 s a command on a loaded store), and
+# a cancelled rebuild started again from the first one — the 300-order chaos run's jobs never ran
+# again after the store's restart. Well below 100: an update command of 100 or more statements hangs
+# FerretDB 1.24 for every client.
+MARKERS_PER_WRITE = 50
+
+# A round's candidates are read by `_id` this many at a time (each read is a round trip).
+CANDIDATE_READS_AT_ONCE = 8
 
 # Every DueWork of this process, so that a process dying for good makes the survivors rebuild.
 _instances: weakref.WeakSet[DueWork] = weakref.WeakSet()
@@ -110,6 +120,18 @@ class DueWork:
 
     async def mark(self, doc_id: Any, at: datetime) -> None:
         await self.index.update_one({"_id": doc_id}, {"$set": {"at": at, "token": uuid.uuid4().hex}}, upsert=True)
+
+    async def mark_many(self, markers: list[tuple[Any, datetime]]) -> None:
+        """Write `markers` (document id, at), `MARKERS_PER_WRITE` to a command."""
+        for start in range(0, len(markers), MARKERS_PER_WRITE):
+            batch = markers[start : start + MARKERS_PER_WRITE]
+            await self.index.bulk_write(
+                [
+                    UpdateOne({"_id": doc_id}, {"$set": {"at": at, "token": uuid.uuid4().hex}}, upsert=True)
+                    for doc_id, at in batch
+                ],
+                ordered=False,
+            )
 
     def _due_at(self, state: Mapping[str, Any]) -> datetime | None:
         at = state.get(self.at_field)
@@ -169,12 +191,20 @@ class DueWork:
 
     async def _write_owed(self) -> None:
         async with self._writing:
-            for doc_id, at in list(self._owed.items()):
-                if self._owed.get(doc_id) != at:
-                    continue  # written by the batch before this one, or owed again (a later batch)
-                await self.mark(doc_id, at)
-                if self._owed.get(doc_id) == at:  # not owed again meanwhile
-                    del self._owed[doc_id]
+            owed = list(self._owed.items())
+            for start in range(0, len(owed), MARKERS_PER_WRITE):
+                # Skip what the batch before this one wrote or what was owed again (a later batch).
+                batch = [
+                    (doc_id, at)
+                    for doc_id, at in owed[start : start + MARKERS_PER_WRITE]
+                    if self._owed.get(doc_id) == at
+                ]
+                if not batch:
+                    continue
+                await self.mark_many(batch)
+                for doc_id, at in batch:
+                    if self._owed.get(doc_id) == at:  # not owed again meanwhile
+                        del self._owed[doc_id]
 
     def _rebuild_due(self) -> bool:
         if self._rebuilt_at is None or time.monotonic() - self._rebuilt_at >= self.rebuild_every_s:
@@ -182,17 +212,27 @@ class DueWork:
         return self._rebuild_asked_at is not None and self._rebuild_asked_at >= self._rebuilt_at
 
     async def rebuild(self) -> int:
-        """Mark every document with work (a full read: at start, when another process of the database
-        died (`rebuild_soon`), then every `rebuild_every_s`, covering a crash between a commit and its
-        marker)."""
+        """Mark every document with work that has no marker, or one later than its work (a full read:
+        at start, when another process of the database died (`rebuild_soon`), then every
+        `rebuild_every_s`, covering a crash between a commit and its marker); how many it wrote.
+
+        The markers already there are read in one query and kept: after a restart nearly all are, so
+        the rebuild writes what is missing, in batches, and a rebuild cut short (the round's timeout,
+        the store going away) leaves what it wrote for the next one.
+        """
         started = time.monotonic()
-        marked = 0
+        present = {marker["_id"]: marker.get("at") async for marker in self.index.find({}, {"at": 1})}
+        missing: list[tuple[Any, datetime]] = []
         async for doc in self.source.find(self.has_work, {"_id": 1, self.at_field: 1}):
             at = doc.get(self.at_field)
-            await self.mark(doc["_id"], at if isinstance(at, datetime) else datetime.now(UTC))
-            marked += 1
+            marked_at = present.get(doc["_id"])
+            if marked_at is None:
+                missing.append((doc["_id"], at if isinstance(at, datetime) else datetime.now(UTC)))
+            elif isinstance(at, datetime) and isinstance(marked_at, datetime) and marked_at > at:
+                missing.append((doc["_id"], at))  # its marker says later than its work: earlier
+        await self.mark_many(missing)
         self._rebuilt_at = started
-        return marked
+        return len(missing)
 
     async def due(self, until: datetime, limit: int, job_filter: Mapping[str, Any]) -> list[Any]:
         """Ids of documents matching `job_filter` whose marker is at or before `until`, oldest first.
@@ -204,19 +244,29 @@ class DueWork:
             await self.rebuild()
         await self._write_owed()
         markers = await self.index.find({"at": {"$lte": until}}).sort("at", ASCENDING).limit(limit).to_list()
-        found: list[Any] = []
-        for marker in markers:
+        reads = asyncio.Semaphore(CANDIDATE_READS_AT_ONCE)
+
+        async def candidate(marker: Mapping[str, Any]) -> bool:
             doc_id = marker["_id"]
-            if await self.source.find_one({"_id": doc_id, **job_filter}, {"_id": 1}) is not None:
-                found.append(doc_id)
-            elif await self.source.find_one({"_id": doc_id, **self.has_work}, {"_id": 1}) is None:
-                await self.index.delete_one({"_id": doc_id, "token": marker["token"]})
-            else:  # work later (a retry time ahead): behind the others, so it holds up no round
-                await self.index.update_one(
-                    {"_id": doc_id, "token": marker["token"]},
-                    {"$set": {"at": datetime.now(UTC), "token": uuid.uuid4().hex}},
-                )
-        return found
+            async with reads:
+                if await self.source.find_one({"_id": doc_id, **job_filter}, {"_id": 1}) is not None:
+                    return True
+                if await self.source.find_one({"_id": doc_id, **self.has_work}, {"_id": 1}) is None:
+                    await self.index.delete_one({"_id": doc_id, "token": marker["token"]})
+                else:  # work later (a retry time ahead): behind the others, so it holds up no round
+                    await self.index.update_one(
+                        {"_id": doc_id, "token": marker["token"]},
+                        {"$set": {"at": datetime.now(UTC), "token": uuid.uuid4().hex}},
+                    )
+                return False
+
+        # Side by side; every read ends before the round does (a failure is raised after the others
+        # finished, as itself: the round's retry tells a transient one); oldest first as in `markers`.
+        chosen = await asyncio.gather(*(candidate(marker) for marker in markers), return_exceptions=True)
+        for outcome in chosen:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [marker["_id"] for marker, ok in zip(markers, chosen, strict=True) if ok is True]
 
     async def size(self) -> int:
         return int(await self.index.count_documents({}))

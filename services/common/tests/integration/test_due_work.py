@@ -141,6 +141,79 @@ async def test_on_the_store_a_marker_a_failed_write_left_out_comes_with_the_next
         await mongo.close()
 
 
+class _CountingIndex:
+    """The marker collection, counting the commands a rebuild sends; `fail_after_writes` cuts it short."""
+
+    def __init__(self, index: Any, fail_after_writes: int | None = None) -> None:
+        self.index = index
+        self.writes = 0
+        self.single_writes = 0
+        self.fail_after_writes = fail_after_writes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.index, name)
+
+    async def bulk_write(self, requests: Any, **kwargs: Any) -> Any:
+        if self.fail_after_writes is not None and self.writes >= self.fail_after_writes:
+            raise AutoReconnect("the store went away in the middle of the rebuild")
+        self.writes += 1
+        return await self.index.bulk_write(requests, **kwargs)
+
+    async def update_one(self, *args: Any, **kwargs: Any) -> Any:
+        self.single_writes += 1
+        return await self.index.update_one(*args, **kwargs)
+
+
+async def test_a_rebuild_writes_only_the_missing_markers_in_batches_and_keeps_what_it_wrote_when_cut_short(
+    settings_for: Any,
+) -> None:
+    """After a restart nearly every marker is there: the rebuild writes the missing ones, a batch a
+    command, not one round trip per pending document. In the 300-order chaos run a rebuild of ~260
+    pending orders at ~3 s a command outlasted the job's round; cancelled, it started again from the
+    first, and the jobs never ran again. A rebuild cut short keeps what it wrote."""
+    settings = settings_for(DueSettings)
+    mongo = create_mongo_client(settings)
+    payments = mongo[settings.database_name]["payments"]
+    work = DueWork(
+        payments,
+        "work",
+        has_work={"needs_work": True},
+        at_field="updated_at",
+        pending=lambda s: bool(s.get("needs_work")),
+    )
+    real_index = work.index
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = now - timedelta(minutes=5)
+    job = {"needs_work": True, "updated_at": {"$lte": now}}
+    try:
+        await payments.insert_many([{"_id": f"p-{i:03}", "needs_work": True, "updated_at": old} for i in range(260)])
+        await payments.insert_many([{"_id": f"done-{i}", "needs_work": False, "updated_at": old} for i in range(40)])
+        # Marked before the restart: 120 of them, one with a marker later than its work.
+        await real_index.insert_many([{"_id": f"p-{i:03}", "at": old, "token": "t"} for i in range(120)])
+        await real_index.update_one({"_id": "p-000"}, {"$set": {"at": now + timedelta(hours=1)}})
+
+        cut = _CountingIndex(real_index, fail_after_writes=1)
+        work.index = cut  # type: ignore[assignment]
+        with pytest.raises(AutoReconnect):
+            await work.rebuild()  # the store goes away after the first batch
+        assert cut.writes == 1 and cut.single_writes == 0
+        assert await real_index.count_documents({}) == 120 + 49  # p-000 re-marked, 49 new ones kept
+
+        counted = _CountingIndex(real_index)
+        work.index = counted  # type: ignore[assignment]
+        assert await work.rebuild() == 260 - 120 - 49  # only what is still missing
+        assert counted.writes == 2 and counted.single_writes == 0  # 91 markers: two commands
+        work.index = real_index
+        assert await real_index.count_documents({}) == 260
+        assert (await real_index.find_one({"_id": "p-000"}) or {}).get("at") == old
+        due = await work.due(now, 500, job)
+        assert sorted(due) == [f"p-{i:03}" for i in range(260)]
+    finally:
+        await payments.delete_many({})
+        await real_index.delete_many({})
+        await mongo.close()
+
+
 class _Broker:
     async def publish(self, record: Any) -> None:
         pass

@@ -40,8 +40,9 @@ pytestmark = pytest.mark.integration
 
 
 class DiesOnce:
-    """A collection whose next `update_one` fails as when the store is killed: before it is sent
-    (`applied=False`) or after the store applied it (`applied=True`). Everything else passes."""
+    """A collection whose next write (`update_one`, or `bulk_write`: the DueWork writes its markers in
+    batches) fails as when the store is killed: before it is sent (`applied=False`) or after the store
+    applied it (`applied=True`). Everything else passes."""
 
     def __init__(self, real: Any, *, applied: bool) -> None:
         self._real = real
@@ -53,12 +54,18 @@ class DiesOnce:
         return getattr(self._real, name)
 
     async def update_one(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._write("update_one", *args, **kwargs)
+
+    async def bulk_write(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._write("bulk_write", *args, **kwargs)
+
+    async def _write(self, command: str, *args: Any, **kwargs: Any) -> Any:
         if not self.armed:
-            return await self._real.update_one(*args, **kwargs)
+            return await getattr(self._real, command)(*args, **kwargs)
         self.armed = False
         self.fired += 1
         if self._applied:
-            await self._real.update_one(*args, **kwargs)
+            await getattr(self._real, command)(*args, **kwargs)
         raise AutoReconnect("127.0.0.1:37017: connection closed")
 
 
