@@ -163,6 +163,19 @@ def aiokafka_security(settings: ServiceSettings) -> dict[str, Any]:
     return options
 
 
+def confluent_security(settings: ServiceSettings) -> dict[str, str]:
+    """The same connection security as librdkafka configuration (a confluent-kafka client)."""
+    options = {"security.protocol": settings.kafka_security_protocol.upper()}
+    if settings.kafka_ssl_cafile and options["security.protocol"] in ("SSL", "SASL_SSL"):
+        options["ssl.ca.location"] = settings.kafka_ssl_cafile
+    if settings.kafka_sasl_mechanism:
+        options["sasl.mechanism"] = settings.kafka_sasl_mechanism.upper()
+        options["sasl.username"] = settings.kafka_sasl_username or ""
+        password = settings.kafka_sasl_password
+        options["sasl.password"] = password.get_secret_value() if password else ""
+    return options
+
+
 def create_broker(
     settings: ServiceSettings,
     tracer_provider: TracerProvider | None = None,

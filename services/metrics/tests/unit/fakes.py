@@ -143,3 +143,30 @@ class InMemoryPartialStore:
             experiments=experiments,
             experiments_seq=head["exp_seq"] if experiments is not None else experiments_seq,
         )
+
+
+class ClientMessage:
+    """A consumed record as confluent-kafka hands it to the router (`Message`'s accessors, header values
+    as bytes), made from a RawRecord."""
+
+    def __init__(self, record: RawRecord, headers: list[tuple[str, bytes]] | None = None) -> None:
+        self.record = record
+        self._headers = headers if headers is not None else [(k, v.encode()) for k, v in record.headers.items()]
+
+    def topic(self) -> str:
+        return self.record.topic
+
+    def partition(self) -> int:
+        return self.record.partition
+
+    def offset(self) -> int:
+        return self.record.offset
+
+    def key(self) -> bytes | None:
+        return self.record.key
+
+    def value(self) -> bytes | None:
+        return self.record.value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers or None

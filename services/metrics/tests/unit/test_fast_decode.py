@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from kasse_common.envelope import MalformedEvent, decode, encode
+from kasse_common.envelope import MalformedEvent, decode, encode, headers_to_dict
 from kasse_contracts.events import ALL_EVENTS
 from kasse_contracts.examples import EXAMPLES
 from kasse_metrics.application.decoding import FastDecoder, struct_for
@@ -112,6 +112,7 @@ def test_fast_path_accepts_and_rejects_exactly_what_pydantic_does_on_valid_and_m
     for model in ALL_EVENTS:
         record = encode(EXAMPLES[model], service="t")
         fast_json = decoder.decoders[record.event_type].json
+        raw_headers = {k: v.encode() for k, v in record.headers.items()}
         payload = json.loads(record.value)
         corpus = [payload, *_mutations(payload)]
         rng.shuffle(corpus)
@@ -125,6 +126,9 @@ def test_fast_path_accepts_and_rejects_exactly_what_pydantic_does_on_valid_and_m
                 fast_ok = False
             if fast_ok:
                 assert expected is not None, (model.__name__, doc)  # never looser than the contract
+            # The router's path on the client's undecoded headers takes exactly what msgspec accepts.
+            via_raw = decoder.raw(value, raw_headers, 7)
+            assert (via_raw is not None) == fast_ok, (model.__name__, doc)
             try:
                 fact = decoder(value, record.headers, 7)
             except MalformedEvent:
@@ -134,6 +138,7 @@ def test_fast_path_accepts_and_rejects_exactly_what_pydantic_does_on_valid_and_m
             else:
                 assert expected is not None, (model.__name__, doc)
                 assert fact == decoder.slow(value, record.headers, 7), (model.__name__, doc)
+                assert via_raw is None or via_raw == fact, (model.__name__, doc)
                 accepted += 1
             checked += 1
     assert refused > 1000 and accepted > 1000, (accepted, refused)
@@ -165,3 +170,49 @@ def test_the_scenario_decodes_to_the_same_facts_on_both_paths(scenario_for: Any)
     for r in scenario.all_records():
         assert decoder(r.value, r.headers, 3) == decoder.slow(r.value, r.headers, 3)
     assert decoder.slow_path == len(scenario.all_records())  # only the explicit slow calls
+
+
+def _outcome(decoder: FastDecoder, value: bytes | None, headers: dict[str, str]) -> Any:
+    try:
+        return decoder(value, headers, 1)
+    except MalformedEvent:
+        return MalformedEvent
+
+
+def test_the_raw_header_path_takes_only_records_that_pass_every_check_and_makes_the_same_fact() -> None:
+    """`FastDecoder.raw` reads the client's header values as bytes; anything it is not sure of (a header
+    missing, empty, None, not UTF-8, a time without zone, a type it does not know) it leaves to the
+    decoded path, which then decides as before (fact, skipped or dead-lettered)."""
+    decoder = FastDecoder()
+    for model in ALL_EVENTS:
+        record = encode(EXAMPLES[model], service="t")
+        raw = {k: v.encode() for k, v in record.headers.items()}
+        fact = decoder.raw(record.value, raw, 1)
+        assert fact is not None and fact == decoder(record.value, record.headers, 1), model.__name__
+    record = encode(next(iter(EXAMPLES.values())), service="t")
+    raw = {k: v.encode() for k, v in record.headers.items()}
+    variants: list[dict[str, bytes | None]] = []
+    for name in ("ce_id", "ce_type", "ce_source", "ce_subject", "ce_time", "ce_specversion"):
+        variants.append({k: v for k, v in raw.items() if k != name})
+        variants.append({**raw, name: b""})
+        variants.append({**raw, name: None})
+    variants += [
+        {**raw, "ce_id": b"\xffid"},
+        {**raw, "ce_source": b"\xff"},
+        {**raw, "ce_time": b"\xff"},
+        {**raw, "ce_time": b"yesterday"},
+        {**raw, "ce_time": b"2026-03-02T12:00:00"},
+        {**raw, "ce_type": b"io.kasse.future.Thing.v1"},
+    ]
+    for headers in variants:
+        fact = decoder.raw(record.value, headers, 1)
+        decoded = headers_to_dict(list(headers.items()))
+        if fact is None:
+            continue  # the router decodes the headers and asks `decoder(...)`, as before
+        assert fact == _outcome(decoder, record.value, decoded), headers
+    # Where the bytes path refuses, it is because the decoded path might decide otherwise.
+    assert decoder.raw(record.value, {**raw, "ce_source": b"\xff"}, 1) is not None  # any non-empty bytes
+    assert decoder.raw(record.value, {**raw, "ce_id": b"\xffid"}, 1) is None  # the id must decode
+    assert _outcome(decoder, record.value, headers_to_dict([*raw.items(), ("ce_id", b"\xffid")])) is not None
+    assert decoder.raw(None, raw, 1) is None
+    assert decoder.raw(b"{not json", raw, 1) is None

@@ -17,7 +17,13 @@ from kasse_metrics.domain.experiment_analysis import ExperimentAnalysis
 from kasse_metrics.domain.facts import decode_facts
 from kasse_metrics.domain.kpis import Projection, Window
 
-from .fakes import InMemoryCheckpointStore, InMemoryPartialStore, InMemorySnapshotStore, RecordingDeadLetters
+from .fakes import (
+    ClientMessage,
+    InMemoryCheckpointStore,
+    InMemoryPartialStore,
+    InMemorySnapshotStore,
+    RecordingDeadLetters,
+)
 from .test_kpis import Log
 
 pytestmark = pytest.mark.unit
@@ -48,8 +54,9 @@ class InternalTopic:
 async def _route_all(records: list[RawRecord], topic: InternalTopic, batch_size: int = 9) -> RecordingDeadLetters:
     dlq = RecordingDeadLetters()
     router = Router(dlq, topic, max_facts_per_record=4)
-    for i in range(0, len(records), batch_size):
-        await router(records[i : i + batch_size])
+    messages = [ClientMessage(r) for r in records]
+    for i in range(0, len(messages), batch_size):
+        await router(messages[i : i + batch_size])
     return dlq
 
 
@@ -103,6 +110,33 @@ async def test_a_malformed_contract_record_is_dead_lettered_by_the_router() -> N
     dlq = await _route_all([good, bad], topic)
     assert [r.offset for r, _ in dlq.sent] == [bad.offset]
     assert sum(len(decode_facts(v)) for values in topic.log.values() for v in values) == 1
+
+
+async def test_records_the_raw_header_path_leaves_are_decoded_as_before_and_traced_ones_reported() -> None:
+    """The router reads the client's header bytes; a record they do not pass (here: an id that is not
+    UTF-8, a missing id, a type from a newer producer) takes the decoded path: counted, dead-lettered or
+    skipped exactly as before. A record with a trace context is reported for its consumer span."""
+    good = Log().append(_scenario_record())
+    raw = [(k, v.encode()) for k, v in good.headers.items()]
+
+    def variant(offset: int, headers: list[tuple[str, bytes]]) -> ClientMessage:
+        return ClientMessage(RawRecord(good.topic, good.partition, offset, b"k", good.value, {}), headers)
+
+    not_utf8 = variant(1, [(k, b"\xffid" if k == "ce_id" else v) for k, v in raw])
+    no_id = variant(2, [(k, v) for k, v in raw if k != "ce_id"])
+    newer = variant(3, [(k, b"io.kasse.future.Thing.v1" if k == "ce_type" else v) for k, v in raw])
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    traced = variant(4, [*raw, ("traceparent", traceparent.encode())])
+    dlq = RecordingDeadLetters()
+    topic = InternalTopic()
+    router = Router(dlq, topic)
+    result = await router([ClientMessage(good), not_utf8, no_id, newer, traced])
+    assert (result.records, result.facts, result.dead_lettered, result.skipped) == (5, 3, 1, 1)
+    assert [r.offset for r, _ in dlq.sent] == [2] and dlq.sent[0][0].headers["ce_source"] == good.headers["ce_source"]
+    facts = [f for values in topic.log.values() for v in values for f in decode_facts(v)]
+    # The not-UTF-8 id decoded as the kit decodes headers (replacement characters), a fact of its own.
+    assert sorted(f.event_id for f in facts) == sorted([good.headers["ce_id"], "\ufffdid", good.headers["ce_id"]])
+    assert result.traced == [(good.topic, good.partition, 4, traceparent)]
 
 
 async def test_an_internal_record_that_does_not_decode_is_skipped_and_its_offset_moves() -> None:

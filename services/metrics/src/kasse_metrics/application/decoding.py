@@ -27,7 +27,16 @@ import msgspec
 
 from kasse_common.envelope import MalformedEvent, decode
 from kasse_contracts.base import Event
-from kasse_contracts.envelope import H_ID, H_SOURCE, H_SUBJECT, H_TIME, H_TYPE, REQUIRED_HEADERS
+from kasse_contracts.envelope import (
+    H_CONTENT_TYPE,
+    H_ID,
+    H_SOURCE,
+    H_SPECVERSION,
+    H_SUBJECT,
+    H_TIME,
+    H_TYPE,
+    REQUIRED_HEADERS,
+)
 from kasse_contracts.events import EVENTS_BY_TYPE
 from kasse_metrics.domain import facts as F
 
@@ -238,6 +247,8 @@ class FastDecoder:
     def __init__(self, events: Mapping[str, type[Event]] | None = None) -> None:
         self.events = events if events is not None else EVENTS_BY_TYPE
         self.decoders = {ce_type: _Decoder(model) for ce_type, model in self.events.items()}
+        # The same decoders keyed by the type header's bytes, as a Kafka client hands it (`raw`).
+        self._by_raw_type = {ce_type.encode(): d for ce_type, d in self.decoders.items()}
         self.slow_path = 0  # records the fast path handed to pydantic (the malformed, the lax)
 
     def __call__(self, value: bytes | None, headers: Mapping[str, str], offset: int) -> F.Fact | None:
@@ -251,6 +262,30 @@ class FastDecoder:
             else:
                 return d.build(payload, headers[H_ID], F.to_ms(payload.occurred_at), offset)
         return self.slow(value, headers, offset)
+
+    def raw(self, value: bytes | None, headers: Mapping[str, bytes | None], offset: int) -> F.Fact | None:
+        """The fast path alone, on a Kafka client's headers as they come (values are bytes, not decoded):
+        the fact when the record passes every check, None when `__call__` must decide (on the decoded
+        headers: a type it may not know, a header missing, empty or not UTF-8, a payload msgspec
+        refuses). Whatever this returns is what `__call__` returns for the same record."""
+        d = self._by_raw_type.get(headers.get(H_TYPE))  # type: ignore[arg-type]
+        if d is None or value is None or not headers.keys() >= _REQUIRED:
+            return None
+        event_id = headers[H_ID]
+        # Every required header non-empty (stricter than `_headers_ok`, which lets an empty spec version
+        # or content type through to pydantic): a None value (a null header) never passes here.
+        if not (
+            event_id and headers[H_SOURCE] and headers[H_SUBJECT] and headers[H_SPECVERSION] and headers[H_CONTENT_TYPE]
+        ):
+            return None
+        try:
+            if dt.datetime.fromisoformat(headers[H_TIME].decode()).tzinfo is None:  # type: ignore[union-attr]
+                return None
+            payload = d.json.decode(value)
+            return d.build(payload, event_id.decode(), F.to_ms(payload.occurred_at), offset)
+        except (ValueError, AttributeError, msgspec.ValidationError, msgspec.DecodeError):
+            # ValueError covers a time that does not parse and bytes that are not UTF-8.
+            return None
 
     def slow(self, value: bytes | None, headers: Mapping[str, str], offset: int) -> F.Fact | None:
         """The kit's pydantic decode decides (raises MalformedEvent for the dead-letter topic)."""

@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import msgspec
 
+from kasse_common.envelope import headers_to_dict
 from kasse_metrics.application.decoding import FastDecoder
-from kasse_metrics.application.ingest import DeadLetters, Decoded, RawRecord, decode_batch
+from kasse_metrics.application.ingest import DeadLetters, Decoded, RawRecord, decode_batch, default_decoder
 from kasse_metrics.domain.facts import AnyFact, Fact, encode_facts
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,19 @@ class RoutedFactsSender(Protocol):
         """Enqueue one record for `partition`; the returned awaitable completes when it is acknowledged."""
 
 
+class SourceRecord(Protocol):
+    """A consumed contract record as the Kafka client hands it (`confluent_kafka.Message`'s accessors):
+    read as it comes, with no record object of our own per event."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> Any:
+        """A list of (name, value as bytes) pairs, or None."""
+
+
 @dataclass
 class RouteResult:
     records: int = 0
@@ -55,6 +69,8 @@ class RouteResult:
     routed_records: int = 0
     dead_lettered: int = 0
     skipped: int = 0
+    # (topic, partition, offset, traceparent) of the records that carry a trace context
+    traced: list[tuple[str, int, int, str]] = field(default_factory=list)
 
 
 class Router:
@@ -69,34 +85,61 @@ class Router:
         self.sender = sender
         # A record stays far below Kafka's 1 MB default message size (a fact packs to ~50-150 bytes).
         self.max_facts_per_record = max_facts_per_record
-        self.decoder = decoder
+        self.decoder = decoder or default_decoder()
 
-    async def __call__(self, records: Sequence[RawRecord]) -> RouteResult:
-        """Decode and send the batch; returns once every record sent was acknowledged."""
-        decoded: Decoded = await decode_batch(records, self.dead_letters, self.decoder)
+    async def __call__(self, records: Sequence[SourceRecord]) -> RouteResult:
+        """Decode and send the batch; returns once every record sent was acknowledged.
+
+        Per record, the fast path reads the client's header list as it is (`FastDecoder.raw`: no
+        decoded header dict, no record object); whatever it does not accept goes through
+        `decode_batch` (the kit's pydantic decode decides; malformed → dead-letter topic), so the
+        outcome is the same as decoding every record that way."""
+        out = RouteResult(records=len(records))
+        facts: list[Fact] = []
+        fast = self.decoder.raw
+        for m in records:
+            raw = m.headers()
+            headers = dict(raw) if raw else {}
+            value = m.value()
+            fact = fast(value, headers, m.offset())  # type: ignore[arg-type]
+            if fact is not None:
+                facts.append(fact)
+            else:
+                await self._slow(m, raw, value, facts, out)
+            traceparent = headers.get("traceparent")
+            if traceparent:
+                out.traced.append((m.topic(), m.partition(), m.offset(), traceparent.decode(errors="replace")))  # type: ignore[arg-type]
+        out.facts = len(facts)
+        out.routed_records = await self.send(facts)
+        return out
+
+    async def _slow(self, m: SourceRecord, raw: Any, value: bytes | None, facts: list[Fact], out: RouteResult) -> None:
+        record = RawRecord(m.topic(), m.partition(), m.offset(), m.key(), value, headers_to_dict(raw or ()))  # type: ignore[arg-type]
+        decoded = await decode_batch([record], self.dead_letters, self.decoder)
+        facts.extend(decoded.facts)
+        out.dead_lettered += decoded.dead_lettered
+        out.skipped += decoded.skipped
+
+    async def send(self, facts: Sequence[Fact]) -> int:
+        """Send the facts, packed per partition of their session; returns the records sent, once every
+        one was acknowledged."""
         n = self.sender.partitions
         by_partition: dict[int, list[Fact]] = {}
-        for f in decoded.facts:
+        for f in facts:
             p = partition_of(f.session or f.event_id, n)
-            facts = by_partition.get(p)
-            if facts is None:
+            same = by_partition.get(p)
+            if same is None:
                 by_partition[p] = [f]
             else:
-                facts.append(f)
+                same.append(f)
         acks = []
         step = self.max_facts_per_record
-        for p, facts in sorted(by_partition.items()):
-            for i in range(0, len(facts), step):
-                acks.append(await self.sender.send(p, encode_facts(facts[i : i + step])))
+        for p, packed in sorted(by_partition.items()):
+            for i in range(0, len(packed), step):
+                acks.append(await self.sender.send(p, encode_facts(packed[i : i + step])))
         for ack in acks:
             await ack
-        return RouteResult(
-            records=decoded.records,
-            facts=len(decoded.facts),
-            routed_records=len(acks),
-            dead_lettered=decoded.dead_lettered,
-            skipped=decoded.skipped,
-        )
+        return len(acks)
 
 
 class MalformedRoutedRecord(ValueError):

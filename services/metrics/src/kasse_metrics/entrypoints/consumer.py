@@ -15,7 +15,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -30,23 +30,21 @@ from kasse_metrics.settings import MetricsSettings
 log = logging.getLogger(__name__)
 
 
-def trace_consumed(tracer: trace.Tracer, group: str, records: list[RawRecord]) -> None:
-    """A consumer span per traced event, in the producer's trace: the metrics hop of an order's trace."""
-    for r in records:
-        traceparent = r.headers.get("traceparent")
-        if not traceparent:
-            continue
+def trace_consumed(tracer: trace.Tracer, group: str, traced: Iterable[tuple[str, int, int, str]]) -> None:
+    """A consumer span per traced event, in the producer's trace: the metrics hop of an order's trace.
+    `traced`: (topic, partition, offset, traceparent) of each record that carries a trace context."""
+    for topic, partition, offset, traceparent in traced:
         parent = propagate.extract({"traceparent": traceparent})
         tracer.start_span(
-            f"{r.topic} process",
+            f"{topic} process",
             context=parent,
             kind=trace.SpanKind.CONSUMER,
             attributes={
                 "messaging.system": "kafka",
                 "messaging.operation": "process",
-                "messaging.destination.name": r.topic,
-                "messaging.kafka.destination.partition": r.partition,
-                "messaging.kafka.message.offset": r.offset,
+                "messaging.destination.name": topic,
+                "messaging.kafka.destination.partition": partition,
+                "messaging.kafka.message.offset": offset,
                 "messaging.consumer.group.name": group,
             },
         ).end()

@@ -1,8 +1,8 @@
 """What the metrics service's two consumer loops (router and state stage) share: the operator's pause
 switch, the ingest rate, "caught up" as of assignment, the lag per partition and the restart loop.
 
-Each loop runs its own aiokafka consumer (offsets in Kafka for the router, in Mongo for the state
-stage), so only `_consume` differs.
+Each loop runs its own consumer (confluent-kafka with offsets in Kafka for the router, aiokafka with
+offsets in Mongo for the state stage), so only `_consume` (and where the partitions' ends are read) differs.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ class PartitionLoop:
     label = ""
 
     def __init__(self) -> None:
-        self.consumer: AIOKafkaConsumer | None = None
+        # The loop's Kafka client: aiokafka's for the state stage, confluent-kafka's for the router.
+        self.consumer: Any = None
         self.next_offsets: dict[tuple[str, int], int] = {}
         self.ends_at_assignment: dict[tuple[str, int], int] = {}
         self.records_total = 0
@@ -86,11 +88,17 @@ class PartitionLoop:
         if self.consumer is None:
             return {}
         out = {}
-        for (topic, partition), position in self.next_offsets.items():
-            high = self.consumer.highwater(TopicPartition(topic, partition))
+        for tp, position in list(self.next_offsets.items()):
+            high = self._highwater(tp)
             if high is not None:
-                out[(topic, partition)] = max(0, high - position)
+                out[tp] = max(0, high - position)
         return out
+
+    def _highwater(self, tp: tuple[str, int]) -> int | None:
+        """The partition's end as this loop's client last saw it (aiokafka's; the router overrides it)."""
+        assert self.consumer is not None
+        high: int | None = self.consumer.highwater(TopicPartition(*tp))
+        return high
 
     async def run(self) -> None:
         """Consume until cancelled; a broken connection restarts the consumer after a pause."""
