@@ -6,14 +6,19 @@ listener (`kasse_common.mongo.StoreCommands`) reports every store command that c
 writes and reads — slowly, under load, or through many steps — is seen working; one that waits for ever on
 something that never answers reports nothing and is restarted after the stall window, as before.
 
+A step that reports nothing while it lasts — one outbound HTTP call (Stripe, with the SDK's retries), a
+carrier's API — runs inside `working(up_to_s)`: it counts as work for at most its own bound (its timeout),
+so a handler slow on one long call is not restarted as stalled, while a call hung beyond its bound is.
+
 Only while the handling lasts: tasks a handler started (they copy its context) stop counting once it returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 
 
@@ -46,3 +51,30 @@ def report_progress() -> None:
     current = _current.get()
     if current is not None and current.active:
         current.marks[current.key] = time.monotonic()
+
+
+@asynccontextmanager
+async def working(up_to_s: float, *, every_s: float = 1.0) -> AsyncIterator[None]:
+    """The block is work in progress for at most `up_to_s` (its own bound, e.g. the call's timeout).
+
+    Progress is reported when it starts, every `every_s` while it lasts (until `up_to_s` has passed) and
+    when it ends. Outside a record's handling it does nothing.
+    """
+    current = _current.get()
+    if current is None or not current.active:
+        yield
+        return
+    report_progress()
+    ticker = asyncio.create_task(_tick(current, time.monotonic() + up_to_s, every_s))
+    try:
+        yield
+    finally:
+        ticker.cancel()
+        report_progress()
+
+
+async def _tick(current: _Handling, until: float, every_s: float) -> None:
+    while (left := until - time.monotonic()) > 0:
+        await asyncio.sleep(min(every_s, left))
+        if current.active:
+            current.marks[current.key] = time.monotonic()

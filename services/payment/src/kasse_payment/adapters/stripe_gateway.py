@@ -8,10 +8,12 @@ client secrets or card data.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, Mapping
 from typing import Any
 
 import stripe
 
+from kasse_common.progress import working
 from kasse_payment.application.ports import GatewayDeclined, GatewayUnavailable, IntentState
 
 FINAL_ERRORS = (
@@ -21,6 +23,30 @@ FINAL_ERRORS = (
     stripe.IdempotencyError,
 )
 TRANSIENT_ERRORS = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
+
+
+class ProgressHTTPXClient(stripe.HTTPXClient):
+    """The SDK's httpx client, each request attempt reported as progress to the consumer's watchdog while it
+    lasts, up to its bound: a handler waiting on a slow Stripe call (retries included: the SDK's sleeps
+    between attempts are at most 5 s) is working, not stalled; one hung beyond the bound is still restarted.
+    httpx applies the timeout to connecting, waiting for the pool, writing and each read: four of them bound
+    an attempt (a trickling answer may take longer and then counts as stalled)."""
+
+    def __init__(self, *, timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(timeout=timeout_s, **kwargs)
+        self.attempt_bound_s = 4 * timeout_s
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        async with working(self.attempt_bound_s):
+            return await super().request_async(method, url, headers, post_data)
+
+    async def request_stream_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[AsyncIterable[bytes], int, Mapping[str, str]]:
+        async with working(self.attempt_bound_s):
+            return await super().request_stream_async(method, url, headers, post_data)
 
 
 def build_client(
@@ -35,7 +61,7 @@ def build_client(
         api_key,
         base_addresses={"api": api_base},
         max_network_retries=max_network_retries,
-        http_client=http_client or stripe.HTTPXClient(timeout=timeout_s),
+        http_client=http_client or ProgressHTTPXClient(timeout_s=timeout_s),
     )
 
 
