@@ -85,6 +85,14 @@ class MetricsSettings(ServiceSettings):
     checkpoint_max_pending_records: int = Field(
         200_000, ge=1, description="Stop consuming until a checkpoint is stored when this many are pending"
     )
+    checkpoint_max_pending_facts: int = Field(
+        50_000,
+        ge=1,
+        description=(
+            "Stop consuming until a checkpoint is stored when this many facts are pending (a router record packs"
+            " up to a thousand, so the record bound alone let a slow store hold millions in memory)"
+        ),
+    )
     gc_freeze: bool = Field(
         False,
         description="Freeze the heap after each checkpoint: no full-GC pauses over the projection, but garbage"

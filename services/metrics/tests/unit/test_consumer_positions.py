@@ -84,3 +84,24 @@ async def test_not_ready_while_the_assigned_partitions_state_is_being_built() ->
     release.set()
     await asyncio.wait_for(task, 10)
     assert consumer.caught_up() == "ok"
+
+
+async def test_the_consumer_waits_for_the_store_once_too_many_facts_are_pending() -> None:
+    # Few records (a router record packs up to a thousand facts), many facts: the facts bound stores them
+    # before the next poll.
+    store = InMemoryCheckpointStore()
+    ingest = Ingest(ProjectionSync(store, Projection()), Checkpoints(store), contract_decode(RecordingDeadLetters()))
+    settings = MetricsSettings(profile="development", checkpoint_max_pending_facts=5)
+    consumer = IngestConsumer(settings, store, ingest)
+    consumer.consumer = object()  # type: ignore[assignment]
+    tp = TopicPartition("kasse.storefront.v1", 0)
+    views = _views(6)
+    records = {tp: [_consumer_record(v.topic, v.partition, v.offset, v.value or b"", v.headers) for v in views[:4]]}
+    await consumer._ingest(records)
+    await consumer._bound_pending()
+    assert store.segments == [] and ingest.checkpoints.pending_facts == 4  # below the bound: the timer stores
+    records = {tp: [_consumer_record(v.topic, v.partition, v.offset, v.value or b"", v.headers) for v in views[4:]]}
+    await consumer._ingest(records)
+    await consumer._bound_pending()
+    assert ingest.checkpoints.pending_facts == 0
+    assert sum(len(s.facts) for s in store.segments) == 6 and store.offsets[(tp.topic, tp.partition)] == 6

@@ -190,6 +190,10 @@ class Checkpoints:
     def pending_records(self) -> int:
         return sum(p.end - p.start for p in self.pending.values())
 
+    @property
+    def pending_facts(self) -> int:
+        return sum(len(p.facts) for p in self.pending.values())
+
     def add(self, decoded: Decoded) -> None:
         for tp, (first, end) in decoded.ranges.items():
             p = self.pending.setdefault(tp, _Pending(first, first))

@@ -195,12 +195,7 @@ class IngestConsumer(PartitionLoop):
                 if batch:
                     async with self.batch_lock:
                         await self._ingest(batch)
-                    pending = self.ingest.checkpoints.pending_records
-                    if pending >= s.checkpoint_max_records:
-                        self._checkpoint_due.set()
-                    if pending >= s.checkpoint_max_pending_records:
-                        # The store is slower than Kafka: wait for it rather than grow without bound.
-                        await self.ingest.checkpoint()
+                    await self._bound_pending()
         finally:
             checkpointer.cancel()
             try:
@@ -208,6 +203,17 @@ class IngestConsumer(PartitionLoop):
             except BaseException:
                 log.warning("final checkpoint failed; the next owner reads those records again", exc_info=True)
             await self.consumer.stop()
+
+    async def _bound_pending(self) -> None:
+        s = self.settings
+        checkpoints = self.ingest.checkpoints
+        pending = checkpoints.pending_records
+        if pending >= s.checkpoint_max_records:
+            self._checkpoint_due.set()
+        if pending >= s.checkpoint_max_pending_records or checkpoints.pending_facts >= s.checkpoint_max_pending_facts:
+            # The store is slower than Kafka: wait for it rather than hold ever more facts in memory (counted in
+            # facts too: one internal record packs up to a thousand, and the record bound alone never bit).
+            await self.ingest.checkpoint()
 
     async def _checkpoint_loop(self) -> None:
         """Checkpoint every `checkpoint_interval_s`, sooner when `checkpoint_max_records` are pending."""
