@@ -852,6 +852,7 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
     stop, sent = ctx.Event(), ctx.Value("q", 0)
     loader = ctx.Process(target=_background_load, args=(args.bootstrap, topic, rate, stop, sent), daemon=True)
     loader.start()
+    load_started, load_sent_then = time.monotonic(), 0
 
     async def reviews() -> int:
         r = await http.get("/v1/kpis/events", params={"window": "5m"})
@@ -864,6 +865,7 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
             if sent.value or not loader.is_alive():
                 break
             await asyncio.sleep(0.1)
+        load_started, load_sent_then = time.monotonic(), sent.value
         seen = await reviews()
         end = time.monotonic() + args.freshness_seconds
         while time.monotonic() < end:
@@ -913,6 +915,7 @@ async def freshness(args: argparse.Namespace, prefix: str, http: httpx.AsyncClie
         if loader.is_alive():
             loader.kill()
         args.freshness_sent += sent.value
+        args.freshness_load_achieved = (sent.value - load_sent_then) / max(time.monotonic() - load_started, 1e-9)
         await producer.stop()
         if trace:
             _append(args.freshness_trace, trace)
@@ -993,7 +996,8 @@ async def main_async(args: argparse.Namespace) -> None:
         p50 = statistics.median(samples) if samples else float("nan")
         p99 = percentile(samples, 99) if samples else float("nan")
         print(
-            f"(d) freshness at {r['freshness_rate']:,.0f} events/s background load, {len(samples)} probes: "
+            f"(d) freshness at {r['freshness_rate']:,.0f} events/s background load "
+            f"({args.freshness_load_achieved:,.0f} achieved, its own process), {len(samples)} probes: "
             f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal p99 < 100 ms)"
         )
         early = min(args.rss_early_events, n)
@@ -1086,6 +1090,7 @@ def main() -> None:
     )
     args = p.parse_args()
     args.freshness_sent = 0
+    args.freshness_load_achieved = float("nan")
     for endpoint in (args.bootstrap, args.mongo_uri):
         if "127.0.0.1" not in endpoint and "localhost" not in endpoint:
             raise SystemExit(f"the benchmark only targets 127.0.0.1, not {endpoint}")
