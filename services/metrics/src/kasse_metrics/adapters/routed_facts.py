@@ -91,7 +91,11 @@ class KafkaRoutedFacts:
                 result.set_exception(RoutedFactsNotDelivered(f"{self.topic}[{partition}]: {error}"))
 
         def delivered(error: KafkaError | None, _message: Any) -> None:
-            loop.call_soon_threadsafe(settle, acked, error)
+            # Runs on the poll thread: an exception here would end that thread (and every ack after it).
+            try:
+                loop.call_soon_threadsafe(settle, acked, error)
+            except RuntimeError:  # the event loop is closed: nobody awaits this record any more
+                pass
 
         try:
             self._producer.produce(self.topic, value, partition=partition, on_delivery=delivered)
