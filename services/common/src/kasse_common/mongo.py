@@ -22,9 +22,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import pymongo.asynchronous.pool
-import pymongo.asynchronous.topology
-import pymongo.lock
 from pymongo import AsyncMongoClient, monitoring
 
 from kasse_common.progress import report_progress
@@ -112,8 +109,14 @@ async def _cond_wait_in_this_task(condition: Any, timeout: float | None) -> bool
         return False
 
 
-# The modules that call `_async_cond_wait` by the name they imported (server selection, pool checkout).
-_COND_WAIT_USERS: tuple[ModuleType, ...] = (pymongo.lock, pymongo.asynchronous.topology, pymongo.asynchronous.pool)
+def _cond_wait_users() -> list[ModuleType]:
+    """PyMongo's modules that call `_async_cond_wait` by the name they imported (today server selection and
+    the pool's checkout; any other a later PyMongo adds is found the same way)."""
+    return [
+        module
+        for name, module in list(sys.modules.items())
+        if (name == "pymongo" or name.startswith("pymongo.")) and hasattr(module, "_async_cond_wait")
+    ]
 
 
 def guard_condition_waits() -> None:
@@ -132,9 +135,8 @@ def guard_condition_waits() -> None:
     """
     if sys.version_info >= (3, 12):
         return  # `asyncio.wait_for` awaits in the caller's task there: nothing to guard
-    for module in _COND_WAIT_USERS:
-        if hasattr(module, "_async_cond_wait"):
-            module._async_cond_wait = _cond_wait_in_this_task  # type: ignore[attr-defined]
+    for module in _cond_wait_users():
+        module._async_cond_wait = _cond_wait_in_this_task  # type: ignore[attr-defined]
 
 
 def create_mongo_client(settings: ServiceSettings, commands: StoreCommands | None = None) -> AsyncMongoClient[Any]:

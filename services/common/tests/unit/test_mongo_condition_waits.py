@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from typing import Any, ClassVar
 
 import pytest
@@ -38,6 +39,11 @@ class StoreSettings(ServiceSettings):
 async def test_an_operation_cancelled_while_waiting_for_a_server_does_not_wedge_the_client() -> None:
     settings = StoreSettings(profile="development", mongo_uri=SecretStr(f"mongodb://127.0.0.1:{free_port()}/"))
     client = create_mongo_client(settings)
+    # Every PyMongo module that waits on a condition waits through the guarded function.
+    users = {name: m._async_cond_wait for name, m in list(sys.modules.items()) if hasattr(m, "_async_cond_wait")}
+    assert {"pymongo.asynchronous.topology", "pymongo.asynchronous.pool"} <= set(users)
+    if sys.version_info < (3, 12):
+        assert {wait.__name__ for wait in users.values()} == {"_cond_wait_in_this_task"}, users
     topology: Any = client._topology
     lock, condition = topology._lock, topology._condition
     collection = client["kasse_cond_wait"]["orders"]
