@@ -48,6 +48,7 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     consumers.register(runtime.consumer, catalog.stock, catalog.learner)
     catalog.stock.steps = StepRunner(catalog.stock.advance, settings.reservation_concurrency, name="stock-reservation")
     runtime.on_shutdown(catalog.stock.steps.stop)
+    runtime.on_shutdown(catalog.stock.writes.stop)
 
     async def resume_unfinished_reservations() -> None:
         """Reservations whose run a crash (or a failed step) stopped are finished here."""

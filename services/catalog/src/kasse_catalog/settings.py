@@ -35,7 +35,11 @@ class CatalogSettings(ServiceSettings):
         30.0, gt=0, description="A review still pending after this long was interrupted: the sweeper finishes it"
     )
     reservation_concurrency: int = Field(
-        16, ge=1, le=256, description="Orders whose stock is taken at the same time, beside the consumer"
+        16,
+        ge=1,
+        le=256,
+        description="Reservations still RESERVING (stored so before 2026-12-07, or interrupted) finished at the"
+        " same time, beside the consumer",
     )
     reservation_resume_after_s: float = Field(
         15.0,

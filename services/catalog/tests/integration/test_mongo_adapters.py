@@ -92,6 +92,10 @@ async def test_fifty_use_cases_racing_on_ferretdb_reserve_exactly_the_stock(db: 
     assert sum(r.status is ReservationStatus.RESERVED for r in results) == 10
     stored = await products.get(p.product_id)
     assert stored is not None and (stored.stock_reserved, stored.stock_available) == (10, 0)
+    # Every reservation settled before a resume round: no marker was written for any of them.
+    assert await db["reservations_due_unfinished"].count_documents({}) == 0
+    assert await keeper.resume_unfinished(older_than_s=0) == 0
+    assert await db["reservations_due_unfinished"].count_documents({}) == 0
 
 
 async def test_a_take_is_applied_once_per_marker_even_from_a_stale_copy(db: AsyncDatabase[Any]) -> None:
@@ -149,10 +153,17 @@ async def test_an_interrupted_reservation_is_found_by_its_due_marker_and_finishe
     placed = samples.order_placed(
         lines=[samples.line_item(a.product_id, sku=a.sku, quantity=2), samples.line_item(b.product_id, sku=b.sku)]
     )
+    # Stored RESERVING (as the code before 2026-12-07 did, and `request` does), then interrupted: no
+    # redelivery this time, only the resume job can finish it.
+    await keeper.request(placed, "evt-1")
     with pytest.raises(ConnectionError):
-        await keeper.reserve(placed, "evt-1")  # no redelivery this time: only the resume job can finish it
-    assert await db["reservations_due_unfinished"].find_one({"_id": placed.order_id}) is not None
+        await keeper.advance(placed.order_id)
+    # Its marker is owed, not written yet (a run that settles before the job's round writes none) ...
+    assert await db["reservations_due_unfinished"].find_one({"_id": placed.order_id}) is None
+    # ... and the process died with it: a restarted one finds the reservation by its start rebuild.
+    keeper = _stock_keeper(db, dying)
     assert await keeper.resume_unfinished(older_than_s=30) == 0  # it may still be running somewhere
+    assert await db["reservations_due_unfinished"].find_one({"_id": placed.order_id}) is not None
     later = datetime.now(UTC) + timedelta(seconds=60)
     keeper.clock = lambda: later
     assert await keeper.resume_unfinished(older_than_s=30) == 1

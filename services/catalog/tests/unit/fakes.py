@@ -30,6 +30,7 @@ class MemoryProducts:
         self.markers: dict[str, set[str]] = defaultdict(set)
         self.outbox: list[OutgoingRecord] = []
         self.interest_seen: dict[str, set[str]] = defaultdict(set)
+        self.saves = 0  # product writes that landed (tests count round trips)
 
     def _copy(self, p: Product | None) -> Product | None:
         return p.copy() if p else None
@@ -76,10 +77,12 @@ class MemoryProducts:
         *,
         marker: str | None = None,
         require_available: int | None = None,
+        markers: Sequence[str] = (),
     ) -> bool:
         await _hop()
         current = self.docs.get(product.product_id)
-        if marker and marker in self.markers[product.product_id]:
+        remembered = [*([marker] if marker else []), *markers]
+        if any(m in self.markers[product.product_id] for m in remembered):
             return False
         if current is None or current.version != product.version:
             raise ConcurrencyError(product.product_id)
@@ -89,9 +92,9 @@ class MemoryProducts:
         stored.version = (product.version or 0) + 1
         stored.views, stored.purchases = current.views, current.purchases
         self.docs[product.product_id] = stored
-        if marker:
-            self.markers[product.product_id].add(marker)
+        self.markers[product.product_id].update(remembered)
         self.outbox.extend(events)
+        self.saves += 1
         return True
 
     async def was_applied(self, product_id: str, marker: str) -> bool:

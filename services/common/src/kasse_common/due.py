@@ -189,6 +189,14 @@ class DueWork:
             self._owed.clear()
             self._rebuilt_at = None  # too many to keep: the next round reads them all instead
 
+    def withdraw(self, doc_id: Any) -> None:
+        """The document's work is done: a marker still owed for it need not be written any more. (One
+        written already is dropped by the job's round, as always.) With `owe` at the commit, a writer
+        whose work usually ends within a round writes no marker at all: catalog owes each reservation's
+        marker at its insert and withdraws it when the reservation settles; only runs still under way
+        at a round (or a crash: the start rebuild) cost a marker write."""
+        self._owed.pop(doc_id, None)
+
     async def _write_owed(self) -> None:
         async with self._writing:
             owed = list(self._owed.items())

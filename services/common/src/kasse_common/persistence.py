@@ -15,6 +15,9 @@ redelivered event is recognised while fewer than `dedupe_window` (at least) to 2
 (at most) later commits changed the same document. Redeliveries come within seconds to minutes (a
 rebalance, a crash before the offset commit); a hot product document takes a few commits per
 order. The former unbounded map `_processed` is still checked and is dropped at a generation change.
+A commit may record several consumed ids at once (`consumed_event_ids`: catalog writes a product's
+stock changes of several orders in one write); then a generation holds up to `dedupe_window` commits
+times the most ids one commit records, so a caller batching ids caps its batch (catalog: 8).
 
 A crash anywhere leaves either the old document or the new one with its events;
 the relay (kasse_common.outbox) publishes what is pending.
@@ -142,20 +145,24 @@ class DocumentStore:
         consumed_event_id: str | None = None,
         extra_filter: Mapping[str, Any] | None = None,
         inc: Mapping[str, int] | None = None,
+        consumed_event_ids: Sequence[str] = (),
     ) -> CommitOutcome:
         """Write `state` (the fields to set) and `events` atomically.
 
         expected_version None: the document must not exist yet (insert). Otherwise it must still be at
         that version. `extra_filter` adds a guard (a conditional update, e.g. enough stock); `inc`
         adds atomic increments. Raises ConcurrencyError when the guard or version does not hold.
+        `consumed_event_ids` records more consumed ids in the same write; DUPLICATE then means that at
+        least one of them was applied before and nothing changed (`was_processed` says which).
         """
+        consumed = list(dict.fromkeys([*([consumed_event_id] if consumed_event_id else []), *consumed_event_ids]))
         try:
             outcome = await self._commit(
                 doc_id,
                 expected_version=expected_version,
                 state=state,
                 events=events,
-                consumed_event_id=consumed_event_id,
+                consumed=consumed,
                 extra_filter=extra_filter,
                 inc=inc,
             )
@@ -183,7 +190,7 @@ class DocumentStore:
         expected_version: int | None,
         state: Mapping[str, Any],
         events: Sequence[OutgoingRecord],
-        consumed_event_id: str | None,
+        consumed: Sequence[str],
         extra_filter: Mapping[str, Any] | None,
         inc: Mapping[str, int] | None,
     ) -> CommitOutcome:
@@ -198,7 +205,7 @@ class DocumentStore:
                 entry = record.to_document()
                 entry["seq"] = i
                 doc[OUTBOX][record.event_id] = entry
-            doc[DEDUPE] = {"g0": {consumed_event_id: now}} if consumed_event_id else {}
+            doc[DEDUPE] = {"g0": {event_id: now for event_id in consumed}} if consumed else {}
             traceparent = current_trace_headers().get("traceparent")
             if traceparent:
                 doc[TRACEPARENT] = traceparent
@@ -207,7 +214,7 @@ class DocumentStore:
             try:
                 await self.collection.insert_one(doc)
             except DuplicateKeyError:
-                if consumed_event_id and await self._was_processed(doc_id, consumed_event_id):
+                if consumed and await self._was_processed(doc_id, *consumed):
                     return CommitOutcome.DUPLICATE
                 raise ConcurrencyError(f"{doc_id!r} exists already") from None
             self._committed(doc_id, events)
@@ -216,8 +223,8 @@ class DocumentStore:
             return CommitOutcome.APPLIED
 
         query: dict[str, Any] = {"_id": doc_id, VERSION: expected_version, **(extra_filter or {})}
-        if consumed_event_id:
-            query.update({seen: {"$exists": False} for seen in _seen(consumed_event_id)})
+        for event_id in consumed:
+            query.update({seen: {"$exists": False} for seen in _seen(event_id)})
         to_set: dict[str, Any] = {**state, VERSION: new_version}
         generation = _generation(new_version, self.dedupe_window)
         # The generation before the previous one goes, in this write: the ids stay bounded.
@@ -231,24 +238,25 @@ class DocumentStore:
             update["$inc"] = {REV: 1}
             update["$min"] = {SINCE: now.timestamp()}
             to_set.update(self._lease() if self._lease else {})
-        if consumed_event_id:
-            to_set[f"{DEDUPE}.g{generation % 3}.{consumed_event_id}"] = now
+        for event_id in consumed:
+            to_set[f"{DEDUPE}.g{generation % 3}.{event_id}"] = now
         if inc:
             update.setdefault("$inc", {}).update(inc)
         result = await self.collection.update_one(query, update)
         if result.matched_count == 1:
             self._committed(doc_id, events)
             return CommitOutcome.APPLIED
-        if consumed_event_id and await self._was_processed(doc_id, consumed_event_id):
+        if consumed and await self._was_processed(doc_id, *consumed):
             return CommitOutcome.DUPLICATE
         raise ConcurrencyError(f"{doc_id!r} changed since version {expected_version} (or its guard failed)")
 
     async def was_processed(self, doc_id: Any, event_id: str) -> bool:
         return await self._was_processed(doc_id, event_id)
 
-    async def _was_processed(self, doc_id: Any, event_id: str) -> bool:
+    async def _was_processed(self, doc_id: Any, *event_ids: str) -> bool:
+        """Whether any of `event_ids` was consumed by the document."""
         found = await self.collection.find_one(
-            {"_id": doc_id, "$or": [{seen: {"$exists": True}} for seen in _seen(event_id)]}, {"_id": 1}
+            {"_id": doc_id, "$or": [{seen: {"$exists": True}} for e in event_ids for seen in _seen(e)]}, {"_id": 1}
         )
         return found is not None
 

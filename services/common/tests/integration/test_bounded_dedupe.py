@@ -80,3 +80,42 @@ async def test_a_product_taking_ever_more_orders_stays_bounded_and_still_absorbs
     steady = sizes[2:]
     assert max(steady) <= sizes[1] * 1.1, sizes
     assert max(steady) < 16 * 1024 * 1024 // 100  # and far below MongoDB's 16 MB document limit
+
+
+async def test_one_commit_records_several_consumed_ids_and_any_of_them_again_changes_nothing(
+    settings_for: Any,
+) -> None:
+    # Catalog writes several orders' stock changes of one product in one write (consumed_event_ids).
+    settings = settings_for(DedupeSettings)
+    mongo = create_mongo_client(settings)
+    store = DocumentStore(mongo[settings.database_name]["products"], dedupe_window=WINDOW)
+    try:
+        await store.commit("prod_batch", expected_version=None, state={"stock_reserved": 0})
+        first = await store.commit(
+            "prod_batch",
+            expected_version=1,
+            state={"stock_reserved": 3},
+            consumed_event_id="take-a",
+            consumed_event_ids=["take-b", "take-c"],
+        )
+        assert first is CommitOutcome.APPLIED
+        for event_id in ("take-a", "take-b", "take-c"):
+            assert await store.was_processed("prod_batch", event_id)
+        # A later batch with one id seen before: nothing of it is written; the caller learns which.
+        again = await store.commit(
+            "prod_batch", expected_version=2, state={"stock_reserved": 5}, consumed_event_ids=["take-d", "take-b"]
+        )
+        assert again is CommitOutcome.DUPLICATE
+        assert not await store.was_processed("prod_batch", "take-d")
+        rest = await store.commit(
+            "prod_batch", expected_version=2, state={"stock_reserved": 4}, consumed_event_ids=["take-d"]
+        )
+        assert rest is CommitOutcome.APPLIED
+        doc = await store.collection.find_one({"_id": "prod_batch"})
+        assert doc is not None and doc["stock_reserved"] == 4 and doc["_version"] == 3
+        assert {"take-a", "take-b", "take-c", "take-d"} <= processed_ids(doc)
+        # The insert records them too.
+        await store.commit("prod_new", expected_version=None, state={}, consumed_event_ids=["x", "y"])
+        assert await store.was_processed("prod_new", "y")
+    finally:
+        await mongo.close()

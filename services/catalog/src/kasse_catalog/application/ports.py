@@ -46,11 +46,14 @@ class ProductRepository(Protocol):
         *,
         marker: str | None = None,
         require_available: int | None = None,
+        markers: Sequence[str] = (),
     ) -> bool:
         """Write the product's state with its events if it is still at `product.version`.
 
         `marker`: an id remembered with the write; a second save with it changes nothing and returns
-        False. `require_available`: the stored product must still have that much stock available.
+        False. `markers`: more such ids (several orders' stock changes in one write); False when any of
+        them was remembered before, and nothing is written. `require_available`: the stored product must
+        still have that much stock available.
         Raises ConcurrencyError when the version or the guard does not hold."""
 
     async def was_applied(self, product_id: str, marker: str) -> bool: ...
