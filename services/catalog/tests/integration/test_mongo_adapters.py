@@ -174,3 +174,41 @@ async def test_an_interrupted_reservation_is_found_by_its_due_marker_and_finishe
     assert (after_a.stock_available, after_b.stock_available) == (3, 4)
     assert await keeper.resume_unfinished(older_than_s=30) == 0
     assert await db["reservations_due_unfinished"].find_one({"_id": placed.order_id}) is None  # marker dropped
+
+
+class _CountingUpdates:
+    """The products collection, counting update_one calls (the learner's interest writes)."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.updates = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    async def update_one(self, *args: Any, **kw: Any) -> Any:
+        self.updates += 1
+        return await self._collection.update_one(*args, **kw)
+
+
+async def test_purchases_of_one_product_are_counted_once_each_in_a_few_writes(db: AsyncDatabase[Any]) -> None:
+    # Every order used to write its product's purchase count alone (one write per order and product).
+    products, p = await _product(db, "HOT", 5)
+    counting = _CountingUpdates(products.collection)
+    products.collection = counting  # type: ignore[assignment]
+    events = [f"evt-{n}" for n in range(30)]
+    await asyncio.gather(
+        *(products.record_interest(p.product_id, views=0, purchases=1, event_id=e) for e in events),
+        products.record_interest(p.product_id, views=0, purchases=1, event_id=events[0]),  # redelivered meanwhile
+    )
+    assert counting.updates <= 10, counting.updates
+    # A later batch holding one id counted before counts only the others.
+    await asyncio.gather(
+        products.record_interest(p.product_id, views=1, purchases=0, event_id="view-1"),
+        products.record_interest(p.product_id, views=0, purchases=1, event_id=events[5]),
+    )
+    await products.record_interest(p.product_id, views=0, purchases=1, event_id=events[7])  # alone, again
+    doc = await db["products"].find_one({"_id": p.product_id})
+    assert doc is not None
+    assert (doc["purchases"], doc["views"], doc["popularity"]) == (30, 1, 301)
+    assert set(events) | {"view-1"} <= set(doc["interest_seen"])
