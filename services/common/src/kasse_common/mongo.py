@@ -39,10 +39,15 @@ _FILTER_OF: dict[str, Callable[[Mapping[str, Any]], Any]] = {
 
 
 def filter_shape(filter_: Any) -> str:
-    """The filter's field names, values left out: `{_id}` is a read of one document on every store."""
+    """The filter's field names, values left out: `{_id}` is a read of one document on every store.
+
+    A path into a kit-owned map keyed by data (`_dedupe.g0.<event id>`, `_processed.<event id>`) is one
+    name (`_dedupe.*`): a commit's consumed ids made a new shape per event, and after MAX_KEYS of them
+    every command was counted as "other"."""
     if not isinstance(filter_, Mapping) or not filter_:
         return "{}"
-    return "{" + ",".join(sorted(str(k) for k in filter_)) + "}"
+    names = {f"{k.split('.', 1)[0]}.*" if k.startswith("_") and "." in k else k for k in map(str, filter_)}
+    return "{" + ",".join(sorted(names)) + "}"
 
 
 @dataclass
