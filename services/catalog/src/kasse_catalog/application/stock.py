@@ -254,13 +254,7 @@ class StockKeeper:
                     extra={"order_id": order.order_id, "status": existing.status.value, "event_id": event_id},
                 )
             return
-        reservation = Reservation.start(
-            order.order_id,
-            order.session_id,
-            order.customer_id,
-            [(line.product_id, line.sku, line.quantity) for line in order.lines],
-            requested_at=self.clock(),
-        )
+        reservation = self._new_reservation(order)
         try:
             await self._settle(reservation, check_markers=False, stored=False)
         except AlreadyExists:
@@ -272,6 +266,15 @@ class StockKeeper:
                 for line in reservation.lines:
                     await self._give_back(order.order_id, line)
 
+    def _new_reservation(self, order: OrderPlaced) -> Reservation:
+        return Reservation.start(
+            order.order_id,
+            order.session_id,
+            order.customer_id,
+            [(line.product_id, line.sku, line.quantity) for line in order.lines],
+            requested_at=self.clock(),
+        )
+
     async def reserve(self, order: OrderPlaced, event_id: str) -> Reservation:
         """Take at once (`order_placed`); the reservation as it ends."""
         await self.order_placed(order, event_id)
@@ -281,13 +284,7 @@ class StockKeeper:
 
     async def request(self, order: OrderPlaced, event_id: str) -> Reservation | None:
         """Store the reservation RESERVING (idempotent per order); None when it is settled already."""
-        reservation = Reservation.start(
-            order.order_id,
-            order.session_id,
-            order.customer_id,
-            [(line.product_id, line.sku, line.quantity) for line in order.lines],
-            requested_at=self.clock(),
-        )
+        reservation = self._new_reservation(order)
         try:
             await self.reservations.add(reservation)
             reservation.version = 1
