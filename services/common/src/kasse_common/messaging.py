@@ -332,15 +332,25 @@ class InFlight:
         """Take a record in hand and schedule `work` for it; False when this lane is stopping (not taken)."""
         if self.closing:
             return False
+        handed_over_to = self.partitions.get(tp)
         await self.slots.acquire()
         if self.closing:
             self.slots.release()
             return False
         part = self.partitions.get(tp)
-        if tp not in self.client.assignment():
+        if (
+            tp not in self.client.assignment()
+            or (part is not None and part.closed)
+            or (handed_over_to is not None and part is not handed_over_to)
+        ):
+            # Fetched before its partition was revoked (handed over while the revoke ran, or the loop waited
+            # for a slot across the rebalance): its next owner — maybe this lane again — fetches it again
+            # from the committed offset. Taken into a new record of the partition, it let a commit pass the
+            # records the revoke gave back unhandled (a chaos run lost six ShipmentDelivered so: the cart's
+            # orders stayed `shipped` for good).
             self.slots.release()
-            return False  # fetched before its partition was revoked (the loop waited for a slot): not ours now
-        if part is None or part.closed:
+            return False
+        if part is None:
             part = self.partitions[tp] = _Partition()
         if part.stale(offset):
             self.slots.release()
@@ -416,6 +426,8 @@ class InFlight:
         for tp, part in list(self.partitions.items()):
             if (only is not None and tp not in only) or tp not in assigned:
                 continue
+            if part.closed and only is None:
+                continue  # handed back: its revoke committed it
             target = part.committable()
             if target is not None and target > self.committed.get(tp, -1):
                 offsets[tp] = target
@@ -427,7 +439,7 @@ class InFlight:
             self.committed[tp] = max(offset, self.committed.get(tp, -1))
 
     async def hand_back(self, revoked: set[TopicPartition], timeout_s: float) -> None:
-        """Partitions revoked: let their records in hand finish (bounded), commit them, forget them."""
+        """Partitions revoked: let their records in hand finish (bounded), commit them; closed until reassigned."""
         parts = {tp: self.partitions[tp] for tp in revoked if tp in self.partitions}
         if not parts:
             return
@@ -446,10 +458,18 @@ class InFlight:
             await asyncio.wait_for(self.commit(only=set(parts)), timeout_s)
         except Exception as exc:
             log.warning("offset commit at revoke failed; records come again", extra={"error": repr(exc)[:300]})
-        for tp, part in parts.items():
-            if self.partitions.get(tp) is part:
-                del self.partitions[tp]
+        for tp in parts:
+            # Kept, closed, until the partition is assigned again (`reassigned`): the records the consume loop
+            # still hands over for it are not taken.
             self.committed.pop(tp, None)
+
+    def reassigned(self, tps: set[TopicPartition]) -> None:
+        """The group's new assignment: the client fetches these partitions again from their committed
+        offsets (its records fetched before were dropped), so they start new records in hand."""
+        for tp in tps:
+            part = self.partitions.get(tp)
+            if part is not None and part.closed:
+                del self.partitions[tp]
 
     async def stop(self, timeout_s: float) -> None:
         """Take no more records; let those in hand finish (then cancel them), commit, stop committing."""
@@ -483,7 +503,10 @@ class _HandBackOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
             await flow.hand_back(set(revoked), timeout_s=REVOKE_WAIT_S)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        pass
+        client = getattr(self.subscriber, "consumer", None)
+        flow = self.owner.in_flight.get(id(client)) if client is not None else None
+        if flow is not None:
+            flow.reassigned(set(assigned))
 
 
 # A rebalance waits this long for a revoked partition's records in hand (the group waits meanwhile).

@@ -180,7 +180,7 @@ async def test_revoked_partitions_commit_the_work_done_and_nothing_past_a_record
     # 30 and 31 done and committed; 32 was not started here: its next owner starts at it.
     assert client.commits == [{TP: 32, OTHER: 8}]
     assert 32 not in gates.started
-    assert flow.partitions == {}
+    assert all(part.closed for part in flow.partitions.values())  # until the group assigns them again
 
 
 async def test_stop_lets_records_finish_commits_them_and_cancels_a_hung_one() -> None:
@@ -357,4 +357,57 @@ async def test_a_record_held_while_its_partition_was_revoked_is_not_taken() -> N
     gates.release(80)
     await asyncio.wait_for(revoke, 10)
     assert await asyncio.wait_for(waiting, 10) is False
-    assert 81 not in gates.started and TP not in flow.partitions
+    assert 81 not in gates.started and flow.partitions[TP].closed
+
+
+async def test_records_handed_over_while_the_revoke_runs_are_not_taken_nor_let_its_commit_pass_what_it_gave_back() -> (
+    None
+):
+    """The chaos run's six lost ShipmentDelivered: while the revoke waited for a record in hand, the consume loop
+    went on handing over records it had fetched (the assignment changes only after the revoke). They were
+    taken into a new record of the partition, handled, and the revoke committed past the records it had
+    given back unhandled (queued behind the one in hand): nothing delivered them again."""
+    client = FakeClient()
+    flow = flow_for(client)
+    gates = Gates()
+    await flow.admit(TP, 20, b"order-1", gates.work(20, hold=True))  # ShipmentDispatched, in hand
+    await flow.admit(TP, 21, b"order-1", gates.work(21))  # ShipmentDelivered, queued behind it
+    await eventually(lambda: 20 in gates.started)
+    revoke = asyncio.create_task(flow.hand_back({TP, OTHER}, timeout_s=30))
+    await eventually(lambda: flow.partitions[TP].closed)
+
+    assert await flow.admit(TP, 22, b"order-2", gates.work(22)) is False  # fetched before the revoke
+    gates.release(20)
+    await asyncio.wait_for(revoke, 10)
+
+    assert 21 not in gates.started and 22 not in gates.started
+    assert client.committed(TP) == 21  # its next owner starts at the record given back
+    await flow.commit()  # the lane's next batch commit: nothing of the handed-back partition
+    assert client.committed(TP) == 21
+
+
+async def test_a_record_held_across_a_rebalance_is_not_taken_and_the_partition_starts_again_where_committed() -> None:
+    """The consume loop waited for a slot with a record while the group rebalanced and gave this lane the same
+    partition again: the client fetches it again from the committed offset, so the held record is not taken
+    (taken, it would start the partition's records in hand past the ones between)."""
+    client = FakeClient()
+    flow = flow_for(client, concurrency=1)
+    gates = Gates()
+    await flow.admit(TP, 40, b"A", gates.work(40, hold=True))
+    held = asyncio.create_task(flow.admit(TP, 45, b"B", gates.work(45)))  # no slot: the loop waits with it
+    await eventually(lambda: flow.slots.locked() and 40 in gates.started)
+    revoke = asyncio.create_task(flow.hand_back({TP, OTHER}, timeout_s=30))
+    await eventually(lambda: flow.partitions[TP].closed)
+    gates.release(40)
+    await asyncio.wait_for(revoke, 10)
+    flow.reassigned({TP, OTHER})  # the same partitions again
+
+    assert await asyncio.wait_for(held, 10) is False
+    assert 45 not in gates.started
+    # The client's fetch starts again at the committed offset: those records are taken, in order.
+    assert client.committed(TP) == 41
+    for offset in (41, 42):
+        assert await flow.admit(TP, offset, b"C", gates.work(offset))
+    await eventually(lambda: 42 in gates.done)
+    await flow.commit()
+    assert client.committed(TP) == 43
