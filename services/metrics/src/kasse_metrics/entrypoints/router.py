@@ -94,6 +94,10 @@ class RouterConsumer(PartitionLoop):
             # in the bench); a few batches ahead (a batch is at most ~5,000 records, ~3 MB) is plenty.
             "queued.max.messages.kbytes": 8192,
             "queued.min.messages": 10000,
+            # Over those bounds librdkafka postpones the partition's next fetch by this long (default 1 s):
+            # draining a backlog was one fetch, then polls finding nothing for their whole timeout until the
+            # next one (the router idle ~70 % of the time: 15,000 events/s in the bench instead of 34,000).
+            "fetch.queue.backoff.ms": 5,
             "on_commit": self._on_commit,
         }
         if s.group_instance_id:
