@@ -374,6 +374,44 @@ def test_asking_about_many_past_instants_does_not_grow_the_cache_without_bound()
     assert len(p._cache) <= Projection.CACHE_LIMIT
 
 
+class _ScanningProjection(Projection):
+    """The fold as it was: every session's last time compared with the horizon."""
+
+    def _idle_sessions(self, horizon: int) -> list[str]:
+        return [sid for sid, s in self.sessions.items() if s.last_ms < horizon]
+
+
+def test_the_fold_index_forgets_exactly_the_sessions_a_scan_of_all_would() -> None:
+    """Sessions come and go over days of event time, their facts late and out of order, a restore in the
+    middle: after every batch the indexed fold holds the same sessions and counts as a scan of all."""
+    rng = random.Random(11)
+    rules = FunnelRules(steps=("viewed", "paid"), conversion_window=timedelta(minutes=90))
+    indexed, scanning = Projection(rules), _ScanningProjection(rules)
+    t = T0
+    n = 0
+    for batch in range(400):
+        facts: list[Fact] = []
+        for _ in range(rng.randrange(1, 12)):
+            t += timedelta(seconds=rng.randrange(0, 240))
+            # Mostly recent sessions, some far back (late facts of sessions a fold may have forgotten).
+            late = rng.random() < 0.15
+            when = t - timedelta(minutes=rng.randrange(60, 300) if late else rng.randrange(0, 20))
+            session = f"s{rng.randrange(max(1, n // 3 - 40), n // 3 + 2)}"
+            n += 1
+            maker = _paid if rng.random() < 0.3 else _view
+            facts.append(maker(session, when, f"e{n}"))
+        assert indexed.apply_all(facts) == scanning.apply_all(facts)
+        if batch == 200:  # a restored state has no index: its first fold scans, then indexes again
+            restored = Projection(rules)
+            restored.restore(indexed.snapshot())
+            indexed = restored
+        assert sorted(indexed.sessions) == sorted(scanning.sessions), batch
+        assert indexed.sessions_folded == scanning.sessions_folded
+    assert scanning.sessions_folded > 100  # the folds did forget sessions
+    everything = Window.named("all", None)
+    assert indexed.report(everything) == scanning.report(everything)
+
+
 def test_state_is_bounded_sessions_fold_old_minutes_merge_into_days_and_ids_are_a_window() -> None:
     rules = FunnelRules(steps=("viewed", "paid"), conversion_window=timedelta(hours=1))
     p = Projection(rules, dedupe_window_ids=100, minute_resolution_minutes=120)
