@@ -49,6 +49,7 @@ from kasse_metrics.domain.experiments import (
     planned_units_per_variant,
     sample_ratio_check,
 )
+from kasse_metrics.domain.idle_index import IdleIndex
 
 ALPHA = 0.05
 DAY_MS = 86_400_000
@@ -253,6 +254,10 @@ class _Aggregate:
         }
 
 
+def _last_ms(s: _Session) -> int:
+    return s.last_ms
+
+
 class ExperimentAnalysis:
     """Exposures and the outcomes of sessions, and the per-variant report computed from them.
 
@@ -274,6 +279,7 @@ class ExperimentAnalysis:
         self.late_dropped = 0  # observations older than the window: their session is (or will be) folded
         self.version = 0
         self._cache: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._idle = IdleIndex(fold_every_ms)  # the sessions a fold may forget
 
     # -- write side ---------------------------------------------------------------------------
     def set_definitions(self, definitions: Iterable[ExperimentChanged]) -> None:
@@ -297,7 +303,9 @@ class ExperimentAnalysis:
         s = self.sessions.get(session_id)
         if s is None:
             s = self.sessions[session_id] = _Session(last_ms=self.watermark_ms)
+            self._idle.add(session_id, s.last_ms)
         if at_ms is not None and at_ms > s.last_ms:
+            self._idle.moved(session_id, s.last_ms, at_ms)
             s.last_ms = at_ms
         return s
 
@@ -337,7 +345,7 @@ class ExperimentAnalysis:
             return 0
         self.last_fold_ms = self.watermark_ms
         horizon = self.watermark_ms - self.window_ms
-        stale = [sid for sid, s in self.sessions.items() if s.last_ms < horizon]
+        stale = self._idle.idle(horizon, self.sessions, _last_ms)
         for sid in stale:
             self._fold_session(sid, self.sessions.pop(sid))
         if stale:
@@ -403,6 +411,7 @@ class ExperimentAnalysis:
             for sid in by:
                 if sid not in self.sessions:
                     self.sessions[sid] = _Session(last_ms=self.watermark_ms)
+        self._idle.reset()
         self.version += 1
 
     # -- read side ----------------------------------------------------------------------------

@@ -43,7 +43,6 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
-from heapq import heappop, heappush
 from typing import Any
 
 import msgspec
@@ -70,6 +69,7 @@ from kasse_metrics.domain.facts import (
     Viewed,
     event_name,
 )
+from kasse_metrics.domain.idle_index import IdleIndex
 
 STEP_EVENTS: dict[str, str] = {
     "viewed": "ProductViewed",
@@ -88,7 +88,6 @@ SNAPSHOT_SESSIONS_PER_SLICE = 5000  # ~6 ms of encoding each (measured: 205 ms C
 SNAPSHOT_MINUTES_PER_SLICE = 100  # ~13 ms at ~480 counters a minute
 
 FOLD_EVERY_MINUTES = 10  # of event time: state is bounded by the conversion window plus this
-_FOLD_SLOT_MS = FOLD_EVERY_MINUTES * 60_000  # sessions are indexed for folding by this slot of their last time
 
 
 @dataclass(frozen=True)
@@ -268,6 +267,10 @@ class SessionState(msgspec.Struct, gc=False):
         return self.first_view[2] if self.first_view else None
 
 
+def _last_ms(s: SessionState) -> int:
+    return s.last_ms
+
+
 def _rate(numerator: int, denominator: int) -> dict[str, Any]:
     return {
         "numerator": numerator,
@@ -377,12 +380,7 @@ class Projection:
         self._window_ms = self.rules.conversion_window // timedelta(milliseconds=1)
         self._paid_index = self._step_index.get("paid")
         self._events_of: dict[str, EventsOf] = {}  # one key per event type, not one per fact
-        # Session ids by the fold slot of their last event time, so a fold visits the sessions that may have
-        # gone idle, not every session (a replay folds every few hundred facts: the scan of all sessions was
-        # ~3 % of the service's CPU). Lazy: a session that moved on also stays in its older slots, and the
-        # fold checks each one's current time. None: not built (after `install`); the next fold builds it.
-        self._idle_slots: dict[int, list[str]] | None = {}
-        self._idle_heap: list[int] = []  # the slots of `_idle_slots`, oldest first
+        self._idle = IdleIndex(FOLD_EVERY_MINUTES * 60_000)  # the sessions a fold may forget
 
     # -- write side ---------------------------------------------------------------------------
     def apply_all(self, facts: Iterable[Fact]) -> int:
@@ -435,10 +433,9 @@ class Projection:
         s = self.sessions.get(sid)
         if s is None:
             s = self.sessions[sid] = SessionState([[] for _ in self.rules.steps], f.ms)
-            self._index_idle(sid, f.ms)
+            self._idle.add(sid, f.ms)
         elif f.ms > s.last_ms:
-            if f.ms // _FOLD_SLOT_MS != s.last_ms // _FOLD_SLOT_MS:
-                self._index_idle(sid, f.ms)
+            self._idle.moved(sid, s.last_ms, f.ms)
             s.last_ms = f.ms
         step = _STEP_OF.get(type(f))
         if step is not None and step in self._step_index:
@@ -483,48 +480,9 @@ class Projection:
             for minute, key, n in added:
                 self._add(minute, key, n)
 
-    def _index_idle(self, sid: str, last_ms: int) -> None:
-        slots = self._idle_slots
-        if slots is None:
-            return
-        slot = last_ms // _FOLD_SLOT_MS
-        sids = slots.get(slot)
-        if sids is None:
-            slots[slot] = [sid]
-            heappush(self._idle_heap, slot)
-        else:
-            sids.append(sid)
-
     def _idle_sessions(self, horizon: int) -> list[str]:
-        """The sessions whose last event is before `horizon` (every one: the same as a scan of all)."""
-        sessions = self.sessions
-        slots = self._idle_slots
-        if slots is None:  # not indexed (a restored state): one scan, and the index from here on
-            self._idle_slots, self._idle_heap = {}, []
-            for sid, s in sessions.items():
-                if s.last_ms >= horizon:
-                    self._index_idle(sid, s.last_ms)
-            return [sid for sid, s in sessions.items() if s.last_ms < horizon]
-        stale: dict[str, None] = {}  # ordered, once each (a session may sit in several slots)
-        heap = self._idle_heap
-        last_slot = horizon // _FOLD_SLOT_MS  # the one slot that may hold sessions on both sides of the horizon
-        while heap and heap[0] <= last_slot:
-            slot = heappop(heap)
-            kept = []
-            for sid in slots.pop(slot):
-                s = sessions.get(sid)
-                if s is None:
-                    continue  # folded already
-                if s.last_ms < horizon:
-                    stale[sid] = None
-                elif s.last_ms // _FOLD_SLOT_MS == slot:
-                    kept.append(sid)  # in the last slot, not idle long enough yet: checked again next fold
-                # else: it moved on to a later slot, where it is indexed too
-            if kept:
-                slots[slot] = kept
-                heappush(heap, slot)
-                break  # the last slot: every later one is after the horizon
-        return list(stale)
+        """The sessions whose last event is before `horizon`."""
+        return self._idle.idle(horizon, self.sessions, _last_ms)
 
     def _add(self, minute: int, key: CounterKey, n: int) -> None:
         self.dirty_minutes.add(minute)
@@ -777,7 +735,7 @@ class Projection:
         self.sessions_folded = restored.sessions_folded
         self._last_fold_minute = restored.last_fold_minute
         self.product_names = restored.product_names
-        self._idle_slots, self._idle_heap = None, []
+        self._idle.reset()
         self.dirty_minutes = set(self.buckets)
         self.names_dirty = True
         self.version += 1
