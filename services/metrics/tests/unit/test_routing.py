@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
+from kasse_metrics.adapters.mongo_checkpoints import segment_to_document
 from kasse_metrics.application.experiments import observe, snapshot_part
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord
 from kasse_metrics.application.partitions import MergedKpis, PartitionState, RemotePartials, StatePartitions
 from kasse_metrics.application.routing import Router, decode_routed, partition_of, route_key
 from kasse_metrics.domain.experiment_analysis import ExperimentAnalysis
-from kasse_metrics.domain.facts import decode_facts
+from kasse_metrics.domain.facts import Viewed, decode_facts, encode_facts, join_packed
 from kasse_metrics.domain.kpis import Projection, Window
 
 from .fakes import (
@@ -95,6 +96,10 @@ async def test_facts_of_a_session_meet_in_one_partition_and_the_numbers_equal_th
             await ingest(records[i : i + 2])
         await ingest.checkpoint()
     assert store.offsets == {(INTERNAL, p): len(topic.log[p]) for p in range(6) if topic.log[p]}
+    for segment in store.segments:  # stored as the router packed them, not decoded and encoded again
+        assert segment.packed is not None
+        stored = segment_to_document(segment)["b"]
+        assert stored == encode_facts(segment.facts) and decode_facts(stored) == list(segment.facts)
     for window in ("all", "5m", "1h", "24h"):
         assert_report_matches(projection.report(Window.named(window, scenario.at)), scenario.expected(window))
     rebuilt = Projection()
@@ -290,3 +295,18 @@ async def test_a_revocation_with_many_changed_minutes_publishes_nothing_in_the_r
     assert a.partitions.retiring == {}
     exact(a)
     exact(b)
+
+
+@pytest.mark.parametrize("sizes", [[0], [3, 0, 12], [15, 1], [16], [10, 20, 40000, 25535], [65535, 1], [70000, 3]])
+def test_packed_lists_of_facts_join_into_the_bytes_of_one_list(sizes: list[int]) -> None:
+    """Across MessagePack's three list headers (up to 15 items, up to 65,535, more)."""
+    n = 0
+    packed, every = [], []
+    for size in sizes:
+        facts = [
+            Viewed(f"e{n + i}", 1_700_000_000_000 + n + i, n + i, f"s{i % 7}", "p", "c", "direct") for i in range(size)
+        ]
+        n += size
+        packed.append(encode_facts(facts))
+        every.extend(facts)
+    assert join_packed(packed) == encode_facts(every)

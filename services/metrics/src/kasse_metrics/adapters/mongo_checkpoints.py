@@ -19,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from kasse_metrics.application.ingest import Segment, TopicPartition
-from kasse_metrics.domain.facts import Fact, decode_facts, encode_facts
+from kasse_metrics.domain.facts import Fact, decode_facts, encode_facts, join_packed
 
 OFFSETS_DOC = "next_offsets"
 
@@ -42,8 +42,10 @@ def _offset_key(field: str) -> TopicPartition:
 def segment_to_document(s: Segment) -> dict[str, Any]:
     # _id left to the driver: two writers of the same range (a replay after a crash between the two
     # writes, a zombie owner during a rebalance) both keep theirs; readers skip repeated event ids.
-    # The facts are one MessagePack blob (typed, tagged structs): cheap to encode and to read back.
-    return {"t": s.topic, "p": s.partition, "s": s.start, "e": s.end, "n": len(s.facts), "b": encode_facts(s.facts)}
+    # The facts are one MessagePack blob (typed, tagged structs): cheap to encode and to read back. Those the
+    # router packed are joined as they came (~2 % of the service's CPU went to encoding them again).
+    blob = join_packed(s.packed) if s.packed is not None else encode_facts(s.facts)
+    return {"t": s.topic, "p": s.partition, "s": s.start, "e": s.end, "n": len(s.facts), "b": blob}
 
 
 class MongoCheckpointStore:

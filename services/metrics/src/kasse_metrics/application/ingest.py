@@ -62,6 +62,9 @@ class Segment:
     start: int
     end: int
     facts: tuple[Fact, ...]
+    # The facts as the router packed them (each a MessagePack list; together exactly `facts`, in order), when
+    # every record of the segment came packed: stored as they are instead of encoded again.
+    packed: tuple[bytes, ...] | None = None
 
     @property
     def tp(self) -> TopicPartition:
@@ -114,6 +117,9 @@ class DeadLetters(Protocol):
     async def send(self, record: RawRecord, error: Exception) -> None: ...
 
 
+RecordFacts = tuple[int, int, bytes | None]  # (offset, facts, packed facts or None)
+
+
 @dataclass
 class Decoded:
     records: int = 0
@@ -122,6 +128,12 @@ class Decoded:
     dead_lettered: int = 0
     skipped: int = 0  # types this service does not know (newer producers)
     ranges: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)  # [first, next) per partition
+    # Per partition, per record in order: (offset, how many facts it gave, its packed facts or None).
+    records_of: dict[TopicPartition, list[RecordFacts]] = field(default_factory=dict)
+
+    def record(self, r: RawRecord, facts: int, packed: bytes | None = None) -> None:
+        """`r` gave the last `facts` facts of its partition's list (`packed`: them, as the router packed them)."""
+        self.records_of.setdefault((r.topic, r.partition), []).append((r.offset, facts, packed))
 
     def facts_of(self, r: RawRecord) -> list[Fact]:
         """The fact list of the record's partition, its offset counted into the partition's range."""
@@ -161,12 +173,15 @@ async def decode_batch(
         except MalformedEvent as exc:
             await dead_letters.send(r, exc)
             out.dead_lettered += 1
+            out.record(r, 0)
             continue
         if fact is None:
             out.skipped += 1
+            out.record(r, 0)
             continue
         facts.append(fact)
         tp_facts.append(fact)
+        out.record(r, 1)
     return out
 
 
@@ -175,6 +190,7 @@ class _Pending:
     start: int
     end: int
     facts: list[Fact] = field(default_factory=list)
+    records: list[RecordFacts] = field(default_factory=list)  # the records of `facts`, in order
 
 
 class Checkpoints:
@@ -199,6 +215,7 @@ class Checkpoints:
             p = self.pending.setdefault(tp, _Pending(first, first))
             p.start, p.end = min(p.start, first), max(p.end, end)
             p.facts.extend(decoded.by_tp.get(tp, ()))
+            p.records.extend(decoded.records_of.get(tp, ()))
 
     def drop(self, tps: Iterable[TopicPartition]) -> None:
         """Forget what is pending for partitions this instance no longer owns (their new owner reads
@@ -225,6 +242,7 @@ class Checkpoints:
                     if newer is not None:
                         p.end = max(p.end, newer.end)
                         p.facts.extend(newer.facts)
+                        p.records.extend(newer.records)
                     self.pending[tp] = p
                 raise
             return segments
@@ -233,24 +251,30 @@ class Checkpoints:
         """Split after every `max_facts_per_segment` facts, but only between records: the facts of one
         record (a router record packs many) share its offset, and a segment covers whole offsets."""
         n = self.max_facts_per_segment
-        facts = p.facts
-        if len(facts) <= n:
-            return [Segment(tp[0], tp[1], p.start, p.end, tuple(facts))]
-        out = []
+        out: list[Segment] = []
         start = p.start
-        first = 0
-        i = n
-        while i < len(facts):
-            while i < len(facts) and facts[i].offset == facts[i - 1].offset:
-                i += 1  # the rest of this record goes with it
-            if i >= len(facts):
-                break
-            end = facts[i].offset  # contiguous: the next chunk's first offset
-            out.append(Segment(tp[0], tp[1], start, end, tuple(facts[first:i])))
-            start, first = end, i
-            i += n
-        out.append(Segment(tp[0], tp[1], start, p.end, tuple(facts[first:])))
+        first = 0  # the segment's first fact
+        records: list[RecordFacts] = []
+        count = 0
+        for record in p.records:
+            if count >= n:
+                out.append(self._segment(tp, start, record[0], p.facts[first : first + count], records))
+                start, first, records, count = record[0], first + count, [], 0
+            records.append(record)
+            count += record[1]
+        out.append(self._segment(tp, start, p.end, p.facts[first : first + count], records))
         return out
+
+    @staticmethod
+    def _segment(tp: TopicPartition, start: int, end: int, facts: list[Fact], records: list[RecordFacts]) -> Segment:
+        packed: list[bytes] = []
+        for _, n, blob in records:
+            if not n:
+                continue
+            if blob is None:  # a record decoded from its contract event: the facts are encoded
+                return Segment(tp[0], tp[1], start, end, tuple(facts))
+            packed.append(blob)
+        return Segment(tp[0], tp[1], start, end, tuple(facts), tuple(packed))
 
 
 @dataclass

@@ -146,16 +146,14 @@ class MalformedRoutedRecord(ValueError):
     pass
 
 
-def unpack_routed(value: bytes | None, offset: int) -> list[Fact]:
-    """The facts of one internal record, each stamped with that record's offset (segments cover the
-    internal partition's offsets)."""
+def unpack_routed(value: bytes | None) -> list[Fact]:
+    """The facts of one internal record (their `offset` is that of the contract record each came from)."""
     if not value:
         return []
     try:
-        facts = _routed.decode(value)
+        return _routed.decode(value)  # type: ignore[return-value]
     except msgspec.DecodeError as exc:
         raise MalformedRoutedRecord(str(exc)) from exc
-    return [msgspec.structs.replace(f, offset=offset) for f in facts]
 
 
 async def decode_routed(records: Sequence[RawRecord]) -> Decoded:
@@ -168,11 +166,14 @@ async def decode_routed(records: Sequence[RawRecord]) -> Decoded:
     for r in records:
         tp_facts = out.facts_of(r)
         try:
-            unpacked = unpack_routed(r.value, r.offset)
+            unpacked = unpack_routed(r.value)
         except MalformedRoutedRecord:
             log.error("an internal record does not decode; skipped", extra={"partition": r.partition, "at": r.offset})
             out.skipped += 1
+            out.record(r, 0)
             continue
         facts.extend(unpacked)
         tp_facts.extend(unpacked)
+        # Stored in the segment as it came (the same MessagePack list of facts a segment holds).
+        out.record(r, len(unpacked), r.value if unpacked else None)
     return out

@@ -11,6 +11,7 @@ of its facts (far cheaper to encode and decode than one BSON sub-document per fa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
@@ -192,6 +193,36 @@ _decoder = msgspec.msgpack.Decoder(list[AnyFact])
 
 def encode_facts(facts: list[Fact] | tuple[Fact, ...]) -> bytes:
     return _encoder.encode(facts)
+
+
+def join_packed(packed: Sequence[bytes]) -> bytes:
+    """Several `encode_facts` blobs as one: the same bytes as `encode_facts` of all their facts, in order, without
+    decoding and encoding them again (a MessagePack list is its length, then its items one after another)."""
+    total = 0
+    items = []
+    for blob in packed:
+        n, header = _list_header(blob)
+        total += n
+        items.append(memoryview(blob)[header:])
+    if total < 16:
+        head = bytes([0x90 | total])
+    elif total < 1 << 16:
+        head = b"\xdc" + total.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + total.to_bytes(4, "big")
+    return head + b"".join(items)
+
+
+def _list_header(blob: bytes) -> tuple[int, int]:
+    """(items, header bytes) of a MessagePack list."""
+    first = blob[0]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F, 1
+    if first == 0xDC:
+        return int.from_bytes(blob[1:3], "big"), 3
+    if first == 0xDD:
+        return int.from_bytes(blob[1:5], "big"), 5
+    raise ValueError(f"not a MessagePack list (first byte {first:#x})")
 
 
 def decode_facts(blob: bytes) -> list[AnyFact]:
