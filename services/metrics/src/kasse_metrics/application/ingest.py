@@ -233,8 +233,8 @@ class Checkpoints:
             taken, self.pending = self.pending, {}
             if not taken:
                 return []
-            segments = [s for tp, p in sorted(taken.items()) for s in self._segments(tp, p)]
             try:
+                segments = [s for tp, p in sorted(taken.items()) for s in self._segments(tp, p)]
                 await self.store.write(segments)
             except BaseException:
                 for tp, p in taken.items():
@@ -262,6 +262,8 @@ class Checkpoints:
                 start, first, records, count = record[0], first + count, [], 0
             records.append(record)
             count += record[1]
+        if first + count != len(p.facts):  # a decoder that did not `Decoded.record` its records: never drop facts
+            raise RuntimeError(f"{tp}: {len(p.facts)} facts pending, {first + count} counted by their records")
         out.append(self._segment(tp, start, p.end, p.facts[first : first + count], records))
         return out
 
