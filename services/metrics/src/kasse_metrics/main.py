@@ -166,8 +166,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         await partitions.heartbeat()
 
     async def publish_partials() -> None:
-        # What changed in the owned partitions, for the other instances' reads.
-        await partitions.publish()
+        # What changed in the owned partitions, for the other instances' reads: a bounded share per turn, so a
+        # replay (or a restored partition, all of whose minutes are new) never holds the loop for one huge write.
+        await partitions.publish(settings.partial_publish_max_minutes)
 
     async def read_partials() -> None:
         if not partitions.assigned_once:

@@ -179,8 +179,17 @@ class GroupInstance:
         self.ingest = Ingest(self.partitions, Checkpoints(store), decode_routed)
 
 
+async def _publish_all(instance: Any, max_minutes: int | None) -> None:
+    """What the periodic job does: publish turn after turn until nothing changed is left."""
+    for _ in range(1_000):
+        if not await instance.partitions.publish(max_minutes):
+            return
+    raise AssertionError("changes left after 1,000 publications")
+
+
+@pytest.mark.parametrize("max_minutes", [None, 2])
 async def test_partitioned_state_each_instance_holds_its_sessions_and_reads_merge_the_others_exactly(
-    scenario_for: Any, assert_report_matches: Any
+    scenario_for: Any, assert_report_matches: Any, max_minutes: int | None
 ) -> None:
     scenario = scenario_for("partitioned")
     log = Log()
@@ -196,7 +205,7 @@ async def test_partitioned_state_each_instance_holds_its_sessions_and_reads_merg
         for _, p in tps:
             await instance.ingest(topic.records(p))
         await instance.ingest.checkpoint()
-        await instance.partitions.publish()
+        await _publish_all(instance, max_minutes)
     for instance in (a, b):
         await instance.remote.poll()
         for window in ("all", "5m", "1h", "24h"):
@@ -219,7 +228,7 @@ async def test_partitioned_state_each_instance_holds_its_sessions_and_reads_merg
     await a.partitions.snapshot()
     await a.partitions.revoke([(INTERNAL, 0)])
     await b.partitions.assign([(INTERNAL, 0)])
-    await b.partitions.publish()
+    await _publish_all(b, max_minutes)
     for instance in (a, b):
         await instance.remote.poll()
         assert_report_matches(instance.kpis.report(Window.named("all", scenario.at)), scenario.expected("all"))
@@ -237,6 +246,23 @@ async def test_partitioned_state_each_instance_holds_its_sessions_and_reads_merg
     assert b.partitions.parts[(INTERNAL, 5)] is not before[(INTERNAL, 5)]
     await b.remote.poll()
     assert_report_matches(b.kpis.report(Window.named("all", scenario.at)), scenario.expected("all"))
+
+
+def test_changed_minutes_are_taken_a_bounded_number_at_a_time_newest_and_oldest_first() -> None:
+    p = Projection()
+    start = 1_700_000_000_000
+    p.apply_all(Viewed(f"e{i}", start + i * 60_000, 0, f"s{i}", "p", "c", "direct") for i in range(50))
+    every = set(p.buckets)
+    assert len(every) == 50
+    turns: list[set[int]] = []
+    while p.dirty_minutes:
+        changed, _ = p.take_changes(limit=8)
+        assert 0 < len(changed) <= 8
+        assert all(changed[m] == p.buckets[m] for m in changed)
+        turns.append(set(changed))
+    assert {max(every), min(every)} <= turns[0]  # the newest and the oldest first
+    assert set().union(*turns) == every and sum(map(len, turns)) == len(every)  # each once, none left out
+    assert p.take_changes(limit=8) == ({}, False)
 
 
 class CountingPartialStore(InMemoryPartialStore):

@@ -261,16 +261,18 @@ class StatePartitions:
         for part in list(self.parts.values()):
             await part.sync.close()
 
-    async def publish(self) -> None:
-        await self._publish(list(self.parts.values()))
+    async def publish(self, max_minutes: int | None = None) -> bool:
+        """Publish what changed, at most `max_minutes` minutes per partition; True when changes are left."""
+        await self._publish(list(self.parts.values()), max_minutes)
+        return any(part.projection.dirty_minutes for part in self.parts.values())
 
-    async def _publish(self, parts: list[PartitionState]) -> None:
+    async def _publish(self, parts: list[PartitionState], max_minutes: int | None = None) -> None:
         if self.partials is None:
             return
         updates = []
         taken = []
         for part in parts:
-            minutes, names_changed = part.projection.take_changes()
+            minutes, names_changed = part.projection.take_changes(max_minutes)
             names_changed = names_changed or not part.names_published
             experiments_changed = part.analysis.version != part.experiments_published
             if experiments_changed and part.experiments_sent is not None and part.aggregates() == part.experiments_sent:

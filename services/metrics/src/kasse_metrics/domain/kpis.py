@@ -36,6 +36,7 @@ Other KPIs (event-time windows, same minute rule):
 
 from __future__ import annotations
 
+import heapq
 import statistics
 from bisect import bisect_left, insort
 from collections import Counter, OrderedDict, defaultdict
@@ -742,14 +743,21 @@ class Projection:
         self._epoch += 1
         self._cache.clear()
 
-    def take_changes(self) -> tuple[dict[int, Bucket | None], bool]:
+    def take_changes(self, limit: int | None = None) -> tuple[dict[int, Bucket | None], bool]:
         """The minutes changed since the last call (None: merged away into its day) and whether any
-        product name changed; clears both."""
-        changed = {m: self.buckets.get(m) for m in self.dirty_minutes}
+        product name changed; clears both. With `limit`, at most that many minutes, the newest and the
+        oldest (so a recent minute is not held back, nor an old one forever); the others stay changed."""
+        dirty = self.dirty_minutes
+        if limit is None or len(dirty) <= limit:
+            taken, self.dirty_minutes = dirty, set()
+        else:
+            oldest = limit // 2
+            taken = set(heapq.nlargest(limit - oldest, dirty)) | set(heapq.nsmallest(oldest, dirty))
+            dirty -= taken
+        changed = {m: self.buckets.get(m) for m in taken}
         if self._touched_minutes is not None:  # a snapshot under way encodes them again at its end
-            self._touched_minutes.update(self.dirty_minutes)
+            self._touched_minutes.update(taken)
         names = self.names_dirty
-        self.dirty_minutes = set()
         self.names_dirty = False
         return changed, names
 
