@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 from kasse_contracts.events import ExperimentChanged, ExperimentMetric, ExperimentStatus, GuardrailMetric
@@ -254,10 +255,6 @@ class _Aggregate:
         }
 
 
-def _last_ms(s: _Session) -> int:
-    return s.last_ms
-
-
 class ExperimentAnalysis:
     """Exposures and the outcomes of sessions, and the per-variant report computed from them.
 
@@ -345,7 +342,7 @@ class ExperimentAnalysis:
             return 0
         self.last_fold_ms = self.watermark_ms
         horizon = self.watermark_ms - self.window_ms
-        stale = self._idle.idle(horizon, self.sessions, _last_ms)
+        stale = self._idle.idle(horizon, self.sessions, attrgetter("last_ms"))
         for sid in stale:
             self._fold_session(sid, self.sessions.pop(sid))
         if stale:

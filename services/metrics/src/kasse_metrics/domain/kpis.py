@@ -44,6 +44,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -268,10 +269,6 @@ class SessionState(msgspec.Struct, gc=False):
         return self.first_view[2] if self.first_view else None
 
 
-def _last_ms(s: SessionState) -> int:
-    return s.last_ms
-
-
 def _rate(numerator: int, denominator: int) -> dict[str, Any]:
     return {
         "numerator": numerator,
@@ -483,7 +480,7 @@ class Projection:
 
     def _idle_sessions(self, horizon: int) -> list[str]:
         """The sessions whose last event is before `horizon`."""
-        return self._idle.idle(horizon, self.sessions, _last_ms)
+        return self._idle.idle(horizon, self.sessions, attrgetter("last_ms"))
 
     def _add(self, minute: int, key: CounterKey, n: int) -> None:
         self.dirty_minutes.add(minute)

@@ -241,8 +241,8 @@ class RouterConsumer(PartitionLoop):
             while True:
                 await self._wait_while_paused()
                 # What is fetched already, taken on the loop (nothing blocks with no timeout); only an empty
-                # queue waits, on the client's thread. The hop to that thread and back for every batch cost ~5 %
-                # of the loop's CPU and ~8 ms (p50) of each event's freshness in the bench.
+                # queue waits, on the client's thread. The hop to that thread and back for every batch was 7.7 ms
+                # p50 / 103 ms p99 of each event's freshness in the bench (1.7 / 13 ms without it).
                 batch = self._take(consumer, s.ingest_max_records, 0)
                 if not batch and not self._rebalances:
                     batch = await on_client(self._take, consumer, s.ingest_max_records, timeout_s)
