@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -60,6 +61,7 @@ from kasse_contracts.events import (
     ShipmentDelivered,
     ShipmentDispatched,
 )
+from kasse_testkit.waiting import wait_until
 
 STOREFRONT = "kasse.storefront.v1"
 STEP_BY_TYPE = {
@@ -501,6 +503,33 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def children(pid: int) -> list[int]:
+    """The process's child processes (the metrics service's router runs in one: its memory and CPU count)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Running (not ended, nor a zombie its new parent has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Service:
     """One metrics process of the benchmark."""
 
@@ -569,25 +598,36 @@ class Service:
                 raise RuntimeError(f"metrics service not ready; see {self.log.name}")
             await asyncio.sleep(0.1)
 
+    def _processes(self) -> list[int]:
+        return [self.proc.pid, *children(self.proc.pid)]
+
     def rss_mb(self) -> float:
-        return rss_mb(self.proc.pid)
+        """The service's resident memory: its process and its router's."""
+        return sum(rss_mb(pid) for pid in self._processes())
 
     def cpu_s(self) -> float:
-        """CPU seconds (user + system, every thread) the process has used (Linux /proc)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds the service has used: its process and its router's (a router that was replaced is
+        not counted: none is in the bench's phases)."""
+        return sum(cpu_s(pid) for pid in self._processes())
 
     async def stop(self, kill: bool = False) -> None:
         await self.http.aclose()
+        router = children(self.proc.pid)
         if kill:
-            self.proc.kill()
+            # As a pod is killed: every process of it (the service leads its own process group).
+            os.killpg(self.proc.pid, signal.SIGKILL)
         else:
             self.proc.terminate()
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        self.log.close()
+        # The router's process ends with its service (its stdin closes); wait for it, so the next phase
+        # starts with the machine as free as before.
+        try:
+            await wait_until(lambda: not any(alive(pid) for pid in router), timeout=15, message="router process ended")
+        finally:
+            self.log.close()
 
 
 async def ingest_rate(

@@ -214,6 +214,17 @@ class ServiceSettings(BaseSettings):
                 used.append(self.env_name(name))
         return used
 
+    def revealed(self) -> dict[str, Any]:
+        """Every field's value, JSON-ready and with the secrets in clear: `type(self)(**revealed())` builds
+        these settings again (how a service hands its settings to a child process, on a pipe: not in its
+        arguments or environment, which `ps` and /proc show)."""
+        values = self.model_dump(mode="json")
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                values[name] = value.get_secret_value()
+        return values
+
     def secret(self, name: str) -> SecretStr:
         """A `dev_secrets` field, which validation guarantees is set (typed for the caller)."""
         value = getattr(self, name)

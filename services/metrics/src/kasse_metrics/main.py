@@ -15,7 +15,6 @@ from kasse_common.runtime import ServiceRuntime, serve
 from kasse_contracts.events import ExperimentChanged
 from kasse_contracts.topics import INTERNAL_TOPICS, METRICS_FACTS_BY_SESSION, TOPICS, dead_letter_topic
 from kasse_metrics.adapters import glibc_malloc
-from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
 from kasse_metrics.adapters.mongo_checkpoints import (
     MongoCheckpointStore,
     MongoReaderRegistry,
@@ -23,7 +22,6 @@ from kasse_metrics.adapters.mongo_checkpoints import (
     partition_scope,
 )
 from kasse_metrics.adapters.mongo_partials import MongoPartialStore
-from kasse_metrics.adapters.routed_facts import KafkaRoutedFacts
 from kasse_metrics.application.experiments import (
     ExperimentDefinitions,
     ExperimentReports,
@@ -34,7 +32,7 @@ from kasse_metrics.application.experiments import (
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, TopicPartition
 from kasse_metrics.application.partitions import MergedKpis, PartitionState, RemotePartials, StatePartitions
 from kasse_metrics.application.queries import KpiQueries
-from kasse_metrics.application.routing import Router, decode_routed
+from kasse_metrics.application.routing import decode_routed
 from kasse_metrics.domain.kpis import Projection
 from kasse_metrics.entrypoints.consumer import IngestConsumer
 from kasse_metrics.entrypoints.experiment_gauges import ExperimentCollector
@@ -45,7 +43,8 @@ from kasse_metrics.entrypoints.experiments_http import (
 )
 from kasse_metrics.entrypoints.http import build_dashboard_router, build_router
 from kasse_metrics.entrypoints.prometheus import KpiCollector
-from kasse_metrics.entrypoints.router import RouterConsumer
+from kasse_metrics.entrypoints.router import RouterConsumer, build_router_consumer
+from kasse_metrics.entrypoints.router_process import RouterProcess
 from kasse_metrics.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
@@ -96,9 +95,6 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     remote = RemotePartials(partial_store, rules, skip=lambda: partitions.local_keys)
     merged = MergedKpis(rules, partitions, remote)
     queries = KpiQueries(merged, settings.stream_min_interval_s, lag=lambda: partitions.lag_records)
-    dead_letters = KafkaDeadLetters(
-        runtime.publisher, settings.topic(dead_letter_topic(settings.service_name)), settings.consumer_group
-    )
     # Experiments: definitions owned here (published as ExperimentChanged); each partition's analysis is
     # fed its facts, and the reports merge every partition's per-variant sums.
     definitions = ExperimentDefinitions(runtime.document_store("experiments"), runtime.encode)
@@ -114,15 +110,13 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         listeners.append(experiments.notify_changed)
     runtime.produces(ExperimentChanged)
     # Two stages (application.routing): the router re-keys the contract topics' facts by session onto the
-    # internal topic; the state stage reads its share of that topic into the projection.
+    # internal topic (in a child process of its own unless `router_process` is off: entrypoints.router_process);
+    # the state stage reads its share of that topic into the projection.
     internal_topic = settings.internal_topic
-    sender = KafkaRoutedFacts(settings, internal_topic)
-    router = RouterConsumer(
-        settings,
-        Router(dead_letters, sender, settings.router_max_facts_per_record),
-        sender,
-        [settings.topic(t) for t in sorted(TOPICS)],
-        tracer=runtime.telemetry.tracer("kasse.metrics"),
+    router: RouterConsumer | RouterProcess = (
+        RouterProcess(settings)
+        if settings.router_process
+        else build_router_consumer(settings, runtime.publisher, runtime.telemetry.tracer("kasse.metrics"))
     )
     ingest = Ingest(partitions, Checkpoints(store, settings.segment_max_facts), decode_routed)
 
@@ -226,7 +220,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     runtime.every(settings.partial_publish_interval_s, publish_partials, name="partial-aggregates-publish")
     runtime.every(settings.projection_poll_interval_s, read_partials, name="partial-aggregates-read")
     registry = runtime.prometheus_registry()
-    registry.register(KpiCollector(merged, consumer, router, dead_letters))
+    registry.register(KpiCollector(merged, consumer, router))
     # Memory and GC visible: process_resident_memory_bytes, python_gc_collections_total, …
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)

@@ -29,6 +29,8 @@ VALUE = b"x" * 600  # ~ a contract event's size: the queue bounds are reached as
 
 
 class _NoDeadLetters:
+    count = 0
+
     async def send(self, record: Any, error: Exception) -> None:  # pragma: no cover - nothing is decoded here
         raise AssertionError("not used")
 

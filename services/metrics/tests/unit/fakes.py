@@ -91,6 +91,10 @@ class RecordingDeadLetters:
     def __init__(self) -> None:
         self.sent: list[tuple[RawRecord, Exception]] = []
 
+    @property
+    def count(self) -> int:
+        return len(self.sent)
+
     async def send(self, record: RawRecord, error: Exception) -> None:
         self.sent.append((record, error))
 

@@ -114,6 +114,8 @@ class SnapshotStore(Protocol):
 
 
 class DeadLetters(Protocol):
+    count: int  # records sent so far
+
     async def send(self, record: RawRecord, error: Exception) -> None: ...
 
 

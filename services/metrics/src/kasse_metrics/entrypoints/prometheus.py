@@ -10,11 +10,11 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
 from kasse_metrics.application.partitions import MergedKpis
 from kasse_metrics.domain.kpis import WINDOWS, Window
 from kasse_metrics.entrypoints.consumer import IngestConsumer
 from kasse_metrics.entrypoints.router import RouterConsumer
+from kasse_metrics.entrypoints.router_process import RouterProcess
 
 RATES = ("conversion_rate", "cart_abandonment_rate", "payment_failure_rate", "fraud_block_rate", "refund_rate")
 
@@ -24,13 +24,11 @@ class KpiCollector:
         self,
         kpis: MergedKpis,
         consumer: IngestConsumer,
-        router: RouterConsumer,
-        dead_letters: KafkaDeadLetters,
+        router: RouterConsumer | RouterProcess,
     ) -> None:
         self.router = router
         self.projection = kpis
         self.consumer = consumer
-        self.dead_letters = dead_letters
 
     def collect(self) -> Iterator[Any]:
         funnel = GaugeMetricFamily(
@@ -130,7 +128,17 @@ class KpiCollector:
                 self.consumer.records_total,
             ),
             ("kasse_metrics_duplicates", "Facts whose event id was already counted", self.consumer.duplicates_total),
-            ("kasse_metrics_dead_lettered", "Malformed records sent to the dead-letter topic", self.dead_letters.count),
+            (
+                "kasse_metrics_dead_lettered",
+                "Malformed records sent to the dead-letter topic",
+                self.router.dead_lettered,
+            ),
             ("kasse_metrics_facts_applied", "Facts folded into this instance's partitions", held["facts_applied"]),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+        if isinstance(self.router, RouterProcess):
+            yield CounterMetricFamily(
+                "kasse_metrics_router_process_restarts",
+                "Router processes started again because the previous one ended (see the service's log)",
+                value=max(0, self.router.starts - 1),
+            )

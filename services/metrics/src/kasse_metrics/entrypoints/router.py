@@ -27,8 +27,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaPartition
 from opentelemetry import trace
 
-from kasse_common.messaging import confluent_security
+from kasse_common.messaging import EventPublisher, confluent_security
 from kasse_common.retry import retry_transient
+from kasse_contracts.topics import TOPICS, dead_letter_topic
+from kasse_metrics.adapters.dead_letters import KafkaDeadLetters
 from kasse_metrics.adapters.routed_facts import KafkaRoutedFacts
 from kasse_metrics.application.routing import Router
 from kasse_metrics.entrypoints.consumer import trace_consumed
@@ -77,6 +79,11 @@ class RouterConsumer(PartitionLoop):
         self._rebalances: list[tuple[bool, list[tuple[str, int]]]] = []
         # The offsets of the routed (acknowledged) batches, committed with the next poll.
         self._to_commit: list[KafkaPartition] = []
+
+    @property
+    def dead_lettered(self) -> int:
+        """Malformed records this router sent to the dead-letter topic."""
+        return self.router.dead_letters.count
 
     def _config(self) -> dict[str, Any]:
         s = self.settings
@@ -278,3 +285,18 @@ class RouterConsumer(PartitionLoop):
         self.facts_total += result.facts
         self.routed_records_total += result.routed_records
         self._count(result.records)
+
+
+def build_router_consumer(settings: MetricsSettings, publisher: EventPublisher, tracer: trace.Tracer) -> RouterConsumer:
+    """The router stage: every contract topic → the internal topic; malformed records to the dead-letter topic."""
+    dead_letters = KafkaDeadLetters(
+        publisher, settings.topic(dead_letter_topic(settings.service_name)), settings.consumer_group
+    )
+    sender = KafkaRoutedFacts(settings, settings.internal_topic)
+    return RouterConsumer(
+        settings,
+        Router(dead_letters, sender, settings.router_max_facts_per_record),
+        sender,
+        [settings.topic(t) for t in sorted(TOPICS)],
+        tracer=tracer,
+    )
