@@ -39,7 +39,7 @@ class InMemoryCheckpointStore:
         found.sort(key=lambda s: s.start)
         return [f for s in found for f in s.facts]
 
-    async def prune(self, below: Mapping[TopicPartition, int]) -> int:
+    async def prune(self, below: Mapping[TopicPartition, int], sweep: bool = False) -> int:
         kept = [s for s in self.segments if s.end > below.get(s.tp, 0)]
         deleted = len(self.segments) - len(kept)
         self.segments = kept

@@ -20,6 +20,7 @@ import msgspec
 from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from kasse_metrics.adapters.mongo_commands import STATEMENTS_PER_COMMAND
 from kasse_metrics.application.partitions import PartialUpdate, RemoteRead
 from kasse_metrics.domain.experiment_analysis import aggregates_of_state, aggregates_state
 from kasse_metrics.domain.kpis import CounterKey
@@ -36,12 +37,6 @@ class MongoPartialStore:
 
     def __init__(self, db: AsyncDatabase[Any]) -> None:
         self.docs = db[self.COLLECTION]
-
-    # Statements per write command. FerretDB v1 holds one SQLite connection per statement of an update
-    # command until the command ends, from a pool of 100: a command of 100 or more statements deadlocks
-    # it (seen with bulks of 200). Small commands, in order, keep far below that even with a few
-    # instances publishing at once.
-    STATEMENTS_PER_COMMAND = 16
 
     async def publish(self, updates: list[PartialUpdate]) -> None:
         # In order: a partition's header after the minutes it points to (a reader may find minutes newer
@@ -63,7 +58,7 @@ class MongoPartialStore:
                 head["exp_seq"] = u.seq
             ops.append(UpdateOne({"_id": f"{u.key}|h"}, {"$set": head}, upsert=True))
         ops.append(UpdateOne({"_id": SEQ_DOC}, {"$max": {u.key: u.seq for u in updates}}, upsert=True))
-        n = self.STATEMENTS_PER_COMMAND
+        n = STATEMENTS_PER_COMMAND  # small commands, in order (see adapters.mongo_commands)
         for i in range(0, len(ops), n):
             await self.docs.bulk_write(ops[i : i + n], ordered=True)
 

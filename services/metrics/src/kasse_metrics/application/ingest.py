@@ -84,8 +84,9 @@ class CheckpointStore(Protocol):
         outside the range and the same event twice (overlapping segments): the projection skips
         event ids it has."""
 
-    async def prune(self, below: Mapping[TopicPartition, int]) -> int:
-        """Delete the segments of each partition that end at or below `below[tp]`; returns how many."""
+    async def prune(self, below: Mapping[TopicPartition, int], sweep: bool = False) -> int:
+        """Delete the segments of each partition that end at or below `below[tp]`; returns how many. Without
+        `sweep` a store may delete only those this process wrote or read (cheaper); with it, every one."""
 
 
 class ReaderRegistry(Protocol):
@@ -371,6 +372,9 @@ class ProjectionSync:
     # below. The heartbeat prunes then, without waiting for new facts (and so a new snapshot).
     _snapshot_seen: dict[TopicPartition, int] = field(default_factory=dict)
     _prune_due: bool = False
+    # The first prune of an owner also deletes the segments other processes left below its snapshot (a
+    # predecessor that died before pruning, a zombie owner); later ones only what this process wrote or read.
+    _swept: bool = False
     _closed: bool = False
 
     async def restore(self) -> bool:
@@ -474,10 +478,11 @@ class ProjectionSync:
         live = await self.readers.live_seen(self.reader_ttl_s)
         below = {tp: min([offset] + [r.get(tp, 0) for r in live]) for tp, offset in snapshot_seen.items()}
         try:
-            deleted = await self.store.prune(below)
+            deleted = await self.store.prune(below, sweep=not self._swept)
         except BaseException:
             self._prune_due = True
             raise
+        self._swept = True
         if below != dict(snapshot_seen):  # a reader held some back: again once it has read on or is dropped
             self._prune_due = True
         self.segments_pruned += deleted
