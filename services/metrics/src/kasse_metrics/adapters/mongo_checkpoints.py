@@ -102,7 +102,8 @@ class MongoCheckpointStore:
     async def prune(self, below: Mapping[TopicPartition, int], sweep: bool = False) -> int:
         """Delete the segments that end at or below `below[tp]` (held by the latest snapshot and every live reader):
         those this process wrote or read, by `_id`; with `sweep` also those it does not know of (written by a
-        predecessor that died before pruning, or by a zombie owner), by a range filter (a scan on FerretDB)."""
+        predecessor that died before pruning, or by a zombie owner), by a range filter (a scan on FerretDB: once
+        after a snapshot is loaded, see `ProjectionSync`)."""
         deleted = 0
         for tp, offset in sorted(below.items()):
             if offset <= 0:

@@ -372,9 +372,10 @@ class ProjectionSync:
     # below. The heartbeat prunes then, without waiting for new facts (and so a new snapshot).
     _snapshot_seen: dict[TopicPartition, int] = field(default_factory=dict)
     _prune_due: bool = False
-    # The first prune of an owner also deletes the segments other processes left below its snapshot (a
-    # predecessor that died before pruning, a zombie owner); later ones only what this process wrote or read.
-    _swept: bool = False
+    # A loaded snapshot may have segments below it that its writer had no time to prune (it died), or that a
+    # zombie owner wrote: this process never read them, so the next prune sweeps them by range. Otherwise a
+    # prune deletes only what this process wrote or read (everything above the snapshot it loaded is read).
+    _sweep_due: bool = False
     _closed: bool = False
 
     async def restore(self) -> bool:
@@ -421,6 +422,7 @@ class ProjectionSync:
                 self._snapshot_facts = self.projection.facts_applied
                 self._snapshot_seen = dict(seen)
                 self._prune_due = True
+                self._sweep_due = True
         log.info(
             "projection restored from a snapshot",
             extra={"bytes": len(blob), "read_s": round(read_s, 3), "total_s": round(time.perf_counter() - started, 3)},
@@ -478,11 +480,11 @@ class ProjectionSync:
         live = await self.readers.live_seen(self.reader_ttl_s)
         below = {tp: min([offset] + [r.get(tp, 0) for r in live]) for tp, offset in snapshot_seen.items()}
         try:
-            deleted = await self.store.prune(below, sweep=not self._swept)
+            deleted = await self.store.prune(below, sweep=self._sweep_due)
         except BaseException:
             self._prune_due = True
             raise
-        self._swept = True
+        self._sweep_due = False
         if below != dict(snapshot_seen):  # a reader held some back: again once it has read on or is dropped
             self._prune_due = True
         self.segments_pruned += deleted
