@@ -720,7 +720,7 @@ async def service_phases(args: argparse.Namespace, prefix: str, token: str) -> d
     result: dict[str, Any] = {
         "ingested": nan, "rate": nan, "rss_early_mb": nan, "rss_end_mb": nan, "freshness_rate": nan,
         "freshness_ms": [], "restart_s": nan, "restart_rss_mb": nan, "two_ingested": nan, "two_rate": nan,
-        "two_rss_mb": [], "failed": [], "rate_compare": nan, "cpu_us": nan, "two_cpu_us": nan,
+        "two_rss_mb": [], "failed": [], "rate_compare": nan, "router_rate": nan, "cpu_us": nan, "two_cpu_us": nan,
     }  # fmt: skip
     database = f"bench_{token}_metrics"
     database2 = f"bench_{token}_metrics2"
@@ -764,7 +764,11 @@ async def _one_instance(args: argparse.Namespace, prefix: str, database: str, re
             group=service.group,
             internal_topic=service.internal_topic,
         )
-        result["rate_compare"] = rates.get(args.compare, float("nan"))
+        # A mark's rate is the router's (its committed offsets reached the mark); the state stage, in a process
+        # of its own, may still be behind then. Over every event, compare the rate that waits for both, as (g)'s.
+        router_rate = rates.get(args.compare, float("nan"))
+        result["rate_compare"] = result["rate"] if args.compare >= args.events else router_rate
+        result["router_rate"] = router_rate
         result["cpu_us"] = 1e6 * (service.cpu_s() - cpu.get("start", 0.0)) / max(result["ingested"], 1)
         # Wait until the projection shows the pre-filled events (the API is the point).
         deadline = time.monotonic() + args.phase_timeout
@@ -1034,7 +1038,7 @@ async def main_async(args: argparse.Namespace) -> None:
         print(
             f"(c) metrics service (checkpoints, offsets and snapshots persisted): {r['rate']:,.0f} events/s "
             f"({r['ingested']:.0f} records; {r['cpu_us']:.0f} µs CPU per event; {r['rate_compare']:,.0f} events/s over "
-            f"the first {compare:,})",
+            f"the first {compare:,}; its router reached them at {r['router_rate']:,.0f} events/s)",
             flush=True,
         )
         p50 = statistics.median(samples) if samples else float("nan")
