@@ -12,8 +12,9 @@ broker acknowledged the routed facts), so only settings, commands and counters c
   routed, dead letters, positions, lag, "caught up"), which `RouterProcess` mirrors for /readyz, /metrics
   and the tests; the child's logs go where the service's go;
 - the pause switch goes down the child's stdin ("pause", "resume"), each acknowledged once done;
-- the child stops when its stdin closes: when the service stops, and when it is killed (the kernel
-  closes a killed process's pipes), so a router never outlives its service. A child that dies is
+- the child stops when its stdin closes or a report finds no reader: when the service stops, and when it
+  is killed (the kernel closes a killed process's pipes), so a router never outlives its service (both
+  ways are tested: test_router_process.py). A child that dies is
   started again; what it had routed but not committed is routed again, and the state stage skips those
   facts by event id.
 """
