@@ -161,7 +161,8 @@ class RouterProcess(PartitionLoop):
                     if not done.done():
                         done.set_result(None)  # the next child starts in the state the switch asks for
             self._acks.clear()
-            self._lag = {}
+            # The lag stays as last reported until the next child reports (the restarts counter says why it
+            # does not move), rather than vanishing from /metrics while no router runs.
             if process.returncode is None:
                 await asyncio.shield(_stop(process))
 
