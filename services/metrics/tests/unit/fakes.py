@@ -19,7 +19,6 @@ class InMemoryCheckpointStore:
         self.offsets: dict[TopicPartition, int] = {}
         self.fail_next_write = False  # the store is down: nothing written
         self.crash_before_offsets = False  # the segments written, the offsets not
-        self.sweeps: list[bool] = []  # each prune's `sweep`
 
     async def write(self, segments: Sequence[Segment]) -> None:
         if self.fail_next_write:
@@ -40,10 +39,7 @@ class InMemoryCheckpointStore:
         found.sort(key=lambda s: s.start)
         return [f for s in found for f in s.facts]
 
-    async def prune(self, below: Mapping[TopicPartition, int], sweep: bool = False) -> int:
-        # Deletes every segment below, swept or not (the Mongo store knows only its process's segments
-        # without a sweep: tests/integration/test_checkpoint_store.py); what was asked is recorded.
-        self.sweeps.append(sweep)
+    async def prune(self, below: Mapping[TopicPartition, int]) -> int:
         kept = [s for s in self.segments if s.end > below.get(s.tp, 0)]
         deleted = len(self.segments) - len(kept)
         self.segments = kept

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bson import ObjectId
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -42,12 +41,12 @@ def _offset_key(field: str) -> TopicPartition:
 
 
 def segment_to_document(s: Segment) -> dict[str, Any]:
-    # A fresh _id per write: two writers of the same range (a replay after a crash between the two
+    # _id left to the driver: two writers of the same range (a replay after a crash between the two
     # writes, a zombie owner during a rebalance) both keep theirs; readers skip repeated event ids.
     # The facts are one MessagePack blob (typed, tagged structs): cheap to encode and to read back. Those the
     # router packed are joined as they came (~2 % of the service's CPU went to encoding them again).
     blob = join_packed(s.packed) if s.packed is not None else encode_facts(s.facts)
-    return {"_id": ObjectId(), "t": s.topic, "p": s.partition, "s": s.start, "e": s.end, "n": len(s.facts), "b": blob}
+    return {"t": s.topic, "p": s.partition, "s": s.start, "e": s.end, "n": len(s.facts), "b": blob}
 
 
 class MongoCheckpointStore:
@@ -57,12 +56,6 @@ class MongoCheckpointStore:
     def __init__(self, db: AsyncDatabase[Any]) -> None:
         self.segments = db[self.SEGMENTS]
         self.offsets = db[self.OFFSETS]
-        # The segments this process wrote or read, per partition (`_id` -> end offset): `prune` deletes them
-        # by `_id`. A range filter on (t, p, e) is an index scan on MongoDB, but FerretDB v1 reads and parses
-        # every segment for it, holding the local stack's write lock: 2.4-4.8 s per partition and snapshot
-        # round at 3M events in the bench, during which every checkpoint waited (the state stage stood still
-        # ~40 % of the time).
-        self._known: dict[TopicPartition, dict[Any, int]] = {}
 
     async def ensure_indexes(self) -> None:
         await self.segments.create_index([("t", ASCENDING), ("p", ASCENDING), ("e", ASCENDING)], name="position")
@@ -70,12 +63,7 @@ class MongoCheckpointStore:
     async def write(self, segments: Sequence[Segment]) -> None:
         if not segments:
             return
-        documents = [segment_to_document(s) for s in segments]
-        # Known before the insert: a checkpoint that fails half-way is written again under new ids, and the
-        # ids of its first attempt are deleted with them (a missing id is no error).
-        for d in documents:
-            self._known.setdefault((d["t"], d["p"]), {})[d["_id"]] = d["e"]
-        await self.segments.insert_many(documents, ordered=True)
+        await self.segments.insert_many([segment_to_document(s) for s in segments], ordered=True)
         # One document holds every partition's next offset: one atomic `$max` per checkpoint.
         next_offsets: dict[str, int] = {}
         for s in segments:
@@ -92,32 +80,18 @@ class MongoCheckpointStore:
         cursor = self.segments.find({"t": topic, "p": partition, "e": {"$gt": start}, "s": {"$lt": end}}).sort(
             "s", ASCENDING
         )
-        known = self._known.setdefault(tp, {})
-        facts: list[Fact] = []
-        async for seg in cursor:
-            known[seg["_id"]] = seg["e"]
-            facts.extend(decode_facts(seg["b"]))
-        return facts
+        return [f async for seg in cursor for f in decode_facts(seg["b"])]
 
-    async def prune(self, below: Mapping[TopicPartition, int], sweep: bool = False) -> int:
-        """Delete the segments that end at or below `below[tp]` (held by the latest snapshot and every live reader):
-        those this process wrote or read, by `_id`; with `sweep` also those it does not know of (written by a
-        predecessor that died before pruning, or by a zombie owner), by a range filter (a scan on FerretDB: once
-        after a snapshot is loaded, see `ProjectionSync`)."""
+    async def prune(self, below: Mapping[TopicPartition, int]) -> int:
+        """Delete the segments that end at or below `below[tp]` (held by the latest snapshot and every live reader),
+        whoever wrote them. (A range filter: an index scan on MongoDB, but FerretDB v1 reads every segment for it;
+        deleting by `_id` what this process wrote or read was tried in session 7 and left a killed writer's
+        segments behind, see the metrics README.)"""
         deleted = 0
-        for tp, offset in sorted(below.items()):
-            if offset <= 0:
-                continue
-            known = self._known.get(tp, {})
-            done = [i for i, end in known.items() if end <= offset]
-            if sweep:
-                topic, partition = tp
+        for (topic, partition), offset in sorted(below.items()):
+            if offset > 0:
                 result = await self.segments.delete_many({"t": topic, "p": partition, "e": {"$lte": offset}})
                 deleted += result.deleted_count
-            else:
-                deleted += await delete_by_id(self.segments, done)
-            for i in done:
-                del known[i]
         return deleted
 
 

@@ -84,9 +84,8 @@ class CheckpointStore(Protocol):
         outside the range and the same event twice (overlapping segments): the projection skips
         event ids it has."""
 
-    async def prune(self, below: Mapping[TopicPartition, int], sweep: bool = False) -> int:
-        """Delete the segments of each partition that end at or below `below[tp]`; returns how many. Without
-        `sweep` a store may delete only those this process wrote or read (cheaper); with it, every one."""
+    async def prune(self, below: Mapping[TopicPartition, int]) -> int:
+        """Delete the segments of each partition that end at or below `below[tp]`; returns how many."""
 
 
 class ReaderRegistry(Protocol):
@@ -372,10 +371,6 @@ class ProjectionSync:
     # below. The heartbeat prunes then, without waiting for new facts (and so a new snapshot).
     _snapshot_seen: dict[TopicPartition, int] = field(default_factory=dict)
     _prune_due: bool = False
-    # A loaded snapshot may have segments below it that its writer had no time to prune (it died), or that a
-    # zombie owner wrote: this process never read them, so the next prune sweeps them by range. Otherwise a
-    # prune deletes only what this process wrote or read (everything above the snapshot it loaded is read).
-    _sweep_due: bool = False
     _closed: bool = False
 
     async def restore(self) -> bool:
@@ -422,7 +417,6 @@ class ProjectionSync:
                 self._snapshot_facts = self.projection.facts_applied
                 self._snapshot_seen = dict(seen)
                 self._prune_due = True
-                self._sweep_due = True
         log.info(
             "projection restored from a snapshot",
             extra={"bytes": len(blob), "read_s": round(read_s, 3), "total_s": round(time.perf_counter() - started, 3)},
@@ -480,11 +474,10 @@ class ProjectionSync:
         live = await self.readers.live_seen(self.reader_ttl_s)
         below = {tp: min([offset] + [r.get(tp, 0) for r in live]) for tp, offset in snapshot_seen.items()}
         try:
-            deleted = await self.store.prune(below, sweep=self._sweep_due)
+            deleted = await self.store.prune(below)
         except BaseException:
             self._prune_due = True
             raise
-        self._sweep_due = False
         if below != dict(snapshot_seen):  # a reader held some back: again once it has read on or is dropped
             self._prune_due = True
         self.segments_pruned += deleted
