@@ -64,7 +64,6 @@ class RouterProcess(PartitionLoop):
         self.pid: int | None = None
         self._lag: dict[tuple[str, int], int] = {}
         self._reported = self._named("catching up: its process is starting")
-        self._paused = False
         self._stdin: asyncio.StreamWriter | None = None
         self._acks: dict[str, list[asyncio.Future[None]]] = {}
         # Counts of the current child, which starts from zero: the totals above add what each child adds.
@@ -88,11 +87,11 @@ class RouterProcess(PartitionLoop):
     async def pause(self) -> None:
         """Returns once the child finished the batch in hand and stopped polling (a child started while
         paused starts paused)."""
-        self._paused = True
+        self._unpaused.clear()  # the switch's state (PartitionLoop's), told to every child started later
         await self._command("pause")
 
     async def resume(self) -> None:
-        self._paused = False
+        self._unpaused.set()
         await self._command("resume")
 
     async def _command(self, command: str) -> None:
@@ -144,7 +143,7 @@ class RouterProcess(PartitionLoop):
         self._child_counts = (0, 0, 0, 0)
         assert process.stdin is not None
         try:
-            first = {"settings": self.settings.revealed(), "paused": self._paused}
+            first = {"settings": self.settings.revealed(), "paused": not self._unpaused.is_set()}
             process.stdin.write(json.dumps(first).encode() + b"\n")
             await process.stdin.drain()
             self._stdin = process.stdin
