@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 
 from kasse_common.envelope import encode
 from kasse_contracts.events import ProductSearched
-from kasse_metrics.adapters.mongo_checkpoints import MongoSnapshotStore
+from kasse_metrics.adapters.mongo_checkpoints import MongoCheckpointStore, MongoSnapshotStore
 from kasse_metrics.application.ingest import projection_blob
 from kasse_metrics.domain.facts import decode_facts
 from kasse_metrics.domain.kpis import Projection
@@ -67,12 +67,12 @@ async def test_a_kill_in_the_middle_of_ingesting_loses_and_doubles_nothing(
     total = len(records)
     mongo: AsyncMongoClient[Any] = AsyncMongoClient(kasse_infra.mongo_uri)
     db = mongo[namespace.database("metrics")]
-    segments = db["segments"]
+    segments, segment_facts = db[MongoCheckpointStore.SEGMENTS], db[MongoCheckpointStore.SEGMENT_FACTS]
 
     async def stored_events() -> int:
         """Distinct event ids stored: in the segments (one may repeat an id: readers skip it) and in each
         internal partition's latest snapshot (the segments below it are deleted once its readers read them)."""
-        ids = {f.event_id async for s in segments.find({}) for f in decode_facts(s["b"])}
+        ids = {f.event_id async for s in segment_facts.find({}) for f in decode_facts(s["b"])}
         async for header in db["projection_snapshots"].find({}):
             scope = header["_id"].removeprefix("latest|")
             latest = await MongoSnapshotStore(db, scope=scope).load()
@@ -176,7 +176,7 @@ async def test_a_kill_in_the_middle_of_ingesting_loses_and_doubles_nothing(
                     }
                     leftover[:] = [
                         (s["p"], s["s"], s["e"], snapshot_seen.get(s["p"], 0))
-                        async for s in segments.find({}, {"b": 0})
+                        async for s in segments.find({})
                         if s["e"] <= snapshot_seen.get(s["p"], 0)
                     ]
                     return not leftover
@@ -186,6 +186,10 @@ async def test_a_kill_in_the_middle_of_ingesting_loses_and_doubles_nothing(
                     timeout=30,
                     message=lambda: f"segments (partition, start, end, snapshot) below the snapshot left: {leftover}",
                 )
+                # No facts outlive their segment (they are deleted first, and written after it).
+                located = {s["_id"] async for s in segments.find({}, {"_id": 1})}
+                orphans = [f["_id"] async for f in segment_facts.find({}, {"_id": 1}) if f["_id"] not in located]
+                assert orphans == [], orphans
         finally:
             await restarted.stop()
     finally:

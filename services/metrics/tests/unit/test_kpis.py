@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import random
 import weakref
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,8 +19,18 @@ from kasse_common.errors import Unprocessable
 from kasse_contracts.base import Channel, Money
 from kasse_contracts.events import PaymentCaptured, ProductViewed
 from kasse_metrics.application.experiments import observe, partition_analysis, snapshot_part
-from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord, contract_decode
-from kasse_metrics.domain.facts import Captured, CartAdded, Fact, Line, Placed, Refunded, Viewed, to_ms
+from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord, Segment, contract_decode
+from kasse_metrics.domain.facts import (
+    Captured,
+    CartAdded,
+    CheckoutBegan,
+    Fact,
+    Line,
+    Placed,
+    Refunded,
+    Viewed,
+    to_ms,
+)
 from kasse_metrics.domain.kpis import FunnelRules, Projection, Window, minute_of
 
 from .fakes import InMemoryCheckpointStore, InMemoryReaderRegistry, InMemorySnapshotStore, RecordingDeadLetters
@@ -412,6 +424,50 @@ def test_the_fold_index_forgets_exactly_the_sessions_a_scan_of_all_would() -> No
     assert indexed.report(everything) == scanning.report(everything)
 
 
+@pytest.mark.parametrize(
+    "steps", [FunnelRules().steps, ("checkout_started", "paid")], ids=["default-steps", "checkout-first"]
+)
+def test_a_session_contributes_what_its_facts_say_whatever_their_order_repeated_steps_included(
+    steps: tuple[str, ...],
+) -> None:
+    """Many views and checkouts per session (earlier, later and equal to the first; views from other
+    channels), carts and payments, applied in random order and batches: after every batch, each session's
+    stored contribution is the one its state gives now, and at the end the aggregates equal those of the same
+    facts applied in time order."""
+    rng = random.Random(23)
+    offsets = [-30, 0, 0, 5, 40, 400]
+    facts: list[Fact] = []
+    for n in range(300):
+        session, t = f"s{n}", T0 + timedelta(seconds=rng.randrange(0, 3600))
+        for v in range(rng.randrange(1, 6)):
+            when = to_ms(t + timedelta(seconds=rng.choice(offsets)))
+            channel = rng.choice(["direct", "email", "search"])
+            facts.append(Viewed(f"{session}-v{v}", when, 0, session, "p", "c", channel))
+        if rng.random() < 0.5:
+            facts.append(CartAdded(f"{session}-a", to_ms(t + timedelta(seconds=20)), 0, session, f"c-{session}"))
+        for c in range(rng.randrange(0, 4)):
+            when = to_ms(t + timedelta(seconds=25 + rng.choice(offsets)))
+            facts.append(CheckoutBegan(f"{session}-c{c}", when, 0, session, f"c-{session}"))
+        if rng.random() < 0.3:
+            facts.append(_paid(session, t + timedelta(seconds=rng.randrange(10, 90)), f"{session}-p"))
+    rules = FunnelRules(steps=steps)
+    in_time_order = Projection(rules)
+    in_time_order.apply_all(sorted(facts, key=lambda f: (f.ms, f.event_id)))
+    shuffled = list(facts)
+    rng.shuffle(shuffled)
+    p = Projection(rules)
+    i = 0
+    while i < len(shuffled):
+        step = rng.randrange(1, 40)
+        p.apply_all(shuffled[i : i + step])
+        i += step
+        for s in p.sessions.values():
+            assert s.contributed == tuple(p.contribution(s))
+    everything = Window.named("all", None)
+    assert p.report(everything) == in_time_order.report(everything)
+    assert p.total == in_time_order.total and dict(p.buckets) == dict(in_time_order.buckets)
+
+
 def test_state_is_bounded_sessions_fold_old_minutes_merge_into_days_and_ids_are_a_window() -> None:
     rules = FunnelRules(steps=("viewed", "paid"), conversion_window=timedelta(hours=1))
     p = Projection(rules, dedupe_window_ids=100, minute_resolution_minutes=120)
@@ -614,6 +670,47 @@ async def test_segments_stored_after_the_snapshot_that_covers_them_are_deleted_w
     assert not await restarted.sync.snapshot()  # the loaded snapshot holds everything: not taken again
     await restarted.sync.heartbeat()
     assert store.segments == [] and restarted.sync.segments_pruned == 1
+
+
+async def test_a_segment_being_stored_is_not_deleted_under_its_writer_and_goes_once_committed() -> None:
+    """A checkpoint stores segments below the snapshot (which holds facts not stored yet) while the snapshot's
+    prune runs. The Mongo store writes where a segment lies, then its facts: deleted in between, its facts
+    would stay with no segment to find them. So the prune keeps what is above the committed offsets (a
+    write under way is), and the next heartbeat deletes that segment once its offsets are raised."""
+
+    class PausingStore(InMemoryCheckpointStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pause = False
+            self.half_written = asyncio.Event()
+            self.finish = asyncio.Event()
+
+        async def write(self, segments: Sequence[Segment]) -> None:
+            if not self.pause:
+                return await super().write(segments)
+            self.segments.extend(segments)
+            self.half_written.set()
+            await self.finish.wait()
+            for seg in segments:
+                self.offsets[seg.tp] = max(self.offsets.get(seg.tp, 0), seg.end)
+
+    store, snapshots, readers = PausingStore(), InMemorySnapshotStore(), InMemoryReaderRegistry()
+    instance = Instance(store)
+    instance.sync.snapshots, instance.sync.readers = snapshots, readers
+    await instance.sync.restore()
+    raw = _views(10)
+    await instance.ingest(raw[:4])
+    await instance.ingest.checkpoint()
+    await instance.ingest(raw[4:])  # consumed and visible, not stored yet
+    store.pause = True
+    checkpoint = asyncio.create_task(instance.ingest.checkpoint())
+    await asyncio.wait_for(store.half_written.wait(), timeout=5)
+    assert await instance.sync.snapshot()  # holds all 10: deletes [0, 4), not [4, 10) while it is written
+    assert [(s.start, s.end) for s in store.segments] == [(4, 10)]
+    store.finish.set()
+    await asyncio.wait_for(checkpoint, timeout=5)
+    await instance.sync.heartbeat()
+    assert store.segments == [] and instance.sync.segments_pruned == 2
 
 
 async def test_an_owner_dropped_as_silent_keeps_the_facts_it_holds_above_its_snapshot() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kasse_metrics.adapters.mongo_checkpoints import segment_to_document
+from kasse_metrics.adapters.mongo_checkpoints import segment_documents
 from kasse_metrics.application.experiments import observe, snapshot_part
 from kasse_metrics.application.ingest import Checkpoints, Ingest, ProjectionSync, RawRecord
 from kasse_metrics.application.partitions import MergedKpis, PartitionState, RemotePartials, StatePartitions
@@ -98,7 +98,7 @@ async def test_facts_of_a_session_meet_in_one_partition_and_the_numbers_equal_th
     assert store.offsets == {(INTERNAL, p): len(topic.log[p]) for p in range(6) if topic.log[p]}
     for segment in store.segments:  # stored as the router packed them, not decoded and encoded again
         assert segment.packed is not None
-        stored = segment_to_document(segment)["b"]
+        stored = segment_documents(segment)[1]["b"]
         assert stored == encode_facts(segment.facts) and decode_facts(stored) == list(segment.facts)
     for window in ("all", "5m", "1h", "24h"):
         assert_report_matches(projection.report(Window.named(window, scenario.at)), scenario.expected(window))

@@ -1,8 +1,16 @@
 """Checkpoints in the Mongo-protocol store (FerretDB v1 locally, MongoDB in prod).
 
-`segments`: one document per partition per checkpoint, the compact facts of offsets [s, e) as one
-MessagePack blob of typed facts (`domain.facts`). `partition_offsets`: one
-document with every partition's next offset, raised with `$max` after the segments are stored.
+`segments`: one small document per partition per checkpoint, where it lies (offsets [s, e)), and
+`segment_facts`: under the same `_id`, what it holds, the compact facts as one MessagePack blob of typed
+facts (`domain.facts`). `partition_offsets`: one document with every partition's next offset, raised with
+`$max` after the segments are stored.
+
+Why two collections: FerretDB v1 reads and parses every document of a collection for any filter but
+`{_id}`. The range filters (which segments to read, which to delete below a snapshot) used to parse every
+blob; at 5M events in the bench each such delete took 2.4-4.8 s under the store's write lock, and the
+state stage stood still behind it. They now scan documents of ~100 bytes and reach the blobs by `_id` (a
+lookup on both stores), and the range semantics stay: a prune deletes every writer's segments below the
+offset, those of a writer killed before its offsets moved too.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bson import ObjectId
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -40,30 +49,46 @@ def _offset_key(field: str) -> TopicPartition:
     return topic.replace("%2E", ".").replace("%25", "%"), int(partition)
 
 
-def segment_to_document(s: Segment) -> dict[str, Any]:
-    # _id left to the driver: two writers of the same range (a replay after a crash between the two
-    # writes, a zombie owner during a rebalance) both keep theirs; readers skip repeated event ids.
-    # The facts are one MessagePack blob (typed, tagged structs): cheap to encode and to read back. Those the
-    # router packed are joined as they came (~2 % of the service's CPU went to encoding them again).
+def segment_documents(s: Segment) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Where the segment lies and what it holds, under one fresh `_id`.
+
+    A fresh `_id`, not one derived from the range: two writers of the same range (a replay after a crash
+    between the writes, a zombie owner during a rebalance) both keep theirs; readers skip repeated event ids.
+    The facts are one MessagePack blob (typed, tagged structs): cheap to encode and to read back. Those the
+    router packed are joined as they came (~2 % of the service's CPU went to encoding them again)."""
     blob = join_packed(s.packed) if s.packed is not None else encode_facts(s.facts)
-    return {"t": s.topic, "p": s.partition, "s": s.start, "e": s.end, "n": len(s.facts), "b": blob}
+    segment_id = ObjectId()
+    return (
+        {"_id": segment_id, "t": s.topic, "p": s.partition, "s": s.start, "e": s.end, "n": len(s.facts)},
+        {"_id": segment_id, "b": blob},
+    )
 
 
 class MongoCheckpointStore:
     SEGMENTS = "segments"
+    SEGMENT_FACTS = "segment_facts"
     OFFSETS = "partition_offsets"
+    # Blobs fetched at once by a read (one `_id` lookup each): a restart's catch-up reads hundreds.
+    CONCURRENT_FETCHES = 32
 
     def __init__(self, db: AsyncDatabase[Any]) -> None:
         self.segments = db[self.SEGMENTS]
+        self.facts = db[self.SEGMENT_FACTS]
         self.offsets = db[self.OFFSETS]
 
     async def ensure_indexes(self) -> None:
         await self.segments.create_index([("t", ASCENDING), ("p", ASCENDING), ("e", ASCENDING)], name="position")
 
     async def write(self, segments: Sequence[Segment]) -> None:
+        """Where the segments lie, then what they hold, then the offsets. A writer killed before the facts
+        leaves a segment without them, which its offsets never covered: its records are consumed again and
+        stored by another segment (readers skip such a one), and the next prune below it deletes it. (The
+        other order would leave facts that no range finds, kept forever.)"""
         if not segments:
             return
-        await self.segments.insert_many([segment_to_document(s) for s in segments], ordered=True)
+        documents = [segment_documents(s) for s in segments]
+        await self.segments.insert_many([where for where, _ in documents], ordered=True)
+        await self.facts.insert_many([held for _, held in documents], ordered=True)
         # One document holds every partition's next offset: one atomic `$max` per checkpoint.
         next_offsets: dict[str, int] = {}
         for s in segments:
@@ -80,18 +105,42 @@ class MongoCheckpointStore:
         cursor = self.segments.find({"t": topic, "p": partition, "e": {"$gt": start}, "s": {"$lt": end}}).sort(
             "s", ASCENDING
         )
-        return [f async for seg in cursor for f in decode_facts(seg["b"])]
+        found = [doc async for doc in cursor]
+        blobs: list[bytes] = []
+        for i in range(0, len(found), self.CONCURRENT_FETCHES):
+            batch = found[i : i + self.CONCURRENT_FETCHES]
+            held = await asyncio.gather(*(self._blob(doc) for doc in batch))
+            blobs.extend(b for b in held if b is not None)
+        return [f for blob in blobs for f in decode_facts(blob)]
+
+    async def _blob(self, segment: Mapping[str, Any]) -> bytes | None:
+        """The segment's facts; None for a segment whose writer was killed before it stored them (its
+        offsets never covered it, so other segments hold its records)."""
+        if "b" in segment:  # a segment stored before the facts had a collection of their own
+            blob: bytes = segment["b"]
+            return blob
+        held = await self.facts.find_one({"_id": segment["_id"]})
+        return None if held is None else held["b"]
 
     async def prune(self, below: Mapping[TopicPartition, int]) -> int:
-        """Delete the segments that end at or below `below[tp]` (held by the latest snapshot and every live reader),
-        whoever wrote them. (A range filter: an index scan on MongoDB, but FerretDB v1 reads every segment for it;
-        deleting by `_id` what this process wrote or read was tried in session 7 and left a killed writer's
-        segments behind, see the metrics README.)"""
+        """Delete the segments that end at or below `below[tp]` (held by the latest snapshot and every live
+        reader), whoever wrote them: the facts first, then where they lay, both by `_id`. A prune
+        interrupted in between leaves segments without facts below the offset, which the next one finds by
+        range again. (Deleting by `_id` only what this process wrote or read left a killed writer's segments
+        behind: session 7, see the metrics README.)
+
+        `below` must not pass the committed offsets (`ProjectionSync.prune`): a write under way, between
+        its two inserts, lies above them, and deleted then its facts would outlive it. Only a zombie owner
+        still flushing below the new owner's offsets during a rebalance could meet a prune that way: one
+        checkpoint's facts at most, left behind."""
         deleted = 0
         for (topic, partition), offset in sorted(below.items()):
-            if offset > 0:
-                result = await self.segments.delete_many({"t": topic, "p": partition, "e": {"$lte": offset}})
-                deleted += result.deleted_count
+            if offset <= 0:
+                continue
+            below_offset = self.segments.find({"t": topic, "p": partition, "e": {"$lte": offset}}, {"_id": 1})
+            ids = [d["_id"] async for d in below_offset]
+            await delete_by_id(self.facts, ids)
+            deleted += await delete_by_id(self.segments, ids)
         return deleted
 
 

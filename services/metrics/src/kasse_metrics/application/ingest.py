@@ -5,17 +5,17 @@ Exactly-once, without transactions (FerretDB v1 has none), and without one write
    into the in-memory projection at once: the KPIs show an event as soon as it is consumed;
 2. the projection skips any event id it already holds, so a redelivered, duplicated or replayed
    event adds nothing, whatever order facts arrive in (this is the dedupe);
-3. every ~200 ms (or N records) a checkpoint stores, per partition, ONE segment document: the compact
-   facts of the offsets [start, end) consumed since the last checkpoint; then the partitions' next
-   offsets are raised (`$max`) in one offsets document. Two writes per checkpoint, not per event.
+3. every ~200 ms (or N records) a checkpoint stores, per partition, ONE segment: the compact facts of
+   the offsets [start, end) consumed since the last checkpoint; then the partitions' next offsets are
+   raised (`$max`) in one offsets document. A few writes per checkpoint, not per event.
 A crash loses only what was not checkpointed: the restarted consumer seeks to the stored offsets and
 reads those records again, the projection is rebuilt from the segments, and because the projection
 is a function of the *set* of event ids, the numbers come out the same. A segment written but not
 covered by the offsets (a crash between the two writes) overlaps the one written after the replay:
 its facts are read twice and skipped the second time by event id.
 
-Every instance reads the segments of ALL partitions (its own from memory, the others' from the store
-as their offsets move), so each serves the merged numbers of the group.
+With partitioned state (`application.partitions`), a `ProjectionSync` holds one internal partition and
+reads only that partition's segments: at assignment, those above its snapshot.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Segment:
 
 class CheckpointStore(Protocol):
     async def write(self, segments: Sequence[Segment]) -> None:
-        """Store the segments (one document each), THEN raise each partition's next offset to at
+        """Store the segments (every fact of them), THEN raise each partition's next offset to at
         least its segment's end."""
 
     async def committed_offsets(self) -> dict[TopicPartition, int]:
@@ -465,20 +465,27 @@ class ProjectionSync:
                 self._prune_due = True
 
     async def prune(self, snapshot_seen: Mapping[TopicPartition, int]) -> int:
-        """Delete the segments below the snapshot that every live reader has read too."""
+        """Delete the segments below the snapshot that every live reader has read too, and only those
+        below the committed offsets: a checkpoint under way (a snapshot holds facts not stored yet, so it
+        may be storing segments below it) writes above them until it is done, and a segment deleted while
+        it is written would leave its facts behind (a store may write a segment in more than one step)."""
         if self.readers is None:
             return 0
         # Cleared before the deletion: a segment stored while it runs (its `stored` comes after) is
         # caught by the next heartbeat.
         self._prune_due = False
         live = await self.readers.live_seen(self.reader_ttl_s)
-        below = {tp: min([offset] + [r.get(tp, 0) for r in live]) for tp, offset in snapshot_seen.items()}
+        committed = await self.store.committed_offsets()
+        below = {
+            tp: min([offset, committed.get(tp, 0)] + [r.get(tp, 0) for r in live])
+            for tp, offset in snapshot_seen.items()
+        }
         try:
             deleted = await self.store.prune(below)
         except BaseException:
             self._prune_due = True
             raise
-        if below != dict(snapshot_seen):  # a reader held some back: again once it has read on or is dropped
+        if below != dict(snapshot_seen):  # held back: again once the reader or the checkpoint has moved on
             self._prune_due = True
         self.segments_pruned += deleted
         return deleted
