@@ -79,6 +79,15 @@ class MetricsSettings(ServiceSettings):
             " limited to one core gains nothing from the second process)"
         ),
     )
+    router_commit_interval_s: float = Field(
+        0.2,
+        gt=0,
+        description=(
+            "The router commits its source offsets at most this often, one commit at a time (a commit per poll"
+            " starved the group's heartbeats at a few thousand events/s); a crash routes up to this long of"
+            " records again, which the state stage skips by event id"
+        ),
+    )
     ingest_max_records: int = Field(5000, ge=1, description="Records per poll")
     state_max_records: int = Field(
         4,

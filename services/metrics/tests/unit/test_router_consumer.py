@@ -119,7 +119,7 @@ def test_a_refused_commit_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptu
 
     router = _router_consumer(client)
     # Refused when asked (the client's own state) or later by the broker (the commit callback).
-    router._to_commit = [KafkaPartition(T, 0, 1)]
+    router._to_commit = {(T, 0): KafkaPartition(T, 0, 1)}
     client.commit = refuse  # type: ignore[method-assign]
     router._take(client, 100, 0)  # type: ignore[arg-type]
     # (the client's TopicPartition.error is read-only: a stand-in with the same attributes)
@@ -127,4 +127,55 @@ def test_a_refused_commit_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptu
     router._on_commit(None, [KafkaPartition(T, 0, 1), refused_later])  # type: ignore[list-item]
     router._on_commit(None, [KafkaPartition(T, 0, 2)])  # accepted: nothing logged
     refusals = [r.getMessage() for r in caplog.records if "router commit refused" in r.getMessage()]
-    assert len(refusals) == 2 and f"{T}:1" in refusals[1] and router._to_commit == []
+    assert len(refusals) == 2 and f"{T}:1" in refusals[1] and router._to_commit == {}
+
+
+def test_commits_go_one_at_a_time_and_at_most_every_interval_the_last_one_whatever() -> None:
+    """Kafka answers a connection's requests in order, the group's heartbeats among them: a commit per poll
+    (hundreds a second) starved the heartbeats until the group's session expired (bench (d) at 5,000 events/s)."""
+    client = FakeClient(committed={}, ends={(T, 0): 100})
+    router = _router_consumer(client)
+    interval = router.settings.router_commit_interval_s
+
+    def routed(end: int) -> None:
+        router._to_commit[(T, 0)] = KafkaPartition(T, 0, end)
+
+    def take() -> None:
+        assert router._take(client, 100, 0) == []  # type: ignore[arg-type]
+
+    routed(5)
+    take()
+    assert client.commits == [[(T, 0, 5)]]
+    routed(7)
+    router._committed_at -= interval  # the interval has passed, but the commit is not answered yet
+    take()
+    assert client.commits == [[(T, 0, 5)]]
+    router._on_commit(None, [KafkaPartition(T, 0, 5)])
+    take()
+    assert client.commits[-1] == [(T, 0, 7)]  # the latest offset only
+    router._on_commit(None, [KafkaPartition(T, 0, 7)])
+    routed(9)
+    take()  # answered, but within the interval of the last one
+    assert len(client.commits) == 2
+    router._committed_at -= interval
+    take()
+    assert client.commits[-1] == [(T, 0, 9)]
+    routed(11)  # the final commit (stopping) waits for nothing
+    router._commit(client, asynchronous=False)  # type: ignore[arg-type]
+    assert client.commits[-1] == [(T, 0, 11)] and router._to_commit == {}
+
+
+def test_the_clients_fatal_state_ends_the_consumer_so_the_loop_builds_a_new_one() -> None:
+    """librdkafka reports its fatal state (a static member fenced by its own successor after a session timeout)
+    as an error event whose `fatal()` is False: taken for a passing error, the router polled a dead client
+    forever and counted nothing more."""
+    client = FakeClient(committed={}, ends={(T, 0): 1})
+    fenced = SimpleNamespace(error=lambda: KafkaError(KafkaError._FATAL, "fenced by another consumer"))
+    client.poll = lambda timeout=-1: fenced  # type: ignore[method-assign]
+    router = _router_consumer(client)
+    assert not fenced.error().fatal()
+    with pytest.raises(KafkaException):
+        router._take(client, 1, 0)  # type: ignore[arg-type]
+    transient = SimpleNamespace(error=lambda: KafkaError(KafkaError._TRANSPORT, "broker away"))
+    client.poll = lambda timeout=-1: transient  # type: ignore[method-assign]
+    assert router._take(client, 1, 0) == []  # type: ignore[arg-type]  # logged, the loop goes on
