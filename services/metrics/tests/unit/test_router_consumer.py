@@ -163,6 +163,11 @@ def test_commits_go_one_at_a_time_and_at_most_every_interval_the_last_one_whatev
     routed(11)  # the final commit (stopping) waits for nothing
     router._commit(client, asynchronous=False)  # type: ignore[arg-type]
     assert client.commits[-1] == [(T, 0, 11)] and router._to_commit == {}
+    # A revoked partition's pending offset is committed at once, while it is still this member's; others wait.
+    routed(13)
+    router._to_commit[(T, 1)] = KafkaPartition(T, 1, 4)
+    router._on_revoke(client, [KafkaPartition(T, 0)])  # type: ignore[arg-type]
+    assert client.commits[-1] == [(T, 0, 13)] and list(router._to_commit) == [(T, 1)]
 
 
 def test_the_clients_fatal_state_ends_the_consumer_so_the_loop_builds_a_new_one() -> None:

@@ -198,8 +198,16 @@ class RouterConsumer(PartitionLoop):
     def _on_assign(self, _consumer: Consumer, assigned: list[KafkaPartition]) -> None:
         self._rebalances.append((True, [(tp.topic, tp.partition) for tp in assigned]))
 
-    def _on_revoke(self, _consumer: Consumer, revoked: list[KafkaPartition]) -> None:
+    def _on_revoke(self, consumer: Consumer, revoked: list[KafkaPartition]) -> None:
         self._rebalances.append((False, [(tp.topic, tp.partition) for tp in revoked]))
+        # What was routed of them and not committed yet is committed now, while they are still this
+        # member's: their next owner starts where this one stopped instead of routing it again.
+        handed_over = [c for tp in revoked if (c := self._to_commit.pop((tp.topic, tp.partition), None)) is not None]
+        if handed_over:
+            try:
+                consumer.commit(offsets=handed_over, asynchronous=False)
+            except KafkaException as exc:
+                self._on_commit(exc.args[0] if exc.args else None, handed_over)
 
     def _positions(
         self, consumer: Consumer, tps: list[tuple[str, int]]
@@ -300,7 +308,7 @@ class RouterConsumer(PartitionLoop):
         for m in batch:
             # A partition's records come in order; a consumed record has its topic, partition and offset.
             ends[(m.topic(), m.partition())] = m.offset() + 1  # type: ignore[index,operator]
-        # Every record of the batch is acknowledged: its offsets are committed with the next poll.
+        # Every record of the batch is acknowledged: its offsets are committed with a later poll (`_commit`).
         for (topic, partition), end in ends.items():
             self._to_commit[(topic, partition)] = KafkaPartition(topic, partition, end)
         for key, end in ends.items():
